@@ -1,0 +1,133 @@
+//! The profile directory: interns `(database, profile_id)` as small integer slots.
+//!
+//! Relations refer to their initiator by slot (`u32`), not by id, which keeps the
+//! per-relation record small. Both maps are lock-free for readers; a profile is only
+//! created or removed by a writer that holds the lock of the profile's shard, so two
+//! writers never race to create the same profile.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use hashbrown::DefaultHashBuilder;
+
+use crate::error::Error;
+use crate::profile_id::ProfileId;
+
+/// One live profile.
+#[derive(Debug)]
+pub(crate) struct Profile {
+    /// Slot number, unique among live profiles (reused after a delete completes).
+    pub(crate) slot: u32,
+    /// The database it belongs to.
+    pub(crate) db: u32,
+    /// Its id.
+    pub(crate) id: ProfileId,
+    /// The hash that places it (XXH64 of the id, unless a test injected another hash).
+    pub(crate) xxh: u64,
+    /// Set, under the profile's shard lock, when a delete starts; writes that find it set
+    /// answer "not found".
+    deleted: AtomicBool,
+}
+
+impl Profile {
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+}
+
+/// Key of the id map: ids are unique per database.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ProfileKey {
+    pub(crate) db: u32,
+    pub(crate) id: ProfileId,
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    next: u32,
+    free: Vec<u32>,
+}
+
+/// All live profiles, by id and by slot.
+#[derive(Debug)]
+pub(crate) struct Directory {
+    by_key: papaya::HashMap<ProfileKey, Arc<Profile>, DefaultHashBuilder>,
+    by_slot: papaya::HashMap<u32, Arc<Profile>, DefaultHashBuilder>,
+    slots: Mutex<Slots>,
+}
+
+impl Directory {
+    pub(crate) fn new() -> Self {
+        Directory {
+            by_key: papaya::HashMap::with_hasher(DefaultHashBuilder::default()),
+            by_slot: papaya::HashMap::with_hasher(DefaultHashBuilder::default()),
+            slots: Mutex::new(Slots::default()),
+        }
+    }
+
+    /// The live profile `id` of database `db`. Lock-free.
+    pub(crate) fn get(&self, key: &ProfileKey) -> Option<Arc<Profile>> {
+        self.by_key.pin().get(key).cloned()
+    }
+
+    /// The live profile in `slot`. Lock-free.
+    pub(crate) fn by_slot(&self, slot: u32) -> Option<Arc<Profile>> {
+        self.by_slot.pin().get(&slot).cloned()
+    }
+
+    /// Number of live profiles.
+    pub(crate) fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// Creates the profile; the caller holds its shard's lock and saw it missing.
+    pub(crate) fn create(&self, key: ProfileKey, xxh: u64) -> Result<Arc<Profile>, Error> {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            match slots.free.pop() {
+                Some(slot) => slot,
+                None => {
+                    let slot = slots.next;
+                    slots.next = slot.checked_add(1).ok_or(Error::CapacityExceeded)?;
+                    slot
+                }
+            }
+        };
+        let profile = Arc::new(Profile {
+            slot,
+            db: key.db,
+            id: key.id.clone(),
+            xxh,
+            deleted: AtomicBool::new(false),
+        });
+        self.by_slot.pin().insert(slot, Arc::clone(&profile));
+        self.by_key.pin().insert(key, Arc::clone(&profile));
+        Ok(profile)
+    }
+
+    /// Starts a delete: the id no longer finds the profile and writes refuse it. The
+    /// caller holds the profile's shard lock.
+    pub(crate) fn unlink(&self, profile: &Profile) {
+        profile.deleted.store(true, Ordering::Release);
+        self.by_key.pin().remove(&ProfileKey {
+            db: profile.db,
+            id: profile.id.clone(),
+        });
+    }
+
+    /// Ends a delete: no relation refers to the slot any more, so it may be reused.
+    pub(crate) fn release(&self, profile: &Profile) {
+        debug_assert!(profile.is_deleted());
+        self.by_slot.pin().remove(&profile.slot);
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .free
+            .push(profile.slot);
+    }
+
+    /// Every live profile (for state sweeps in tests and snapshots).
+    pub(crate) fn all(&self) -> Vec<Arc<Profile>> {
+        self.by_key.pin().values().cloned().collect()
+    }
+}

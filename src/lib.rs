@@ -1,0 +1,97 @@
+//! # relcount
+//!
+//! An embedded, in-memory engine that keeps **profile relation counters**. Profiles of a
+//! database A (recipients) receive typed relations from profiles of a database B
+//! (initiators), with properties such as `"Donate": 20`, `"Like": 2`,
+//! `"Subscriber": true`. For every `(relation type, profile A)` the engine keeps the
+//! number of relations and, per property, how many have it, their sum and the top
+//! initiators by value, updated on every write so that
+//! [`get_counter`](Engine::get_counter) costs O(1) in the number of relations.
+//!
+//! ```
+//! use relcount::{Engine, PropSpec, RelationType, Sum, Value};
+//!
+//! let engine = Engine::new();
+//! engine.define(
+//!     RelationType::new(3, 1, 2)
+//!         .prop("Donate", PropSpec::int().top(10))
+//!         .prop("Like", PropSpec::int().sum())
+//!         .prop("Subscriber", PropSpec::bool()),
+//! )?;
+//! let a = "5c910f6bc484d023b1309bee";
+//! engine.attach(3, a, "5c910938c484d023b1309bab", &[("Donate", Value::Int(20))])?;
+//! engine.strengthen(3, a, "5c910938c484d023b1309bab", &[("Like", Value::Int(2))])?;
+//! engine.edit(3, a, "5c910938c484d023b1309bab", &[("Subscriber", Value::Bool(true))])?;
+//!
+//! let counter = engine.get_counter(3, a)?;
+//! assert_eq!(relcount::format_xxh(counter.profile_xxh()), "54ec2d76ac22a964");
+//! assert_eq!(counter.total(), 1);
+//! let donate = counter.prop("Donate").unwrap();
+//! let top: Vec<_> = donate.top().unwrap().map(|t| (t.profile_id.to_string(), t.value)).collect();
+//! assert_eq!(top, [("5c910938c484d023b1309bab".to_string(), Value::Int(20))]);
+//! assert_eq!(counter.prop("Like").unwrap().sum(), Some(Sum::Int(2)));
+//! assert_eq!(counter.prop("Subscriber").unwrap().total(), 1);
+//! # Ok::<(), relcount::Error>(())
+//! ```
+//!
+//! ## Semantics
+//!
+//! The contract is the platform's "profile relations" API (see the repository's
+//! `SPEC.md` summary in the README): attach replaces a relation's values, strengthen adds
+//! deltas, edit overwrites the listed values, detach removes, and deleting a profile
+//! removes every relation it takes part in. Every write is atomic: it is validated
+//! completely before anything changes, and a refused write changes nothing.
+//!
+//! - Int sums are exact (`i128`); float sums are exact too, kept as a Shewchuk
+//!   expansion and reported correctly rounded (within half an ulp of the true sum, and
+//!   exactly `0.0` when no value is left). Float values are limited to ±2^960 so that
+//!   no sum can overflow.
+//! - Top lists order by value descending, ties by initiator id ascending, and stay exact
+//!   under detach, weakening and deletes, without rescanning large targets.
+//!
+//! ## Consistency
+//!
+//! - **A [`Counter`] is a snapshot of one profile's counters for one relation type,
+//!   taken between two writes**: its `total`, every property's `total`, `sum` and `top`
+//!   come from the same moment. Writers build the next counters aside and publish them
+//!   with one atomic pointer swap; a reader never sees half a write.
+//! - **Reads take no lock.** `get_counter` does two lookups in lock-free maps
+//!   (`papaya`, epoch-reclaimed) and clones one `Arc`; it never waits for a writer, and
+//!   a writer never waits for it.
+//! - Writes to one profile are serialised (a lock per shard of profiles). A write that
+//!   touches two profiles locks both shards in ascending order, so writers cannot
+//!   deadlock. Once a write returns, every later `get_counter` sees it.
+//! - Counters of different profiles are independent snapshots: a reader of two profiles
+//!   may see a write in one and not yet in the other. A profile delete updates each
+//!   touched counter atomically, one after the other.
+//! - [`Engine::list`] reads under the recipient's shard lock (briefly) and is consistent
+//!   with the counters of that moment.
+//!
+//! ## Where things are
+//!
+//! `schema` (relation types), `profile_id` (ids and `profile_xxh`), `record` (one
+//! relation's packed values), `directory` (profile interning), `shard` (the sharded
+//! writer state), `accum` (counters: exact sums, top lists, published views), `engine`
+//! (the facade), `workload` (a reproducible Zipf workload for demos and benches).
+
+#![forbid(unsafe_code)]
+
+mod accum;
+mod directory;
+mod engine;
+mod error;
+mod profile_id;
+mod record;
+mod schema;
+mod shard;
+pub mod workload;
+
+pub use accum::exact_sum::MAX_FLOAT;
+pub use accum::{Counter, PropCounter, Sum, TopItem};
+pub use engine::{
+    DEFAULT_LIST_LIMIT, DEFAULT_SHARDS, Engine, EngineBuilder, MAX_LIST_LIMIT, MAX_SHARDS, Page,
+    Row,
+};
+pub use error::Error;
+pub use profile_id::{MAX_PROFILE_ID_LEN, ProfileHasher, ProfileId, ProfileStr, format_xxh, xxh64};
+pub use schema::{DEFAULT_TOP, MAX_PROP_NAME_LEN, MAX_PROPS, MAX_TOP, PropKind, PropSpec, RelationType, Value};

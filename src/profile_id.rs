@@ -1,0 +1,267 @@
+//! Profile ids: validation, compact storage of 24-hex ids, and `profile_xxh`.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
+
+use crate::error::Error;
+
+/// The longest profile id accepted, in bytes (SPEC section 2).
+pub const MAX_PROFILE_ID_LEN: usize = 64;
+
+/// A function that hashes a profile id's bytes to the 64-bit value that places it.
+///
+/// The engine uses [`xxh64`] unless a test injects another one through
+/// [`EngineBuilder::profile_hasher`](crate::EngineBuilder::profile_hasher).
+pub type ProfileHasher = fn(&[u8]) -> u64;
+
+/// XXH64 with seed 0 over `bytes`: the platform's `profile_xxh`.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(
+///     relcount::format_xxh(relcount::xxh64(b"5c910f6bc484d023b1309bee")),
+///     "54ec2d76ac22a964"
+/// );
+/// ```
+#[must_use]
+pub fn xxh64(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh64::xxh64(bytes, 0)
+}
+
+/// Formats a `profile_xxh` as the platform prints it: 16 lowercase hex digits.
+#[must_use]
+pub fn format_xxh(xxh: u64) -> String {
+    format!("{xxh:016x}")
+}
+
+/// A profile id: any non-empty string of at most 64 bytes.
+///
+/// The platform's ids are 24 lowercase hex characters (12-byte object ids); those are
+/// stored in 12 bytes inline, every other id on the heap. Two ids are equal exactly when
+/// their strings are equal, and they order as their strings do (byte-wise).
+///
+/// # Examples
+///
+/// ```
+/// use relcount::ProfileId;
+///
+/// let id = ProfileId::new("5c910f6bc484d023b1309bee").unwrap();
+/// assert_eq!(&*id.as_str(), "5c910f6bc484d023b1309bee");
+/// assert!(ProfileId::new("").is_err());
+/// ```
+#[derive(Clone)]
+pub struct ProfileId(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// 24 lowercase hex characters, packed two to a byte.
+    Hex([u8; 12]),
+    /// Any other id.
+    Text(Box<str>),
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+fn hex_value(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+fn pack_hex24(s: &[u8]) -> Option<[u8; 12]> {
+    if s.len() != 24 {
+        return None;
+    }
+    let mut out = [0u8; 12];
+    for (i, pair) in s.chunks_exact(2).enumerate() {
+        out[i] = (hex_value(pair[0])? << 4) | hex_value(pair[1])?;
+    }
+    Some(out)
+}
+
+impl ProfileId {
+    /// Validates and stores a profile id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidProfileId`] when `id` is empty or longer than
+    /// [`MAX_PROFILE_ID_LEN`] bytes.
+    pub fn new(id: &str) -> Result<Self, Error> {
+        if id.is_empty() || id.len() > MAX_PROFILE_ID_LEN {
+            return Err(Error::InvalidProfileId { len: id.len() });
+        }
+        Ok(match pack_hex24(id.as_bytes()) {
+            Some(packed) => ProfileId(Repr::Hex(packed)),
+            None => ProfileId(Repr::Text(id.into())),
+        })
+    }
+
+    /// The id as a string, without allocating.
+    #[must_use]
+    pub fn as_str(&self) -> ProfileStr<'_> {
+        match &self.0 {
+            Repr::Hex(packed) => {
+                let mut buf = [0u8; 24];
+                for (i, b) in packed.iter().enumerate() {
+                    buf[2 * i] = HEX_DIGITS[usize::from(b >> 4)];
+                    buf[2 * i + 1] = HEX_DIGITS[usize::from(b & 0xf)];
+                }
+                ProfileStr(StrRepr::Hex(buf))
+            }
+            Repr::Text(s) => ProfileStr(StrRepr::Text(s)),
+        }
+    }
+
+    /// True when the id is stored in the compact 12-byte form.
+    #[must_use]
+    pub fn is_compact(&self) -> bool {
+        matches!(self.0, Repr::Hex(_))
+    }
+
+    /// Heap bytes this id owns beyond its inline size (0 for compact ids).
+    #[must_use]
+    pub fn heap_bytes(&self) -> usize {
+        match &self.0 {
+            Repr::Hex(_) => 0,
+            Repr::Text(s) => s.len(),
+        }
+    }
+}
+
+impl PartialEq for ProfileId {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Repr::Hex(a), Repr::Hex(b)) => a == b,
+            (Repr::Text(a), Repr::Text(b)) => a == b,
+            // A text id is never 24 lowercase hex characters, so the forms never meet.
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ProfileId {}
+
+impl Hash for ProfileId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match &self.0 {
+            Repr::Hex(a) => a.hash(state),
+            Repr::Text(s) => s.hash(state),
+        }
+    }
+}
+
+impl Ord for ProfileId {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (&self.0, &other.0) {
+            // Packed nibbles order as their lowercase hex digits do.
+            (Repr::Hex(a), Repr::Hex(b)) => a.cmp(b),
+            _ => self.as_str().as_bytes().cmp(other.as_str().as_bytes()),
+        }
+    }
+}
+
+impl PartialOrd for ProfileId {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for ProfileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+impl fmt::Debug for ProfileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ProfileId({:?})", &*self.as_str())
+    }
+}
+
+/// A profile id borrowed as a `str` (see [`ProfileId::as_str`]).
+pub struct ProfileStr<'a>(StrRepr<'a>);
+
+enum StrRepr<'a> {
+    Hex([u8; 24]),
+    Text(&'a str),
+}
+
+impl Deref for ProfileStr<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match &self.0 {
+            // Every byte comes from HEX_DIGITS, so the buffer is ASCII; the fallback is
+            // unreachable and keeps this module free of unsafe code.
+            StrRepr::Hex(buf) => std::str::from_utf8(buf).unwrap_or_default(),
+            StrRepr::Text(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for ProfileStr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_pairs() {
+        for (id, xxh) in [
+            ("5c910f6bc484d023b1309bee", "54ec2d76ac22a964"),
+            ("669e6968ebf4ac52b623a997", "5af1023c84f66195"),
+            ("6751b8f1c5e3db9bcb75befa", "879cebbb0e6b6723"),
+        ] {
+            assert_eq!(format_xxh(xxh64(id.as_bytes())), xxh, "{id}");
+        }
+    }
+
+    #[test]
+    fn hex_ids_are_compact_and_round_trip() {
+        let id = ProfileId::new("0123456789abcdef01234567").unwrap();
+        assert!(id.is_compact());
+        assert_eq!(&*id.as_str(), "0123456789abcdef01234567");
+        let upper = ProfileId::new("0123456789ABCDEF01234567").unwrap();
+        assert!(!upper.is_compact());
+        assert_ne!(id, upper);
+    }
+
+    #[test]
+    fn order_matches_string_order_across_forms() {
+        let ids = [
+            "0123456789abcdef01234567",
+            "0123456789abcdef0123456",
+            "0123456789abcdef012345678",
+            "ffffffffffffffffffffffff",
+            "g",
+            "A",
+            "a",
+            "zzzzzzzzzzzzzzzzzzzzzzzz",
+        ];
+        for a in ids {
+            for b in ids {
+                let (pa, pb) = (ProfileId::new(a).unwrap(), ProfileId::new(b).unwrap());
+                assert_eq!(pa.cmp(&pb), a.cmp(b), "{a} vs {b}");
+                assert_eq!(pa == pb, a == b);
+            }
+        }
+    }
+
+    #[test]
+    fn length_limits() {
+        assert!(ProfileId::new(&"x".repeat(64)).is_ok());
+        assert_eq!(
+            ProfileId::new(&"x".repeat(65)).unwrap_err(),
+            Error::InvalidProfileId { len: 65 }
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! One relation's property values, packed, and how each write kind computes the next ones.
+
+use smallvec::{SmallVec, smallvec};
+
+use crate::accum::exact_sum::MAX_FLOAT;
+use crate::error::Error;
+use crate::schema::{Changes, PropKind, Schema, Value};
+
+/// The values of one relation.
+///
+/// Bit `i` of `present` says property `i` has a value; bit `i` of `bools` holds a bool
+/// property's value. Numeric values live in `nums`, one raw 64-bit word per numeric
+/// property (an `i64` or the bits of an `f64`), inline for up to two of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    present: u32,
+    bools: u32,
+    nums: SmallVec<[u64; 2]>,
+}
+
+/// The three writes that set values (detach removes the record instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteKind {
+    /// Replace every value with the given ones.
+    Attach,
+    /// Add deltas to numeric values (unset counts as 0); set bools as given.
+    Strengthen,
+    /// Overwrite the given values, keep the others.
+    Edit,
+}
+
+/// Order-preserving key of a numeric value: a larger value has a larger rank.
+pub(crate) fn rank(kind: PropKind, raw: u64) -> u64 {
+    match kind {
+        PropKind::Float => {
+            if raw >> 63 == 1 {
+                !raw
+            } else {
+                raw | (1 << 63)
+            }
+        }
+        _ => raw ^ (1 << 63),
+    }
+}
+
+/// The typed value of a raw numeric word.
+pub(crate) fn numeric_value(kind: PropKind, raw: u64) -> Value {
+    match kind {
+        PropKind::Float => Value::Float(f64::from_bits(raw)),
+        _ => Value::Int(raw as i64),
+    }
+}
+
+fn raw_of(value: Value) -> u64 {
+    match value {
+        Value::Int(v) => v as u64,
+        Value::Float(v) => v.to_bits(),
+        Value::Bool(v) => u64::from(v),
+    }
+}
+
+impl Record {
+    fn empty(schema: &Schema) -> Record {
+        Record {
+            present: 0,
+            bools: 0,
+            nums: smallvec![0; usize::from(schema.num_slots)],
+        }
+    }
+
+    /// The value of property `index`, if it has one.
+    pub(crate) fn get(&self, schema: &Schema, index: usize) -> Option<Value> {
+        if self.present & (1 << index) == 0 {
+            return None;
+        }
+        let prop = &schema.props[index];
+        Some(match prop.spec.kind() {
+            PropKind::Bool => Value::Bool(self.bools & (1 << index) != 0),
+            kind => numeric_value(kind, self.nums[usize::from(prop.slot)]),
+        })
+    }
+
+    /// The raw word of numeric property `index`, if it has a value.
+    pub(crate) fn raw(&self, schema: &Schema, index: usize) -> Option<u64> {
+        (self.present & (1 << index) != 0).then(|| self.nums[usize::from(schema.props[index].slot)])
+    }
+
+    /// Whether bool property `index` is set and true.
+    pub(crate) fn is_true(&self, index: usize) -> bool {
+        self.present & self.bools & (1 << index) != 0
+    }
+
+    fn set(&mut self, schema: &Schema, index: usize, value: Value) {
+        self.present |= 1 << index;
+        match value {
+            Value::Bool(v) => {
+                if v {
+                    self.bools |= 1 << index;
+                } else {
+                    self.bools &= !(1 << index);
+                }
+            }
+            numeric => self.nums[usize::from(schema.props[index].slot)] = raw_of(numeric),
+        }
+    }
+
+    /// The record a write of `kind` with `changes` makes of `old` (None: no relation).
+    ///
+    /// # Errors
+    ///
+    /// A strengthen that takes an int out of i64, or a float out of the finite range.
+    pub(crate) fn next(
+        schema: &Schema,
+        old: Option<&Record>,
+        kind: WriteKind,
+        changes: &Changes,
+    ) -> Result<Record, Error> {
+        let mut rec = match (kind, old) {
+            (WriteKind::Attach, _) | (_, None) => Record::empty(schema),
+            (_, Some(old)) => old.clone(),
+        };
+        for &(index, value) in changes {
+            let index = usize::from(index);
+            let value = match (kind, value) {
+                (WriteKind::Strengthen, Value::Int(delta)) => {
+                    let Value::Int(cur) = rec.get(schema, index).unwrap_or(Value::Int(0)) else {
+                        unreachable!("resolved values have the property's type")
+                    };
+                    Value::Int(cur.checked_add(delta).ok_or_else(|| Error::IntOverflow {
+                        property: schema.props[index].name.to_string(),
+                    })?)
+                }
+                (WriteKind::Strengthen, Value::Float(delta)) => {
+                    let cur = match rec.get(schema, index) {
+                        Some(Value::Float(cur)) => cur,
+                        _ => 0.0,
+                    };
+                    let sum = cur + delta;
+                    if sum.abs() > MAX_FLOAT {
+                        return Err(Error::FloatOverflow {
+                            property: schema.props[index].name.to_string(),
+                        });
+                    }
+                    Value::Float(sum + 0.0)
+                }
+                (_, value) => value,
+            };
+            rec.set(schema, index, value);
+        }
+        Ok(rec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{PropSpec, RelationType};
+
+    fn schema() -> Schema {
+        Schema::compile(
+            RelationType::new(1, 1, 2)
+                .prop("i", PropSpec::int())
+                .prop("b", PropSpec::bool())
+                .prop("f", PropSpec::float()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn ranks_order_like_values() {
+        let ints = [i64::MIN, -5, -1, 0, 1, 7, i64::MAX];
+        for w in ints.windows(2) {
+            assert!(rank(PropKind::Int, w[0] as u64) < rank(PropKind::Int, w[1] as u64));
+        }
+        let floats = [f64::MIN, -2.5, -1e-300, 0.0, 1e-300, 3.0, f64::MAX];
+        for w in floats.windows(2) {
+            assert!(
+                rank(PropKind::Float, w[0].to_bits()) < rank(PropKind::Float, w[1].to_bits())
+            );
+        }
+    }
+
+    #[test]
+    fn write_kinds() {
+        let s = schema();
+        let ch = |v: &[(u8, Value)]| Changes::from_slice(v);
+        let a = Record::next(
+            &s,
+            None,
+            WriteKind::Attach,
+            &ch(&[(0, Value::Int(5)), (1, Value::Bool(false))]),
+        )
+        .unwrap();
+        assert_eq!(a.get(&s, 0), Some(Value::Int(5)));
+        assert_eq!(a.get(&s, 1), Some(Value::Bool(false)));
+        assert_eq!(a.get(&s, 2), None);
+        assert!(!a.is_true(1));
+        let st = Record::next(
+            &s,
+            Some(&a),
+            WriteKind::Strengthen,
+            &ch(&[(0, Value::Int(-7)), (2, Value::Float(1.5))]),
+        )
+        .unwrap();
+        assert_eq!(st.get(&s, 0), Some(Value::Int(-2)));
+        assert_eq!(st.get(&s, 2), Some(Value::Float(1.5)));
+        assert_eq!(st.get(&s, 1), Some(Value::Bool(false)));
+        let ed = Record::next(&s, Some(&st), WriteKind::Edit, &ch(&[(1, Value::Bool(true))]))
+            .unwrap();
+        assert!(ed.is_true(1));
+        assert_eq!(ed.get(&s, 0), Some(Value::Int(-2)));
+        let re = Record::next(&s, Some(&ed), WriteKind::Attach, &ch(&[])).unwrap();
+        assert_eq!(re, Record::empty(&s));
+        let max = Record::next(&s, None, WriteKind::Attach, &ch(&[(0, Value::Int(i64::MAX))]))
+            .unwrap();
+        assert!(matches!(
+            Record::next(&s, Some(&max), WriteKind::Strengthen, &ch(&[(0, Value::Int(1))])),
+            Err(Error::IntOverflow { .. })
+        ));
+        let big = Record::next(&s, None, WriteKind::Attach, &ch(&[(2, Value::Float(MAX_FLOAT))]))
+            .unwrap();
+        assert!(matches!(
+            Record::next(&s, Some(&big), WriteKind::Strengthen, &ch(&[(2, Value::Float(1e280))])),
+            Err(Error::FloatOverflow { .. })
+        ));
+    }
+}

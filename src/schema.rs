@@ -1,0 +1,422 @@
+//! Relation types: the property schema of a `rel_id`, and the typed values it accepts.
+
+use std::fmt;
+
+use smallvec::SmallVec;
+
+use crate::accum::exact_sum::MAX_FLOAT;
+use crate::error::Error;
+
+/// Most properties one relation type may have.
+pub const MAX_PROPS: usize = 32;
+/// Longest property name, in bytes.
+pub const MAX_PROP_NAME_LEN: usize = 64;
+/// Largest `top` size (SPEC section 1).
+pub const MAX_TOP: u16 = 1000;
+/// The platform's default `top` size.
+pub const DEFAULT_TOP: u16 = 10;
+
+/// The type of a property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PropKind {
+    /// A signed 64-bit integer.
+    Int,
+    /// A finite 64-bit float.
+    Float,
+    /// A boolean.
+    Bool,
+}
+
+impl fmt::Display for PropKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PropKind::Int => "int",
+            PropKind::Float => "float",
+            PropKind::Bool => "bool",
+        })
+    }
+}
+
+/// A property value, as given to a write or read back from a relation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    /// For an int property (or a float property, where it is taken as a float).
+    Int(i64),
+    /// For a float property; must be finite.
+    Float(f64),
+    /// For a bool property.
+    Bool(bool),
+}
+
+impl Value {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Bool(_) => "bool",
+        }
+    }
+}
+
+/// What a property is and which aggregates are kept for it.
+///
+/// # Examples
+///
+/// ```
+/// use relcount::PropSpec;
+///
+/// let donate = PropSpec::int().top(10);
+/// let like = PropSpec::int().sum();
+/// let subscriber = PropSpec::bool();
+/// # let _ = (donate, like, subscriber);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PropSpec {
+    kind: PropKind,
+    sum: bool,
+    top: Option<u16>,
+}
+
+impl PropSpec {
+    /// An int property, with neither sum nor top.
+    #[must_use]
+    pub fn int() -> Self {
+        Self::of(PropKind::Int)
+    }
+
+    /// A float property, with neither sum nor top.
+    #[must_use]
+    pub fn float() -> Self {
+        Self::of(PropKind::Float)
+    }
+
+    /// A bool property (bool properties have neither sum nor top).
+    #[must_use]
+    pub fn bool() -> Self {
+        Self::of(PropKind::Bool)
+    }
+
+    /// A property of `kind`, with neither sum nor top.
+    #[must_use]
+    pub fn of(kind: PropKind) -> Self {
+        PropSpec {
+            kind,
+            sum: false,
+            top: None,
+        }
+    }
+
+    /// Keeps the sum of the values (numeric properties only).
+    #[must_use]
+    pub fn sum(mut self) -> Self {
+        self.sum = true;
+        self
+    }
+
+    /// Keeps the top `n` initiators by value (numeric properties only, `n` in 1..=1000).
+    #[must_use]
+    pub fn top(mut self, n: u16) -> Self {
+        self.top = Some(n);
+        self
+    }
+
+    /// The property's type.
+    #[must_use]
+    pub fn kind(&self) -> PropKind {
+        self.kind
+    }
+
+    /// Whether the sum is kept.
+    #[must_use]
+    pub fn has_sum(&self) -> bool {
+        self.sum
+    }
+
+    /// The top size, when a top list is kept.
+    #[must_use]
+    pub fn top_size(&self) -> Option<u16> {
+        self.top
+    }
+}
+
+/// The definition of a relation type: its databases and property schema.
+///
+/// # Examples
+///
+/// ```
+/// use relcount::{PropSpec, RelationType};
+///
+/// let seed = RelationType::new(3, 1, 2)
+///     .prop("Donate", PropSpec::int().top(10))
+///     .prop("Like", PropSpec::int().sum())
+///     .prop("Subscriber", PropSpec::bool());
+/// assert_eq!(seed.rel_id(), 3);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelationType {
+    rel_id: u32,
+    db_a: u32,
+    db_b: u32,
+    props: Vec<(String, PropSpec)>,
+}
+
+impl RelationType {
+    /// A relation type from database `db_a` (recipients) to `db_b` (initiators), with no
+    /// properties yet.
+    #[must_use]
+    pub fn new(rel_id: u32, db_a: u32, db_b: u32) -> Self {
+        RelationType {
+            rel_id,
+            db_a,
+            db_b,
+            props: Vec::new(),
+        }
+    }
+
+    /// Adds a property; the order of the calls is the order of `props` in answers.
+    #[must_use]
+    pub fn prop(mut self, name: impl Into<String>, spec: PropSpec) -> Self {
+        self.props.push((name.into(), spec));
+        self
+    }
+
+    /// The relation type's id.
+    #[must_use]
+    pub fn rel_id(&self) -> u32 {
+        self.rel_id
+    }
+}
+
+/// One property of a compiled schema.
+#[derive(Debug)]
+pub(crate) struct PropDef {
+    pub(crate) name: Box<str>,
+    pub(crate) spec: PropSpec,
+    /// Index into a record's numeric slots (numeric properties only).
+    pub(crate) slot: u8,
+}
+
+/// A validated relation type, shared by every counter of its `rel_id`.
+#[derive(Debug)]
+pub(crate) struct Schema {
+    pub(crate) def: RelationType,
+    pub(crate) props: Box<[PropDef]>,
+    pub(crate) num_slots: u8,
+    by_name: hashbrown::HashMap<Box<str>, u8>,
+}
+
+/// Validated property values of one call: `(property index, value)` in call order, each
+/// value already of the property's type.
+pub(crate) type Changes = SmallVec<[(u8, Value); 4]>;
+
+impl Schema {
+    pub(crate) fn compile(def: RelationType) -> Result<Schema, Error> {
+        let invalid = |reason: String| Error::InvalidSchema {
+            rel_id: def.rel_id,
+            reason,
+        };
+        if def.props.len() > MAX_PROPS {
+            return Err(invalid(format!(
+                "at most {MAX_PROPS} properties, got {}",
+                def.props.len()
+            )));
+        }
+        let mut props = Vec::with_capacity(def.props.len());
+        let mut by_name = hashbrown::HashMap::with_capacity(def.props.len());
+        let mut num_slots = 0u8;
+        for (i, (name, spec)) in def.props.iter().enumerate() {
+            if name.is_empty() || name.len() > MAX_PROP_NAME_LEN {
+                return Err(invalid(format!(
+                    "property names must be 1 to {MAX_PROP_NAME_LEN} bytes, got {name:?}"
+                )));
+            }
+            if spec.kind == PropKind::Bool && (spec.sum || spec.top.is_some()) {
+                return Err(invalid(format!(
+                    "bool property {name} can have neither sum nor top"
+                )));
+            }
+            if let Some(n) = spec.top {
+                if n == 0 || n > MAX_TOP {
+                    return Err(invalid(format!(
+                        "top of {name} must be 1 to {MAX_TOP}, got {n}"
+                    )));
+                }
+            }
+            let index = u8::try_from(i).map_err(|_| invalid("too many properties".into()))?;
+            if by_name.insert(name.as_str().into(), index).is_some() {
+                return Err(invalid(format!("property {name} is defined twice")));
+            }
+            let slot = num_slots;
+            if spec.kind != PropKind::Bool {
+                num_slots += 1;
+            }
+            props.push(PropDef {
+                name: name.as_str().into(),
+                spec: *spec,
+                slot,
+            });
+        }
+        Ok(Schema {
+            def,
+            props: props.into_boxed_slice(),
+            num_slots,
+            by_name,
+        })
+    }
+
+    pub(crate) fn rel_id(&self) -> u32 {
+        self.def.rel_id
+    }
+
+    pub(crate) fn db_a(&self) -> u32 {
+        self.def.db_a
+    }
+
+    pub(crate) fn db_b(&self) -> u32 {
+        self.def.db_b
+    }
+
+    /// Checks every weight against the schema and converts it to the property's type.
+    ///
+    /// Ints given for float properties become floats; `-0.0` becomes `0.0` (they are
+    /// equal, and one zero keeps top lists and sums canonical).
+    pub(crate) fn resolve<N: AsRef<str>>(&self, weights: &[(N, Value)]) -> Result<Changes, Error> {
+        let mut out = Changes::with_capacity(weights.len());
+        let mut seen = 0u32;
+        for (name, value) in weights {
+            let name = name.as_ref();
+            let &index = self
+                .by_name
+                .get(name)
+                .ok_or_else(|| Error::UnknownProperty {
+                    rel_id: self.rel_id(),
+                    name: name.into(),
+                })?;
+            if seen & (1 << index) != 0 {
+                return Err(Error::DuplicateProperty { name: name.into() });
+            }
+            seen |= 1 << index;
+            let kind = self.props[usize::from(index)].spec.kind;
+            let wrong = || Error::WrongType {
+                property: name.into(),
+                expected: kind,
+                got: value.type_name(),
+            };
+            let typed = match (kind, *value) {
+                (PropKind::Int, Value::Int(v)) => Value::Int(v),
+                // Taken as a float, rounded to the nearest f64 as JSON numbers are.
+                (PropKind::Float, Value::Int(v)) => Value::Float(v as f64),
+                (PropKind::Float, Value::Float(v)) if !v.is_finite() => {
+                    return Err(Error::NotFinite {
+                        property: name.into(),
+                    });
+                }
+                (PropKind::Float, Value::Float(v)) if v.abs() > MAX_FLOAT => {
+                    return Err(Error::FloatOverflow {
+                        property: name.into(),
+                    });
+                }
+                (PropKind::Float, Value::Float(v)) => Value::Float(v + 0.0),
+                (PropKind::Bool, Value::Bool(v)) => Value::Bool(v),
+                _ => return Err(wrong()),
+            };
+            out.push((index, typed));
+        }
+        Ok(out)
+    }
+
+    /// Two definitions are the same schema when every field matches.
+    pub(crate) fn same_as(&self, def: &RelationType) -> bool {
+        &self.def == def
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed() -> Schema {
+        Schema::compile(
+            RelationType::new(3, 1, 2)
+                .prop("Donate", PropSpec::int().top(10))
+                .prop("Like", PropSpec::int().sum())
+                .prop("Subscriber", PropSpec::bool())
+                .prop("Score", PropSpec::float().sum()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn slots_skip_bools() {
+        let s = seed();
+        let slots: Vec<u8> = s.props.iter().map(|p| p.slot).collect();
+        assert_eq!(slots, [0, 1, 2, 2]);
+        assert_eq!(s.num_slots, 3);
+    }
+
+    #[test]
+    fn resolve_converts_and_rejects() {
+        let s = seed();
+        let ok = s
+            .resolve(&[("Score", Value::Int(2)), ("Donate", Value::Int(5))])
+            .unwrap();
+        assert_eq!(ok.as_slice(), &[(3, Value::Float(2.0)), (0, Value::Int(5))]);
+        let neg_zero = s.resolve(&[("Score", Value::Float(-0.0))]).unwrap();
+        assert!(matches!(neg_zero[0].1, Value::Float(z) if z.is_sign_positive()));
+        assert_eq!(
+            s.resolve(&[("Donate", Value::Float(1.5))]).unwrap_err(),
+            Error::WrongType {
+                property: "Donate".into(),
+                expected: PropKind::Int,
+                got: "float"
+            }
+        );
+        assert!(matches!(
+            s.resolve(&[("Score", Value::Float(f64::NAN))]),
+            Err(Error::NotFinite { .. })
+        ));
+        assert!(matches!(
+            s.resolve(&[("Score", Value::Float(1e300))]),
+            Err(Error::FloatOverflow { .. })
+        ));
+        assert!(matches!(
+            s.resolve(&[("Subscriber", Value::Int(1))]),
+            Err(Error::WrongType { .. })
+        ));
+        assert!(matches!(
+            s.resolve(&[("Like", Value::Bool(true))]),
+            Err(Error::WrongType { .. })
+        ));
+        assert!(matches!(
+            s.resolve(&[("Nope", Value::Int(1))]),
+            Err(Error::UnknownProperty { .. })
+        ));
+        assert!(matches!(
+            s.resolve(&[("Like", Value::Int(1)), ("Like", Value::Int(2))]),
+            Err(Error::DuplicateProperty { .. })
+        ));
+    }
+
+    #[test]
+    fn compile_rejects_bad_schemas() {
+        let bad = [
+            RelationType::new(1, 1, 2).prop("b", PropSpec::bool().sum()),
+            RelationType::new(1, 1, 2).prop("t", PropSpec::int().top(0)),
+            RelationType::new(1, 1, 2).prop("t", PropSpec::int().top(1001)),
+            RelationType::new(1, 1, 2)
+                .prop("x", PropSpec::int())
+                .prop("x", PropSpec::float()),
+            RelationType::new(1, 1, 2).prop("", PropSpec::int()),
+        ];
+        for def in bad {
+            assert!(
+                matches!(Schema::compile(def), Err(Error::InvalidSchema { .. })),
+                "accepted"
+            );
+        }
+        let many = (0..=MAX_PROPS).fold(RelationType::new(1, 1, 2), |d, i| {
+            d.prop(format!("p{i}"), PropSpec::int())
+        });
+        assert!(Schema::compile(many).is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! The sharded writer state: per shard, the targets (recipients' accumulators) and the
+//! reverse index (which targets each initiator points at), behind one lock a shard.
+//!
+//! A profile lives in the shard chosen by the **high** bits of its hash (moka's
+//! `segment.rs`); the tables inside use their own seeded hasher over the full key, so the
+//! shard bits and the table bits never correlate, and a hash collision between two ids
+//! only puts them in the same shard.
+
+use std::sync::{Mutex, MutexGuard};
+
+use smallvec::SmallVec;
+
+use crate::accum::target::Target;
+
+/// `(rel_id, recipient slot)`: one counter.
+pub(crate) type TargetKey = (u32, u32);
+
+/// Keeps a value on its own cache lines, so two cores locking two neighbouring shards
+/// never share a line (crossbeam's `CachePadded`; 128 bytes covers the adjacent-line
+/// prefetcher of x86-64).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct CachePadded<T>(pub(crate) T);
+
+/// The targets one initiator has relations to. Small sets stay inline and are searched
+/// linearly; past [`Initiated::INLINE_MAX`] they become a hash set, so removing one
+/// relation of a prolific initiator stays O(1).
+#[derive(Debug)]
+pub(crate) enum Initiated {
+    Small(SmallVec<[TargetKey; 2]>),
+    Large(hashbrown::HashSet<TargetKey>),
+}
+
+impl Default for Initiated {
+    fn default() -> Self {
+        Initiated::Small(SmallVec::new())
+    }
+}
+
+impl Initiated {
+    const INLINE_MAX: usize = 16;
+
+    pub(crate) fn insert(&mut self, key: TargetKey) {
+        match self {
+            Initiated::Small(v) if v.contains(&key) => {}
+            Initiated::Small(v) if v.len() < Self::INLINE_MAX => v.push(key),
+            Initiated::Small(v) => {
+                let mut set: hashbrown::HashSet<TargetKey> = v.drain(..).collect();
+                set.insert(key);
+                *self = Initiated::Large(set);
+            }
+            Initiated::Large(set) => {
+                set.insert(key);
+            }
+        }
+    }
+
+    pub(crate) fn remove(&mut self, key: &TargetKey) {
+        match self {
+            Initiated::Small(v) => {
+                if let Some(i) = v.iter().position(|k| k == key) {
+                    v.swap_remove(i);
+                }
+            }
+            Initiated::Large(set) => {
+                set.remove(key);
+            }
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        match self {
+            Initiated::Small(v) => v.is_empty(),
+            Initiated::Large(set) => set.is_empty(),
+        }
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<TargetKey> {
+        match self {
+            Initiated::Small(v) => v.into_vec(),
+            Initiated::Large(set) => set.into_iter().collect(),
+        }
+    }
+}
+
+/// The state one shard lock guards.
+#[derive(Debug, Default)]
+pub(crate) struct Shard {
+    /// Targets whose recipient lives in this shard.
+    pub(crate) targets: hashbrown::HashMap<TargetKey, Target>,
+    /// For each initiator slot living in this shard, the targets it points at.
+    pub(crate) initiated: hashbrown::HashMap<u32, Initiated>,
+}
+
+/// A power-of-two number of shards.
+#[derive(Debug)]
+pub(crate) struct Shards {
+    shards: Box<[CachePadded<Mutex<Shard>>]>,
+    /// `64 - log2(count)`; the shard of a hash is `hash >> shift` (0 for one shard).
+    shift: u32,
+}
+
+/// The locks one write holds: one shard, or two taken in ascending shard order.
+pub(crate) struct Locked<'a> {
+    first: (usize, MutexGuard<'a, Shard>),
+    second: Option<(usize, MutexGuard<'a, Shard>)>,
+}
+
+impl Locked<'_> {
+    /// The guard of shard `index`, which must be one of the locked ones.
+    pub(crate) fn shard(&mut self, index: usize) -> &mut Shard {
+        match &mut self.second {
+            Some((i, guard)) if *i == index => guard,
+            _ => {
+                debug_assert_eq!(self.first.0, index);
+                &mut self.first.1
+            }
+        }
+    }
+}
+
+impl Shards {
+    /// `count` must be a power of two (checked by the builder).
+    pub(crate) fn new(count: usize) -> Self {
+        debug_assert!(count.is_power_of_two());
+        Shards {
+            shards: (0..count).map(|_| CachePadded::default()).collect(),
+            shift: 64 - count.trailing_zeros(),
+        }
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard of a profile hash: its high bits.
+    pub(crate) fn of(&self, hash: u64) -> usize {
+        // A shift by 64 (one shard) is not defined; checked_shr makes it 0.
+        hash.checked_shr(self.shift).unwrap_or(0) as usize
+    }
+
+    /// Locks one shard. A poisoned lock is taken as is: no engine code panics while it
+    /// holds a lock, and a host's panic cannot reach inside it.
+    pub(crate) fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
+        self.shards[index]
+            .0
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Locks the shards of two profiles, the lower index first, so two writers locking
+    /// the same pair can never deadlock.
+    pub(crate) fn lock_pair(&self, a: usize, b: usize) -> Locked<'_> {
+        let (lo, hi) = (a.min(b), a.max(b));
+        let first = (lo, self.lock(lo));
+        let second = (hi != lo).then(|| (hi, self.lock(hi)));
+        Locked { first, second }
+    }
+}
