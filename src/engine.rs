@@ -7,6 +7,7 @@ use hashbrown::DefaultHashBuilder;
 
 use crate::accum::counter::{Counter, View};
 use crate::accum::target::Target;
+use crate::accum::top::DEFAULT_INDEX_ABOVE;
 use crate::directory::{Directory, Profile, ProfileKey};
 use crate::error::Error;
 use crate::profile_id::{ProfileHasher, ProfileId, xxh64};
@@ -55,6 +56,7 @@ pub struct Engine {
     views: papaya::HashMap<TargetKey, Arc<View>, DefaultHashBuilder>,
     shards: Shards,
     hasher: ProfileHasher,
+    index_above: usize,
 }
 
 /// Settings of an [`Engine`]; start from [`Engine::builder`].
@@ -63,6 +65,7 @@ pub struct Engine {
 pub struct EngineBuilder {
     shards: usize,
     hasher: ProfileHasher,
+    index_above: usize,
 }
 
 impl EngineBuilder {
@@ -82,6 +85,16 @@ impl EngineBuilder {
         self
     }
 
+    /// Targets with more than `n` relations valued in a top property keep an ordered
+    /// index of them (default [`DEFAULT_INDEX_ABOVE`], 64); smaller ones keep none and
+    /// rescan their few relations when a top member leaves. A lower threshold spends
+    /// memory (about 40 bytes per indexed relation) to bound that rescan; tests set it
+    /// low to exercise both paths on small data.
+    pub fn top_index_threshold(mut self, n: usize) -> Self {
+        self.index_above = n;
+        self
+    }
+
     /// Builds the engine.
     #[must_use]
     pub fn build(self) -> Engine {
@@ -92,6 +105,7 @@ impl EngineBuilder {
             views: papaya::HashMap::with_hasher(DefaultHashBuilder::default()),
             shards: Shards::new(self.shards),
             hasher: self.hasher,
+            index_above: self.index_above,
         }
     }
 }
@@ -101,6 +115,7 @@ impl Default for EngineBuilder {
         EngineBuilder {
             shards: DEFAULT_SHARDS,
             hasher: xxh64,
+            index_above: DEFAULT_INDEX_ABOVE,
         }
     }
 }
@@ -358,7 +373,7 @@ impl Engine {
         let target = targets
             .entry(key)
             .or_insert_with(|| Target::new(schema, pa));
-        let view = target.apply(pb, record, &resolve);
+        let view = target.apply(pb, record, &resolve, self.index_above);
         if target.len() == 0 {
             targets.remove(&key);
             self.views.pin().remove(&key);
@@ -442,7 +457,7 @@ impl Engine {
             if target.get(profile.slot).is_none() {
                 continue;
             }
-            let view = target.apply(&profile, None, &resolve);
+            let view = target.apply(&profile, None, &resolve, self.index_above);
             if target.len() == 0 {
                 shard.targets.remove(&key);
                 self.views.pin().remove(&key);

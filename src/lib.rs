@@ -87,6 +87,7 @@ mod shard;
 pub mod workload;
 
 pub use accum::exact_sum::MAX_FLOAT;
+pub use accum::top::DEFAULT_INDEX_ABOVE;
 pub use accum::{Counter, PropCounter, Sum, TopItem};
 pub use engine::{
     DEFAULT_LIST_LIMIT, DEFAULT_SHARDS, Engine, EngineBuilder, MAX_LIST_LIMIT, MAX_SHARDS, Page,

@@ -185,6 +185,23 @@ impl RelationType {
     pub fn rel_id(&self) -> u32 {
         self.rel_id
     }
+
+    /// The database of the recipients (profile A).
+    #[must_use]
+    pub fn db_a(&self) -> u32 {
+        self.db_a
+    }
+
+    /// The database of the initiators (profile B).
+    #[must_use]
+    pub fn db_b(&self) -> u32 {
+        self.db_b
+    }
+
+    /// The properties, in definition order.
+    pub fn props(&self) -> impl ExactSizeIterator<Item = (&str, PropSpec)> {
+        self.props.iter().map(|(name, spec)| (name.as_str(), *spec))
+    }
 }
 
 /// One property of a compiled schema.

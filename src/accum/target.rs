@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::accum::counter::{PropState, SumState, View};
-use crate::accum::top::{self, INDEX_ABOVE, INDEX_BELOW, TopChange, TopEntry, TopIndex};
+use crate::accum::top::{self, TopChange, TopEntry, TopIndex};
 use crate::directory::Profile;
 use crate::record::{Record, rank};
 use crate::schema::{PropKind, Schema};
@@ -46,12 +46,14 @@ impl Target {
     }
 
     /// Sets the relation initiated by `b` to `new` (`None` removes it), updates every
-    /// counter incrementally and returns the new view to publish.
+    /// counter incrementally and returns the new view to publish. Top properties with
+    /// more than `index_above` valued relations keep an ordered index.
     pub(crate) fn apply(
         &mut self,
         b: &Arc<Profile>,
         new: Option<Record>,
         resolve: Resolve<'_>,
+        index_above: usize,
     ) -> Arc<View> {
         let old = match new {
             Some(rec) => self.rels.insert(b.slot, rec),
@@ -114,12 +116,12 @@ impl Target {
             }
             let valued = usize::try_from(state.total).unwrap_or(usize::MAX);
             match &self.indexes[i] {
-                None if valued > INDEX_ABOVE => {
+                None if valued > index_above => {
                     self.indexes[i] = Some(TopIndex::build(scan_valued(
                         rels, &schema, i, b, resolve,
                     )));
                 }
-                Some(_) if valued < INDEX_BELOW => self.indexes[i] = None,
+                Some(_) if valued < index_above / 2 => self.indexes[i] = None,
                 _ => {}
             }
             debug_assert!(self.indexes[i].as_ref().is_none_or(|x| x.len() == valued));

@@ -8,11 +8,11 @@
 //!   place: O(N).
 //! - A write that drops a member (detach, weakening below the cut, delete) leaves a hole
 //!   only the unlisted relations can fill. Targets with few valued relations (at most
-//!   [`INDEX_ABOVE`]) refill by scanning them: O(INDEX_ABOVE). Larger targets keep an
-//!   ordered index (a `BTreeSet` of all valued relations) and refill from its first N
-//!   entries: O(N + log n). The index is built when a target grows past `INDEX_ABOVE`
-//!   valued relations and dropped when it shrinks below `INDEX_BELOW`, so no write ever
-//!   scans a large target.
+//!   the index threshold, [`DEFAULT_INDEX_ABOVE`] unless set) refill by scanning them.
+//!   Larger targets keep an ordered index (a `BTreeSet` of all valued relations) and
+//!   refill from its first N entries: O(N + log n). The index is built when a target
+//!   grows past the threshold and dropped when it shrinks below half of it, so no write
+//!   ever scans a large target, and a target hovering at the threshold does not flap.
 
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
@@ -22,10 +22,8 @@ use crate::directory::Profile;
 use crate::record::numeric_value;
 use crate::schema::{PropKind, Value};
 
-/// Targets with more valued relations than this keep an ordered index.
-pub(crate) const INDEX_ABOVE: usize = 64;
-/// Targets whose valued relations fall below this drop their index.
-pub(crate) const INDEX_BELOW: usize = 32;
+/// Targets with more valued relations than this keep an ordered index, by default.
+pub const DEFAULT_INDEX_ABOVE: usize = 64;
 
 /// One initiator with its value, ordered best first: larger value first, then smaller
 /// profile id first (SPEC section 4).

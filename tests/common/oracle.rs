@@ -1,0 +1,358 @@
+//! The naive oracle: a `BTreeMap` of relations, every counter recomputed from scratch by
+//! scanning, and validation written out plainly from SPEC.md. It shares no code with the
+//! engine beyond the public types of answers and errors.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use relcount::{Error, MAX_FLOAT, PropKind, RelationType, Sum, Value};
+
+use super::{Answer, Op, Owned, OwnedPage, OwnedProp};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Attach,
+    Strengthen,
+    Edit,
+}
+
+#[derive(Debug, Clone)]
+struct Prop {
+    name: String,
+    kind: PropKind,
+    sum: bool,
+    top: Option<u16>,
+}
+
+#[derive(Debug, Clone)]
+struct Rel {
+    db_a: u32,
+    db_b: u32,
+    props: Vec<Prop>,
+}
+
+/// Relations keyed by `(rel_id, profile_a, profile_b)`, values by property name.
+#[derive(Debug, Clone)]
+pub struct Oracle {
+    rels: BTreeMap<u32, Rel>,
+    profiles: BTreeSet<(u32, String)>,
+    relations: BTreeMap<(u32, String, String), BTreeMap<String, Value>>,
+    hash: fn(&[u8]) -> u64,
+}
+
+fn check_id(id: &str) -> Result<(), Error> {
+    if id.is_empty() || id.len() > 64 {
+        Err(Error::InvalidProfileId { len: id.len() })
+    } else {
+        Ok(())
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Int(_) => "int",
+        Value::Float(_) => "float",
+        Value::Bool(_) => "bool",
+    }
+}
+
+impl Oracle {
+    pub fn new(hash: fn(&[u8]) -> u64) -> Self {
+        Oracle {
+            rels: BTreeMap::new(),
+            profiles: BTreeSet::new(),
+            relations: BTreeMap::new(),
+            hash,
+        }
+    }
+
+    /// Mirrors a relation type (the engine's own tests cover schema validation).
+    pub fn define(&mut self, def: RelationType) -> Result<(), Error> {
+        let props = def
+            .props()
+            .map(|(name, spec)| Prop {
+                name: name.to_string(),
+                kind: spec.kind(),
+                sum: spec.has_sum(),
+                top: spec.top_size(),
+            })
+            .collect();
+        self.rels.insert(
+            def.rel_id(),
+            Rel {
+                db_a: def.db_a(),
+                db_b: def.db_b(),
+                props,
+            },
+        );
+        Ok(())
+    }
+
+    fn rel(&self, rel_id: u32) -> Result<&Rel, Error> {
+        self.rels.get(&rel_id).ok_or(Error::UnknownRelation { rel_id })
+    }
+
+    fn typed(&self, rel_id: u32, weights: &[(String, Value)]) -> Result<Vec<(String, Value)>, Error> {
+        let rel = self.rel(rel_id)?;
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for (name, value) in weights {
+            let prop = rel
+                .props
+                .iter()
+                .find(|p| &p.name == name)
+                .ok_or_else(|| Error::UnknownProperty {
+                    rel_id,
+                    name: name.clone(),
+                })?;
+            if !seen.insert(name.clone()) {
+                return Err(Error::DuplicateProperty { name: name.clone() });
+            }
+            let v = match (prop.kind, *value) {
+                (PropKind::Int, Value::Int(v)) => Value::Int(v),
+                (PropKind::Float, Value::Int(v)) => Value::Float(v as f64),
+                (PropKind::Float, Value::Float(v)) if v.is_nan() || v.is_infinite() => {
+                    return Err(Error::NotFinite {
+                        property: name.clone(),
+                    });
+                }
+                (PropKind::Float, Value::Float(v)) if v.abs() > MAX_FLOAT => {
+                    return Err(Error::FloatOverflow {
+                        property: name.clone(),
+                    });
+                }
+                (PropKind::Float, Value::Float(v)) => Value::Float(if v == 0.0 { 0.0 } else { v }),
+                (PropKind::Bool, Value::Bool(v)) => Value::Bool(v),
+                (kind, v) => {
+                    return Err(Error::WrongType {
+                        property: name.clone(),
+                        expected: kind,
+                        got: type_name(&v),
+                    });
+                }
+            };
+            out.push((name.clone(), v));
+        }
+        Ok(out)
+    }
+
+    pub fn write(
+        &mut self,
+        kind: Kind,
+        rel_id: u32,
+        a: &str,
+        b: &str,
+        weights: &[(String, Value)],
+    ) -> Result<(), Error> {
+        self.rel(rel_id)?;
+        let typed = self.typed(rel_id, weights)?;
+        check_id(a)?;
+        check_id(b)?;
+        let key = (rel_id, a.to_string(), b.to_string());
+        let old = self.relations.get(&key).cloned();
+        let mut values = match (kind, &old) {
+            (Kind::Attach, _) | (_, None) => BTreeMap::new(),
+            (_, Some(old)) => old.clone(),
+        };
+        for (name, v) in typed {
+            let v = match (kind, v, values.get(&name)) {
+                (Kind::Strengthen, Value::Int(d), cur) => {
+                    let cur = match cur {
+                        Some(Value::Int(c)) => *c,
+                        _ => 0,
+                    };
+                    Value::Int(cur.checked_add(d).ok_or(Error::IntOverflow { property: name.clone() })?)
+                }
+                (Kind::Strengthen, Value::Float(d), cur) => {
+                    let cur = match cur {
+                        Some(Value::Float(c)) => *c,
+                        _ => 0.0,
+                    };
+                    let s = cur + d;
+                    if s.abs() > MAX_FLOAT {
+                        return Err(Error::FloatOverflow { property: name.clone() });
+                    }
+                    Value::Float(if s == 0.0 { 0.0 } else { s })
+                }
+                (_, v, _) => v,
+            };
+            values.insert(name, v);
+        }
+        self.profiles.insert((self.rels[&rel_id].db_a, a.to_string()));
+        self.profiles.insert((self.rels[&rel_id].db_b, b.to_string()));
+        self.relations.insert(key, values);
+        Ok(())
+    }
+
+    pub fn detach(&mut self, rel_id: u32, a: &str, b: &str) -> Result<(), Error> {
+        let rel = self.rel(rel_id)?.clone();
+        check_id(a)?;
+        check_id(b)?;
+        for (db, id) in [(rel.db_a, a), (rel.db_b, b)] {
+            if !self.profiles.contains(&(db, id.to_string())) {
+                return Err(Error::ProfileNotFound {
+                    db_id: db,
+                    profile_id: id.to_string(),
+                });
+            }
+        }
+        self.relations
+            .remove(&(rel_id, a.to_string(), b.to_string()))
+            .map(|_| ())
+            .ok_or_else(|| Error::RelationNotFound {
+                rel_id,
+                profile_a: a.to_string(),
+                profile_b: b.to_string(),
+            })
+    }
+
+    pub fn delete_profile(&mut self, db: u32, id: &str) -> Result<(), Error> {
+        check_id(id)?;
+        if !self.profiles.remove(&(db, id.to_string())) {
+            return Err(Error::ProfileNotFound {
+                db_id: db,
+                profile_id: id.to_string(),
+            });
+        }
+        let rels = self.rels.clone();
+        self.relations.retain(|(rel_id, a, b), _| {
+            let r = &rels[rel_id];
+            !((r.db_a == db && a == id) || (r.db_b == db && b == id))
+        });
+        Ok(())
+    }
+
+    fn rows(&self, rel_id: u32, a: &str) -> Vec<(&String, &BTreeMap<String, Value>)> {
+        self.relations
+            .iter()
+            .filter(|((r, pa, _), _)| *r == rel_id && pa == a)
+            .map(|((_, _, b), v)| (b, v))
+            .collect()
+    }
+
+    pub fn get_counter(&self, rel_id: u32, a: &str) -> Result<Owned, Error> {
+        let rel = self.rel(rel_id)?;
+        check_id(a)?;
+        if !self.profiles.contains(&(rel.db_a, a.to_string())) {
+            return Err(Error::ProfileNotFound {
+                db_id: rel.db_a,
+                profile_id: a.to_string(),
+            });
+        }
+        let rows = self.rows(rel_id, a);
+        let props = rel
+            .props
+            .iter()
+            .map(|p| {
+                let vals: Vec<(&String, Value)> = rows
+                    .iter()
+                    .filter_map(|(b, v)| Some((*b, *v.get(&p.name)?)))
+                    .collect();
+                let total = match p.kind {
+                    PropKind::Bool => vals.iter().filter(|(_, v)| *v == Value::Bool(true)).count(),
+                    _ => vals.len(),
+                } as u64;
+                let sum = p.sum.then(|| match p.kind {
+                    PropKind::Int => Sum::Int(
+                        vals.iter()
+                            .map(|(_, v)| match v {
+                                Value::Int(i) => i128::from(*i),
+                                _ => unreachable!(),
+                            })
+                            .sum(),
+                    ),
+                    // Model floats are multiples of 1/4 below 2^100: exact in i128.
+                    _ => {
+                        let quarters: i128 = vals
+                            .iter()
+                            .map(|(_, v)| match v {
+                                Value::Float(f) => {
+                                    assert_eq!((f * 4.0).fract(), 0.0, "model float {f}");
+                                    (f * 4.0) as i128
+                                }
+                                _ => unreachable!(),
+                            })
+                            .sum();
+                        Sum::Float(quarters as f64 / 4.0 + 0.0)
+                    }
+                });
+                let top = p.top.map(|n| {
+                    let mut v: Vec<(String, Value)> =
+                        vals.iter().map(|(b, v)| ((*b).clone(), *v)).collect();
+                    v.sort_by(|x, y| by_value(&y.1, &x.1).then_with(|| x.0.cmp(&y.0)));
+                    v.truncate(usize::from(n));
+                    v
+                });
+                OwnedProp {
+                    name: p.name.clone(),
+                    total,
+                    sum,
+                    top,
+                }
+            })
+            .collect();
+        Ok(Owned {
+            profile_id: a.to_string(),
+            xxh: (self.hash)(a.as_bytes()),
+            total: rows.len() as u64,
+            props,
+        })
+    }
+
+    pub fn list(&self, rel_id: u32, a: &str, skip: usize, limit: usize) -> Result<OwnedPage, Error> {
+        if !(1..=1000).contains(&limit) {
+            return Err(Error::InvalidArgument {
+                reason: format!("limit must be 1 to 1000, got {limit}"),
+            });
+        }
+        let rel = self.rel(rel_id)?;
+        check_id(a)?;
+        if !self.profiles.contains(&(rel.db_a, a.to_string())) {
+            return Err(Error::ProfileNotFound {
+                db_id: rel.db_a,
+                profile_id: a.to_string(),
+            });
+        }
+        let rows = self.rows(rel_id, a);
+        Ok(OwnedPage {
+            total_count: rows.len() as u64,
+            rows: rows
+                .iter()
+                .skip(skip)
+                .take(limit)
+                .map(|(b, v)| {
+                    let props = rel
+                        .props
+                        .iter()
+                        .filter_map(|p| Some((p.name.clone(), *v.get(&p.name)?)))
+                        .collect();
+                    ((*b).clone(), (self.hash)(b.as_bytes()), props)
+                })
+                .collect(),
+        })
+    }
+
+    pub fn profile_ids(&self, db: u32) -> Vec<String> {
+        self.profiles
+            .iter()
+            .filter(|(d, _)| *d == db)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
+    /// Answers a read op without needing `&mut`.
+    pub fn answer(&self, op: &Op) -> Answer {
+        match op {
+            Op::Get(r, a) => Answer::Counter(self.get_counter(*r, a)),
+            Op::List(r, a, s, l) => Answer::Page(self.list(*r, a, *s, *l)),
+            _ => panic!("answer takes read ops only"),
+        }
+    }
+}
+
+fn by_value(x: &Value, y: &Value) -> std::cmp::Ordering {
+    match (x, y) {
+        (Value::Int(x), Value::Int(y)) => x.cmp(y),
+        (Value::Float(x), Value::Float(y)) => x.partial_cmp(y).expect("finite"),
+        _ => unreachable!("one property has one type"),
+    }
+}

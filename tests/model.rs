@@ -1,0 +1,169 @@
+//! Model tests: random operation sequences applied to the engine and to the naive oracle
+//! (`tests/common/oracle.rs`); every answer is compared after every operation, and the
+//! whole state is swept after every operation too, so a refused write that changed
+//! anything is caught at once. Run under 1, 2 and 64 shards, and with a top-index
+//! threshold low enough that small targets take the indexed path.
+
+mod common;
+
+use common::{Op, apply_engine, apply_oracle, pair, prop_kinds, sweep};
+use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+use relcount::{Engine, PropKind, Value};
+
+/// Ids shared by both databases (the same id in two databases is two profiles), hex
+/// and text, plus two invalid ones that must be refused.
+const IDS: &[&str] = &[
+    "5c910f6bc484d023b1309bee",
+    "5c910938c484d023b1309bab",
+    "a1",
+    "b1",
+    "b2",
+    "B1",
+];
+const BAD_IDS: &[&str] = &[""];
+
+fn id() -> impl Strategy<Value = String> {
+    prop_oneof![
+        30 => prop::sample::select(IDS).prop_map(str::to_string),
+        1 => prop::sample::select(BAD_IDS).prop_map(str::to_string),
+        1 => Just("x".repeat(65)),
+    ]
+}
+
+/// Ids for the wide keyspace: many initiators so targets cross the index threshold.
+fn wide_id() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => Just("5c910f6bc484d023b1309bee".to_string()),
+        10 => (0u8..14).prop_map(|i| format!("{i:024x}")),
+    ]
+}
+
+fn int() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        20 => -3i64..=3,
+        1 => Just(i64::MAX),
+        1 => Just(i64::MIN),
+        2 => Just(1i64 << 40),
+    ]
+}
+
+fn float() -> impl Strategy<Value = f64> {
+    prop::sample::select(&[-2.5, -0.0, 0.0, 0.25, 1.0, 3.75, 1e16, -1e16][..])
+}
+
+/// A value for a property of `kind`: mostly well typed, sometimes not (wrong type, NaN,
+/// infinity, out of range), so refusals are exercised.
+fn value_for(kind: PropKind, sel: u8, i: i64, f: f64, b: bool) -> Value {
+    match (sel, kind) {
+        (0, PropKind::Bool) => Value::Int(i),
+        (0, _) => Value::Bool(b),
+        (1, PropKind::Int) => Value::Float(f),
+        (1, _) => Value::Float(f64::NAN),
+        (2, _) => Value::Float(f64::INFINITY),
+        (3, _) => Value::Float(1e300),
+        (_, PropKind::Int) => Value::Int(i),
+        (sel, PropKind::Float) if sel % 3 == 0 => Value::Int(i),
+        (_, PropKind::Float) => Value::Float(f),
+        (_, PropKind::Bool) => Value::Bool(b),
+    }
+}
+
+fn weights(rel: u32) -> impl Strategy<Value = Vec<(String, Value)>> {
+    let kinds = prop_kinds(rel);
+    let n = kinds.len();
+    prop::collection::vec(
+        (0..=n, prop_oneof![1 => 0u8..4, 40 => 4u8..255], int(), float(), any::<bool>()),
+        0..=3,
+    )
+    .prop_map(move |ws| {
+        ws.into_iter()
+            .map(|(i, sel, iv, fv, bv)| match kinds.get(i) {
+                Some(&(name, kind)) => (name.to_string(), value_for(kind, sel, iv, fv, bv)),
+                None => ("Nope".to_string(), Value::Int(iv)),
+            })
+            .collect()
+    })
+}
+
+fn rel() -> impl Strategy<Value = u32> {
+    prop_oneof![12 => Just(1u32), 6 => Just(2u32), 4 => Just(3u32), 1 => Just(9u32)]
+}
+
+fn op_with(ids: BoxedStrategy<String>) -> impl Strategy<Value = Op> {
+    let ids2 = ids.clone();
+    (rel(), ids.clone(), ids2.clone(), 0u8..100)
+        .prop_flat_map(move |(r, a, b, pick)| {
+            let w = weights(if r == 9 { 1 } else { r });
+            (Just((r, a, b, pick)), w, 0usize..4, prop_oneof![Just(1usize), Just(2), Just(1000), Just(0), Just(1001)])
+        })
+        .prop_map(|((r, a, b, pick), w, skip, limit)| match pick {
+            0..=29 => Op::Attach(r, a, b, w),
+            30..=49 => Op::Strengthen(r, a, b, w),
+            50..=62 => Op::Edit(r, a, b, w),
+            63..=77 => Op::Detach(r, a, b),
+            78..=81 => Op::Delete(1 + u32::from(pick % 2), a),
+            82..=92 => Op::Get(r, a),
+            _ => Op::List(r, a, skip, limit),
+        })
+}
+
+fn run(engine: Engine, ops: &[Op], candidates: &[String]) -> Result<(), TestCaseError> {
+    let (engine, mut oracle) = pair(engine);
+    for (step, op) in ops.iter().enumerate() {
+        let got = apply_engine(&engine, op);
+        let want = apply_oracle(&mut oracle, op);
+        prop_assert_eq!(&got, &want, "step {} {:?}", step, op);
+        if let Err(diff) = sweep(&engine, &oracle, candidates) {
+            return Err(TestCaseError::fail(format!("after step {step} {op:?}: {diff}")));
+        }
+    }
+    Ok(())
+}
+
+fn candidates() -> Vec<String> {
+    IDS.iter().map(|s| s.to_string()).collect()
+}
+
+fn wide_candidates() -> Vec<String> {
+    let mut c: Vec<String> = (0u8..14).map(|i| format!("{i:024x}")).collect();
+    c.push("5c910f6bc484d023b1309bee".into());
+    c
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 300,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/model.proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn model_one_shard(ops in prop::collection::vec(op_with(id().boxed()), 1..60)) {
+        run(Engine::builder().shards(1).build(), &ops, &candidates())?;
+    }
+
+    #[test]
+    fn model_two_shards(ops in prop::collection::vec(op_with(id().boxed()), 1..60)) {
+        run(Engine::builder().shards(2).build(), &ops, &candidates())?;
+    }
+
+    #[test]
+    fn model_64_shards(ops in prop::collection::vec(op_with(id().boxed()), 1..60)) {
+        run(Engine::builder().shards(64).build(), &ops, &candidates())?;
+    }
+
+    /// Few recipients, many initiators, and an index threshold of 4: targets cross it
+    /// both ways, so top lists refill from the ordered index and from scans.
+    #[test]
+    fn model_wide_targets_indexed(ops in prop::collection::vec(op_with(wide_id().boxed()), 1..120)) {
+        run(Engine::builder().shards(2).top_index_threshold(4).build(), &ops, &wide_candidates())?;
+    }
+
+    #[test]
+    fn model_wide_targets_64_shards(ops in prop::collection::vec(op_with(wide_id().boxed()), 1..120)) {
+        run(Engine::builder().shards(64).top_index_threshold(2).build(), &ops, &wide_candidates())?;
+    }
+}
