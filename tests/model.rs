@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Op, apply_engine, apply_oracle, pair, prop_kinds, sweep};
+use common::{Op, check_steps, pair, prop_kinds};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use relcount::{Engine, PropKind, Value};
@@ -109,16 +109,8 @@ fn op_with(ids: BoxedStrategy<String>) -> impl Strategy<Value = Op> {
 }
 
 fn run(engine: Engine, ops: &[Op], candidates: &[String]) -> Result<(), TestCaseError> {
-    let (engine, mut oracle) = pair(engine);
-    for (step, op) in ops.iter().enumerate() {
-        let got = apply_engine(&engine, op);
-        let want = apply_oracle(&mut oracle, op);
-        prop_assert_eq!(&got, &want, "step {} {:?}", step, op);
-        if let Err(diff) = sweep(&engine, &oracle, candidates) {
-            return Err(TestCaseError::fail(format!("after step {step} {op:?}: {diff}")));
-        }
-    }
-    Ok(())
+    let (engine, oracle) = pair(engine, relcount::xxh64);
+    check_steps(&engine, oracle, ops, candidates).map_err(TestCaseError::fail)
 }
 
 fn candidates() -> Vec<String> {
@@ -133,7 +125,7 @@ fn wide_candidates() -> Vec<String> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 300,
+        cases: 1000,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "tests/model.proptest-regressions",
         ))),

@@ -194,7 +194,7 @@ impl<'a> PropCounter<'a> {
 
     /// The top initiators, best first, when the property keeps a top list.
     #[must_use]
-    pub fn top(&self) -> Option<impl ExactSizeIterator<Item = TopItem<'a>> + 'a> {
+    pub fn top(&self) -> Option<impl ExactSizeIterator<Item = TopItem<'a>> + use<'a>> {
         let kind = self.kind();
         self.state.top.as_deref().map(move |entries| {
             entries.iter().map(move |e| TopItem {

@@ -127,9 +127,10 @@ pub fn model_schemas() -> Vec<RelationType> {
     ]
 }
 
-/// The engine and the oracle, with the model schemas defined in both.
-pub fn pair(engine: Engine) -> (Engine, oracle::Oracle) {
-    let mut o = oracle::Oracle::new(relcount::xxh64);
+/// The engine and the oracle, with the model schemas defined in both; `hash` is the
+/// profile hash the engine was built with.
+pub fn pair(engine: Engine, hash: fn(&[u8]) -> u64) -> (Engine, oracle::Oracle) {
+    let mut o = oracle::Oracle::new(hash);
     for def in model_schemas() {
         engine.define(def.clone()).expect("model schema is valid");
         o.define(def).expect("model schema is valid");
@@ -174,4 +175,46 @@ pub fn prop_kinds(rel: u32) -> Vec<(&'static str, PropKind)> {
         2 => vec![("W", PropKind::Int)],
         _ => vec![("F", PropKind::Float), ("Flag", PropKind::Bool)],
     }
+}
+
+/// Applies `ops` to both sides, comparing every answer and sweeping the whole state
+/// after every step.
+pub fn check_steps(
+    engine: &Engine,
+    mut oracle: oracle::Oracle,
+    ops: &[Op],
+    candidates: &[String],
+) -> Result<(), String> {
+    for (step, op) in ops.iter().enumerate() {
+        let got = apply_engine(engine, op);
+        let want = apply_oracle(&mut oracle, op);
+        if got != want {
+            return Err(format!("step {step} {op:?}: engine {got:?}, oracle {want:?}"));
+        }
+        sweep(engine, &oracle, candidates).map_err(|d| format!("after step {step} {op:?}: {d}"))?;
+    }
+    Ok(())
+}
+
+/// Every read answer of the engine over `candidates`: two equal snapshots mean two
+/// equal states, as far as any caller can tell.
+pub fn snapshot(e: &Engine, candidates: &[String]) -> Vec<Answer> {
+    let mut out = Vec::new();
+    for db in [1, 2] {
+        out.push(Answer::Page(Ok(OwnedPage {
+            total_count: 0,
+            rows: e
+                .profile_ids(db)
+                .iter()
+                .map(|p| (p.to_string(), 0, Vec::new()))
+                .collect(),
+        })));
+    }
+    for def in model_schemas() {
+        for id in candidates {
+            out.push(apply_engine(e, &Op::Get(def.rel_id(), id.clone())));
+            out.push(apply_engine(e, &Op::List(def.rel_id(), id.clone(), 0, 1000)));
+        }
+    }
+    out
 }
