@@ -321,7 +321,13 @@ impl Engine {
             Some(p) => p,
             None => self.directory.create(b.key, b.hash)?,
         };
-        self.apply(&mut locked, &schema, (&pa, a.shard), (&pb, b.shard), Some(record));
+        self.apply(
+            &mut locked,
+            &schema,
+            (&pa, a.shard),
+            (&pb, b.shard),
+            Some(record),
+        );
         Ok(())
     }
 
@@ -338,8 +344,14 @@ impl Engine {
         let a = self.name(schema.db_a(), profile_a)?;
         let b = self.name(schema.db_b(), profile_b)?;
         let mut locked = self.shards.lock_pair(a.shard, b.shard);
-        let pa = self.directory.get(&a.key).ok_or_else(|| Self::not_found(&a))?;
-        let pb = self.directory.get(&b.key).ok_or_else(|| Self::not_found(&b))?;
+        let pa = self
+            .directory
+            .get(&a.key)
+            .ok_or_else(|| Self::not_found(&a))?;
+        let pb = self
+            .directory
+            .get(&b.key)
+            .ok_or_else(|| Self::not_found(&b))?;
         let exists = locked
             .shard(a.shard)
             .targets

@@ -36,8 +36,8 @@
 //!
 //! ## Semantics
 //!
-//! The contract is the platform's "profile relations" API (see the repository's
-//! `SPEC.md` summary in the README): attach replaces a relation's values, strengthen adds
+//! The contract is the platform's "profile relations" API (the README's *Semantics*
+//! section sums it up): attach replaces a relation's values, strengthen adds
 //! deltas, edit overwrites the listed values, detach removes, and deleting a profile
 //! removes every relation it takes part in. Every write is atomic: it is validated
 //! completely before anything changes, and a refused write changes nothing.
@@ -86,6 +86,11 @@ mod schema;
 mod shard;
 pub mod workload;
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use accum::exact_sum::MAX_FLOAT;
 pub use accum::top::DEFAULT_INDEX_ABOVE;
 pub use accum::{Counter, PropCounter, Sum, TopItem};
@@ -95,4 +100,6 @@ pub use engine::{
 };
 pub use error::Error;
 pub use profile_id::{MAX_PROFILE_ID_LEN, ProfileHasher, ProfileId, ProfileStr, format_xxh, xxh64};
-pub use schema::{DEFAULT_TOP, MAX_PROP_NAME_LEN, MAX_PROPS, MAX_TOP, PropKind, PropSpec, RelationType, Value};
+pub use schema::{
+    DEFAULT_TOP, MAX_PROP_NAME_LEN, MAX_PROPS, MAX_TOP, PropKind, PropSpec, RelationType, Value,
+};

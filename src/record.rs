@@ -174,9 +174,7 @@ mod tests {
         }
         let floats = [f64::MIN, -2.5, -1e-300, 0.0, 1e-300, 3.0, f64::MAX];
         for w in floats.windows(2) {
-            assert!(
-                rank(PropKind::Float, w[0].to_bits()) < rank(PropKind::Float, w[1].to_bits())
-            );
+            assert!(rank(PropKind::Float, w[0].to_bits()) < rank(PropKind::Float, w[1].to_bits()));
         }
     }
 
@@ -205,22 +203,47 @@ mod tests {
         assert_eq!(st.get(&s, 0), Some(Value::Int(-2)));
         assert_eq!(st.get(&s, 2), Some(Value::Float(1.5)));
         assert_eq!(st.get(&s, 1), Some(Value::Bool(false)));
-        let ed = Record::next(&s, Some(&st), WriteKind::Edit, &ch(&[(1, Value::Bool(true))]))
-            .unwrap();
+        let ed = Record::next(
+            &s,
+            Some(&st),
+            WriteKind::Edit,
+            &ch(&[(1, Value::Bool(true))]),
+        )
+        .unwrap();
         assert!(ed.is_true(1));
         assert_eq!(ed.get(&s, 0), Some(Value::Int(-2)));
         let re = Record::next(&s, Some(&ed), WriteKind::Attach, &ch(&[])).unwrap();
         assert_eq!(re, Record::empty(&s));
-        let max = Record::next(&s, None, WriteKind::Attach, &ch(&[(0, Value::Int(i64::MAX))]))
-            .unwrap();
+        let max = Record::next(
+            &s,
+            None,
+            WriteKind::Attach,
+            &ch(&[(0, Value::Int(i64::MAX))]),
+        )
+        .unwrap();
         assert!(matches!(
-            Record::next(&s, Some(&max), WriteKind::Strengthen, &ch(&[(0, Value::Int(1))])),
+            Record::next(
+                &s,
+                Some(&max),
+                WriteKind::Strengthen,
+                &ch(&[(0, Value::Int(1))])
+            ),
             Err(Error::IntOverflow { .. })
         ));
-        let big = Record::next(&s, None, WriteKind::Attach, &ch(&[(2, Value::Float(MAX_FLOAT))]))
-            .unwrap();
+        let big = Record::next(
+            &s,
+            None,
+            WriteKind::Attach,
+            &ch(&[(2, Value::Float(MAX_FLOAT))]),
+        )
+        .unwrap();
         assert!(matches!(
-            Record::next(&s, Some(&big), WriteKind::Strengthen, &ch(&[(2, Value::Float(1e280))])),
+            Record::next(
+                &s,
+                Some(&big),
+                WriteKind::Strengthen,
+                &ch(&[(2, Value::Float(1e280))])
+            ),
             Err(Error::FloatOverflow { .. })
         ));
     }

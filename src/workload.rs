@@ -79,7 +79,9 @@ impl Zipf {
     pub fn sample(&self, rng: &mut Rng) -> usize {
         let total = self.cdf.last().copied().unwrap_or(1.0);
         let u = rng.unit() * total;
-        self.cdf.partition_point(|&c| c <= u).min(self.cdf.len() - 1)
+        self.cdf
+            .partition_point(|&c| c <= u)
+            .min(self.cdf.len() - 1)
     }
 }
 
@@ -155,13 +157,13 @@ impl Workload {
     /// The id of recipient `rank` (rank 0 is the busiest).
     #[must_use]
     pub fn a_id(&self, rank: usize) -> String {
-        format!("{:08x}{:016x}", self.db_a, mix(rank as u64 ^ 0xA))
+        format!("{:08x}{:016x}", self.db_a, mix(rank as u64 | (0xA << 40)))
     }
 
     /// The id of initiator `i`.
     #[must_use]
     pub fn b_id(&self, i: u64) -> String {
-        format!("{:08x}{:016x}", self.db_b, mix(i ^ 0xB))
+        format!("{:08x}{:016x}", self.db_b, mix(i | (0xB << 40)))
     }
 
     /// `n` relations, the same ones for the same seed.

@@ -15,10 +15,16 @@ fn two_bits(bytes: &[u8]) -> u64 {
 }
 
 fn ids() -> Vec<String> {
-    ["5c910f6bc484d023b1309bee", "5c910938c484d023b1309bab", "a1", "b1", "b2"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "5c910f6bc484d023b1309bee",
+        "5c910938c484d023b1309bab",
+        "a1",
+        "b1",
+        "b2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// A fixed scenario that touches every write and the cascade, under a hash where every
@@ -33,16 +39,34 @@ fn scenario() -> Vec<Op> {
                 1,
                 a.clone(),
                 b.clone(),
-                vec![("Donate".into(), Value::Int(v)), ("Like".into(), Value::Int(v))],
+                vec![
+                    ("Donate".into(), Value::Int(v)),
+                    ("Like".into(), Value::Int(v)),
+                ],
             ));
-            ops.push(Op::Attach(2, a.clone(), b.clone(), vec![("W".into(), Value::Int(v))]));
+            ops.push(Op::Attach(
+                2,
+                a.clone(),
+                b.clone(),
+                vec![("W".into(), Value::Int(v))],
+            ));
         }
     }
-    ops.push(Op::Strengthen(1, ids[0].clone(), ids[1].clone(), vec![("Donate".into(), Value::Int(9))]));
+    ops.push(Op::Strengthen(
+        1,
+        ids[0].clone(),
+        ids[1].clone(),
+        vec![("Donate".into(), Value::Int(9))],
+    ));
     ops.push(Op::Detach(1, ids[0].clone(), ids[2].clone()));
     ops.push(Op::Delete(2, ids[1].clone()));
     ops.push(Op::Delete(1, ids[3].clone()));
-    ops.push(Op::Edit(2, ids[4].clone(), ids[0].clone(), vec![("W".into(), Value::Int(-7))]));
+    ops.push(Op::Edit(
+        2,
+        ids[4].clone(),
+        ids[0].clone(),
+        vec![("W".into(), Value::Int(-7))],
+    ));
     ops
 }
 
@@ -54,7 +78,8 @@ fn degenerate_hash_keeps_profiles_apart() {
             .profile_hasher(constant)
             .build();
         let (engine, oracle) = pair(engine, constant);
-        check_steps(&engine, oracle, &scenario(), &ids()).unwrap_or_else(|e| panic!("{shards} shards: {e}"));
+        check_steps(&engine, oracle, &scenario(), &ids())
+            .unwrap_or_else(|e| panic!("{shards} shards: {e}"));
         // Every profile reports the colliding hash, and they are all still distinct.
         let c = engine.get_counter(1, "a1").expect("a1");
         assert_eq!(c.profile_xxh(), constant(b""));

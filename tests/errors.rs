@@ -10,7 +10,10 @@ const A: &str = "5c910f6bc484d023b1309bee";
 const B: &str = "5c910938c484d023b1309bab";
 
 fn ids() -> Vec<String> {
-    [A, B, "a1", "b1", "new"].iter().map(|s| s.to_string()).collect()
+    [A, B, "a1", "b1", "new"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 fn populated() -> Engine {
@@ -18,7 +21,12 @@ fn populated() -> Engine {
     let w = |n: &str, v| vec![(n.to_string(), v)];
     for op in [
         Op::Attach(1, A.into(), B.into(), w("Donate", Value::Int(i64::MAX))),
-        Op::Attach(1, A.into(), "b1".into(), w("Score", Value::Float(MAX_FLOAT))),
+        Op::Attach(
+            1,
+            A.into(),
+            "b1".into(),
+            w("Score", Value::Float(MAX_FLOAT)),
+        ),
         Op::Attach(1, "a1".into(), B.into(), w("Like", Value::Int(3))),
         Op::Attach(2, B.into(), "b1".into(), w("W", Value::Int(5))),
     ] {
@@ -43,31 +51,62 @@ fn refused_writes_change_nothing() {
         ),
         (
             Op::Attach(1, s("new"), s("new"), vec![(s("Nope"), Value::Int(1))]),
-            Error::UnknownProperty { rel_id: 1, name: s("Nope") },
+            Error::UnknownProperty {
+                rel_id: 1,
+                name: s("Nope"),
+            },
         ),
         (
             Op::Attach(1, s("new"), s(B), vec![(s("Donate"), Value::Float(1.5))]),
-            Error::WrongType { property: s("Donate"), expected: PropKind::Int, got: "float" },
+            Error::WrongType {
+                property: s("Donate"),
+                expected: PropKind::Int,
+                got: "float",
+            },
         ),
         (
             Op::Edit(1, s(A), s(B), vec![(s("Subscriber"), Value::Int(1))]),
-            Error::WrongType { property: s("Subscriber"), expected: PropKind::Bool, got: "int" },
+            Error::WrongType {
+                property: s("Subscriber"),
+                expected: PropKind::Bool,
+                got: "int",
+            },
         ),
         (
             Op::Edit(1, s(A), s(B), vec![(s("Like"), Value::Bool(true))]),
-            Error::WrongType { property: s("Like"), expected: PropKind::Int, got: "bool" },
+            Error::WrongType {
+                property: s("Like"),
+                expected: PropKind::Int,
+                got: "bool",
+            },
         ),
         (
-            Op::Attach(1, s("new"), s(B), vec![(s("Score"), Value::Float(f64::NAN))]),
-            Error::NotFinite { property: s("Score") },
+            Op::Attach(
+                1,
+                s("new"),
+                s(B),
+                vec![(s("Score"), Value::Float(f64::NAN))],
+            ),
+            Error::NotFinite {
+                property: s("Score"),
+            },
         ),
         (
-            Op::Attach(1, s("new"), s(B), vec![(s("Score"), Value::Float(f64::NEG_INFINITY))]),
-            Error::NotFinite { property: s("Score") },
+            Op::Attach(
+                1,
+                s("new"),
+                s(B),
+                vec![(s("Score"), Value::Float(f64::NEG_INFINITY))],
+            ),
+            Error::NotFinite {
+                property: s("Score"),
+            },
         ),
         (
             Op::Attach(1, s("new"), s(B), vec![(s("Score"), Value::Float(1e300))]),
-            Error::FloatOverflow { property: s("Score") },
+            Error::FloatOverflow {
+                property: s("Score"),
+            },
         ),
         (
             Op::Attach(
@@ -80,20 +119,35 @@ fn refused_writes_change_nothing() {
         ),
         (
             Op::Strengthen(1, s(A), s(B), vec![(s("Donate"), Value::Int(1))]),
-            Error::IntOverflow { property: s("Donate") },
+            Error::IntOverflow {
+                property: s("Donate"),
+            },
         ),
         (
-            Op::Strengthen(1, s(A), s("b1"), vec![(s("Score"), Value::Float(MAX_FLOAT))]),
-            Error::FloatOverflow { property: s("Score") },
+            Op::Strengthen(
+                1,
+                s(A),
+                s("b1"),
+                vec![(s("Score"), Value::Float(MAX_FLOAT))],
+            ),
+            Error::FloatOverflow {
+                property: s("Score"),
+            },
         ),
         (
             // The relation does not exist, so strengthen would create it and a new
             // profile; the refused weight must stop that too.
-            Op::Strengthen(1, s("new"), s("new"), vec![
-                (s("Like"), Value::Int(1)),
-                (s("Donate"), Value::Bool(true)),
-            ]),
-            Error::WrongType { property: s("Donate"), expected: PropKind::Int, got: "bool" },
+            Op::Strengthen(
+                1,
+                s("new"),
+                s("new"),
+                vec![(s("Like"), Value::Int(1)), (s("Donate"), Value::Bool(true))],
+            ),
+            Error::WrongType {
+                property: s("Donate"),
+                expected: PropKind::Int,
+                got: "bool",
+            },
         ),
         (
             Op::Attach(1, s(""), s(B), vec![]),
@@ -105,32 +159,52 @@ fn refused_writes_change_nothing() {
         ),
         (
             Op::Detach(1, s(A), s("a1")),
-            Error::ProfileNotFound { db_id: 2, profile_id: s("a1") },
+            Error::ProfileNotFound {
+                db_id: 2,
+                profile_id: s("a1"),
+            },
         ),
         (
             Op::Detach(1, s("a1"), s("b1")),
-            Error::RelationNotFound { rel_id: 1, profile_a: s("a1"), profile_b: s("b1") },
+            Error::RelationNotFound {
+                rel_id: 1,
+                profile_a: s("a1"),
+                profile_b: s("b1"),
+            },
         ),
         (
             Op::Detach(1, s("new"), s(B)),
-            Error::ProfileNotFound { db_id: 1, profile_id: s("new") },
+            Error::ProfileNotFound {
+                db_id: 1,
+                profile_id: s("new"),
+            },
         ),
         (
             Op::Delete(1, s("new")),
-            Error::ProfileNotFound { db_id: 1, profile_id: s("new") },
+            Error::ProfileNotFound {
+                db_id: 1,
+                profile_id: s("new"),
+            },
         ),
         (Op::Delete(1, long), Error::InvalidProfileId { len: 65 }),
         (
             Op::Get(1, s("new")),
-            Error::ProfileNotFound { db_id: 1, profile_id: s("new") },
+            Error::ProfileNotFound {
+                db_id: 1,
+                profile_id: s("new"),
+            },
         ),
         (
             Op::List(1, s(A), 0, 0),
-            Error::InvalidArgument { reason: s("limit must be 1 to 1000, got 0") },
+            Error::InvalidArgument {
+                reason: s("limit must be 1 to 1000, got 0"),
+            },
         ),
         (
             Op::List(1, s(A), 0, 1001),
-            Error::InvalidArgument { reason: s("limit must be 1 to 1000, got 1001") },
+            Error::InvalidArgument {
+                reason: s("limit must be 1 to 1000, got 1001"),
+            },
         ),
     ];
     for (op, want) in cases {
@@ -142,7 +216,11 @@ fn refused_writes_change_nothing() {
         };
         assert_eq!(err.as_ref(), Some(&want), "{op:?}");
         assert!(!want.to_string().is_empty());
-        assert_eq!(snapshot(&engine, &ids()), before, "{op:?} changed the state");
+        assert_eq!(
+            snapshot(&engine, &ids()),
+            before,
+            "{op:?} changed the state"
+        );
     }
 }
 
@@ -151,14 +229,24 @@ fn schema_conflicts_and_repeats() {
     let engine = Engine::new();
     let def = RelationType::new(3, 1, 2).prop("Like", PropSpec::int().sum());
     engine.define(def.clone()).expect("first define");
-    engine.define(def.clone()).expect("same schema again is a no-op");
-    engine.attach(3, A, B, &[("Like", Value::Int(2))]).expect("attach");
+    engine
+        .define(def.clone())
+        .expect("same schema again is a no-op");
+    engine
+        .attach(3, A, B, &[("Like", Value::Int(2))])
+        .expect("attach");
     let other = RelationType::new(3, 1, 2).prop("Like", PropSpec::int());
-    assert_eq!(engine.define(other), Err(Error::SchemaConflict { rel_id: 3 }));
+    assert_eq!(
+        engine.define(other),
+        Err(Error::SchemaConflict { rel_id: 3 })
+    );
     assert_eq!(engine.relation_type(3), Some(def));
     assert_eq!(engine.get_counter(3, A).map(|c| c.total()), Ok(1));
     let bad = RelationType::new(4, 1, 2).prop("T", PropSpec::int().top(1001));
-    assert!(matches!(engine.define(bad), Err(Error::InvalidSchema { rel_id: 4, .. })));
+    assert!(matches!(
+        engine.define(bad),
+        Err(Error::InvalidSchema { rel_id: 4, .. })
+    ));
     assert_eq!(engine.relation_type(4), None);
 }
 
@@ -166,11 +254,21 @@ fn schema_conflicts_and_repeats() {
 fn error_texts_say_what_to_fix() {
     let cases = [
         (
-            Error::WrongType { property: s("Donate"), expected: PropKind::Int, got: "float" },
+            Error::WrongType {
+                property: s("Donate"),
+                expected: PropKind::Int,
+                got: "float",
+            },
             "property Donate is int, got float",
         ),
-        (Error::UnknownRelation { rel_id: 7 }, "relation 7 is not defined"),
-        (Error::InvalidProfileId { len: 65 }, "profile id must be 1 to 64 bytes long, got 65"),
+        (
+            Error::UnknownRelation { rel_id: 7 },
+            "relation 7 is not defined",
+        ),
+        (
+            Error::InvalidProfileId { len: 65 },
+            "profile id must be 1 to 64 bytes long, got 65",
+        ),
     ];
     for (err, text) in cases {
         assert_eq!(err.to_string(), text);

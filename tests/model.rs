@@ -73,7 +73,13 @@ fn weights(rel: u32) -> impl Strategy<Value = Vec<(String, Value)>> {
     let kinds = prop_kinds(rel);
     let n = kinds.len();
     prop::collection::vec(
-        (0..=n, prop_oneof![1 => 0u8..4, 40 => 4u8..255], int(), float(), any::<bool>()),
+        (
+            0..=n,
+            prop_oneof![1 => 0u8..4, 40 => 4u8..255],
+            int(),
+            float(),
+            any::<bool>(),
+        ),
         0..=3,
     )
     .prop_map(move |ws| {
@@ -95,7 +101,12 @@ fn op_with(ids: BoxedStrategy<String>) -> impl Strategy<Value = Op> {
     (rel(), ids.clone(), ids2.clone(), 0u8..100)
         .prop_flat_map(move |(r, a, b, pick)| {
             let w = weights(if r == 9 { 1 } else { r });
-            (Just((r, a, b, pick)), w, 0usize..4, prop_oneof![Just(1usize), Just(2), Just(1000), Just(0), Just(1001)])
+            (
+                Just((r, a, b, pick)),
+                w,
+                0usize..4,
+                prop_oneof![Just(1usize), Just(2), Just(1000), Just(0), Just(1001)],
+            )
         })
         .prop_map(|((r, a, b, pick), w, skip, limit)| match pick {
             0..=29 => Op::Attach(r, a, b, w),

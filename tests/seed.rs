@@ -71,7 +71,12 @@ fn seed_counter_by_strengthen_and_edit() {
     let engine = seed_engine();
     let (a, b) = ("5c910f6bc484d023b1309bee", "5c910938c484d023b1309bab");
     engine
-        .strengthen(3, a, b, &[("Donate", Value::Int(25)), ("Like", Value::Int(2))])
+        .strengthen(
+            3,
+            a,
+            b,
+            &[("Donate", Value::Int(25)), ("Like", Value::Int(2))],
+        )
         .expect("strengthen");
     engine
         .strengthen(3, a, b, &[("Donate", Value::Int(-5))])

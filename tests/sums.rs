@@ -13,7 +13,12 @@ fn engine() -> Engine {
 }
 
 fn float_sum(e: &Engine) -> f64 {
-    match e.get_counter(1, "a").expect("a").prop("F").and_then(|p| p.sum()) {
+    match e
+        .get_counter(1, "a")
+        .expect("a")
+        .prop("F")
+        .and_then(|p| p.sum())
+    {
         Some(Sum::Float(f)) => f,
         other => panic!("not a float sum: {other:?}"),
     }

@@ -26,7 +26,7 @@ pub(crate) struct ExactSum {
 }
 
 /// Largest float magnitude a property value may have: 2^960 (about 9.7e288).
-pub const MAX_FLOAT: f64 = 9.745314011399999e288;
+pub const MAX_FLOAT: f64 = f64::from_bits(0x7BF0_0000_0000_0000);
 
 impl ExactSum {
     /// Adds `x` exactly (subtract by adding `-x`); `|x|` must be at most [`MAX_FLOAT`].

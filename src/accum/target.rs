@@ -109,17 +109,20 @@ impl Target {
                 valued_before,
             };
             let list = state.top.as_deref().unwrap_or_default();
-            if let Some(next) =
-                top::next_list(list, usize::from(size), self.indexes[i].as_mut(), &change, scan)
-            {
+            if let Some(next) = top::next_list(
+                list,
+                usize::from(size),
+                self.indexes[i].as_mut(),
+                &change,
+                scan,
+            ) {
                 state.top = Some(next.into());
             }
             let valued = usize::try_from(state.total).unwrap_or(usize::MAX);
             match &self.indexes[i] {
                 None if valued > index_above => {
-                    self.indexes[i] = Some(TopIndex::build(scan_valued(
-                        rels, &schema, i, b, resolve,
-                    )));
+                    self.indexes[i] =
+                        Some(TopIndex::build(scan_valued(rels, &schema, i, b, resolve)));
                 }
                 Some(_) if valued < index_above / 2 => self.indexes[i] = None,
                 _ => {}

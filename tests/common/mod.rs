@@ -24,11 +24,14 @@ pub struct OwnedProp {
     pub top: Option<Vec<(String, Value)>>,
 }
 
+/// One row of `list`: initiator id, its hash, the values it has.
+pub type OwnedRow = (String, u64, Vec<(String, Value)>);
+
 /// A page of `list` as plain data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OwnedPage {
     pub total_count: u64,
-    pub rows: Vec<(String, u64, Vec<(String, Value)>)>,
+    pub rows: Vec<OwnedRow>,
 }
 
 pub fn own(c: &Counter) -> Owned {
@@ -98,9 +101,7 @@ pub fn apply_engine(e: &Engine, op: &Op) -> Answer {
 pub fn apply_oracle(o: &mut oracle::Oracle, op: &Op) -> Answer {
     match op {
         Op::Attach(r, a, b, w) => Answer::Done(o.write(oracle::Kind::Attach, *r, a, b, w)),
-        Op::Strengthen(r, a, b, w) => {
-            Answer::Done(o.write(oracle::Kind::Strengthen, *r, a, b, w))
-        }
+        Op::Strengthen(r, a, b, w) => Answer::Done(o.write(oracle::Kind::Strengthen, *r, a, b, w)),
         Op::Edit(r, a, b, w) => Answer::Done(o.write(oracle::Kind::Edit, *r, a, b, w)),
         Op::Detach(r, a, b) => Answer::Done(o.detach(*r, a, b)),
         Op::Delete(db, id) => Answer::Done(o.delete_profile(*db, id)),
@@ -145,7 +146,9 @@ pub fn sweep(e: &Engine, o: &oracle::Oracle, candidates: &[String]) -> Result<()
         let ids: Vec<String> = e.profile_ids(db).iter().map(|p| p.to_string()).collect();
         let want = o.profile_ids(db);
         if ids != want {
-            return Err(format!("profiles of db {db}: engine {ids:?}, oracle {want:?}"));
+            return Err(format!(
+                "profiles of db {db}: engine {ids:?}, oracle {want:?}"
+            ));
         }
     }
     for def in model_schemas() {
@@ -189,7 +192,9 @@ pub fn check_steps(
         let got = apply_engine(engine, op);
         let want = apply_oracle(&mut oracle, op);
         if got != want {
-            return Err(format!("step {step} {op:?}: engine {got:?}, oracle {want:?}"));
+            return Err(format!(
+                "step {step} {op:?}: engine {got:?}, oracle {want:?}"
+            ));
         }
         sweep(engine, &oracle, candidates).map_err(|d| format!("after step {step} {op:?}: {d}"))?;
     }
@@ -213,7 +218,10 @@ pub fn snapshot(e: &Engine, candidates: &[String]) -> Vec<Answer> {
     for def in model_schemas() {
         for id in candidates {
             out.push(apply_engine(e, &Op::Get(def.rel_id(), id.clone())));
-            out.push(apply_engine(e, &Op::List(def.rel_id(), id.clone(), 0, 1000)));
+            out.push(apply_engine(
+                e,
+                &Op::List(def.rel_id(), id.clone(), 0, 1000),
+            ));
         }
     }
     out

@@ -88,22 +88,26 @@ impl Oracle {
     }
 
     fn rel(&self, rel_id: u32) -> Result<&Rel, Error> {
-        self.rels.get(&rel_id).ok_or(Error::UnknownRelation { rel_id })
+        self.rels
+            .get(&rel_id)
+            .ok_or(Error::UnknownRelation { rel_id })
     }
 
-    fn typed(&self, rel_id: u32, weights: &[(String, Value)]) -> Result<Vec<(String, Value)>, Error> {
+    fn typed(
+        &self,
+        rel_id: u32,
+        weights: &[(String, Value)],
+    ) -> Result<Vec<(String, Value)>, Error> {
         let rel = self.rel(rel_id)?;
         let mut seen = BTreeSet::new();
         let mut out = Vec::new();
         for (name, value) in weights {
-            let prop = rel
-                .props
-                .iter()
-                .find(|p| &p.name == name)
-                .ok_or_else(|| Error::UnknownProperty {
+            let prop = rel.props.iter().find(|p| &p.name == name).ok_or_else(|| {
+                Error::UnknownProperty {
                     rel_id,
                     name: name.clone(),
-                })?;
+                }
+            })?;
             if !seen.insert(name.clone()) {
                 return Err(Error::DuplicateProperty { name: name.clone() });
             }
@@ -160,7 +164,9 @@ impl Oracle {
                         Some(Value::Int(c)) => *c,
                         _ => 0,
                     };
-                    Value::Int(cur.checked_add(d).ok_or(Error::IntOverflow { property: name.clone() })?)
+                    Value::Int(cur.checked_add(d).ok_or(Error::IntOverflow {
+                        property: name.clone(),
+                    })?)
                 }
                 (Kind::Strengthen, Value::Float(d), cur) => {
                     let cur = match cur {
@@ -169,7 +175,9 @@ impl Oracle {
                     };
                     let s = cur + d;
                     if s.abs() > MAX_FLOAT {
-                        return Err(Error::FloatOverflow { property: name.clone() });
+                        return Err(Error::FloatOverflow {
+                            property: name.clone(),
+                        });
                     }
                     Value::Float(if s == 0.0 { 0.0 } else { s })
                 }
@@ -177,8 +185,10 @@ impl Oracle {
             };
             values.insert(name, v);
         }
-        self.profiles.insert((self.rels[&rel_id].db_a, a.to_string()));
-        self.profiles.insert((self.rels[&rel_id].db_b, b.to_string()));
+        self.profiles
+            .insert((self.rels[&rel_id].db_a, a.to_string()));
+        self.profiles
+            .insert((self.rels[&rel_id].db_b, b.to_string()));
         self.relations.insert(key, values);
         Ok(())
     }
@@ -298,7 +308,13 @@ impl Oracle {
         })
     }
 
-    pub fn list(&self, rel_id: u32, a: &str, skip: usize, limit: usize) -> Result<OwnedPage, Error> {
+    pub fn list(
+        &self,
+        rel_id: u32,
+        a: &str,
+        skip: usize,
+        limit: usize,
+    ) -> Result<OwnedPage, Error> {
         if !(1..=1000).contains(&limit) {
             return Err(Error::InvalidArgument {
                 reason: format!("limit must be 1 to 1000, got {limit}"),
