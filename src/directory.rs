@@ -1,9 +1,9 @@
 //! The profile directory: interns `(database, profile_id)` as small integer slots.
 //!
-//! Relations refer to their initiator by slot (`u32`), not by id, which keeps the
-//! per-relation record small. Both maps are lock-free for readers; a profile is only
-//! created or removed by a writer that holds the lock of the profile's shard, so two
-//! writers never race to create the same profile.
+//! A slot is a small integer, unique among live profiles, that keys the writer-side
+//! tables (targets, positions, reverse index) compactly. The id map is lock-free for
+//! readers; a profile is only created or removed by a writer that holds the lock of the
+//! profile's shard, so two writers never race to create the same profile.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,19 +48,22 @@ struct Slots {
     free: Vec<u32>,
 }
 
-/// All live profiles, by id and by slot.
+/// All live profiles, by id.
 #[derive(Debug)]
 pub(crate) struct Directory {
     by_key: papaya::HashMap<ProfileKey, Arc<Profile>, DefaultHashBuilder>,
-    by_slot: papaya::HashMap<u32, Arc<Profile>, DefaultHashBuilder>,
     slots: Mutex<Slots>,
 }
 
 impl Directory {
-    pub(crate) fn new() -> Self {
+    /// A directory whose map reclaims through `collector` (shared with the engine's
+    /// other maps, so one guard serves a whole read).
+    pub(crate) fn new(collector: &Arc<seize::Collector>) -> Self {
         Directory {
-            by_key: papaya::HashMap::with_hasher(DefaultHashBuilder::default()),
-            by_slot: papaya::HashMap::with_hasher(DefaultHashBuilder::default()),
+            by_key: papaya::HashMap::builder()
+                .hasher(DefaultHashBuilder::default())
+                .shared_collector(Arc::clone(collector))
+                .build(),
             slots: Mutex::new(Slots::default()),
         }
     }
@@ -70,9 +73,14 @@ impl Directory {
         self.by_key.pin().get(key).cloned()
     }
 
-    /// The live profile in `slot`. Lock-free.
-    pub(crate) fn by_slot(&self, slot: u32) -> Option<Arc<Profile>> {
-        self.by_slot.pin().get(&slot).cloned()
+    /// The live profile `id` of database `db`, borrowed for the life of `guard` (which
+    /// must come from the shared collector). Lock-free, and touches no reference count.
+    pub(crate) fn get_in<'g>(
+        &self,
+        key: &ProfileKey,
+        guard: &'g impl seize::Guard,
+    ) -> Option<&'g Arc<Profile>> {
+        self.by_key.get(key, guard)
     }
 
     /// Number of live profiles.
@@ -100,7 +108,6 @@ impl Directory {
             xxh,
             deleted: AtomicBool::new(false),
         });
-        self.by_slot.pin().insert(slot, Arc::clone(&profile));
         self.by_key.pin().insert(key, Arc::clone(&profile));
         Ok(profile)
     }
@@ -118,7 +125,6 @@ impl Directory {
     /// Ends a delete: no relation refers to the slot any more, so it may be reused.
     pub(crate) fn release(&self, profile: &Profile) {
         debug_assert!(profile.is_deleted());
-        self.by_slot.pin().remove(&profile.slot);
         self.slots
             .lock()
             .unwrap_or_else(|e| e.into_inner())

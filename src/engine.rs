@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use hashbrown::DefaultHashBuilder;
 
-use crate::accum::counter::{Counter, View};
+use crate::accum::counter::{Counter, Rel, View};
 use crate::accum::target::Target;
 use crate::accum::top::DEFAULT_INDEX_ABOVE;
 use crate::directory::{Directory, Profile, ProfileKey};
@@ -50,6 +50,8 @@ pub const MAX_LIST_LIMIT: usize = 1000;
 /// # Ok::<(), relcount::Error>(())
 /// ```
 pub struct Engine {
+    /// One reclamation domain for every lock-free map, so a read pins once.
+    collector: Arc<seize::Collector>,
     schemas: papaya::HashMap<u32, Arc<Schema>, DefaultHashBuilder>,
     define_lock: Mutex<()>,
     directory: Directory,
@@ -98,16 +100,31 @@ impl EngineBuilder {
     /// Builds the engine.
     #[must_use]
     pub fn build(self) -> Engine {
+        let collector = Arc::new(seize::Collector::new());
         Engine {
-            schemas: papaya::HashMap::with_hasher(DefaultHashBuilder::default()),
+            schemas: lock_free_map(&collector),
             define_lock: Mutex::new(()),
-            directory: Directory::new(),
-            views: papaya::HashMap::with_hasher(DefaultHashBuilder::default()),
+            directory: Directory::new(&collector),
+            views: lock_free_map(&collector),
+            collector,
             shards: Shards::new(self.shards),
             hasher: self.hasher,
             index_above: self.index_above,
         }
     }
+}
+
+fn lock_free_map<K, V>(
+    collector: &Arc<seize::Collector>,
+) -> papaya::HashMap<K, V, DefaultHashBuilder>
+where
+    K: Send + 'static,
+    V: Send + 'static,
+{
+    papaya::HashMap::builder()
+        .hasher(DefaultHashBuilder::default())
+        .shared_collector(Arc::clone(collector))
+        .build()
 }
 
 impl Default for EngineBuilder {
@@ -308,7 +325,8 @@ impl Engine {
                 .shard(a.shard)
                 .targets
                 .get(&(rel_id, pa.slot))
-                .and_then(|t| t.get(pb.slot)),
+                .and_then(|t| t.get(pb.slot))
+                .map(|rel| &rel.rec),
             _ => None,
         };
         let record = Record::next(&schema, old, kind, &changes)?;
@@ -380,18 +398,12 @@ impl Engine {
     ) {
         let key = (schema.rel_id(), pa.slot);
         let linked = record.is_some();
-        let resolve = |slot| self.directory.by_slot(slot);
         let targets = &mut locked.shard(shard_a).targets;
         let target = targets
             .entry(key)
             .or_insert_with(|| Target::new(schema, pa));
-        let view = target.apply(pb, record, &resolve, self.index_above);
-        if target.len() == 0 {
-            targets.remove(&key);
-            self.views.pin().remove(&key);
-        } else {
-            self.views.pin().insert(key, view);
-        }
+        let view = target.apply(pb, record, self.index_above);
+        self.publish(targets, key, view);
         let initiated = &mut locked.shard(shard_b).initiated;
         if linked {
             initiated.entry(pb.slot).or_default().insert(key);
@@ -400,6 +412,21 @@ impl Engine {
             if set.is_empty() {
                 initiated.remove(&pb.slot);
             }
+        }
+    }
+
+    /// Publishes a target's new counters, or drops the target once it has no relation.
+    fn publish(
+        &self,
+        targets: &mut hashbrown::HashMap<TargetKey, Target>,
+        key: TargetKey,
+        view: Arc<View>,
+    ) {
+        if view.rels.len() == 0 {
+            targets.remove(&key);
+            self.views.pin().remove(&key);
+        } else {
+            self.views.pin().insert(key, view);
         }
     }
 
@@ -435,7 +462,8 @@ impl Engine {
                 let key = (schema.rel_id(), profile.slot);
                 if let Some(target) = shard.targets.remove(&key) {
                     self.views.pin().remove(&key);
-                    let initiators: Vec<u32> = target.iter().map(|(slot, _)| slot).collect();
+                    let initiators: Vec<Arc<Profile>> =
+                        target.view().rels.iter().map(|rel| Arc::clone(&rel.b)).collect();
                     as_recipient.push((key, initiators));
                 }
             }
@@ -444,38 +472,33 @@ impl Engine {
         // One lock at a time from here: the profile is unlinked, so no write can add a
         // relation to it, and only this call removes the ones it had.
         for (key, initiators) in as_recipient {
-            for slot in initiators {
-                let Some(b) = self.directory.by_slot(slot) else {
-                    continue; // deleted meanwhile; its delete dropped its reverse index
-                };
+            for b in initiators {
                 let mut shard = self.shards.lock(self.shards.of(b.xxh));
-                if let Some(set) = shard.initiated.get_mut(&slot) {
+                if let Some(set) = shard.initiated.get_mut(&b.slot) {
                     set.remove(&key);
                     if set.is_empty() {
-                        shard.initiated.remove(&slot);
+                        shard.initiated.remove(&b.slot);
                     }
                 }
             }
         }
-        let resolve = |slot| self.directory.by_slot(slot);
         for key in as_initiator {
-            let Some(a) = self.directory.by_slot(key.1) else {
+            // The recipient's shard, from its published counters; none means the target
+            // emptied meanwhile and holds nothing of this profile.
+            let Some(a) = self.views.pin().get(&key).map(|v| Arc::clone(&v.profile)) else {
                 continue;
             };
             let mut shard = self.shards.lock(self.shards.of(a.xxh));
             let Some(target) = shard.targets.get_mut(&key) else {
                 continue; // the recipient was deleted meanwhile
             };
+            // The slot is not released before this loop ends, so a relation from it is
+            // this profile's.
             if target.get(profile.slot).is_none() {
                 continue;
             }
-            let view = target.apply(&profile, None, &resolve, self.index_above);
-            if target.len() == 0 {
-                shard.targets.remove(&key);
-                self.views.pin().remove(&key);
-            } else {
-                self.views.pin().insert(key, view);
-            }
+            let view = target.apply(&profile, None, self.index_above);
+            self.publish(&mut shard.targets, key, view);
         }
         self.directory.release(&profile);
         Ok(())
@@ -491,23 +514,32 @@ impl Engine {
     /// [`Error::UnknownRelation`], [`Error::InvalidProfileId`],
     /// [`Error::ProfileNotFound`].
     pub fn get_counter(&self, rel_id: u32, profile_a: &str) -> Result<Counter, Error> {
-        let schema = self.schema(rel_id)?;
+        // One guard for the three lookups: the maps share one collector.
+        let guard = self.collector.enter();
+        let schema = self
+            .schemas
+            .get(&rel_id, &guard)
+            .ok_or(Error::UnknownRelation { rel_id })?;
         let a = self.name(schema.db_a(), profile_a)?;
         let profile = self
             .directory
-            .get(&a.key)
+            .get_in(&a.key, &guard)
             .ok_or_else(|| Self::not_found(&a))?;
-        let view = match self.views.pin().get(&(rel_id, profile.slot)) {
+        let view = match self.views.get(&(rel_id, profile.slot), &guard) {
             // The slot may have been reused if the profile was deleted meanwhile; a view
             // of another profile is not this one's.
-            Some(view) if Arc::ptr_eq(&view.profile, &profile) => Arc::clone(view),
-            _ => Arc::new(View::empty(&schema, &profile)),
+            Some(view) if Arc::ptr_eq(&view.profile, profile) => Arc::clone(view),
+            _ => Arc::new(View::empty(schema, profile)),
         };
         Ok(Counter::new(view))
     }
 
     /// One page of the relations of `profile_a` for `rel_id`, ordered by initiator id.
     /// `limit` is 1..=1000 ([`DEFAULT_LIST_LIMIT`] is the platform's default).
+    ///
+    /// Lock-free, from the same snapshot as [`get_counter`](Self::get_counter):
+    /// `total_count` and the rows are of one moment. Sorting costs O(n + page log page)
+    /// for a target of n relations.
     ///
     /// # Errors
     ///
@@ -525,38 +557,27 @@ impl Engine {
                 reason: format!("limit must be 1 to {MAX_LIST_LIMIT}, got {limit}"),
             });
         }
-        let schema = self.schema(rel_id)?;
-        let a = self.name(schema.db_a(), profile_a)?;
-        let shard = self.shards.lock(a.shard);
-        let profile = self
-            .directory
-            .get(&a.key)
-            .ok_or_else(|| Self::not_found(&a))?;
-        let Some(target) = shard.targets.get(&(rel_id, profile.slot)) else {
-            return Ok(Page {
-                total_count: 0,
-                rows: Vec::new(),
-            });
-        };
-        let mut all: Vec<(Arc<Profile>, &Record)> = target
-            .iter()
-            .filter_map(|(slot, rec)| Some((self.directory.by_slot(slot)?, rec)))
-            .collect();
+        let counter = self.get_counter(rel_id, profile_a)?;
+        let view = counter.view();
+        let schema = &view.schema;
+        let mut all: Vec<&Rel> = view.rels.iter().collect();
         let total_count = all.len() as u64;
         let end = skip.saturating_add(limit).min(all.len());
         let start = skip.min(end);
         if end < all.len() {
-            all.select_nth_unstable_by(end, |x, y| x.0.id.cmp(&y.0.id));
+            all.select_nth_unstable_by(end, |x, y| x.b.id.cmp(&y.b.id));
             all.truncate(end);
         }
-        all.sort_unstable_by(|x, y| x.0.id.cmp(&y.0.id));
+        all.sort_unstable_by(|x, y| x.b.id.cmp(&y.b.id));
         let rows = all[start..]
             .iter()
-            .map(|(b, rec)| Row {
-                profile_b: b.id.clone(),
-                xxh_b: b.xxh,
+            .map(|rel| Row {
+                profile_b: rel.b.id.clone(),
+                xxh_b: rel.b.xxh,
                 props: (0..schema.props.len())
-                    .filter_map(|i| Some((schema.props[i].name.to_string(), rec.get(&schema, i)?)))
+                    .filter_map(|i| {
+                        Some((schema.props[i].name.to_string(), rel.rec.get(schema, i)?))
+                    })
                     .collect(),
             })
             .collect();

@@ -4,19 +4,30 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::accum::exact_sum::ExactSum;
+use crate::accum::relations::PVec;
 use crate::accum::top::TopEntry;
 use crate::directory::Profile;
 use crate::profile_id::ProfileId;
+use crate::record::Record;
 use crate::schema::{PropDef, PropKind, Schema, Value};
 
-/// The counters of one target, immutable once published: a writer builds the next one
-/// and swaps it in, so a reader holding one sees a single consistent moment.
+/// The counters and relations of one target, immutable once published: a writer
+/// builds the next one and swaps it in, so a reader holding one sees a single
+/// consistent moment.
 #[derive(Debug)]
 pub(crate) struct View {
     pub(crate) schema: Arc<Schema>,
     pub(crate) profile: Arc<Profile>,
-    pub(crate) total: u64,
     pub(crate) props: Box<[PropState]>,
+    /// Every relation of the target (its length is the target's `total`).
+    pub(crate) rels: PVec<Rel>,
+}
+
+/// One relation, as stored: the initiator and the values.
+#[derive(Debug, Clone)]
+pub(crate) struct Rel {
+    pub(crate) b: Arc<Profile>,
+    pub(crate) rec: Record,
 }
 
 /// The counters of one property.
@@ -60,8 +71,8 @@ impl View {
         View {
             schema: Arc::clone(schema),
             profile: Arc::clone(profile),
-            total: 0,
             props,
+            rels: PVec::default(),
         }
     }
 }
@@ -103,6 +114,10 @@ impl Counter {
         Counter { view }
     }
 
+    pub(crate) fn view(&self) -> &View {
+        &self.view
+    }
+
     /// The relation type.
     #[must_use]
     pub fn rel_id(&self) -> u32 {
@@ -124,7 +139,7 @@ impl Counter {
     /// Relations attached to the profile for this relation type.
     #[must_use]
     pub fn total(&self) -> u64 {
-        self.view.total
+        self.view.rels.len() as u64
     }
 
     /// Every property of the schema, in schema order.

@@ -1,21 +1,21 @@
-//! The writer-side state of one `(rel_id, profile A)`: its relations, its top indexes and
-//! its current published counters, updated incrementally on every write.
+//! The writer-side state of one `(rel_id, profile A)`: where each initiator's relation
+//! sits, the top indexes, and the current published counters (which hold the relations
+//! themselves), updated incrementally on every write.
 
 use std::sync::Arc;
 
-use crate::accum::counter::{PropState, SumState, View};
+use crate::accum::counter::{PropState, Rel, SumState, View};
+use crate::accum::relations::PVec;
 use crate::accum::top::{self, TopChange, TopEntry, TopIndex};
 use crate::directory::Profile;
 use crate::record::{Record, rank};
 use crate::schema::{PropKind, Schema};
 
-/// Resolves an initiator slot to its profile (the directory's `by_slot`).
-pub(crate) type Resolve<'a> = &'a dyn Fn(u32) -> Option<Arc<Profile>>;
-
-/// One target's relations, keyed by initiator slot, and its accumulators.
+/// One target's accumulators. Only writers holding the target's shard lock touch it.
 #[derive(Debug)]
 pub(crate) struct Target {
-    rels: hashbrown::HashMap<u32, Record>,
+    /// Initiator slot -> index of its relation in `view.rels`.
+    positions: hashbrown::HashMap<u32, u32>,
     /// Per property index: the ordered index of a large target's top property.
     indexes: Vec<Option<TopIndex>>,
     view: Arc<View>,
@@ -24,25 +24,26 @@ pub(crate) struct Target {
 impl Target {
     pub(crate) fn new(schema: &Arc<Schema>, profile: &Arc<Profile>) -> Self {
         Target {
-            rels: hashbrown::HashMap::new(),
+            positions: hashbrown::HashMap::new(),
             indexes: Vec::new(),
             view: Arc::new(View::empty(schema, profile)),
         }
     }
 
     /// The relation initiated by `slot`, if any.
-    pub(crate) fn get(&self, slot: u32) -> Option<&Record> {
-        self.rels.get(&slot)
+    pub(crate) fn get(&self, slot: u32) -> Option<&Rel> {
+        let &at = self.positions.get(&slot)?;
+        self.view.rels.get(at as usize)
     }
 
     /// Number of relations.
     pub(crate) fn len(&self) -> usize {
-        self.rels.len()
+        self.view.rels.len()
     }
 
-    /// Every relation, in no particular order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Record)> {
-        self.rels.iter().map(|(&slot, rec)| (slot, rec))
+    /// The counters as last published.
+    pub(crate) fn view(&self) -> &Arc<View> {
+        &self.view
     }
 
     /// Sets the relation initiated by `b` to `new` (`None` removes it), updates every
@@ -52,14 +53,15 @@ impl Target {
         &mut self,
         b: &Arc<Profile>,
         new: Option<Record>,
-        resolve: Resolve<'_>,
         index_above: usize,
     ) -> Arc<View> {
-        let old = match new {
-            Some(rec) => self.rels.insert(b.slot, rec),
-            None => self.rels.remove(&b.slot),
-        };
-        let new = self.rels.get(&b.slot);
+        let mut rels = self.view.rels.clone();
+        let old = self.place(&mut rels, b, new);
+        let new = self
+            .positions
+            .get(&b.slot)
+            .and_then(|&at| rels.get(at as usize))
+            .map(|rel| &rel.rec);
         let schema = Arc::clone(&self.view.schema);
         let mut props: Box<[PropState]> = self.view.props.clone();
         for (i, def) in schema.props.iter().enumerate() {
@@ -81,7 +83,7 @@ impl Target {
             match &mut state.sum {
                 SumState::Off => {}
                 SumState::Int(sum) => {
-                    *sum += o.map_or(0, |raw| -i128::from(raw as i64));
+                    *sum -= o.map_or(0, |raw| i128::from(raw as i64));
                     *sum += n.map_or(0, |raw| i128::from(raw as i64));
                 }
                 SumState::Float(exact, rounded) => {
@@ -100,8 +102,6 @@ impl Target {
             if self.indexes.len() <= i {
                 self.indexes.resize_with(i + 1, || None);
             }
-            let rels = &self.rels;
-            let scan = || scan_valued(rels, &schema, i, b, resolve);
             let change = TopChange {
                 profile: b,
                 old: o.map(|raw| rank(kind, raw)),
@@ -109,59 +109,70 @@ impl Target {
                 valued_before,
             };
             let list = state.top.as_deref().unwrap_or_default();
-            if let Some(next) = top::next_list(
-                list,
-                usize::from(size),
-                self.indexes[i].as_mut(),
-                &change,
-                scan,
-            ) {
+            let scan = || scan_valued(&rels, &schema, i);
+            if let Some(next) =
+                top::next_list(list, usize::from(size), self.indexes[i].as_mut(), &change, scan)
+            {
                 state.top = Some(next.into());
             }
             let valued = usize::try_from(state.total).unwrap_or(usize::MAX);
             match &self.indexes[i] {
                 None if valued > index_above => {
-                    self.indexes[i] =
-                        Some(TopIndex::build(scan_valued(rels, &schema, i, b, resolve)));
+                    self.indexes[i] = Some(TopIndex::build(scan_valued(&rels, &schema, i)));
                 }
                 Some(_) if valued < index_above / 2 => self.indexes[i] = None,
                 _ => {}
             }
             debug_assert!(self.indexes[i].as_ref().is_none_or(|x| x.len() == valued));
         }
-        let total = self.view.total + u64::from(new.is_some()) - u64::from(old.is_some());
         self.view = Arc::new(View {
             schema,
             profile: Arc::clone(&self.view.profile),
-            total,
             props,
+            rels,
         });
         Arc::clone(&self.view)
+    }
+
+    /// Puts `new` in place of `b`'s relation in `rels` and `positions`; returns the old
+    /// record.
+    fn place(&mut self, rels: &mut PVec<Rel>, b: &Arc<Profile>, new: Option<Record>) -> Option<Record> {
+        let at = self.positions.get(&b.slot).map(|&at| at as usize);
+        match (at, new) {
+            (Some(at), Some(rec)) => {
+                let rel = Rel { b: Arc::clone(b), rec };
+                rels.set(at, rel).map(|old| old.rec)
+            }
+            (None, Some(rec)) => {
+                // Fewer than 2^32 relations per target: a slot is a u32 and each
+                // initiator has at most one relation here.
+                self.positions.insert(b.slot, rels.len() as u32);
+                rels.push(Rel { b: Arc::clone(b), rec });
+                None
+            }
+            (Some(at), None) => {
+                self.positions.remove(&b.slot);
+                let (removed, moved) = rels.swap_remove(at)?;
+                if moved {
+                    if let Some(rel) = rels.get(at) {
+                        self.positions.insert(rel.b.slot, at as u32);
+                    }
+                }
+                Some(removed.rec)
+            }
+            (None, None) => None,
+        }
     }
 }
 
 /// Every relation of the target with a value for property `i`, as top entries.
-fn scan_valued(
-    rels: &hashbrown::HashMap<u32, Record>,
-    schema: &Schema,
-    i: usize,
-    changed: &Arc<Profile>,
-    resolve: Resolve<'_>,
-) -> Vec<TopEntry> {
+fn scan_valued(rels: &PVec<Rel>, schema: &Schema, i: usize) -> Vec<TopEntry> {
     let kind = schema.props[i].spec.kind();
     rels.iter()
-        .filter_map(|(&slot, rec)| {
-            let raw = rec.raw(schema, i)?;
-            let profile = if slot == changed.slot {
-                Arc::clone(changed)
-            } else {
-                let found = resolve(slot);
-                debug_assert!(found.is_some(), "relation to a released slot {slot}");
-                found?
-            };
+        .filter_map(|rel| {
             Some(TopEntry {
-                rank: rank(kind, raw),
-                profile,
+                rank: rank(kind, rel.rec.raw(schema, i)?),
+                profile: Arc::clone(&rel.b),
             })
         })
         .collect()
