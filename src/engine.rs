@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::profile_id::{ProfileHasher, ProfileId, xxh64};
 use crate::record::{Record, WriteKind};
 use crate::schema::{RelationType, Schema, Value};
-use crate::shard::{Locked, Shards, TargetKey};
+use crate::shard::{Locked, Shard, Shards, TargetKey};
 
 /// Default number of shards.
 pub const DEFAULT_SHARDS: usize = 64;
@@ -398,12 +398,13 @@ impl Engine {
     ) {
         let key = (schema.rel_id(), pa.slot);
         let linked = record.is_some();
-        let targets = &mut locked.shard(shard_a).targets;
-        let target = targets
+        let shard = locked.shard(shard_a);
+        let target = shard
+            .targets
             .entry(key)
             .or_insert_with(|| Target::new(schema, pa));
         let view = target.apply(pb, record, self.index_above);
-        self.publish(targets, key, view);
+        self.publish(shard, key, view);
         let initiated = &mut locked.shard(shard_b).initiated;
         if linked {
             initiated.entry(pb.slot).or_default().insert(key);
@@ -415,18 +416,21 @@ impl Engine {
         }
     }
 
-    /// Publishes a target's new counters, or drops the target once it has no relation.
-    fn publish(
-        &self,
-        targets: &mut hashbrown::HashMap<TargetKey, Target>,
-        key: TargetKey,
-        view: Arc<View>,
-    ) {
-        if view.rels.len() == 0 {
-            targets.remove(&key);
-            self.views.pin().remove(&key);
+    /// Publishes a target's new counters (keeping the shard's relation count), or
+    /// drops the target once it has no relation.
+    fn publish(&self, shard: &mut Shard, key: TargetKey, view: Arc<View>) {
+        let now = view.rels.len() as u64;
+        let guard = self.collector.enter();
+        let before = self
+            .views
+            .get(&key, &guard)
+            .map_or(0, |old| old.rels.len() as u64);
+        shard.relations = shard.relations + now - before;
+        if now == 0 {
+            shard.targets.remove(&key);
+            self.views.remove(&key, &guard);
         } else {
-            self.views.pin().insert(key, view);
+            self.views.insert(key, view, &guard);
         }
     }
 
@@ -462,8 +466,13 @@ impl Engine {
                 let key = (schema.rel_id(), profile.slot);
                 if let Some(target) = shard.targets.remove(&key) {
                     self.views.pin().remove(&key);
-                    let initiators: Vec<Arc<Profile>> =
-                        target.view().rels.iter().map(|rel| Arc::clone(&rel.b)).collect();
+                    shard.relations -= target.len() as u64;
+                    let initiators: Vec<Arc<Profile>> = target
+                        .view()
+                        .rels
+                        .iter()
+                        .map(|rel| Arc::clone(&rel.b))
+                        .collect();
                     as_recipient.push((key, initiators));
                 }
             }
@@ -498,7 +507,7 @@ impl Engine {
                 continue;
             }
             let view = target.apply(&profile, None, self.index_above);
-            self.publish(&mut shard.targets, key, view);
+            self.publish(&mut shard, key, view);
         }
         self.directory.release(&profile);
         Ok(())
@@ -611,14 +620,12 @@ impl Engine {
         self.directory.len()
     }
 
-    /// Number of relations, all relation types together (takes each shard lock in turn).
+    /// Number of relations, all relation types together (takes each shard lock in
+    /// turn, briefly).
     #[must_use]
     pub fn relation_count(&self) -> u64 {
         (0..self.shards.count())
-            .map(|i| {
-                let shard = self.shards.lock(i);
-                shard.targets.values().map(|t| t.len() as u64).sum::<u64>()
-            })
+            .map(|i| self.shards.lock(i).relations)
             .sum()
     }
 }

@@ -84,6 +84,7 @@ mod profile_id;
 mod record;
 mod schema;
 mod shard;
+mod sync;
 pub mod workload;
 
 /// The README's examples, compiled and run as doctests.

@@ -38,9 +38,7 @@ impl<T> Default for PVec<T> {
 }
 
 fn capacity(shift: u32) -> usize {
-    1usize
-        .checked_shl(shift + BITS)
-        .unwrap_or(usize::MAX)
+    1usize.checked_shl(shift + BITS).unwrap_or(usize::MAX)
 }
 
 fn new_path<T>(shift: u32, value: T) -> Node<T> {

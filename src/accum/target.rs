@@ -110,9 +110,13 @@ impl Target {
             };
             let list = state.top.as_deref().unwrap_or_default();
             let scan = || scan_valued(&rels, &schema, i);
-            if let Some(next) =
-                top::next_list(list, usize::from(size), self.indexes[i].as_mut(), &change, scan)
-            {
+            if let Some(next) = top::next_list(
+                list,
+                usize::from(size),
+                self.indexes[i].as_mut(),
+                &change,
+                scan,
+            ) {
                 state.top = Some(next.into());
             }
             let valued = usize::try_from(state.total).unwrap_or(usize::MAX);
@@ -136,18 +140,29 @@ impl Target {
 
     /// Puts `new` in place of `b`'s relation in `rels` and `positions`; returns the old
     /// record.
-    fn place(&mut self, rels: &mut PVec<Rel>, b: &Arc<Profile>, new: Option<Record>) -> Option<Record> {
+    fn place(
+        &mut self,
+        rels: &mut PVec<Rel>,
+        b: &Arc<Profile>,
+        new: Option<Record>,
+    ) -> Option<Record> {
         let at = self.positions.get(&b.slot).map(|&at| at as usize);
         match (at, new) {
             (Some(at), Some(rec)) => {
-                let rel = Rel { b: Arc::clone(b), rec };
+                let rel = Rel {
+                    b: Arc::clone(b),
+                    rec,
+                };
                 rels.set(at, rel).map(|old| old.rec)
             }
             (None, Some(rec)) => {
                 // Fewer than 2^32 relations per target: a slot is a u32 and each
                 // initiator has at most one relation here.
                 self.positions.insert(b.slot, rels.len() as u32);
-                rels.push(Rel { b: Arc::clone(b), rec });
+                rels.push(Rel {
+                    b: Arc::clone(b),
+                    rec,
+                });
                 None
             }
             (Some(at), None) => {

@@ -151,6 +151,13 @@ pub fn sweep(e: &Engine, o: &oracle::Oracle, candidates: &[String]) -> Result<()
             ));
         }
     }
+    if e.relation_count() != o.relation_count() {
+        return Err(format!(
+            "relation_count: engine {}, oracle {}",
+            e.relation_count(),
+            o.relation_count()
+        ));
+    }
     for def in model_schemas() {
         let rel = def.rel_id();
         for id in candidates {

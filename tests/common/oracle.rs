@@ -347,6 +347,10 @@ impl Oracle {
         })
     }
 
+    pub fn relation_count(&self) -> u64 {
+        self.relations.len() as u64
+    }
+
     pub fn profile_ids(&self, db: u32) -> Vec<String> {
         self.profiles
             .iter()
