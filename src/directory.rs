@@ -24,14 +24,35 @@ pub(crate) struct Profile {
     pub(crate) id: ProfileId,
     /// The hash that places it (XXH64 of the id, unless a test injected another hash).
     pub(crate) xxh: u64,
-    /// Set, under the profile's shard lock, when a delete starts; writes that find it set
-    /// answer "not found".
+    /// Set, under the profile's shard lock, when a delete starts. From then on reads
+    /// and deletes answer "not found", and a write that would re-create the id waits
+    /// for the delete to finish, so one id never has two profiles at once.
     deleted: AtomicBool,
 }
 
 impl Profile {
     pub(crate) fn is_deleted(&self) -> bool {
         self.deleted.load(Ordering::Acquire)
+    }
+}
+
+/// What a writer finds under an id.
+#[derive(Debug)]
+pub(crate) enum Lookup {
+    /// A live profile.
+    Live(Arc<Profile>),
+    /// A profile whose delete is under way.
+    Deleting,
+    /// No profile.
+    Missing,
+}
+
+impl Lookup {
+    pub(crate) fn live(self) -> Option<Arc<Profile>> {
+        match self {
+            Lookup::Live(p) => Some(p),
+            _ => None,
+        }
     }
 }
 
@@ -70,7 +91,20 @@ impl Directory {
 
     /// The live profile `id` of database `db`. Lock-free.
     pub(crate) fn get(&self, key: &ProfileKey) -> Option<Arc<Profile>> {
-        self.by_key.pin().get(key).cloned()
+        self.by_key
+            .pin()
+            .get(key)
+            .filter(|p| !p.is_deleted())
+            .cloned()
+    }
+
+    /// The profile `id` of database `db` for a writer: live, being deleted, or missing.
+    pub(crate) fn lookup(&self, key: &ProfileKey) -> Lookup {
+        match self.by_key.pin().get(key) {
+            Some(p) if p.is_deleted() => Lookup::Deleting,
+            Some(p) => Lookup::Live(Arc::clone(p)),
+            None => Lookup::Missing,
+        }
     }
 
     /// The live profile `id` of database `db`, borrowed for the life of `guard` (which
@@ -80,10 +114,10 @@ impl Directory {
         key: &ProfileKey,
         guard: &'g impl seize::Guard,
     ) -> Option<&'g Arc<Profile>> {
-        self.by_key.get(key, guard)
+        self.by_key.get(key, guard).filter(|p| !p.is_deleted())
     }
 
-    /// Number of live profiles.
+    /// Number of profiles (those being deleted included).
     pub(crate) fn len(&self) -> usize {
         self.by_key.len()
     }
@@ -112,19 +146,21 @@ impl Directory {
         Ok(profile)
     }
 
-    /// Starts a delete: the id no longer finds the profile and writes refuse it. The
-    /// caller holds the profile's shard lock.
+    /// Starts a delete: reads no longer find the profile, and writes wait for the
+    /// delete to end before they re-create its id. The caller holds the profile's shard
+    /// lock.
     pub(crate) fn unlink(&self, profile: &Profile) {
         profile.deleted.store(true, Ordering::Release);
+    }
+
+    /// Ends a delete: no relation refers to the profile any more, so its id may be
+    /// created again and its slot reused.
+    pub(crate) fn release(&self, profile: &Profile) {
+        debug_assert!(profile.is_deleted());
         self.by_key.pin().remove(&ProfileKey {
             db: profile.db,
             id: profile.id.clone(),
         });
-    }
-
-    /// Ends a delete: no relation refers to the slot any more, so it may be reused.
-    pub(crate) fn release(&self, profile: &Profile) {
-        debug_assert!(profile.is_deleted());
         self.slots
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -134,6 +170,11 @@ impl Directory {
 
     /// Every live profile (for state sweeps in tests and snapshots).
     pub(crate) fn all(&self) -> Vec<Arc<Profile>> {
-        self.by_key.pin().values().cloned().collect()
+        self.by_key
+            .pin()
+            .values()
+            .filter(|p| !p.is_deleted())
+            .cloned()
+            .collect()
     }
 }

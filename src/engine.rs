@@ -8,7 +8,7 @@ use hashbrown::DefaultHashBuilder;
 use crate::accum::counter::{Counter, Rel, View};
 use crate::accum::target::Target;
 use crate::accum::top::DEFAULT_INDEX_ABOVE;
-use crate::directory::{Directory, Profile, ProfileKey};
+use crate::directory::{Directory, Lookup, Profile, ProfileKey};
 use crate::error::Error;
 use crate::profile_id::{ProfileHasher, ProfileId, xxh64};
 use crate::record::{Record, WriteKind};
@@ -317,9 +317,18 @@ impl Engine {
         let changes = schema.resolve(weights)?;
         let a = self.name(schema.db_a(), profile_a)?;
         let b = self.name(schema.db_b(), profile_b)?;
-        let mut locked = self.shards.lock_pair(a.shard, b.shard);
-        let found_a = self.directory.get(&a.key);
-        let found_b = self.directory.get(&b.key);
+        let (mut locked, found_a, found_b) = loop {
+            let locked = self.shards.lock_pair(a.shard, b.shard);
+            match (self.directory.lookup(&a.key), self.directory.lookup(&b.key)) {
+                (Lookup::Deleting, _) | (_, Lookup::Deleting) => {
+                    // The id is being deleted: let the cascade (which needs these locks)
+                    // finish, then create it afresh.
+                    drop(locked);
+                    std::thread::yield_now();
+                }
+                (la, lb) => break (locked, la.live(), lb.live()),
+            }
+        };
         let old = match (&found_a, &found_b) {
             (Some(pa), Some(pb)) => locked
                 .shard(a.shard)
