@@ -55,17 +55,23 @@
 //!   taken between two writes**: its `total`, every property's `total`, `sum` and `top`
 //!   come from the same moment. Writers build the next counters aside and publish them
 //!   with one atomic pointer swap; a reader never sees half a write.
-//! - **Reads take no lock.** `get_counter` does two lookups in lock-free maps
-//!   (`papaya`, epoch-reclaimed) and clones one `Arc`; it never waits for a writer, and
-//!   a writer never waits for it.
-//! - Writes to one profile are serialised (a lock per shard of profiles). A write that
-//!   touches two profiles locks both shards in ascending order, so writers cannot
-//!   deadlock. Once a write returns, every later `get_counter` sees it.
+//! - **Reads take no lock.** [`Engine::get_counter`] pins one epoch guard, does three
+//!   lookups in lock-free maps (`papaya`: relation types, profiles, published
+//!   counters) and clones one `Arc`; it never waits for a writer, and a writer never
+//!   waits for it. [`Engine::list`] reads the relations from the same published
+//!   snapshot (they live in a persistent vector inside it), so a page, its
+//!   `total_count` and the counter of that moment always agree.
+//! - **Linearizable per profile.** Writes to one recipient are serialised (a lock per
+//!   shard of profiles) and published before the call returns: once a write returns,
+//!   every later read sees it, and a read never sees a write that has not started.
+//! - **No deadlock.** A write touching two profiles locks both shards in ascending
+//!   order; a profile delete locks one shard at a time; a write that would re-create an
+//!   id whose delete is under way releases its locks and waits for the delete to end.
+//!   No lock or guard is ever held when a call returns.
 //! - Counters of different profiles are independent snapshots: a reader of two profiles
 //!   may see a write in one and not yet in the other. A profile delete updates each
-//!   touched counter atomically, one after the other.
-//! - [`Engine::list`] reads under the recipient's shard lock (briefly) and is consistent
-//!   with the counters of that moment.
+//!   touched counter atomically, one after the other; while it runs, the deleted id
+//!   already reads as "not found".
 //!
 //! ## Where things are
 //!
