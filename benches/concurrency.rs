@@ -55,7 +55,12 @@ impl Peer {
             total: t.rels.len() as u64,
             like_sum: t.like_sum,
             sub_total: t.sub_total,
-            top: t.donate.iter().take(10).map(|(v, b)| (b.clone(), v.0)).collect(),
+            top: t
+                .donate
+                .iter()
+                .take(10)
+                .map(|(v, b)| (b.clone(), v.0))
+                .collect(),
         })
     }
 }
@@ -178,7 +183,9 @@ fn main() {
         .collect();
 
     let engine = Engine::new();
-    engine.define(relcount::workload::Workload::seed_schema(3)).expect("schema");
+    engine
+        .define(relcount::workload::Workload::seed_schema(3))
+        .expect("schema");
     let relcount = Relcount(engine);
     let peer = Peer(DashMap::new());
     for r in load.iter().chain(&writes) {
@@ -194,9 +201,15 @@ fn main() {
         .collect();
     // Correctness inside the bench: both stores answer the same counters.
     for a in reads.iter().take(2_000) {
-        let (c, p) = (relcount.0.get_counter(3, a).expect("a"), peer.get(a).expect("a"));
+        let (c, p) = (
+            relcount.0.get_counter(3, a).expect("a"),
+            peer.get(a).expect("a"),
+        );
         assert_eq!(c.total(), p.total);
-        assert_eq!(c.prop("Like").and_then(|x| x.sum()), Some(Sum::Int(p.like_sum)));
+        assert_eq!(
+            c.prop("Like").and_then(|x| x.sum()),
+            Some(Sum::Int(p.like_sum))
+        );
         assert_eq!(c.prop("Subscriber").map(|x| x.total()), Some(p.sub_total));
         let top: Vec<(String, i64)> = c
             .prop("Donate")
