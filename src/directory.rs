@@ -8,9 +8,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwapOption;
 use hashbrown::DefaultHashBuilder;
 
 use crate::error::Error;
+use crate::index::Index;
+use crate::profile_data::{Normalized, Query};
 use crate::profile_id::ProfileId;
 
 /// One live profile.
@@ -28,6 +31,9 @@ pub(crate) struct Profile {
     /// and deletes answer "not found", and a write that would re-create the id waits
     /// for the delete to finish, so one id never has two profiles at once.
     deleted: AtomicBool,
+    /// Email, phone, fields and subscriptions; `None` for a profile only ever named by
+    /// id. Replaced whole by an import, read without a lock.
+    data: ArcSwapOption<Normalized>,
 }
 
 impl Profile {
@@ -69,11 +75,20 @@ struct Slots {
     free: Vec<u32>,
 }
 
-/// All live profiles, by id.
+/// All live profiles, by id and by the secondary indexes.
 #[derive(Debug)]
 pub(crate) struct Directory {
     by_key: papaya::HashMap<ProfileKey, Arc<Profile>, DefaultHashBuilder>,
+    index: Index,
     slots: Mutex<Slots>,
+}
+
+/// What a lookup other than by id found.
+#[derive(Debug)]
+pub(crate) enum Found {
+    One(Arc<Profile>),
+    None,
+    Many,
 }
 
 impl Directory {
@@ -85,6 +100,7 @@ impl Directory {
                 .hasher(DefaultHashBuilder::default())
                 .shared_collector(Arc::clone(collector))
                 .build(),
+            index: Index::new(collector),
             slots: Mutex::new(Slots::default()),
         }
     }
@@ -141,16 +157,84 @@ impl Directory {
             id: key.id.clone(),
             xxh,
             deleted: AtomicBool::new(false),
+            data: ArcSwapOption::empty(),
         });
         self.by_key.pin().insert(key, Arc::clone(&profile));
         Ok(profile)
     }
 
-    /// Starts a delete: reads no longer find the profile, and writes wait for the
-    /// delete to end before they re-create its id. The caller holds the profile's shard
-    /// lock.
-    pub(crate) fn unlink(&self, profile: &Profile) {
+    /// Starts a delete: reads no longer find the profile (by id or by any index), and
+    /// writes wait for the delete to end before they re-create its id. The caller holds
+    /// the profile's shard lock.
+    pub(crate) fn unlink(&self, profile: &Arc<Profile>) {
         profile.deleted.store(true, Ordering::Release);
+        if let Some(old) = profile.data.swap(None) {
+            for key in old.keys(profile.db) {
+                self.index.remove(&key, profile);
+            }
+        }
+    }
+
+    /// Replaces a live profile's data and its index entries. The caller holds the
+    /// profile's shard lock. New entries go in before the data changes and old ones
+    /// come out after, so a concurrent lookup finds the profile under old or new data,
+    /// never under neither.
+    pub(crate) fn set_data(&self, profile: &Arc<Profile>, data: Normalized) {
+        let old_keys = profile
+            .data
+            .load()
+            .as_ref()
+            .map(|d| d.keys(profile.db))
+            .unwrap_or_default();
+        let new_keys = data.keys(profile.db);
+        for key in &new_keys {
+            if !old_keys.contains(key) {
+                self.index.add(key.clone(), profile);
+            }
+        }
+        profile.data.store(Some(Arc::new(data)));
+        for key in &old_keys {
+            if !new_keys.contains(key) {
+                self.index.remove(key, profile);
+            }
+        }
+    }
+
+    /// The live profile of database `db` answering `query`: one, none or several.
+    /// Lock-free; `guard` must come from the shared collector.
+    pub(crate) fn find(&self, db: u32, query: &Query, guard: &impl seize::Guard) -> Found {
+        let keys = query.keys(db);
+        let Some((first_key, tag_keys)) = keys.split_first() else {
+            return Found::None;
+        };
+        let first = self.index.get(first_key, guard);
+        // For a custom query, the profiles holding every tag are among those under the
+        // rarest tag (and none if one tag has no entry at all).
+        let rarest = tag_keys
+            .iter()
+            .map(|k| self.index.get(k, guard))
+            .collect::<Option<Vec<_>>>()
+            .and_then(|postings| postings.into_iter().min_by_key(|p| p.len()));
+        let mut found: Option<Arc<Profile>> = None;
+        let mut many = false;
+        for posting in first.into_iter().chain(rarest) {
+            posting.each(|p| {
+                let hit =
+                    !p.is_deleted() && p.data.load().as_ref().is_some_and(|d| d.matches(query));
+                if hit {
+                    match &found {
+                        Some(f) if Arc::ptr_eq(f, p) => {}
+                        Some(_) => many = true,
+                        None => found = Some(Arc::clone(p)),
+                    }
+                }
+                !many
+            });
+            if many {
+                return Found::Many;
+            }
+        }
+        found.map_or(Found::None, Found::One)
     }
 
     /// Ends a delete: no relation refers to the profile any more, so its id may be

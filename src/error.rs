@@ -40,6 +40,25 @@ pub enum Error {
         /// The id searched for.
         profile_id: String,
     },
+    /// No profile answers a lookup by email, phone or custom field.
+    NoMatch {
+        /// The database searched.
+        db_id: u32,
+        /// The lookup, as text.
+        query: String,
+    },
+    /// Several profiles answer a lookup that must name one.
+    Ambiguous {
+        /// The database searched.
+        db_id: u32,
+        /// The lookup, as text.
+        query: String,
+    },
+    /// A profile's data (email, phone, fields, subscriptions) is not valid.
+    InvalidProfileData {
+        /// What is wrong.
+        reason: String,
+    },
     /// Detach of a relation that does not exist.
     RelationNotFound {
         /// The relation type.
@@ -113,6 +132,14 @@ impl fmt::Display for Error {
             Error::ProfileNotFound { db_id, profile_id } => {
                 write!(f, "profile {profile_id:?} not found in database {db_id}")
             }
+            Error::NoMatch { db_id, query } => {
+                write!(f, "no profile in database {db_id} has {query}")
+            }
+            Error::Ambiguous { db_id, query } => write!(
+                f,
+                "several profiles in database {db_id} have {query}; the matched field must be unique"
+            ),
+            Error::InvalidProfileData { reason } => f.write_str(reason),
             Error::RelationNotFound {
                 rel_id,
                 profile_a,

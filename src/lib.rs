@@ -86,8 +86,11 @@ mod accum;
 mod directory;
 mod engine;
 mod error;
+mod index;
+mod profile_data;
 mod profile_id;
 mod record;
+mod resolver;
 mod schema;
 mod shard;
 mod sync;
@@ -106,7 +109,11 @@ pub use engine::{
     Row,
 };
 pub use error::Error;
+pub use profile_data::{
+    Channel, FieldValue, MAX_PROFILE_ITEMS, MAX_TEXT_LEN, Match, ProfileData, Subscription,
+};
 pub use profile_id::{MAX_PROFILE_ID_LEN, ProfileHasher, ProfileId, ProfileStr, format_xxh, xxh64};
+pub use resolver::{Resolution, Resolver};
 pub use schema::{
     DEFAULT_TOP, MAX_PROP_NAME_LEN, MAX_PROPS, MAX_TOP, PropKind, PropSpec, RelationType, Value,
 };

@@ -1,0 +1,312 @@
+//! The engine facade: validates each call, then drives the directory, the shards and
+//! the accumulators. Nothing below this module calls back up.
+
+use std::sync::{Arc, Mutex};
+
+use hashbrown::DefaultHashBuilder;
+
+use crate::accum::counter::View;
+use crate::accum::top::DEFAULT_INDEX_ABOVE;
+use crate::directory::{Directory, ProfileKey};
+use crate::error::Error;
+use crate::profile_data::Match;
+use crate::profile_id::{ProfileHasher, ProfileId, xxh64};
+use crate::resolver::Resolver;
+use crate::schema::{RelationType, Schema, Value};
+use crate::shard::{Shards, TargetKey};
+
+mod profiles;
+mod read;
+mod write;
+
+/// Default number of shards.
+pub const DEFAULT_SHARDS: usize = 64;
+/// Most shards an engine may have.
+pub const MAX_SHARDS: usize = 1 << 16;
+/// Default page size of [`Engine::list`].
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+/// Largest page size of [`Engine::list`].
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// The relation counter engine. `Send + Sync`: share it with an `Arc` and call it from
+/// any thread; every method takes `&self`.
+///
+/// # Examples
+///
+/// ```
+/// use relcount::{Engine, PropSpec, RelationType, Value};
+///
+/// let engine = Engine::new();
+/// engine.define(
+///     RelationType::new(3, 1, 2)
+///         .prop("Donate", PropSpec::int().top(10))
+///         .prop("Like", PropSpec::int().sum())
+///         .prop("Subscriber", PropSpec::bool()),
+/// )?;
+/// engine.attach(
+///     3,
+///     "5c910f6bc484d023b1309bee",
+///     "5c910938c484d023b1309bab",
+///     &[("Donate", Value::Int(20)), ("Like", Value::Int(2)), ("Subscriber", Value::Bool(true))],
+/// )?;
+/// let counter = engine.get_counter(3, "5c910f6bc484d023b1309bee")?;
+/// assert_eq!(counter.total(), 1);
+/// # Ok::<(), relcount::Error>(())
+/// ```
+pub struct Engine {
+    /// One reclamation domain for every lock-free map, so a read pins once.
+    collector: Arc<seize::Collector>,
+    schemas: papaya::HashMap<u32, Arc<Schema>, DefaultHashBuilder>,
+    define_lock: Mutex<()>,
+    directory: Directory,
+    views: papaya::HashMap<TargetKey, Arc<View>, DefaultHashBuilder>,
+    shards: Shards,
+    hasher: ProfileHasher,
+    index_above: usize,
+    resolver: Option<Arc<dyn Resolver>>,
+}
+
+/// Settings of an [`Engine`]; start from [`Engine::builder`].
+#[derive(Clone)]
+#[must_use]
+pub struct EngineBuilder {
+    shards: usize,
+    hasher: ProfileHasher,
+    index_above: usize,
+    resolver: Option<Arc<dyn Resolver>>,
+}
+
+impl std::fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("shards", &self.shards)
+            .field("index_above", &self.index_above)
+            .field("resolver", &self.resolver.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineBuilder {
+    /// Number of shards (rounded up to a power of two, clamped to 1..=65536; default
+    /// [`DEFAULT_SHARDS`]). More shards let more writers run at once, at about 200
+    /// bytes each; reads take no lock whatever the count.
+    pub fn shards(mut self, count: usize) -> Self {
+        self.shards = count.clamp(1, MAX_SHARDS).next_power_of_two();
+        self
+    }
+
+    /// The hash that places profiles and is reported as `profile_xxh` (default
+    /// [`xxh64`], as the platform). Meant for tests: a degenerate hash shows that ids
+    /// whose hashes collide are still distinct profiles.
+    pub fn profile_hasher(mut self, hasher: ProfileHasher) -> Self {
+        self.hasher = hasher;
+        self
+    }
+
+    /// Targets with more than `n` relations valued in a top property keep an ordered
+    /// index of them (default [`DEFAULT_INDEX_ABOVE`], 64); smaller ones keep none and
+    /// rescan their few relations when a top member leaves. A lower threshold spends
+    /// memory (about 40 bytes per indexed relation) to bound that rescan; tests set it
+    /// low to exercise both paths on small data.
+    pub fn top_index_threshold(mut self, n: usize) -> Self {
+        self.index_above = n;
+        self
+    }
+
+    /// Answers lookups by email, phone and custom field from the host's own store
+    /// instead of the built-in directory (see [`Resolver`]). Lookups by id are always
+    /// the engine's.
+    pub fn resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    /// Builds the engine.
+    #[must_use]
+    pub fn build(self) -> Engine {
+        let collector = Arc::new(seize::Collector::new());
+        Engine {
+            schemas: lock_free_map(&collector),
+            define_lock: Mutex::new(()),
+            directory: Directory::new(&collector),
+            views: lock_free_map(&collector),
+            collector,
+            shards: Shards::new(self.shards),
+            hasher: self.hasher,
+            index_above: self.index_above,
+            resolver: self.resolver,
+        }
+    }
+}
+
+fn lock_free_map<K, V>(
+    collector: &Arc<seize::Collector>,
+) -> papaya::HashMap<K, V, DefaultHashBuilder>
+where
+    K: Send + 'static,
+    V: Send + 'static,
+{
+    papaya::HashMap::builder()
+        .hasher(DefaultHashBuilder::default())
+        .shared_collector(Arc::clone(collector))
+        .build()
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        EngineBuilder {
+            shards: DEFAULT_SHARDS,
+            hasher: xxh64,
+            index_above: DEFAULT_INDEX_ABOVE,
+            resolver: None,
+        }
+    }
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::new()
+    }
+}
+
+/// One page of [`Engine::list`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// Relations of the profile for the relation type, all pages together.
+    pub total_count: u64,
+    /// The page, ordered by initiator profile id.
+    pub rows: Vec<Row>,
+}
+
+/// One relation in a [`Page`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The initiator (database B) profile.
+    pub profile_b: ProfileId,
+    /// Its hash.
+    pub xxh_b: u64,
+    /// The properties that have a value in this relation, in schema order.
+    pub props: Vec<(String, Value)>,
+}
+
+/// A profile named by a call, before it is looked up.
+struct Named {
+    key: ProfileKey,
+    hash: u64,
+    shard: usize,
+    /// Whether a write may create it (named by id, or by the host's resolver).
+    create: bool,
+}
+
+impl Engine {
+    /// An engine with default settings.
+    #[must_use]
+    pub fn new() -> Self {
+        EngineBuilder::default().build()
+    }
+
+    /// Settings beyond the defaults.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let engine = relcount::Engine::builder().shards(8).build();
+    /// assert_eq!(engine.shard_count(), 8);
+    /// ```
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// The number of shards.
+    #[must_use]
+    pub fn shard_count(&self) -> usize {
+        self.shards.count()
+    }
+
+    // ----- relation types -------------------------------------------------------------
+
+    /// Defines a relation type. Defining the same schema again is a no-op.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidSchema`] for a schema that breaks a rule (bool with sum or top,
+    /// top outside 1..=1000, a duplicate or empty name, more than 32 properties);
+    /// [`Error::SchemaConflict`] when `rel_id` is defined with another schema.
+    pub fn define(&self, def: RelationType) -> Result<(), Error> {
+        let _serial = self.define_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let rel_id = def.rel_id();
+        if let Some(existing) = self.schemas.pin().get(&rel_id) {
+            return if existing.same_as(&def) {
+                Ok(())
+            } else {
+                Err(Error::SchemaConflict { rel_id })
+            };
+        }
+        let schema = Schema::compile(def)?;
+        self.schemas.pin().insert(rel_id, Arc::new(schema));
+        Ok(())
+    }
+
+    /// The definition of `rel_id`, if defined.
+    #[must_use]
+    pub fn relation_type(&self, rel_id: u32) -> Option<RelationType> {
+        self.schemas.pin().get(&rel_id).map(|s| s.def.clone())
+    }
+
+    fn schema(&self, rel_id: u32) -> Result<Arc<Schema>, Error> {
+        self.schemas
+            .pin()
+            .get(&rel_id)
+            .cloned()
+            .ok_or(Error::UnknownRelation { rel_id })
+    }
+
+    /// Whether a profile of database `db_id` answers `profile` (an id, or any
+    /// [`Match`]: exactly one profile must answer).
+    #[must_use]
+    pub fn contains_profile<'a>(&self, db_id: u32, profile: impl Into<Match<'a>>) -> bool {
+        let guard = self.collector.enter();
+        self.find_profile(db_id, &profile.into(), &guard).is_ok()
+    }
+
+    /// The ids of every profile of database `db_id` (a scan: for tests and tools).
+    #[must_use]
+    pub fn profile_ids(&self, db_id: u32) -> Vec<ProfileId> {
+        let mut ids: Vec<ProfileId> = self
+            .directory
+            .all()
+            .into_iter()
+            .filter(|p| p.db == db_id)
+            .map(|p| p.id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Number of live profiles, all databases together.
+    #[must_use]
+    pub fn profile_count(&self) -> usize {
+        self.directory.len()
+    }
+
+    /// Number of relations, all relation types together (takes each shard lock in
+    /// turn, briefly).
+    #[must_use]
+    pub fn relation_count(&self) -> u64 {
+        (0..self.shards.count())
+            .map(|i| self.shards.lock(i).relations)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Engine>();
+        check::<crate::Counter>();
+    }
+}

@@ -1,0 +1,177 @@
+//! Naming profiles: turning a [`Match`] into the profile it names (the directory's
+//! indexes or the host's [`Resolver`]), and importing profile data.
+
+use std::sync::Arc;
+
+use super::{Engine, Named};
+use crate::directory::{Found, Lookup, Profile, ProfileKey};
+use crate::error::Error;
+use crate::profile_data::{Match, Normalized, ProfileData, Query};
+use crate::profile_id::ProfileId;
+use crate::resolver::Resolution;
+
+impl Engine {
+    /// A profile id of database `db`, hashed and placed, not looked up.
+    pub(super) fn name(&self, db: u32, id: &str) -> Result<Named, Error> {
+        self.name_id(db, ProfileId::new(id)?, true)
+    }
+
+    fn name_id(&self, db: u32, id: ProfileId, create: bool) -> Result<Named, Error> {
+        let hash = (self.hasher)(id.as_str().as_bytes());
+        Ok(Named {
+            key: ProfileKey { db, id },
+            hash,
+            shard: self.shards.of(hash),
+            create,
+        })
+    }
+
+    /// The profile `m` names in database `db`, as an id to lock and look up: ids as
+    /// given (a write may create them), other modes through the host's resolver (whose
+    /// ids a write may create too) or the directory's indexes (which find only
+    /// existing profiles).
+    pub(super) fn named(&self, db: u32, m: &Match<'_>) -> Result<Named, Error> {
+        let Some(query) = Query::of(m)? else {
+            let Match::Id(id) = *m else {
+                unreachable!("only Match::Id has no query")
+            };
+            return self.name(db, id);
+        };
+        match &self.resolver {
+            Some(resolver) => self.resolved(db, &query, resolver.resolve(db, m)),
+            None => {
+                let guard = self.collector.enter();
+                match self.directory.find(db, &query, &guard) {
+                    Found::One(p) => self.name_id(db, p.id.clone(), false),
+                    Found::None => Err(no_match(db, &query)),
+                    Found::Many => Err(ambiguous(db, &query)),
+                }
+            }
+        }
+    }
+
+    fn resolved(&self, db: u32, query: &Query, r: Resolution) -> Result<Named, Error> {
+        match r {
+            Resolution::Found(id) => self.name_id(db, ProfileId::new(&id)?, true),
+            Resolution::NotFound => Err(no_match(db, query)),
+            Resolution::Ambiguous => Err(ambiguous(db, query)),
+        }
+    }
+
+    /// The live profile `m` names in database `db`, for a read. Lock-free.
+    pub(super) fn find_profile(
+        &self,
+        db: u32,
+        m: &Match<'_>,
+        guard: &impl seize::Guard,
+    ) -> Result<Arc<Profile>, Error> {
+        let named = match Query::of(m)? {
+            Some(query) if self.resolver.is_none() => {
+                return match self.directory.find(db, &query, guard) {
+                    Found::One(p) => Ok(p),
+                    Found::None => Err(no_match(db, &query)),
+                    Found::Many => Err(ambiguous(db, &query)),
+                };
+            }
+            _ => self.named(db, m)?,
+        };
+        self.directory
+            .get_in(&named.key, guard)
+            .cloned()
+            .ok_or_else(|| Self::not_found(&named))
+    }
+
+    pub(super) fn not_found(named: &Named) -> Error {
+        Error::ProfileNotFound {
+            db_id: named.key.db,
+            profile_id: named.key.id.to_string(),
+        }
+    }
+
+    /// Creates or replaces profile `profile_id` of database `db_id` with `data`: its
+    /// email, phone, custom fields and subscriptions, and every index entry that finds
+    /// it. Its relations are kept.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidProfileId`]; [`Error::InvalidProfileData`] for an email that is
+    /// not `local@domain`, a phone that is not 1 to 15 digits, an empty or repeated
+    /// field name, a tag with a comma, more than 64 fields, subscriptions or tags, or a
+    /// text over 256 bytes. Nothing changes on error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use relcount::{Engine, Match, ProfileData, PropSpec, RelationType, Value};
+    ///
+    /// let engine = Engine::new();
+    /// engine.define(RelationType::new(1, 1, 2).prop("Like", PropSpec::int().sum()))?;
+    /// let data = ProfileData { email: Some("Ann@Example.com".into()), ..Default::default() };
+    /// engine.import_profile(1, "ann", data)?;
+    /// engine.attach(1, Match::EmailProfile("ann@example.com"), "bob", &[("Like", Value::Int(1))])?;
+    /// assert_eq!(engine.get_counter(1, "ann")?.total(), 1);
+    /// # Ok::<(), relcount::Error>(())
+    /// ```
+    pub fn import_profile(
+        &self,
+        db_id: u32,
+        profile_id: &str,
+        data: ProfileData,
+    ) -> Result<(), Error> {
+        let named = self.name(db_id, profile_id)?;
+        let data = Normalized::new(&data)?;
+        self.store_profile(named, data)
+    }
+
+    /// Imports several profiles: every one is validated before any is written, so an
+    /// invalid one leaves all unchanged. Each profile is replaced atomically; readers
+    /// may see some of the batch before the rest.
+    ///
+    /// # Errors
+    ///
+    /// As [`import_profile`](Self::import_profile), for the first invalid profile.
+    pub fn import_profiles<'a>(
+        &self,
+        profiles: impl IntoIterator<Item = (u32, &'a str, ProfileData)>,
+    ) -> Result<(), Error> {
+        let checked = profiles
+            .into_iter()
+            .map(|(db, id, data)| Ok((self.name(db, id)?, Normalized::new(&data)?)))
+            .collect::<Result<Vec<_>, Error>>()?;
+        for (named, data) in checked {
+            self.store_profile(named, data)?;
+        }
+        Ok(())
+    }
+
+    fn store_profile(&self, named: Named, data: Normalized) -> Result<(), Error> {
+        loop {
+            let _shard = self.shards.lock(named.shard);
+            let profile = match self.directory.lookup(&named.key) {
+                Lookup::Deleting => {
+                    drop(_shard);
+                    std::thread::yield_now();
+                    continue;
+                }
+                Lookup::Live(p) => p,
+                Lookup::Missing => self.directory.create(named.key.clone(), named.hash)?,
+            };
+            self.directory.set_data(&profile, data);
+            return Ok(());
+        }
+    }
+}
+
+fn no_match(db_id: u32, query: &Query) -> Error {
+    Error::NoMatch {
+        db_id,
+        query: query.describe(),
+    }
+}
+
+fn ambiguous(db_id: u32, query: &Query) -> Error {
+    Error::Ambiguous {
+        db_id,
+        query: query.describe(),
+    }
+}

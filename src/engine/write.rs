@@ -1,0 +1,319 @@
+//! The writes: attach, strengthen, edit, detach and the cascading profile delete.
+
+use std::sync::Arc;
+
+use super::Engine;
+use crate::accum::counter::View;
+use crate::accum::target::Target;
+use crate::directory::{Lookup, Profile};
+use crate::error::Error;
+use crate::profile_data::Match;
+use crate::record::{Record, WriteKind};
+use crate::schema::{Schema, Value};
+use crate::shard::{Locked, Shard, TargetKey};
+
+impl Engine {
+    /// Creates the relation from `profile_b` (database B) to `profile_a` (database A)
+    /// with exactly the given values; an existing relation has all its values replaced,
+    /// so a replayed attach is idempotent. Missing profiles are created.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownRelation`], [`Error::InvalidProfileId`], and for the weights
+    /// [`Error::UnknownProperty`], [`Error::DuplicateProperty`], [`Error::WrongType`],
+    /// [`Error::NotFinite`], [`Error::FloatOverflow`]. Nothing is written on error.
+    pub fn attach<'a, 'b, N: AsRef<str>>(
+        &self,
+        rel_id: u32,
+        profile_a: impl Into<Match<'a>>,
+        profile_b: impl Into<Match<'b>>,
+        weights: &[(N, Value)],
+    ) -> Result<(), Error> {
+        self.write(
+            WriteKind::Attach,
+            rel_id,
+            &profile_a.into(),
+            &profile_b.into(),
+            weights,
+        )
+    }
+
+    /// Adds the given deltas to the relation's numeric values (an unset value counts as
+    /// 0; a negative delta weakens) and sets the given bools. Creates the relation (and
+    /// missing profiles) if needed.
+    ///
+    /// # Errors
+    ///
+    /// As [`attach`](Self::attach), plus [`Error::IntOverflow`] when an int would leave
+    /// the i64 range and [`Error::FloatOverflow`] when a float would exceed 2^960.
+    pub fn strengthen<'a, 'b, N: AsRef<str>>(
+        &self,
+        rel_id: u32,
+        profile_a: impl Into<Match<'a>>,
+        profile_b: impl Into<Match<'b>>,
+        deltas: &[(N, Value)],
+    ) -> Result<(), Error> {
+        self.write(
+            WriteKind::Strengthen,
+            rel_id,
+            &profile_a.into(),
+            &profile_b.into(),
+            deltas,
+        )
+    }
+
+    /// Overwrites the given values; the others keep theirs. Creates the relation (and
+    /// missing profiles) if needed.
+    ///
+    /// # Errors
+    ///
+    /// As [`attach`](Self::attach).
+    pub fn edit<'a, 'b, N: AsRef<str>>(
+        &self,
+        rel_id: u32,
+        profile_a: impl Into<Match<'a>>,
+        profile_b: impl Into<Match<'b>>,
+        values: &[(N, Value)],
+    ) -> Result<(), Error> {
+        self.write(
+            WriteKind::Edit,
+            rel_id,
+            &profile_a.into(),
+            &profile_b.into(),
+            values,
+        )
+    }
+
+    fn write<N: AsRef<str>>(
+        &self,
+        kind: WriteKind,
+        rel_id: u32,
+        profile_a: &Match<'_>,
+        profile_b: &Match<'_>,
+        weights: &[(N, Value)],
+    ) -> Result<(), Error> {
+        let schema = self.schema(rel_id)?;
+        let changes = schema.resolve(weights)?;
+        let a = self.named(schema.db_a(), profile_a)?;
+        let b = self.named(schema.db_b(), profile_b)?;
+        let (mut locked, found_a, found_b) = loop {
+            let locked = self.shards.lock_pair(a.shard, b.shard);
+            match (self.directory.lookup(&a.key), self.directory.lookup(&b.key)) {
+                (Lookup::Deleting, _) | (_, Lookup::Deleting) => {
+                    // The id is being deleted: let the cascade (which needs these locks)
+                    // finish, then create it afresh.
+                    drop(locked);
+                    std::thread::yield_now();
+                }
+                (la, lb) => break (locked, la.live(), lb.live()),
+            }
+        };
+        let old = match (&found_a, &found_b) {
+            (Some(pa), Some(pb)) => locked
+                .shard(a.shard)
+                .targets
+                .get(&(rel_id, pa.slot))
+                .and_then(|t| t.get(pb.slot))
+                .map(|rel| &rel.rec),
+            _ => None,
+        };
+        let record = Record::next(&schema, old, kind, &changes)?;
+        // A profile found by its data that vanished meanwhile is not re-created.
+        for (named, found) in [(&a, &found_a), (&b, &found_b)] {
+            if found.is_none() && !named.create {
+                return Err(Self::not_found(named));
+            }
+        }
+        // Everything is validated; from here on the write cannot fail but for slots.
+        let pa = match found_a {
+            Some(p) => p,
+            None => self.directory.create(a.key.clone(), a.hash)?,
+        };
+        let pb = match found_b.or_else(|| self.directory.get(&b.key)) {
+            Some(p) => p,
+            None => self.directory.create(b.key.clone(), b.hash)?,
+        };
+        self.apply(
+            &mut locked,
+            &schema,
+            (&pa, a.shard),
+            (&pb, b.shard),
+            Some(record),
+        );
+        Ok(())
+    }
+
+    /// Removes the relation from `profile_b` to `profile_a`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ProfileNotFound`] when either profile does not exist,
+    /// [`Error::RelationNotFound`] when the relation does not; plus
+    /// [`Error::UnknownRelation`] and [`Error::InvalidProfileId`]. Nothing changes on
+    /// error.
+    pub fn detach<'a, 'b>(
+        &self,
+        rel_id: u32,
+        profile_a: impl Into<Match<'a>>,
+        profile_b: impl Into<Match<'b>>,
+    ) -> Result<(), Error> {
+        let schema = self.schema(rel_id)?;
+        let a = self.named(schema.db_a(), &profile_a.into())?;
+        let b = self.named(schema.db_b(), &profile_b.into())?;
+        let mut locked = self.shards.lock_pair(a.shard, b.shard);
+        let pa = self
+            .directory
+            .get(&a.key)
+            .ok_or_else(|| Self::not_found(&a))?;
+        let pb = self
+            .directory
+            .get(&b.key)
+            .ok_or_else(|| Self::not_found(&b))?;
+        let exists = locked
+            .shard(a.shard)
+            .targets
+            .get(&(rel_id, pa.slot))
+            .is_some_and(|t| t.get(pb.slot).is_some());
+        if !exists {
+            return Err(Error::RelationNotFound {
+                rel_id,
+                profile_a: a.key.id.to_string(),
+                profile_b: b.key.id.to_string(),
+            });
+        }
+        self.apply(&mut locked, &schema, (&pa, a.shard), (&pb, b.shard), None);
+        Ok(())
+    }
+
+    /// Sets one relation under the locks of both ends, publishes the recipient's new
+    /// counters and keeps the initiator's reverse index in step.
+    fn apply(
+        &self,
+        locked: &mut Locked<'_>,
+        schema: &Arc<Schema>,
+        (pa, shard_a): (&Arc<Profile>, usize),
+        (pb, shard_b): (&Arc<Profile>, usize),
+        record: Option<Record>,
+    ) {
+        let key = (schema.rel_id(), pa.slot);
+        let linked = record.is_some();
+        let shard = locked.shard(shard_a);
+        let target = shard
+            .targets
+            .entry(key)
+            .or_insert_with(|| Target::new(schema, pa));
+        let view = target.apply(pb, record, self.index_above);
+        self.publish(shard, key, view);
+        let initiated = &mut locked.shard(shard_b).initiated;
+        if linked {
+            initiated.entry(pb.slot).or_default().insert(key);
+        } else if let Some(set) = initiated.get_mut(&pb.slot) {
+            set.remove(&key);
+            if set.is_empty() {
+                initiated.remove(&pb.slot);
+            }
+        }
+    }
+
+    /// Publishes a target's new counters (keeping the shard's relation count), or
+    /// drops the target once it has no relation.
+    fn publish(&self, shard: &mut Shard, key: TargetKey, view: Arc<View>) {
+        let now = view.rels.len() as u64;
+        let guard = self.collector.enter();
+        let before = self
+            .views
+            .get(&key, &guard)
+            .map_or(0, |old| old.rels.len() as u64);
+        shard.relations = shard.relations + now - before;
+        if now == 0 {
+            shard.targets.remove(&key);
+            self.views.remove(&key, &guard);
+        } else {
+            self.views.insert(key, view, &guard);
+        }
+    }
+
+    /// Deletes a profile and every relation it takes part in, as recipient or as
+    /// initiator; the counters of every profile it touched follow. Costs O(its
+    /// relations), whatever the size of the engine.
+    ///
+    /// Each touched counter changes atomically, but not all at once: while the delete
+    /// runs, a reader may see some of its relations gone and others not yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ProfileNotFound`], [`Error::InvalidProfileId`], and for a profile named
+    /// by its data [`Error::NoMatch`], [`Error::Ambiguous`].
+    pub fn delete_profile<'a>(
+        &self,
+        db_id: u32,
+        profile: impl Into<Match<'a>>,
+    ) -> Result<(), Error> {
+        let named = self.named(db_id, &profile.into())?;
+        let (profile, as_recipient, as_initiator) = {
+            let mut shard = self.shards.lock(named.shard);
+            let profile = self
+                .directory
+                .get(&named.key)
+                .ok_or_else(|| Self::not_found(&named))?;
+            self.directory.unlink(&profile);
+            let as_initiator = shard
+                .initiated
+                .remove(&profile.slot)
+                .map(|set| set.into_vec())
+                .unwrap_or_default();
+            let mut as_recipient = Vec::new();
+            for schema in self.schemas.pin().values() {
+                if schema.db_a() != db_id {
+                    continue;
+                }
+                let key = (schema.rel_id(), profile.slot);
+                if let Some(target) = shard.targets.remove(&key) {
+                    self.views.pin().remove(&key);
+                    shard.relations -= target.len() as u64;
+                    let initiators: Vec<Arc<Profile>> = target
+                        .view()
+                        .rels
+                        .iter()
+                        .map(|rel| Arc::clone(&rel.b))
+                        .collect();
+                    as_recipient.push((key, initiators));
+                }
+            }
+            (profile, as_recipient, as_initiator)
+        };
+        // One lock at a time from here: the profile is unlinked, so no write can add a
+        // relation to it, and only this call removes the ones it had.
+        for (key, initiators) in as_recipient {
+            for b in initiators {
+                let mut shard = self.shards.lock(self.shards.of(b.xxh));
+                if let Some(set) = shard.initiated.get_mut(&b.slot) {
+                    set.remove(&key);
+                    if set.is_empty() {
+                        shard.initiated.remove(&b.slot);
+                    }
+                }
+            }
+        }
+        for key in as_initiator {
+            // The recipient's shard, from its published counters; none means the target
+            // emptied meanwhile and holds nothing of this profile.
+            let Some(a) = self.views.pin().get(&key).map(|v| Arc::clone(&v.profile)) else {
+                continue;
+            };
+            let mut shard = self.shards.lock(self.shards.of(a.xxh));
+            let Some(target) = shard.targets.get_mut(&key) else {
+                continue; // the recipient was deleted meanwhile
+            };
+            // The slot is not released before this loop ends, so a relation from it is
+            // this profile's.
+            if target.get(profile.slot).is_none() {
+                continue;
+            }
+            let view = target.apply(&profile, None, self.index_above);
+            self.publish(&mut shard, key, view);
+        }
+        self.directory.release(&profile);
+        Ok(())
+    }
+}
