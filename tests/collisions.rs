@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Op, check_steps, pair};
+use common::{Op, Who, check_steps, pair};
 use relcount::{Engine, Value};
 
 fn constant(_: &[u8]) -> u64 {
@@ -37,8 +37,8 @@ fn scenario() -> Vec<Op> {
             let v = (i * 7 + j * 3) as i64 % 5 - 2;
             ops.push(Op::Attach(
                 1,
-                a.clone(),
-                b.clone(),
+                Who::from(a.clone()),
+                Who::from(b.clone()),
                 vec![
                     ("Donate".into(), Value::Int(v)),
                     ("Like".into(), Value::Int(v)),
@@ -46,25 +46,29 @@ fn scenario() -> Vec<Op> {
             ));
             ops.push(Op::Attach(
                 2,
-                a.clone(),
-                b.clone(),
+                Who::from(a.clone()),
+                Who::from(b.clone()),
                 vec![("W".into(), Value::Int(v))],
             ));
         }
     }
     ops.push(Op::Strengthen(
         1,
-        ids[0].clone(),
-        ids[1].clone(),
+        Who::from(ids[0].clone()),
+        Who::from(ids[1].clone()),
         vec![("Donate".into(), Value::Int(9))],
     ));
-    ops.push(Op::Detach(1, ids[0].clone(), ids[2].clone()));
-    ops.push(Op::Delete(2, ids[1].clone()));
-    ops.push(Op::Delete(1, ids[3].clone()));
+    ops.push(Op::Detach(
+        1,
+        Who::from(ids[0].clone()),
+        Who::from(ids[2].clone()),
+    ));
+    ops.push(Op::Delete(2, Who::from(ids[1].clone())));
+    ops.push(Op::Delete(1, Who::from(ids[3].clone())));
     ops.push(Op::Edit(
         2,
-        ids[4].clone(),
-        ids[0].clone(),
+        Who::from(ids[4].clone()),
+        Who::from(ids[0].clone()),
         vec![("W".into(), Value::Int(-7))],
     ));
     ops

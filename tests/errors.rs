@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Op, apply_engine, pair, snapshot};
+use common::{Op, Who, apply_engine, pair, snapshot};
 use relcount::{Engine, Error, MAX_FLOAT, PropKind, PropSpec, RelationType, Value};
 
 const A: &str = "5c910f6bc484d023b1309bee";
@@ -20,15 +20,20 @@ fn populated() -> Engine {
     let (engine, _) = pair(Engine::builder().shards(4).build(), relcount::xxh64);
     let w = |n: &str, v| vec![(n.to_string(), v)];
     for op in [
-        Op::Attach(1, A.into(), B.into(), w("Donate", Value::Int(i64::MAX))),
         Op::Attach(
             1,
-            A.into(),
-            "b1".into(),
+            Who::from(A),
+            Who::from(B),
+            w("Donate", Value::Int(i64::MAX)),
+        ),
+        Op::Attach(
+            1,
+            Who::from(A),
+            Who::from("b1"),
             w("Score", Value::Float(MAX_FLOAT)),
         ),
-        Op::Attach(1, "a1".into(), B.into(), w("Like", Value::Int(3))),
-        Op::Attach(2, B.into(), "b1".into(), w("W", Value::Int(5))),
+        Op::Attach(1, Who::from("a1"), Who::from(B), w("Like", Value::Int(3))),
+        Op::Attach(2, Who::from(B), Who::from("b1"), w("W", Value::Int(5))),
     ] {
         assert_eq!(apply_engine(&engine, &op), common::Answer::Done(Ok(())));
     }
@@ -46,18 +51,28 @@ fn refused_writes_change_nothing() {
     let long = "x".repeat(65);
     let cases: Vec<(Op, Error)> = vec![
         (
-            Op::Attach(9, s(A), s(B), vec![]),
+            Op::Attach(9, Who::from(s(A)), Who::from(s(B)), vec![]),
             Error::UnknownRelation { rel_id: 9 },
         ),
         (
-            Op::Attach(1, s("new"), s("new"), vec![(s("Nope"), Value::Int(1))]),
+            Op::Attach(
+                1,
+                Who::from(s("new")),
+                Who::from(s("new")),
+                vec![(s("Nope"), Value::Int(1))],
+            ),
             Error::UnknownProperty {
                 rel_id: 1,
                 name: s("Nope"),
             },
         ),
         (
-            Op::Attach(1, s("new"), s(B), vec![(s("Donate"), Value::Float(1.5))]),
+            Op::Attach(
+                1,
+                Who::from(s("new")),
+                Who::from(s(B)),
+                vec![(s("Donate"), Value::Float(1.5))],
+            ),
             Error::WrongType {
                 property: s("Donate"),
                 expected: PropKind::Int,
@@ -65,7 +80,12 @@ fn refused_writes_change_nothing() {
             },
         ),
         (
-            Op::Edit(1, s(A), s(B), vec![(s("Subscriber"), Value::Int(1))]),
+            Op::Edit(
+                1,
+                Who::from(s(A)),
+                Who::from(s(B)),
+                vec![(s("Subscriber"), Value::Int(1))],
+            ),
             Error::WrongType {
                 property: s("Subscriber"),
                 expected: PropKind::Bool,
@@ -73,7 +93,12 @@ fn refused_writes_change_nothing() {
             },
         ),
         (
-            Op::Edit(1, s(A), s(B), vec![(s("Like"), Value::Bool(true))]),
+            Op::Edit(
+                1,
+                Who::from(s(A)),
+                Who::from(s(B)),
+                vec![(s("Like"), Value::Bool(true))],
+            ),
             Error::WrongType {
                 property: s("Like"),
                 expected: PropKind::Int,
@@ -83,8 +108,8 @@ fn refused_writes_change_nothing() {
         (
             Op::Attach(
                 1,
-                s("new"),
-                s(B),
+                Who::from(s("new")),
+                Who::from(s(B)),
                 vec![(s("Score"), Value::Float(f64::NAN))],
             ),
             Error::NotFinite {
@@ -94,8 +119,8 @@ fn refused_writes_change_nothing() {
         (
             Op::Attach(
                 1,
-                s("new"),
-                s(B),
+                Who::from(s("new")),
+                Who::from(s(B)),
                 vec![(s("Score"), Value::Float(f64::NEG_INFINITY))],
             ),
             Error::NotFinite {
@@ -103,7 +128,12 @@ fn refused_writes_change_nothing() {
             },
         ),
         (
-            Op::Attach(1, s("new"), s(B), vec![(s("Score"), Value::Float(1e300))]),
+            Op::Attach(
+                1,
+                Who::from(s("new")),
+                Who::from(s(B)),
+                vec![(s("Score"), Value::Float(1e300))],
+            ),
             Error::FloatOverflow {
                 property: s("Score"),
             },
@@ -111,14 +141,19 @@ fn refused_writes_change_nothing() {
         (
             Op::Attach(
                 1,
-                s("new"),
-                s(B),
+                Who::from(s("new")),
+                Who::from(s(B)),
                 vec![(s("Like"), Value::Int(1)), (s("Like"), Value::Int(2))],
             ),
             Error::DuplicateProperty { name: s("Like") },
         ),
         (
-            Op::Strengthen(1, s(A), s(B), vec![(s("Donate"), Value::Int(1))]),
+            Op::Strengthen(
+                1,
+                Who::from(s(A)),
+                Who::from(s(B)),
+                vec![(s("Donate"), Value::Int(1))],
+            ),
             Error::IntOverflow {
                 property: s("Donate"),
             },
@@ -126,8 +161,8 @@ fn refused_writes_change_nothing() {
         (
             Op::Strengthen(
                 1,
-                s(A),
-                s("b1"),
+                Who::from(s(A)),
+                Who::from(s("b1")),
                 vec![(s("Score"), Value::Float(MAX_FLOAT))],
             ),
             Error::FloatOverflow {
@@ -139,8 +174,8 @@ fn refused_writes_change_nothing() {
             // profile; the refused weight must stop that too.
             Op::Strengthen(
                 1,
-                s("new"),
-                s("new"),
+                Who::from(s("new")),
+                Who::from(s("new")),
                 vec![(s("Like"), Value::Int(1)), (s("Donate"), Value::Bool(true))],
             ),
             Error::WrongType {
@@ -150,22 +185,22 @@ fn refused_writes_change_nothing() {
             },
         ),
         (
-            Op::Attach(1, s(""), s(B), vec![]),
+            Op::Attach(1, Who::from(s("")), Who::from(s(B)), vec![]),
             Error::InvalidProfileId { len: 0 },
         ),
         (
-            Op::Attach(1, s(A), long.clone(), vec![]),
+            Op::Attach(1, Who::from(s(A)), Who::from(long.clone()), vec![]),
             Error::InvalidProfileId { len: 65 },
         ),
         (
-            Op::Detach(1, s(A), s("a1")),
+            Op::Detach(1, Who::from(s(A)), Who::from(s("a1"))),
             Error::ProfileNotFound {
                 db_id: 2,
                 profile_id: s("a1"),
             },
         ),
         (
-            Op::Detach(1, s("a1"), s("b1")),
+            Op::Detach(1, Who::from(s("a1")), Who::from(s("b1"))),
             Error::RelationNotFound {
                 rel_id: 1,
                 profile_a: s("a1"),
@@ -173,35 +208,38 @@ fn refused_writes_change_nothing() {
             },
         ),
         (
-            Op::Detach(1, s("new"), s(B)),
+            Op::Detach(1, Who::from(s("new")), Who::from(s(B))),
             Error::ProfileNotFound {
                 db_id: 1,
                 profile_id: s("new"),
             },
         ),
         (
-            Op::Delete(1, s("new")),
-            Error::ProfileNotFound {
-                db_id: 1,
-                profile_id: s("new"),
-            },
-        ),
-        (Op::Delete(1, long), Error::InvalidProfileId { len: 65 }),
-        (
-            Op::Get(1, s("new")),
+            Op::Delete(1, Who::from(s("new"))),
             Error::ProfileNotFound {
                 db_id: 1,
                 profile_id: s("new"),
             },
         ),
         (
-            Op::List(1, s(A), 0, 0),
+            Op::Delete(1, Who::from(long)),
+            Error::InvalidProfileId { len: 65 },
+        ),
+        (
+            Op::Get(1, Who::from(s("new"))),
+            Error::ProfileNotFound {
+                db_id: 1,
+                profile_id: s("new"),
+            },
+        ),
+        (
+            Op::List(1, Who::from(s(A)), 0, 0),
             Error::InvalidArgument {
                 reason: s("limit must be 1 to 1000, got 0"),
             },
         ),
         (
-            Op::List(1, s(A), 0, 1001),
+            Op::List(1, Who::from(s(A)), 0, 1001),
             Error::InvalidArgument {
                 reason: s("limit must be 1 to 1000, got 1001"),
             },

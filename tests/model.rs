@@ -6,10 +6,10 @@
 
 mod common;
 
-use common::{Op, check_steps, pair, prop_kinds};
+use common::{EMAILS, Op, PHONES, Who, check_steps, pair, prop_kinds};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use relcount::{Engine, PropKind, Value};
+use relcount::{Channel, Engine, FieldValue, ProfileData, PropKind, Subscription, Value};
 
 /// Ids shared by both databases (the same id in two databases is two profiles), hex
 /// and text, plus two invalid ones that must be refused.
@@ -96,25 +96,75 @@ fn rel() -> impl Strategy<Value = u32> {
     prop_oneof![12 => Just(1u32), 6 => Just(2u32), 4 => Just(3u32), 1 => Just(9u32)]
 }
 
+/// A profile reference: mostly an id, sometimes a lookup by data.
+fn who(ids: BoxedStrategy<String>) -> BoxedStrategy<Who> {
+    let email = prop::sample::select(EMAILS).prop_map(str::to_string);
+    let phone = prop::sample::select(PHONES).prop_map(str::to_string);
+    let resource = prop::option::of(1u32..3);
+    prop_oneof![
+        12 => ids.prop_map(Who::Id),
+        1 => (email.clone(), resource.clone()).prop_map(|(e, r)| Who::Email(e, r)),
+        1 => email.prop_map(Who::EmailProfile),
+        1 => (phone, resource).prop_map(|(p, r)| Who::Phone(p, r)),
+        1 => (prop::sample::select(&["CRM", "Tags"][..]), prop::sample::select(&["1", "2", "t1", "t1, t2"][..]))
+            .prop_map(|(f, v)| Who::Custom(f.to_string(), v.to_string())),
+    ]
+    .boxed()
+}
+
+/// Profile data over small pools, so imports collide, re-imports change entries, and
+/// lookups find one, none or several profiles.
+fn data() -> impl Strategy<Value = ProfileData> {
+    let email = prop::option::of(prop::sample::select(EMAILS).prop_map(str::to_string));
+    let phone = prop::option::of(prop::sample::select(PHONES).prop_map(str::to_string));
+    let crm = prop::option::of(prop_oneof![
+        (1i64..3).prop_map(FieldValue::Int),
+        prop::sample::select(&["1", " 2 ", "t1"][..]).prop_map(|t| FieldValue::Text(t.to_string())),
+    ]);
+    let tags = prop::option::of(
+        prop::collection::vec(prop::sample::select(&["t1", "t2", "t3"][..]), 0..3)
+            .prop_map(|t| FieldValue::Tags(t.into_iter().map(str::to_string).collect())),
+    );
+    let sub = (1u32..3, any::<bool>(), 0usize..3).prop_map(|(r, sms, i)| Subscription {
+        resource_id: r,
+        channel: if sms { Channel::Sms } else { Channel::Email },
+        address: if sms { PHONES[i] } else { EMAILS[i] }.to_string(),
+    });
+    (email, phone, crm, tags, prop::collection::vec(sub, 0..3)).prop_map(
+        |(email, phone, crm, tags, subscriptions)| ProfileData {
+            email,
+            phone,
+            fields: crm
+                .map(|v| ("CRM".to_string(), v))
+                .into_iter()
+                .chain(tags.map(|v| ("Tags".to_string(), v)))
+                .collect(),
+            subscriptions,
+        },
+    )
+}
+
 fn op_with(ids: BoxedStrategy<String>) -> impl Strategy<Value = Op> {
-    let ids2 = ids.clone();
-    (rel(), ids.clone(), ids2.clone(), 0u8..100)
-        .prop_flat_map(move |(r, a, b, pick)| {
+    let ids_for_import = ids.clone();
+    let (w1, w2) = (who(ids.clone()), who(ids));
+    (rel(), w1, w2, 0u8..100, ids_for_import, data())
+        .prop_flat_map(move |(r, a, b, pick, id, data)| {
             let w = weights(if r == 9 { 1 } else { r });
             (
-                Just((r, a, b, pick)),
+                Just((r, a, b, pick, id, data)),
                 w,
                 0usize..4,
                 prop_oneof![Just(1usize), Just(2), Just(1000), Just(0), Just(1001)],
             )
         })
-        .prop_map(|((r, a, b, pick), w, skip, limit)| match pick {
-            0..=29 => Op::Attach(r, a, b, w),
-            30..=49 => Op::Strengthen(r, a, b, w),
-            50..=62 => Op::Edit(r, a, b, w),
-            63..=77 => Op::Detach(r, a, b),
-            78..=81 => Op::Delete(1 + u32::from(pick % 2), a),
-            82..=92 => Op::Get(r, a),
+        .prop_map(|((r, a, b, pick, id, data), w, skip, limit)| match pick {
+            0..=26 => Op::Attach(r, a, b, w),
+            27..=44 => Op::Strengthen(r, a, b, w),
+            45..=56 => Op::Edit(r, a, b, w),
+            57..=69 => Op::Detach(r, a, b),
+            70..=73 => Op::Delete(1 + u32::from(pick % 2), a),
+            74..=83 => Op::Import(1 + u32::from(pick % 2), id, data),
+            84..=92 => Op::Get(r, a),
             _ => Op::List(r, a, skip, limit),
         })
 }

@@ -228,7 +228,7 @@ fn readers_never_see_a_torn_counter() {
 #[test]
 #[ignore = "stress: run with --ignored (see the module docs)"]
 fn disjoint_writers_match_the_oracle() {
-    use common::{Op, apply_engine, apply_oracle, oracle::Oracle};
+    use common::{Op, Who, apply_engine, apply_oracle, oracle::Oracle};
     let engine = Engine::builder().shards(2).top_index_threshold(4).build();
     engine.define(schema()).expect("schema");
     let deadline = Instant::now() + budget();
@@ -241,8 +241,8 @@ fn disjoint_writers_match_the_oracle() {
                     let mut log = Vec::new();
                     while Instant::now() < deadline {
                         // Writer t owns a{t*10..t*10+3} and initiators with its prefix.
-                        let a = a_id(t * 10 + rng.below(3));
-                        let b = format!("w{t}-{}", rng.below(12));
+                        let a: Who = a_id(t * 10 + rng.below(3)).into();
+                        let b: Who = format!("w{t}-{}", rng.below(12)).into();
                         let d = rng.below(9) as i64 - 4;
                         let op = match rng.below(10) {
                             0..=3 => Op::Attach(
@@ -284,7 +284,7 @@ fn disjoint_writers_match_the_oracle() {
     }
     for t in 0..2u64 {
         for i in 0..3 {
-            let a = a_id(t * 10 + i);
+            let a: Who = a_id(t * 10 + i).into();
             for op in [Op::Get(1, a.clone()), Op::List(1, a.clone(), 0, 1000)] {
                 assert_eq!(apply_engine(&engine, &op), oracle.answer(&op), "{op:?}");
             }

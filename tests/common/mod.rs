@@ -4,7 +4,68 @@
 
 pub mod oracle;
 
-use relcount::{Counter, Engine, Error, Page, PropKind, PropSpec, RelationType, Sum, Value};
+use relcount::{
+    Counter, Engine, Error, Match, Page, ProfileData, PropKind, PropSpec, RelationType, Sum, Value,
+};
+
+/// How an op names a profile: the owned form of [`Match`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Who {
+    Id(String),
+    Email(String, Option<u32>),
+    EmailProfile(String),
+    Phone(String, Option<u32>),
+    Custom(String, String),
+}
+
+impl Who {
+    pub fn as_match(&self) -> Match<'_> {
+        match self {
+            Who::Id(id) => Match::Id(id),
+            Who::Email(e, r) => Match::Email {
+                email: e,
+                resource_id: *r,
+            },
+            Who::EmailProfile(e) => Match::EmailProfile(e),
+            Who::Phone(p, r) => Match::Phone {
+                phone: p,
+                resource_id: *r,
+            },
+            Who::Custom(f, v) => Match::Custom { field: f, value: v },
+        }
+    }
+}
+
+impl From<String> for Who {
+    fn from(id: String) -> Self {
+        Who::Id(id)
+    }
+}
+
+impl From<&str> for Who {
+    fn from(id: &str) -> Self {
+        Who::Id(id.to_string())
+    }
+}
+
+/// Errors whose text describes a lookup or data compare by kind and database only:
+/// the oracle does not copy the engine's wording.
+pub fn comparable(e: Error) -> Error {
+    match e {
+        Error::NoMatch { db_id, .. } => Error::NoMatch {
+            db_id,
+            query: String::new(),
+        },
+        Error::Ambiguous { db_id, .. } => Error::Ambiguous {
+            db_id,
+            query: String::new(),
+        },
+        Error::InvalidProfileData { .. } => Error::InvalidProfileData {
+            reason: String::new(),
+        },
+        e => e,
+    }
+}
 
 /// A counter as plain data, so engine and oracle answers compare with `==`.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,13 +128,14 @@ pub fn own_page(p: &Page) -> OwnedPage {
 /// One call, applied alike to the engine and the oracle.
 #[derive(Debug, Clone)]
 pub enum Op {
-    Attach(u32, String, String, Vec<(String, Value)>),
-    Strengthen(u32, String, String, Vec<(String, Value)>),
-    Edit(u32, String, String, Vec<(String, Value)>),
-    Detach(u32, String, String),
-    Delete(u32, String),
-    Get(u32, String),
-    List(u32, String, usize, usize),
+    Attach(u32, Who, Who, Vec<(String, Value)>),
+    Strengthen(u32, Who, Who, Vec<(String, Value)>),
+    Edit(u32, Who, Who, Vec<(String, Value)>),
+    Detach(u32, Who, Who),
+    Delete(u32, Who),
+    Get(u32, Who),
+    List(u32, Who, usize, usize),
+    Import(u32, String, ProfileData),
 }
 
 /// What a call answered, as plain data.
@@ -85,29 +147,48 @@ pub enum Answer {
 }
 
 pub fn apply_engine(e: &Engine, op: &Op) -> Answer {
-    match op {
-        Op::Attach(r, a, b, w) => Answer::Done(e.attach(*r, a, b, w)),
-        Op::Strengthen(r, a, b, w) => Answer::Done(e.strengthen(*r, a, b, w)),
-        Op::Edit(r, a, b, w) => Answer::Done(e.edit(*r, a, b, w)),
-        Op::Detach(r, a, b) => Answer::Done(e.detach(*r, a, b)),
-        Op::Delete(db, id) => Answer::Done(e.delete_profile(*db, id)),
-        Op::Get(r, a) => Answer::Counter(e.get_counter(*r, a).map(|c| own(&c))),
-        Op::List(r, a, skip, limit) => {
-            Answer::Page(e.list(*r, a, *skip, *limit).map(|p| own_page(&p)))
+    let answer = match op {
+        Op::Attach(r, a, b, w) => Answer::Done(e.attach(*r, a.as_match(), b.as_match(), w)),
+        Op::Strengthen(r, a, b, w) => Answer::Done(e.strengthen(*r, a.as_match(), b.as_match(), w)),
+        Op::Edit(r, a, b, w) => Answer::Done(e.edit(*r, a.as_match(), b.as_match(), w)),
+        Op::Detach(r, a, b) => Answer::Done(e.detach(*r, a.as_match(), b.as_match())),
+        Op::Delete(db, who) => Answer::Done(e.delete_profile(*db, who.as_match())),
+        Op::Get(r, a) => Answer::Counter(e.get_counter(*r, a.as_match()).map(|c| own(&c))),
+        Op::List(r, a, skip, limit) => Answer::Page(
+            e.list(*r, a.as_match(), *skip, *limit)
+                .map(|p| own_page(&p)),
+        ),
+        Op::Import(db, id, data) => Answer::Done(e.import_profile(*db, id, data.clone())),
+    };
+    answer.comparable()
+}
+
+impl Answer {
+    pub fn comparable_pub(self) -> Answer {
+        self.comparable()
+    }
+
+    fn comparable(self) -> Answer {
+        match self {
+            Answer::Done(r) => Answer::Done(r.map_err(comparable)),
+            Answer::Counter(r) => Answer::Counter(r.map_err(comparable)),
+            Answer::Page(r) => Answer::Page(r.map_err(comparable)),
         }
     }
 }
 
 pub fn apply_oracle(o: &mut oracle::Oracle, op: &Op) -> Answer {
-    match op {
+    let answer = match op {
         Op::Attach(r, a, b, w) => Answer::Done(o.write(oracle::Kind::Attach, *r, a, b, w)),
         Op::Strengthen(r, a, b, w) => Answer::Done(o.write(oracle::Kind::Strengthen, *r, a, b, w)),
         Op::Edit(r, a, b, w) => Answer::Done(o.write(oracle::Kind::Edit, *r, a, b, w)),
         Op::Detach(r, a, b) => Answer::Done(o.detach(*r, a, b)),
-        Op::Delete(db, id) => Answer::Done(o.delete_profile(*db, id)),
+        Op::Delete(db, who) => Answer::Done(o.delete_profile(*db, who)),
         Op::Get(r, a) => Answer::Counter(o.get_counter(*r, a)),
         Op::List(r, a, skip, limit) => Answer::Page(o.list(*r, a, *skip, *limit)),
-    }
+        Op::Import(db, id, data) => Answer::Done(o.import(*db, id, data)),
+    };
+    answer.comparable()
 }
 
 /// The model tests' relation types: rel 1 from db 1 to db 2 with every kind of
@@ -139,8 +220,34 @@ pub fn pair(engine: Engine, hash: fn(&[u8]) -> u64) -> (Engine, oracle::Oracle) 
     (engine, o)
 }
 
+/// Lookups the sweep tries in every database, so indexes are compared with the
+/// oracle's scans after every step.
+pub fn sweep_queries() -> Vec<Who> {
+    let mut q = Vec::new();
+    for e in EMAILS {
+        q.push(Who::Email(e.to_string(), None));
+        q.push(Who::Email(e.to_string(), Some(1)));
+        q.push(Who::EmailProfile(e.to_string()));
+    }
+    for p in PHONES {
+        q.push(Who::Phone(p.to_string(), None));
+        q.push(Who::Phone(p.to_string(), Some(2)));
+    }
+    for v in ["1", "2", "t1", "t2", "t1, t2", "t3,t1", ""] {
+        q.push(Who::Custom("CRM".into(), v.to_string()));
+        q.push(Who::Custom("Tags".into(), v.to_string()));
+    }
+    q
+}
+
+/// Emails of the model keyspace (some equal after normalisation).
+pub const EMAILS: &[&str] = &["ann@x.io", " ANN@x.io", "bob@x.io"];
+/// Phones of the model keyspace (some equal after normalisation).
+pub const PHONES: &[&str] = &["+7 900 1", "79001", "+1 555"];
+
 /// Every answer both sides can give about their whole state: profiles of each
-/// database, and for every relation type and candidate id, the counter and the list.
+/// database, and for every relation type and candidate id, the counter and the list,
+/// and every lookup of [`sweep_queries`].
 pub fn sweep(e: &Engine, o: &oracle::Oracle, candidates: &[String]) -> Result<(), String> {
     for db in [1, 2] {
         let ids: Vec<String> = e.profile_ids(db).iter().map(|p| p.to_string()).collect();
@@ -161,11 +268,24 @@ pub fn sweep(e: &Engine, o: &oracle::Oracle, candidates: &[String]) -> Result<()
     for def in model_schemas() {
         let rel = def.rel_id();
         for id in candidates {
-            for op in [Op::Get(rel, id.clone()), Op::List(rel, id.clone(), 0, 1000)] {
+            for op in [
+                Op::Get(rel, id.clone().into()),
+                Op::List(rel, id.clone().into(), 0, 1000),
+            ] {
                 let (got, want) = (apply_engine(e, &op), o.answer(&op));
                 if got != want {
                     return Err(format!("{op:?}: engine {got:?}, oracle {want:?}"));
                 }
+            }
+        }
+    }
+    // rel 1 reads database 1 and rel 2 database 2: every lookup mode in both.
+    for rel in [1, 2] {
+        for who in sweep_queries() {
+            let op = Op::Get(rel, who);
+            let (got, want) = (apply_engine(e, &op), o.answer(&op));
+            if got != want {
+                return Err(format!("{op:?}: engine {got:?}, oracle {want:?}"));
             }
         }
     }
@@ -224,10 +344,10 @@ pub fn snapshot(e: &Engine, candidates: &[String]) -> Vec<Answer> {
     }
     for def in model_schemas() {
         for id in candidates {
-            out.push(apply_engine(e, &Op::Get(def.rel_id(), id.clone())));
+            out.push(apply_engine(e, &Op::Get(def.rel_id(), id.clone().into())));
             out.push(apply_engine(
                 e,
-                &Op::List(def.rel_id(), id.clone(), 0, 1000),
+                &Op::List(def.rel_id(), id.clone().into(), 0, 1000),
             ));
         }
     }

@@ -4,9 +4,98 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use relcount::{Error, MAX_FLOAT, PropKind, RelationType, Sum, Value};
+use relcount::{
+    Channel, Error, FieldValue, MAX_FLOAT, ProfileData, PropKind, RelationType, Sum, Value,
+};
 
-use super::{Answer, Op, Owned, OwnedPage, OwnedProp};
+use super::{Answer, Op, Owned, OwnedPage, OwnedProp, Who};
+
+/// A profile's data as the oracle keeps it: normalised plainly, matched by scanning.
+#[derive(Debug, Clone, Default)]
+struct Data {
+    email: Option<String>,
+    phone: Option<String>,
+    scalars: BTreeMap<String, String>,
+    tags: BTreeMap<String, BTreeSet<String>>,
+    subs: Vec<(u32, Channel, String)>,
+}
+
+fn email(e: &str) -> String {
+    e.trim().to_lowercase()
+}
+
+fn phone(p: &str) -> String {
+    let digits: String = p.chars().filter(char::is_ascii_digit).collect();
+    format!("+{digits}")
+}
+
+fn data_of(d: &ProfileData) -> Data {
+    let mut out = Data {
+        email: d.email.as_deref().map(email),
+        phone: d.phone.as_deref().map(phone),
+        ..Data::default()
+    };
+    for (name, v) in &d.fields {
+        let name = name.trim().to_string();
+        match v {
+            FieldValue::Text(t) => {
+                out.scalars.insert(name, t.trim().to_string());
+            }
+            FieldValue::Int(i) => {
+                out.scalars.insert(name, i.to_string());
+            }
+            FieldValue::Tags(ts) => {
+                out.tags
+                    .insert(name, ts.iter().map(|t| t.trim().to_string()).collect());
+            }
+        }
+    }
+    for s in &d.subscriptions {
+        let a = match s.channel {
+            Channel::Email => email(&s.address),
+            Channel::Sms => phone(&s.address),
+        };
+        out.subs.push((s.resource_id, s.channel, a));
+    }
+    out
+}
+
+impl Data {
+    fn matches(&self, who: &Who) -> bool {
+        match who {
+            Who::Id(_) => false,
+            Who::Email(e, r) => {
+                let e = email(e);
+                (r.is_none() && self.email.as_ref() == Some(&e))
+                    || self.subs.iter().any(|(res, c, a)| {
+                        *c == Channel::Email && *a == e && r.is_none_or(|r| r == *res)
+                    })
+            }
+            Who::EmailProfile(e) => self.email.as_ref() == Some(&email(e)),
+            Who::Phone(p, r) => {
+                let p = phone(p);
+                (r.is_none() && self.phone.as_ref() == Some(&p))
+                    || self.subs.iter().any(|(res, c, a)| {
+                        *c == Channel::Sms && *a == p && r.is_none_or(|r| r == *res)
+                    })
+            }
+            Who::Custom(f, v) => {
+                let (f, v) = (f.trim(), v.trim());
+                if let Some(s) = self.scalars.get(f) {
+                    return s == v;
+                }
+                let want: BTreeSet<String> = v
+                    .split(',')
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .collect();
+                self.tags
+                    .get(f)
+                    .is_some_and(|have| !want.is_empty() && want.is_subset(have))
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -34,7 +123,7 @@ struct Rel {
 #[derive(Debug, Clone)]
 pub struct Oracle {
     rels: BTreeMap<u32, Rel>,
-    profiles: BTreeSet<(u32, String)>,
+    profiles: BTreeMap<(u32, String), Option<Data>>,
     relations: BTreeMap<(u32, String, String), BTreeMap<String, Value>>,
     hash: fn(&[u8]) -> u64,
 }
@@ -59,7 +148,7 @@ impl Oracle {
     pub fn new(hash: fn(&[u8]) -> u64) -> Self {
         Oracle {
             rels: BTreeMap::new(),
-            profiles: BTreeSet::new(),
+            profiles: BTreeMap::new(),
             relations: BTreeMap::new(),
             hash,
         }
@@ -139,18 +228,55 @@ impl Oracle {
         Ok(out)
     }
 
+    fn has(&self, db: u32, id: &str) -> bool {
+        self.profiles.contains_key(&(db, id.to_string()))
+    }
+
+    /// The id `who` names in `db`: ids as given (existence is the caller's question),
+    /// others by scanning every profile's data.
+    fn find(&self, db: u32, who: &Who) -> Result<String, Error> {
+        if let Who::Id(id) = who {
+            check_id(id)?;
+            return Ok(id.clone());
+        }
+        let hits: Vec<&String> = self
+            .profiles
+            .iter()
+            .filter(|((d, _), data)| *d == db && data.as_ref().is_some_and(|x| x.matches(who)))
+            .map(|((_, id), _)| id)
+            .collect();
+        match hits.as_slice() {
+            [] => Err(Error::NoMatch {
+                db_id: db,
+                query: String::new(),
+            }),
+            [one] => Ok((*one).clone()),
+            _ => Err(Error::Ambiguous {
+                db_id: db,
+                query: String::new(),
+            }),
+        }
+    }
+
+    pub fn import(&mut self, db: u32, id: &str, data: &ProfileData) -> Result<(), Error> {
+        check_id(id)?;
+        self.profiles
+            .insert((db, id.to_string()), Some(data_of(data)));
+        Ok(())
+    }
+
     pub fn write(
         &mut self,
         kind: Kind,
         rel_id: u32,
-        a: &str,
-        b: &str,
+        a: &Who,
+        b: &Who,
         weights: &[(String, Value)],
     ) -> Result<(), Error> {
-        self.rel(rel_id)?;
+        let rel = self.rel(rel_id)?.clone();
         let typed = self.typed(rel_id, weights)?;
-        check_id(a)?;
-        check_id(b)?;
+        let a = &self.find(rel.db_a, a)?;
+        let b = &self.find(rel.db_b, b)?;
         let key = (rel_id, a.to_string(), b.to_string());
         let old = self.relations.get(&key).cloned();
         let mut values = match (kind, &old) {
@@ -186,19 +312,21 @@ impl Oracle {
             values.insert(name, v);
         }
         self.profiles
-            .insert((self.rels[&rel_id].db_a, a.to_string()));
+            .entry((rel.db_a, a.to_string()))
+            .or_insert(None);
         self.profiles
-            .insert((self.rels[&rel_id].db_b, b.to_string()));
+            .entry((rel.db_b, b.to_string()))
+            .or_insert(None);
         self.relations.insert(key, values);
         Ok(())
     }
 
-    pub fn detach(&mut self, rel_id: u32, a: &str, b: &str) -> Result<(), Error> {
+    pub fn detach(&mut self, rel_id: u32, a: &Who, b: &Who) -> Result<(), Error> {
         let rel = self.rel(rel_id)?.clone();
-        check_id(a)?;
-        check_id(b)?;
+        let a = &self.find(rel.db_a, a)?;
+        let b = &self.find(rel.db_b, b)?;
         for (db, id) in [(rel.db_a, a), (rel.db_b, b)] {
-            if !self.profiles.contains(&(db, id.to_string())) {
+            if !self.has(db, id) {
                 return Err(Error::ProfileNotFound {
                     db_id: db,
                     profile_id: id.to_string(),
@@ -215,9 +343,9 @@ impl Oracle {
             })
     }
 
-    pub fn delete_profile(&mut self, db: u32, id: &str) -> Result<(), Error> {
-        check_id(id)?;
-        if !self.profiles.remove(&(db, id.to_string())) {
+    pub fn delete_profile(&mut self, db: u32, who: &Who) -> Result<(), Error> {
+        let id = &self.find(db, who)?;
+        if self.profiles.remove(&(db, id.to_string())).is_none() {
             return Err(Error::ProfileNotFound {
                 db_id: db,
                 profile_id: id.to_string(),
@@ -239,10 +367,10 @@ impl Oracle {
             .collect()
     }
 
-    pub fn get_counter(&self, rel_id: u32, a: &str) -> Result<Owned, Error> {
+    pub fn get_counter(&self, rel_id: u32, a: &Who) -> Result<Owned, Error> {
         let rel = self.rel(rel_id)?;
-        check_id(a)?;
-        if !self.profiles.contains(&(rel.db_a, a.to_string())) {
+        let a = &self.find(rel.db_a, a)?;
+        if !self.has(rel.db_a, a) {
             return Err(Error::ProfileNotFound {
                 db_id: rel.db_a,
                 profile_id: a.to_string(),
@@ -311,7 +439,7 @@ impl Oracle {
     pub fn list(
         &self,
         rel_id: u32,
-        a: &str,
+        a: &Who,
         skip: usize,
         limit: usize,
     ) -> Result<OwnedPage, Error> {
@@ -321,8 +449,8 @@ impl Oracle {
             });
         }
         let rel = self.rel(rel_id)?;
-        check_id(a)?;
-        if !self.profiles.contains(&(rel.db_a, a.to_string())) {
+        let a = &self.find(rel.db_a, a)?;
+        if !self.has(rel.db_a, a) {
             return Err(Error::ProfileNotFound {
                 db_id: rel.db_a,
                 profile_id: a.to_string(),
@@ -353,7 +481,7 @@ impl Oracle {
 
     pub fn profile_ids(&self, db: u32) -> Vec<String> {
         self.profiles
-            .iter()
+            .keys()
             .filter(|(d, _)| *d == db)
             .map(|(_, id)| id.clone())
             .collect()
@@ -366,6 +494,7 @@ impl Oracle {
             Op::List(r, a, s, l) => Answer::Page(self.list(*r, a, *s, *l)),
             _ => panic!("answer takes read ops only"),
         }
+        .comparable_pub()
     }
 }
 
