@@ -83,6 +83,8 @@
 #![forbid(unsafe_code)]
 
 mod accum;
+#[cfg(feature = "json")]
+pub mod api;
 mod directory;
 mod engine;
 mod error;

@@ -163,6 +163,16 @@ impl Default for EngineBuilder {
     }
 }
 
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("shards", &self.shards.count())
+            .field("relation_types", &self.schemas.len())
+            .field("profiles", &self.directory.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for Engine {
     fn default() -> Self {
         Engine::new()

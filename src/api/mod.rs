@@ -1,0 +1,203 @@
+//! The platform's JSON API: one entry point a host's HTTP route forwards to.
+//!
+//! [`Api::handle`] takes the call name (`relations/get_counter`, ...), the
+//! `Authorization` header if any and the raw body, and returns the response body in the
+//! platform's envelope: `{"error": 0, "error_text": "Successful operation", "data": ...}`
+//! for reads, `{"error": 0, "error_text": ""}` for writes, and for a refused request
+//! `{"error": <code>, "error_text": "<what to fix>"}`. Over HTTP the platform answers
+//! every call with status 200 and this envelope.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 400 | incorrect request: malformed JSON, nesting deeper than the limit, a missing, unknown or mistyped field, an invalid value |
+//! | 401 | API token required: none given, or not a registered one |
+//! | 402 | limit reached: the engine has no profile slot left |
+//! | 403 | no access: the token is read-only or scoped to other relation types |
+//! | 404 | profile not found (by id, or no profile matches the lookup) |
+//! | 409 | several profiles match the lookup (the matched field must be unique) |
+//! | 410 | relation not found (detach of a relation that does not exist) |
+//! | 411 | relation type not defined |
+//! | 412 | relation type already defined with another schema |
+//! | 413 | request body larger than the limit |
+//!
+//! A refused request changes nothing, and no answer ever contains a token.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::sync::Arc;
+//! use relcount::Engine;
+//! use relcount::api::{Api, TokenScope};
+//!
+//! let api = Api::new(Arc::new(Engine::new()));
+//! api.add_token("8d08f4ea57c74916909e9d324c20a6bc", TokenScope::full());
+//! let define = br#"{"token": "8d08f4ea57c74916909e9d324c20a6bc", "rel_id": 3, "db_a": 1, "db_b": 2,
+//!   "props": {"Like": {"type": "int", "sum": true}}}"#;
+//! assert_eq!(api.handle("relations/define", None, define).body, r#"{"error":0,"error_text":""}"#);
+//! let attach = br#"{"rel_id": 3, "profile_a": {"profile_id": "a"}, "profile_b": {"profile_id": "b"},
+//!   "weights": {"Like": 2}}"#;
+//! let bearer = Some("Bearer 8d08f4ea57c74916909e9d324c20a6bc");
+//! assert_eq!(api.handle("relations/attach", bearer, attach).code, 0);
+//! let read = api.handle("relations/get_counter", bearer, br#"{"rel_id": 3, "profile_id": "a"}"#);
+//! assert!(read.body.contains(r#""Like":{"total":1,"top":null,"sum":2}"#));
+//! ```
+
+mod calls;
+mod json;
+mod tokens;
+
+use std::sync::Arc;
+
+pub use tokens::TokenScope;
+
+use crate::engine::Engine;
+use crate::error::Error;
+
+/// Every call [`Api::handle`] serves.
+pub const CALLS: &[&str] = &[
+    "relations/get_counter",
+    "relations/get",
+    "relations/attach",
+    "relations/detach",
+    "relations/strengthen",
+    "relations/edit",
+    "relations/define",
+    "profiles/import",
+    "profiles/delete",
+];
+
+/// Bounds on what one request may ask for; each bound answers a clear error past it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest body, in bytes (default 1 MiB); past it: 413.
+    pub max_body_bytes: usize,
+    /// Deepest nesting of arrays and objects (default 16); past it: 400.
+    pub max_depth: usize,
+    /// Most profiles in one `profiles/import` (default 1000); past it: 400.
+    pub max_batch: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1 << 20,
+            max_depth: 16,
+            max_batch: 1000,
+        }
+    }
+}
+
+/// An answer of [`Api::handle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The envelope's `error` (0 on success), for the host's logs and metrics.
+    pub code: u32,
+    /// The response body (JSON).
+    pub body: String,
+}
+
+/// The JSON API over one engine.
+#[derive(Debug)]
+pub struct Api {
+    engine: Arc<Engine>,
+    tokens: tokens::Tokens,
+    limits: Limits,
+}
+
+/// Why a request was refused: the envelope's code and text.
+#[derive(Debug)]
+pub(crate) struct Fail {
+    code: u32,
+    text: String,
+}
+
+impl Fail {
+    pub(crate) fn bad(text: impl Into<String>) -> Fail {
+        Fail {
+            code: 400,
+            text: text.into(),
+        }
+    }
+
+    fn new(code: u32, text: impl Into<String>) -> Fail {
+        Fail {
+            code,
+            text: text.into(),
+        }
+    }
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Fail {
+        let code = match &e {
+            Error::ProfileNotFound { .. } | Error::NoMatch { .. } => 404,
+            Error::Ambiguous { .. } => 409,
+            Error::RelationNotFound { .. } => 410,
+            Error::UnknownRelation { .. } => 411,
+            Error::SchemaConflict { .. } => 412,
+            Error::CapacityExceeded => 402,
+            _ => 400,
+        };
+        Fail::new(code, e.to_string())
+    }
+}
+
+impl Api {
+    /// The API over `engine`, with default [`Limits`] and no token registered (so every
+    /// call answers 401 until one is).
+    #[must_use]
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Api {
+            engine,
+            tokens: tokens::Tokens::default(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Other limits.
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The engine served.
+    #[must_use]
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Registers `token` (or changes its scope). Only its SHA-256 digest is kept.
+    pub fn add_token(&self, token: &str, scope: TokenScope) {
+        self.tokens.add(token, scope);
+    }
+
+    /// Unregisters `token`.
+    pub fn remove_token(&self, token: &str) {
+        self.tokens.remove(token);
+    }
+
+    /// Serves one call. `call` is the path after `/api/v1.1/` (see [`CALLS`]),
+    /// `authorization` the `Authorization` header's value if any (`Bearer <token>`; a
+    /// `token` in the body wins), `body` the raw request body. Never panics on any
+    /// input; a refused request changes nothing.
+    #[must_use]
+    pub fn handle(&self, call: &str, authorization: Option<&str>, body: &[u8]) -> Response {
+        match calls::serve(self, call, authorization, body) {
+            Ok(body) => Response { code: 0, body },
+            Err(fail) => {
+                let mut body = String::with_capacity(fail.text.len() + 32);
+                body.push_str("{\"error\":");
+                body.push_str(&fail.code.to_string());
+                body.push_str(",\"error_text\":");
+                json::write_str(&mut body, &fail.text);
+                body.push('}');
+                Response {
+                    code: fail.code,
+                    body,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The JSON API: the seed page's request and response, and every error path, each
+//! checked to leave the engine unchanged and to never echo a token.
+
+use std::sync::Arc;
+
+use relcount::Engine;
+use relcount::api::{Api, Limits, TokenScope};
+use serde_json::{Value as J, json};
+
+const TOKEN: &str = "8d08f4ea57c74916909e9d324c20a6bc";
+const READER: &str = "reader-token-0123456789";
+const SCOPED: &str = "scoped-token-to-rel-4";
+
+/// The response of the platform's page `relations/get_counter` (shared/seed).
+const SEED_RESPONSE: &str = r#"{
+"data": {
+"profile_id": "5c910f6bc484d023b1309bee",
+"profile_xxh": "54ec2d76ac22a964",
+"total": 1,
+"props": {
+"Donate": {
+"total": 1,
+"top": [
+{
+"profile_id": "5c910938c484d023b1309bab",
+"value": 20
+}
+],
+"sum": null
+},
+"Like": {
+"total": 1,
+"top": null,
+"sum": 2
+},
+"Subscriber": {
+"total": 1,
+"top": null,
+"sum": null
+}
+}
+},
+"error": 0,
+"error_text": "Successful operation"
+}"#;
+
+fn call(api: &Api, name: &str, body: J) -> J {
+    let r = api.handle(name, None, body.to_string().as_bytes());
+    let parsed: J = serde_json::from_str(&r.body).expect("every answer is JSON");
+    assert_eq!(parsed["error"], json!(r.code), "code matches the envelope");
+    parsed
+}
+
+fn ok(api: &Api, name: &str, body: J) -> J {
+    let r = call(api, name, body);
+    assert_eq!(r["error"], json!(0), "{name}: {r}");
+    r
+}
+
+/// The seed's schema and relation, built through the JSON calls.
+fn seeded() -> Api {
+    let api = Api::new(Arc::new(Engine::new()));
+    api.add_token(TOKEN, TokenScope::full());
+    api.add_token(READER, TokenScope::full().read_only());
+    api.add_token(SCOPED, TokenScope::full().rel_ids([4]));
+    let w = ok(
+        &api,
+        "relations/define",
+        json!({"token": TOKEN, "rel_id": 3, "db_a": 1, "db_b": 2, "props": {
+            "Donate": {"type": "int", "top": 10},
+            "Like": {"type": "int", "sum": true},
+            "Subscriber": {"type": "bool"}}}),
+    );
+    assert_eq!(
+        w,
+        json!({"error": 0, "error_text": ""}),
+        "write success text is empty"
+    );
+    ok(
+        &api,
+        "relations/attach",
+        json!({"token": TOKEN, "rel_id": 3,
+            "profile_a": {"profile_id": "5c910f6bc484d023b1309bee"},
+            "profile_b": {"profile_id": "5c910938c484d023b1309bab"},
+            "weights": {"Donate": 20, "Like": 2, "Subscriber": true}}),
+    );
+    ok(
+        &api,
+        "profiles/import",
+        json!({"token": TOKEN, "profiles": [
+            {"db_id": 1, "profile_id": "5c910f6bc484d023b1309bee", "email": "john@example.com",
+             "fields": {"CRM_ID": 123, "Interests": ["tag-1", "tag-2"]},
+             "subscriptions": [{"resource_id": 24, "channel": "sms", "phone": "+79000000000"}]},
+            {"db_id": 1, "profile_id": "dup1", "email": "shared@example.com"},
+            {"db_id": 1, "profile_id": "dup2", "email": "shared@example.com"}]}),
+    );
+    api
+}
+
+#[test]
+fn seed_request_answers_the_seed_response() {
+    let api = seeded();
+    // The page's request, by profile_id (the page's own example names another id than
+    // its response shows; this asks for the one the response describes).
+    let got = ok(
+        &api,
+        "relations/get_counter",
+        json!({"token": TOKEN, "rel_id": 3, "matching": "profile_id",
+               "profile_id": "5c910f6bc484d023b1309bee"}),
+    );
+    let want: J = serde_json::from_str(SEED_RESPONSE).expect("seed JSON");
+    assert_eq!(got, want);
+    // The same answer by every other way of naming the profile.
+    for by in [
+        json!({"email": "John@Example.com"}),
+        json!({"matching": "email_profile", "email": "john@example.com"}),
+        json!({"matching": "phone", "phone": "+7 900 000 00 00"}),
+        json!({"matching": "phone", "phone": "79000000000", "resource_id": 24}),
+        json!({"matching": "custom", "field_name": "CRM_ID", "field_value": 123}),
+        json!({"matching": "custom", "field_name": "Interests", "field_value": "tag-2, tag-1"}),
+    ] {
+        let mut body = by.clone();
+        body["token"] = json!(TOKEN);
+        body["rel_id"] = json!(3);
+        assert_eq!(ok(&api, "relations/get_counter", body), want, "{by}");
+    }
+}
+
+#[test]
+fn ints_print_as_ints_and_floats_as_floats() {
+    let api = seeded();
+    ok(
+        &api,
+        "relations/define",
+        json!({"token": TOKEN, "rel_id": 5, "db_a": 1, "db_b": 2,
+               "props": {"F": {"type": "float", "sum": true, "top": 2}, "I": {"type": "int", "sum": true}}}),
+    );
+    ok(
+        &api,
+        "relations/attach",
+        json!({"token": TOKEN, "rel_id": 5, "profile_a": "a", "profile_b": "b",
+               "weights": {"F": 20, "I": 7}}),
+    );
+    let r = api.handle(
+        "relations/get_counter",
+        Some(&format!("Bearer {TOKEN}")),
+        br#"{"rel_id": 5, "profile_id": "a"}"#,
+    );
+    assert!(
+        r.body
+            .contains(r#""F":{"total":1,"top":[{"profile_id":"b","value":20.0}],"sum":20.0}"#),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains(r#""I":{"total":1,"top":null,"sum":7}"#),
+        "{}",
+        r.body
+    );
+    // Zero values keep their type too, and a known profile without relations reads 0.
+    ok(
+        &api,
+        "relations/detach",
+        json!({"token": TOKEN, "rel_id": 5, "profile_a": "a", "profile_b": "b"}),
+    );
+    let r = api.handle(
+        "relations/get_counter",
+        Some(&format!("Bearer {TOKEN}")),
+        br#"{"rel_id": 5, "profile_id": "a"}"#,
+    );
+    assert!(r.body.contains(r#""total":0,"props":{"F":{"total":0,"top":[],"sum":0.0},"I":{"total":0,"top":null,"sum":0}}"#), "{}", r.body);
+}
+
+#[test]
+fn get_lists_rows_in_the_platform_shape() {
+    let api = seeded();
+    for (b, v) in [("b2", 5), ("b1", 9)] {
+        ok(
+            &api,
+            "relations/attach",
+            json!({"token": TOKEN, "rel_id": 3, "profile_a": {"profile_id": "a"},
+                   "profile_b": {"profile_id": b}, "weights": {"Donate": v}}),
+        );
+    }
+    let got = ok(
+        &api,
+        "relations/get",
+        json!({"token": TOKEN, "rel_id": 3, "profile_id": "a", "limit": 1, "skip": 1}),
+    );
+    let xxh = |s: &str| relcount::format_xxh(relcount::xxh64(s.as_bytes()));
+    assert_eq!(
+        got,
+        json!({"data": [{"profile_id_a": "a", "xxh_a": xxh("a"), "profile_id_b": "b2", "xxh_b": xxh("b2"),
+                         "db_b": 2, "props": {"Donate": {"value": 5}}}],
+               "error": 0, "error_text": "Successful operation", "total_count": 2})
+    );
+}
+
+/// Everything a caller can observe, to compare before and after a refused request.
+fn state(api: &Api) -> Vec<String> {
+    let e = api.engine();
+    let mut s = vec![
+        e.relation_count().to_string(),
+        format!("{:?}", e.profile_ids(1)),
+        format!("{:?}", e.profile_ids(2)),
+        format!("{:?}", e.relation_type(3)),
+    ];
+    for id in ["5c910f6bc484d023b1309bee", "dup1", "a"] {
+        for c in ["relations/get_counter", "relations/get"] {
+            let body = json!({"token": TOKEN, "rel_id": 3, "profile_id": id}).to_string();
+            s.push(api.handle(c, None, body.as_bytes()).body);
+        }
+    }
+    s
+}
+
+#[test]
+fn every_error_path_answers_its_code_and_changes_nothing() {
+    let api = seeded().with_limits(Limits {
+        max_body_bytes: 4096,
+        ..Limits::default()
+    });
+    let a = json!({"profile_id": "5c910f6bc484d023b1309bee"});
+    let b = json!({"profile_id": "5c910938c484d023b1309bab"});
+    let attach = |extra: J| {
+        let mut body = json!({"token": TOKEN, "rel_id": 3, "profile_a": a, "profile_b": b});
+        for (k, v) in extra.as_object().expect("object").iter() {
+            body[k] = v.clone();
+        }
+        body.to_string()
+    };
+    let deep = format!(
+        "{{\"token\": \"{TOKEN}\", \"x\": {}{}}}",
+        "[".repeat(40),
+        "]".repeat(40)
+    );
+    let cases: Vec<(&str, Option<String>, String, u32, &str)> = vec![
+        ("relations/attach", None, format!("{{\"token\": \"{TOKEN}\", \"pad\": \"{}\"}}", "x".repeat(5000)), 413, "exceeds 4096 bytes"),
+        ("relations/nope", None, attach(json!({})), 400, "unknown call"),
+        ("relations/attach", None, "{\"token\": ".into(), 400, "malformed JSON"),
+        ("relations/attach", None, "[1, 2]".into(), 400, "must be a JSON object"),
+        ("relations/attach", None, deep, 400, "nested deeper"),
+        ("relations/attach", None, format!("{{\"token\": \"{TOKEN}\", \"rel_id\": 1, \"rel_id\": 2}}"), 400, "duplicate key"),
+        ("relations/attach", None, format!("{{\"token\": \"{TOKEN}\", \"rel_id\": 1e400}}"), 400, "malformed JSON"),
+        ("relations/attach", None, json!({"rel_id": 3}).to_string(), 401, "API token required"),
+        ("relations/attach", None, attach(json!({"token": "wrong-token"})), 401, "not registered"),
+        ("relations/attach", Some("Basic abc".into()), json!({"rel_id": 3}).to_string(), 401, "Bearer"),
+        ("relations/attach", None, attach(json!({"token": 42})), 400, "token must be a string"),
+        ("relations/attach", None, attach(json!({"token": READER})), 403, "read-only"),
+        ("relations/attach", None, attach(json!({"token": SCOPED})), 403, "no access to relation 3"),
+        ("relations/get_counter", None, json!({"token": SCOPED, "rel_id": 3, "profile_id": "a"}).to_string(), 403, "no access to relation 3"),
+        ("profiles/delete", None, json!({"token": SCOPED, "db_id": 1, "profile_id": "dup1"}).to_string(), 403, "unscoped"),
+        ("relations/attach", None, attach(json!({"rel_id": "3"})), 400, "rel_id must be an integer"),
+        ("relations/attach", None, attach(json!({"rel_id": -1})), 400, "rel_id must be an integer"),
+        ("relations/attach", None, json!({"token": TOKEN, "profile_a": a, "profile_b": b}).to_string(), 400, "rel_id is required"),
+        ("relations/attach", None, attach(json!({"extra": 1})), 400, "unknown field \"extra\""),
+        ("relations/attach", None, json!({"token": TOKEN, "rel_id": 3, "profile_b": b}).to_string(), 400, "profile_a is required"),
+        ("relations/attach", None, attach(json!({"profile_a": 5})), 400, "profile_a must be an object"),
+        ("relations/attach", None, attach(json!({"profile_a": {"profile_id": "x", "bogus": 1}})), 400, "unknown field \"bogus\""),
+        ("relations/attach", None, attach(json!({"weights": [1]})), 400, "weights must be an object"),
+        ("relations/attach", None, attach(json!({"weights": {"Donate": "20"}})), 400, "property Donate must be a number or a boolean, got a string"),
+        ("relations/attach", None, attach(json!({"weights": {"Donate": 20.5}})), 400, "property Donate is int, got float"),
+        ("relations/attach", None, attach(json!({"weights": {"Subscriber": 1}})), 400, "property Subscriber is bool, got int"),
+        ("relations/attach", None, attach(json!({"weights": {"Like": true}})), 400, "property Like is int, got bool"),
+        ("relations/attach", None, attach(json!({"weights": {"Donate": 18446744073709551615u64}})), 400, "int64 range"),
+        ("relations/attach", None, attach(json!({"weights": {"Nope": 1}})), 400, "no property \"Nope\""),
+        ("relations/attach", None, attach(json!({"rel_id": 9})), 411, "relation 9 is not defined"),
+        ("relations/strengthen", None, attach(json!({"weights": {"Donate": 9223372036854775807i64}})), 400, "int64 range"),
+        ("relations/attach", None, attach(json!({"profile_a": {"profile_id": ""}})), 400, "profile id must be 1 to 64 bytes"),
+        ("relations/attach", None, attach(json!({"profile_a": {"profile_id": "x".repeat(65)}})), 400, "profile id must be 1 to 64 bytes"),
+        ("relations/attach", None, attach(json!({"profile_a": {"email": "nobody@example.com"}})), 404, "no profile in database 1"),
+        ("relations/attach", None, attach(json!({"profile_a": {"email": "shared@example.com"}})), 409, "must be unique"),
+        ("relations/attach", None, attach(json!({"profile_a": {"matching": "fax", "profile_id": "x"}})), 400, "matching must be one of"),
+        ("relations/attach", None, attach(json!({"profile_a": {"matching": "custom", "field_name": "CRM_ID"}})), 400, "field_value is required"),
+        ("relations/attach", None, attach(json!({"profile_a": {}})), 400, "a profile is required"),
+        ("relations/detach", None, json!({"token": TOKEN, "rel_id": 3, "profile_a": a, "profile_b": {"profile_id": "dup1"}}).to_string(), 404, "not found"),
+        ("relations/detach", None, json!({"token": TOKEN, "rel_id": 3, "profile_a": {"profile_id": "dup1"}, "profile_b": b}).to_string(), 410, "not found"),
+        ("relations/get_counter", None, json!({"token": TOKEN, "rel_id": 3, "profile_id": "nobody"}).to_string(), 404, "not found"),
+        ("relations/get_counter", None, json!({"token": TOKEN, "rel_id": 3, "email": "not-an-email"}).to_string(), 400, "not an email"),
+        ("relations/get", None, json!({"token": TOKEN, "rel_id": 3, "profile_id": "dup1", "limit": 0}).to_string(), 400, "limit must be 1 to 1000"),
+        ("relations/get", None, json!({"token": TOKEN, "rel_id": 3, "profile_id": "dup1", "skip": -1}).to_string(), 400, "skip must be a non-negative integer"),
+        ("relations/define", None, json!({"token": TOKEN, "rel_id": 3, "db_a": 1, "db_b": 2, "props": {"Like": {"type": "int"}}}).to_string(), 412, "different schema"),
+        ("relations/define", None, json!({"token": TOKEN, "rel_id": 7, "db_a": 1, "db_b": 2, "props": {"T": {"type": "int", "top": 1001}}}).to_string(), 400, "top of T must be an integer from 1 to 1000"),
+        ("relations/define", None, json!({"token": TOKEN, "rel_id": 7, "db_a": 1, "db_b": 2, "props": {"T": {"type": "text"}}}).to_string(), 400, "must be int, float or bool"),
+        ("relations/define", None, json!({"token": TOKEN, "rel_id": 7, "db_a": 1, "db_b": 2, "props": {"B": {"type": "bool", "sum": true}}}).to_string(), 400, "neither sum nor top"),
+        ("profiles/import", None, json!({"token": TOKEN, "db_id": 1, "profile_id": "p", "email": "bad"}).to_string(), 400, "not an email"),
+        ("profiles/import", None, json!({"token": TOKEN, "db_id": 1, "profile_id": "p", "fields": {"F": 1.5}}).to_string(), 400, "field F must be"),
+        ("profiles/import", None, json!({"token": TOKEN, "profiles": [{"db_id": 1, "profile_id": "ok"}, {"db_id": 1, "profile_id": "p", "phone": "x"}]}).to_string(), 400, "not a phone"),
+        ("profiles/import", None, json!({"token": TOKEN, "db_id": 1, "profile_id": "p", "subscriptions": [{"resource_id": 1, "channel": "fax"}]}).to_string(), 400, "channel must be email or sms"),
+        ("profiles/delete", None, json!({"token": TOKEN, "db_id": 1, "profile_id": "nobody"}).to_string(), 404, "not found"),
+    ];
+    let before = state(&api);
+    for (name, auth, body, code, text) in cases {
+        let r = api.handle(name, auth.as_deref(), body.as_bytes());
+        let parsed: J = serde_json::from_str(&r.body)
+            .unwrap_or_else(|e| panic!("{name} {body}: {e}: {}", r.body));
+        assert_eq!(r.code, code, "{name} {body}: {}", r.body);
+        assert_eq!(parsed["error"], json!(code));
+        let got = parsed["error_text"].as_str().expect("error_text");
+        assert!(got.contains(text), "{name} {body}: {got:?} lacks {text:?}");
+        for secret in [TOKEN, READER, SCOPED, "wrong-token"] {
+            assert!(!r.body.contains(secret), "{name}: token echoed: {}", r.body);
+        }
+        assert_eq!(state(&api), before, "{name} {body} changed the state");
+    }
+}
+
+#[test]
+fn arbitrary_bytes_never_panic() {
+    let api = seeded();
+    let bodies: [&[u8]; 8] = [
+        b"",
+        b"\xff\xfe",
+        b"null",
+        b"\"s\"",
+        b"{\"token\": null}",
+        b"{}",
+        b"[[[[",
+        b"{\"a\":\"\\ud800\"}",
+    ];
+    for body in bodies {
+        for call in relcount::api::CALLS {
+            let r = api.handle(call, Some("Bearer x"), body);
+            let parsed: J = serde_json::from_str(&r.body).expect("a well-formed envelope");
+            assert_ne!(parsed["error"], json!(0), "{call} {body:?}");
+        }
+    }
+}
