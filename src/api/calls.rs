@@ -343,10 +343,11 @@ pub(super) fn serve(
 fn allow(scope: &TokenScope, rel_id: u32, write: bool) -> Result<(), Fail> {
     if scope.allows(rel_id, write) {
         Ok(())
-    } else if write && !scope.allows(rel_id, false) || !write {
-        Err(Fail::new(403, format!("no access to relation {rel_id}")))
-    } else {
+    } else if scope.allows(rel_id, false) {
+        // It may read this relation type, so what it lacks is the right to write.
         Err(Fail::new(403, "no access: the token is read-only"))
+    } else {
+        Err(Fail::new(403, format!("no access to relation {rel_id}")))
     }
 }
 
