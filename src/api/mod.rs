@@ -168,6 +168,24 @@ impl Api {
         &self.engine
     }
 
+    /// The limits in force.
+    #[must_use]
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The answer to a body the host stopped reading past
+    /// [`Limits::max_body_bytes`] (so it never has to buffer an oversized request to
+    /// get the envelope [`handle`](Self::handle) would give it).
+    #[must_use]
+    pub fn too_large(&self) -> Response {
+        let fail = Fail::new(
+            413,
+            format!("request body exceeds {} bytes", self.limits.max_body_bytes),
+        );
+        Self::envelope(fail)
+    }
+
     /// Registers `token` (or changes its scope). Only its SHA-256 digest is kept.
     pub fn add_token(&self, token: &str, scope: TokenScope) {
         self.tokens.add(token, scope);
@@ -186,18 +204,20 @@ impl Api {
     pub fn handle(&self, call: &str, authorization: Option<&str>, body: &[u8]) -> Response {
         match calls::serve(self, call, authorization, body) {
             Ok(body) => Response { code: 0, body },
-            Err(fail) => {
-                let mut body = String::with_capacity(fail.text.len() + 32);
-                body.push_str("{\"error\":");
-                body.push_str(&fail.code.to_string());
-                body.push_str(",\"error_text\":");
-                json::write_str(&mut body, &fail.text);
-                body.push('}');
-                Response {
-                    code: fail.code,
-                    body,
-                }
-            }
+            Err(fail) => Self::envelope(fail),
+        }
+    }
+
+    fn envelope(fail: Fail) -> Response {
+        let mut body = String::with_capacity(fail.text.len() + 32);
+        body.push_str("{\"error\":");
+        body.push_str(&fail.code.to_string());
+        body.push_str(",\"error_text\":");
+        json::write_str(&mut body, &fail.text);
+        body.push('}');
+        Response {
+            code: fail.code,
+            body,
         }
     }
 }

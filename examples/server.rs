@@ -1,0 +1,150 @@
+//! The main job: relcount's JSON API over HTTP, as the platform serves it.
+//!
+//! `cargo run --release --example server [-- --empty]`
+//!
+//! - `POST /api/v1.1/<call>` with a JSON body; every answer is HTTP 200 with the
+//!   platform's envelope (see `relcount::api`).
+//! - `RELCOUNT_ADDR`: address to listen on (default `127.0.0.1:8080`).
+//! - `RELCOUNT_TOKEN`: the API token (default: a random one, printed at start).
+//! - `RELCOUNT_RELATIONS`: size of the demo load (default 1,000,000).
+//! - `--empty`: start with no data; otherwise the seed page's relation type and
+//!   relation are loaded with the demo workload (Zipf fan-in), and a ready `curl` line
+//!   that reproduces the seed's request is printed.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use indicatif::{ProgressBar, ProgressStyle};
+use relcount::api::{Api, TokenScope};
+use relcount::workload::Workload;
+use relcount::{Engine, Value};
+
+/// The routes: every call of the API under `/api/v1.1/`.
+pub(crate) fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/api/v1.1/{*call}", post(call))
+        .with_state(api)
+}
+
+async fn call(
+    State(api): State<Arc<Api>>,
+    Path(call): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> impl IntoResponse {
+    let auth = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    // Read at most one byte past the limit: an oversized body is never buffered whole.
+    let answer = match to_bytes(body, api.limits().max_body_bytes + 1).await {
+        Ok(bytes) if bytes.len() <= api.limits().max_body_bytes => api.handle(&call, auth, &bytes),
+        _ => api.too_large(),
+    };
+    (
+        StatusCode::OK,
+        [(CONTENT_TYPE, "application/json")],
+        answer.body,
+    )
+}
+
+fn random_token() -> String {
+    // RandomState is seeded from the OS's randomness.
+    let (a, b) = (RandomState::new(), RandomState::new());
+    format!("{:016x}{:016x}", a.hash_one(0u8), b.hash_one(1u8))
+}
+
+const SEED_A: &str = "5c910f6bc484d023b1309bee";
+const SEED_B: &str = "5c910938c484d023b1309bab";
+
+/// The seed page's relation type and relation, then the demo workload.
+fn load(engine: &Engine, relations: usize) -> Result<(), relcount::Error> {
+    let w = Workload::new(100_000, 1_000_000, 42);
+    engine.define(Workload::seed_schema(w.rel_id))?;
+    engine.attach(
+        w.rel_id,
+        SEED_A,
+        SEED_B,
+        &[
+            ("Donate", Value::Int(20)),
+            ("Like", Value::Int(2)),
+            ("Subscriber", Value::Bool(true)),
+        ],
+    )?;
+    let bar = ProgressBar::new(relations as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "loading demo relations {bar:40} {pos}/{len} ({per_sec}, {eta} left)",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    for (i, r) in w.relations(relations).enumerate() {
+        engine.attach(w.rel_id, r.a.as_str(), r.b.as_str(), &r.weights())?;
+        if i % 10_000 == 0 {
+            bar.set_position(i as u64);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let empty = std::env::args().any(|a| a == "--empty");
+    let addr = std::env::var("RELCOUNT_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
+    let (token, generated) = match std::env::var("RELCOUNT_TOKEN") {
+        Ok(t) if !t.is_empty() => (t, false),
+        _ => (random_token(), true),
+    };
+    let relations = std::env::var("RELCOUNT_RELATIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+
+    let engine = Arc::new(Engine::new());
+    if !empty {
+        let started = std::time::Instant::now();
+        let e = Arc::clone(&engine);
+        tokio::task::spawn_blocking(move || load(&e, relations)).await??;
+        println!(
+            "loaded {} relations, {} profiles in {:.1} s",
+            engine.relation_count(),
+            engine.profile_count(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let api = Arc::new(Api::new(Arc::clone(&engine)));
+    api.add_token(&token, TokenScope::full());
+
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    if generated {
+        println!("API token (random; set RELCOUNT_TOKEN to choose one): {token}");
+    }
+    println!("relcount serving {url}/api/v1.1/<call>; ready. Try:\n");
+    if empty {
+        println!(
+            "curl -s -X POST {url}/api/v1.1/relations/define -H 'Content-Type: application/json' -d '{}'",
+            serde_json::json!({"token": token, "rel_id": 3, "db_a": 1, "db_b": 2, "props": {
+                "Donate": {"type": "int", "top": 10}, "Like": {"type": "int", "sum": true},
+                "Subscriber": {"type": "bool"}}})
+        );
+    } else {
+        println!(
+            "curl -s -X POST {url}/api/v1.1/relations/get_counter -H 'Content-Type: application/json' -d '{}'",
+            serde_json::json!({"token": token, "rel_id": 3, "matching": "profile_id", "profile_id": SEED_A})
+        );
+    }
+    println!();
+    axum::serve(listener, router(api))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
