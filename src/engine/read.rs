@@ -62,7 +62,7 @@ impl Engine {
     }
 
     /// One page of the relations of `profile_a` for `rel_id`, ordered by initiator id.
-    /// `limit` is 1..=1000 ([`DEFAULT_LIST_LIMIT`] is the platform's default).
+    /// `limit` is 1..=1000 ([`DEFAULT_LIST_LIMIT`](crate::DEFAULT_LIST_LIMIT) is the platform's default).
     ///
     /// Lock-free, from the same snapshot as [`get_counter`](Self::get_counter):
     /// `total_count` and the rows are of one moment. Sorting costs O(n + page log page)
