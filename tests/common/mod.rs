@@ -316,16 +316,24 @@ pub fn check_steps(
     candidates: &[String],
 ) -> Result<(), String> {
     for (step, op) in ops.iter().enumerate() {
-        let got = apply_engine(engine, op);
-        let want = apply_oracle(&mut oracle, op);
-        if got != want {
-            return Err(format!(
-                "step {step} {op:?}: engine {got:?}, oracle {want:?}"
-            ));
-        }
-        sweep(engine, &oracle, candidates).map_err(|d| format!("after step {step} {op:?}: {d}"))?;
+        check_step(engine, &mut oracle, op, candidates).map_err(|e| format!("step {step}: {e}"))?;
     }
     Ok(())
+}
+
+/// Applies one op to both sides, compares the answers, then sweeps the whole state.
+pub fn check_step(
+    engine: &Engine,
+    oracle: &mut oracle::Oracle,
+    op: &Op,
+    candidates: &[String],
+) -> Result<(), String> {
+    let got = apply_engine(engine, op);
+    let want = apply_oracle(oracle, op);
+    if got != want {
+        return Err(format!("{op:?}: engine {got:?}, oracle {want:?}"));
+    }
+    sweep(engine, oracle, candidates).map_err(|d| format!("after {op:?}: {d}"))
 }
 
 /// Every read answer of the engine over `candidates`: two equal snapshots mean two

@@ -123,6 +123,7 @@ struct Rel {
 #[derive(Debug, Clone)]
 pub struct Oracle {
     rels: BTreeMap<u32, Rel>,
+    defs: BTreeMap<u32, RelationType>,
     profiles: BTreeMap<(u32, String), Option<Data>>,
     relations: BTreeMap<(u32, String, String), BTreeMap<String, Value>>,
     hash: fn(&[u8]) -> u64,
@@ -148,14 +149,26 @@ impl Oracle {
     pub fn new(hash: fn(&[u8]) -> u64) -> Self {
         Oracle {
             rels: BTreeMap::new(),
+            defs: BTreeMap::new(),
             profiles: BTreeMap::new(),
             relations: BTreeMap::new(),
             hash,
         }
     }
 
-    /// Mirrors a relation type (the engine's own tests cover schema validation).
+    /// Mirrors a relation type (the engine's own tests cover schema validation):
+    /// the same definition again is a no-op, another one for a known id a conflict.
     pub fn define(&mut self, def: RelationType) -> Result<(), Error> {
+        if let Some(known) = self.defs.get(&def.rel_id()) {
+            return if *known == def {
+                Ok(())
+            } else {
+                Err(Error::SchemaConflict {
+                    rel_id: def.rel_id(),
+                })
+            };
+        }
+        self.defs.insert(def.rel_id(), def.clone());
         let props = def
             .props()
             .map(|(name, spec)| Prop {
