@@ -40,6 +40,11 @@ impl Profile {
     pub(crate) fn is_deleted(&self) -> bool {
         self.deleted.load(Ordering::Acquire)
     }
+
+    /// The profile's current data, if it was ever imported.
+    pub(crate) fn data(&self) -> Option<Arc<Normalized>> {
+        self.data.load_full()
+    }
 }
 
 /// What a writer finds under an id.

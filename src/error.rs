@@ -111,6 +111,12 @@ pub enum Error {
     },
     /// The engine ran out of profile slots (2^32 - 1 live profiles).
     CapacityExceeded,
+    /// Reading or writing the data directory failed, or a file in it is corrupted,
+    /// truncated or not a relcount file. A write refused this way changed nothing.
+    Storage {
+        /// What failed, and where.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -171,6 +177,7 @@ impl fmt::Display for Error {
             }
             Error::InvalidArgument { reason } => f.write_str(reason),
             Error::CapacityExceeded => f.write_str("no profile slot left (2^32 - 1 profiles)"),
+            Error::Storage { reason } => write!(f, "storage: {reason}"),
         }
     }
 }

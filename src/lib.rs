@@ -89,6 +89,7 @@ mod directory;
 mod engine;
 mod error;
 mod index;
+mod persist;
 mod profile_data;
 mod profile_id;
 mod record;
@@ -111,6 +112,8 @@ pub use engine::{
     Row,
 };
 pub use error::Error;
+pub use persist::SyncPolicy;
+pub use persist::snapshot::SnapshotStats;
 pub use profile_data::{
     Channel, FieldValue, MAX_PROFILE_ITEMS, MAX_TEXT_LEN, Match, ProfileData, Subscription,
 };

@@ -308,6 +308,37 @@ impl Normalized {
         })
     }
 
+    /// The data back in input form (re-normalising it gives `self` again), for
+    /// snapshots and the write log.
+    pub(crate) fn to_data(&self) -> ProfileData {
+        ProfileData {
+            email: self.email.as_deref().map(str::to_owned),
+            phone: self.phone.as_deref().map(str::to_owned),
+            fields: self
+                .fields
+                .iter()
+                .map(|(name, v)| {
+                    let value = match v {
+                        NormField::Scalar(t) => FieldValue::Text(t.to_string()),
+                        NormField::Tags(tags) => {
+                            FieldValue::Tags(tags.iter().map(|t| t.to_string()).collect())
+                        }
+                    };
+                    (name.to_string(), value)
+                })
+                .collect(),
+            subscriptions: self
+                .subscriptions
+                .iter()
+                .map(|(r, c, a)| Subscription {
+                    resource_id: *r,
+                    channel: *c,
+                    address: a.to_string(),
+                })
+                .collect(),
+        }
+    }
+
     /// Every index entry this profile belongs under, deduplicated.
     pub(crate) fn keys(&self, db: u32) -> Vec<IndexKey> {
         let mut keys = Vec::new();

@@ -20,6 +20,7 @@
 //! | 411 | relation type not defined |
 //! | 412 | relation type already defined with another schema |
 //! | 413 | request body larger than the limit |
+//! | 500 | storage error: the write log could not be written (the write was not applied) |
 //!
 //! A refused request changes nothing, and no answer ever contains a token.
 //!
@@ -137,6 +138,7 @@ impl From<Error> for Fail {
             Error::UnknownRelation { .. } => 411,
             Error::SchemaConflict { .. } => 412,
             Error::CapacityExceeded => 402,
+            Error::Storage { .. } => 500,
             _ => 400,
         };
         Fail::new(code, e.to_string())

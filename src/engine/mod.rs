@@ -15,6 +15,7 @@ use crate::resolver::Resolver;
 use crate::schema::{RelationType, Schema, Value};
 use crate::shard::{Shards, TargetKey};
 
+mod durable;
 mod profiles;
 mod read;
 mod write;
@@ -64,6 +65,9 @@ pub struct Engine {
     hasher: ProfileHasher,
     index_above: usize,
     resolver: Option<Arc<dyn Resolver>>,
+    /// The write log, once the engine was opened on a data directory.
+    log: std::sync::OnceLock<crate::persist::log::Log>,
+    data_dir: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 /// Settings of an [`Engine`]; start from [`Engine::builder`].
@@ -135,6 +139,8 @@ impl EngineBuilder {
             hasher: self.hasher,
             index_above: self.index_above,
             resolver: self.resolver,
+            log: std::sync::OnceLock::new(),
+            data_dir: std::sync::OnceLock::new(),
         }
     }
 }
@@ -253,6 +259,7 @@ impl Engine {
             };
         }
         let schema = Schema::compile(def)?;
+        self.log(|| crate::persist::log::Record::Define(schema.def.clone()))?;
         self.schemas.pin().insert(rel_id, Arc::new(schema));
         Ok(())
     }

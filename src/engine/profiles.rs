@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::{Engine, Named};
 use crate::directory::{Found, Lookup, Profile, ProfileKey};
 use crate::error::Error;
+use crate::persist::log::Record as LogRecord;
 use crate::profile_data::{Match, Normalized, ProfileData, Query};
 use crate::profile_id::ProfileId;
 use crate::resolver::Resolution;
@@ -147,14 +148,22 @@ impl Engine {
     fn store_profile(&self, named: Named, data: Normalized) -> Result<(), Error> {
         loop {
             let _shard = self.shards.lock(named.shard);
-            let profile = match self.directory.lookup(&named.key) {
+            let found = match self.directory.lookup(&named.key) {
                 Lookup::Deleting => {
                     drop(_shard);
                     std::thread::yield_now();
                     continue;
                 }
-                Lookup::Live(p) => p,
-                Lookup::Missing => self.directory.create(named.key.clone(), named.hash)?,
+                found => found,
+            };
+            self.log(|| LogRecord::Import {
+                db: named.key.db,
+                id: named.key.id.to_string(),
+                data: data.to_data(),
+            })?;
+            let profile = match found.live() {
+                Some(p) => p,
+                None => self.directory.create(named.key.clone(), named.hash)?,
             };
             self.directory.set_data(&profile, data);
             return Ok(());

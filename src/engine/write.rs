@@ -7,6 +7,7 @@ use crate::accum::counter::View;
 use crate::accum::target::Target;
 use crate::directory::{Lookup, Profile};
 use crate::error::Error;
+use crate::persist::log::Record as LogRecord;
 use crate::profile_data::Match;
 use crate::record::{Record, WriteKind};
 use crate::schema::{Schema, Value};
@@ -124,7 +125,19 @@ impl Engine {
                 return Err(Self::not_found(named));
             }
         }
-        // Everything is validated; from here on the write cannot fail but for slots.
+        // Everything is validated: log it before anything changes (a write the log
+        // cannot take is refused), then apply. Profiles are logged by id.
+        self.log(|| LogRecord::Write {
+            kind: match kind {
+                WriteKind::Attach => 0,
+                WriteKind::Strengthen => 1,
+                WriteKind::Edit => 2,
+            },
+            rel_id,
+            a: a.key.id.to_string(),
+            b: b.key.id.to_string(),
+            weights: Self::owned_weights(weights),
+        })?;
         let pa = match found_a {
             Some(p) => p,
             None => self.directory.create(a.key.clone(), a.hash)?,
@@ -181,6 +194,11 @@ impl Engine {
                 profile_b: b.key.id.to_string(),
             });
         }
+        self.log(|| LogRecord::Detach {
+            rel_id,
+            a: a.key.id.to_string(),
+            b: b.key.id.to_string(),
+        })?;
         self.apply(&mut locked, &schema, (&pa, a.shard), (&pb, b.shard), None);
         Ok(())
     }
@@ -256,6 +274,10 @@ impl Engine {
                 .directory
                 .get(&named.key)
                 .ok_or_else(|| Self::not_found(&named))?;
+            self.log(|| LogRecord::Delete {
+                db: db_id,
+                id: profile.id.to_string(),
+            })?;
             self.directory.unlink(&profile);
             let as_initiator = shard
                 .initiated

@@ -1,0 +1,245 @@
+//! The engine's side of durability: opening a data directory (snapshot, then log
+//! replay), logging each accepted write, freezing a consistent point in time, and
+//! compaction.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{Engine, EngineBuilder};
+use crate::error::Error;
+use crate::persist::log::{self, Log, Record};
+use crate::persist::snapshot::{self, Frozen, SnapshotStats};
+use crate::persist::{SyncPolicy, snapshot_path, storage};
+use crate::profile_data::{Normalized, ProfileData};
+use crate::schema::Value;
+
+impl EngineBuilder {
+    /// Builds the engine from the data directory `dir` (created if missing): the last
+    /// snapshot, then every write logged after it; from then on every accepted write is
+    /// logged there under `sync`. A torn last log record (a crash mid-write) is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] when the directory cannot be read or written, or a snapshot or
+    /// log is corrupted, truncated (but for a torn last record) or not relcount's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use relcount::{Engine, PropSpec, RelationType, SyncPolicy, Value};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("relcount-doc-{}", std::process::id()));
+    /// {
+    ///     let engine = Engine::builder().open(&dir, SyncPolicy::Always)?;
+    ///     engine.define(RelationType::new(1, 1, 2).prop("Like", PropSpec::int().sum()))?;
+    ///     engine.attach(1, "a", "b", &[("Like", Value::Int(2))])?;
+    /// } // "restart"
+    /// let engine = Engine::builder().open(&dir, SyncPolicy::Always)?;
+    /// assert_eq!(engine.get_counter(1, "a")?.total(), 1);
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok::<(), relcount::Error>(())
+    /// ```
+    pub fn open(self, dir: impl AsRef<Path>, sync: SyncPolicy) -> Result<Engine, Error> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| storage(dir.display(), e))?;
+        let engine = self.build();
+        let snap = snapshot_path(dir);
+        let next_seq = if snap.exists() {
+            snapshot::load(&engine, &snap)?.0
+        } else {
+            0
+        };
+        let seqs = log::log_seqs(dir)?;
+        let mut current = next_seq;
+        for (i, &seq) in seqs.iter().enumerate() {
+            let path = log::log_path(dir, seq);
+            if seq < next_seq {
+                // Covered by the snapshot (a compaction stopped before deleting it).
+                std::fs::remove_file(&path).map_err(|e| storage(path.display(), e))?;
+                continue;
+            }
+            let (records, good_len, torn) = log::read_log(&path)?;
+            if torn {
+                if i + 1 != seqs.len() {
+                    return Err(storage(
+                        path.display(),
+                        "corrupted record before the last log",
+                    ));
+                }
+                log::truncate(&path, good_len)?;
+            }
+            for (n, record) in records.into_iter().enumerate() {
+                engine.replay(record).map_err(|e| Error::Storage {
+                    reason: format!("{}: record {n} refused on replay: {e}", path.display()),
+                })?;
+            }
+            current = seq;
+        }
+        let _ = engine.log.set(Log::open(dir, current, sync)?);
+        let _ = engine.data_dir.set(dir.to_path_buf());
+        Ok(engine)
+    }
+}
+
+impl Engine {
+    /// Appends `record` to the write log, if the engine has one. Called by every write
+    /// after validation and before it changes anything, with its locks held.
+    pub(super) fn log(&self, record: impl FnOnce() -> Record) -> Result<(), Error> {
+        match self.log.get() {
+            Some(log) => log.append(&record()),
+            None => Ok(()),
+        }
+    }
+
+    fn replay(&self, record: Record) -> Result<(), Error> {
+        match record {
+            Record::Define(def) => self.define(def),
+            Record::Write {
+                kind,
+                rel_id,
+                a,
+                b,
+                weights,
+            } => match kind {
+                0 => self.attach(rel_id, &a, &b, &weights),
+                1 => self.strengthen(rel_id, &a, &b, &weights),
+                _ => self.edit(rel_id, &a, &b, &weights),
+            },
+            Record::Detach { rel_id, a, b } => self.detach(rel_id, &a, &b),
+            Record::Delete { db, id } => self.delete_profile(db, &id),
+            Record::Import { db, id, data } => self.import_profile(db, &id, data),
+        }
+    }
+
+    /// Creates profile `id` (loading a snapshot), with its data if any.
+    pub(crate) fn restore_profile(
+        &self,
+        db: u32,
+        id: &str,
+        data: Option<ProfileData>,
+    ) -> Result<(), Error> {
+        match data {
+            Some(d) => self.import_profile(db, id, d),
+            None => {
+                let named = self.name(db, id)?;
+                let _shard = self.shards.lock(named.shard);
+                if self.directory.get(&named.key).is_none() {
+                    self.directory.create(named.key, named.hash)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Everything at one point in time: define is held, every shard is locked (in
+    /// ascending order), the log is rotated if `rotate`; then all is released and the
+    /// immutable snapshots taken are encoded without any lock.
+    fn freeze(&self, rotate: bool) -> Result<Frozen, Error> {
+        let _define = self.define_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let shards: Vec<_> = (0..self.shards.count())
+            .map(|i| self.shards.lock(i))
+            .collect();
+        let next_seq = match (rotate, self.log.get()) {
+            (true, Some(log)) => log.rotate()?,
+            _ => 0,
+        };
+        let mut schemas: Vec<_> = self.schemas.pin().values().map(|s| s.def.clone()).collect();
+        schemas.sort_by_key(|d| d.rel_id());
+        let profiles = self
+            .directory
+            .all()
+            .into_iter()
+            .map(|p| {
+                let data = p.data().map(|d: Arc<Normalized>| d.to_data());
+                (p.db, p.id.to_string(), data)
+            })
+            .collect();
+        let targets = shards
+            .iter()
+            .flat_map(|s| s.targets.values().map(|t| Arc::clone(t.view())))
+            .collect();
+        drop(shards);
+        Ok(Frozen {
+            schemas,
+            profiles,
+            targets,
+            next_seq,
+        })
+    }
+
+    /// Writes a snapshot of the whole engine to `path`, crash-safely (temporary file,
+    /// fsync, rename, fsync of the directory). The snapshot is of one point in time even
+    /// while writers run: they pause while immutable views are collected (O(targets),
+    /// no copying), then encoding runs beside them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] when the file cannot be written.
+    pub fn save_snapshot(&self, path: impl AsRef<Path>) -> Result<SnapshotStats, Error> {
+        snapshot::write(&self.freeze(false)?, path.as_ref())
+    }
+
+    /// Snapshots a durable engine into its data directory and deletes the logs the
+    /// snapshot covers (the log restarts at the snapshot's point in time).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] when the engine has no data directory (see
+    /// [`EngineBuilder::open`]) or writing fails.
+    pub fn compact(&self) -> Result<SnapshotStats, Error> {
+        let dir: PathBuf = self
+            .data_dir
+            .get()
+            .cloned()
+            .ok_or_else(|| storage("compact", "the engine has no data directory"))?;
+        let frozen = self.freeze(true)?;
+        let stats = snapshot::write(&frozen, &snapshot_path(&dir))?;
+        for seq in log::log_seqs(&dir)? {
+            if seq < frozen.next_seq {
+                let path = log::log_path(&dir, seq);
+                std::fs::remove_file(&path).map_err(|e| storage(path.display(), e))?;
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Loads an engine from a snapshot file (without a write log).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] for a file that cannot be read, or is corrupted, truncated,
+    /// of another version or not a relcount snapshot. Never panics and never allocates
+    /// more than the file's size on any input.
+    pub fn load_snapshot(path: impl AsRef<Path>) -> Result<Engine, Error> {
+        let engine = Engine::new();
+        snapshot::load(&engine, path.as_ref())?;
+        Ok(engine)
+    }
+
+    /// Loads an engine from the bytes of a snapshot file (see
+    /// [`load_snapshot`](Self::load_snapshot)).
+    ///
+    /// # Errors
+    ///
+    /// As [`load_snapshot`](Self::load_snapshot).
+    pub fn load_snapshot_bytes(bytes: &[u8]) -> Result<Engine, Error> {
+        let engine = Engine::new();
+        snapshot::load_bytes(&engine, bytes).map_err(|e| match e {
+            snapshot::Loaded::Corrupt(c) => Error::Storage {
+                reason: format!("corrupted snapshot: {}", c.0),
+            },
+            snapshot::Loaded::Engine(e) => Error::Storage {
+                reason: format!("snapshot refused by the engine: {e}"),
+            },
+        })?;
+        Ok(engine)
+    }
+
+    /// The owned weights of a write, for its log record.
+    pub(super) fn owned_weights<N: AsRef<str>>(weights: &[(N, Value)]) -> Vec<(String, Value)> {
+        weights
+            .iter()
+            .map(|(n, v)| (n.as_ref().to_owned(), *v))
+            .collect()
+    }
+}

@@ -1,0 +1,333 @@
+//! The write log: one file per sequence number, records appended as
+//! `[len u32][xxh64(payload) as u32][payload]`.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::codec::{Corrupt, Dec, Decoded, Enc};
+use super::{SyncPolicy, storage, sync_dir};
+use crate::error::Error;
+use crate::profile_data::ProfileData;
+use crate::schema::{RelationType, Value};
+
+/// Largest record accepted when reading (a write is far smaller); a bigger length
+/// field is corruption, not a reason to allocate.
+const MAX_RECORD: usize = 1 << 20;
+
+/// One accepted write, with every profile named by id (lookups by data are resolved
+/// before they are logged, so replay never depends on the indexes).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Record {
+    Define(RelationType),
+    /// Attach (0), strengthen (1) or edit (2).
+    Write {
+        kind: u8,
+        rel_id: u32,
+        a: String,
+        b: String,
+        weights: Vec<(String, Value)>,
+    },
+    Detach {
+        rel_id: u32,
+        a: String,
+        b: String,
+    },
+    Delete {
+        db: u32,
+        id: String,
+    },
+    Import {
+        db: u32,
+        id: String,
+        data: ProfileData,
+    },
+}
+
+impl Record {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::default();
+        match self {
+            Record::Define(def) => {
+                e.u8(1);
+                e.relation_type(def);
+            }
+            Record::Write {
+                kind,
+                rel_id,
+                a,
+                b,
+                weights,
+            } => {
+                e.u8(2 + kind);
+                e.u32(*rel_id);
+                e.str(a);
+                e.str(b);
+                e.weights(weights);
+            }
+            Record::Detach { rel_id, a, b } => {
+                e.u8(5);
+                e.u32(*rel_id);
+                e.str(a);
+                e.str(b);
+            }
+            Record::Delete { db, id } => {
+                e.u8(6);
+                e.u32(*db);
+                e.str(id);
+            }
+            Record::Import { db, id, data } => {
+                e.u8(7);
+                e.u32(*db);
+                e.str(id);
+                e.profile_data(data);
+            }
+        }
+        e.buf
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Decoded<Record> {
+        let mut d = Dec::new(bytes);
+        let r = match d.u8()? {
+            1 => Record::Define(d.relation_type()?),
+            t @ 2..=4 => Record::Write {
+                kind: t - 2,
+                rel_id: d.u32()?,
+                a: d.str()?,
+                b: d.str()?,
+                weights: d.weights()?,
+            },
+            5 => Record::Detach {
+                rel_id: d.u32()?,
+                a: d.str()?,
+                b: d.str()?,
+            },
+            6 => Record::Delete {
+                db: d.u32()?,
+                id: d.str()?,
+            },
+            7 => Record::Import {
+                db: d.u32()?,
+                id: d.str()?,
+                data: d.profile_data()?,
+            },
+            t => return Err(Corrupt(format!("unknown record type {t}"))),
+        };
+        if d.remaining() != 0 {
+            return Err(Corrupt("trailing bytes in a record".into()));
+        }
+        Ok(r)
+    }
+}
+
+fn checksum(payload: &[u8]) -> u32 {
+    crate::xxh64(payload) as u32
+}
+
+/// The file name of log `seq`.
+pub(crate) fn log_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("log.{seq:020}"))
+}
+
+/// The sequence numbers of the logs in `dir`, ascending.
+pub(crate) fn log_seqs(dir: &Path) -> Result<Vec<u64>, Error> {
+    let mut seqs = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| storage(dir.display(), e))? {
+        let entry = entry.map_err(|e| storage(dir.display(), e))?;
+        let name = entry.file_name();
+        if let Some(seq) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("log."))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            seqs.push(seq);
+        }
+    }
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// Reads every whole record of a log. A torn or corrupted tail ends the log: its
+/// offset is returned so the caller can cut it off.
+pub(crate) fn read_log(path: &Path) -> Result<(Vec<Record>, u64, bool), Error> {
+    let bytes = std::fs::read(path).map_err(|e| storage(path.display(), e))?;
+    let mut records = Vec::new();
+    let mut d = Dec::new(&bytes);
+    loop {
+        let start = d.pos();
+        if d.remaining() == 0 {
+            return Ok((records, start as u64, false));
+        }
+        let whole = (|| -> Decoded<Record> {
+            let len = d.u32()? as usize;
+            if len > MAX_RECORD {
+                return Err(Corrupt(format!("record length {len}")));
+            }
+            let sum = d.u32()?;
+            let payload = d.take(len)?;
+            if checksum(payload) != sum {
+                return Err(Corrupt("record checksum mismatch".into()));
+            }
+            Record::decode(payload)
+        })();
+        match whole {
+            Ok(r) => records.push(r),
+            Err(_) => return Ok((records, start as u64, true)),
+        }
+    }
+}
+
+struct Open {
+    file: Arc<File>,
+    seq: u64,
+}
+
+/// The log being appended to.
+pub(crate) struct Log {
+    dir: PathBuf,
+    policy: SyncPolicy,
+    open: Arc<Mutex<Open>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+fn open_append(path: &Path) -> Result<File, Error> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| storage(path.display(), e))
+}
+
+impl Log {
+    /// Appends to log `seq` in `dir` (created if missing).
+    pub(crate) fn open(dir: &Path, seq: u64, policy: SyncPolicy) -> Result<Log, Error> {
+        let file = Arc::new(open_append(&log_path(dir, seq))?);
+        sync_dir(dir)?;
+        let log = Log {
+            dir: dir.to_path_buf(),
+            policy,
+            open: Arc::new(Mutex::new(Open { file, seq })),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        if policy == SyncPolicy::EverySec {
+            let (open, stop) = (Arc::downgrade(&log.open), Arc::clone(&log.stop));
+            std::thread::Builder::new()
+                .name("relcount-fsync".into())
+                .spawn(move || everysec(open, stop))
+                .map_err(|e| storage("fsync thread", e))?;
+        }
+        Ok(log)
+    }
+
+    /// Appends one record (and syncs it under [`SyncPolicy::Always`]).
+    pub(crate) fn append(&self, record: &Record) -> Result<(), Error> {
+        let payload = record.encode();
+        let mut frame = Vec::with_capacity(payload.len() + 8);
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&checksum(&payload).to_le_bytes());
+        frame.extend_from_slice(&payload);
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let path = || log_path(&self.dir, open.seq);
+        (&*open.file)
+            .write_all(&frame)
+            .map_err(|e| storage(path().display(), e))?;
+        if self.policy == SyncPolicy::Always {
+            open.file
+                .sync_data()
+                .map_err(|e| storage(path().display(), e))?;
+        }
+        Ok(())
+    }
+
+    /// Starts the next log and returns its sequence number. Called with every shard
+    /// locked, so no write straddles the switch.
+    pub(crate) fn rotate(&self) -> Result<u64, Error> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.file
+            .sync_data()
+            .map_err(|e| storage(log_path(&self.dir, open.seq).display(), e))?;
+        let seq = open.seq + 1;
+        open.file = Arc::new(open_append(&log_path(&self.dir, seq))?);
+        open.seq = seq;
+        sync_dir(&self.dir)?;
+        Ok(seq)
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = open.file.sync_data();
+    }
+}
+
+/// Syncs the current log once a second until the log is dropped.
+fn everysec(open: std::sync::Weak<Mutex<Open>>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(1000));
+        let Some(open) = open.upgrade() else { return };
+        let file = Arc::clone(&open.lock().unwrap_or_else(|e| e.into_inner()).file);
+        drop(open);
+        let _ = file.sync_data();
+    }
+}
+
+/// Cuts a torn tail off the log at `path`.
+pub(crate) fn truncate(path: &Path, len: u64) -> Result<(), Error> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| storage(path.display(), e))?;
+    f.set_len(len)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| storage(path.display(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        let records = [
+            Record::Define(RelationType::new(1, 1, 2)),
+            Record::Write {
+                kind: 1,
+                rel_id: 1,
+                a: "a".into(),
+                b: "b".into(),
+                weights: vec![("W".into(), Value::Int(-3))],
+            },
+            Record::Detach {
+                rel_id: 1,
+                a: "a".into(),
+                b: "b".into(),
+            },
+            Record::Delete {
+                db: 2,
+                id: "b".into(),
+            },
+            Record::Import {
+                db: 1,
+                id: "a".into(),
+                data: ProfileData::default(),
+            },
+        ];
+        for r in records {
+            assert_eq!(Record::decode(&r.encode()), Ok(r));
+        }
+    }
+}

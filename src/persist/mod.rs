@@ -1,0 +1,68 @@
+//! Durability: snapshots and a write log, so a restart loses nothing (Redis's RDB and
+//! AOF, for this engine).
+//!
+//! - **Snapshot** (`snapshot.bin`): every relation type, profile (with its data) and
+//!   relation, in a versioned binary format ending in an XXH64 checksum; written to a
+//!   temporary file, fsynced, renamed over the old one, and the directory fsynced, so a
+//!   crash leaves the old snapshot or the new one, never half of one. Counters are not
+//!   stored: loading rebuilds them through the ordinary write path.
+//! - **Write log** (`log.<seq>`): every accepted write, appended while the write holds
+//!   its locks (so the log's order is the order writes to the same profile were applied),
+//!   before it changes anything (a write the log cannot take is refused). Each record
+//!   is length-prefixed and checksummed; a torn last record is detected and dropped.
+//! - **Recovery**: the snapshot, then every log from the sequence number the snapshot
+//!   records. **Compaction** ([`Engine::compact`]) rotates the log at the snapshot's
+//!   point in time and deletes the logs the new snapshot covers.
+//!
+//! [`Engine::compact`]: crate::Engine::compact
+
+pub(crate) mod codec;
+pub(crate) mod log;
+pub(crate) mod snapshot;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+
+/// When the write log is flushed to stable storage (Redis's `appendfsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// `fdatasync` after every write: an acknowledged write survives a power loss.
+    /// Slowest.
+    Always,
+    /// The OS gets every write at once (a process crash loses nothing); a background
+    /// thread syncs once a second (a power loss may lose the last second).
+    EverySec,
+    /// The OS gets every write at once; syncing is left to it.
+    No,
+}
+
+impl SyncPolicy {
+    /// `always`, `everysec` or `no`, as `RELCOUNT_FSYNC` and Redis spell them.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<SyncPolicy> {
+        match s {
+            "always" => Some(SyncPolicy::Always),
+            "everysec" => Some(SyncPolicy::EverySec),
+            "no" => Some(SyncPolicy::No),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) fn storage(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
+    Error::Storage {
+        reason: format!("{what}: {e}"),
+    }
+}
+
+pub(crate) fn snapshot_path(dir: &Path) -> PathBuf {
+    dir.join("snapshot.bin")
+}
+
+/// Makes a rename or creation in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| storage(dir.display(), e))
+}
