@@ -1,0 +1,103 @@
+//! Durability bench: snapshot and load speed (MB/s, relations/s) and the write log's
+//! overhead per sync policy (attach throughput beside the same engine without a log).
+//!
+//! `cargo bench --bench persist`; `cargo bench --bench persist -- --quick` for a smoke
+//! run (what .ci/run does). Custom harness: each figure is one timed pass over a large
+//! batch, which criterion's repeated sampling would make needlessly slow.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use relcount::workload::{GenRelation, Workload};
+use relcount::{Engine, SyncPolicy};
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("relcount-bench-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn attach_all(e: &Engine, w: &Workload, rels: &[GenRelation]) {
+    for r in rels {
+        e.attach(w.rel_id, r.a.as_str(), r.b.as_str(), &r.weights())
+            .expect("attach");
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
+    let (n, log_n, always_n) = if quick {
+        (20_000, 20_000, 200)
+    } else {
+        (1_000_000, 300_000, 3_000)
+    };
+    let w = Workload::new(100_000, 1_000_000, 42);
+    let rels: Vec<GenRelation> = w.relations(n).collect();
+
+    // Snapshot and load.
+    let engine = Engine::new();
+    engine.define(Workload::seed_schema(w.rel_id)).expect("schema");
+    attach_all(&engine, &w, &rels);
+    let d = dir("snap");
+    std::fs::create_dir_all(&d).expect("dir");
+    let path = d.join("snapshot.bin");
+    let t = Instant::now();
+    let stats = engine.save_snapshot(&path).expect("save");
+    let save = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let loaded = Engine::load_snapshot(&path).expect("load");
+    let load = t.elapsed().as_secs_f64();
+    assert_eq!(loaded.relation_count(), engine.relation_count());
+    let mb = stats.bytes as f64 / 1e6;
+    println!(
+        "snapshot: {} relations, {} profiles, {:.1} MB ({:.1} bytes per relation)",
+        stats.relations,
+        stats.profiles,
+        mb,
+        stats.bytes as f64 / stats.relations as f64
+    );
+    println!(
+        "  save {:.2} s: {:.0} MB/s, {:.0} relations/s",
+        save,
+        mb / save,
+        stats.relations as f64 / save
+    );
+    println!(
+        "  load {:.2} s: {:.0} MB/s, {:.0} relations/s (counters rebuilt by the write path)",
+        load,
+        mb / load,
+        stats.relations as f64 / load
+    );
+    drop((engine, loaded));
+    std::fs::remove_dir_all(&d).ok();
+
+    // The log's overhead, per sync policy.
+    println!("write log overhead (attach throughput, same workload):");
+    let mut base = 0.0;
+    for (name, policy, count) in [
+        ("no log", None, log_n),
+        ("log, fsync no", Some(SyncPolicy::No), log_n),
+        ("log, fsync everysec", Some(SyncPolicy::EverySec), log_n),
+        ("log, fsync always", Some(SyncPolicy::Always), always_n),
+    ] {
+        let d = dir(name.replace([' ', ','], "-").as_str());
+        let e = match policy {
+            Some(p) => Engine::builder().open(&d, p).expect("open"),
+            None => Engine::new(),
+        };
+        e.define(Workload::seed_schema(w.rel_id)).expect("schema");
+        let t = Instant::now();
+        attach_all(&e, &w, &rels[..count.min(rels.len())]);
+        let per_s = count.min(rels.len()) as f64 / t.elapsed().as_secs_f64();
+        if policy.is_none() {
+            base = per_s;
+        }
+        println!(
+            "  {name:<22} {per_s:>10.0} attaches/s  {:>6.1} us each  ({:.2}x the no-log rate)",
+            1e6 / per_s,
+            per_s / base
+        );
+        drop(e);
+        std::fs::remove_dir_all(&d).ok();
+    }
+}
