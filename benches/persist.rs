@@ -36,7 +36,9 @@ fn main() {
 
     // Snapshot and load.
     let engine = Engine::new();
-    engine.define(Workload::seed_schema(w.rel_id)).expect("schema");
+    engine
+        .define(Workload::seed_schema(w.rel_id))
+        .expect("schema");
     attach_all(&engine, &w, &rels);
     let d = dir("snap");
     std::fs::create_dir_all(&d).expect("dir");

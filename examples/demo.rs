@@ -5,46 +5,19 @@
 //!
 //! `cargo run --release --example demo [relations]`
 
-#![allow(unsafe_code)] // the counting allocator below; the library itself forbids unsafe
+#![allow(unsafe_code)] // the counting allocator; the library itself forbids unsafe
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use relcount::workload::{Rng, Workload, Zipf};
 use relcount::{Engine, Sum, format_xxh};
 
-/// Counts live heap bytes, so memory per relation is measured, not estimated.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every method forwards to `System` with the caller's own arguments, so the
-// `GlobalAlloc` contract holds exactly as it does for `System`; the counter is a
-// relaxed atomic that never affects the allocation itself.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        // SAFETY: forwarded unchanged; the caller upholds `alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: `ptr` came from `alloc` above with this `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size, Ordering::Relaxed);
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: forwarded unchanged; the caller upholds `realloc`'s contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::live;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
 const A_PROFILES: usize = 100_000;
 const B_PROFILES: u64 = 1_000_000;
@@ -60,7 +33,7 @@ fn main() -> Result<(), relcount::Error> {
 
     // Generate first, so the load measures the engine, not string formatting.
     let rels: Vec<_> = workload.relations(n).collect();
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = live();
     let start = Instant::now();
     for (i, r) in rels.iter().enumerate() {
         engine.attach(workload.rel_id, &r.a, &r.b, &r.weights())?;
@@ -73,7 +46,7 @@ fn main() -> Result<(), relcount::Error> {
     let relations = engine.relation_count();
     let profiles = engine.profile_count();
     drop(rels);
-    let bytes = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+    let bytes = live().saturating_sub(before);
     println!(
         "loaded {n} attaches -> {relations} relations, {profiles} profiles in {:.2} s: {:.0} attaches/s",
         load.as_secs_f64(),

@@ -113,8 +113,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = match std::env::var("RELCOUNT_DATA") {
         Ok(dir) if !dir.is_empty() => {
             let policy = std::env::var("RELCOUNT_FSYNC").unwrap_or_else(|_| "everysec".into());
-            let sync = SyncPolicy::parse(&policy)
-                .ok_or_else(|| format!("RELCOUNT_FSYNC must be always, everysec or no, got {policy:?}"))?;
+            let sync = SyncPolicy::parse(&policy).ok_or_else(|| {
+                format!("RELCOUNT_FSYNC must be always, everysec or no, got {policy:?}")
+            })?;
             let started = std::time::Instant::now();
             let engine = Engine::builder().open(&dir, sync)?;
             println!(
