@@ -380,16 +380,22 @@ impl Oracle {
             .collect()
     }
 
-    pub fn get_counter(&self, rel_id: u32, a: &Who) -> Result<Owned, Error> {
+    /// The relation type and the existing recipient `a` names, as a read finds them.
+    fn recipient(&self, rel_id: u32, a: &Who) -> Result<(&Rel, String), Error> {
         let rel = self.rel(rel_id)?;
-        let a = &self.find(rel.db_a, a)?;
-        if !self.has(rel.db_a, a) {
+        let a = self.find(rel.db_a, a)?;
+        if !self.has(rel.db_a, &a) {
             return Err(Error::ProfileNotFound {
                 db_id: rel.db_a,
-                profile_id: a.to_string(),
+                profile_id: a,
             });
         }
-        let rows = self.rows(rel_id, a);
+        Ok((rel, a))
+    }
+
+    pub fn get_counter(&self, rel_id: u32, a: &Who) -> Result<Owned, Error> {
+        let (rel, a) = self.recipient(rel_id, a)?;
+        let rows = self.rows(rel_id, &a);
         let props = rel
             .props
             .iter()
@@ -461,15 +467,8 @@ impl Oracle {
                 reason: format!("limit must be 1 to 1000, got {limit}"),
             });
         }
-        let rel = self.rel(rel_id)?;
-        let a = &self.find(rel.db_a, a)?;
-        if !self.has(rel.db_a, a) {
-            return Err(Error::ProfileNotFound {
-                db_id: rel.db_a,
-                profile_id: a.to_string(),
-            });
-        }
-        let rows = self.rows(rel_id, a);
+        let (rel, a) = self.recipient(rel_id, a)?;
+        let rows = self.rows(rel_id, &a);
         Ok(OwnedPage {
             total_count: rows.len() as u64,
             rows: rows
