@@ -73,12 +73,27 @@
 //!   touched counter atomically, one after the other; while it runs, the deleted id
 //!   already reads as "not found".
 //!
+//! ## Beyond the engine
+//!
+//! - Profiles can carry data (email, phone, custom fields, tags, subscriptions) and be
+//!   named by any matching mode of the platform in every call: see [`Match`] and
+//!   [`Engine::import_profile`]; hosts with their own profile store plug in a
+//!   [`Resolver`].
+//! - [`api`] (feature `json`, on by default) serves the platform's JSON calls, with
+//!   tokens, limits and stable error codes; `examples/server.rs` puts it on HTTP.
+//! - [`EngineBuilder::open`] makes the engine durable: a crash-safe snapshot plus a
+//!   write log with a sync policy ([`SyncPolicy`]), recovered at open;
+//!   [`Engine::compact`] folds the log into a new snapshot.
+//!
 //! ## Where things are
 //!
 //! `schema` (relation types), `profile_id` (ids and `profile_xxh`), `record` (one
-//! relation's packed values), `directory` (profile interning), `shard` (the sharded
-//! writer state), `accum` (counters: exact sums, top lists, published views), `engine`
-//! (the facade), `workload` (a reproducible Zipf workload for demos and benches).
+//! relation's packed values), `profile_data` (profile data, matching, normalisation),
+//! `directory` and `index` (profiles by id and by data), `shard` (the sharded writer
+//! state), `accum` (counters: exact sums, top lists, published views, the relation
+//! vector), `engine` (the facade), `persist` (snapshots and the write log), `api` (the
+//! JSON layer), `workload` (a reproducible Zipf workload for demos and benches). Data
+//! flows one way: `api` -> `engine` -> directory, shards, accumulators, persistence.
 
 #![forbid(unsafe_code)]
 
