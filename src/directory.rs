@@ -197,7 +197,9 @@ impl Directory {
                 self.index.add(key.clone(), profile);
             }
         }
-        profile.data.store(Some(Arc::new(data)));
+        // Empty data is no data: an id-only profile keeps no allocation for it.
+        let empty = data == Normalized::default();
+        profile.data.store((!empty).then(|| Arc::new(data)));
         for key in &old_keys {
             if !new_keys.contains(key) {
                 self.index.remove(key, profile);

@@ -6,7 +6,7 @@
 //! shard bits and the table bits never correlate, and a hash collision between two ids
 //! only puts them in the same shard.
 
-use smallvec::SmallVec;
+use std::collections::BTreeSet;
 
 use crate::accum::target::Target;
 use crate::sync::{Mutex, MutexGuard};
@@ -21,64 +21,34 @@ pub(crate) type TargetKey = (u32, u32);
 #[repr(align(128))]
 pub(crate) struct CachePadded<T>(pub(crate) T);
 
-/// The targets one initiator has relations to. Small sets stay inline and are searched
-/// linearly; past [`Initiated::INLINE_MAX`] they become a hash set, so removing one
-/// relation of a prolific initiator stays O(1).
-#[derive(Debug)]
-pub(crate) enum Initiated {
-    Small(SmallVec<[TargetKey; 2]>),
-    Large(hashbrown::HashSet<TargetKey>),
-}
-
-impl Default for Initiated {
-    fn default() -> Self {
-        Initiated::Small(SmallVec::new())
-    }
-}
+/// The reverse index of one shard: `(initiator slot, rel_id, recipient slot)` for every
+/// relation whose initiator lives in the shard. Ordered, so one initiator's relations are
+/// a contiguous range (a delete cascade takes them in O(k log n)), and compact: 12 bytes
+/// a relation in B-tree nodes, where a map of per-initiator sets cost several times
+/// that for the many initiators with one relation.
+#[derive(Debug, Default)]
+pub(crate) struct Initiated(BTreeSet<(u32, u32, u32)>);
 
 impl Initiated {
-    const INLINE_MAX: usize = 16;
-
-    pub(crate) fn insert(&mut self, key: TargetKey) {
-        match self {
-            Initiated::Small(v) if v.contains(&key) => {}
-            Initiated::Small(v) if v.len() < Self::INLINE_MAX => v.push(key),
-            Initiated::Small(v) => {
-                let mut set: hashbrown::HashSet<TargetKey> = v.drain(..).collect();
-                set.insert(key);
-                *self = Initiated::Large(set);
-            }
-            Initiated::Large(set) => {
-                set.insert(key);
-            }
-        }
+    pub(crate) fn insert(&mut self, initiator: u32, (rel_id, recipient): TargetKey) {
+        self.0.insert((initiator, rel_id, recipient));
     }
 
-    pub(crate) fn remove(&mut self, key: &TargetKey) {
-        match self {
-            Initiated::Small(v) => {
-                if let Some(i) = v.iter().position(|k| k == key) {
-                    v.swap_remove(i);
-                }
-            }
-            Initiated::Large(set) => {
-                set.remove(key);
-            }
-        }
+    pub(crate) fn remove(&mut self, initiator: u32, (rel_id, recipient): TargetKey) {
+        self.0.remove(&(initiator, rel_id, recipient));
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        match self {
-            Initiated::Small(v) => v.is_empty(),
-            Initiated::Large(set) => set.is_empty(),
+    /// Removes and returns every target `initiator` points at.
+    pub(crate) fn take(&mut self, initiator: u32) -> Vec<TargetKey> {
+        let keys: Vec<TargetKey> = self
+            .0
+            .range((initiator, 0, 0)..=(initiator, u32::MAX, u32::MAX))
+            .map(|&(_, rel_id, recipient)| (rel_id, recipient))
+            .collect();
+        for &(rel_id, recipient) in &keys {
+            self.0.remove(&(initiator, rel_id, recipient));
         }
-    }
-
-    pub(crate) fn into_vec(self) -> Vec<TargetKey> {
-        match self {
-            Initiated::Small(v) => v.into_vec(),
-            Initiated::Large(set) => set.into_iter().collect(),
-        }
+        keys
     }
 }
 
@@ -90,7 +60,7 @@ pub(crate) struct Shard {
     /// Targets whose recipient lives in this shard.
     pub(crate) targets: hashbrown::HashMap<TargetKey, Target>,
     /// For each initiator slot living in this shard, the targets it points at.
-    pub(crate) initiated: hashbrown::HashMap<u32, Initiated>,
+    pub(crate) initiated: Initiated,
 }
 
 /// A power-of-two number of shards.

@@ -47,9 +47,25 @@ pub(crate) enum SumState {
     /// The property keeps no sum.
     Off,
     /// Exact: |sum| < 2^63 * 2^64 for any number of relations a machine can hold.
-    Int(i128),
-    /// Exact expansion, and its correctly rounded value.
-    Float(ExactSum, f64),
+    Int(WideInt),
+    /// Exact expansion, and its correctly rounded value (boxed: float sums are rarer,
+    /// and this keeps every property's counters at 48 bytes).
+    Float(Box<(ExactSum, f64)>),
+}
+
+/// An `i128` stored as two `u64` halves: the same value, but 8-byte aligned, so a
+/// property's counters do not grow to 16-byte alignment.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct WideInt([u64; 2]);
+
+impl WideInt {
+    pub(crate) fn get(self) -> i128 {
+        (i128::from(self.0[1] as i64) << 64) | i128::from(self.0[0])
+    }
+
+    pub(crate) fn set(&mut self, v: i128) {
+        self.0 = [v as u64, (v >> 64) as u64];
+    }
 }
 
 impl View {
@@ -62,8 +78,10 @@ impl View {
                 total: 0,
                 sum: match (def.spec.has_sum(), def.spec.kind()) {
                     (false, _) | (_, PropKind::Bool) => SumState::Off,
-                    (true, PropKind::Int) => SumState::Int(0),
-                    (true, PropKind::Float) => SumState::Float(ExactSum::default(), 0.0),
+                    (true, PropKind::Int) => SumState::Int(WideInt::default()),
+                    (true, PropKind::Float) => {
+                        SumState::Float(Box::new((ExactSum::default(), 0.0)))
+                    }
                 },
                 top: def.spec.top_size().map(|_| Arc::from(Vec::new())),
             })
@@ -202,8 +220,8 @@ impl<'a> PropCounter<'a> {
     pub fn sum(&self) -> Option<Sum> {
         match &self.state.sum {
             SumState::Off => None,
-            SumState::Int(s) => Some(Sum::Int(*s)),
-            SumState::Float(_, rounded) => Some(Sum::Float(*rounded)),
+            SumState::Int(s) => Some(Sum::Int(s.get())),
+            SumState::Float(f) => Some(Sum::Float(f.1)),
         }
     }
 
@@ -238,4 +256,34 @@ pub struct TopItem<'a> {
     pub profile_id: &'a ProfileId,
     /// Its value of the property.
     pub value: Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wide_int_holds_every_i128() {
+        for v in [
+            0,
+            1,
+            -1,
+            i128::MAX,
+            i128::MIN,
+            i128::from(i64::MIN) * 3,
+            1 << 100,
+        ] {
+            let mut w = WideInt::default();
+            w.set(v);
+            assert_eq!(w.get(), v);
+        }
+    }
+
+    #[test]
+    fn counters_stay_compact() {
+        // Every property of every recipient carries these; keep them small.
+        assert_eq!(std::mem::size_of::<PropState>(), 48);
+        assert_eq!(std::mem::size_of::<TopEntry>(), 16);
+        assert_eq!(std::mem::size_of::<Rel>(), 40);
+    }
 }

@@ -83,10 +83,12 @@ impl Target {
             match &mut state.sum {
                 SumState::Off => {}
                 SumState::Int(sum) => {
-                    *sum -= o.map_or(0, |raw| i128::from(raw as i64));
-                    *sum += n.map_or(0, |raw| i128::from(raw as i64));
+                    let old = o.map_or(0, |raw| i128::from(raw as i64));
+                    let new = n.map_or(0, |raw| i128::from(raw as i64));
+                    sum.set(sum.get() - old + new);
                 }
-                SumState::Float(exact, rounded) => {
+                SumState::Float(f) => {
+                    let (exact, rounded) = &mut **f;
                     if let Some(raw) = o {
                         exact.add(-f64::from_bits(raw));
                     }

@@ -224,12 +224,9 @@ impl Engine {
         self.publish(shard, key, view);
         let initiated = &mut locked.shard(shard_b).initiated;
         if linked {
-            initiated.entry(pb.slot).or_default().insert(key);
-        } else if let Some(set) = initiated.get_mut(&pb.slot) {
-            set.remove(&key);
-            if set.is_empty() {
-                initiated.remove(&pb.slot);
-            }
+            initiated.insert(pb.slot, key);
+        } else {
+            initiated.remove(pb.slot, key);
         }
     }
 
@@ -279,11 +276,7 @@ impl Engine {
                 id: profile.id.to_string(),
             })?;
             self.directory.unlink(&profile);
-            let as_initiator = shard
-                .initiated
-                .remove(&profile.slot)
-                .map(|set| set.into_vec())
-                .unwrap_or_default();
+            let as_initiator = shard.initiated.take(profile.slot);
             let mut as_recipient = Vec::new();
             for schema in self.schemas.pin().values() {
                 if schema.db_a() != db_id {
@@ -309,12 +302,7 @@ impl Engine {
         for (key, initiators) in as_recipient {
             for b in initiators {
                 let mut shard = self.shards.lock(self.shards.of(b.xxh));
-                if let Some(set) = shard.initiated.get_mut(&b.slot) {
-                    set.remove(&key);
-                    if set.is_empty() {
-                        shard.initiated.remove(&b.slot);
-                    }
-                }
+                shard.initiated.remove(b.slot, key);
             }
         }
         for key in as_initiator {
