@@ -295,3 +295,16 @@ fn logs_cut_anywhere_recover_a_prefix() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn one_engine_per_data_directory() {
+    let dir = temp_dir("lock");
+    let first = Engine::builder().open(&dir, SyncPolicy::No).expect("first");
+    let second = Engine::builder().open(&dir, SyncPolicy::No);
+    assert!(storage_error(second).contains("in use"));
+    drop(first);
+    Engine::builder()
+        .open(&dir, SyncPolicy::No)
+        .expect("free again once dropped");
+    std::fs::remove_dir_all(&dir).ok();
+}

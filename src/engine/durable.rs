@@ -42,6 +42,20 @@ impl EngineBuilder {
     pub fn open(self, dir: impl AsRef<Path>, sync: SyncPolicy) -> Result<Engine, Error> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| storage(dir.display(), e))?;
+        // One engine per directory: a second one would interleave its log with ours.
+        let lock_path = dir.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| storage(lock_path.display(), e))?;
+        lock.try_lock().map_err(|_| {
+            storage(
+                dir.display(),
+                "the data directory is in use by another engine",
+            )
+        })?;
         let engine = self.build();
         let snap = snapshot_path(dir);
         let next_seq = if snap.exists() {
@@ -75,7 +89,7 @@ impl EngineBuilder {
             }
             current = seq;
         }
-        let _ = engine.log.set(Log::open(dir, current, sync)?);
+        let _ = engine.log.set(Log::open(dir, current, sync, lock)?);
         let _ = engine.data_dir.set(dir.to_path_buf());
         Ok(engine)
     }

@@ -191,6 +191,8 @@ pub(crate) struct Log {
     policy: SyncPolicy,
     open: Arc<Mutex<Open>>,
     stop: Arc<AtomicBool>,
+    /// The directory's `LOCK` file, locked for as long as the log lives.
+    _lock: File,
 }
 
 impl std::fmt::Debug for Log {
@@ -211,8 +213,9 @@ fn open_append(path: &Path) -> Result<File, Error> {
 }
 
 impl Log {
-    /// Appends to log `seq` in `dir` (created if missing).
-    pub(crate) fn open(dir: &Path, seq: u64, policy: SyncPolicy) -> Result<Log, Error> {
+    /// Appends to log `seq` in `dir` (created if missing); keeps `lock` (the
+    /// directory's lock file, already locked) until dropped.
+    pub(crate) fn open(dir: &Path, seq: u64, policy: SyncPolicy, lock: File) -> Result<Log, Error> {
         let file = Arc::new(open_append(&log_path(dir, seq))?);
         sync_dir(dir)?;
         let log = Log {
@@ -220,6 +223,7 @@ impl Log {
             policy,
             open: Arc::new(Mutex::new(Open { file, seq })),
             stop: Arc::new(AtomicBool::new(false)),
+            _lock: lock,
         };
         if policy == SyncPolicy::EverySec {
             let (open, stop) = (Arc::downgrade(&log.open), Arc::clone(&log.stop));
