@@ -252,12 +252,12 @@ impl Schema {
                     "bool property {name} can have neither sum nor top"
                 )));
             }
-            if let Some(n) = spec.top {
-                if n == 0 || n > MAX_TOP {
-                    return Err(invalid(format!(
-                        "top of {name} must be 1 to {MAX_TOP}, got {n}"
-                    )));
-                }
+            if let Some(n) = spec.top
+                && (n == 0 || n > MAX_TOP)
+            {
+                return Err(invalid(format!(
+                    "top of {name} must be 1 to {MAX_TOP}, got {n}"
+                )));
             }
             let index = u8::try_from(i).map_err(|_| invalid("too many properties".into()))?;
             if by_name.insert(name.as_str().into(), index).is_some() {

@@ -170,10 +170,8 @@ impl Target {
             (Some(at), None) => {
                 self.positions.remove(&b.slot);
                 let (removed, moved) = rels.swap_remove(at)?;
-                if moved {
-                    if let Some(rel) = rels.get(at) {
-                        self.positions.insert(rel.b.slot, at as u32);
-                    }
+                if moved && let Some(rel) = rels.get(at) {
+                    self.positions.insert(rel.b.slot, at as u32);
                 }
                 Some(removed.rec)
             }
