@@ -45,14 +45,20 @@ pub fn relcount_answer(e: &relcount::Engine, a: &str) -> Answer {
 #[derive(Default)]
 pub struct Naive {
     pub targets: hashbrown::HashMap<String, Vec<(String, i64, i64, bool)>>,
+    /// Where each (recipient, initiator) sits in its target's list.
+    at: hashbrown::HashMap<(String, String), usize>,
 }
 
 impl Naive {
     pub fn attach(&mut self, r: &GenRelation) {
         let rels = self.targets.entry(r.a.clone()).or_default();
-        match rels.iter_mut().find(|x| x.0 == r.b) {
-            Some(x) => *x = (r.b.clone(), r.donate, r.like, r.subscriber),
-            None => rels.push((r.b.clone(), r.donate, r.like, r.subscriber)),
+        let row = (r.b.clone(), r.donate, r.like, r.subscriber);
+        match self.at.get(&(r.a.clone(), r.b.clone())) {
+            Some(&i) => rels[i] = row,
+            None => {
+                self.at.insert((r.a.clone(), r.b.clone()), rels.len());
+                rels.push(row);
+            }
         }
     }
 
