@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::index::Index;
 use crate::profile_data::{Normalized, Query};
 use crate::profile_id::ProfileId;
+use crate::sync::lock_free_map;
 
 /// One live profile.
 #[derive(Debug)]
@@ -101,10 +102,7 @@ impl Directory {
     /// other maps, so one guard serves a whole read).
     pub(crate) fn new(collector: &Arc<seize::Collector>) -> Self {
         Directory {
-            by_key: papaya::HashMap::builder()
-                .hasher(DefaultHashBuilder::default())
-                .shared_collector(Arc::clone(collector))
-                .build(),
+            by_key: lock_free_map(collector),
             index: Index::new(collector),
             slots: Mutex::new(Slots::default()),
         }

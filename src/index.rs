@@ -16,7 +16,7 @@ use hashbrown::DefaultHashBuilder;
 
 use crate::directory::Profile;
 use crate::profile_data::IndexKey;
-use crate::sync::Mutex;
+use crate::sync::{Mutex, lock_free_map};
 
 /// Largest posting kept as an immutable list.
 pub(crate) const SMALL_MAX: usize = 32;
@@ -69,10 +69,7 @@ pub(crate) struct Index {
 impl Index {
     pub(crate) fn new(collector: &Arc<seize::Collector>) -> Self {
         Index {
-            map: papaya::HashMap::builder()
-                .hasher(DefaultHashBuilder::default())
-                .shared_collector(Arc::clone(collector))
-                .build(),
+            map: lock_free_map(collector),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             stripe_hasher: DefaultHashBuilder::default(),
         }

@@ -1,10 +1,29 @@
-//! The synchronisation primitives the sharded writer state uses, behind a shim so the
-//! lock protocol can be model-checked: with `RUSTFLAGS="--cfg relcount_loom"` they are
+//! The synchronisation primitives: the lock-free maps' constructor, and the mutexes of
+//! the sharded writer state, behind a shim so the lock protocol can be model-checked: with `RUSTFLAGS="--cfg relcount_loom"` they are
 //! `loom`'s, and `cargo test --lib loom` explores every interleaving of the tests in
 //! `shard.rs`. (A crate-specific cfg, as crossbeam's `crossbeam_loom`, so dependencies
 //! that know a plain `loom` cfg are not switched too.)
+
+use std::sync::Arc;
+
+use hashbrown::DefaultHashBuilder;
 
 #[cfg(relcount_loom)]
 pub(crate) use loom::sync::{Mutex, MutexGuard};
 #[cfg(not(relcount_loom))]
 pub(crate) use std::sync::{Mutex, MutexGuard};
+
+/// A lock-free map reclaiming through `collector`: every such map of an engine shares
+/// one collector, so one guard serves all the lookups of a read.
+pub(crate) fn lock_free_map<K, V>(
+    collector: &Arc<seize::Collector>,
+) -> papaya::HashMap<K, V, DefaultHashBuilder>
+where
+    K: Send + 'static,
+    V: Send + 'static,
+{
+    papaya::HashMap::builder()
+        .hasher(DefaultHashBuilder::default())
+        .shared_collector(Arc::clone(collector))
+        .build()
+}

@@ -169,17 +169,24 @@ fn crash_recovery() {
             .expect("child");
         let stop_after = 20 + rng.below(400) as usize;
         let mut acked: Option<usize> = None;
+        let mut killed = false;
         let out = BufReader::new(child.stdout.take().expect("stdout"));
+        // Kill once enough writes were acknowledged, then read on to the end of the
+        // pipe: the child may have acknowledged more before the signal landed, and
+        // every acknowledgement it printed counts.
         for line in out.lines() {
             let Ok(line) = line else { break };
             if let Some(n) = line.strip_prefix("ack ") {
                 acked = n.parse().ok();
-                if acked >= Some(stop_after) {
-                    break;
+                if !killed && acked >= Some(stop_after) {
+                    child.kill().expect("SIGKILL");
+                    killed = true;
                 }
             }
         }
-        child.kill().expect("SIGKILL");
+        if !killed {
+            child.kill().expect("SIGKILL");
+        }
         child.wait().expect("reaped");
         let acked = acked.map_or(0, |n| n + 1);
         let engine = Engine::builder()

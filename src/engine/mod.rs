@@ -14,6 +14,7 @@ use crate::profile_id::{ProfileHasher, ProfileId, xxh64};
 use crate::resolver::Resolver;
 use crate::schema::{RelationType, Schema, Value};
 use crate::shard::{Shards, TargetKey};
+use crate::sync::lock_free_map;
 
 mod durable;
 mod profiles;
@@ -143,19 +144,6 @@ impl EngineBuilder {
             data_dir: std::sync::OnceLock::new(),
         }
     }
-}
-
-fn lock_free_map<K, V>(
-    collector: &Arc<seize::Collector>,
-) -> papaya::HashMap<K, V, DefaultHashBuilder>
-where
-    K: Send + 'static,
-    V: Send + 'static,
-{
-    papaya::HashMap::builder()
-        .hasher(DefaultHashBuilder::default())
-        .shared_collector(Arc::clone(collector))
-        .build()
 }
 
 impl Default for EngineBuilder {
