@@ -93,6 +93,12 @@ impl Fields {
     }
 }
 
+/// A field the matching mode needs.
+fn need<'a>(v: &'a Option<String>, name: &str, mode: &str) -> Result<&'a str, Fail> {
+    v.as_deref()
+        .ok_or_else(|| Fail::bad(format!("{name} is required for matching {mode}")))
+}
+
 /// The matching fields of SPEC section 6, owned.
 struct Who {
     mode: Mode,
@@ -163,47 +169,25 @@ impl Who {
     }
 
     fn as_match(&self) -> Result<Match<'_>, Fail> {
-        let need = |v: &Option<String>, name: &str, mode: &str| {
-            v.as_deref()
-                .map(str::to_owned)
-                .ok_or_else(|| Fail::bad(format!("{name} is required for matching {mode}")))
-                .map(|_| ())
-        };
         Ok(match self.mode {
-            Mode::Email => {
-                need(&self.email, "email", "email")?;
-                Match::Email {
-                    email: self.email.as_deref().unwrap_or_default(),
-                    resource_id: self.resource_id,
-                }
-            }
-            Mode::EmailProfile => {
-                need(&self.email, "email", "email_profile")?;
-                Match::EmailProfile(self.email.as_deref().unwrap_or_default())
-            }
-            Mode::Phone => {
-                if self.phone.is_none() {
-                    return Err(Fail::bad(
+            Mode::Email => Match::Email {
+                email: need(&self.email, "email", "email")?,
+                resource_id: self.resource_id,
+            },
+            Mode::EmailProfile => Match::EmailProfile(need(&self.email, "email", "email_profile")?),
+            Mode::Phone => Match::Phone {
+                phone: self.phone.as_deref().ok_or_else(|| {
+                    Fail::bad(
                         "a profile is required: give profile_id, email, phone, or matching custom with field_name and field_value",
-                    ));
-                }
-                Match::Phone {
-                    phone: self.phone.as_deref().unwrap_or_default(),
-                    resource_id: self.resource_id,
-                }
-            }
-            Mode::ProfileId => {
-                need(&self.profile_id, "profile_id", "profile_id")?;
-                Match::Id(self.profile_id.as_deref().unwrap_or_default())
-            }
-            Mode::Custom => {
-                need(&self.field_name, "field_name", "custom")?;
-                need(&self.field_value, "field_value", "custom")?;
-                Match::Custom {
-                    field: self.field_name.as_deref().unwrap_or_default(),
-                    value: self.field_value.as_deref().unwrap_or_default(),
-                }
-            }
+                    )
+                })?,
+                resource_id: self.resource_id,
+            },
+            Mode::ProfileId => Match::Id(need(&self.profile_id, "profile_id", "profile_id")?),
+            Mode::Custom => Match::Custom {
+                field: need(&self.field_name, "field_name", "custom")?,
+                value: need(&self.field_value, "field_value", "custom")?,
+            },
         })
     }
 
@@ -367,11 +351,8 @@ fn list(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> {
     let skip = f.usize("skip", 0)?;
     let limit = f.usize("limit", crate::DEFAULT_LIST_LIMIT)?;
     f.finish()?;
-    let m = who.as_match()?;
-    let page = api.engine.list(rel_id, m, skip, limit)?;
-    let counter = api.engine.get_counter(rel_id, m)?;
-    let db_b = api.engine.relation_type(rel_id).map_or(0, |def| def.db_b());
-    Ok(render_page(&counter, db_b, &page))
+    let page = api.engine.list(rel_id, who.as_match()?, skip, limit)?;
+    Ok(render_page(&page))
 }
 
 fn write(api: &Api, scope: &TokenScope, call: &str, mut f: Fields) -> Result<String, Fail> {
@@ -672,10 +653,11 @@ fn render_counter(c: &Counter) -> String {
 }
 
 /// `{"data": [rows], "error": 0, "error_text": "...", "total_count": n}`.
-fn render_page(c: &Counter, db_b: u32, page: &Page) -> String {
+fn render_page(page: &Page) -> String {
     let mut out = String::with_capacity(64 + page.rows.len() * 160);
-    let id_a = c.profile_id().as_str();
-    let xxh_a = format_xxh(c.profile_xxh());
+    let id_a = page.profile_a.as_str();
+    let xxh_a = format_xxh(page.xxh_a);
+    let db_b = page.db_b;
     out.push_str("{\"data\":[");
     for (i, row) in page.rows.iter().enumerate() {
         if i > 0 {

@@ -176,6 +176,12 @@ impl Default for Engine {
 /// One page of [`Engine::list`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
+    /// The recipient (database A) profile.
+    pub profile_a: ProfileId,
+    /// Its hash.
+    pub xxh_a: u64,
+    /// The initiators' database.
+    pub db_b: u32,
     /// Relations of the profile for the relation type, all pages together.
     pub total_count: u64,
     /// The page, ordered by initiator profile id.

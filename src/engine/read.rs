@@ -108,6 +108,12 @@ impl Engine {
                     .collect(),
             })
             .collect();
-        Ok(Page { total_count, rows })
+        Ok(Page {
+            profile_a: view.profile.id.clone(),
+            xxh_a: view.profile.xxh,
+            db_b: schema.db_b(),
+            total_count,
+            rows,
+        })
     }
 }

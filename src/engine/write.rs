@@ -220,8 +220,9 @@ impl Engine {
             .targets
             .entry(key)
             .or_insert_with(|| Target::new(schema, pa));
+        let before = target.len();
         let view = target.apply(pb, record, self.index_above);
-        self.publish(shard, key, view);
+        self.publish(shard, key, before, view);
         let initiated = &mut locked.shard(shard_b).initiated;
         if linked {
             initiated.insert(pb.slot, key);
@@ -230,16 +231,13 @@ impl Engine {
         }
     }
 
-    /// Publishes a target's new counters (keeping the shard's relation count), or
-    /// drops the target once it has no relation.
-    fn publish(&self, shard: &mut Shard, key: TargetKey, view: Arc<View>) {
+    /// Publishes a target's new counters (keeping the shard's relation count, given
+    /// the target's relations before the write), or drops the target once it has no
+    /// relation.
+    fn publish(&self, shard: &mut Shard, key: TargetKey, before: usize, view: Arc<View>) {
         let now = view.rels.len() as u64;
         let guard = self.collector.enter();
-        let before = self
-            .views
-            .get(&key, &guard)
-            .map_or(0, |old| old.rels.len() as u64);
-        shard.relations = shard.relations + now - before;
+        shard.relations = shard.relations + now - before as u64;
         if now == 0 {
             shard.targets.remove(&key);
             self.views.remove(&key, &guard);
@@ -320,8 +318,9 @@ impl Engine {
             if target.get(profile.slot).is_none() {
                 continue;
             }
+            let before = target.len();
             let view = target.apply(&profile, None, self.index_above);
-            self.publish(&mut shard, key, view);
+            self.publish(&mut shard, key, before, view);
         }
         self.directory.release(&profile);
         Ok(())
