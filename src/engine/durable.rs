@@ -50,12 +50,20 @@ impl EngineBuilder {
             .write(true)
             .open(&lock_path)
             .map_err(|e| storage(lock_path.display(), e))?;
-        lock.try_lock().map_err(|_| {
-            storage(
-                dir.display(),
-                "the data directory is in use by another engine",
-            )
-        })?;
+        // A lock can outlive its engine for a moment: a process forking a child shares
+        // the descriptor until the child's exec closes it. So a busy lock is retried
+        // for up to a second before the directory is declared in use.
+        let mut tries = 0;
+        while lock.try_lock().is_err() {
+            tries += 1;
+            if tries == 50 {
+                return Err(storage(
+                    dir.display(),
+                    "the data directory is in use by another engine",
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let engine = self.build();
         let snap = snapshot_path(dir);
         let next_seq = if snap.exists() {
