@@ -124,6 +124,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 engine.profile_count(),
                 started.elapsed().as_secs_f64()
             );
+            for skipped in engine.recovery_skipped() {
+                eprintln!("warning: {skipped}");
+            }
             Arc::new(engine)
         }
         _ => Arc::new(Engine::new()),

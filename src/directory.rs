@@ -4,8 +4,15 @@
 //! tables (targets, positions, reverse index) compactly. The id map is lock-free for
 //! readers; a profile is only created or removed by a writer that holds the lock of the
 //! profile's shard, so two writers never race to create the same profile.
+//!
+//! A profile's life is `Pending -> Live -> Deleted`, one atomic state read by every
+//! lookup. A write creates a profile `Pending` (in the map, but found by no read),
+//! publishes everything the profile comes with (its first relation's counters, its
+//! data and index entries), then makes it `Live` with one release store: a reader that
+//! finds it live finds all of that too, so a profile is never seen without the write
+//! that created it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
@@ -28,18 +35,29 @@ pub(crate) struct Profile {
     pub(crate) id: ProfileId,
     /// The hash that places it (XXH64 of the id, unless a test injected another hash).
     pub(crate) xxh: u64,
-    /// Set, under the profile's shard lock, when a delete starts. From then on reads
-    /// and deletes answer "not found", and a write that would re-create the id waits
-    /// for the delete to finish, so one id never has two profiles at once.
-    deleted: AtomicBool,
+    /// `PENDING` while the write creating it runs, `LIVE` once it has published, and
+    /// `DELETED` (set under the profile's shard lock) when a delete starts: from then
+    /// on reads and deletes answer "not found", and a write that would re-create the
+    /// id waits for the delete to finish, so one id never has two profiles at once.
+    state: AtomicU8,
     /// Email, phone, fields and subscriptions; `None` for a profile only ever named by
     /// id. Replaced whole by an import, read without a lock.
     data: ArcSwapOption<Normalized>,
 }
 
+const PENDING: u8 = 0;
+const LIVE: u8 = 1;
+const DELETED: u8 = 2;
+
 impl Profile {
+    /// Whether its delete has started.
     pub(crate) fn is_deleted(&self) -> bool {
-        self.deleted.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) == DELETED
+    }
+
+    /// Whether it is visible: its creating write has published, and no delete started.
+    pub(crate) fn is_live(&self) -> bool {
+        self.state.load(Ordering::Acquire) == LIVE
     }
 
     /// The profile's current data, if it was ever imported.
@@ -110,18 +128,19 @@ impl Directory {
 
     /// The live profile `id` of database `db`. Lock-free.
     pub(crate) fn get(&self, key: &ProfileKey) -> Option<Arc<Profile>> {
-        self.by_key
-            .pin()
-            .get(key)
-            .filter(|p| !p.is_deleted())
-            .cloned()
+        self.by_key.pin().get(key).filter(|p| p.is_live()).cloned()
     }
 
-    /// The profile `id` of database `db` for a writer: live, being deleted, or missing.
+    /// The profile `id` of database `db` for a writer holding its shard's lock: live,
+    /// being deleted, or missing. (A pending profile is only ever seen by the write
+    /// creating it, which holds the same lock until it is live or abandoned.)
     pub(crate) fn lookup(&self, key: &ProfileKey) -> Lookup {
         match self.by_key.pin().get(key) {
             Some(p) if p.is_deleted() => Lookup::Deleting,
-            Some(p) => Lookup::Live(Arc::clone(p)),
+            Some(p) => {
+                debug_assert!(p.is_live(), "a pending profile outside its write");
+                Lookup::Live(Arc::clone(p))
+            }
             None => Lookup::Missing,
         }
     }
@@ -133,7 +152,7 @@ impl Directory {
         key: &ProfileKey,
         guard: &'g impl seize::Guard,
     ) -> Option<&'g Arc<Profile>> {
-        self.by_key.get(key, guard).filter(|p| !p.is_deleted())
+        self.by_key.get(key, guard).filter(|p| p.is_live())
     }
 
     /// Number of profiles (those being deleted included).
@@ -141,7 +160,9 @@ impl Directory {
         self.by_key.len()
     }
 
-    /// Creates the profile; the caller holds its shard's lock and saw it missing.
+    /// Creates the profile, pending: no read finds it until [`activate`](Self::activate).
+    /// The caller holds its shard's lock, saw it missing, and activates or
+    /// [`abandon`](Self::abandon)s it before releasing the lock.
     pub(crate) fn create(&self, key: ProfileKey, xxh: u64) -> Result<Arc<Profile>, Error> {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
@@ -159,18 +180,36 @@ impl Directory {
             db: key.db,
             id: key.id.clone(),
             xxh,
-            deleted: AtomicBool::new(false),
+            state: AtomicU8::new(PENDING),
             data: ArcSwapOption::empty(),
         });
         self.by_key.pin().insert(key, Arc::clone(&profile));
         Ok(profile)
     }
 
+    /// Makes a created profile visible, with everything published for it so far.
+    pub(crate) fn activate(&self, profile: &Profile) {
+        debug_assert_eq!(profile.state.load(Ordering::Relaxed), PENDING);
+        profile.state.store(LIVE, Ordering::Release);
+    }
+
+    /// Undoes a [`create`](Self::create) whose write was refused (the log could not
+    /// take it): the profile was never visible; its id and slot are free again.
+    pub(crate) fn abandon(&self, profile: &Profile) {
+        debug_assert_eq!(profile.state.load(Ordering::Relaxed), PENDING);
+        self.unindex(profile);
+        self.forget(profile);
+    }
+
     /// Starts a delete: reads no longer find the profile (by id or by any index), and
     /// writes wait for the delete to end before they re-create its id. The caller holds
     /// the profile's shard lock.
-    pub(crate) fn unlink(&self, profile: &Arc<Profile>) {
-        profile.deleted.store(true, Ordering::Release);
+    pub(crate) fn unlink(&self, profile: &Profile) {
+        profile.state.store(DELETED, Ordering::Release);
+        self.unindex(profile);
+    }
+
+    fn unindex(&self, profile: &Profile) {
         if let Some(old) = profile.data.swap(None) {
             for key in old.keys(profile.db) {
                 self.index.remove(&key, profile);
@@ -224,8 +263,7 @@ impl Directory {
         let mut many = false;
         for posting in first.into_iter().chain(rarest) {
             posting.each(|p| {
-                let hit =
-                    !p.is_deleted() && p.data.load().as_ref().is_some_and(|d| d.matches(query));
+                let hit = p.is_live() && p.data.load().as_ref().is_some_and(|d| d.matches(query));
                 if hit {
                     match &found {
                         Some(f) if Arc::ptr_eq(f, p) => {}
@@ -246,6 +284,10 @@ impl Directory {
     /// created again and its slot reused.
     pub(crate) fn release(&self, profile: &Profile) {
         debug_assert!(profile.is_deleted());
+        self.forget(profile);
+    }
+
+    fn forget(&self, profile: &Profile) {
         self.by_key.pin().remove(&ProfileKey {
             db: profile.db,
             id: profile.id.clone(),
@@ -257,13 +299,27 @@ impl Directory {
             .push(profile.slot);
     }
 
-    /// Every live profile (for state sweeps in tests and snapshots).
+    /// Every live profile (for state sweeps in tests and tools).
     pub(crate) fn all(&self) -> Vec<Arc<Profile>> {
         self.by_key
             .pin()
             .values()
-            .filter(|p| !p.is_deleted())
+            .filter(|p| p.is_live())
             .cloned()
             .collect()
+    }
+
+    /// Every profile, live or being deleted, with its data (for a snapshot: the
+    /// caller holds every shard lock, so none is pending and none changes meanwhile).
+    pub(crate) fn freeze(&self) -> (Vec<(Arc<Profile>, Option<Arc<Normalized>>)>, Vec<u32>) {
+        let (mut live, mut deleting) = (Vec::with_capacity(self.len()), Vec::new());
+        for p in self.by_key.pin().values() {
+            if p.is_deleted() {
+                deleting.push(p.slot);
+            } else {
+                live.push((Arc::clone(p), p.data()));
+            }
+        }
+        (live, deleting)
     }
 }

@@ -111,7 +111,7 @@ impl Index {
     }
 
     /// Takes `profile` from under `key`.
-    pub(crate) fn remove(&self, key: &IndexKey, profile: &Arc<Profile>) {
+    pub(crate) fn remove(&self, key: &IndexKey, profile: &Profile) {
         let _serial = self.stripe(key).lock().unwrap_or_else(|e| e.into_inner());
         let map = self.map.pin();
         match map.get(key) {
@@ -126,7 +126,7 @@ impl Index {
             Some(Posting::Small(list)) => {
                 let v: Vec<Arc<Profile>> = list
                     .iter()
-                    .filter(|p| !Arc::ptr_eq(p, profile))
+                    .filter(|p| !std::ptr::eq(&***p, profile))
                     .cloned()
                     .collect();
                 if v.is_empty() {

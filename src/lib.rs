@@ -127,8 +127,8 @@ pub use engine::{
     Row,
 };
 pub use error::Error;
-pub use persist::SyncPolicy;
 pub use persist::snapshot::SnapshotStats;
+pub use persist::{Skipped, SyncPolicy};
 pub use profile_data::{
     Channel, FieldValue, MAX_PROFILE_ITEMS, MAX_TEXT_LEN, Match, ProfileData, Subscription,
 };

@@ -5,7 +5,8 @@ use crate::error::Error;
 
 /// Most custom fields, subscriptions, or tags in one field, per profile.
 pub const MAX_PROFILE_ITEMS: usize = 64;
-/// Longest email, phone, field name, field value or tag, in bytes.
+/// Longest email, phone, field name, field value or tag, in bytes, as stored (after
+/// normalisation: trimmed, and for emails lowercased, which can lengthen a text).
 pub const MAX_TEXT_LEN: usize = 256;
 
 /// A subscription's channel.
@@ -140,11 +141,28 @@ fn invalid(reason: String) -> Error {
     Error::InvalidProfileData { reason }
 }
 
-fn check_len(what: &str, text: &str) -> Result<(), Error> {
-    if text.len() > MAX_TEXT_LEN {
+/// `text` for an error message: whole when short, else its start.
+fn shown(text: &str) -> String {
+    const SHOWN: usize = 64;
+    if text.len() <= SHOWN {
+        return format!("{text:?}");
+    }
+    let mut end = SHOWN;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &text[..end], text.len())
+}
+
+/// Checks the stored form of a text: the limit applies to what is kept (and so to
+/// what the log, a snapshot and their replay see), never to the raw input, whose
+/// normalisation can lengthen it (`Ⱥ` is 2 bytes, its lowercase `ⱥ` 3).
+fn check_len(what: &str, stored: &str) -> Result<(), Error> {
+    if stored.len() > MAX_TEXT_LEN {
         return Err(invalid(format!(
-            "{what} must be at most {MAX_TEXT_LEN} bytes, got {}",
-            text.len()
+            "{what} must be at most {MAX_TEXT_LEN} bytes once normalised, got {} bytes: {}",
+            stored.len(),
+            shown(stored)
         )));
     }
     Ok(())
@@ -152,8 +170,8 @@ fn check_len(what: &str, text: &str) -> Result<(), Error> {
 
 /// Trimmed and lowercased; must look like `local@domain`.
 pub(crate) fn normalize_email(email: &str) -> Result<Box<str>, Error> {
-    check_len("an email", email)?;
     let e = email.trim().to_lowercase();
+    check_len("an email", &e)?;
     let ok = match e.split_once('@') {
         Some((local, domain)) => {
             !local.is_empty()
@@ -164,14 +182,13 @@ pub(crate) fn normalize_email(email: &str) -> Result<Box<str>, Error> {
         None => false,
     };
     if !ok {
-        return Err(invalid(format!("{email:?} is not an email address")));
+        return Err(invalid(format!("{} is not an email address", shown(email))));
     }
     Ok(e.into())
 }
 
 /// `+` and the digits; spaces, `-`, `(`, `)` and `.` are ignored; 1 to 15 digits.
 pub(crate) fn normalize_phone(phone: &str) -> Result<Box<str>, Error> {
-    check_len("a phone", phone)?;
     let trimmed = phone.trim();
     let body = trimmed.strip_prefix('+').unwrap_or(trimmed);
     let mut out = String::with_capacity(16);
@@ -182,14 +199,19 @@ pub(crate) fn normalize_phone(phone: &str) -> Result<Box<str>, Error> {
             ' ' | '-' | '(' | ')' | '.' => {}
             _ => {
                 return Err(invalid(format!(
-                    "{phone:?} is not a phone number (digits, spaces and + - ( ) . only)"
+                    "{} is not a phone number (digits, spaces and + - ( ) . only)",
+                    shown(phone)
                 )));
             }
+        }
+        if out.len() > 16 {
+            break; // too many digits already: no need to read the rest
         }
     }
     if !(2..=16).contains(&out.len()) {
         return Err(invalid(format!(
-            "{phone:?} is not a phone number (1 to 15 digits)"
+            "{} is not a phone number (1 to 15 digits)",
+            shown(phone)
         )));
     }
     Ok(out.into())
@@ -197,8 +219,8 @@ pub(crate) fn normalize_phone(phone: &str) -> Result<Box<str>, Error> {
 
 /// A field name or text value: trimmed, non-empty (names), bounded.
 fn normalize_text(what: &str, text: &str, allow_empty: bool) -> Result<Box<str>, Error> {
-    check_len(what, text)?;
     let t = text.trim();
+    check_len(what, t)?;
     if t.is_empty() && !allow_empty {
         return Err(invalid(format!("{what} must not be empty")));
     }

@@ -152,7 +152,11 @@ impl PropSpec {
 ///     .prop("Subscriber", PropSpec::bool());
 /// assert_eq!(seed.rel_id(), 3);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Two definitions are equal when they have the same ids and the same properties,
+/// whatever the order the properties were listed in (JSON objects are unordered); the
+/// order given is kept for display.
+#[derive(Debug, Clone)]
 pub struct RelationType {
     rel_id: u32,
     db_a: u32,
@@ -203,6 +207,21 @@ impl RelationType {
         self.props.iter().map(|(name, spec)| (name.as_str(), *spec))
     }
 }
+
+impl PartialEq for RelationType {
+    fn eq(&self, other: &Self) -> bool {
+        fn sorted(d: &RelationType) -> Vec<(&str, PropSpec)> {
+            let mut props: Vec<(&str, PropSpec)> = d.props().collect();
+            props.sort_by(|x, y| x.0.cmp(y.0));
+            props
+        }
+        (self.rel_id, self.db_a, self.db_b) == (other.rel_id, other.db_a, other.db_b)
+            && self.props.len() == other.props.len()
+            && sorted(self) == sorted(other)
+    }
+}
+
+impl Eq for RelationType {}
 
 /// One property of a compiled schema.
 #[derive(Debug)]
@@ -342,7 +361,8 @@ impl Schema {
         Ok(out)
     }
 
-    /// Two definitions are the same schema when every field matches.
+    /// Two definitions are the same schema when their ids and their sets of properties
+    /// match (see [`RelationType`]'s `PartialEq`).
     pub(crate) fn same_as(&self, def: &RelationType) -> bool {
         &self.def == def
     }
@@ -412,6 +432,26 @@ mod tests {
             s.resolve(&[("Like", Value::Int(1)), ("Like", Value::Int(2))]),
             Err(Error::DuplicateProperty { .. })
         ));
+    }
+
+    /// Postmortem: `relations/define` with the same properties in another key order
+    /// answered 412 "different schema"; schemas now compare as sets.
+    #[test]
+    fn schemas_compare_as_sets_of_properties() {
+        let one = RelationType::new(3, 1, 2)
+            .prop("Donate", PropSpec::int().top(10))
+            .prop("Like", PropSpec::int().sum());
+        let other = RelationType::new(3, 1, 2)
+            .prop("Like", PropSpec::int().sum())
+            .prop("Donate", PropSpec::int().top(10));
+        assert_eq!(one, other);
+        assert!(Schema::compile(one.clone()).unwrap().same_as(&other));
+        let changed = RelationType::new(3, 1, 2)
+            .prop("Like", PropSpec::int())
+            .prop("Donate", PropSpec::int().top(10));
+        assert_ne!(one, changed);
+        let fewer = RelationType::new(3, 1, 2).prop("Like", PropSpec::int().sum());
+        assert_ne!(one, fewer);
     }
 
     #[test]

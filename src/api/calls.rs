@@ -20,6 +20,21 @@ struct Fields {
     fields: Vec<(String, Option<Json>)>,
 }
 
+/// How a value was written, for an error text that names what was given.
+fn given(v: &Json) -> String {
+    match v {
+        Json::Int(i) => format!("the integer {i}"),
+        Json::BigInt(t) => format!("the integer {t}"),
+        Json::Float(x) => {
+            let mut s = String::from("the float ");
+            json::write_f64(&mut s, *x);
+            s
+        }
+        Json::Str(s) if s.len() <= 64 => format!("the string {s:?}"),
+        other => other.kind().to_owned(),
+    }
+}
+
 impl Fields {
     fn of(what: &'static str, value: Json) -> Result<Fields, Fail> {
         match value {
@@ -44,12 +59,12 @@ impl Fields {
 
     fn u32(&mut self, name: &str) -> Result<Option<u32>, Fail> {
         self.take(name)
-            .map(|v| {
-                match v {
-                    Json::Int(i) => u32::try_from(i).ok(),
-                    _ => None,
-                }
-                .ok_or_else(|| Fail::bad(format!("{name} must be an integer from 0 to 4294967295")))
+            .map(|v| match v {
+                Json::Int(i) if u32::try_from(i).is_ok() => Ok(i as u32),
+                other => Err(Fail::bad(format!(
+                    "{name} must be an integer from 0 to 4294967295, got {}",
+                    given(&other)
+                ))),
             })
             .transpose()
     }
@@ -63,7 +78,12 @@ impl Fields {
         match self.take(name) {
             None => Ok(default),
             Some(Json::Int(i)) if i >= 0 => Ok(usize::try_from(i).unwrap_or(usize::MAX)),
-            Some(_) => Err(Fail::bad(format!("{name} must be a non-negative integer"))),
+            // Beyond i64 but not negative: past any end, as a huge skip or limit is.
+            Some(Json::BigInt(t)) if !t.starts_with('-') => Ok(usize::MAX),
+            Some(other) => Err(Fail::bad(format!(
+                "{name} must be a non-negative integer, got {}",
+                given(&other)
+            ))),
         }
     }
 
@@ -130,7 +150,7 @@ impl Who {
             None => None,
             Some(Json::Str(s)) => Some(s),
             Some(Json::Int(i)) => Some(i.to_string()),
-            Some(Json::BigInt(i)) => Some(i.to_string()),
+            Some(Json::BigInt(t)) => Some(t.into()),
             Some(other) => {
                 return Err(Fail::bad(format!(
                     "field_value must be a string or an integer, got {}",
@@ -155,6 +175,11 @@ impl Who {
             None if profile_id.is_some() => Mode::ProfileId,
             None => Mode::Phone,
         };
+        if resource_id.is_some() && !matches!(mode, Mode::Email | Mode::Phone) {
+            return Err(Fail::bad(
+                "resource_id narrows email and phone matching only; it cannot be given with matching email_profile, profile_id or custom",
+            ));
+        }
         let who = Who {
             mode,
             email,
@@ -219,8 +244,11 @@ impl Who {
     }
 }
 
-/// The weights of a write, typed from their JSON form.
-fn weights(f: &mut Fields) -> Result<Vec<(String, Value)>, Fail> {
+/// The weights of a write, typed from their JSON form. An integer is an integer
+/// whatever its size: within `i64` it is `Value::Int` (which a float property takes as
+/// a float); beyond, a float property takes it as the double nearest it, and any
+/// other property refuses it by name (the schema of `rel_id` says which is which).
+fn weights(api: &Api, rel_id: u32, f: &mut Fields) -> Result<Vec<(String, Value)>, Fail> {
     let Some(w) = f.take("weights") else {
         return Ok(Vec::new());
     };
@@ -242,10 +270,26 @@ fn weights(f: &mut Fields) -> Result<Vec<(String, Value)>, Fail> {
                 Json::Int(i) => Value::Int(i),
                 Json::Float(x) => Value::Float(x),
                 Json::Bool(b) => Value::Bool(b),
-                Json::BigInt(_) => {
-                    return Err(Fail::bad(format!(
-                        "property {name}: integer out of the int64 range"
-                    )));
+                Json::BigInt(t) => {
+                    let kind = api
+                        .engine
+                        .relation_type(rel_id)
+                        .and_then(|def| def.props().find(|(n, _)| *n == name).map(|(_, s)| s.kind()));
+                    match kind {
+                        // The nearest double; beyond the float range it is refused by
+                        // the engine as any other too large float ("within +/-2^960").
+                        Some(PropKind::Float) => {
+                            let x = t.parse::<f64>().unwrap_or(f64::MAX);
+                            Value::Float(if x.is_finite() { x } else { f64::MAX.copysign(x) })
+                        }
+                        Some(kind) => {
+                            return Err(Fail::bad(format!(
+                                "property {name} is {kind}, got the integer {t}, outside the int64 range"
+                            )));
+                        }
+                        // Unknown relation or property: the engine names which.
+                        None => Value::Int(0),
+                    }
                 }
                 other => {
                     return Err(Fail::bad(format!(
@@ -293,13 +337,8 @@ pub(super) fn serve(
             CALLS.join(", ")
         )));
     }
-    if json::depth(body, limits.max_depth) > limits.max_depth {
-        return Err(Fail::bad(format!(
-            "JSON nested deeper than {} levels",
-            limits.max_depth
-        )));
-    }
-    let mut f = Fields::of("the request body", json::parse(body).map_err(Fail::bad)?)?;
+    let body = json::parse(body, limits.max_depth).map_err(|e| Fail::bad(e.to_string()))?;
+    let mut f = Fields::of("the request body", body)?;
     let token = match f.string("token")? {
         Some(t) => t,
         None => match authorization {
@@ -360,7 +399,7 @@ fn write(api: &Api, scope: &TokenScope, call: &str, mut f: Fields) -> Result<Str
     allow(scope, rel_id, true)?;
     let a = Who::of_field(&mut f, "profile_a")?;
     let b = Who::of_field(&mut f, "profile_b")?;
-    let w = weights(&mut f)?;
+    let w = weights(api, rel_id, &mut f)?;
     f.finish()?;
     let (a, b) = (a.as_match()?, b.as_match()?);
     match call {
@@ -459,6 +498,8 @@ fn profile(f: &mut Fields, default_db: Option<u32>) -> Result<(u32, String, Prof
                 let value = match v {
                     Json::Str(s) => FieldValue::Text(s),
                     Json::Int(i) => FieldValue::Int(i),
+                    // Compared as text like every field: the digits as written.
+                    Json::BigInt(t) => FieldValue::Text(t.into()),
                     Json::Arr(tags) => FieldValue::Tags(
                         tags.into_iter()
                             .map(|t| match t {

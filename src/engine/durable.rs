@@ -9,8 +9,8 @@ use super::{Engine, EngineBuilder};
 use crate::error::Error;
 use crate::persist::log::{self, Log, Record};
 use crate::persist::snapshot::{self, Frozen, SnapshotStats};
-use crate::persist::{SyncPolicy, snapshot_path, storage};
-use crate::profile_data::{Normalized, ProfileData};
+use crate::persist::{Skipped, SyncPolicy, snapshot_path, storage};
+use crate::profile_data::ProfileData;
 use crate::schema::Value;
 
 impl EngineBuilder {
@@ -18,10 +18,16 @@ impl EngineBuilder {
     /// snapshot, then every write logged after it; from then on every accepted write is
     /// logged there under `sync`. A torn last log record (a crash mid-write) is dropped.
     ///
+    /// A record that decodes but that this version refuses (one an earlier version
+    /// accepted, such as data past a limit it checked differently) never stops the
+    /// open: it is skipped and listed by [`Engine::recovery_skipped`], with its file
+    /// and position.
+    ///
     /// # Errors
     ///
     /// [`Error::Storage`] when the directory cannot be read or written, or a snapshot or
-    /// log is corrupted, truncated (but for a torn last record) or not relcount's.
+    /// log is corrupted, truncated (but for a torn last record), missing from the
+    /// sequence, or not relcount's.
     ///
     /// # Examples
     ///
@@ -66,13 +72,24 @@ impl EngineBuilder {
         }
         let engine = self.build();
         let snap = snapshot_path(dir);
+        remove_stale_tmp(dir, &snap)?;
+        let mut skipped = Vec::new();
         let next_seq = if snap.exists() {
-            snapshot::load(&engine, &snap)?.0
+            let mut skip = |offset, record, reason| {
+                skipped.push(Skipped {
+                    file: snap.clone(),
+                    offset,
+                    record,
+                    reason,
+                });
+            };
+            snapshot::load(&engine, &snap, &mut skip)?.0
         } else {
             0
         };
         let seqs = log::log_seqs(dir)?;
         let mut current = next_seq;
+        let mut expected = next_seq;
         for (i, &seq) in seqs.iter().enumerate() {
             let path = log::log_path(dir, seq);
             if seq < next_seq {
@@ -80,6 +97,14 @@ impl EngineBuilder {
                 std::fs::remove_file(&path).map_err(|e| storage(path.display(), e))?;
                 continue;
             }
+            if seq != expected {
+                // Writes acknowledged in the missing log would be lost without a word.
+                return Err(storage(
+                    log::log_path(dir, expected).display(),
+                    "missing: the logs after the snapshot must follow one another",
+                ));
+            }
+            expected = seq + 1;
             let (records, good_len, torn) = log::read_log(&path)?;
             if torn {
                 if i + 1 != seqs.len() {
@@ -90,20 +115,51 @@ impl EngineBuilder {
                 }
                 log::truncate(&path, good_len)?;
             }
-            for (n, record) in records.into_iter().enumerate() {
-                engine.replay(record).map_err(|e| Error::Storage {
-                    reason: format!("{}: record {n} refused on replay: {e}", path.display()),
-                })?;
+            for (n, (offset, record)) in records.into_iter().enumerate() {
+                if let Err(e) = engine.replay(record) {
+                    skipped.push(Skipped {
+                        file: path.clone(),
+                        offset,
+                        record: n as u64,
+                        reason: e.to_string(),
+                    });
+                }
             }
             current = seq;
         }
+        *engine.skipped.lock().unwrap_or_else(|e| e.into_inner()) = skipped;
         let _ = engine.log.set(Log::open(dir, current, sync, lock)?);
         let _ = engine.data_dir.set(dir.to_path_buf());
         Ok(engine)
     }
 }
 
+/// Removes the temporary files of snapshots that a crash interrupted.
+fn remove_stale_tmp(dir: &Path, snap: &Path) -> Result<(), Error> {
+    let prefix = snapshot::tmp_prefix(snap);
+    for entry in std::fs::read_dir(dir).map_err(|e| storage(dir.display(), e))? {
+        let entry = entry.map_err(|e| storage(dir.display(), e))?;
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(|e| storage(path.display(), e))?;
+        }
+    }
+    Ok(())
+}
+
 impl Engine {
+    /// The records recovery skipped because this version refuses them (see
+    /// [`EngineBuilder::open`]): empty unless a data directory or snapshot written by
+    /// an earlier version holds something this one no longer accepts. A host should
+    /// log them.
+    #[must_use]
+    pub fn recovery_skipped(&self) -> Vec<Skipped> {
+        self.skipped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Appends `record` to the write log, if the engine has one. Called by every write
     /// after validation and before it changes anything, with its locks held.
     pub(super) fn log(&self, record: impl FnOnce() -> Record) -> Result<(), Error> {
@@ -146,7 +202,8 @@ impl Engine {
                 let named = self.name(db, id)?;
                 let _shard = self.shards.lock(named.shard);
                 if self.directory.get(&named.key).is_none() {
-                    self.directory.create(named.key, named.hash)?;
+                    let profile = self.directory.create(named.key, named.hash)?;
+                    self.directory.activate(&profile);
                 }
                 Ok(())
             }
@@ -154,8 +211,11 @@ impl Engine {
     }
 
     /// Everything at one point in time: define is held, every shard is locked (in
-    /// ascending order), the log is rotated if `rotate`; then all is released and the
-    /// immutable snapshots taken are encoded without any lock.
+    /// ascending order), the log is rotated if `rotate`, and the immutable pieces of
+    /// the state are collected (reference counts: the profiles with their data, the
+    /// slots of profiles being deleted, every target's published counters); then all
+    /// is released, and the pieces are encoded without any lock. What the snapshot
+    /// holds is decided by what was collected, never by anything read later.
     fn freeze(&self, rotate: bool) -> Result<Frozen, Error> {
         let _define = self.define_lock.lock().unwrap_or_else(|e| e.into_inner());
         let shards: Vec<_> = (0..self.shards.count())
@@ -167,15 +227,7 @@ impl Engine {
         };
         let mut schemas: Vec<_> = self.schemas.pin().values().map(|s| s.def.clone()).collect();
         schemas.sort_by_key(|d| d.rel_id());
-        let profiles = self
-            .directory
-            .all()
-            .into_iter()
-            .map(|p| {
-                let data = p.data().map(|d: Arc<Normalized>| d.to_data());
-                (p.db, p.id.to_string(), data)
-            })
-            .collect();
+        let (profiles, deleting) = self.directory.freeze();
         let targets = shards
             .iter()
             .flat_map(|s| s.targets.values().map(|t| Arc::clone(t.view())))
@@ -184,6 +236,7 @@ impl Engine {
         Ok(Frozen {
             schemas,
             profiles,
+            deleting: deleting.into_iter().collect(),
             targets,
             next_seq,
         })
@@ -198,11 +251,17 @@ impl Engine {
     ///
     /// [`Error::Storage`] when the file cannot be written.
     pub fn save_snapshot(&self, path: impl AsRef<Path>) -> Result<SnapshotStats, Error> {
+        let _serial = self.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner());
         snapshot::write(&self.freeze(false)?, path.as_ref())
     }
 
     /// Snapshots a durable engine into its data directory and deletes the logs the
     /// snapshot covers (the log restarts at the snapshot's point in time).
+    ///
+    /// Compactions and snapshot saves of one engine run one at a time (a second call
+    /// waits for the first), so a snapshot never replaces a newer one and a log is
+    /// deleted only once a snapshot covering it is in place. Writers keep running
+    /// meanwhile, but for the moment the point in time is taken.
     ///
     /// # Errors
     ///
@@ -214,6 +273,7 @@ impl Engine {
             .get()
             .cloned()
             .ok_or_else(|| storage("compact", "the engine has no data directory"))?;
+        let _serial = self.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner());
         let frozen = self.freeze(true)?;
         let stats = snapshot::write(&frozen, &snapshot_path(&dir))?;
         for seq in log::log_seqs(&dir)? {
@@ -234,7 +294,17 @@ impl Engine {
     /// more than the file's size on any input.
     pub fn load_snapshot(path: impl AsRef<Path>) -> Result<Engine, Error> {
         let engine = Engine::new();
-        snapshot::load(&engine, path.as_ref())?;
+        let path = path.as_ref();
+        let mut skipped = Vec::new();
+        snapshot::load(&engine, path, &mut |offset, record, reason| {
+            skipped.push(Skipped {
+                file: path.to_path_buf(),
+                offset,
+                record,
+                reason,
+            });
+        })?;
+        *engine.skipped.lock().unwrap_or_else(|e| e.into_inner()) = skipped;
         Ok(engine)
     }
 
@@ -246,14 +316,19 @@ impl Engine {
     /// As [`load_snapshot`](Self::load_snapshot).
     pub fn load_snapshot_bytes(bytes: &[u8]) -> Result<Engine, Error> {
         let engine = Engine::new();
-        snapshot::load_bytes(&engine, bytes).map_err(|e| match e {
-            snapshot::Loaded::Corrupt(c) => Error::Storage {
-                reason: format!("corrupted snapshot: {}", c.0),
-            },
-            snapshot::Loaded::Engine(e) => Error::Storage {
-                reason: format!("snapshot refused by the engine: {e}"),
-            },
+        let mut skipped = Vec::new();
+        snapshot::load_bytes(&engine, bytes, &mut |offset, record, reason| {
+            skipped.push(Skipped {
+                file: PathBuf::new(),
+                offset,
+                record,
+                reason,
+            });
+        })
+        .map_err(|c| Error::Storage {
+            reason: format!("corrupted snapshot: {}", c.0),
         })?;
+        *engine.skipped.lock().unwrap_or_else(|e| e.into_inner()) = skipped;
         Ok(engine)
     }
 

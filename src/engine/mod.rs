@@ -69,6 +69,10 @@ pub struct Engine {
     /// The write log, once the engine was opened on a data directory.
     log: std::sync::OnceLock<crate::persist::log::Log>,
     data_dir: std::sync::OnceLock<std::path::PathBuf>,
+    /// Serialises snapshot saves and compactions.
+    snapshot_lock: Mutex<()>,
+    /// What recovery skipped (see [`Engine::recovery_skipped`]).
+    skipped: Mutex<Vec<crate::persist::Skipped>>,
 }
 
 /// Settings of an [`Engine`]; start from [`Engine::builder`].
@@ -142,6 +146,8 @@ impl EngineBuilder {
             resolver: self.resolver,
             log: std::sync::OnceLock::new(),
             data_dir: std::sync::OnceLock::new(),
+            snapshot_lock: Mutex::new(()),
+            skipped: Mutex::new(Vec::new()),
         }
     }
 }

@@ -156,16 +156,26 @@ impl Engine {
                 }
                 found => found,
             };
-            self.log(|| LogRecord::Import {
+            let (profile, new) = match found.live() {
+                Some(profile) => (profile, false),
+                None => (self.directory.create(named.key.clone(), named.hash)?, true),
+            };
+            let logged = self.log(|| LogRecord::Import {
                 db: named.key.db,
                 id: named.key.id.to_string(),
                 data: data.to_data(),
-            })?;
-            let profile = match found.live() {
-                Some(p) => p,
-                None => self.directory.create(named.key.clone(), named.hash)?,
-            };
+            });
+            if let Err(e) = logged {
+                if new {
+                    self.directory.abandon(&profile);
+                }
+                return Err(e);
+            }
             self.directory.set_data(&profile, data);
+            if new {
+                // Visible by id and by its data at once.
+                self.directory.activate(&profile);
+            }
             return Ok(());
         }
     }

@@ -37,27 +37,35 @@ impl Engine {
                     .directory
                     .get_in(&a.key, &guard)
                     .ok_or_else(|| Self::not_found(&a))?;
-                self.view_of(schema, profile, &guard)
+                self.view_of(schema, profile, &guard)?
             }
             m => {
                 let profile = self.find_profile(schema.db_a(), &m, &guard)?;
-                self.view_of(schema, &profile, &guard)
+                self.view_of(schema, &profile, &guard)?
             }
         };
         Ok(Counter::new(view))
     }
 
+    /// The published counters of a profile found live. With none published, the
+    /// profile has no relation, or its delete removed them after it was found (or
+    /// freed its slot for another profile, whose counters these are not): a deleted
+    /// profile answers "not found", never counters it did not have. (A delete marks
+    /// the profile before it removes any counter, so a reader that sees them removed
+    /// sees the mark.)
     fn view_of(
         &self,
         schema: &Arc<Schema>,
         profile: &Arc<Profile>,
         guard: &impl seize::Guard,
-    ) -> Arc<View> {
+    ) -> Result<Arc<View>, Error> {
         match self.views.get(&(schema.rel_id(), profile.slot), guard) {
-            // The slot may have been reused if the profile was deleted meanwhile; a view
-            // of another profile is not this one's.
-            Some(view) if Arc::ptr_eq(&view.profile, profile) => Arc::clone(view),
-            _ => Arc::new(View::empty(schema, profile)),
+            Some(view) if Arc::ptr_eq(&view.profile, profile) => Ok(Arc::clone(view)),
+            _ if profile.is_deleted() => Err(Error::ProfileNotFound {
+                db_id: profile.db,
+                profile_id: profile.id.to_string(),
+            }),
+            _ => Ok(Arc::new(View::empty(schema, profile))),
         }
     }
 

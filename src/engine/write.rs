@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use super::Engine;
 use crate::accum::counter::View;
 use crate::accum::target::Target;
@@ -125,9 +127,32 @@ impl Engine {
                 return Err(Self::not_found(named));
             }
         }
+        // Missing profiles are created pending: found by no read until the relation
+        // that creates them is published with them (see `directory`).
+        let mut created: SmallVec<[Arc<Profile>; 2]> = SmallVec::new();
+        let pa = match found_a {
+            Some(p) => p,
+            None => {
+                let p = self.directory.create(a.key.clone(), a.hash)?;
+                created.push(Arc::clone(&p));
+                p
+            }
+        };
+        let pb = match found_b {
+            Some(p) => p,
+            // A relation from a profile to itself (one database on both ends).
+            None if b.key == a.key => Arc::clone(&pa),
+            None => match self.directory.create(b.key.clone(), b.hash) {
+                Ok(p) => {
+                    created.push(Arc::clone(&p));
+                    p
+                }
+                Err(e) => return Err(self.abandon(&created, e)),
+            },
+        };
         // Everything is validated: log it before anything changes (a write the log
         // cannot take is refused), then apply. Profiles are logged by id.
-        self.log(|| LogRecord::Write {
+        let logged = self.log(|| LogRecord::Write {
             kind: match kind {
                 WriteKind::Attach => 0,
                 WriteKind::Strengthen => 1,
@@ -137,15 +162,10 @@ impl Engine {
             a: a.key.id.to_string(),
             b: b.key.id.to_string(),
             weights: Self::owned_weights(weights),
-        })?;
-        let pa = match found_a {
-            Some(p) => p,
-            None => self.directory.create(a.key.clone(), a.hash)?,
-        };
-        let pb = match found_b.or_else(|| self.directory.get(&b.key)) {
-            Some(p) => p,
-            None => self.directory.create(b.key.clone(), b.hash)?,
-        };
+        });
+        if let Err(e) = logged {
+            return Err(self.abandon(&created, e));
+        }
         self.apply(
             &mut locked,
             &schema,
@@ -153,7 +173,18 @@ impl Engine {
             (&pb, b.shard),
             Some(record),
         );
+        for p in &created {
+            self.directory.activate(p);
+        }
         Ok(())
+    }
+
+    /// Undoes the creation of profiles whose write was refused; returns `e`.
+    fn abandon(&self, created: &[Arc<Profile>], e: Error) -> Error {
+        for p in created {
+            self.directory.abandon(p);
+        }
+        e
     }
 
     /// Removes the relation from `profile_b` to `profile_a`.

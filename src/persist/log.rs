@@ -150,9 +150,9 @@ pub(crate) fn log_seqs(dir: &Path) -> Result<Vec<u64>, Error> {
     Ok(seqs)
 }
 
-/// Reads every whole record of a log. A torn or corrupted tail ends the log: its
-/// offset is returned so the caller can cut it off.
-pub(crate) fn read_log(path: &Path) -> Result<(Vec<Record>, u64, bool), Error> {
+/// Reads every whole record of a log, each with its byte offset. A torn or corrupted
+/// tail ends the log: its offset is returned so the caller can cut it off.
+pub(crate) fn read_log(path: &Path) -> Result<(Vec<(u64, Record)>, u64, bool), Error> {
     let bytes = std::fs::read(path).map_err(|e| storage(path.display(), e))?;
     let mut records = Vec::new();
     let mut d = Dec::new(&bytes);
@@ -174,7 +174,7 @@ pub(crate) fn read_log(path: &Path) -> Result<(Vec<Record>, u64, bool), Error> {
             Record::decode(payload)
         })();
         match whole {
-            Ok(r) => records.push(r),
+            Ok(r) => records.push((start as u64, r)),
             Err(_) => return Ok((records, start as u64, true)),
         }
     }

@@ -50,6 +50,36 @@ impl SyncPolicy {
     }
 }
 
+/// A record that recovery could not apply, and skipped: one that an earlier version
+/// acknowledged and this version refuses. Recovery never refuses to start over such
+/// a record; it reports it here (see [`Engine::recovery_skipped`]) with where it is.
+///
+/// [`Engine::recovery_skipped`]: crate::Engine::recovery_skipped
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The log or snapshot file it is in (empty for a snapshot loaded from bytes).
+    pub file: PathBuf,
+    /// Its byte offset in that file.
+    pub offset: u64,
+    /// Its position among the file's records, from 0.
+    pub record: u64,
+    /// What it was, and why this version refuses it.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: record {} at byte {} skipped: {}",
+            self.file.display(),
+            self.record,
+            self.offset,
+            self.reason
+        )
+    }
+}
+
 pub(crate) fn storage(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
     Error::Storage {
         reason: format!("{what}: {e}"),

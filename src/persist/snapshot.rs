@@ -3,24 +3,35 @@
 //! XXH64 of everything before it.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::codec::{Corrupt, Dec, Enc};
 use super::{storage, sync_dir};
 use crate::accum::counter::View;
+use crate::directory::Profile;
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::profile_data::ProfileData;
+use crate::profile_data::Normalized;
 use crate::schema::{RelationType, Value};
 
 const MAGIC: &[u8; 8] = b"RELCSNAP";
 const VERSION: u32 = 1;
 
-/// The engine's state at one point in time, taken under every shard lock.
+/// The engine's state at one point in time: immutable pieces collected under every
+/// shard lock (reference counts only, no copying), encoded after the locks are gone.
+/// Everything that decides what the snapshot holds is fixed at that point: a profile
+/// whose delete started before it is left out with all its relations (the state once
+/// that delete ends, as its log record is before the point); deletes that start later
+/// change nothing here.
 pub(crate) struct Frozen {
     pub(crate) schemas: Vec<RelationType>,
-    pub(crate) profiles: Vec<(u32, String, Option<ProfileData>)>,
+    /// Live profiles and their data at the point.
+    pub(crate) profiles: Vec<(Arc<Profile>, Option<Arc<Normalized>>)>,
+    /// Slots of the profiles whose delete was under way at the point (unique among
+    /// the profiles the targets below refer to, which all existed then).
+    pub(crate) deleting: hashbrown::HashSet<u32>,
     pub(crate) targets: Vec<Arc<View>>,
     /// The first log the snapshot does not cover.
     pub(crate) next_seq: u64,
@@ -50,25 +61,24 @@ fn encode(f: &Frozen) -> (Vec<u8>, SnapshotStats) {
         e.relation_type(def);
         stats.relation_types += 1;
     }
-    for (db, id, data) in &f.profiles {
+    for (profile, data) in &f.profiles {
         e.u8(2);
-        e.u32(*db);
-        e.str(id);
+        e.u32(profile.db);
+        e.str(&profile.id.as_str());
         match data {
             Some(d) => {
                 e.u8(1);
-                e.profile_data(d);
+                e.profile_data(&d.to_data());
             }
             None => e.u8(0),
         }
         stats.profiles += 1;
     }
+    let gone = |p: &Profile| f.deleting.contains(&p.slot);
     for view in &f.targets {
         let schema = &view.schema;
-        // A profile whose delete is under way is gone from the snapshot, and so are
-        // its relations: the state is the one after that delete.
-        let rels: Vec<_> = view.rels.iter().filter(|r| !r.b.is_deleted()).collect();
-        if view.profile.is_deleted() || rels.is_empty() {
+        let rels: Vec<_> = view.rels.iter().filter(|r| !gone(&r.b)).collect();
+        if gone(&view.profile) || rels.is_empty() {
             continue;
         }
         e.u8(3);
@@ -95,17 +105,36 @@ fn encode(f: &Frozen) -> (Vec<u8>, SnapshotStats) {
     (e.buf, stats)
 }
 
+/// The prefix of every temporary file a snapshot of `path` is written to first.
+pub(crate) fn tmp_prefix(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map_or_else(|| "snapshot".into(), |n| n.to_string_lossy().into_owned());
+    format!("{name}.tmp.")
+}
+
+/// A temporary file of its own for a snapshot of `path`: unique per process and
+/// call, so two writers never share one (the engine serialises its own snapshot
+/// writes; this keeps other writers of the same path apart too).
+fn tmp_path(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!("{}{}.{n}", tmp_prefix(path), std::process::id()))
+}
+
 /// Writes `frozen` to `path` crash-safely: a temporary file, fsync, rename, fsync of
 /// the directory.
 pub(crate) fn write(frozen: &Frozen, path: &Path) -> Result<SnapshotStats, Error> {
     let (bytes, stats) = encode(frozen);
-    let tmp = path.with_extension("bin.tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(|e| storage(tmp.display(), e))?;
-    file.write_all(&bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| storage(tmp.display(), e))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| storage(path.display(), e))?;
+    let tmp = tmp_path(path);
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        file.write_all(&bytes)?;
+        file.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(storage(path.display(), e));
+    }
     if let Some(dir) = path.parent() {
         sync_dir(if dir.as_os_str().is_empty() {
             Path::new(".")
@@ -123,36 +152,25 @@ fn corrupt(path: &Path, c: Corrupt) -> Error {
 }
 
 /// Loads the snapshot at `path` into `engine` (empty, without a log); returns the
-/// first log sequence number it does not cover.
-pub(crate) fn load(engine: &Engine, path: &Path) -> Result<(u64, SnapshotStats), Error> {
+/// first log sequence number it does not cover. Entries the engine refuses are
+/// skipped and reported to `skip` (byte offset, ordinal, reason).
+pub(crate) fn load(
+    engine: &Engine,
+    path: &Path,
+    skip: &mut dyn FnMut(u64, u64, String),
+) -> Result<(u64, SnapshotStats), Error> {
     let bytes = std::fs::read(path).map_err(|e| storage(path.display(), e))?;
-    load_bytes(engine, &bytes).map_err(|e| match e {
-        Loaded::Corrupt(c) => corrupt(path, c),
-        Loaded::Engine(e) => Error::Storage {
-            reason: format!("{}: snapshot refused by the engine: {e}", path.display()),
-        },
-    })
+    load_bytes(engine, &bytes, skip).map_err(|c| corrupt(path, c))
 }
 
-pub(crate) enum Loaded {
-    Corrupt(Corrupt),
-    Engine(Error),
-}
-
-impl From<Corrupt> for Loaded {
-    fn from(c: Corrupt) -> Self {
-        Loaded::Corrupt(c)
-    }
-}
-
-impl From<Error> for Loaded {
-    fn from(e: Error) -> Self {
-        Loaded::Engine(e)
-    }
-}
-
-/// Checks the header and checksum, then applies every record.
-pub(crate) fn load_bytes(engine: &Engine, bytes: &[u8]) -> Result<(u64, SnapshotStats), Loaded> {
+/// Checks the header and checksum, then applies every record. A record the engine
+/// refuses (one an earlier version accepted and this one does not) is reported to
+/// `skip` and the load goes on: a snapshot that decodes always loads.
+pub(crate) fn load_bytes(
+    engine: &Engine,
+    bytes: &[u8],
+    skip: &mut dyn FnMut(u64, u64, String),
+) -> Result<(u64, SnapshotStats), Corrupt> {
     let header = MAGIC.len() + 4 + 8;
     if bytes.len() < header + 1 + 8 || &bytes[..MAGIC.len()] != MAGIC {
         return Err(Corrupt("not a relcount snapshot".into()).into());
@@ -172,12 +190,20 @@ pub(crate) fn load_bytes(engine: &Engine, bytes: &[u8]) -> Result<(u64, Snapshot
         bytes: bytes.len() as u64,
         ..SnapshotStats::default()
     };
+    let mut ordinal = 0u64;
+    // Offsets are of the file: the body starts after the magic.
+    let offset = |d: &Dec<'_>| (MAGIC.len() + d.pos()) as u64;
     loop {
+        let at = offset(&d);
+        let mut refused = |what: &str, e: Error| skip(at, ordinal, format!("{what}: {e}"));
         match d.u8()? {
             0 => break,
             1 => {
-                engine.define(d.relation_type()?)?;
-                stats.relation_types += 1;
+                let def = d.relation_type()?;
+                match engine.define(def) {
+                    Ok(()) => stats.relation_types += 1,
+                    Err(e) => refused("relation type", e),
+                }
             }
             2 => {
                 let db = d.u32()?;
@@ -185,20 +211,19 @@ pub(crate) fn load_bytes(engine: &Engine, bytes: &[u8]) -> Result<(u64, Snapshot
                 let data = match d.u8()? {
                     0 => None,
                     1 => Some(d.profile_data()?),
-                    t => return Err(Corrupt(format!("bad profile tag {t}")).into()),
+                    t => return Err(Corrupt(format!("bad profile tag {t}"))),
                 };
-                engine.restore_profile(db, &id, data)?;
-                stats.profiles += 1;
+                match engine.restore_profile(db, &id, data) {
+                    Ok(()) => stats.profiles += 1,
+                    Err(e) => refused(&format!("profile {id:?} of database {db}"), e),
+                }
             }
             3 => {
                 let rel_id = d.u32()?;
                 let a = d.str()?;
-                let names: Vec<String> = engine
+                let names: Option<Vec<String>> = engine
                     .relation_type(rel_id)
-                    .ok_or(Error::UnknownRelation { rel_id })?
-                    .props()
-                    .map(|(n, _)| n.to_owned())
-                    .collect();
+                    .map(|def| def.props().map(|(n, _)| n.to_owned()).collect());
                 let n = d.count(3)?;
                 for _ in 0..n {
                     let b = d.str()?;
@@ -206,20 +231,30 @@ pub(crate) fn load_bytes(engine: &Engine, bytes: &[u8]) -> Result<(u64, Snapshot
                     let mut weights: Vec<(&str, Value)> = Vec::with_capacity(usize::from(k));
                     for _ in 0..k {
                         let i = usize::from(d.u8()?);
-                        let name = names
-                            .get(i)
-                            .ok_or_else(|| Corrupt(format!("property index {i}")))?;
-                        weights.push((name.as_str(), d.value()?));
+                        let value = d.value()?;
+                        if let Some(names) = &names {
+                            let name = names
+                                .get(i)
+                                .ok_or_else(|| Corrupt(format!("property index {i}")))?;
+                            weights.push((name.as_str(), value));
+                        }
                     }
-                    engine.attach(rel_id, a.as_str(), b.as_str(), &weights)?;
-                    stats.relations += 1;
+                    let done = match names {
+                        Some(_) => engine.attach(rel_id, a.as_str(), b.as_str(), &weights),
+                        None => Err(Error::UnknownRelation { rel_id }),
+                    };
+                    match done {
+                        Ok(()) => stats.relations += 1,
+                        Err(e) => refused(&format!("relation {rel_id} from {b:?} to {a:?}"), e),
+                    }
                 }
             }
-            t => return Err(Corrupt(format!("unknown record type {t}")).into()),
+            t => return Err(Corrupt(format!("unknown record type {t}"))),
         }
+        ordinal += 1;
     }
     if d.remaining() != 0 {
-        return Err(Corrupt("bytes after the end record".into()).into());
+        return Err(Corrupt("bytes after the end record".into()));
     }
     Ok((next_seq, stats))
 }
