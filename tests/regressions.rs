@@ -44,3 +44,332 @@ fn recreating_an_id_during_its_delete_never_duplicates_it() {
     assert_eq!(relations, 50);
     assert_eq!(engine.relation_count(), 50);
 }
+
+// ----- issue 18: what the engine accepts comes back exactly ---------------------------
+
+mod api_calls {
+    use std::sync::Arc;
+
+    use relcount::Engine;
+    use relcount::api::{Api, Response, TokenScope};
+
+    pub(crate) const TOKEN: &str = "regression-token-0123456789";
+
+    pub(crate) fn api(engine: Engine) -> Api {
+        let api = Api::new(Arc::new(engine));
+        api.add_token(TOKEN, TokenScope::full());
+        api
+    }
+
+    /// Calls `name` with `body`, a JSON object's inside (the token is added).
+    pub(crate) fn call(api: &Api, name: &str, body: &str) -> Response {
+        let body = format!(r#"{{"token": "{TOKEN}", {body}}}"#);
+        api.handle(name, None, body.as_bytes())
+    }
+}
+
+use api_calls::{api, call};
+
+/// A log record as version 0.1.0 wrote it: `[len][xxh64 as u32][payload]`.
+fn legacy_frame(payload: &[u8]) -> Vec<u8> {
+    let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&(relcount::xxh64(payload) as u32).to_le_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+fn legacy_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Postmortem: the email length was checked on the raw input, but lowercasing grows
+/// `Ⱥ` (2 bytes) into `ⱥ` (3): `"Ⱥ"×120 + "@x.io"` (245 bytes) was accepted and
+/// stored as 365 bytes, which replay then refused, so the data directory never opened
+/// again. Limits now apply to the stored form, and replay skips and reports what it
+/// refuses instead of refusing to start.
+#[test]
+fn an_email_that_lowercases_past_the_limit_is_refused_and_old_directories_reopen() {
+    let engine = Engine::new();
+    let email = format!("{}@x.io", "Ⱥ".repeat(120));
+    let data = relcount::ProfileData {
+        email: Some(email.clone()),
+        ..Default::default()
+    };
+    let refused = engine
+        .import_profile(1, "p", data)
+        .expect_err("365 bytes stored");
+    assert!(
+        refused.to_string().contains("at most 256 bytes"),
+        "{refused}"
+    );
+    assert!(!engine.contains_profile(1, "p"));
+
+    // A directory written by the version that accepted it: the import, then a write.
+    let dir = std::env::temp_dir().join(format!("relcount-legacy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let stored = email.to_lowercase();
+    let mut import = vec![7u8];
+    import.extend_from_slice(&1u32.to_le_bytes());
+    legacy_str(&mut import, "p");
+    import.push(1);
+    legacy_str(&mut import, &stored);
+    import.push(0);
+    import.extend_from_slice(&0u32.to_le_bytes());
+    import.extend_from_slice(&0u32.to_le_bytes());
+    let mut define = vec![1u8];
+    define.extend_from_slice(&[1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0]);
+    define.extend_from_slice(&0u32.to_le_bytes()); // no properties
+    let mut attach = vec![2u8];
+    attach.extend_from_slice(&1u32.to_le_bytes());
+    legacy_str(&mut attach, "p");
+    legacy_str(&mut attach, "q");
+    attach.extend_from_slice(&0u32.to_le_bytes()); // no weights
+    let log: Vec<u8> = [import, define, attach]
+        .iter()
+        .flat_map(|p| legacy_frame(p))
+        .collect();
+    std::fs::write(dir.join(format!("log.{:020}", 0)), log).expect("legacy log");
+
+    let engine = Engine::builder()
+        .open(&dir, relcount::SyncPolicy::No)
+        .expect("the directory opens");
+    let skipped = engine.recovery_skipped();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!((skipped[0].record, skipped[0].offset), (0, 0));
+    assert!(
+        skipped[0].reason.contains("at most 256 bytes"),
+        "{}",
+        skipped[0]
+    );
+    // Every other acknowledged write is there.
+    assert_eq!(engine.get_counter(1, "p").expect("p").total(), 1);
+    drop(engine);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Postmortem: serde_json, built without `float_roundtrip`, read 1 double in 10 as
+/// its neighbour: `923.8829120510785` came back as `923.8829120510784`. The API now
+/// reads numbers with its own reader (std's correctly rounded parse).
+#[test]
+fn floats_come_back_as_sent() {
+    let api = api(Engine::new());
+    let r = call(
+        &api,
+        "relations/define",
+        r#""rel_id": 1, "db_a": 1, "db_b": 2, "props": {"F": {"type": "float", "sum": true}}"#,
+    );
+    assert_eq!(r.code, 0, "{}", r.body);
+    let r = call(
+        &api,
+        "relations/attach",
+        r#""rel_id": 1, "profile_a": "a", "profile_b": "b", "weights": {"F": 923.8829120510785}"#,
+    );
+    assert_eq!(r.code, 0, "{}", r.body);
+    let r = call(&api, "relations/get", r#""rel_id": 1, "profile_id": "a""#);
+    assert!(
+        r.body.contains(r#""F":{"value":923.8829120510785}"#),
+        "{}",
+        r.body
+    );
+    let r = call(
+        &api,
+        "relations/get_counter",
+        r#""rel_id": 1, "profile_id": "a""#,
+    );
+    assert!(r.body.contains(r#""sum":923.8829120510785"#), "{}", r.body);
+}
+
+/// Postmortem: `-0` was read as the float -0.0, so `{"I": -0}`, `rel_id: -0` and
+/// `skip: -0` answered "got float". JSON's `-0` is written as an integer.
+#[test]
+fn minus_zero_is_the_integer_zero() {
+    let api = api(Engine::new());
+    let r = call(
+        &api,
+        "relations/define",
+        r#""rel_id": -0, "db_a": 1, "db_b": 2, "props": {"I": {"type": "int", "sum": true}}"#,
+    );
+    assert_eq!(r.code, 0, "{}", r.body);
+    let r = call(
+        &api,
+        "relations/attach",
+        r#""rel_id": 0, "profile_a": "a", "profile_b": "b", "weights": {"I": -0}"#,
+    );
+    assert_eq!(r.code, 0, "{}", r.body);
+    let r = call(
+        &api,
+        "relations/get",
+        r#""rel_id": -0, "profile_id": "a", "skip": -0"#,
+    );
+    assert_eq!(r.code, 0, "{}", r.body);
+    assert!(r.body.contains(r#""I":{"value":0}"#), "{}", r.body);
+    // -0.0 is written as a float, and stays refused for an int property.
+    let r = call(
+        &api,
+        "relations/attach",
+        r#""rel_id": 0, "profile_a": "a", "profile_b": "b", "weights": {"I": -0.0}"#,
+    );
+    assert_eq!(r.code, 400, "{}", r.body);
+}
+
+/// Postmortem: for a float property, integers from 2^63 to 2^64-1 were refused while
+/// larger ones were accepted; an int property given 2^64 answered "got float"; a
+/// profile field 18446744073709551615 was refused though the same lookup value was
+/// accepted. One rule now: an integer is an integer whatever its size.
+#[test]
+fn integers_beyond_i64_follow_one_rule() {
+    let engine = Engine::new();
+    let api = api(engine);
+    let r = call(
+        &api,
+        "relations/define",
+        r#""rel_id": 1, "db_a": 1, "db_b": 2, "props": {"F": {"type": "float", "sum": true}, "I": {"type": "int"}}"#,
+    );
+    assert_eq!(r.code, 0, "{}", r.body);
+    for (n, text) in [
+        "9223372036854775808",
+        "18446744073709551615",
+        "18446744073709551616",
+        "-9223372036854775809",
+        "123456789012345678901234567890",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let body = format!(
+            r#""rel_id": 1, "profile_a": "a{n}", "profile_b": "b", "weights": {{"F": {text}}}"#
+        );
+        let r = call(&api, "relations/attach", &body);
+        assert_eq!(r.code, 0, "{text}: {}", r.body);
+        let sum = api
+            .engine()
+            .get_counter(1, format!("a{n}").as_str())
+            .expect("counter")
+            .prop("F")
+            .and_then(|p| p.sum());
+        let want: f64 = text.parse().expect("a double");
+        assert_eq!(sum, Some(relcount::Sum::Float(want)), "{text}");
+        // An int property names what it was given.
+        let body = format!(
+            r#""rel_id": 1, "profile_a": "c", "profile_b": "b", "weights": {{"I": {text}}}"#
+        );
+        let r = call(&api, "relations/attach", &body);
+        assert_eq!(r.code, 400, "{text}: {}", r.body);
+        assert!(
+            r.body.contains(&format!(
+                "property I is int, got the integer {text}, outside the int64 range"
+            )),
+            "{}",
+            r.body
+        );
+    }
+    // Too large for a double: refused as any too large float.
+    let body = format!(
+        r#""rel_id": 1, "profile_a": "c", "profile_b": "b", "weights": {{"F": 1{}}}"#,
+        "0".repeat(400)
+    );
+    let r = call(&api, "relations/attach", &body);
+    assert_eq!(r.code, 400, "{}", r.body);
+    assert!(r.body.contains("2^960"), "{}", r.body);
+    // A u32 field names the value given.
+    let r = call(
+        &api,
+        "relations/get_counter",
+        r#""rel_id": 18446744073709551616, "profile_id": "a0""#,
+    );
+    assert!(
+        r.body.contains(
+            "rel_id must be an integer from 0 to 4294967295, got the integer 18446744073709551616"
+        ),
+        "{}",
+        r.body
+    );
+    // A profile field beyond i64 is kept as its digits and found by them.
+    let r = call(
+        &api,
+        "profiles/import",
+        r#""db_id": 1, "profile_id": "a0", "fields": {"N": 18446744073709551615}"#,
+    );
+    assert_eq!(r.code, 0, "{}", r.body);
+    let r = call(
+        &api,
+        "relations/get_counter",
+        r#""rel_id": 1, "matching": "custom", "field_name": "N", "field_value": 18446744073709551615"#,
+    );
+    assert_eq!(r.code, 0, "{}", r.body);
+    assert!(r.body.contains(r#""profile_id":"a0""#), "{}", r.body);
+}
+
+/// Postmortem: `relations/define` with the same properties in another key order
+/// answered 412 "different schema"; JSON objects are unordered, so schemas now
+/// compare as sets, and the first order given is kept for display.
+#[test]
+fn redefining_with_properties_in_another_order_is_a_no_op() {
+    let api = api(Engine::new());
+    let r = call(
+        &api,
+        "relations/define",
+        r#""rel_id": 3, "db_a": 1, "db_b": 2, "props": {"Donate": {"type": "int", "top": 10}, "Like": {"type": "int", "sum": true}}"#,
+    );
+    assert_eq!(r.code, 0, "{}", r.body);
+    let r = call(
+        &api,
+        "relations/define",
+        r#""rel_id": 3, "db_a": 1, "db_b": 2, "props": {"Like": {"sum": true, "type": "int"}, "Donate": {"top": 10, "type": "int"}}"#,
+    );
+    assert_eq!(r.code, 0, "{}", r.body);
+    let names: Vec<String> = api
+        .engine()
+        .relation_type(3)
+        .expect("defined")
+        .props()
+        .map(|(n, _)| n.to_owned())
+        .collect();
+    assert_eq!(names, ["Donate", "Like"]);
+    let r = call(
+        &api,
+        "relations/define",
+        r#""rel_id": 3, "db_a": 1, "db_b": 2, "props": {"Like": {"type": "int"}, "Donate": {"top": 10, "type": "int"}}"#,
+    );
+    assert_eq!(r.code, 412, "{}", r.body);
+}
+
+/// Postmortem: `resource_id` was silently ignored with `profile_id`,
+/// `email_profile` and `custom` matching; it narrows email and phone matching only,
+/// and is now refused elsewhere.
+#[test]
+fn resource_id_is_refused_where_it_cannot_apply() {
+    let api = api(Engine::new());
+    let r = call(
+        &api,
+        "relations/define",
+        r#""rel_id": 1, "db_a": 1, "db_b": 2, "props": {}"#,
+    );
+    assert_eq!(r.code, 0, "{}", r.body);
+    for who in [
+        r#""profile_id": "a", "resource_id": 24"#,
+        r#""matching": "email_profile", "email": "a@x.io", "resource_id": 24"#,
+        r#""matching": "custom", "field_name": "F", "field_value": "v", "resource_id": 24"#,
+    ] {
+        let r = call(
+            &api,
+            "relations/get_counter",
+            &format!(r#""rel_id": 1, {who}"#),
+        );
+        assert_eq!(r.code, 400, "{who}: {}", r.body);
+        assert!(
+            r.body
+                .contains("resource_id narrows email and phone matching only"),
+            "{}",
+            r.body
+        );
+    }
+    let r = call(
+        &api,
+        "relations/get_counter",
+        r#""rel_id": 1, "email": "a@x.io", "resource_id": 24"#,
+    );
+    assert_eq!(r.code, 404, "{}", r.body);
+}

@@ -124,6 +124,38 @@ impl Engine {
         self.store_profile(named, data)
     }
 
+    /// The data of a profile as stored: normalised (emails trimmed and lowercased,
+    /// phones as `+` and digits, texts trimmed, tags sorted and deduplicated, fields
+    /// sorted by name, integer fields as their text). Importing it again changes
+    /// nothing, and looking the profile up by any of it finds it. An id-only profile
+    /// answers empty data.
+    ///
+    /// # Errors
+    ///
+    /// As [`get_counter`](Self::get_counter) for naming the profile.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use relcount::{Engine, ProfileData};
+    ///
+    /// let engine = Engine::new();
+    /// let data = ProfileData { email: Some(" Ann@Example.COM".into()), ..Default::default() };
+    /// engine.import_profile(1, "ann", data)?;
+    /// let stored = engine.profile_data(1, "ann")?;
+    /// assert_eq!(stored.email.as_deref(), Some("ann@example.com"));
+    /// # Ok::<(), relcount::Error>(())
+    /// ```
+    pub fn profile_data<'a>(
+        &self,
+        db_id: u32,
+        profile: impl Into<Match<'a>>,
+    ) -> Result<ProfileData, Error> {
+        let guard = self.collector.enter();
+        let profile = self.find_profile(db_id, &profile.into(), &guard)?;
+        Ok(profile.data().map(|d| d.to_data()).unwrap_or_default())
+    }
+
     /// Imports several profiles: every one is validated before any is written, so an
     /// invalid one leaves all unchanged. Each profile is replaced atomically; readers
     /// may see some of the batch before the rest.
