@@ -293,3 +293,54 @@ fn disjoint_writers_match_the_oracle() {
     assert_eq!(engine.relation_count(), oracle.relation_count());
     eprintln!("stress: {ops} writes on disjoint keyspaces, final state equals the oracle's");
 }
+
+// ----- what a reader and a snapshot see (see `common::consistency`) ---------------------
+
+fn deadline() -> common::consistency::Bound {
+    common::consistency::Bound::Until(Instant::now() + budget())
+}
+
+/// Readers assert on every read that a profile which only exists with a relation
+/// never reads empty, on 1, 2 and 64 shards.
+#[test]
+#[ignore = "stress: run with --ignored (see the module docs)"]
+fn new_profiles_never_read_empty() {
+    for shards in [1, 2, 64] {
+        let reads = common::consistency::new_profiles_come_with_their_relation(shards, deadline())
+            .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("shards {shards}: {reads} reads checked");
+    }
+}
+
+/// Readers assert on every read that a deleted profile reads "not found", never
+/// empty, on 1, 2 and 64 shards.
+#[test]
+#[ignore = "stress: run with --ignored (see the module docs)"]
+fn deleted_profiles_never_read_empty() {
+    for shards in [1, 2, 64] {
+        let reads = common::consistency::deleted_profiles_read_not_found(shards, deadline())
+            .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("shards {shards}: {reads} reads checked");
+    }
+}
+
+/// A writer attaching, strengthening, detaching and deleting while one compactor,
+/// then two, compact in a loop; then the directory reopens to exactly the state
+/// before the drop.
+#[test]
+#[ignore = "stress: run with --ignored (see the module docs)"]
+fn compactions_beside_a_writer_reopen_exactly() {
+    for compactors in [1, 2] {
+        for shards in [1, 2, 64] {
+            let dir = common::consistency::temp_dir(&format!("stress-{compactors}-{shards}"));
+            let n = common::consistency::compactions_beside_a_writer_reopen_exactly(
+                &dir,
+                shards,
+                compactors,
+                deadline(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            eprintln!("{compactors} compactor(s), shards {shards}: {n} compactions");
+        }
+    }
+}

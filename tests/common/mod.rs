@@ -2,6 +2,7 @@
 //! and the operations the model tests apply to both.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod consistency;
 pub mod oracle;
 
 use relcount::{

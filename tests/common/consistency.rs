@@ -1,0 +1,277 @@
+//! Concurrency scenarios for what a reader and a snapshot may see (issue: reads that
+//! never see half a write, snapshots of one point in time, compactions that cannot
+//! lose writes). Each runs writers, readers or compactors on one engine until a
+//! bound (iterations for the regression tests, time for the stress tests) and
+//! returns what it found wrong, if anything.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use relcount::{Engine, Error, PropSpec, RelationType, SyncPolicy, Value};
+
+use super::{OwnedPage, own, own_page};
+
+/// When a scenario stops: after `n` writer iterations, or at a deadline.
+#[derive(Debug, Clone, Copy)]
+pub enum Bound {
+    Iterations(u64),
+    Until(std::time::Instant),
+}
+
+impl Bound {
+    fn done(&self, i: u64) -> bool {
+        match *self {
+            Bound::Iterations(n) => i >= n,
+            Bound::Until(t) => std::time::Instant::now() >= t,
+        }
+    }
+}
+
+pub fn schema() -> RelationType {
+    RelationType::new(1, 1, 2)
+        .prop("Like", PropSpec::int().sum())
+        .prop("Donate", PropSpec::int().top(3))
+}
+
+/// A recipient that only ever exists with its one relation: a reader that looks it
+/// up while the write creating it runs gets "not found" or the relation, never a
+/// profile without it (by `get_counter`, `list` and `contains_profile`). Returns the
+/// number of reads checked.
+pub fn new_profiles_come_with_their_relation(shards: usize, bound: Bound) -> Result<u64, String> {
+    let engine = Engine::builder().shards(shards).build();
+    engine.define(schema()).map_err(|e| e.to_string())?;
+    let current = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut reads = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                let n = current.load(Ordering::Acquire);
+                let id = format!("h{n}");
+                reads += 1;
+                match engine.get_counter(1, id.as_str()) {
+                    Ok(c) if c.total() == 1 => {}
+                    Ok(c) => {
+                        return Err(format!(
+                            "{id} read with total {} (shards {shards})",
+                            c.total()
+                        ));
+                    }
+                    Err(Error::ProfileNotFound { .. }) => {}
+                    Err(e) => return Err(format!("{id}: {e}")),
+                }
+                match engine.list(1, id.as_str(), 0, 10) {
+                    Ok(p) if p.total_count == 1 && p.rows.len() == 1 => {}
+                    Ok(p) => return Err(format!("{id} listed {p:?} (shards {shards})")),
+                    Err(Error::ProfileNotFound { .. }) => {}
+                    Err(e) => return Err(format!("{id}: {e}")),
+                }
+                if engine.contains_profile(1, id.as_str()) {
+                    let total = engine.get_counter(1, id.as_str()).map(|c| c.total());
+                    if total.as_ref().ok() != Some(&1) {
+                        return Err(format!("{id} contained, then read {total:?}"));
+                    }
+                }
+            }
+            Ok(reads)
+        });
+        let mut n = 0;
+        while !bound.done(n) {
+            current.store(n, Ordering::Release);
+            let id = format!("h{n}");
+            if let Err(e) = engine.attach(1, id.as_str(), "z", &[("Like", Value::Int(1))]) {
+                stop.store(true, Ordering::Release);
+                return Err(e.to_string());
+            }
+            n += 1;
+        }
+        stop.store(true, Ordering::Release);
+        reader.join().map_err(|_| "reader panicked".to_string())?
+    })
+}
+
+/// A recipient attached once and deleted: a reader racing the delete gets its one
+/// relation or "not found", never an empty counter (also when the delete freed its
+/// slot and the next recipient took it). Returns the number of reads checked.
+pub fn deleted_profiles_read_not_found(shards: usize, bound: Bound) -> Result<u64, String> {
+    let engine = Engine::builder().shards(shards).build();
+    engine.define(schema()).map_err(|e| e.to_string())?;
+    let current = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut reads = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                let id = format!("d{}", current.load(Ordering::Acquire));
+                reads += 1;
+                match engine.get_counter(1, id.as_str()) {
+                    Ok(c) if c.total() == 1 => {}
+                    Ok(c) => {
+                        return Err(format!(
+                            "{id} read with total {} (shards {shards})",
+                            c.total()
+                        ));
+                    }
+                    Err(Error::ProfileNotFound { .. }) => {}
+                    Err(e) => return Err(format!("{id}: {e}")),
+                }
+                match engine.list(1, id.as_str(), 0, 10) {
+                    Ok(p) if p.total_count == 1 => {}
+                    Ok(p) => return Err(format!("{id} listed {p:?} (shards {shards})")),
+                    Err(Error::ProfileNotFound { .. }) => {}
+                    Err(e) => return Err(format!("{id}: {e}")),
+                }
+            }
+            Ok(reads)
+        });
+        let mut n = 0;
+        let result = (|| {
+            while !bound.done(n) {
+                let id = format!("d{n}");
+                engine.attach(1, id.as_str(), "z", &[("Like", Value::Int(1))])?;
+                current.store(n, Ordering::Release);
+                engine.delete_profile(1, id.as_str())?;
+                n += 1;
+            }
+            Ok::<(), Error>(())
+        })();
+        stop.store(true, Ordering::Release);
+        let reads = reader.join().map_err(|_| "reader panicked".to_string())??;
+        result.map_err(|e| e.to_string())?;
+        Ok(reads)
+    })
+}
+
+/// Everything a caller can observe of the scenario engines, for equality across a
+/// drop and a reopen.
+#[derive(Debug, PartialEq)]
+pub struct State {
+    pub counters: Vec<(String, super::Owned, OwnedPage)>,
+    pub initiators: Vec<String>,
+    pub relations: u64,
+}
+
+pub fn observe(e: &Engine) -> State {
+    let counters = e
+        .profile_ids(1)
+        .into_iter()
+        .map(|id| {
+            let id = id.to_string();
+            let c = own(&e
+                .get_counter(1, id.as_str())
+                .expect("a listed profile reads"));
+            let p = own_page(
+                &e.list(1, id.as_str(), 0, 1000)
+                    .expect("a listed profile lists"),
+            );
+            (id, c, p)
+        })
+        .collect();
+    State {
+        counters,
+        initiators: e
+            .profile_ids(2)
+            .into_iter()
+            .map(|i| i.to_string())
+            .collect(),
+        relations: e.relation_count(),
+    }
+}
+
+/// One writer step over a few pairs: attach, strengthen, and then a detach, a delete
+/// of the initiator or of the recipient, or nothing (so relations stay behind).
+fn churn(engine: &Engine, i: u64) -> Result<(), Error> {
+    let a = format!("a{}", i % 5);
+    let b = format!("b{}", (i / 5) % 7);
+    engine.attach(
+        1,
+        a.as_str(),
+        b.as_str(),
+        &[
+            ("Like", Value::Int(1)),
+            ("Donate", Value::Int((i % 11) as i64)),
+        ],
+    )?;
+    engine.strengthen(1, a.as_str(), b.as_str(), &[("Like", Value::Int(2))])?;
+    match i % 4 {
+        0 => engine.detach(1, a.as_str(), b.as_str()),
+        1 => engine.delete_profile(2, b.as_str()),
+        2 if i % 8 == 2 => engine.delete_profile(1, a.as_str()),
+        _ => Ok(()),
+    }
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "relcount-consistency-{}-{name}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A writer churning a few pairs while `compactors` threads compact in a loop; then
+/// the engine is dropped and its directory reopened: the state must be exactly the
+/// one before the drop, with nothing skipped. Returns the number of compactions.
+pub fn compactions_beside_a_writer_reopen_exactly(
+    dir: &Path,
+    shards: usize,
+    compactors: usize,
+    bound: Bound,
+) -> Result<u64, String> {
+    let _ = std::fs::remove_dir_all(dir);
+    let engine = Engine::builder()
+        .shards(shards)
+        .open(dir, SyncPolicy::No)
+        .map_err(|e| e.to_string())?;
+    engine.define(schema()).map_err(|e| e.to_string())?;
+    let stop = AtomicBool::new(false);
+    let compactions = AtomicU64::new(0);
+    let written = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..compactors)
+            .map(|_| {
+                s.spawn(|| {
+                    while !stop.load(Ordering::Acquire) {
+                        engine.compact().map_err(|e| format!("compact: {e}"))?;
+                        compactions.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok::<(), String>(())
+                })
+            })
+            .collect();
+        let mut i = 0;
+        let mut result = Ok(());
+        while !bound.done(i) {
+            if let Err(e) = churn(&engine, i) {
+                result = Err(format!("write {i}: {e}"));
+                break;
+            }
+            i += 1;
+        }
+        stop.store(true, Ordering::Release);
+        for h in handles {
+            h.join().map_err(|_| "compactor panicked".to_string())??;
+        }
+        result
+    });
+    written?;
+    let before = observe(&engine);
+    drop(engine);
+    let engine = Engine::builder()
+        .shards(shards)
+        .open(dir, SyncPolicy::No)
+        .map_err(|e| format!("reopen: {e}"))?;
+    let skipped = engine.recovery_skipped();
+    if !skipped.is_empty() {
+        return Err(format!("recovery skipped {skipped:?}"));
+    }
+    let after = observe(&engine);
+    if after != before {
+        return Err(format!(
+            "reopened to another state (shards {shards}):\nbefore {before:?}\nafter  {after:?}"
+        ));
+    }
+    drop(engine);
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(compactions.load(Ordering::Relaxed))
+}
