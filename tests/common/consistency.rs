@@ -178,28 +178,29 @@ pub fn observe(e: &Engine) -> State {
     }
 }
 
-/// One writer step over a few pairs: attach, strengthen, and then a detach, a delete
-/// of the initiator or of the recipient, or nothing (so relations stay behind).
+/// One writer step, in a cycle of eleven: attach one initiator to eight recipients,
+/// detach seven of them one by one, strengthen the last, delete the initiator (which
+/// removes the last), then attach and delete a recipient. A compaction whose point in
+/// time falls among the detaches has a log after it that detaches relations its
+/// snapshot must hold.
 fn churn(engine: &Engine, i: u64) -> Result<(), Error> {
-    let a = format!("a{}", i % 5);
-    let b = format!("b{}", (i / 5) % 7);
-    engine.attach(
-        1,
-        a.as_str(),
-        b.as_str(),
-        &[
-            ("Like", Value::Int(1)),
-            ("Donate", Value::Int((i % 11) as i64)),
-        ],
-    )?;
-    engine.strengthen(1, a.as_str(), b.as_str(), &[("Like", Value::Int(2))])?;
-    match i % 4 {
-        0 => engine.detach(1, a.as_str(), b.as_str()),
-        1 => engine.delete_profile(2, b.as_str()),
-        2 if i % 8 == 2 => engine.delete_profile(1, a.as_str()),
-        _ => Ok(()),
+    const B: &str = "b";
+    let r = |k: u64| format!("r{k}");
+    let values = [("Like", Value::Int(1)), ("Donate", Value::Int((i % 13) as i64))];
+    match i % 11 {
+        0 => (0..8).try_for_each(|k| engine.attach(1, r(k).as_str(), B, &values)),
+        k @ 1..=7 => engine.detach(1, r(k - 1).as_str(), B),
+        8 => engine.strengthen(1, r(7).as_str(), B, &[("Like", Value::Int(2))]),
+        9 => engine.delete_profile(2, B),
+        _ => {
+            engine.attach(1, "a", B, &values)?;
+            engine.delete_profile(1, "a")
+        }
     }
 }
+
+/// Relations loaded before a compaction scenario starts.
+const BACKGROUND: u64 = 20_000;
 
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -212,7 +213,8 @@ pub fn temp_dir(name: &str) -> PathBuf {
 
 /// A writer churning a few pairs while `compactors` threads compact in a loop; then
 /// the engine is dropped and its directory reopened: the state must be exactly the
-/// one before the drop, with nothing skipped. Returns the number of compactions.
+/// one before the drop, with nothing skipped. `Bound::Iterations` counts
+/// compactions. Returns the number of compactions.
 pub fn compactions_beside_a_writer_reopen_exactly(
     dir: &Path,
     shards: usize,
@@ -225,23 +227,45 @@ pub fn compactions_beside_a_writer_reopen_exactly(
         .open(dir, SyncPolicy::No)
         .map_err(|e| e.to_string())?;
     engine.define(schema()).map_err(|e| e.to_string())?;
+    // Relations that stay, so encoding a snapshot takes long enough for the writer
+    // to run beside it.
+    for k in 0..BACKGROUND {
+        let (a, b) = (format!("bg{}", k % 1000), format!("bgb{k}"));
+        engine
+            .attach(1, a.as_str(), b.as_str(), &[("Like", Value::Int(1))])
+            .map_err(|e| e.to_string())?;
+    }
     let stop = AtomicBool::new(false);
     let compactions = AtomicU64::new(0);
+    let running = AtomicU64::new(compactors as u64);
     let written = std::thread::scope(|s| {
         let handles: Vec<_> = (0..compactors)
             .map(|_| {
                 s.spawn(|| {
-                    while !stop.load(Ordering::Acquire) {
-                        engine.compact().map_err(|e| format!("compact: {e}"))?;
-                        compactions.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok::<(), String>(())
+                    let ran = (|| {
+                        while !stop.load(Ordering::Acquire)
+                            && !bound.done(compactions.load(Ordering::Relaxed))
+                        {
+                            engine.compact().map_err(|e| format!("compact: {e}"))?;
+                            compactions.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok::<(), String>(())
+                    })();
+                    running.fetch_sub(1, Ordering::Release);
+                    ran
                 })
             })
             .collect();
+        // The writer runs while any compactor does, and a few cycles more, so the
+        // last snapshot on disk was taken while it wrote and the log after it holds
+        // records that replay against that snapshot.
         let mut i = 0;
+        let mut after = 0;
         let mut result = Ok(());
-        while !bound.done(i) {
+        while after < 12 {
+            if running.load(Ordering::Acquire) == 0 {
+                after += 1;
+            }
             if let Err(e) = churn(&engine, i) {
                 result = Err(format!("write {i}: {e}"));
                 break;
