@@ -12,7 +12,7 @@
 //! finds it live finds all of that too, so a profile is never seen without the write
 //! that created it.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use crate::sync::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
@@ -35,29 +35,66 @@ pub(crate) struct Profile {
     pub(crate) id: ProfileId,
     /// The hash that places it (XXH64 of the id, unless a test injected another hash).
     pub(crate) xxh: u64,
-    /// `PENDING` while the write creating it runs, `LIVE` once it has published, and
-    /// `DELETED` (set under the profile's shard lock) when a delete starts: from then
-    /// on reads and deletes answer "not found", and a write that would re-create the
-    /// id waits for the delete to finish, so one id never has two profiles at once.
-    state: AtomicU8,
+    /// Pending while the write creating it runs, live once it has published, deleted
+    /// (under the profile's shard lock) when a delete starts: from then on reads and
+    /// deletes answer "not found", and a write that would re-create the id waits for
+    /// the delete to finish, so one id never has two profiles at once.
+    life: Life,
     /// Email, phone, fields and subscriptions; `None` for a profile only ever named by
     /// id. Replaced whole by an import, read without a lock.
     data: ArcSwapOption<Normalized>,
 }
 
+/// A profile's life, `Pending -> Live -> Deleted`: the one atomic that orders what a
+/// reader may see of it. Everything published before [`activate`](Life::activate)
+/// (release) is seen by a reader that then finds it live (acquire); a delete marks
+/// it (release) before it removes anything, so a reader that sees something removed
+/// (acquire, through the map that removed it) sees the mark. Model-checked with loom
+/// (`loom_tests` below).
+#[derive(Debug)]
+pub(crate) struct Life(AtomicU8);
+
 const PENDING: u8 = 0;
 const LIVE: u8 = 1;
 const DELETED: u8 = 2;
 
+impl Life {
+    pub(crate) fn pending() -> Life {
+        Life(AtomicU8::new(PENDING))
+    }
+
+    pub(crate) fn is_live(&self) -> bool {
+        self.0.load(Ordering::Acquire) == LIVE
+    }
+
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.0.load(Ordering::Acquire) == DELETED
+    }
+
+    pub(crate) fn is_pending(&self) -> bool {
+        self.0.load(Ordering::Acquire) == PENDING
+    }
+
+    /// Publishes: everything written before is seen by whoever then sees it live.
+    pub(crate) fn activate(&self) {
+        self.0.store(LIVE, Ordering::Release);
+    }
+
+    /// Starts a delete: whoever sees a removal made after this sees the mark.
+    pub(crate) fn mark_deleted(&self) {
+        self.0.store(DELETED, Ordering::Release);
+    }
+}
+
 impl Profile {
     /// Whether its delete has started.
     pub(crate) fn is_deleted(&self) -> bool {
-        self.state.load(Ordering::Acquire) == DELETED
+        self.life.is_deleted()
     }
 
     /// Whether it is visible: its creating write has published, and no delete started.
     pub(crate) fn is_live(&self) -> bool {
-        self.state.load(Ordering::Acquire) == LIVE
+        self.life.is_live()
     }
 
     /// The profile's current data, if it was ever imported.
@@ -65,6 +102,9 @@ impl Profile {
         self.data.load_full()
     }
 }
+
+/// A live profile and its data, as a snapshot takes them.
+pub(crate) type FrozenProfile = (Arc<Profile>, Option<Arc<Normalized>>);
 
 /// What a writer finds under an id.
 #[derive(Debug)]
@@ -180,7 +220,7 @@ impl Directory {
             db: key.db,
             id: key.id.clone(),
             xxh,
-            state: AtomicU8::new(PENDING),
+            life: Life::pending(),
             data: ArcSwapOption::empty(),
         });
         self.by_key.pin().insert(key, Arc::clone(&profile));
@@ -189,14 +229,14 @@ impl Directory {
 
     /// Makes a created profile visible, with everything published for it so far.
     pub(crate) fn activate(&self, profile: &Profile) {
-        debug_assert_eq!(profile.state.load(Ordering::Relaxed), PENDING);
-        profile.state.store(LIVE, Ordering::Release);
+        debug_assert!(profile.life.is_pending());
+        profile.life.activate();
     }
 
     /// Undoes a [`create`](Self::create) whose write was refused (the log could not
     /// take it): the profile was never visible; its id and slot are free again.
     pub(crate) fn abandon(&self, profile: &Profile) {
-        debug_assert_eq!(profile.state.load(Ordering::Relaxed), PENDING);
+        debug_assert!(profile.life.is_pending());
         self.unindex(profile);
         self.forget(profile);
     }
@@ -205,7 +245,7 @@ impl Directory {
     /// writes wait for the delete to end before they re-create its id. The caller holds
     /// the profile's shard lock.
     pub(crate) fn unlink(&self, profile: &Profile) {
-        profile.state.store(DELETED, Ordering::Release);
+        profile.life.mark_deleted();
         self.unindex(profile);
     }
 
@@ -311,7 +351,7 @@ impl Directory {
 
     /// Every profile, live or being deleted, with its data (for a snapshot: the
     /// caller holds every shard lock, so none is pending and none changes meanwhile).
-    pub(crate) fn freeze(&self) -> (Vec<(Arc<Profile>, Option<Arc<Normalized>>)>, Vec<u32>) {
+    pub(crate) fn freeze(&self) -> (Vec<FrozenProfile>, Vec<u32>) {
         let (mut live, mut deleting) = (Vec::with_capacity(self.len()), Vec::new());
         for p in self.by_key.pin().values() {
             if p.is_deleted() {
@@ -321,5 +361,56 @@ impl Directory {
             }
         }
         (live, deleting)
+    }
+}
+
+/// Model checks of the life protocol (run with `--cfg relcount_loom`, see `sync.rs`):
+/// a loom atomic stands in for the published counters' map entry, written and read
+/// with the orderings papaya gives its inserts and removals (release) and its reads
+/// (acquire).
+#[cfg(all(test, relcount_loom))]
+mod loom_tests {
+    use super::Life;
+    use crate::sync::{AtomicU8, Ordering};
+    use loom::sync::Arc;
+
+    /// A write creating a profile publishes its counters, then activates it: a reader
+    /// that finds it live finds the counters (never a profile without its relation).
+    #[test]
+    fn a_live_profile_has_its_counters() {
+        loom::model(|| {
+            let life = Arc::new(Life::pending());
+            let counters = Arc::new(AtomicU8::new(0));
+            let (l, c) = (Arc::clone(&life), Arc::clone(&counters));
+            let writer = loom::thread::spawn(move || {
+                c.store(1, Ordering::Release);
+                l.activate();
+            });
+            if life.is_live() {
+                assert_eq!(counters.load(Ordering::Acquire), 1, "live without counters");
+            }
+            writer.join().expect("writer");
+        });
+    }
+
+    /// A delete marks the profile, then removes its counters: a reader that found it
+    /// live and then finds the counters gone sees the mark ("not found"), never an
+    /// empty counter.
+    #[test]
+    fn removed_counters_come_with_the_mark() {
+        loom::model(|| {
+            let life = Arc::new(Life::pending());
+            life.activate();
+            let counters = Arc::new(AtomicU8::new(1));
+            let (l, c) = (Arc::clone(&life), Arc::clone(&counters));
+            let deleter = loom::thread::spawn(move || {
+                l.mark_deleted();
+                c.store(0, Ordering::Release);
+            });
+            if life.is_live() && counters.load(Ordering::Acquire) == 0 {
+                assert!(life.is_deleted(), "counters removed without the mark");
+            }
+            deleter.join().expect("deleter");
+        });
     }
 }

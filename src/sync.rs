@@ -1,15 +1,21 @@
-//! The synchronisation primitives: the lock-free maps' constructor, and the mutexes of
-//! the sharded writer state, behind a shim so the lock protocol can be model-checked: with `RUSTFLAGS="--cfg relcount_loom"` they are
-//! `loom`'s, and `cargo test --lib loom` explores every interleaving of the tests in
-//! `shard.rs`. (A crate-specific cfg, as crossbeam's `crossbeam_loom`, so dependencies
-//! that know a plain `loom` cfg are not switched too.)
+//! The synchronisation primitives: the lock-free maps' constructor, and the mutexes
+//! and atomics of the writer state, behind a shim so the protocols can be
+//! model-checked: with `RUSTFLAGS="--cfg relcount_loom"` they are `loom`'s, and
+//! `cargo test --lib loom` explores every interleaving of the tests in `shard.rs` (the
+//! shard lock order) and `directory.rs` (a profile's life). (A crate-specific cfg, as
+//! crossbeam's `crossbeam_loom`, so dependencies that know a plain `loom` cfg are not
+//! switched too.)
 
 use std::sync::Arc;
 
 use hashbrown::DefaultHashBuilder;
 
 #[cfg(relcount_loom)]
+pub(crate) use loom::sync::atomic::{AtomicU8, Ordering};
+#[cfg(relcount_loom)]
 pub(crate) use loom::sync::{Mutex, MutexGuard};
+#[cfg(not(relcount_loom))]
+pub(crate) use std::sync::atomic::{AtomicU8, Ordering};
 #[cfg(not(relcount_loom))]
 pub(crate) use std::sync::{Mutex, MutexGuard};
 

@@ -404,8 +404,9 @@ fn a_new_profile_is_never_seen_without_the_relation_that_created_it() {
 #[test]
 fn a_read_racing_a_delete_answers_not_found() {
     for shards in SHARD_COUNTS {
-        let reads = consistency::deleted_profiles_read_not_found(shards, Bound::Iterations(100_000))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let reads =
+            consistency::deleted_profiles_read_not_found(shards, Bound::Iterations(100_000))
+                .unwrap_or_else(|e| panic!("{e}"));
         assert!(reads > 0, "the reader ran");
     }
 }

@@ -150,9 +150,13 @@ pub(crate) fn log_seqs(dir: &Path) -> Result<Vec<u64>, Error> {
     Ok(seqs)
 }
 
+/// A log as read: its whole records with their byte offsets, the length of its whole
+/// prefix, and whether a torn or corrupted tail follows.
+pub(crate) type ReadLog = (Vec<(u64, Record)>, u64, bool);
+
 /// Reads every whole record of a log, each with its byte offset. A torn or corrupted
 /// tail ends the log: its offset is returned so the caller can cut it off.
-pub(crate) fn read_log(path: &Path) -> Result<(Vec<(u64, Record)>, u64, bool), Error> {
+pub(crate) fn read_log(path: &Path) -> Result<ReadLog, Error> {
     let bytes = std::fs::read(path).map_err(|e| storage(path.display(), e))?;
     let mut records = Vec::new();
     let mut d = Dec::new(&bytes);

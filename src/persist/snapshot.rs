@@ -10,10 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::codec::{Corrupt, Dec, Enc};
 use super::{storage, sync_dir};
 use crate::accum::counter::View;
-use crate::directory::Profile;
+use crate::directory::{FrozenProfile, Profile};
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::profile_data::Normalized;
 use crate::schema::{RelationType, Value};
 
 const MAGIC: &[u8; 8] = b"RELCSNAP";
@@ -28,7 +27,7 @@ const VERSION: u32 = 1;
 pub(crate) struct Frozen {
     pub(crate) schemas: Vec<RelationType>,
     /// Live profiles and their data at the point.
-    pub(crate) profiles: Vec<(Arc<Profile>, Option<Arc<Normalized>>)>,
+    pub(crate) profiles: Vec<FrozenProfile>,
     /// Slots of the profiles whose delete was under way at the point (unique among
     /// the profiles the targets below refer to, which all existed then).
     pub(crate) deleting: hashbrown::HashSet<u32>,
@@ -173,17 +172,17 @@ pub(crate) fn load_bytes(
 ) -> Result<(u64, SnapshotStats), Corrupt> {
     let header = MAGIC.len() + 4 + 8;
     if bytes.len() < header + 1 + 8 || &bytes[..MAGIC.len()] != MAGIC {
-        return Err(Corrupt("not a relcount snapshot".into()).into());
+        return Err(Corrupt("not a relcount snapshot".into()));
     }
     let (body, footer) = bytes.split_at(bytes.len() - 8);
     let mut f = Dec::new(footer);
     if f.u64()? != crate::xxh64(body) {
-        return Err(Corrupt("checksum mismatch".into()).into());
+        return Err(Corrupt("checksum mismatch".into()));
     }
     let mut d = Dec::new(&body[MAGIC.len()..]);
     let version = d.u32()?;
     if version != VERSION {
-        return Err(Corrupt(format!("version {version}, this build reads {VERSION}")).into());
+        return Err(Corrupt(format!("version {version}, this build reads {VERSION}")));
     }
     let next_seq = d.u64()?;
     let mut stats = SnapshotStats {

@@ -186,7 +186,10 @@ pub fn observe(e: &Engine) -> State {
 fn churn(engine: &Engine, i: u64) -> Result<(), Error> {
     const B: &str = "b";
     let r = |k: u64| format!("r{k}");
-    let values = [("Like", Value::Int(1)), ("Donate", Value::Int((i % 13) as i64))];
+    let values = [
+        ("Like", Value::Int(1)),
+        ("Donate", Value::Int((i % 13) as i64)),
+    ];
     match i % 11 {
         0 => (0..8).try_for_each(|k| engine.attach(1, r(k).as_str(), B, &values)),
         k @ 1..=7 => engine.detach(1, r(k - 1).as_str(), B),
