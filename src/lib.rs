@@ -64,6 +64,17 @@
 //! - **Linearizable per profile.** Writes to one recipient are serialised (a lock per
 //!   shard of profiles) and published before the call returns: once a write returns,
 //!   every later read sees it, and a read never sees a write that has not started.
+//!   Each write takes effect at one instant (its publication), so reads of one
+//!   profile, by any matching mode, are linearizable with the writes to it.
+//! - **A profile is seen with the write that created it.** A write naming a new id
+//!   creates the profile invisibly, publishes its first relation's counters (or, for
+//!   an import, its data and index entries), and only then makes the profile visible,
+//!   with one atomic store: [`get_counter`](Engine::get_counter), [`Engine::list`],
+//!   [`Engine::contains_profile`] and [`Engine::profile_ids`] answer "not found" until
+//!   that instant and the relation from it on, never a profile without its relation.
+//! - **A deleted profile reads "not found"**, from the instant its delete starts; a
+//!   read racing the delete answers the counters from before it or "not found", never
+//!   an empty counter the profile never had.
 //! - **No deadlock.** A write touching two profiles locks both shards in ascending
 //!   order; a profile delete locks one shard at a time; a write that would re-create an
 //!   id whose delete is under way releases its locks and waits for the delete to end.
@@ -71,7 +82,17 @@
 //! - Counters of different profiles are independent snapshots: a reader of two profiles
 //!   may see a write in one and not yet in the other. A profile delete updates each
 //!   touched counter atomically, one after the other; while it runs, the deleted id
-//!   already reads as "not found".
+//!   already reads as "not found", and its relations leave the other profiles'
+//!   counters one counter at a time.
+//! - **A snapshot is one point in time.** [`Engine::save_snapshot`] and
+//!   [`Engine::compact`] fix their point by locking every shard for as long as it takes
+//!   to note which profiles, data and published counters exist (reference counts, no
+//!   copying; writers wait that long), then encode without any lock. The snapshot
+//!   holds exactly the state at that point, with every delete under way completed
+//!   (its log record is before the point); nothing that happens later changes it.
+//!   Snapshot saves and compactions of one engine run one at a time, so a snapshot
+//!   never replaces a newer one, and a directory reopens to exactly the acknowledged
+//!   writes after any sequence of writes, deletes and compactions.
 //!
 //! ## Beyond the engine
 //!

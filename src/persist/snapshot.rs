@@ -182,7 +182,9 @@ pub(crate) fn load_bytes(
     let mut d = Dec::new(&body[MAGIC.len()..]);
     let version = d.u32()?;
     if version != VERSION {
-        return Err(Corrupt(format!("version {version}, this build reads {VERSION}")));
+        return Err(Corrupt(format!(
+            "version {version}, this build reads {VERSION}"
+        )));
     }
     let next_seq = d.u64()?;
     let mut stats = SnapshotStats {
