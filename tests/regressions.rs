@@ -421,17 +421,23 @@ fn a_read_racing_a_delete_answers_not_found() {
 fn a_compaction_beside_deletes_reopens_to_the_acknowledged_state() {
     // Each round's last snapshot is taken beside the writer (the old code failed in
     // the first round, 3 runs of 3).
+    compactions_reopen_exactly("one-compactor", 1, 6);
+}
+
+/// Two rounds of [`consistency::compactions_beside_a_writer_reopen_exactly`] on each
+/// shard count.
+fn compactions_reopen_exactly(name: &str, compactors: usize, compactions: u64) {
     for round in 0..2 {
         for shards in SHARD_COUNTS {
-            let dir = consistency::temp_dir(&format!("one-compactor-{shards}-{round}"));
-            let compactions = consistency::compactions_beside_a_writer_reopen_exactly(
+            let dir = consistency::temp_dir(&format!("{name}-{shards}-{round}"));
+            let done = consistency::compactions_beside_a_writer_reopen_exactly(
                 &dir,
                 shards,
-                1,
-                Bound::Iterations(6),
+                compactors,
+                Bound::Iterations(compactions),
             )
             .unwrap_or_else(|e| panic!("round {round}: {e}"));
-            assert!(compactions > 0, "the compactor ran");
+            assert!(done > 0, "the compactors ran");
         }
     }
 }
@@ -443,17 +449,5 @@ fn a_compaction_beside_deletes_reopens_to_the_acknowledged_state() {
 /// now serialised, each with a temporary file of its own.
 #[test]
 fn two_compactions_at_once_lose_nothing() {
-    for round in 0..2 {
-        for shards in SHARD_COUNTS {
-            let dir = consistency::temp_dir(&format!("two-compactors-{shards}-{round}"));
-            let compactions = consistency::compactions_beside_a_writer_reopen_exactly(
-                &dir,
-                shards,
-                2,
-                Bound::Iterations(8),
-            )
-            .unwrap_or_else(|e| panic!("round {round}: {e}"));
-            assert!(compactions > 0, "the compactors ran");
-        }
-    }
+    compactions_reopen_exactly("two-compactors", 2, 8);
 }

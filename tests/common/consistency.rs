@@ -33,6 +33,28 @@ pub fn schema() -> RelationType {
         .prop("Donate", PropSpec::int().top(3))
 }
 
+/// Checks that recipient `id` reads (by `get_counter` and `list`) either with its one
+/// relation or as "not found".
+fn one_relation_or_not_found(engine: &Engine, id: &str, shards: usize) -> Result<(), String> {
+    match engine.get_counter(1, id) {
+        Ok(c) if c.total() == 1 => {}
+        Ok(c) => {
+            return Err(format!(
+                "{id} read with total {} (shards {shards})",
+                c.total()
+            ));
+        }
+        Err(Error::ProfileNotFound { .. }) => {}
+        Err(e) => return Err(format!("{id}: {e}")),
+    }
+    match engine.list(1, id, 0, 10) {
+        Ok(p) if p.total_count == 1 && p.rows.len() == 1 => Ok(()),
+        Ok(p) => Err(format!("{id} listed {p:?} (shards {shards})")),
+        Err(Error::ProfileNotFound { .. }) => Ok(()),
+        Err(e) => Err(format!("{id}: {e}")),
+    }
+}
+
 /// A recipient that only ever exists with its one relation: a reader that looks it
 /// up while the write creating it runs gets "not found" or the relation, never a
 /// profile without it (by `get_counter`, `list` and `contains_profile`). Returns the
@@ -49,23 +71,7 @@ pub fn new_profiles_come_with_their_relation(shards: usize, bound: Bound) -> Res
                 let n = current.load(Ordering::Acquire);
                 let id = format!("h{n}");
                 reads += 1;
-                match engine.get_counter(1, id.as_str()) {
-                    Ok(c) if c.total() == 1 => {}
-                    Ok(c) => {
-                        return Err(format!(
-                            "{id} read with total {} (shards {shards})",
-                            c.total()
-                        ));
-                    }
-                    Err(Error::ProfileNotFound { .. }) => {}
-                    Err(e) => return Err(format!("{id}: {e}")),
-                }
-                match engine.list(1, id.as_str(), 0, 10) {
-                    Ok(p) if p.total_count == 1 && p.rows.len() == 1 => {}
-                    Ok(p) => return Err(format!("{id} listed {p:?} (shards {shards})")),
-                    Err(Error::ProfileNotFound { .. }) => {}
-                    Err(e) => return Err(format!("{id}: {e}")),
-                }
+                one_relation_or_not_found(&engine, &id, shards)?;
                 if engine.contains_profile(1, id.as_str()) {
                     let total = engine.get_counter(1, id.as_str()).map(|c| c.total());
                     if total.as_ref().ok() != Some(&1) {
@@ -104,25 +110,9 @@ pub fn deleted_profiles_read_not_found(shards: usize, bound: Bound) -> Result<u6
             while !stop.load(Ordering::Acquire) {
                 let id = format!("d{}", current.load(Ordering::Acquire));
                 reads += 1;
-                match engine.get_counter(1, id.as_str()) {
-                    Ok(c) if c.total() == 1 => {}
-                    Ok(c) => {
-                        return Err(format!(
-                            "{id} read with total {} (shards {shards})",
-                            c.total()
-                        ));
-                    }
-                    Err(Error::ProfileNotFound { .. }) => {}
-                    Err(e) => return Err(format!("{id}: {e}")),
-                }
-                match engine.list(1, id.as_str(), 0, 10) {
-                    Ok(p) if p.total_count == 1 => {}
-                    Ok(p) => return Err(format!("{id} listed {p:?} (shards {shards})")),
-                    Err(Error::ProfileNotFound { .. }) => {}
-                    Err(e) => return Err(format!("{id}: {e}")),
-                }
+                one_relation_or_not_found(&engine, &id, shards)?;
             }
-            Ok(reads)
+            Ok::<u64, String>(reads)
         });
         let mut n = 0;
         let result = (|| {
