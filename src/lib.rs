@@ -109,7 +109,8 @@
 //! ## Where things are
 //!
 //! `schema` (relation types), `profile_id` (ids and `profile_xxh`), `record` (one
-//! relation's packed values), `profile_data` (profile data, matching, normalisation),
+//! relation's packed values), `command` (one vocabulary for a change: what the log
+//! stores and replay and snapshot loading execute), `profile_data` (profile data, matching, normalisation),
 //! `directory` and `index` (profiles by id and by data), `shard` (the sharded writer
 //! state), `accum` (counters: exact sums, top lists, published views, the relation
 //! vector), `engine` (the facade), `persist` (snapshots and the write log), `api` (the
@@ -121,6 +122,7 @@
 mod accum;
 #[cfg(feature = "json")]
 pub mod api;
+mod command;
 mod directory;
 mod engine;
 mod error;

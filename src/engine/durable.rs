@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{Engine, EngineBuilder};
+use crate::command::Command;
 use crate::error::Error;
-use crate::persist::log::{self, Log, Record};
+use crate::persist::log::{self, Log};
 use crate::persist::snapshot::{self, Frozen, SnapshotStats};
 use crate::persist::{Skipped, SyncPolicy, snapshot_path, storage};
-use crate::profile_data::ProfileData;
+use crate::profile_data::Match;
 use crate::schema::Value;
 
 impl EngineBuilder {
@@ -83,7 +84,11 @@ impl EngineBuilder {
                     reason,
                 });
             };
-            snapshot::load(&engine, &snap, &mut skip)?.0
+            let sink = snapshot::Sink {
+                apply: &mut |command| engine.execute(command),
+                skip: &mut skip,
+            };
+            snapshot::load(&snap, sink)?.0
         } else {
             0
         };
@@ -116,7 +121,7 @@ impl EngineBuilder {
                 log::truncate(&path, good_len)?;
             }
             for (n, (offset, record)) in records.into_iter().enumerate() {
-                if let Err(e) = engine.replay(record) {
+                if let Err(e) = engine.execute(record) {
                     skipped.push(Skipped {
                         file: path.clone(),
                         offset,
@@ -160,53 +165,30 @@ impl Engine {
             .clone()
     }
 
-    /// Appends `record` to the write log, if the engine has one. Called by every write
+    /// Appends `command` to the write log, if the engine has one. Called by every write
     /// after validation and before it changes anything, with its locks held.
-    pub(super) fn log(&self, record: impl FnOnce() -> Record) -> Result<(), Error> {
+    pub(super) fn log(&self, command: impl FnOnce() -> Command) -> Result<(), Error> {
         match self.log.get() {
-            Some(log) => log.append(&record()),
+            Some(log) => log.append(&command()),
             None => Ok(()),
         }
     }
 
-    fn replay(&self, record: Record) -> Result<(), Error> {
-        match record {
-            Record::Define(def) => self.define(def),
-            Record::Write {
+    /// Executes one logged or snapshotted change, through the same paths as the
+    /// public calls (so replay validates exactly as the original call did).
+    pub(crate) fn execute(&self, command: Command) -> Result<(), Error> {
+        match command {
+            Command::Define(def) => self.define(def),
+            Command::Write {
                 kind,
                 rel_id,
                 a,
                 b,
                 weights,
-            } => match kind {
-                0 => self.attach(rel_id, &a, &b, &weights),
-                1 => self.strengthen(rel_id, &a, &b, &weights),
-                _ => self.edit(rel_id, &a, &b, &weights),
-            },
-            Record::Detach { rel_id, a, b } => self.detach(rel_id, &a, &b),
-            Record::Delete { db, id } => self.delete_profile(db, &id),
-            Record::Import { db, id, data } => self.import_profile(db, &id, data),
-        }
-    }
-
-    /// Creates profile `id` (loading a snapshot), with its data if any.
-    pub(crate) fn restore_profile(
-        &self,
-        db: u32,
-        id: &str,
-        data: Option<ProfileData>,
-    ) -> Result<(), Error> {
-        match data {
-            Some(d) => self.import_profile(db, id, d),
-            None => {
-                let named = self.name(db, id)?;
-                let _shard = self.shards.lock(named.shard);
-                if self.directory.get(&named.key).is_none() {
-                    let profile = self.directory.create(named.key, named.hash)?;
-                    self.directory.activate(&profile);
-                }
-                Ok(())
-            }
+            } => self.write(kind, rel_id, &Match::Id(&a), &Match::Id(&b), &weights),
+            Command::Detach { rel_id, a, b } => self.detach(rel_id, &a, &b),
+            Command::Delete { db, id } => self.delete_profile(db, &id),
+            Command::Import { db, id, data } => self.import_profile(db, &id, data),
         }
     }
 
@@ -296,14 +278,18 @@ impl Engine {
         let engine = Engine::new();
         let path = path.as_ref();
         let mut skipped = Vec::new();
-        snapshot::load(&engine, path, &mut |offset, record, reason| {
-            skipped.push(Skipped {
-                file: path.to_path_buf(),
-                offset,
-                record,
-                reason,
-            });
-        })?;
+        let sink = snapshot::Sink {
+            apply: &mut |command| engine.execute(command),
+            skip: &mut |offset, record, reason| {
+                skipped.push(Skipped {
+                    file: path.to_path_buf(),
+                    offset,
+                    record,
+                    reason,
+                });
+            },
+        };
+        snapshot::load(path, sink)?;
         *engine.skipped.lock().unwrap_or_else(|e| e.into_inner()) = skipped;
         Ok(engine)
     }
@@ -317,15 +303,18 @@ impl Engine {
     pub fn load_snapshot_bytes(bytes: &[u8]) -> Result<Engine, Error> {
         let engine = Engine::new();
         let mut skipped = Vec::new();
-        snapshot::load_bytes(&engine, bytes, &mut |offset, record, reason| {
-            skipped.push(Skipped {
-                file: PathBuf::new(),
-                offset,
-                record,
-                reason,
-            });
-        })
-        .map_err(|c| Error::Storage {
+        let sink = snapshot::Sink {
+            apply: &mut |command| engine.execute(command),
+            skip: &mut |offset, record, reason| {
+                skipped.push(Skipped {
+                    file: PathBuf::new(),
+                    offset,
+                    record,
+                    reason,
+                });
+            },
+        };
+        snapshot::load_bytes(bytes, sink).map_err(|c| Error::Storage {
             reason: format!("corrupted snapshot: {}", c.0),
         })?;
         *engine.skipped.lock().unwrap_or_else(|e| e.into_inner()) = skipped;

@@ -259,7 +259,7 @@ impl Engine {
             };
         }
         let schema = Schema::compile(def)?;
-        self.log(|| crate::persist::log::Record::Define(schema.def.clone()))?;
+        self.log(|| crate::command::Command::Define(schema.def.clone()))?;
         self.schemas.pin().insert(rel_id, Arc::new(schema));
         Ok(())
     }

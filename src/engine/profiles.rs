@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use super::{Engine, Named};
+use crate::command::Command;
 use crate::directory::{Found, Lookup, Profile, ProfileKey};
 use crate::error::Error;
-use crate::persist::log::Record as LogRecord;
 use crate::profile_data::{Match, Normalized, ProfileData, Query};
 use crate::profile_id::ProfileId;
 use crate::resolver::Resolution;
@@ -192,7 +192,7 @@ impl Engine {
                 Some(profile) => (profile, false),
                 None => (self.directory.create(named.key.clone(), named.hash)?, true),
             };
-            let logged = self.log(|| LogRecord::Import {
+            let logged = self.log(|| Command::Import {
                 db: named.key.db,
                 id: named.key.id.to_string(),
                 data: data.to_data(),

@@ -7,9 +7,9 @@ use smallvec::SmallVec;
 use super::Engine;
 use crate::accum::counter::View;
 use crate::accum::target::Target;
+use crate::command::Command;
 use crate::directory::{Lookup, Profile};
 use crate::error::Error;
-use crate::persist::log::Record as LogRecord;
 use crate::profile_data::Match;
 use crate::record::{Record, WriteKind};
 use crate::schema::{Schema, Value};
@@ -87,7 +87,7 @@ impl Engine {
         )
     }
 
-    fn write<N: AsRef<str>>(
+    pub(super) fn write<N: AsRef<str>>(
         &self,
         kind: WriteKind,
         rel_id: u32,
@@ -152,12 +152,8 @@ impl Engine {
         };
         // Everything is validated: log it before anything changes (a write the log
         // cannot take is refused), then apply. Profiles are logged by id.
-        let logged = self.log(|| LogRecord::Write {
-            kind: match kind {
-                WriteKind::Attach => 0,
-                WriteKind::Strengthen => 1,
-                WriteKind::Edit => 2,
-            },
+        let logged = self.log(|| Command::Write {
+            kind,
             rel_id,
             a: a.key.id.to_string(),
             b: b.key.id.to_string(),
@@ -225,7 +221,7 @@ impl Engine {
                 profile_b: b.key.id.to_string(),
             });
         }
-        self.log(|| LogRecord::Detach {
+        self.log(|| Command::Detach {
             rel_id,
             a: a.key.id.to_string(),
             b: b.key.id.to_string(),
@@ -300,7 +296,7 @@ impl Engine {
                 .directory
                 .get(&named.key)
                 .ok_or_else(|| Self::not_found(&named))?;
-            self.log(|| LogRecord::Delete {
+            self.log(|| Command::Delete {
                 db: db_id,
                 id: profile.id.to_string(),
             })?;

@@ -10,117 +10,97 @@ use std::time::Duration;
 
 use super::codec::{Corrupt, Dec, Decoded, Enc};
 use super::{SyncPolicy, storage, sync_dir};
+use crate::command::Command;
 use crate::error::Error;
-use crate::profile_data::ProfileData;
-use crate::schema::{RelationType, Value};
+use crate::record::WriteKind;
 
 /// Largest record accepted when reading (a write is far smaller); a bigger length
 /// field is corruption, not a reason to allocate.
 const MAX_RECORD: usize = 1 << 20;
 
-/// One accepted write, with every profile named by id (lookups by data are resolved
-/// before they are logged, so replay never depends on the indexes).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Record {
-    Define(RelationType),
-    /// Attach (0), strengthen (1) or edit (2).
-    Write {
-        kind: u8,
-        rel_id: u32,
-        a: String,
-        b: String,
-        weights: Vec<(String, Value)>,
-    },
-    Detach {
-        rel_id: u32,
-        a: String,
-        b: String,
-    },
-    Delete {
-        db: u32,
-        id: String,
-    },
-    Import {
-        db: u32,
-        id: String,
-        data: ProfileData,
-    },
+/// The log's encoding of a command.
+pub(crate) fn encode(command: &Command) -> Vec<u8> {
+    let mut e = Enc::default();
+    match command {
+        Command::Define(def) => {
+            e.u8(1);
+            e.relation_type(def);
+        }
+        Command::Write {
+            kind,
+            rel_id,
+            a,
+            b,
+            weights,
+        } => {
+            e.u8(2 + kind_code(*kind));
+            e.u32(*rel_id);
+            e.str(a);
+            e.str(b);
+            e.weights(weights);
+        }
+        Command::Detach { rel_id, a, b } => {
+            e.u8(5);
+            e.u32(*rel_id);
+            e.str(a);
+            e.str(b);
+        }
+        Command::Delete { db, id } => {
+            e.u8(6);
+            e.u32(*db);
+            e.str(id);
+        }
+        Command::Import { db, id, data } => {
+            e.u8(7);
+            e.u32(*db);
+            e.str(id);
+            e.profile_data(data);
+        }
+    }
+    e.buf
 }
 
-impl Record {
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut e = Enc::default();
-        match self {
-            Record::Define(def) => {
-                e.u8(1);
-                e.relation_type(def);
-            }
-            Record::Write {
-                kind,
-                rel_id,
-                a,
-                b,
-                weights,
-            } => {
-                e.u8(2 + kind);
-                e.u32(*rel_id);
-                e.str(a);
-                e.str(b);
-                e.weights(weights);
-            }
-            Record::Detach { rel_id, a, b } => {
-                e.u8(5);
-                e.u32(*rel_id);
-                e.str(a);
-                e.str(b);
-            }
-            Record::Delete { db, id } => {
-                e.u8(6);
-                e.u32(*db);
-                e.str(id);
-            }
-            Record::Import { db, id, data } => {
-                e.u8(7);
-                e.u32(*db);
-                e.str(id);
-                e.profile_data(data);
-            }
-        }
-        e.buf
+/// The log's code of a write kind.
+fn kind_code(kind: WriteKind) -> u8 {
+    match kind {
+        WriteKind::Attach => 0,
+        WriteKind::Strengthen => 1,
+        WriteKind::Edit => 2,
     }
+}
 
-    pub(crate) fn decode(bytes: &[u8]) -> Decoded<Record> {
-        let mut d = Dec::new(bytes);
-        let r = match d.u8()? {
-            1 => Record::Define(d.relation_type()?),
-            t @ 2..=4 => Record::Write {
-                kind: t - 2,
-                rel_id: d.u32()?,
-                a: d.str()?,
-                b: d.str()?,
-                weights: d.weights()?,
-            },
-            5 => Record::Detach {
-                rel_id: d.u32()?,
-                a: d.str()?,
-                b: d.str()?,
-            },
-            6 => Record::Delete {
-                db: d.u32()?,
-                id: d.str()?,
-            },
-            7 => Record::Import {
-                db: d.u32()?,
-                id: d.str()?,
-                data: d.profile_data()?,
-            },
-            t => return Err(Corrupt(format!("unknown record type {t}"))),
-        };
-        if d.remaining() != 0 {
-            return Err(Corrupt("trailing bytes in a record".into()));
-        }
-        Ok(r)
+/// A command from its log encoding.
+pub(crate) fn decode(bytes: &[u8]) -> Decoded<Command> {
+    let mut d = Dec::new(bytes);
+    let r = match d.u8()? {
+        1 => Command::Define(d.relation_type()?),
+        t @ 2..=4 => Command::Write {
+            kind: [WriteKind::Attach, WriteKind::Strengthen, WriteKind::Edit][usize::from(t - 2)],
+            rel_id: d.u32()?,
+            a: d.str()?,
+            b: d.str()?,
+            weights: d.weights()?,
+        },
+        5 => Command::Detach {
+            rel_id: d.u32()?,
+            a: d.str()?,
+            b: d.str()?,
+        },
+        6 => Command::Delete {
+            db: d.u32()?,
+            id: d.str()?,
+        },
+        7 => Command::Import {
+            db: d.u32()?,
+            id: d.str()?,
+            data: d.profile_data()?,
+        },
+        t => return Err(Corrupt(format!("unknown record type {t}"))),
+    };
+    if d.remaining() != 0 {
+        return Err(Corrupt("trailing bytes in a record".into()));
     }
+    Ok(r)
 }
 
 fn checksum(payload: &[u8]) -> u32 {
@@ -152,7 +132,7 @@ pub(crate) fn log_seqs(dir: &Path) -> Result<Vec<u64>, Error> {
 
 /// A log as read: its whole records with their byte offsets, the length of its whole
 /// prefix, and whether a torn or corrupted tail follows.
-pub(crate) type ReadLog = (Vec<(u64, Record)>, u64, bool);
+pub(crate) type ReadLog = (Vec<(u64, Command)>, u64, bool);
 
 /// Reads every whole record of a log, each with its byte offset. A torn or corrupted
 /// tail ends the log: its offset is returned so the caller can cut it off.
@@ -165,7 +145,7 @@ pub(crate) fn read_log(path: &Path) -> Result<ReadLog, Error> {
         if d.remaining() == 0 {
             return Ok((records, start as u64, false));
         }
-        let whole = (|| -> Decoded<Record> {
+        let whole = (|| -> Decoded<Command> {
             let len = d.u32()? as usize;
             if len > MAX_RECORD {
                 return Err(Corrupt(format!("record length {len}")));
@@ -175,7 +155,7 @@ pub(crate) fn read_log(path: &Path) -> Result<ReadLog, Error> {
             if checksum(payload) != sum {
                 return Err(Corrupt("record checksum mismatch".into()));
             }
-            Record::decode(payload)
+            decode(payload)
         })();
         match whole {
             Ok(r) => records.push((start as u64, r)),
@@ -239,9 +219,9 @@ impl Log {
         Ok(log)
     }
 
-    /// Appends one record (and syncs it under [`SyncPolicy::Always`]).
-    pub(crate) fn append(&self, record: &Record) -> Result<(), Error> {
-        let payload = record.encode();
+    /// Appends one command (and syncs it under [`SyncPolicy::Always`]).
+    pub(crate) fn append(&self, command: &Command) -> Result<(), Error> {
+        let payload = encode(command);
         let mut frame = Vec::with_capacity(payload.len() + 8);
         frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         frame.extend_from_slice(&checksum(&payload).to_le_bytes());
@@ -307,35 +287,37 @@ pub(crate) fn truncate(path: &Path, len: u64) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::profile_data::ProfileData;
+    use crate::schema::{RelationType, Value};
 
     #[test]
     fn records_round_trip() {
         let records = [
-            Record::Define(RelationType::new(1, 1, 2)),
-            Record::Write {
-                kind: 1,
+            Command::Define(RelationType::new(1, 1, 2)),
+            Command::Write {
+                kind: WriteKind::Strengthen,
                 rel_id: 1,
                 a: "a".into(),
                 b: "b".into(),
                 weights: vec![("W".into(), Value::Int(-3))],
             },
-            Record::Detach {
+            Command::Detach {
                 rel_id: 1,
                 a: "a".into(),
                 b: "b".into(),
             },
-            Record::Delete {
+            Command::Delete {
                 db: 2,
                 id: "b".into(),
             },
-            Record::Import {
+            Command::Import {
                 db: 1,
                 id: "a".into(),
                 data: ProfileData::default(),
             },
         ];
         for r in records {
-            assert_eq!(Record::decode(&r.encode()), Ok(r));
+            assert_eq!(decode(&encode(&r)), Ok(r));
         }
     }
 }

@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::codec::{Corrupt, Dec, Enc};
 use super::{storage, sync_dir};
 use crate::accum::counter::View;
+use crate::command::Command;
 use crate::directory::{FrozenProfile, Profile};
-use crate::engine::Engine;
 use crate::error::Error;
+use crate::record::WriteKind;
 use crate::schema::{RelationType, Value};
 
 const MAGIC: &[u8; 8] = b"RELCSNAP";
@@ -150,26 +151,25 @@ fn corrupt(path: &Path, c: Corrupt) -> Error {
     }
 }
 
-/// Loads the snapshot at `path` into `engine` (empty, without a log); returns the
-/// first log sequence number it does not cover. Entries the engine refuses are
-/// skipped and reported to `skip` (byte offset, ordinal, reason).
-pub(crate) fn load(
-    engine: &Engine,
-    path: &Path,
-    skip: &mut dyn FnMut(u64, u64, String),
-) -> Result<(u64, SnapshotStats), Error> {
-    let bytes = std::fs::read(path).map_err(|e| storage(path.display(), e))?;
-    load_bytes(engine, &bytes, skip).map_err(|c| corrupt(path, c))
+/// Where a snapshot's commands go as it loads: `apply` executes one, `skip` hears of
+/// one that `apply` refused (its byte offset, ordinal and why).
+pub(crate) struct Sink<'a> {
+    pub(crate) apply: &'a mut dyn FnMut(Command) -> Result<(), Error>,
+    pub(crate) skip: &'a mut dyn FnMut(u64, u64, String),
 }
 
-/// Checks the header and checksum, then applies every record. A record the engine
-/// refuses (one an earlier version accepted and this one does not) is reported to
-/// `skip` and the load goes on: a snapshot that decodes always loads.
-pub(crate) fn load_bytes(
-    engine: &Engine,
-    bytes: &[u8],
-    skip: &mut dyn FnMut(u64, u64, String),
-) -> Result<(u64, SnapshotStats), Corrupt> {
+/// Loads the snapshot at `path` into `sink` (an empty engine, without a log);
+/// returns the first log sequence number it does not cover.
+pub(crate) fn load(path: &Path, sink: Sink<'_>) -> Result<(u64, SnapshotStats), Error> {
+    let bytes = std::fs::read(path).map_err(|e| storage(path.display(), e))?;
+    load_bytes(&bytes, sink).map_err(|c| corrupt(path, c))
+}
+
+/// Checks the header and checksum, then applies every record as a command. A record
+/// the engine refuses (one an earlier version accepted and this one does not) is
+/// reported to `skip` and the load goes on: a snapshot that decodes always loads.
+pub(crate) fn load_bytes(bytes: &[u8], sink: Sink<'_>) -> Result<(u64, SnapshotStats), Corrupt> {
+    let Sink { apply, skip } = sink;
     let header = MAGIC.len() + 4 + 8;
     if bytes.len() < header + 1 + 8 || &bytes[..MAGIC.len()] != MAGIC {
         return Err(Corrupt("not a relcount snapshot".into()));
@@ -192,6 +192,8 @@ pub(crate) fn load_bytes(
         ..SnapshotStats::default()
     };
     let mut ordinal = 0u64;
+    // The property names of each relation type defined so far, by index.
+    let mut names: hashbrown::HashMap<u32, Vec<String>> = hashbrown::HashMap::new();
     // Offsets are of the file: the body starts after the magic.
     let offset = |d: &Dec<'_>| (MAGIC.len() + d.pos()) as u64;
     loop {
@@ -201,8 +203,15 @@ pub(crate) fn load_bytes(
             0 => break,
             1 => {
                 let def = d.relation_type()?;
-                match engine.define(def) {
-                    Ok(()) => stats.relation_types += 1,
+                let (rel_id, props) = (
+                    def.rel_id(),
+                    def.props().map(|(n, _)| n.to_owned()).collect(),
+                );
+                match apply(Command::Define(def)) {
+                    Ok(()) => {
+                        names.insert(rel_id, props);
+                        stats.relation_types += 1;
+                    }
                     Err(e) => refused("relation type", e),
                 }
             }
@@ -214,7 +223,12 @@ pub(crate) fn load_bytes(
                     1 => Some(d.profile_data()?),
                     t => return Err(Corrupt(format!("bad profile tag {t}"))),
                 };
-                match engine.restore_profile(db, &id, data) {
+                let import = Command::Import {
+                    db,
+                    id: id.clone(),
+                    data: data.unwrap_or_default(),
+                };
+                match apply(import) {
                     Ok(()) => stats.profiles += 1,
                     Err(e) => refused(&format!("profile {id:?} of database {db}"), e),
                 }
@@ -222,26 +236,30 @@ pub(crate) fn load_bytes(
             3 => {
                 let rel_id = d.u32()?;
                 let a = d.str()?;
-                let names: Option<Vec<String>> = engine
-                    .relation_type(rel_id)
-                    .map(|def| def.props().map(|(n, _)| n.to_owned()).collect());
+                let names = names.get(&rel_id);
                 let n = d.count(3)?;
                 for _ in 0..n {
                     let b = d.str()?;
                     let k = d.u8()?;
-                    let mut weights: Vec<(&str, Value)> = Vec::with_capacity(usize::from(k));
+                    let mut weights: Vec<(String, Value)> = Vec::with_capacity(usize::from(k));
                     for _ in 0..k {
                         let i = usize::from(d.u8()?);
                         let value = d.value()?;
-                        if let Some(names) = &names {
+                        if let Some(names) = names {
                             let name = names
                                 .get(i)
                                 .ok_or_else(|| Corrupt(format!("property index {i}")))?;
-                            weights.push((name.as_str(), value));
+                            weights.push((name.clone(), value));
                         }
                     }
                     let done = match names {
-                        Some(_) => engine.attach(rel_id, a.as_str(), b.as_str(), &weights),
+                        Some(_) => apply(Command::Write {
+                            kind: WriteKind::Attach,
+                            rel_id,
+                            a: a.clone(),
+                            b: b.clone(),
+                            weights,
+                        }),
                         None => Err(Error::UnknownRelation { rel_id }),
                     };
                     match done {

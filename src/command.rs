@@ -1,0 +1,35 @@
+//! One vocabulary for a change: what the write log stores, and what replaying a log
+//! and loading a snapshot execute, through one [`Engine::execute`]. Profiles are named
+//! by id (lookups by email, phone or field are resolved before a change is logged), so
+//! executing a command never depends on the indexes.
+//!
+//! [`Engine::execute`]: crate::engine::Engine
+
+use crate::profile_data::ProfileData;
+use crate::record::WriteKind;
+use crate::schema::{RelationType, Value};
+
+/// One accepted change.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Command {
+    /// Define a relation type.
+    Define(RelationType),
+    /// Create or replace a profile's data (empty data: an id-only profile).
+    Import {
+        db: u32,
+        id: String,
+        data: ProfileData,
+    },
+    /// Attach, strengthen or edit one relation.
+    Write {
+        kind: WriteKind,
+        rel_id: u32,
+        a: String,
+        b: String,
+        weights: Vec<(String, Value)>,
+    },
+    /// Remove one relation.
+    Detach { rel_id: u32, a: String, b: String },
+    /// Delete a profile and every relation it takes part in.
+    Delete { db: u32, id: String },
+}
