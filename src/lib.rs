@@ -111,11 +111,13 @@
 //! `schema` (relation types), `profile_id` (ids and `profile_xxh`), `record` (one
 //! relation's packed values), `command` (one vocabulary for a change: what the log
 //! stores and replay and snapshot loading execute), `profile_data` (profile data, matching, normalisation),
-//! `directory` and `index` (profiles by id and by data), `shard` (the sharded writer
-//! state), `accum` (counters: exact sums, top lists, published views, the relation
-//! vector), `engine` (the facade), `persist` (snapshots and the write log), `api` (the
+//! `directory` and `index` (profiles by id and by data), `store` (the one owner of
+//! the sharded writer state, the published counters and the reverse index), `accum`
+//! (counters: exact sums, top lists, published views, the relation vector), `engine`
+//! (the facade), `persist` (snapshots and the write log), `api` (the
 //! JSON layer), `workload` (a reproducible Zipf workload for demos and benches). Data
-//! flows one way: `api` -> `engine` -> directory, shards, accumulators, persistence.
+//! flows one way: `api` -> `engine` -> directory, store -> accumulators; persistence
+//! hands commands up through a sink.
 
 #![forbid(unsafe_code)]
 
@@ -133,7 +135,7 @@ mod profile_id;
 mod record;
 mod resolver;
 mod schema;
-mod shard;
+mod store;
 mod sync;
 pub mod workload;
 

@@ -3,7 +3,6 @@
 //! compaction.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use super::{Engine, EngineBuilder};
 use crate::command::Command;
@@ -200,9 +199,7 @@ impl Engine {
     /// holds is decided by what was collected, never by anything read later.
     fn freeze(&self, rotate: bool) -> Result<Frozen, Error> {
         let _define = self.define_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let shards: Vec<_> = (0..self.shards.count())
-            .map(|i| self.shards.lock(i))
-            .collect();
+        let held = self.store.lock_all();
         let next_seq = match (rotate, self.log.get()) {
             (true, Some(log)) => log.rotate()?,
             _ => 0,
@@ -210,11 +207,8 @@ impl Engine {
         let mut schemas: Vec<_> = self.schemas.pin().values().map(|s| s.def.clone()).collect();
         schemas.sort_by_key(|d| d.rel_id());
         let (profiles, deleting) = self.directory.freeze();
-        let targets = shards
-            .iter()
-            .flat_map(|s| s.targets.values().map(|t| Arc::clone(t.view())))
-            .collect();
-        drop(shards);
+        let targets = self.store.frozen_views(&held);
+        drop(held);
         Ok(Frozen {
             schemas,
             profiles,

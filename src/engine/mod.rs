@@ -1,11 +1,10 @@
-//! The engine facade: validates each call, then drives the directory, the shards and
-//! the accumulators. Nothing below this module calls back up.
+//! The engine facade: validates each call, names its profiles (the directory), logs
+//! it, then calls the store. Nothing below this module calls back up.
 
 use std::sync::{Arc, Mutex};
 
 use hashbrown::DefaultHashBuilder;
 
-use crate::accum::counter::View;
 use crate::accum::top::DEFAULT_INDEX_ABOVE;
 use crate::directory::{Directory, ProfileKey};
 use crate::error::Error;
@@ -13,7 +12,7 @@ use crate::profile_data::Match;
 use crate::profile_id::{ProfileHasher, ProfileId, xxh64};
 use crate::resolver::Resolver;
 use crate::schema::{RelationType, Schema, Value};
-use crate::shard::{Shards, TargetKey};
+use crate::store::Store;
 use crate::sync::lock_free_map;
 
 mod durable;
@@ -61,10 +60,8 @@ pub struct Engine {
     schemas: papaya::HashMap<u32, Arc<Schema>, DefaultHashBuilder>,
     define_lock: Mutex<()>,
     directory: Directory,
-    views: papaya::HashMap<TargetKey, Arc<View>, DefaultHashBuilder>,
-    shards: Shards,
+    store: Store,
     hasher: ProfileHasher,
-    index_above: usize,
     resolver: Option<Arc<dyn Resolver>>,
     /// The write log, once the engine was opened on a data directory.
     log: std::sync::OnceLock<crate::persist::log::Log>,
@@ -138,11 +135,9 @@ impl EngineBuilder {
             schemas: lock_free_map(&collector),
             define_lock: Mutex::new(()),
             directory: Directory::new(&collector),
-            views: lock_free_map(&collector),
+            store: Store::new(&collector, self.shards, self.index_above),
             collector,
-            shards: Shards::new(self.shards),
             hasher: self.hasher,
-            index_above: self.index_above,
             resolver: self.resolver,
             log: std::sync::OnceLock::new(),
             data_dir: std::sync::OnceLock::new(),
@@ -166,7 +161,7 @@ impl Default for EngineBuilder {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("shards", &self.shards.count())
+            .field("shards", &self.store.shard_count())
             .field("relation_types", &self.schemas.len())
             .field("profiles", &self.directory.len())
             .finish_non_exhaustive()
@@ -236,7 +231,7 @@ impl Engine {
     /// The number of shards.
     #[must_use]
     pub fn shard_count(&self) -> usize {
-        self.shards.count()
+        self.store.shard_count()
     }
 
     // ----- relation types -------------------------------------------------------------
@@ -310,9 +305,7 @@ impl Engine {
     /// turn, briefly).
     #[must_use]
     pub fn relation_count(&self) -> u64 {
-        (0..self.shards.count())
-            .map(|i| self.shards.lock(i).relations)
-            .sum()
+        self.store.relation_count()
     }
 }
 

@@ -22,7 +22,7 @@ impl Engine {
         Ok(Named {
             key: ProfileKey { db, id },
             hash,
-            shard: self.shards.of(hash),
+            shard: self.store.shard_of(hash),
             create,
         })
     }
@@ -179,7 +179,7 @@ impl Engine {
 
     fn store_profile(&self, named: Named, data: Normalized) -> Result<(), Error> {
         loop {
-            let _shard = self.shards.lock(named.shard);
+            let _shard = self.store.lock(named.shard);
             let found = match self.directory.lookup(&named.key) {
                 Lookup::Deleting => {
                     drop(_shard);

@@ -59,7 +59,7 @@ impl Engine {
         profile: &Arc<Profile>,
         guard: &impl seize::Guard,
     ) -> Result<Arc<View>, Error> {
-        match self.views.get(&(schema.rel_id(), profile.slot), guard) {
+        match self.store.view((schema.rel_id(), profile.slot), guard) {
             Some(view) if Arc::ptr_eq(&view.profile, profile) => Ok(Arc::clone(view)),
             _ if profile.is_deleted() => Err(Error::ProfileNotFound {
                 db_id: profile.db,

@@ -5,15 +5,12 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use super::Engine;
-use crate::accum::counter::View;
-use crate::accum::target::Target;
 use crate::command::Command;
 use crate::directory::{Lookup, Profile};
 use crate::error::Error;
 use crate::profile_data::Match;
 use crate::record::{Record, WriteKind};
-use crate::schema::{Schema, Value};
-use crate::shard::{Locked, Shard, TargetKey};
+use crate::schema::Value;
 
 impl Engine {
     /// Creates the relation from `profile_b` (database B) to `profile_a` (database A)
@@ -100,7 +97,7 @@ impl Engine {
         let a = self.named(schema.db_a(), profile_a)?;
         let b = self.named(schema.db_b(), profile_b)?;
         let (mut locked, found_a, found_b) = loop {
-            let locked = self.shards.lock_pair(a.shard, b.shard);
+            let locked = self.store.lock_pair(a.shard, b.shard);
             match (self.directory.lookup(&a.key), self.directory.lookup(&b.key)) {
                 (Lookup::Deleting, _) | (_, Lookup::Deleting) => {
                     // The id is being deleted: let the cascade (which needs these locks)
@@ -112,12 +109,7 @@ impl Engine {
             }
         };
         let old = match (&found_a, &found_b) {
-            (Some(pa), Some(pb)) => locked
-                .shard(a.shard)
-                .targets
-                .get(&(rel_id, pa.slot))
-                .and_then(|t| t.get(pb.slot))
-                .map(|rel| &rel.rec),
+            (Some(pa), Some(pb)) => self.store.relation(&mut locked, rel_id, (pa, a.shard), pb),
             _ => None,
         };
         let record = Record::next(&schema, old, kind, &changes)?;
@@ -162,7 +154,7 @@ impl Engine {
         if let Err(e) = logged {
             return Err(self.abandon(&created, e));
         }
-        self.apply(
+        self.store.set(
             &mut locked,
             &schema,
             (&pa, a.shard),
@@ -200,7 +192,7 @@ impl Engine {
         let schema = self.schema(rel_id)?;
         let a = self.named(schema.db_a(), &profile_a.into())?;
         let b = self.named(schema.db_b(), &profile_b.into())?;
-        let mut locked = self.shards.lock_pair(a.shard, b.shard);
+        let mut locked = self.store.lock_pair(a.shard, b.shard);
         let pa = self
             .directory
             .get(&a.key)
@@ -209,12 +201,11 @@ impl Engine {
             .directory
             .get(&b.key)
             .ok_or_else(|| Self::not_found(&b))?;
-        let exists = locked
-            .shard(a.shard)
-            .targets
-            .get(&(rel_id, pa.slot))
-            .is_some_and(|t| t.get(pb.slot).is_some());
-        if !exists {
+        if self
+            .store
+            .relation(&mut locked, rel_id, (&pa, a.shard), &pb)
+            .is_none()
+        {
             return Err(Error::RelationNotFound {
                 rel_id,
                 profile_a: a.key.id.to_string(),
@@ -226,51 +217,9 @@ impl Engine {
             a: a.key.id.to_string(),
             b: b.key.id.to_string(),
         })?;
-        self.apply(&mut locked, &schema, (&pa, a.shard), (&pb, b.shard), None);
+        self.store
+            .set(&mut locked, &schema, (&pa, a.shard), (&pb, b.shard), None);
         Ok(())
-    }
-
-    /// Sets one relation under the locks of both ends, publishes the recipient's new
-    /// counters and keeps the initiator's reverse index in step.
-    fn apply(
-        &self,
-        locked: &mut Locked<'_>,
-        schema: &Arc<Schema>,
-        (pa, shard_a): (&Arc<Profile>, usize),
-        (pb, shard_b): (&Arc<Profile>, usize),
-        record: Option<Record>,
-    ) {
-        let key = (schema.rel_id(), pa.slot);
-        let linked = record.is_some();
-        let shard = locked.shard(shard_a);
-        let target = shard
-            .targets
-            .entry(key)
-            .or_insert_with(|| Target::new(schema, pa));
-        let before = target.len();
-        let view = target.apply(pb, record, self.index_above);
-        self.publish(shard, key, before, view);
-        let initiated = &mut locked.shard(shard_b).initiated;
-        if linked {
-            initiated.insert(pb.slot, key);
-        } else {
-            initiated.remove(pb.slot, key);
-        }
-    }
-
-    /// Publishes a target's new counters (keeping the shard's relation count, given
-    /// the target's relations before the write), or drops the target once it has no
-    /// relation.
-    fn publish(&self, shard: &mut Shard, key: TargetKey, before: usize, view: Arc<View>) {
-        let now = view.rels.len() as u64;
-        let guard = self.collector.enter();
-        shard.relations = shard.relations + now - before as u64;
-        if now == 0 {
-            shard.targets.remove(&key);
-            self.views.remove(&key, &guard);
-        } else {
-            self.views.insert(key, view, &guard);
-        }
     }
 
     /// Deletes a profile and every relation it takes part in, as recipient or as
@@ -290,8 +239,8 @@ impl Engine {
         profile: impl Into<Match<'a>>,
     ) -> Result<(), Error> {
         let named = self.named(db_id, &profile.into())?;
-        let (profile, as_recipient, as_initiator) = {
-            let mut shard = self.shards.lock(named.shard);
+        let (profile, cascade) = {
+            let mut held = self.store.lock(named.shard);
             let profile = self
                 .directory
                 .get(&named.key)
@@ -300,55 +249,22 @@ impl Engine {
                 db: db_id,
                 id: profile.id.to_string(),
             })?;
+            // Marked deleted before anything is removed (see `directory::Life`).
             self.directory.unlink(&profile);
-            let as_initiator = shard.initiated.take(profile.slot);
-            let mut as_recipient = Vec::new();
-            for schema in self.schemas.pin().values() {
-                if schema.db_a() != db_id {
-                    continue;
-                }
-                let key = (schema.rel_id(), profile.slot);
-                if let Some(target) = shard.targets.remove(&key) {
-                    self.views.pin().remove(&key);
-                    shard.relations -= target.len() as u64;
-                    let initiators: Vec<Arc<Profile>> = target
-                        .view()
-                        .rels
-                        .iter()
-                        .map(|rel| Arc::clone(&rel.b))
-                        .collect();
-                    as_recipient.push((key, initiators));
-                }
-            }
-            (profile, as_recipient, as_initiator)
+            let rel_ids: Vec<u32> = self
+                .schemas
+                .pin()
+                .values()
+                .filter(|s| s.db_a() == db_id)
+                .map(|s| s.rel_id())
+                .collect();
+            let cascade = self
+                .store
+                .remove_profile(&mut held, &profile, rel_ids.into_iter());
+            (profile, cascade)
         };
-        // One lock at a time from here: the profile is unlinked, so no write can add a
-        // relation to it, and only this call removes the ones it had.
-        for (key, initiators) in as_recipient {
-            for b in initiators {
-                let mut shard = self.shards.lock(self.shards.of(b.xxh));
-                shard.initiated.remove(b.slot, key);
-            }
-        }
-        for key in as_initiator {
-            // The recipient's shard, from its published counters; none means the target
-            // emptied meanwhile and holds nothing of this profile.
-            let Some(a) = self.views.pin().get(&key).map(|v| Arc::clone(&v.profile)) else {
-                continue;
-            };
-            let mut shard = self.shards.lock(self.shards.of(a.xxh));
-            let Some(target) = shard.targets.get_mut(&key) else {
-                continue; // the recipient was deleted meanwhile
-            };
-            // The slot is not released before this loop ends, so a relation from it is
-            // this profile's.
-            if target.get(profile.slot).is_none() {
-                continue;
-            }
-            let before = target.len();
-            let view = target.apply(&profile, None, self.index_above);
-            self.publish(&mut shard, key, before, view);
-        }
+        // One lock at a time from here.
+        self.store.finish(cascade, &profile);
         self.directory.release(&profile);
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! The sharded writer state: per shard, the targets (recipients' accumulators) and the
 //! reverse index (which targets each initiator points at), behind one lock a shard.
+//! Private to the store: its fields are only touched by `store/mod.rs`.
 //!
 //! A profile lives in the shard chosen by the **high** bits of its hash (moka's
 //! `segment.rs`); the tables inside use their own seeded hasher over the full key, so the
@@ -11,15 +12,14 @@ use std::collections::BTreeSet;
 use crate::accum::target::Target;
 use crate::sync::{Mutex, MutexGuard};
 
-/// `(rel_id, recipient slot)`: one counter.
-pub(crate) type TargetKey = (u32, u32);
+use super::TargetKey;
 
 /// Keeps a value on its own cache lines, so two cores locking two neighbouring shards
 /// never share a line (crossbeam's `CachePadded`; 128 bytes covers the adjacent-line
 /// prefetcher of x86-64).
 #[derive(Debug, Default)]
 #[repr(align(128))]
-pub(crate) struct CachePadded<T>(pub(crate) T);
+pub(super) struct CachePadded<T>(pub(super) T);
 
 /// The reverse index of one shard: `(initiator slot, rel_id, recipient slot)` for every
 /// relation whose initiator lives in the shard. Ordered, so one initiator's relations are
@@ -27,19 +27,19 @@ pub(crate) struct CachePadded<T>(pub(crate) T);
 /// a relation in B-tree nodes, where a map of per-initiator sets cost several times
 /// that for the many initiators with one relation.
 #[derive(Debug, Default)]
-pub(crate) struct Initiated(BTreeSet<(u32, u32, u32)>);
+pub(super) struct Initiated(BTreeSet<(u32, u32, u32)>);
 
 impl Initiated {
-    pub(crate) fn insert(&mut self, initiator: u32, (rel_id, recipient): TargetKey) {
+    pub(super) fn insert(&mut self, initiator: u32, (rel_id, recipient): TargetKey) {
         self.0.insert((initiator, rel_id, recipient));
     }
 
-    pub(crate) fn remove(&mut self, initiator: u32, (rel_id, recipient): TargetKey) {
+    pub(super) fn remove(&mut self, initiator: u32, (rel_id, recipient): TargetKey) {
         self.0.remove(&(initiator, rel_id, recipient));
     }
 
     /// Removes and returns every target `initiator` points at.
-    pub(crate) fn take(&mut self, initiator: u32) -> Vec<TargetKey> {
+    pub(super) fn take(&mut self, initiator: u32) -> Vec<TargetKey> {
         let keys: Vec<TargetKey> = self
             .0
             .range((initiator, 0, 0)..=(initiator, u32::MAX, u32::MAX))
@@ -56,16 +56,16 @@ impl Initiated {
 #[derive(Debug, Default)]
 pub(crate) struct Shard {
     /// Relations of the targets in this shard.
-    pub(crate) relations: u64,
+    pub(super) relations: u64,
     /// Targets whose recipient lives in this shard.
-    pub(crate) targets: hashbrown::HashMap<TargetKey, Target>,
+    pub(super) targets: hashbrown::HashMap<TargetKey, Target>,
     /// For each initiator slot living in this shard, the targets it points at.
-    pub(crate) initiated: Initiated,
+    pub(super) initiated: Initiated,
 }
 
 /// A power-of-two number of shards.
 #[derive(Debug)]
-pub(crate) struct Shards {
+pub(super) struct Shards {
     shards: Box<[CachePadded<Mutex<Shard>>]>,
     /// `64 - log2(count)`; the shard of a hash is `hash >> shift` (0 for one shard).
     shift: u32,
@@ -79,7 +79,7 @@ pub(crate) struct Locked<'a> {
 
 impl Locked<'_> {
     /// The guard of shard `index`, which must be one of the locked ones.
-    pub(crate) fn shard(&mut self, index: usize) -> &mut Shard {
+    pub(super) fn shard(&mut self, index: usize) -> &mut Shard {
         match &mut self.second {
             Some((i, guard)) if *i == index => guard,
             _ => {
@@ -92,7 +92,7 @@ impl Locked<'_> {
 
 impl Shards {
     /// `count` must be a power of two (checked by the builder).
-    pub(crate) fn new(count: usize) -> Self {
+    pub(super) fn new(count: usize) -> Self {
         debug_assert!(count.is_power_of_two());
         Shards {
             shards: (0..count)
@@ -102,19 +102,19 @@ impl Shards {
         }
     }
 
-    pub(crate) fn count(&self) -> usize {
+    pub(super) fn count(&self) -> usize {
         self.shards.len()
     }
 
     /// The shard of a profile hash: its high bits.
-    pub(crate) fn of(&self, hash: u64) -> usize {
+    pub(super) fn of(&self, hash: u64) -> usize {
         // A shift by 64 (one shard) is not defined; checked_shr makes it 0.
         hash.checked_shr(self.shift).unwrap_or(0) as usize
     }
 
     /// Locks one shard. A poisoned lock is taken as is: no engine code panics while it
     /// holds a lock, and a host's panic cannot reach inside it.
-    pub(crate) fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
+    pub(super) fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
         self.shards[index]
             .0
             .lock()
@@ -123,7 +123,7 @@ impl Shards {
 
     /// Locks the shards of two profiles, the lower index first, so two writers locking
     /// the same pair can never deadlock.
-    pub(crate) fn lock_pair(&self, a: usize, b: usize) -> Locked<'_> {
+    pub(super) fn lock_pair(&self, a: usize, b: usize) -> Locked<'_> {
         let (lo, hi) = (a.min(b), a.max(b));
         let first = (lo, self.lock(lo));
         let second = (hi != lo).then(|| (hi, self.lock(hi)));

@@ -1,0 +1,245 @@
+//! The store: the one owner of the writer state (per shard, the targets with their
+//! relations and accumulators, and the reverse index), of what readers see of it (the
+//! published counters), and of the invariants between them:
+//!
+//! - a target's published counters are its current ones, and a target with no
+//!   relation is neither kept nor published;
+//! - a relation from `b` to `a` is in `a`'s target exactly when `(b, rel_id, a)` is in
+//!   the reverse index of `b`'s shard;
+//! - a shard's relation count is the sum of its targets' sizes.
+//!
+//! The engine validates a call, names its profiles and logs it; then it calls the
+//! store under the locks the store hands out. Nothing here calls back up.
+
+mod shard;
+
+use std::sync::Arc;
+
+use hashbrown::DefaultHashBuilder;
+
+use crate::accum::counter::View;
+use crate::accum::target::Target;
+use crate::directory::Profile;
+use crate::record::Record;
+use crate::schema::Schema;
+use crate::sync::{MutexGuard, lock_free_map};
+use shard::{Shard, Shards};
+
+pub(crate) use shard::Locked;
+
+/// `(rel_id, recipient slot)`: one counter.
+pub(crate) type TargetKey = (u32, u32);
+
+/// The lock of one shard, held.
+pub(crate) struct Held<'a>(MutexGuard<'a, Shard>);
+
+/// What a delete still has to do once its profile's own shard is done: the reverse
+/// index entries of its recipients' initiators, and its relations in other targets.
+pub(crate) struct Cascade {
+    as_recipient: Vec<(TargetKey, Vec<Arc<Profile>>)>,
+    as_initiator: Vec<TargetKey>,
+}
+
+/// The sharded writer state and the published counters.
+pub(crate) struct Store {
+    shards: Shards,
+    views: papaya::HashMap<TargetKey, Arc<View>, DefaultHashBuilder>,
+    index_above: usize,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("shards", &self.shards.count())
+            .field("targets", &self.views.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// `shards` must be a power of two; published counters reclaim through
+    /// `collector` (shared with the engine's other maps, so one guard serves a read).
+    pub(crate) fn new(
+        collector: &Arc<seize::Collector>,
+        shards: usize,
+        index_above: usize,
+    ) -> Self {
+        Store {
+            shards: Shards::new(shards),
+            views: lock_free_map(collector),
+            index_above,
+        }
+    }
+
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shards.count()
+    }
+
+    /// The shard of a profile hash.
+    pub(crate) fn shard_of(&self, hash: u64) -> usize {
+        self.shards.of(hash)
+    }
+
+    /// Locks one shard (to create, import or delete a profile living in it).
+    pub(crate) fn lock(&self, shard: usize) -> Held<'_> {
+        Held(self.shards.lock(shard))
+    }
+
+    /// Locks the shards of a write's two ends, in ascending order.
+    pub(crate) fn lock_pair(&self, a: usize, b: usize) -> Locked<'_> {
+        self.shards.lock_pair(a, b)
+    }
+
+    /// Locks every shard, in ascending order: the state then stands still.
+    pub(crate) fn lock_all(&self) -> Vec<Held<'_>> {
+        (0..self.shards.count()).map(|i| self.lock(i)).collect()
+    }
+
+    /// The values of the relation from `b` to `a` (`a` living in `shard_a`, locked).
+    pub(crate) fn relation<'l>(
+        &self,
+        locked: &'l mut Locked<'_>,
+        rel_id: u32,
+        (a, shard_a): (&Profile, usize),
+        b: &Profile,
+    ) -> Option<&'l Record> {
+        locked
+            .shard(shard_a)
+            .targets
+            .get(&(rel_id, a.slot))
+            .and_then(|t| t.get(b.slot))
+            .map(|rel| &rel.rec)
+    }
+
+    /// Sets (`Some`) or removes (`None`) the relation from `pb` to `pa` under the locks
+    /// of both ends, publishes `pa`'s new counters and keeps `pb`'s reverse index in
+    /// step.
+    pub(crate) fn set(
+        &self,
+        locked: &mut Locked<'_>,
+        schema: &Arc<Schema>,
+        (pa, shard_a): (&Arc<Profile>, usize),
+        (pb, shard_b): (&Arc<Profile>, usize),
+        record: Option<Record>,
+    ) {
+        let key = (schema.rel_id(), pa.slot);
+        let linked = record.is_some();
+        let shard = locked.shard(shard_a);
+        let target = shard
+            .targets
+            .entry(key)
+            .or_insert_with(|| Target::new(schema, pa));
+        let before = target.len();
+        let view = target.apply(pb, record, self.index_above);
+        self.publish(shard, key, before, view);
+        let initiated = &mut locked.shard(shard_b).initiated;
+        if linked {
+            initiated.insert(pb.slot, key);
+        } else {
+            initiated.remove(pb.slot, key);
+        }
+    }
+
+    /// Publishes a target's new counters (keeping the shard's relation count, given
+    /// the target's relations before the write), or drops the target once it has no
+    /// relation.
+    fn publish(&self, shard: &mut Shard, key: TargetKey, before: usize, view: Arc<View>) {
+        let now = view.rels.len() as u64;
+        shard.relations = shard.relations + now - before as u64;
+        let views = self.views.pin();
+        if now == 0 {
+            shard.targets.remove(&key);
+            views.remove(&key);
+        } else {
+            views.insert(key, view);
+        }
+    }
+
+    /// The published counters of `key`, for as long as `guard` lives. Lock-free.
+    pub(crate) fn view<'g>(
+        &self,
+        key: TargetKey,
+        guard: &'g impl seize::Guard,
+    ) -> Option<&'g Arc<View>> {
+        self.views.get(&key, guard)
+    }
+
+    /// The first part of a profile's delete, under the lock of its shard (`held`),
+    /// after it was marked deleted: its targets for `rel_ids` (those whose recipients
+    /// are in its database) are removed and unpublished, and its reverse index taken.
+    /// [`finish`](Self::finish) does the rest, one lock at a time.
+    pub(crate) fn remove_profile(
+        &self,
+        held: &mut Held<'_>,
+        profile: &Profile,
+        rel_ids: impl Iterator<Item = u32>,
+    ) -> Cascade {
+        let shard = &mut *held.0;
+        let as_initiator = shard.initiated.take(profile.slot);
+        let mut as_recipient = Vec::new();
+        for rel_id in rel_ids {
+            let key = (rel_id, profile.slot);
+            if let Some(target) = shard.targets.remove(&key) {
+                self.views.pin().remove(&key);
+                shard.relations -= target.len() as u64;
+                let initiators: Vec<Arc<Profile>> = target
+                    .view()
+                    .rels
+                    .iter()
+                    .map(|rel| Arc::clone(&rel.b))
+                    .collect();
+                as_recipient.push((key, initiators));
+            }
+        }
+        Cascade {
+            as_recipient,
+            as_initiator,
+        }
+    }
+
+    /// The rest of a delete, one lock at a time: the reverse index entries of the
+    /// profile's initiators, then its relations in other profiles' targets (each
+    /// target's counters published anew). The profile is marked deleted, so no write
+    /// adds a relation to or from it meanwhile, and its slot is not released before
+    /// this returns, so a relation from that slot is this profile's.
+    pub(crate) fn finish(&self, cascade: Cascade, profile: &Arc<Profile>) {
+        for (key, initiators) in cascade.as_recipient {
+            for b in initiators {
+                let mut shard = self.shards.lock(self.shards.of(b.xxh));
+                shard.initiated.remove(b.slot, key);
+            }
+        }
+        for key in cascade.as_initiator {
+            // The recipient's shard, from its published counters; none means the target
+            // emptied meanwhile and holds nothing of this profile.
+            let Some(a) = self.views.pin().get(&key).map(|v| Arc::clone(&v.profile)) else {
+                continue;
+            };
+            let mut shard = self.shards.lock(self.shards.of(a.xxh));
+            let Some(target) = shard.targets.get_mut(&key) else {
+                continue; // the recipient was deleted meanwhile
+            };
+            if target.get(profile.slot).is_none() {
+                continue;
+            }
+            let before = target.len();
+            let view = target.apply(profile, None, self.index_above);
+            self.publish(&mut shard, key, before, view);
+        }
+    }
+
+    /// Every target's published counters, with every shard held (a snapshot's point
+    /// in time): reference counts, no copying.
+    pub(crate) fn frozen_views(&self, held: &[Held<'_>]) -> Vec<Arc<View>> {
+        held.iter()
+            .flat_map(|h| h.0.targets.values().map(|t| Arc::clone(t.view())))
+            .collect()
+    }
+
+    /// Relations of every shard (each lock taken in turn, briefly).
+    pub(crate) fn relation_count(&self) -> u64 {
+        (0..self.shards.count())
+            .map(|i| self.shards.lock(i).relations)
+            .sum()
+    }
+}
