@@ -202,6 +202,128 @@ fn crash_recovery() {
     }
 }
 
+/// The initiator of write `i` of the file-size test: ids of many lengths, so records
+/// of many sizes meet the limit.
+fn efbig_initiator(i: usize) -> String {
+    format!("b{}", "x".repeat(i * 7 % 60))
+}
+
+/// The child of `file_size_limit_loses_no_acknowledged_write`: runs under a file-size
+/// limit (`ulimit -S -f`, SIGXFSZ ignored, so a write past it fails with EFBIG),
+/// strengthening relations with records of many sizes, and prints `ack N` or `err N`
+/// for each. After its first refused write it prints `wait` and reads a line: the
+/// parent lifts the limit meanwhile, and the writes go on. Runs only when the parent
+/// sets `RELCOUNT_EFBIG_DIR`.
+#[test]
+#[ignore = "helper: run by file_size_limit_loses_no_acknowledged_write in a child process"]
+fn efbig_child() {
+    let Ok(dir) = std::env::var("RELCOUNT_EFBIG_DIR") else {
+        return;
+    };
+    let engine = Engine::builder()
+        .open(&dir, SyncPolicy::Always)
+        .expect("open");
+    engine
+        .define(relcount::RelationType::new(1, 1, 2).prop("Like", relcount::PropSpec::int().sum()))
+        .expect("schema");
+    // The harness's "test efbig_child ... " stands before the first line printed.
+    println!("ready");
+    let mut waited = false;
+    for i in 0..2000 {
+        let b = efbig_initiator(i);
+        match engine.strengthen(1, "a", b.as_str(), &[("Like", relcount::Value::Int(1))]) {
+            Ok(()) => println!("ack {i}"),
+            Err(e) => {
+                println!("err {i} {e}");
+                if !waited {
+                    waited = true;
+                    println!("wait");
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line).expect("go");
+                }
+            }
+        }
+    }
+}
+
+/// Postmortem (issue: durability under faults): with `fsync=always` and a file-size
+/// limit (here 65 blocks of 512 bytes, which the sequence meets mid-record), the write that met the limit failed with its partial frame left in
+/// the log; once the limit was lifted, later writes were acknowledged after it, and
+/// recovery cut them all off with the torn tail. A failed append is now cut back off:
+/// exactly the acknowledged writes are recovered.
+#[test]
+fn file_size_limit_loses_no_acknowledged_write() {
+    use std::io::Write as _;
+    let exe = std::env::current_exe().expect("test binary");
+    let dir = temp_dir("efbig");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"trap '' XFSZ; ulimit -S -f 65; exec "$0" efbig_child --exact --ignored --nocapture --test-threads=1"#)
+        .arg(&exe)
+        .env("RELCOUNT_EFBIG_DIR", &dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("child");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut want: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    let (mut acks, mut errs, mut acks_after) = (0, 0, 0);
+    for line in out.lines() {
+        let line = line.expect("line");
+        if let Some(n) = line.strip_prefix("ack ") {
+            *want
+                .entry(efbig_initiator(n.parse().expect("n")))
+                .or_default() += 1;
+            acks += 1;
+            if errs > 0 {
+                acks_after += 1;
+            }
+        } else if line.starts_with("err ") {
+            errs += 1;
+        } else if line == "wait" {
+            // Lift the limit (the soft one, up to the hard one) and let it go on.
+            let lifted = Command::new("prlimit")
+                .arg(format!("--pid={}", child.id()))
+                .arg("--fsize=unlimited:")
+                .status()
+                .expect("prlimit (util-linux)");
+            assert!(lifted.success(), "prlimit");
+            writeln!(stdin, "go").expect("go");
+        }
+    }
+    assert!(
+        child.wait().expect("child").success(),
+        "the child ran to its end"
+    );
+    assert!(errs > 0, "the limit was met ({acks} acks)");
+    assert!(acks_after > 0, "writes were acknowledged after the failure");
+    let engine = Engine::builder()
+        .open(&dir, SyncPolicy::Always)
+        .expect("the directory reopens");
+    assert!(engine.recovery_skipped().is_empty());
+    let page = engine.list(1, "a", 0, 1000).expect("a");
+    let got: std::collections::BTreeMap<String, i64> = page
+        .rows
+        .iter()
+        .map(|r| {
+            let like = match r.props.first() {
+                Some((_, relcount::Value::Int(v))) => *v,
+                other => panic!("{other:?}"),
+            };
+            (r.profile_b.to_string(), like)
+        })
+        .collect();
+    assert_eq!(
+        got, want,
+        "exactly the acknowledged writes ({acks} acks, {errs} refused)"
+    );
+    drop(engine);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 fn small_engine(dir: &Path) -> Engine {
     let engine = Engine::builder().open(dir, SyncPolicy::No).expect("open");
     let (engine, _) = pair(engine, relcount::xxh64);

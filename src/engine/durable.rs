@@ -323,3 +323,145 @@ impl Engine {
             .collect()
     }
 }
+
+/// Failures injected into the write log: after each, exactly the acknowledged writes
+/// are recovered.
+#[cfg(test)]
+mod fault_tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::schema::{PropSpec, RelationType};
+
+    fn dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("relcount-fault-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn open(dir: &Path, sync: SyncPolicy) -> Engine {
+        let engine = Engine::builder().open(dir, sync).expect("open");
+        if engine.relation_type(1).is_none() {
+            engine
+                .define(RelationType::new(1, 1, 2).prop("Like", PropSpec::int().sum()))
+                .expect("define");
+        }
+        engine
+    }
+
+    fn strengthen(engine: &Engine) -> Result<(), Error> {
+        engine.strengthen(1, "a", "b", &[("Like", Value::Int(1))])
+    }
+
+    fn like(engine: &Engine) -> Option<crate::Sum> {
+        engine.get_counter(1, "a").ok()?.prop("Like")?.sum()
+    }
+
+    fn faults(engine: &Engine) -> &crate::persist::log::Faults {
+        engine.log.get().expect("a durable engine").faults()
+    }
+
+    /// Postmortem (issue: durability under faults): a failed append left its partial
+    /// frame in the log, later acknowledged writes followed it, and recovery cut them
+    /// all off as a torn tail. A failed append is now cut back off before it returns.
+    #[test]
+    fn a_short_write_is_cut_off_and_later_writes_survive() {
+        let dir = dir("short");
+        let engine = open(&dir, SyncPolicy::No);
+        strengthen(&engine).expect("first");
+        for cut in [0, 3, 9, 20] {
+            *faults(&engine).short_write.lock().expect("faults") = Some(cut);
+            assert!(strengthen(&engine).is_err(), "a failed append is refused");
+            strengthen(&engine).expect("the log takes writes again");
+        }
+        assert_eq!(like(&engine), Some(crate::Sum::Int(5)));
+        drop(engine);
+        let engine = open(&dir, SyncPolicy::No);
+        assert_eq!(
+            like(&engine),
+            Some(crate::Sum::Int(5)),
+            "exactly the acknowledged writes"
+        );
+        assert!(engine.recovery_skipped().is_empty());
+        drop(engine);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Under `Always` a failed fsync refused the write but left its bytes to be
+    /// replayed. They are now cut off, so the refused write never comes back.
+    #[test]
+    fn a_failed_fsync_refuses_the_write_and_it_never_replays() {
+        let dir = dir("fsync");
+        let engine = open(&dir, SyncPolicy::Always);
+        strengthen(&engine).expect("first");
+        faults(&engine).sync.store(true, Ordering::Release);
+        assert!(strengthen(&engine).is_err());
+        assert_eq!(
+            like(&engine),
+            Some(crate::Sum::Int(1)),
+            "a refused write changes nothing"
+        );
+        strengthen(&engine).expect("third");
+        drop(engine);
+        let engine = open(&dir, SyncPolicy::Always);
+        assert_eq!(like(&engine), Some(crate::Sum::Int(2)));
+        drop(engine);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// When a failed append cannot be cut back, the log stops taking writes (nothing
+    /// after the torn frame could be recovered), compaction too; a reopen recovers
+    /// exactly the acknowledged writes.
+    #[test]
+    fn a_failed_cut_stops_the_log_until_reopened() {
+        let dir = dir("stop");
+        let engine = open(&dir, SyncPolicy::Always);
+        strengthen(&engine).expect("first");
+        *faults(&engine).short_write.lock().expect("faults") = Some(5);
+        faults(&engine).truncate.store(true, Ordering::Release);
+        assert!(strengthen(&engine).is_err());
+        let refused = strengthen(&engine).expect_err("the log is stopped");
+        assert!(
+            refused.to_string().contains("until the engine is reopened"),
+            "{refused}"
+        );
+        assert!(engine.compact().is_err(), "no rotation past a torn frame");
+        assert_eq!(like(&engine), Some(crate::Sum::Int(1)));
+        drop(engine);
+        let engine = open(&dir, SyncPolicy::Always);
+        assert_eq!(like(&engine), Some(crate::Sum::Int(1)));
+        strengthen(&engine).expect("a reopened engine takes writes");
+        drop(engine);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A write whose record the log could not read back (over 1 MiB) was acknowledged,
+    /// and lost with every later write on restart. It is now refused.
+    #[test]
+    fn a_record_over_the_readers_limit_is_refused() {
+        let dir = dir("big");
+        let engine = open(&dir, SyncPolicy::No);
+        let name = "x".repeat(crate::schema::MAX_PROP_NAME_LEN);
+        let tags: Vec<String> = (0..64).map(|i| format!("{i:0>256}")).collect();
+        let fields = (0..64)
+            .map(|i| (format!("{name}{i}"), crate::FieldValue::Tags(tags.clone())))
+            .collect();
+        let data = crate::ProfileData {
+            fields,
+            ..Default::default()
+        };
+        let refused = engine.import_profile(1, "p", data).expect_err("over 1 MiB");
+        assert!(
+            refused.to_string().contains("bytes a record may have"),
+            "{refused}"
+        );
+        assert!(!engine.contains_profile(1, "p"));
+        strengthen(&engine).expect("later writes go on");
+        drop(engine);
+        let engine = open(&dir, SyncPolicy::No);
+        assert_eq!(like(&engine), Some(crate::Sum::Int(1)));
+        drop(engine);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -167,6 +167,13 @@ pub(crate) fn read_log(path: &Path) -> Result<ReadLog, Error> {
 struct Open {
     file: Arc<File>,
     seq: u64,
+    /// The length of the log's whole records: where the next one starts, and where a
+    /// failed append cuts the file back to.
+    len: u64,
+    /// Why the log takes no more writes: a failure it could not undo (a failed append
+    /// it could not cut back, or a failed background fsync), after which it cannot
+    /// tell which acknowledged bytes are durable. Cleared only by reopening.
+    failed: Option<String>,
 }
 
 /// The log being appended to.
@@ -177,6 +184,21 @@ pub(crate) struct Log {
     stop: Arc<AtomicBool>,
     /// The directory's `LOCK` file, locked for as long as the log lives.
     _lock: File,
+    /// Injected I/O failures, for the tests of what a failure leaves behind.
+    #[cfg(test)]
+    faults: Faults,
+}
+
+/// I/O failures a test can inject into the next append or sync.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    /// Write only this many bytes of the next frame, then fail.
+    pub(crate) short_write: Mutex<Option<usize>>,
+    /// Fail the next `sync_data` of an append.
+    pub(crate) sync: AtomicBool,
+    /// Fail the next cut back of a failed append.
+    pub(crate) truncate: AtomicBool,
 }
 
 impl std::fmt::Debug for Log {
@@ -200,14 +222,27 @@ impl Log {
     /// Appends to log `seq` in `dir` (created if missing); keeps `lock` (the
     /// directory's lock file, already locked) until dropped.
     pub(crate) fn open(dir: &Path, seq: u64, policy: SyncPolicy, lock: File) -> Result<Log, Error> {
-        let file = Arc::new(open_append(&log_path(dir, seq))?);
+        let path = log_path(dir, seq);
+        let file = Arc::new(open_append(&path)?);
+        // Recovery cut any torn tail: the file ends with a whole record.
+        let len = file
+            .metadata()
+            .map_err(|e| storage(path.display(), e))?
+            .len();
         sync_dir(dir)?;
         let log = Log {
             dir: dir.to_path_buf(),
             policy,
-            open: Arc::new(Mutex::new(Open { file, seq })),
+            open: Arc::new(Mutex::new(Open {
+                file,
+                seq,
+                len,
+                failed: None,
+            })),
             stop: Arc::new(AtomicBool::new(false)),
             _lock: lock,
+            #[cfg(test)]
+            faults: Faults::default(),
         };
         if policy == SyncPolicy::EverySec {
             let (open, stop) = (Arc::downgrade(&log.open), Arc::clone(&log.stop));
@@ -219,36 +254,119 @@ impl Log {
         Ok(log)
     }
 
-    /// Appends one command (and syncs it under [`SyncPolicy::Always`]).
+    /// Appends one command (and syncs it under [`SyncPolicy::Always`]). On `Ok` the
+    /// command is in the log (and durable under `Always`); on `Err` it is not, and
+    /// never will be: whatever part of it reached the file is cut back off before the
+    /// error returns, so no later record follows a torn one. When even that fails,
+    /// or a background fsync failed, the log takes no more writes until the engine is
+    /// reopened (which recovers exactly the records that were acknowledged).
     pub(crate) fn append(&self, command: &Command) -> Result<(), Error> {
         let payload = encode(command);
+        if payload.len() > MAX_RECORD {
+            return Err(storage(
+                "write log",
+                format!(
+                    "this write's log record would be {} bytes, over the {MAX_RECORD} bytes a record may have",
+                    payload.len()
+                ),
+            ));
+        }
         let mut frame = Vec::with_capacity(payload.len() + 8);
         frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         frame.extend_from_slice(&checksum(&payload).to_le_bytes());
         frame.extend_from_slice(&payload);
-        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let path = || log_path(&self.dir, open.seq);
-        (&*open.file)
-            .write_all(&frame)
-            .map_err(|e| storage(path().display(), e))?;
-        if self.policy == SyncPolicy::Always {
-            open.file
-                .sync_data()
-                .map_err(|e| storage(path().display(), e))?;
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let path = log_path(&self.dir, open.seq);
+        if let Some(why) = &open.failed {
+            return Err(storage(
+                path.display(),
+                format!(
+                    "the write log failed earlier ({why}); no write is taken until the engine is reopened"
+                ),
+            ));
         }
-        Ok(())
+        let written = self.write_frame(&open.file, &frame).and_then(|()| {
+            if self.policy == SyncPolicy::Always {
+                self.sync(&open.file)
+            } else {
+                Ok(())
+            }
+        });
+        match written {
+            Ok(()) => {
+                open.len += frame.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Part of the frame, or all of it, may be in the file (and under
+                // `Always`, maybe durable): cut it off, so that replay never sees it.
+                if let Err(cut) = self.cut(&open.file, open.len) {
+                    open.failed = Some(format!(
+                        "a failed append ({e}) could not be cut back off: {cut}"
+                    ));
+                }
+                Err(storage(path.display(), e))
+            }
+        }
+    }
+
+    fn write_frame(&self, file: &File, frame: &[u8]) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(n) = self
+            .faults
+            .short_write
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let mut f = file;
+            f.write_all(&frame[..n.min(frame.len())])?;
+            return Err(std::io::Error::other("injected short write"));
+        }
+        let mut f = file;
+        f.write_all(frame)
+    }
+
+    fn sync(&self, file: &File) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.faults.sync.swap(false, Ordering::AcqRel) {
+            return Err(std::io::Error::other("injected fsync failure"));
+        }
+        file.sync_data()
+    }
+
+    /// Cuts the log back to `len` bytes, durably.
+    fn cut(&self, file: &File, len: u64) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.faults.truncate.swap(false, Ordering::AcqRel) {
+            return Err(std::io::Error::other("injected truncate failure"));
+        }
+        file.set_len(len)?;
+        file.sync_data()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     /// Starts the next log and returns its sequence number. Called with every shard
     /// locked, so no write straddles the switch.
     pub(crate) fn rotate(&self) -> Result<u64, Error> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(why) = &open.failed {
+            return Err(storage(
+                log_path(&self.dir, open.seq).display(),
+                format!("the write log failed earlier ({why})"),
+            ));
+        }
         open.file
             .sync_data()
             .map_err(|e| storage(log_path(&self.dir, open.seq).display(), e))?;
         let seq = open.seq + 1;
         open.file = Arc::new(open_append(&log_path(&self.dir, seq))?);
         open.seq = seq;
+        open.len = 0;
         sync_dir(&self.dir)?;
         Ok(seq)
     }
@@ -262,14 +380,23 @@ impl Drop for Log {
     }
 }
 
-/// Syncs the current log once a second until the log is dropped.
+/// Syncs the current log once a second until the log is dropped. A failed fsync stops
+/// the log from taking writes: the kernel may have dropped the pages it could not
+/// write, so nothing acknowledged after it could be trusted to survive.
 fn everysec(open: std::sync::Weak<Mutex<Open>>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(1000));
         let Some(open) = open.upgrade() else { return };
-        let file = Arc::clone(&open.lock().unwrap_or_else(|e| e.into_inner()).file);
-        drop(open);
-        let _ = file.sync_data();
+        let (file, seq) = {
+            let o = open.lock().unwrap_or_else(|e| e.into_inner());
+            (Arc::clone(&o.file), o.seq)
+        };
+        if let Err(e) = file.sync_data() {
+            let mut o = open.lock().unwrap_or_else(|e| e.into_inner());
+            if o.seq == seq && o.failed.is_none() {
+                o.failed = Some(format!("a background fsync failed: {e}"));
+            }
+        }
     }
 }
 
