@@ -109,24 +109,34 @@ impl EngineBuilder {
                 ));
             }
             expected = seq + 1;
-            let (records, good_len, torn) = log::read_log(&path)?;
-            if torn {
-                if i + 1 != seqs.len() {
-                    return Err(storage(
-                        path.display(),
-                        "corrupted record before the last log",
-                    ));
-                }
-                log::truncate(&path, good_len)?;
-            }
-            for (n, (offset, record)) in records.into_iter().enumerate() {
-                if let Err(e) = engine.execute(record) {
-                    skipped.push(Skipped {
-                        file: path.clone(),
-                        offset,
-                        record: n as u64,
-                        reason: e.to_string(),
-                    });
+            let mut reader = log::LogReader::open(&path)?;
+            let mut n = 0u64;
+            loop {
+                match reader.next()? {
+                    log::Next::Record(offset, command) => {
+                        if let Err(e) = engine.execute(command) {
+                            skipped.push(Skipped {
+                                file: path.clone(),
+                                offset,
+                                record: n,
+                                reason: e.to_string(),
+                            });
+                        }
+                        n += 1;
+                    }
+                    log::Next::End => break,
+                    log::Next::Torn(good_len) => {
+                        if i + 1 != seqs.len() {
+                            return Err(storage(
+                                path.display(),
+                                format!("corrupted record at byte {good_len}, before the last log"),
+                            ));
+                        }
+                        // A crash mid-append: the records before it are all there is.
+                        drop(reader);
+                        log::truncate(&path, good_len)?;
+                        break;
+                    }
                 }
             }
             current = seq;

@@ -130,36 +130,69 @@ pub(crate) fn log_seqs(dir: &Path) -> Result<Vec<u64>, Error> {
     Ok(seqs)
 }
 
-/// A log as read: its whole records with their byte offsets, the length of its whole
-/// prefix, and whether a torn or corrupted tail follows.
-pub(crate) type ReadLog = (Vec<(u64, Command)>, u64, bool);
+/// Reads a log one record at a time, holding one record in memory (at most
+/// `MAX_RECORD` bytes), whatever the log's size.
+pub(crate) struct LogReader {
+    path: PathBuf,
+    file: std::io::BufReader<File>,
+    /// Where the next record starts: after the last whole one.
+    offset: u64,
+    buf: Vec<u8>,
+}
 
-/// Reads every whole record of a log, each with its byte offset. A torn or corrupted
-/// tail ends the log: its offset is returned so the caller can cut it off.
-pub(crate) fn read_log(path: &Path) -> Result<ReadLog, Error> {
-    let bytes = std::fs::read(path).map_err(|e| storage(path.display(), e))?;
-    let mut records = Vec::new();
-    let mut d = Dec::new(&bytes);
-    loop {
-        let start = d.pos();
-        if d.remaining() == 0 {
-            return Ok((records, start as u64, false));
+/// One step of a [`LogReader`].
+pub(crate) enum Next {
+    /// A whole record and its byte offset.
+    Record(u64, Command),
+    /// The end of the log: every record was whole.
+    End,
+    /// A torn or corrupted record at this offset: the log's whole records end there.
+    Torn(u64),
+}
+
+impl LogReader {
+    pub(crate) fn open(path: &Path) -> Result<LogReader, Error> {
+        let file = File::open(path).map_err(|e| storage(path.display(), e))?;
+        Ok(LogReader {
+            path: path.to_path_buf(),
+            file: std::io::BufReader::with_capacity(1 << 16, file),
+            offset: 0,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Fills `buf` with exactly `n` bytes; `Ok(false)` at the end of the file (a
+    /// short tail included).
+    fn fill(&mut self, n: usize) -> Result<bool, Error> {
+        use std::io::Read;
+        self.buf.clear();
+        let got = (&mut self.file)
+            .take(n as u64)
+            .read_to_end(&mut self.buf)
+            .map_err(|e| storage(self.path.display(), e))?;
+        Ok(got == n)
+    }
+
+    pub(crate) fn next(&mut self) -> Result<Next, Error> {
+        let start = self.offset;
+        if !self.fill(8)? {
+            return Ok(if self.buf.is_empty() {
+                Next::End
+            } else {
+                Next::Torn(start)
+            });
         }
-        let whole = (|| -> Decoded<Command> {
-            let len = d.u32()? as usize;
-            if len > MAX_RECORD {
-                return Err(Corrupt(format!("record length {len}")));
+        let len = u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        let sum = u32::from_le_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]);
+        if len > MAX_RECORD || !self.fill(len)? || checksum(&self.buf) != sum {
+            return Ok(Next::Torn(start));
+        }
+        match decode(&self.buf) {
+            Ok(command) => {
+                self.offset = start + 8 + len as u64;
+                Ok(Next::Record(start, command))
             }
-            let sum = d.u32()?;
-            let payload = d.take(len)?;
-            if checksum(payload) != sum {
-                return Err(Corrupt("record checksum mismatch".into()));
-            }
-            decode(payload)
-        })();
-        match whole {
-            Ok(r) => records.push((start as u64, r)),
-            Err(_) => return Ok((records, start as u64, true)),
+            Err(_) => Ok(Next::Torn(start)),
         }
     }
 }
