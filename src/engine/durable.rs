@@ -474,4 +474,31 @@ mod fault_tests {
         drop(engine);
         std::fs::remove_dir_all(&dir).ok();
     }
+
+    /// `EverySec` had no bound on its loss window when fsync stalled: appends went on
+    /// being acknowledged while nothing reached the disk. An append now waits for a
+    /// background fsync in flight past the bound (2 s; here 0, with an fsync stalled).
+    #[test]
+    fn appends_wait_for_a_stalled_background_fsync() {
+        let dir = dir("stall");
+        let engine = open(&dir, SyncPolicy::EverySec);
+        let log = engine.log.get().expect("a durable engine");
+        log.stall_next_sync(
+            std::time::Duration::from_millis(1500),
+            std::time::Duration::ZERO,
+        );
+        let mut polls = 0;
+        while !log.syncing() {
+            polls += 1;
+            assert!(polls < 2000, "the background fsync never started");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        strengthen(&engine).expect("the append");
+        assert!(
+            !log.syncing(),
+            "the append waited for the stalled fsync to end"
+        );
+        drop(engine);
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

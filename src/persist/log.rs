@@ -4,9 +4,9 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use super::codec::{Corrupt, Dec, Decoded, Enc};
 use super::{SyncPolicy, storage, sync_dir};
@@ -207,14 +207,42 @@ struct Open {
     /// it could not cut back, or a failed background fsync), after which it cannot
     /// tell which acknowledged bytes are durable. Cleared only by reopening.
     failed: Option<String>,
+    /// Under `EverySec`, when the background fsync in flight started.
+    syncing_since: Option<Instant>,
+    /// A delay injected into the next background fsync (tests only).
+    #[cfg(test)]
+    stall_next_sync: Duration,
 }
+
+impl Open {
+    /// The delay injected into the next background fsync (none outside tests).
+    fn take_stall(&mut self) -> Duration {
+        #[cfg(test)]
+        return std::mem::take(&mut self.stall_next_sync);
+        #[cfg(not(test))]
+        Duration::ZERO
+    }
+}
+
+/// The open log and the signal of a background fsync's end, shared with the
+/// `EverySec` thread.
+struct Shared {
+    open: Mutex<Open>,
+    synced: Condvar,
+}
+
+/// How long a background fsync may run before appends wait for it: the bound on
+/// what `EverySec` may lose (a second between syncs, plus this) when the disk stalls.
+const MAX_SYNC_STALL: Duration = Duration::from_secs(2);
 
 /// The log being appended to.
 pub(crate) struct Log {
     dir: PathBuf,
     policy: SyncPolicy,
-    open: Arc<Mutex<Open>>,
+    shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
+    /// See [`MAX_SYNC_STALL`], in milliseconds (tests lower it).
+    max_stall_ms: AtomicU64,
     /// The directory's `LOCK` file, locked for as long as the log lives.
     _lock: File,
     /// Injected I/O failures, for the tests of what a failure leaves behind.
@@ -266,22 +294,29 @@ impl Log {
         let log = Log {
             dir: dir.to_path_buf(),
             policy,
-            open: Arc::new(Mutex::new(Open {
-                file,
-                seq,
-                len,
-                failed: None,
-            })),
+            shared: Arc::new(Shared {
+                open: Mutex::new(Open {
+                    file,
+                    seq,
+                    len,
+                    failed: None,
+                    syncing_since: None,
+                    #[cfg(test)]
+                    stall_next_sync: Duration::ZERO,
+                }),
+                synced: Condvar::new(),
+            }),
             stop: Arc::new(AtomicBool::new(false)),
+            max_stall_ms: AtomicU64::new(MAX_SYNC_STALL.as_millis() as u64),
             _lock: lock,
             #[cfg(test)]
             faults: Faults::default(),
         };
         if policy == SyncPolicy::EverySec {
-            let (open, stop) = (Arc::downgrade(&log.open), Arc::clone(&log.stop));
+            let (shared, stop) = (Arc::downgrade(&log.shared), Arc::clone(&log.stop));
             std::thread::Builder::new()
                 .name("relcount-fsync".into())
-                .spawn(move || everysec(open, stop))
+                .spawn(move || everysec(shared, stop))
                 .map_err(|e| storage("fsync thread", e))?;
         }
         Ok(log)
@@ -308,7 +343,17 @@ impl Log {
         frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         frame.extend_from_slice(&checksum(&payload).to_le_bytes());
         frame.extend_from_slice(&payload);
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
+        // A background fsync stalled past the bound: wait for it, so that no more
+        // than the bound's worth of acknowledged writes is ever at risk.
+        let max_stall = Duration::from_millis(self.max_stall_ms.load(Ordering::Relaxed));
+        while open.syncing_since.is_some_and(|t| t.elapsed() >= max_stall) {
+            open = self
+                .shared
+                .synced
+                .wait(open)
+                .unwrap_or_else(|e| e.into_inner());
+        }
         let path = log_path(&self.dir, open.seq);
         if let Some(why) = &open.failed {
             return Err(storage(
@@ -383,10 +428,34 @@ impl Log {
         &self.faults
     }
 
+    /// Makes the next background fsync take `stall` longer, and appends wait for any
+    /// background fsync in flight for `max_stall` or more.
+    #[cfg(test)]
+    pub(crate) fn stall_next_sync(&self, stall: Duration, max_stall: Duration) {
+        self.max_stall_ms
+            .store(max_stall.as_millis() as u64, Ordering::Relaxed);
+        self.shared
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stall_next_sync = stall;
+    }
+
+    /// Whether a background fsync is in flight.
+    #[cfg(test)]
+    pub(crate) fn syncing(&self) -> bool {
+        self.shared
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .syncing_since
+            .is_some()
+    }
+
     /// Starts the next log and returns its sequence number. Called with every shard
     /// locked, so no write straddles the switch.
     pub(crate) fn rotate(&self) -> Result<u64, Error> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(why) = &open.failed {
             return Err(storage(
                 log_path(&self.dir, open.seq).display(),
@@ -408,28 +477,40 @@ impl Log {
 impl Drop for Log {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
         let _ = open.file.sync_data();
     }
 }
 
 /// Syncs the current log once a second until the log is dropped. A failed fsync stops
 /// the log from taking writes: the kernel may have dropped the pages it could not
-/// write, so nothing acknowledged after it could be trusted to survive.
-fn everysec(open: std::sync::Weak<Mutex<Open>>, stop: Arc<AtomicBool>) {
+/// write, so nothing acknowledged after it could be trusted to survive. An fsync that
+/// stalls past [`MAX_SYNC_STALL`] makes appends wait for it.
+fn everysec(shared: std::sync::Weak<Shared>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(1000));
-        let Some(open) = open.upgrade() else { return };
-        let (file, seq) = {
-            let o = open.lock().unwrap_or_else(|e| e.into_inner());
-            (Arc::clone(&o.file), o.seq)
+        let Some(shared) = shared.upgrade() else {
+            return;
         };
-        if let Err(e) = file.sync_data() {
-            let mut o = open.lock().unwrap_or_else(|e| e.into_inner());
-            if o.seq == seq && o.failed.is_none() {
-                o.failed = Some(format!("a background fsync failed: {e}"));
-            }
+        let (file, seq, stall) = {
+            let mut o = shared.open.lock().unwrap_or_else(|e| e.into_inner());
+            o.syncing_since = Some(Instant::now());
+            (Arc::clone(&o.file), o.seq, o.take_stall())
+        };
+        if !stall.is_zero() {
+            std::thread::sleep(stall);
         }
+        let synced = file.sync_data();
+        let mut o = shared.open.lock().unwrap_or_else(|e| e.into_inner());
+        o.syncing_since = None;
+        if let Err(e) = synced
+            && o.seq == seq
+            && o.failed.is_none()
+        {
+            o.failed = Some(format!("a background fsync failed: {e}"));
+        }
+        drop(o);
+        shared.synced.notify_all();
     }
 }
 
