@@ -207,6 +207,9 @@ struct Named {
     shard: usize,
     /// Whether a write may create it (named by id, or by the host's resolver).
     create: bool,
+    /// The lookup that found it in the directory's indexes, checked again under the
+    /// profile's lock (its data may have changed since).
+    query: Option<crate::profile_data::Query>,
 }
 
 impl Engine {

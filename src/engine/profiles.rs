@@ -24,6 +24,7 @@ impl Engine {
             hash,
             shard: self.store.shard_of(hash),
             create,
+            query: None,
         })
     }
 
@@ -43,7 +44,11 @@ impl Engine {
             None => {
                 let guard = self.collector.enter();
                 match self.directory.find(db, &query, &guard) {
-                    Found::One(p) => self.name_id(db, p.id.clone(), false),
+                    Found::One(p) => {
+                        let mut named = self.name_id(db, p.id.clone(), false)?;
+                        named.query = Some(query);
+                        Ok(named)
+                    }
                     Found::None => Err(no_match(db, &query)),
                     Found::Many => Err(ambiguous(db, &query)),
                 }
@@ -80,6 +85,22 @@ impl Engine {
             .get_in(&named.key, guard)
             .cloned()
             .ok_or_else(|| Self::not_found(&named))
+    }
+
+    /// Whether `found` (looked up under its shard's lock) is still the one profile the
+    /// lookup that named it answers. A profile named by its data may have lost that
+    /// data, or another may have gained it, between the lookup and the lock; the
+    /// write then names its profile again. (Data changes under the same lock, so
+    /// the answer holds for as long as the lock is held.)
+    pub(super) fn still_named(&self, named: &Named, found: Option<&Arc<Profile>>) -> bool {
+        let Some(query) = &named.query else {
+            return true;
+        };
+        let Some(found) = found else {
+            return false;
+        };
+        let guard = self.collector.enter();
+        matches!(self.directory.find(named.key.db, query, &guard), Found::One(p) if Arc::ptr_eq(&p, found))
     }
 
     pub(super) fn not_found(named: &Named) -> Error {

@@ -4,13 +4,14 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use super::Engine;
+use super::{Engine, Named};
 use crate::command::Command;
 use crate::directory::{Lookup, Profile};
 use crate::error::Error;
 use crate::profile_data::Match;
 use crate::record::{Record, WriteKind};
 use crate::schema::Value;
+use crate::store::Locked;
 
 impl Engine {
     /// Creates the relation from `profile_b` (database B) to `profile_a` (database A)
@@ -94,18 +95,13 @@ impl Engine {
     ) -> Result<(), Error> {
         let schema = self.schema(rel_id)?;
         let changes = schema.resolve(weights)?;
-        let a = self.named(schema.db_a(), profile_a)?;
-        let b = self.named(schema.db_b(), profile_b)?;
-        let (mut locked, found_a, found_b) = loop {
-            let locked = self.store.lock_pair(a.shard, b.shard);
-            match (self.directory.lookup(&a.key), self.directory.lookup(&b.key)) {
-                (Lookup::Deleting, _) | (_, Lookup::Deleting) => {
-                    // The id is being deleted: let the cascade (which needs these locks)
-                    // finish, then create it afresh.
-                    drop(locked);
-                    std::thread::yield_now();
-                }
-                (la, lb) => break (locked, la.live(), lb.live()),
+        let (a, b, mut locked, found_a, found_b) = loop {
+            let a = self.named(schema.db_a(), profile_a)?;
+            let b = self.named(schema.db_b(), profile_b)?;
+            let (locked, found_a, found_b) = self.lock_named(&a, &b);
+            // Named by data that changed since: name them again.
+            if self.still_named(&a, found_a.as_ref()) && self.still_named(&b, found_b.as_ref()) {
+                break (a, b, locked, found_a, found_b);
             }
         };
         let old = match (&found_a, &found_b) {
@@ -167,6 +163,26 @@ impl Engine {
         Ok(())
     }
 
+    /// Locks the shards of both ends and looks both up: live or missing, never being
+    /// deleted (a write that would re-create an id whose delete is under way lets the
+    /// cascade, which needs these locks, finish first).
+    fn lock_named(
+        &self,
+        a: &Named,
+        b: &Named,
+    ) -> (Locked<'_>, Option<Arc<Profile>>, Option<Arc<Profile>>) {
+        loop {
+            let locked = self.store.lock_pair(a.shard, b.shard);
+            match (self.directory.lookup(&a.key), self.directory.lookup(&b.key)) {
+                (Lookup::Deleting, _) | (_, Lookup::Deleting) => {
+                    drop(locked);
+                    std::thread::yield_now();
+                }
+                (la, lb) => return (locked, la.live(), lb.live()),
+            }
+        }
+    }
+
     /// Undoes the creation of profiles whose write was refused; returns `e`.
     fn abandon(&self, created: &[Arc<Profile>], e: Error) -> Error {
         for p in created {
@@ -190,17 +206,18 @@ impl Engine {
         profile_b: impl Into<Match<'b>>,
     ) -> Result<(), Error> {
         let schema = self.schema(rel_id)?;
-        let a = self.named(schema.db_a(), &profile_a.into())?;
-        let b = self.named(schema.db_b(), &profile_b.into())?;
-        let mut locked = self.store.lock_pair(a.shard, b.shard);
-        let pa = self
-            .directory
-            .get(&a.key)
-            .ok_or_else(|| Self::not_found(&a))?;
-        let pb = self
-            .directory
-            .get(&b.key)
-            .ok_or_else(|| Self::not_found(&b))?;
+        let (profile_a, profile_b) = (profile_a.into(), profile_b.into());
+        let (a, b, mut locked, pa, pb) = loop {
+            let a = self.named(schema.db_a(), &profile_a)?;
+            let b = self.named(schema.db_b(), &profile_b)?;
+            let locked = self.store.lock_pair(a.shard, b.shard);
+            let (pa, pb) = (self.directory.get(&a.key), self.directory.get(&b.key));
+            if self.still_named(&a, pa.as_ref()) && self.still_named(&b, pb.as_ref()) {
+                break (a, b, locked, pa, pb);
+            }
+        };
+        let pa = pa.ok_or_else(|| Self::not_found(&a))?;
+        let pb = pb.ok_or_else(|| Self::not_found(&b))?;
         if self
             .store
             .relation(&mut locked, rel_id, (&pa, a.shard), &pb)
@@ -238,13 +255,15 @@ impl Engine {
         db_id: u32,
         profile: impl Into<Match<'a>>,
     ) -> Result<(), Error> {
-        let named = self.named(db_id, &profile.into())?;
-        let (profile, cascade) = {
+        let profile = profile.into();
+        let (profile, cascade) = loop {
+            let named = self.named(db_id, &profile)?;
             let mut held = self.store.lock(named.shard);
-            let profile = self
-                .directory
-                .get(&named.key)
-                .ok_or_else(|| Self::not_found(&named))?;
+            let found = self.directory.get(&named.key);
+            if !self.still_named(&named, found.as_ref()) {
+                continue; // named by data that changed since: name it again
+            }
+            let profile = found.ok_or_else(|| Self::not_found(&named))?;
             self.log(|| Command::Delete {
                 db: db_id,
                 id: profile.id.to_string(),
@@ -261,7 +280,7 @@ impl Engine {
             let cascade = self
                 .store
                 .remove_profile(&mut held, &profile, rel_ids.into_iter());
-            (profile, cascade)
+            break (profile, cascade);
         };
         // One lock at a time from here.
         self.store.finish(cascade, &profile);
