@@ -145,6 +145,8 @@ pub(crate) struct Directory {
     by_key: papaya::HashMap<ProfileKey, Arc<Profile>, DefaultHashBuilder>,
     index: Index,
     slots: Mutex<Slots>,
+    /// Live profiles (made live, not yet deleted).
+    live: std::sync::atomic::AtomicUsize,
 }
 
 /// What a lookup other than by id found.
@@ -163,6 +165,7 @@ impl Directory {
             by_key: lock_free_map(collector),
             index: Index::new(collector),
             slots: Mutex::new(Slots::default()),
+            live: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -195,9 +198,14 @@ impl Directory {
         self.by_key.get(key, guard).filter(|p| p.is_live())
     }
 
-    /// Number of profiles (those being deleted included).
+    /// Number of profiles in the id map (those being created or deleted included).
     pub(crate) fn len(&self) -> usize {
         self.by_key.len()
+    }
+
+    /// Number of live profiles.
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Creates the profile, pending: no read finds it until [`activate`](Self::activate).
@@ -230,6 +238,7 @@ impl Directory {
     /// Makes a created profile visible, with everything published for it so far.
     pub(crate) fn activate(&self, profile: &Profile) {
         debug_assert!(profile.life.is_pending());
+        self.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         profile.life.activate();
     }
 
@@ -246,6 +255,7 @@ impl Directory {
     /// the profile's shard lock.
     pub(crate) fn unlink(&self, profile: &Profile) {
         profile.life.mark_deleted();
+        self.live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.unindex(profile);
     }
 

@@ -71,7 +71,14 @@
 //!   an import, its data and index entries), and only then makes the profile visible,
 //!   with one atomic store: [`get_counter`](Engine::get_counter), [`Engine::list`],
 //!   [`Engine::contains_profile`] and [`Engine::profile_ids`] answer "not found" until
-//!   that instant and the relation from it on, never a profile without its relation.
+//!   that instant and the relation from it on, never a recipient without its relation.
+//!   A new *initiator* is made visible just before the counters that name it, so a
+//!   counter never names a profile that cannot be found.
+//! - **Lookups by data are checked under the lock.** A write, detach or delete that
+//!   names a profile by email, phone or field checks, holding the profile's lock, that
+//!   the lookup still answers that profile (imports change data under the same lock);
+//!   if not, it names its profile again. So it acts on a profile that matched at the
+//!   instant it took effect.
 //! - **A deleted profile reads "not found"**, from the instant its delete starts; a
 //!   read racing the delete answers the counters from before it or "not found", never
 //!   an empty counter the profile never had.

@@ -467,9 +467,11 @@ impl Query {
                 phone: normalize_phone(phone)?,
                 resource_id,
             },
+            // No length limit on the value: a scalar past it matches no stored one,
+            // and a tag list is matched tag by tag.
             Match::Custom { field, value } => Query::Custom {
                 field: normalize_text("a field name", field, false)?,
-                value: normalize_text("a field value", value, true)?,
+                value: value.trim().into(),
                 tags: parse_tags(value),
             },
         };

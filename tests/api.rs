@@ -277,7 +277,7 @@ fn every_error_path_answers_its_code_and_changes_nothing() {
         ("relations/detach", None, json!({"token": TOKEN, "rel_id": 3, "profile_a": {"profile_id": "dup1"}, "profile_b": b}).to_string(), 410, "not found"),
         ("relations/get_counter", None, json!({"token": TOKEN, "rel_id": 3, "profile_id": "nobody"}).to_string(), 404, "not found"),
         ("relations/get_counter", None, json!({"token": TOKEN, "rel_id": 3, "email": "not-an-email"}).to_string(), 400, "not an email"),
-        ("relations/get", None, json!({"token": TOKEN, "rel_id": 3, "profile_id": "dup1", "limit": 0}).to_string(), 400, "limit must be 1 to 1000"),
+        ("relations/get", None, json!({"token": TOKEN, "rel_id": 3, "profile_id": "dup1", "limit": 0}).to_string(), 400, "limit must be an integer from 1 to 1000, got the integer 0"),
         ("relations/get", None, json!({"token": TOKEN, "rel_id": 3, "profile_id": "dup1", "skip": -1}).to_string(), 400, "skip must be a non-negative integer"),
         ("relations/define", None, json!({"token": TOKEN, "rel_id": 3, "db_a": 1, "db_b": 2, "props": {"Like": {"type": "int"}}}).to_string(), 412, "different schema"),
         ("relations/define", None, json!({"token": TOKEN, "rel_id": 7, "db_a": 1, "db_b": 2, "props": {"T": {"type": "int", "top": 1001}}}).to_string(), 400, "top of T must be an integer from 1 to 1000"),

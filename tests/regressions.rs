@@ -566,3 +566,143 @@ fn a_delete_by_email_deletes_its_holder() {
         }
     }
 }
+
+/// Postmortem (adversarial review): a relation from a new initiator was published in
+/// the recipient's counter before the initiator itself was visible (its top list
+/// named a profile that `contains_profile` denied, about 12% of reads). A created
+/// initiator is now made visible just before the counters that name it.
+#[test]
+fn a_counter_never_names_an_initiator_that_cannot_be_found() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    for shards in SHARD_COUNTS {
+        let engine = Engine::builder().shards(shards).build();
+        engine
+            .define(RelationType::new(1, 1, 2).prop("W", PropSpec::int().top(1)))
+            .expect("schema");
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut checked = 0u64;
+                while !done.load(Ordering::Acquire) {
+                    let Ok(counter) = engine.get_counter(1, "R") else {
+                        continue;
+                    };
+                    let top: Vec<String> = counter
+                        .prop("W")
+                        .and_then(|p| p.top())
+                        .map(|t| t.map(|i| i.profile_id.to_string()).collect())
+                        .unwrap_or_default();
+                    for id in top {
+                        assert!(
+                            engine.contains_profile(2, id.as_str()),
+                            "shards {shards}: the counter names {id}, which is not found"
+                        );
+                        checked += 1;
+                    }
+                }
+                checked
+            });
+            for i in 0..20_000 {
+                let id = format!("n{i}");
+                engine
+                    .attach(1, "R", id.as_str(), &[("W", Value::Int(i))])
+                    .expect("attach");
+            }
+            done.store(true, Ordering::Release);
+            assert!(reader.join().expect("reader") > 0, "the reader checked");
+        });
+    }
+}
+
+/// Postmortem (adversarial review): `profile_count` counted profiles whose delete was
+/// under way (and pending ones), though documented as live profiles.
+#[test]
+fn profile_count_counts_live_profiles() {
+    let engine = Engine::new();
+    engine
+        .define(RelationType::new(1, 1, 2).prop("W", PropSpec::int()))
+        .expect("schema");
+    for i in 0..3000 {
+        engine
+            .attach(1, format!("t{i}").as_str(), "b", &[("W", Value::Int(1))])
+            .expect("attach");
+    }
+    assert_eq!(engine.profile_count(), 3001);
+    std::thread::scope(|s| {
+        s.spawn(|| engine.delete_profile(2, "b").expect("delete"));
+        while engine.contains_profile(2, "b") {
+            std::hint::spin_loop();
+        }
+        // The delete has started: "b" is no longer counted, whether or not its
+        // cascade has ended.
+        assert_eq!(engine.profile_count(), 3000);
+    });
+    assert_eq!(engine.profile_count(), 3000);
+}
+
+/// Postmortem (adversarial review): a tag lookup naming two of a profile's own
+/// 200-byte tags was refused ("a field value must be at most 256 bytes"): the limit
+/// on stored texts was applied to the lookup text. A lookup value has no such limit.
+#[test]
+fn a_lookup_by_several_long_tags_finds_their_holder() {
+    use relcount::{FieldValue, Match, ProfileData};
+    let engine = Engine::new();
+    engine
+        .define(RelationType::new(1, 1, 2).prop("W", PropSpec::int()))
+        .expect("schema");
+    let (x, y) = ("x".repeat(200), "y".repeat(200));
+    let data = ProfileData {
+        fields: vec![("T".into(), FieldValue::Tags(vec![x.clone(), y.clone()]))],
+        ..Default::default()
+    };
+    engine.import_profile(1, "p", data).expect("import");
+    let both = format!("{x}, {y}");
+    let found = engine
+        .get_counter(
+            1,
+            Match::Custom {
+                field: "T",
+                value: &both,
+            },
+        )
+        .expect("found by both tags");
+    assert_eq!(&*found.profile_id().as_str(), "p");
+}
+
+/// Postmortem (adversarial review): `save_snapshot` into the data directory's own
+/// `snapshot.bin` wrote a snapshot without its log position, so the log was replayed
+/// over it on reopen (a sum counted twice) or the directory did not open. It is now
+/// refused; `compact` writes that file.
+#[test]
+fn save_snapshot_refuses_the_data_directorys_own_file() {
+    let dir = std::env::temp_dir().join(format!("relcount-own-snap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let engine = Engine::builder()
+        .open(&dir, relcount::SyncPolicy::No)
+        .expect("open");
+    engine
+        .define(RelationType::new(1, 1, 2).prop("W", PropSpec::int().sum()))
+        .expect("schema");
+    engine
+        .strengthen(1, "a", "b", &[("W", Value::Int(1))])
+        .expect("write");
+    for path in [dir.join("snapshot.bin"), dir.join(".").join("snapshot.bin")] {
+        let refused = engine.save_snapshot(&path).expect_err("its own snapshot");
+        assert!(refused.to_string().contains("use compact()"), "{refused}");
+    }
+    engine
+        .save_snapshot(dir.join("copy.bin"))
+        .expect("another file");
+    drop(engine);
+    let engine = Engine::builder()
+        .open(&dir, relcount::SyncPolicy::No)
+        .expect("reopen");
+    let sum = engine
+        .get_counter(1, "a")
+        .expect("a")
+        .prop("W")
+        .and_then(|p| p.sum());
+    assert_eq!(sum, Some(relcount::Sum::Int(1)));
+    drop(engine);
+    std::fs::remove_dir_all(&dir).ok();
+}

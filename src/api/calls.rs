@@ -388,7 +388,17 @@ fn list(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> {
     allow(scope, rel_id, false)?;
     let who = Who::read(&mut f)?;
     let skip = f.usize("skip", 0)?;
-    let limit = f.usize("limit", crate::DEFAULT_LIST_LIMIT)?;
+    let limit = match f.take("limit") {
+        None => crate::DEFAULT_LIST_LIMIT,
+        Some(Json::Int(n)) if (1..=crate::MAX_LIST_LIMIT as i64).contains(&n) => n as usize,
+        Some(other) => {
+            return Err(Fail::bad(format!(
+                "limit must be an integer from 1 to {}, got {}",
+                crate::MAX_LIST_LIMIT,
+                given(&other)
+            )));
+        }
+    };
     f.finish()?;
     let page = api.engine.list(rel_id, who.as_match()?, skip, limit)?;
     Ok(render_page(&page))

@@ -148,6 +148,16 @@ impl EngineBuilder {
     }
 }
 
+/// `path` with its directory made absolute and free of links, whether or not the file
+/// exists yet.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    let parent = match path.parent()? {
+        p if p.as_os_str().is_empty() => Path::new("."),
+        p => p,
+    };
+    Some(parent.canonicalize().ok()?.join(path.file_name()?))
+}
+
 /// Removes the temporary files of snapshots that a crash interrupted.
 fn remove_stale_tmp(dir: &Path, snap: &Path) -> Result<(), Error> {
     let prefix = snapshot::tmp_prefix(snap);
@@ -235,10 +245,23 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// [`Error::Storage`] when the file cannot be written.
+    /// [`Error::Storage`] when the file cannot be written, or is the engine's own data
+    /// directory's snapshot (which only [`compact`](Self::compact) writes, with the
+    /// log position it covers).
     pub fn save_snapshot(&self, path: impl AsRef<Path>) -> Result<SnapshotStats, Error> {
+        let path = path.as_ref();
+        if let Some(dir) = self.data_dir.get() {
+            // A snapshot there without its log position would be replayed over again.
+            let own = snapshot_path(dir);
+            if path == own || resolved(path).is_some_and(|p| Some(p) == resolved(&own)) {
+                return Err(storage(
+                    path.display(),
+                    "this is the data directory's own snapshot: use compact() to write it",
+                ));
+            }
+        }
         let _serial = self.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner());
-        snapshot::write(&self.freeze(false)?, path.as_ref())
+        snapshot::write(&self.freeze(false)?, path)
     }
 
     /// Snapshots a durable engine into its data directory and deletes the logs the

@@ -163,7 +163,7 @@ impl std::fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("shards", &self.store.shard_count())
             .field("relation_types", &self.schemas.len())
-            .field("profiles", &self.directory.len())
+            .field("profiles", &self.directory.live())
             .finish_non_exhaustive()
     }
 }
@@ -298,10 +298,11 @@ impl Engine {
         ids
     }
 
-    /// Number of live profiles, all databases together.
+    /// Number of live profiles, all databases together (not those whose creating
+    /// write is under way, nor those whose delete is).
     #[must_use]
     pub fn profile_count(&self) -> usize {
-        self.directory.len()
+        self.directory.live()
     }
 
     /// Number of relations, all relation types together (takes each shard lock in

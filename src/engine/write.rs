@@ -150,6 +150,13 @@ impl Engine {
         if let Err(e) = logged {
             return Err(self.abandon(&created, e));
         }
+        // A created initiator becomes visible just before the counters that name it
+        // (a counter never names a profile that cannot be found); a created recipient
+        // just after them (it is never found without them).
+        let recipient = |p: &Arc<Profile>| Arc::ptr_eq(p, &pa);
+        for p in created.iter().filter(|p| !recipient(p)) {
+            self.directory.activate(p);
+        }
         self.store.set(
             &mut locked,
             &schema,
@@ -157,7 +164,7 @@ impl Engine {
             (&pb, b.shard),
             Some(record),
         );
-        for p in &created {
+        for p in created.iter().filter(|p| recipient(p)) {
             self.directory.activate(p);
         }
         Ok(())
