@@ -6,7 +6,7 @@ use crate::error::Error;
 /// Most custom fields, subscriptions, or tags in one field, per profile.
 pub const MAX_PROFILE_ITEMS: usize = 64;
 /// Longest email, phone, field name, field value or tag, in bytes, as stored (after
-/// normalisation: trimmed, and for emails lowercased, which can lengthen a text).
+/// normalisation: trimmed, and for emails case-folded, which can lengthen a text).
 pub const MAX_TEXT_LEN: usize = 256;
 
 /// A subscription's channel.
@@ -168,9 +168,11 @@ fn check_len(what: &str, stored: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Trimmed and lowercased; must look like `local@domain`.
+/// Trimmed and case-folded (Unicode full case folding, so the comparison is
+/// case-insensitive: `ΟΔΟΣ` and `οδοσ`, `STRASSE` and `straße` are one address, which
+/// lowercasing alone misses); must look like `local@domain`.
 pub(crate) fn normalize_email(email: &str) -> Result<Box<str>, Error> {
-    let e = email.trim().to_lowercase();
+    let e = caseless::default_case_fold_str(email.trim());
     check_len("an email", &e)?;
     let ok = match e.split_once('@') {
         Some((local, domain)) => {
@@ -532,6 +534,10 @@ mod tests {
             &*normalize_email("  John@Example.COM ").unwrap(),
             "john@example.com"
         );
+        // Case-insensitive, not merely lowercased (final sigma, sharp s).
+        for (a, b) in [("ΟΔΟΣ@x.gr", "οδοσ@x.gr"), ("Straße@x.de", "STRASSE@X.DE")] {
+            assert_eq!(normalize_email(a).unwrap(), normalize_email(b).unwrap(), "{a}");
+        }
         for bad in ["", "john", "@x", "john@", "a b@c", "a@b@c"] {
             assert!(normalize_email(bad).is_err(), "{bad}");
         }

@@ -145,7 +145,7 @@ impl Engine {
         self.store_profile(named, data)
     }
 
-    /// The data of a profile as stored: normalised (emails trimmed and lowercased,
+    /// The data of a profile as stored: normalised (emails trimmed and case-folded,
     /// phones as `+` and digits, texts trimmed, tags sorted and deduplicated, fields
     /// sorted by name, integer fields as their text). Importing it again changes
     /// nothing, and looking the profile up by any of it finds it. An id-only profile
