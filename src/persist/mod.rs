@@ -31,7 +31,10 @@ pub enum SyncPolicy {
     /// Slowest.
     Always,
     /// The OS gets every write at once (a process crash loses nothing); a background
-    /// thread syncs once a second (a power loss may lose the last second).
+    /// thread syncs once a second (a power loss may lose the last second). When that
+    /// fsync stalls for 2 s, appends wait for it, so a power loss never costs more
+    /// than about 3 s of acknowledged writes; when it fails, the engine refuses every
+    /// later write until it is reopened.
     EverySec,
     /// The OS gets every write at once; syncing is left to it.
     No,
