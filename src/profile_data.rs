@@ -536,7 +536,11 @@ mod tests {
         );
         // Case-insensitive, not merely lowercased (final sigma, sharp s).
         for (a, b) in [("ΟΔΟΣ@x.gr", "οδοσ@x.gr"), ("Straße@x.de", "STRASSE@X.DE")] {
-            assert_eq!(normalize_email(a).unwrap(), normalize_email(b).unwrap(), "{a}");
+            assert_eq!(
+                normalize_email(a).unwrap(),
+                normalize_email(b).unwrap(),
+                "{a}"
+            );
         }
         for bad in ["", "john", "@x", "john@", "a b@c", "a@b@c"] {
             assert!(normalize_email(bad).is_err(), "{bad}");
