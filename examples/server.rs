@@ -11,6 +11,9 @@
 //!   snapshot, then the write log) and logs every write there; the demo load, when it
 //!   runs, is compacted into a snapshot. Unset: in memory only.
 //! - `RELCOUNT_FSYNC`: the log's sync policy, `always`, `everysec` (default) or `no`.
+//! - `RELCOUNT_COMPACT_MB`: with a data directory, the log is folded into a new
+//!   snapshot whenever it passes this many MiB (default 64), checked every 5 s, so it
+//!   never grows without bound and a restart replays at most about that much.
 //! - `--empty`: start with no data; otherwise the seed page's relation type and
 //!   relation are loaded with the demo workload (Zipf fan-in), and a ready `curl` line
 //!   that reproduces the seed's request is printed.
@@ -30,6 +33,34 @@ use indicatif::{ProgressBar, ProgressStyle};
 use relcount::api::{Api, TokenScope};
 use relcount::workload::Workload;
 use relcount::{Engine, SyncPolicy, Value};
+
+/// Folds the write log into a snapshot whenever it passes `limit` bytes (checked every
+/// 5 s; the compaction runs on a blocking thread, beside the requests).
+async fn compact_when_due(engine: Arc<Engine>, limit: u64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let e = Arc::clone(&engine);
+        let done = tokio::task::spawn_blocking(move || {
+            if e.log_bytes()? > limit {
+                let started = std::time::Instant::now();
+                let stats = e.compact()?;
+                println!(
+                    "compacted the log into a snapshot of {} relations in {:.1} s",
+                    stats.relations,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Ok::<(), relcount::Error>(())
+        })
+        .await;
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("compaction: {e}"),
+            Err(e) => eprintln!("compaction task: {e}"),
+        }
+    }
+}
 
 /// The routes: every call of the API under `/api/v1.1/`.
 pub(crate) fn router(api: Arc<Api>) -> Router {
@@ -150,6 +181,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             engine.profile_count(),
             started.elapsed().as_secs_f64()
         );
+    }
+    if std::env::var("RELCOUNT_DATA").is_ok_and(|d| !d.is_empty()) {
+        let limit_mb: u64 = std::env::var("RELCOUNT_COMPACT_MB")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(64);
+        tokio::spawn(compact_when_due(Arc::clone(&engine), limit_mb << 20));
     }
     let api = Arc::new(Api::new(Arc::clone(&engine)));
     api.add_token(&token, TokenScope::full());

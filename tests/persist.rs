@@ -541,3 +541,33 @@ fn one_engine_per_data_directory() {
         .expect("free again once dropped");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The log grows with every write until a compaction folds it: `log_bytes` says how
+/// much a restart would replay, so a host (the server) compacts when it passes a bound.
+#[test]
+fn log_bytes_grow_with_writes_and_fold_into_a_compaction() {
+    let dir = temp_dir("logbytes");
+    let engine = small_engine(&dir);
+    let start = engine.log_bytes().expect("log bytes");
+    for i in 0..100 {
+        engine
+            .strengthen(
+                1,
+                "a",
+                format!("b{i}").as_str(),
+                &[("Like", relcount::Value::Int(1))],
+            )
+            .expect("write");
+    }
+    let grown = engine.log_bytes().expect("log bytes");
+    assert!(grown > start + 100 * 20, "{start} -> {grown}");
+    engine.compact().expect("compact");
+    assert_eq!(
+        engine.log_bytes().expect("log bytes"),
+        0,
+        "the log is folded"
+    );
+    assert_eq!(Engine::new().log_bytes().expect("in memory"), 0);
+    drop(engine);
+    std::fs::remove_dir_all(&dir).ok();
+}

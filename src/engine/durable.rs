@@ -294,6 +294,29 @@ impl Engine {
         Ok(stats)
     }
 
+    /// Bytes of write log not yet folded into a snapshot: what a restart would replay
+    /// (0 for an engine without a data directory). The log grows with every write until
+    /// [`compact`](Self::compact) folds it; a host compacts when this passes what it is
+    /// willing to replay at start (the server does, past `RELCOUNT_COMPACT_MB`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] when the data directory cannot be listed.
+    pub fn log_bytes(&self) -> Result<u64, Error> {
+        let Some(dir) = self.data_dir.get() else {
+            return Ok(0);
+        };
+        // Logs a snapshot covers are deleted once it is in place, so every log left is
+        // one to replay (but for the moment a compaction takes to delete them).
+        log::log_seqs(dir)?.into_iter().try_fold(0u64, |sum, seq| {
+            let path = log::log_path(dir, seq);
+            let len = std::fs::metadata(&path)
+                .map_err(|e| storage(path.display(), e))?
+                .len();
+            Ok(sum + len)
+        })
+    }
+
     /// Loads an engine from a snapshot file (without a write log).
     ///
     /// # Errors
