@@ -1,5 +1,6 @@
-//! Durability bench: snapshot and load speed (MB/s, relations/s) and the write log's
-//! overhead per sync policy (attach throughput beside the same engine without a log).
+//! Durability bench: snapshot and load speed (MB/s, relations/s), the pause a
+//! compaction imposes on a writer beside it, and the write log's overhead per sync
+//! policy (attach throughput beside the same engine without a log).
 //!
 //! `cargo bench --bench persist`; `cargo bench --bench persist -- --quick` for a smoke
 //! run (what .ci/run does). Custom harness: each figure is one timed pass over a large
@@ -71,6 +72,56 @@ fn main() {
         stats.relations as f64 / load
     );
     drop((engine, loaded));
+    std::fs::remove_dir_all(&d).ok();
+
+    // A compaction beside a writer: the writer waits only while the point in time is
+    // taken (every shard locked while references are collected), not while encoding.
+    let d = dir("compact");
+    let engine = Engine::builder().open(&d, SyncPolicy::No).expect("open");
+    engine
+        .define(Workload::seed_schema(w.rel_id))
+        .expect("schema");
+    attach_all(&engine, &w, &rels);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (compact, mut waits) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut waits = Vec::new();
+            let mut i = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                let r = &rels[i % rels.len()];
+                let t = Instant::now();
+                engine
+                    .strengthen(
+                        w.rel_id,
+                        r.a.as_str(),
+                        r.b.as_str(),
+                        &[("Like", relcount::Value::Int(1))],
+                    )
+                    .expect("strengthen");
+                waits.push(t.elapsed().as_secs_f64());
+                i += 1;
+            }
+            waits
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let t = Instant::now();
+        engine.compact().expect("compact");
+        let compact = t.elapsed().as_secs_f64();
+        done.store(true, std::sync::atomic::Ordering::Release);
+        (compact, writer.join().expect("writer"))
+    });
+    waits.sort_by(f64::total_cmp);
+    let pct = |q: f64| waits[((waits.len() - 1) as f64 * q) as usize] * 1e6;
+    println!(
+        "compaction of {} relations beside a writer: {:.2} s; the writer's {} writes meanwhile: p50 {:.1} us, p99 {:.1} us, worst {:.0} us (the pause)",
+        engine.relation_count(),
+        compact,
+        waits.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+    drop(engine);
     std::fs::remove_dir_all(&d).ok();
 
     // The log's overhead, per sync policy.

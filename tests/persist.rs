@@ -571,3 +571,35 @@ fn log_bytes_grow_with_writes_and_fold_into_a_compaction() {
     drop(engine);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Postmortem (adversarial review): every compaction rotated the log first, so
+/// compactions that kept failing (a full disk) each left one more empty log file. A
+/// compaction with nothing logged since the last rotation now keeps the current log.
+#[test]
+fn compactions_with_nothing_new_add_no_log_files() {
+    let dir = temp_dir("norotate");
+    let engine = small_engine(&dir);
+    engine.compact().expect("compact");
+    let logs = |d: &Path| {
+        std::fs::read_dir(d)
+            .expect("dir")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("log."))
+            })
+            .count()
+    };
+    assert_eq!(logs(&dir), 1);
+    for _ in 0..3 {
+        engine.compact().expect("compact again");
+        assert_eq!(logs(&dir), 1, "no write since: no new log");
+    }
+    let before = observe(&engine);
+    drop(engine);
+    let engine = Engine::builder()
+        .open(&dir, SyncPolicy::No)
+        .expect("reopen");
+    assert_eq!(observe(&engine), before);
+    drop(engine);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -48,6 +48,9 @@ impl EngineBuilder {
     pub fn open(self, dir: impl AsRef<Path>, sync: SyncPolicy) -> Result<Engine, Error> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| storage(dir.display(), e))?;
+        // Kept absolute: a later change of the working directory must not send a
+        // compaction elsewhere.
+        let dir = &dir.canonicalize().map_err(|e| storage(dir.display(), e))?;
         // One engine per directory: a second one would interleave its log with ours.
         let lock_path = dir.join("LOCK");
         let lock = std::fs::OpenOptions::new()

@@ -452,8 +452,9 @@ impl Log {
             .is_some()
     }
 
-    /// Starts the next log and returns its sequence number. Called with every shard
-    /// locked, so no write straddles the switch.
+    /// Starts the next log and returns its sequence number (the current one's, when it
+    /// is still empty). Called with every shard locked, so no write straddles the
+    /// switch.
     pub(crate) fn rotate(&self) -> Result<u64, Error> {
         let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(why) = &open.failed {
@@ -461,6 +462,11 @@ impl Log {
                 log_path(&self.dir, open.seq).display(),
                 format!("the write log failed earlier ({why})"),
             ));
+        }
+        if open.len == 0 {
+            // Nothing logged since the last rotation: the current log is the point
+            // (so compactions that keep failing, say on a full disk, add no files).
+            return Ok(open.seq);
         }
         open.file
             .sync_data()
@@ -492,10 +498,10 @@ fn everysec(shared: std::sync::Weak<Shared>, stop: Arc<AtomicBool>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let (file, seq, stall) = {
+        let (file, stall) = {
             let mut o = shared.open.lock().unwrap_or_else(|e| e.into_inner());
             o.syncing_since = Some(Instant::now());
-            (Arc::clone(&o.file), o.seq, o.take_stall())
+            (Arc::clone(&o.file), o.take_stall())
         };
         if !stall.is_zero() {
             std::thread::sleep(stall);
@@ -503,8 +509,10 @@ fn everysec(shared: std::sync::Weak<Shared>, stop: Arc<AtomicBool>) {
         let synced = file.sync_data();
         let mut o = shared.open.lock().unwrap_or_else(|e| e.into_inner());
         o.syncing_since = None;
+        // Whatever log it was (a rotation may have come between), a failed fsync means
+        // acknowledged bytes may not be on disk; a later fsync of the same file would
+        // not report the error again.
         if let Err(e) = synced
-            && o.seq == seq
             && o.failed.is_none()
         {
             o.failed = Some(format!("a background fsync failed: {e}"));
