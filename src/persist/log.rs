@@ -217,6 +217,19 @@ struct Open {
 }
 
 impl Open {
+    /// Refuses once the log has stopped (see `failed`).
+    fn usable(&self, dir: &Path) -> Result<(), Error> {
+        match &self.failed {
+            None => Ok(()),
+            Some(why) => Err(storage(
+                log_path(dir, self.seq).display(),
+                format!(
+                    "the write log failed earlier ({why}); no write is taken until the engine is reopened"
+                ),
+            )),
+        }
+    }
+
     /// The delay injected into the next background fsync (none outside tests).
     fn take_stall(&mut self) -> Duration {
         #[cfg(test)]
@@ -358,14 +371,7 @@ impl Log {
                 .unwrap_or_else(|e| e.into_inner());
         }
         let path = log_path(&self.dir, open.seq);
-        if let Some(why) = &open.failed {
-            return Err(storage(
-                path.display(),
-                format!(
-                    "the write log failed earlier ({why}); no write is taken until the engine is reopened"
-                ),
-            ));
-        }
+        open.usable(&self.dir)?;
         let written = self.write_frame(&open.file, &frame).and_then(|()| {
             if self.policy == SyncPolicy::Always {
                 self.sync(&open.file)
@@ -460,12 +466,7 @@ impl Log {
     pub(crate) fn prepare_rotation(&self) -> Result<(), Error> {
         let seq = {
             let open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(why) = &open.failed {
-                return Err(storage(
-                    log_path(&self.dir, open.seq).display(),
-                    format!("the write log failed earlier ({why})"),
-                ));
-            }
+            open.usable(&self.dir)?;
             if open.next.is_some() {
                 return Ok(());
             }
@@ -487,12 +488,7 @@ impl Log {
     /// locked, so no write straddles the switch.
     pub(crate) fn rotate(&self) -> Result<(u64, Option<Arc<File>>), Error> {
         let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(why) = &open.failed {
-            return Err(storage(
-                log_path(&self.dir, open.seq).display(),
-                format!("the write log failed earlier ({why})"),
-            ));
-        }
+        open.usable(&self.dir)?;
         if open.len == 0 {
             return Ok((open.seq, None));
         }
