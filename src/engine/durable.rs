@@ -76,21 +76,8 @@ impl EngineBuilder {
         let engine = self.build();
         let snap = snapshot_path(dir);
         remove_stale_tmp(dir, &snap)?;
-        let mut skipped = Vec::new();
         let next_seq = if snap.exists() {
-            let mut skip = |offset, record, reason| {
-                skipped.push(Skipped {
-                    file: snap.clone(),
-                    offset,
-                    record,
-                    reason,
-                });
-            };
-            let sink = snapshot::Sink {
-                apply: &mut |command| engine.execute(command),
-                skip: &mut skip,
-            };
-            snapshot::load(&snap, sink)?.0
+            engine.restore(&snap, |sink| Ok(snapshot::load(&snap, sink)?.0))?
         } else {
             0
         };
@@ -118,7 +105,7 @@ impl EngineBuilder {
                 match reader.next()? {
                     log::Next::Record(offset, command) => {
                         if let Err(e) = engine.execute(command) {
-                            skipped.push(Skipped {
+                            engine.note_skipped(Skipped {
                                 file: path.clone(),
                                 offset,
                                 record: n,
@@ -148,7 +135,6 @@ impl EngineBuilder {
             }
             current = seq;
         }
-        *engine.skipped.lock().unwrap_or_else(|e| e.into_inner()) = skipped;
         let _ = engine.log.set(Log::open(dir, current, sync, lock)?);
         let _ = engine.data_dir.set(dir.to_path_buf());
         Ok(engine)
@@ -189,6 +175,35 @@ impl Engine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Notes a record recovery skipped.
+    fn note_skipped(&self, skipped: Skipped) {
+        self.skipped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(skipped);
+    }
+
+    /// Loads a snapshot into this new engine: `load` decodes it (from `file`, named
+    /// in what is skipped) into a sink that executes each command; returns the first
+    /// log sequence number the snapshot does not cover.
+    fn restore(
+        &self,
+        file: &Path,
+        load: impl FnOnce(snapshot::Sink<'_>) -> Result<u64, Error>,
+    ) -> Result<u64, Error> {
+        load(snapshot::Sink {
+            apply: &mut |command| self.execute(command),
+            skip: &mut |offset, record, reason| {
+                self.note_skipped(Skipped {
+                    file: file.to_path_buf(),
+                    offset,
+                    record,
+                    reason,
+                });
+            },
+        })
     }
 
     /// Appends `command` to the write log, if the engine has one. Called by every write
@@ -341,20 +356,7 @@ impl Engine {
     pub fn load_snapshot(path: impl AsRef<Path>) -> Result<Engine, Error> {
         let engine = Engine::new();
         let path = path.as_ref();
-        let mut skipped = Vec::new();
-        let sink = snapshot::Sink {
-            apply: &mut |command| engine.execute(command),
-            skip: &mut |offset, record, reason| {
-                skipped.push(Skipped {
-                    file: path.to_path_buf(),
-                    offset,
-                    record,
-                    reason,
-                });
-            },
-        };
-        snapshot::load(path, sink)?;
-        *engine.skipped.lock().unwrap_or_else(|e| e.into_inner()) = skipped;
+        engine.restore(path, |sink| Ok(snapshot::load(path, sink)?.0))?;
         Ok(engine)
     }
 
@@ -366,22 +368,12 @@ impl Engine {
     /// As [`load_snapshot`](Self::load_snapshot).
     pub fn load_snapshot_bytes(bytes: &[u8]) -> Result<Engine, Error> {
         let engine = Engine::new();
-        let mut skipped = Vec::new();
-        let sink = snapshot::Sink {
-            apply: &mut |command| engine.execute(command),
-            skip: &mut |offset, record, reason| {
-                skipped.push(Skipped {
-                    file: PathBuf::new(),
-                    offset,
-                    record,
-                    reason,
-                });
-            },
-        };
-        snapshot::load_bytes(bytes, sink).map_err(|c| Error::Storage {
-            reason: format!("corrupted snapshot: {}", c.0),
+        engine.restore(Path::new(""), |sink| {
+            let (next_seq, _) = snapshot::load_bytes(bytes, sink).map_err(|c| Error::Storage {
+                reason: format!("corrupted snapshot: {}", c.0),
+            })?;
+            Ok(next_seq)
         })?;
-        *engine.skipped.lock().unwrap_or_else(|e| e.into_inner()) = skipped;
         Ok(engine)
     }
 

@@ -205,10 +205,9 @@ struct Named {
     key: ProfileKey,
     hash: u64,
     shard: usize,
-    /// Whether a write may create it (named by id, or by the host's resolver).
-    create: bool,
     /// The lookup that found it in the directory's indexes, checked again under the
-    /// profile's lock (its data may have changed since).
+    /// profile's lock (its data may have changed since). `None` for a profile named
+    /// by id or by the host's resolver: only those may be created by a write.
     query: Option<crate::profile_data::Query>,
 }
 

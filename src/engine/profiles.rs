@@ -14,17 +14,16 @@ use crate::resolver::Resolution;
 impl Engine {
     /// A profile id of database `db`, hashed and placed, not looked up.
     pub(super) fn name(&self, db: u32, id: &str) -> Result<Named, Error> {
-        self.name_id(db, ProfileId::new(id)?, true)
+        self.name_id(db, ProfileId::new(id)?, None)
     }
 
-    fn name_id(&self, db: u32, id: ProfileId, create: bool) -> Result<Named, Error> {
+    fn name_id(&self, db: u32, id: ProfileId, query: Option<Query>) -> Result<Named, Error> {
         let hash = (self.hasher)(id.as_str().as_bytes());
         Ok(Named {
             key: ProfileKey { db, id },
             hash,
             shard: self.store.shard_of(hash),
-            create,
-            query: None,
+            query,
         })
     }
 
@@ -44,11 +43,7 @@ impl Engine {
             None => {
                 let guard = self.collector.enter();
                 match self.directory.find(db, &query, &guard) {
-                    Found::One(p) => {
-                        let mut named = self.name_id(db, p.id.clone(), false)?;
-                        named.query = Some(query);
-                        Ok(named)
-                    }
+                    Found::One(p) => self.name_id(db, p.id.clone(), Some(query)),
                     Found::None => Err(no_match(db, &query)),
                     Found::Many => Err(ambiguous(db, &query)),
                 }
@@ -58,7 +53,7 @@ impl Engine {
 
     fn resolved(&self, db: u32, query: &Query, r: Resolution) -> Result<Named, Error> {
         match r {
-            Resolution::Found(id) => self.name_id(db, ProfileId::new(&id)?, true),
+            Resolution::Found(id) => self.name_id(db, ProfileId::new(&id)?, None),
             Resolution::NotFound => Err(no_match(db, query)),
             Resolution::Ambiguous => Err(ambiguous(db, query)),
         }

@@ -99,7 +99,9 @@ impl Engine {
             let a = self.named(schema.db_a(), profile_a)?;
             let b = self.named(schema.db_b(), profile_b)?;
             let (locked, found_a, found_b) = self.lock_named(&a, &b);
-            // Named by data that changed since: name them again.
+            // Named by data that changed since (or vanished): name them again. So a
+            // profile found by its data is live here, and only one named by id or by
+            // the host's resolver is ever missing, to be created.
             if self.still_named(&a, found_a.as_ref()) && self.still_named(&b, found_b.as_ref()) {
                 break (a, b, locked, found_a, found_b);
             }
@@ -109,12 +111,6 @@ impl Engine {
             _ => None,
         };
         let record = Record::next(&schema, old, kind, &changes)?;
-        // A profile found by its data that vanished meanwhile is not re-created.
-        for (named, found) in [(&a, &found_a), (&b, &found_b)] {
-            if found.is_none() && !named.create {
-                return Err(Self::not_found(named));
-            }
-        }
         // Missing profiles are created pending: found by no read until the relation
         // that creates them is published with them (see `directory`).
         let mut created: SmallVec<[Arc<Profile>; 2]> = SmallVec::new();
