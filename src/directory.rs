@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::index::Index;
 use crate::profile_data::{Normalized, Query};
 use crate::profile_id::ProfileId;
+use crate::slots::SlotTable;
 use crate::sync::lock_free_map;
 
 /// One live profile.
@@ -35,6 +36,9 @@ pub(crate) struct Profile {
     pub(crate) id: ProfileId,
     /// The hash that places it (XXH64 of the id, unless a test injected another hash).
     pub(crate) xxh: u64,
+    /// Profiles created before it (see `slots`: tells a profile that took a freed
+    /// slot from the one a reader saw there).
+    pub(crate) born: u64,
     /// Pending while the write creating it runs, live once it has published, deleted
     /// (under the profile's shard lock) when a delete starts: from then on reads and
     /// deletes answer "not found", and a write that would re-create the id waits for
@@ -145,6 +149,8 @@ pub(crate) struct Directory {
     by_key: papaya::HashMap<ProfileKey, Arc<Profile>, DefaultHashBuilder>,
     index: Index,
     slots: Mutex<Slots>,
+    /// Slot -> profile, shared with the store.
+    table: Arc<SlotTable>,
     /// Live profiles (made live, not yet deleted).
     live: std::sync::atomic::AtomicUsize,
 }
@@ -165,8 +171,14 @@ impl Directory {
             by_key: lock_free_map(collector),
             index: Index::new(collector),
             slots: Mutex::new(Slots::default()),
+            table: Arc::new(SlotTable::default()),
             live: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// The slot table, to share with the store.
+    pub(crate) fn slot_table(&self) -> &Arc<SlotTable> {
+        &self.table
     }
 
     /// The live profile `id` of database `db`. Lock-free.
@@ -212,15 +224,13 @@ impl Directory {
     /// The caller holds its shard's lock, saw it missing, and activates or
     /// [`abandon`](Self::abandon)s it before releasing the lock.
     pub(crate) fn create(&self, key: ProfileKey, xxh: u64) -> Result<Arc<Profile>, Error> {
-        let slot = {
-            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            match slots.free.pop() {
-                Some(slot) => slot,
-                None => {
-                    let slot = slots.next;
-                    slots.next = slot.checked_add(1).ok_or(Error::CapacityExceeded)?;
-                    slot
-                }
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = match slots.free.pop() {
+            Some(slot) => slot,
+            None => {
+                let slot = slots.next;
+                slots.next = slot.checked_add(1).ok_or(Error::CapacityExceeded)?;
+                slot
             }
         };
         let profile = Arc::new(Profile {
@@ -228,9 +238,12 @@ impl Directory {
             db: key.db,
             id: key.id.clone(),
             xxh,
+            born: self.table.next_born(),
             life: Life::pending(),
             data: ArcSwapOption::empty(),
         });
+        self.table.put(&profile);
+        drop(slots);
         self.by_key.pin().insert(key, Arc::clone(&profile));
         Ok(profile)
     }
@@ -342,11 +355,9 @@ impl Directory {
             db: profile.db,
             id: profile.id.clone(),
         });
-        self.slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .free
-            .push(profile.slot);
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        self.table.clear(profile.slot);
+        slots.free.push(profile.slot);
     }
 
     /// Every live profile (for state sweeps in tests and tools).

@@ -142,6 +142,7 @@ mod profile_id;
 mod record;
 mod resolver;
 mod schema;
+mod slots;
 mod store;
 mod sync;
 pub mod workload;

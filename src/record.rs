@@ -6,17 +6,18 @@ use crate::accum::exact_sum::MAX_FLOAT;
 use crate::error::Error;
 use crate::schema::{Changes, PropKind, Schema, Value};
 
-/// The values of one relation.
+/// The values of one relation, as the words a target stores them in.
 ///
-/// Bit `i` of `present` says property `i` has a value; bit `i` of `bools` holds a bool
-/// property's value. Numeric values live in `nums`, one raw 64-bit word per numeric
-/// property (an `i64` or the bits of an `f64`), inline for up to two of them.
+/// Word 0 holds the presence bits (low half: bit `i` says property `i` has a value) and
+/// the bool values (high half: bit `i` holds bool property `i`). Then one raw 64-bit
+/// word per numeric property (an `i64` or the bits of an `f64`), at the property's
+/// `slot`: [`Schema::stride`] words in all, inline for up to two numeric properties.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Record {
-    present: u32,
-    bools: u32,
-    nums: SmallVec<[u64; 2]>,
-}
+pub(crate) struct Record(SmallVec<[u64; 3]>);
+
+/// A record borrowed from where it is stored (a target's packed words).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordRef<'a>(&'a [u64]);
 
 /// The three writes that set values (detach removes the record instead).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,48 +60,86 @@ fn raw_of(value: Value) -> u64 {
     }
 }
 
-impl Record {
-    fn empty(schema: &Schema) -> Record {
-        Record {
-            present: 0,
-            bools: 0,
-            nums: smallvec![0; usize::from(schema.num_slots)],
-        }
+impl<'a> RecordRef<'a> {
+    /// The record stored in `words` (one record's [`Schema::stride`] words).
+    pub(crate) fn new(words: &'a [u64]) -> Self {
+        RecordRef(words)
+    }
+
+    fn present(self) -> u64 {
+        self.0[0] & u64::from(u32::MAX)
     }
 
     /// The value of property `index`, if it has one.
-    pub(crate) fn get(&self, schema: &Schema, index: usize) -> Option<Value> {
-        if self.present & (1 << index) == 0 {
+    pub(crate) fn get(self, schema: &Schema, index: usize) -> Option<Value> {
+        if self.present() & (1 << index) == 0 {
             return None;
         }
         let prop = &schema.props[index];
         Some(match prop.spec.kind() {
-            PropKind::Bool => Value::Bool(self.bools & (1 << index) != 0),
-            kind => numeric_value(kind, self.nums[usize::from(prop.slot)]),
+            PropKind::Bool => Value::Bool(self.0[0] & (1 << (32 + index)) != 0),
+            kind => numeric_value(kind, self.0[1 + usize::from(prop.slot)]),
         })
     }
 
     /// The raw word of numeric property `index`, if it has a value.
+    pub(crate) fn raw(self, schema: &Schema, index: usize) -> Option<u64> {
+        (self.present() & (1 << index) != 0)
+            .then(|| self.0[1 + usize::from(schema.props[index].slot)])
+    }
+
+    /// Whether bool property `index` is set and true.
+    pub(crate) fn is_true(self, index: usize) -> bool {
+        self.present() & (self.0[0] >> 32) & (1 << index) != 0
+    }
+
+    /// An owned copy.
+    pub(crate) fn to_record(self) -> Record {
+        Record(SmallVec::from_slice(self.0))
+    }
+}
+
+impl Record {
+    fn empty(schema: &Schema) -> Record {
+        Record(smallvec![0; schema.stride()])
+    }
+
+    /// The record, borrowed.
+    pub(crate) fn view(&self) -> RecordRef<'_> {
+        RecordRef(&self.0)
+    }
+
+    /// Its words, to store ([`Schema::stride`] of them).
+    pub(crate) fn words(&self) -> &[u64] {
+        &self.0
+    }
+
+    /// The value of property `index`, if it has one.
+    pub(crate) fn get(&self, schema: &Schema, index: usize) -> Option<Value> {
+        self.view().get(schema, index)
+    }
+
+    /// The raw word of numeric property `index`, if it has a value.
     pub(crate) fn raw(&self, schema: &Schema, index: usize) -> Option<u64> {
-        (self.present & (1 << index) != 0).then(|| self.nums[usize::from(schema.props[index].slot)])
+        self.view().raw(schema, index)
     }
 
     /// Whether bool property `index` is set and true.
     pub(crate) fn is_true(&self, index: usize) -> bool {
-        self.present & self.bools & (1 << index) != 0
+        self.view().is_true(index)
     }
 
     fn set(&mut self, schema: &Schema, index: usize, value: Value) {
-        self.present |= 1 << index;
+        self.0[0] |= 1 << index;
         match value {
             Value::Bool(v) => {
                 if v {
-                    self.bools |= 1 << index;
+                    self.0[0] |= 1 << (32 + index);
                 } else {
-                    self.bools &= !(1 << index);
+                    self.0[0] &= !(1 << (32 + index));
                 }
             }
-            numeric => self.nums[usize::from(schema.props[index].slot)] = raw_of(numeric),
+            numeric => self.0[1 + usize::from(schema.props[index].slot)] = raw_of(numeric),
         }
     }
 

@@ -312,6 +312,12 @@ impl Schema {
         self.def.db_b
     }
 
+    /// Words of one stored relation record: presence and bools, then the numeric
+    /// values (see `record::Record`).
+    pub(crate) fn stride(&self) -> usize {
+        1 + usize::from(self.num_slots)
+    }
+
     /// Checks every weight against the schema and converts it to the property's type.
     ///
     /// Ints given for float properties become floats; `-0.0` becomes `0.0` (they are

@@ -4,30 +4,21 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::accum::exact_sum::ExactSum;
-use crate::accum::relations::PVec;
 use crate::accum::top::TopEntry;
 use crate::directory::Profile;
 use crate::profile_id::ProfileId;
-use crate::record::Record;
 use crate::schema::{PropDef, PropKind, Schema, Value};
 
-/// The counters and relations of one target, immutable once published: a writer
-/// builds the next one and swaps it in, so a reader holding one sees a single
-/// consistent moment.
+/// The counters of one target, immutable once published: a writer builds the next
+/// one and swaps it in, so a reader holding one sees a single consistent moment. The
+/// relations themselves stay with the writer (`accum::target`).
 #[derive(Debug)]
 pub(crate) struct View {
     pub(crate) schema: Arc<Schema>,
     pub(crate) profile: Arc<Profile>,
+    /// Relations of the target.
+    pub(crate) total: u64,
     pub(crate) props: Box<[PropState]>,
-    /// Every relation of the target (its length is the target's `total`).
-    pub(crate) rels: PVec<Rel>,
-}
-
-/// One relation, as stored: the initiator and the values.
-#[derive(Debug, Clone)]
-pub(crate) struct Rel {
-    pub(crate) b: Arc<Profile>,
-    pub(crate) rec: Record,
 }
 
 /// The counters of one property.
@@ -89,8 +80,8 @@ impl View {
         View {
             schema: Arc::clone(schema),
             profile: Arc::clone(profile),
+            total: 0,
             props,
-            rels: PVec::default(),
         }
     }
 }
@@ -157,7 +148,7 @@ impl Counter {
     /// Relations attached to the profile for this relation type.
     #[must_use]
     pub fn total(&self) -> u64 {
-        self.view.rels.len() as u64
+        self.view.total
     }
 
     /// Every property of the schema, in schema order.
@@ -284,6 +275,5 @@ mod tests {
         // Every property of every recipient carries these; keep them small.
         assert_eq!(std::mem::size_of::<PropState>(), 48);
         assert_eq!(std::mem::size_of::<TopEntry>(), 16);
-        assert_eq!(std::mem::size_of::<Rel>(), 40);
     }
 }

@@ -3,12 +3,11 @@
 //! - `exact_sum`: float sums that never drift;
 //! - `top`: top-N lists, exact under every write;
 //! - `counter`: the published, immutable counters and the public [`Counter`] view;
-//! - `relations`: one recipient's relations, as a persistent vector readers can page;
-//! - `target`: the writer-side state of one recipient, updating all of the above.
+//! - `target`: the writer-side state of one recipient (its relations, packed),
+//!   updating all of the above.
 
 pub(crate) mod counter;
 pub(crate) mod exact_sum;
-pub(crate) mod relations;
 pub(crate) mod target;
 pub(crate) mod top;
 

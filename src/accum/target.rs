@@ -1,21 +1,90 @@
-//! The writer-side state of one `(rel_id, profile A)`: where each initiator's relation
-//! sits, the top indexes, and the current published counters (which hold the relations
-//! themselves), updated incrementally on every write.
+//! The writer-side state of one `(rel_id, profile A)`: its relations, packed, where
+//! each initiator's relation sits, the top indexes, and the current published counters,
+//! updated incrementally on every write.
 
 use std::sync::Arc;
 
-use crate::accum::counter::{PropState, Rel, SumState, View};
-use crate::accum::relations::PVec;
+use crate::accum::counter::{PropState, SumState, View};
 use crate::accum::top::{self, TopChange, TopEntry, TopIndex};
 use crate::directory::Profile;
-use crate::record::{Record, rank};
+use crate::record::{Record, RecordRef, rank};
 use crate::schema::{PropKind, Schema};
+use crate::slots::SlotTable;
+
+/// Targets with at most this many relations find one by scanning their slots (one or
+/// two cache lines); larger ones keep a position map, dropped again below half of it.
+const SCAN_AT_MOST: usize = 16;
+
+/// One target's relations, packed: the initiators' slots, and their records at a fixed
+/// stride of words (see `record::Record`), in the same order. No allocation and no
+/// reference count per relation: `4 + 8 * stride` bytes each (28 for the seed schema),
+/// plus the vectors' spare capacity.
+#[derive(Debug, Clone)]
+pub(crate) struct Packed {
+    slots: Vec<u32>,
+    words: Vec<u64>,
+    stride: usize,
+}
+
+impl Packed {
+    fn new(stride: usize) -> Self {
+        Packed {
+            slots: Vec::new(),
+            words: Vec::new(),
+            stride,
+        }
+    }
+
+    /// Number of relations.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Relation `i`'s initiator slot and record.
+    pub(crate) fn get(&self, i: usize) -> (u32, RecordRef<'_>) {
+        let words = &self.words[i * self.stride..(i + 1) * self.stride];
+        (self.slots[i], RecordRef::new(words))
+    }
+
+    /// Every relation: initiator slot and record.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, RecordRef<'_>)> {
+        self.slots
+            .iter()
+            .copied()
+            .zip(self.words.chunks_exact(self.stride).map(RecordRef::new))
+    }
+
+    fn set(&mut self, i: usize, rec: &Record) {
+        self.words[i * self.stride..(i + 1) * self.stride].copy_from_slice(rec.words());
+    }
+
+    fn push(&mut self, slot: u32, rec: &Record) {
+        self.slots.push(slot);
+        self.words.extend_from_slice(rec.words());
+    }
+
+    /// Removes relation `i` by moving the last one into its place; returns the slot of
+    /// the one that moved, if any did.
+    fn swap_remove(&mut self, i: usize) -> Option<u32> {
+        let last = self.len() - 1;
+        self.slots.swap_remove(i);
+        if i != last {
+            let (at, from) = (i * self.stride, last * self.stride);
+            self.words.copy_within(from..from + self.stride, at);
+        }
+        self.words.truncate(last * self.stride);
+        (i != last).then(|| self.slots[i])
+    }
+}
 
 /// One target's accumulators. Only writers holding the target's shard lock touch it.
 #[derive(Debug)]
 pub(crate) struct Target {
-    /// Initiator slot -> index of its relation in `view.rels`.
-    positions: hashbrown::HashMap<u32, u32>,
+    /// The relations. Shared (copy on write) with a snapshot or a page being read: the
+    /// first write after copies them, a write with nobody else holding them does not.
+    rels: Arc<Packed>,
+    /// Initiator slot -> index in `rels`, for targets past [`SCAN_AT_MOST`].
+    positions: Option<hashbrown::HashMap<u32, u32>>,
     /// Per property index: the ordered index of a large target's top property.
     indexes: Vec<Option<TopIndex>>,
     view: Arc<View>,
@@ -24,21 +93,28 @@ pub(crate) struct Target {
 impl Target {
     pub(crate) fn new(schema: &Arc<Schema>, profile: &Arc<Profile>) -> Self {
         Target {
-            positions: hashbrown::HashMap::new(),
+            rels: Arc::new(Packed::new(schema.stride())),
+            positions: None,
             indexes: Vec::new(),
             view: Arc::new(View::empty(schema, profile)),
         }
     }
 
+    fn position(&self, slot: u32) -> Option<usize> {
+        match &self.positions {
+            Some(map) => map.get(&slot).map(|&at| at as usize),
+            None => self.rels.slots.iter().position(|&s| s == slot),
+        }
+    }
+
     /// The relation initiated by `slot`, if any.
-    pub(crate) fn get(&self, slot: u32) -> Option<&Rel> {
-        let &at = self.positions.get(&slot)?;
-        self.view.rels.get(at as usize)
+    pub(crate) fn get(&self, slot: u32) -> Option<RecordRef<'_>> {
+        Some(self.rels.get(self.position(slot)?).1)
     }
 
     /// Number of relations.
     pub(crate) fn len(&self) -> usize {
-        self.view.rels.len()
+        self.rels.len()
     }
 
     /// The counters as last published.
@@ -46,22 +122,25 @@ impl Target {
         &self.view
     }
 
+    /// The relations, shared: they stay as they are for whoever holds them.
+    pub(crate) fn relations(&self) -> &Arc<Packed> {
+        &self.rels
+    }
+
     /// Sets the relation initiated by `b` to `new` (`None` removes it), updates every
     /// counter incrementally and returns the new view to publish. Top properties with
-    /// more than `index_above` valued relations keep an ordered index.
+    /// more than `index_above` valued relations keep an ordered index; the initiators
+    /// of a small target's relations are found in `slots` when its top list refills.
     pub(crate) fn apply(
         &mut self,
         b: &Arc<Profile>,
         new: Option<Record>,
         index_above: usize,
+        slots: &SlotTable,
     ) -> Arc<View> {
-        let mut rels = self.view.rels.clone();
-        let old = self.place(&mut rels, b, new);
-        let new = self
-            .positions
-            .get(&b.slot)
-            .and_then(|&at| rels.get(at as usize))
-            .map(|rel| &rel.rec);
+        let old = self.place(b.slot, new.as_ref());
+        let new = new.as_ref();
+        let rels = &*self.rels;
         let schema = Arc::clone(&self.view.schema);
         let mut props: Box<[PropState]> = self.view.props.clone();
         for (i, def) in schema.props.iter().enumerate() {
@@ -111,7 +190,7 @@ impl Target {
                 valued_before,
             };
             let list = state.top.as_deref().unwrap_or_default();
-            let scan = || scan_valued(&rels, &schema, i);
+            let scan = || scan_valued(rels, &schema, i, slots);
             if let Some(next) = top::next_list(
                 list,
                 usize::from(size),
@@ -124,7 +203,7 @@ impl Target {
             let valued = usize::try_from(state.total).unwrap_or(usize::MAX);
             match &self.indexes[i] {
                 None if valued > index_above => {
-                    self.indexes[i] = Some(TopIndex::build(scan_valued(&rels, &schema, i)));
+                    self.indexes[i] = Some(TopIndex::build(scan_valued(rels, &schema, i, slots)));
                 }
                 Some(_) if valued < index_above / 2 => self.indexes[i] = None,
                 _ => {}
@@ -134,60 +213,69 @@ impl Target {
         self.view = Arc::new(View {
             schema,
             profile: Arc::clone(&self.view.profile),
+            total: rels.len() as u64,
             props,
-            rels,
         });
         Arc::clone(&self.view)
     }
 
-    /// Puts `new` in place of `b`'s relation in `rels` and `positions`; returns the old
+    /// Puts `new` in place of `slot`'s relation (`None` removes it); returns the old
     /// record.
-    fn place(
-        &mut self,
-        rels: &mut PVec<Rel>,
-        b: &Arc<Profile>,
-        new: Option<Record>,
-    ) -> Option<Record> {
-        let at = self.positions.get(&b.slot).map(|&at| at as usize);
+    fn place(&mut self, slot: u32, new: Option<&Record>) -> Option<Record> {
+        let at = self.position(slot);
+        if at.is_none() && new.is_none() {
+            return None;
+        }
+        let rels = Arc::make_mut(&mut self.rels);
+        let old = at.map(|at| rels.get(at).1.to_record());
         match (at, new) {
-            (Some(at), Some(rec)) => {
-                let rel = Rel {
-                    b: Arc::clone(b),
-                    rec,
-                };
-                rels.set(at, rel).map(|old| old.rec)
-            }
+            (Some(at), Some(rec)) => rels.set(at, rec),
             (None, Some(rec)) => {
+                rels.push(slot, rec);
                 // Fewer than 2^32 relations per target: a slot is a u32 and each
                 // initiator has at most one relation here.
-                self.positions.insert(b.slot, rels.len() as u32);
-                rels.push(Rel {
-                    b: Arc::clone(b),
-                    rec,
-                });
-                None
+                let at = (rels.len() - 1) as u32;
+                match &mut self.positions {
+                    Some(map) => {
+                        map.insert(slot, at);
+                    }
+                    None if rels.len() > SCAN_AT_MOST => {
+                        self.positions =
+                            Some((0..).zip(rels.slots.iter()).map(|(i, &s)| (s, i)).collect());
+                    }
+                    None => {}
+                }
             }
             (Some(at), None) => {
-                self.positions.remove(&b.slot);
-                let (removed, moved) = rels.swap_remove(at)?;
-                if moved && let Some(rel) = rels.get(at) {
-                    self.positions.insert(rel.b.slot, at as u32);
+                let moved = rels.swap_remove(at);
+                if let Some(map) = &mut self.positions {
+                    map.remove(&slot);
+                    if let Some(moved) = moved {
+                        map.insert(moved, at as u32);
+                    }
+                    if rels.len() <= SCAN_AT_MOST / 2 {
+                        self.positions = None;
+                    }
                 }
-                Some(removed.rec)
             }
-            (None, None) => None,
+            (None, None) => {}
         }
+        old
     }
 }
 
-/// Every relation of the target with a value for property `i`, as top entries.
-fn scan_valued(rels: &PVec<Rel>, schema: &Schema, i: usize) -> Vec<TopEntry> {
+/// Every relation of the target with a value for property `i`, as top entries (the
+/// initiators found in `slots`: each holds its slot while its relation is here).
+fn scan_valued(rels: &Packed, schema: &Schema, i: usize, slots: &SlotTable) -> Vec<TopEntry> {
     let kind = schema.props[i].spec.kind();
     rels.iter()
-        .filter_map(|rel| {
+        .filter_map(|(slot, rec)| {
+            let rank = rank(kind, rec.raw(schema, i)?);
+            let profile = slots.get(slot);
+            debug_assert!(profile.is_some(), "a relation from a free slot");
             Some(TopEntry {
-                rank: rank(kind, rel.rec.raw(schema, i)?),
-                profile: Arc::clone(&rel.b),
+                rank,
+                profile: profile?,
             })
         })
         .collect()

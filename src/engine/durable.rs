@@ -237,7 +237,7 @@ impl Engine {
     /// ascending order), the log is rotated if `rotate` (to a file created beforehand,
     /// so no I/O happens under the locks), and the immutable pieces of
     /// the state are collected (reference counts: the profiles with their data, the
-    /// slots of profiles being deleted, every target's published counters); then all
+    /// slots of profiles being deleted, every target's counters and relations); then all
     /// is released, and the pieces are encoded without any lock. What the snapshot
     /// holds is decided by what was collected, never by anything read later.
     fn freeze(&self, rotate: bool) -> Result<Frozen, Error> {
@@ -250,7 +250,7 @@ impl Engine {
         let mut schemas: Vec<_> = self.schemas.pin().values().map(|s| s.def.clone()).collect();
         schemas.sort_by_key(|d| d.rel_id());
         let (profiles, deleting) = self.directory.freeze();
-        let targets = self.store.frozen_views(&held);
+        let targets = self.store.frozen(&held);
         drop(held);
         if let (Some(ended), Some(log)) = (ended, self.log.get()) {
             log.sync_ended(&ended)?;

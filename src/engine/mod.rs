@@ -131,11 +131,13 @@ impl EngineBuilder {
     #[must_use]
     pub fn build(self) -> Engine {
         let collector = Arc::new(seize::Collector::new());
+        let directory = Directory::new(&collector);
+        let slots = Arc::clone(directory.slot_table());
         Engine {
             schemas: lock_free_map(&collector),
             define_lock: Mutex::new(()),
-            directory: Directory::new(&collector),
-            store: Store::new(&collector, self.shards, self.index_above),
+            directory,
+            store: Store::new(&collector, self.shards, self.index_above, slots),
             collector,
             hasher: self.hasher,
             resolver: self.resolver,

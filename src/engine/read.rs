@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use super::{Engine, MAX_LIST_LIMIT, Page, Row};
-use crate::accum::counter::{Counter, Rel, View};
+use crate::accum::counter::{Counter, View};
+use crate::accum::target::Packed;
 use crate::directory::Profile;
 use crate::error::Error;
 use crate::profile_data::Match;
@@ -61,10 +62,7 @@ impl Engine {
     ) -> Result<Arc<View>, Error> {
         match self.store.view((schema.rel_id(), profile.slot), guard) {
             Some(view) if Arc::ptr_eq(&view.profile, profile) => Ok(Arc::clone(view)),
-            _ if profile.is_deleted() => Err(Error::ProfileNotFound {
-                db_id: profile.db,
-                profile_id: profile.id.to_string(),
-            }),
+            _ if profile.is_deleted() => Err(Self::not_found_profile(profile)),
             _ => Ok(Arc::new(View::empty(schema, profile))),
         }
     }
@@ -72,9 +70,10 @@ impl Engine {
     /// One page of the relations of `profile_a` for `rel_id`, ordered by initiator id.
     /// `limit` is 1..=1000 ([`DEFAULT_LIST_LIMIT`](crate::DEFAULT_LIST_LIMIT) is the platform's default).
     ///
-    /// Lock-free, from the same snapshot as [`get_counter`](Self::get_counter):
-    /// `total_count` and the rows are of one moment. Sorting costs O(n + page log page)
-    /// for a target of n relations.
+    /// The page and its `total_count` are of one moment: the relations are taken under
+    /// the lock of the recipient's shard (two reference counts; the next write to the
+    /// recipient copies its relations instead of changing them), then sorted without
+    /// any lock, in O(n + page log page) for a recipient of n relations.
     ///
     /// # Errors
     ///
@@ -93,35 +92,104 @@ impl Engine {
             });
         }
         let counter = self.get_counter(rel_id, profile_a)?;
-        let view = counter.view();
-        let schema = &view.schema;
-        let mut all: Vec<&Rel> = view.rels.iter().collect();
-        let total_count = all.len() as u64;
-        let end = skip.saturating_add(limit).min(all.len());
-        let start = skip.min(end);
-        if end < all.len() {
-            all.select_nth_unstable_by(end, |x, y| x.b.id.cmp(&y.b.id));
-            all.truncate(end);
+        let a = &counter.view().profile;
+        // The relations name initiators by slot. Read without the lock, a slot freed
+        // and taken again since the moment (a delete, then a create) is seen and the
+        // page read again; after a few such races, the slots are read under the lock.
+        for _ in 0..PAGE_TRIES {
+            let Some((frozen, generation)) = self.store.relations(rel_id, a) else {
+                return Self::empty_page(counter.view());
+            };
+            let slots = self.store.slots();
+            let resolve = |slot| slots.get(slot).filter(|b| b.born < generation);
+            if let Some(page) = page_of(&frozen.view, &frozen.rels, skip, limit, resolve) {
+                return Ok(page);
+            }
         }
-        all.sort_unstable_by(|x, y| x.b.id.cmp(&y.b.id));
-        let rows = all[start..]
-            .iter()
-            .map(|rel| Row {
-                profile_b: rel.b.id.clone(),
-                xxh_b: rel.b.xxh,
-                props: (0..schema.props.len())
-                    .filter_map(|i| {
-                        Some((schema.props[i].name.to_string(), rel.rec.get(schema, i)?))
-                    })
-                    .collect(),
-            })
-            .collect();
+        let locked = self.store.read_locked(rel_id, a, |view, rels, slots| {
+            page_of(view, rels, skip, limit, |slot| slots.get(slot))
+        });
+        match locked {
+            Some(Some(page)) => Ok(page),
+            None => Self::empty_page(counter.view()),
+            Some(None) => Err(Error::Storage {
+                reason: "internal: a relation names a free slot".into(),
+            }),
+        }
+    }
+
+    /// The page of a recipient found with no relation: empty, unless its delete
+    /// removed them since it was found.
+    fn empty_page(view: &View) -> Result<Page, Error> {
+        let profile = &view.profile;
+        if profile.is_deleted() {
+            return Err(Self::not_found_profile(profile));
+        }
         Ok(Page {
-            profile_a: view.profile.id.clone(),
-            xxh_a: view.profile.xxh,
-            db_b: schema.db_b(),
-            total_count,
-            rows,
+            profile_a: profile.id.clone(),
+            xxh_a: profile.xxh,
+            db_b: view.schema.db_b(),
+            total_count: 0,
+            rows: Vec::new(),
         })
     }
+
+    fn not_found_profile(profile: &Profile) -> Error {
+        Error::ProfileNotFound {
+            db_id: profile.db,
+            profile_id: profile.id.to_string(),
+        }
+    }
+}
+
+/// Optimistic reads of a page before one under the lock (see [`Engine::list`]).
+const PAGE_TRIES: usize = 3;
+
+/// The page `skip..skip + limit` of `rels` (the relations of `view`'s target at one
+/// moment) by initiator id, or `None` if `resolve` cannot name an initiator.
+fn page_of(
+    view: &View,
+    rels: &Packed,
+    skip: usize,
+    limit: usize,
+    resolve: impl Fn(u32) -> Option<Arc<Profile>>,
+) -> Option<Page> {
+    let schema = &view.schema;
+    let mut all: Vec<(Arc<Profile>, usize)> = Vec::with_capacity(rels.len());
+    for (i, (slot, _)) in rels.iter().enumerate() {
+        all.push((resolve(slot)?, i));
+    }
+    let total_count = all.len() as u64;
+    let by_id = |x: &(Arc<Profile>, usize), y: &(Arc<Profile>, usize)| x.0.id.cmp(&y.0.id);
+    let end = skip.saturating_add(limit).min(all.len());
+    let start = skip.min(end);
+    if end < all.len() {
+        all.select_nth_unstable_by(end, by_id);
+        all.truncate(end);
+    }
+    if start > 0 && start < all.len() {
+        all.select_nth_unstable_by(start, by_id);
+    }
+    let mut page = all.split_off(start);
+    page.sort_unstable_by(by_id);
+    let rows = page
+        .into_iter()
+        .map(|(b, i)| {
+            let rec = rels.get(i).1;
+            Row {
+                profile_b: b.id.clone(),
+                xxh_b: b.xxh,
+                props: (0..schema.props.len())
+                    .filter_map(|j| Some((schema.props[j].name.to_string(), rec.get(schema, j)?)))
+                    .collect(),
+            }
+        })
+        .collect();
+    Some(Page {
+        profile_a: view.profile.id.clone(),
+        xxh_a: view.profile.xxh,
+        db_b: schema.db_b(),
+        total_count,
+        rows,
+    })
 }

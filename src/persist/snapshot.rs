@@ -4,17 +4,16 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::codec::{Corrupt, Dec, Enc};
 use super::{storage, sync_dir};
-use crate::accum::counter::View;
 use crate::command::Command;
 use crate::directory::{FrozenProfile, Profile};
 use crate::error::Error;
 use crate::record::WriteKind;
 use crate::schema::{RelationType, Value};
+use crate::store;
 
 const MAGIC: &[u8; 8] = b"RELCSNAP";
 const VERSION: u32 = 1;
@@ -32,7 +31,8 @@ pub(crate) struct Frozen {
     /// Slots of the profiles whose delete was under way at the point (unique among
     /// the profiles the targets below refer to, which all existed then).
     pub(crate) deleting: hashbrown::HashSet<u32>,
-    pub(crate) targets: Vec<Arc<View>>,
+    /// Every target's counters and relations at the point.
+    pub(crate) targets: Vec<store::Frozen>,
     /// The first log the snapshot does not cover.
     pub(crate) next_seq: u64,
 }
@@ -74,10 +74,19 @@ fn encode(f: &Frozen) -> (Vec<u8>, SnapshotStats) {
         }
         stats.profiles += 1;
     }
+    // The relations name initiators by slot; at the point, each slot they name was
+    // held by a live profile or by one being deleted (whose relations are left out).
+    let by_slot: hashbrown::HashMap<u32, &Profile> =
+        f.profiles.iter().map(|(p, _)| (p.slot, &**p)).collect();
     let gone = |p: &Profile| f.deleting.contains(&p.slot);
-    for view in &f.targets {
+    for target in &f.targets {
+        let view = &target.view;
         let schema = &view.schema;
-        let rels: Vec<_> = view.rels.iter().filter(|r| !gone(&r.b)).collect();
+        let rels: Vec<_> = target
+            .rels
+            .iter()
+            .filter_map(|(slot, rec)| Some((by_slot.get(&slot).filter(|b| !gone(b))?, rec)))
+            .collect();
         if gone(&view.profile) || rels.is_empty() {
             continue;
         }
@@ -85,10 +94,10 @@ fn encode(f: &Frozen) -> (Vec<u8>, SnapshotStats) {
         e.u32(schema.rel_id());
         e.str(&view.profile.id.as_str());
         e.u32(rels.len() as u32);
-        for rel in rels {
-            e.str(&rel.b.id.as_str());
+        for (b, rec) in rels {
+            e.str(&b.id.as_str());
             let values: Vec<(u8, Value)> = (0..schema.props.len())
-                .filter_map(|i| Some((i as u8, rel.rec.get(schema, i)?)))
+                .filter_map(|i| Some((i as u8, rec.get(schema, i)?)))
                 .collect();
             e.u8(values.len() as u8);
             for (i, v) in values {

@@ -18,10 +18,11 @@ use std::sync::Arc;
 use hashbrown::DefaultHashBuilder;
 
 use crate::accum::counter::View;
-use crate::accum::target::Target;
+use crate::accum::target::{Packed, Target};
 use crate::directory::Profile;
 use crate::record::Record;
 use crate::schema::Schema;
+use crate::slots::SlotTable;
 use crate::sync::{MutexGuard, lock_free_map};
 use shard::{Shard, Shards};
 
@@ -34,10 +35,18 @@ pub(crate) type TargetKey = (u32, u32);
 pub(crate) struct Held<'a>(MutexGuard<'a, Shard>);
 
 /// What a delete still has to do once its profile's own shard is done: the reverse
-/// index entries of its recipients' initiators, and its relations in other targets.
+/// index entries of its recipients' initiators (by slot, with the initiator's shard),
+/// and its relations in other targets.
 pub(crate) struct Cascade {
-    as_recipient: Vec<(TargetKey, Vec<Arc<Profile>>)>,
+    as_recipient: Vec<(TargetKey, Vec<(u32, usize)>)>,
     as_initiator: Vec<TargetKey>,
+}
+
+/// One target's counters and relations at one moment, held without a lock: later
+/// writes copy the relations rather than change them.
+pub(crate) struct Frozen {
+    pub(crate) view: Arc<View>,
+    pub(crate) rels: Arc<Packed>,
 }
 
 /// The sharded writer state and the published counters.
@@ -45,6 +54,8 @@ pub(crate) struct Store {
     shards: Shards,
     views: papaya::HashMap<TargetKey, Arc<View>, DefaultHashBuilder>,
     index_above: usize,
+    /// Who holds each slot (written by the directory).
+    slots: Arc<SlotTable>,
 }
 
 impl std::fmt::Debug for Store {
@@ -58,16 +69,19 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// `shards` must be a power of two; published counters reclaim through
-    /// `collector` (shared with the engine's other maps, so one guard serves a read).
+    /// `collector` (shared with the engine's other maps, so one guard serves a read);
+    /// relations name their initiators by the slots of `slots`.
     pub(crate) fn new(
         collector: &Arc<seize::Collector>,
         shards: usize,
         index_above: usize,
+        slots: Arc<SlotTable>,
     ) -> Self {
         Store {
             shards: Shards::new(shards),
             views: lock_free_map(collector),
             index_above,
+            slots,
         }
     }
 
@@ -96,19 +110,19 @@ impl Store {
     }
 
     /// The values of the relation from `b` to `a` (`a` living in `shard_a`, locked).
-    pub(crate) fn relation<'l>(
+    pub(crate) fn relation(
         &self,
-        locked: &'l mut Locked<'_>,
+        locked: &mut Locked<'_>,
         rel_id: u32,
         (a, shard_a): (&Profile, usize),
         b: &Profile,
-    ) -> Option<&'l Record> {
+    ) -> Option<Record> {
         locked
             .shard(shard_a)
             .targets
             .get(&(rel_id, a.slot))
             .and_then(|t| t.get(b.slot))
-            .map(|rel| &rel.rec)
+            .map(|rec| rec.to_record())
     }
 
     /// Sets (`Some`) or removes (`None`) the relation from `pb` to `pa` under the locks
@@ -130,7 +144,7 @@ impl Store {
             .entry(key)
             .or_insert_with(|| Target::new(schema, pa));
         let before = target.len();
-        let view = target.apply(pb, record, self.index_above);
+        let view = target.apply(pb, record, self.index_above, &self.slots);
         self.publish(shard, key, before, view);
         let initiated = &mut locked.shard(shard_b).initiated;
         if linked {
@@ -144,7 +158,7 @@ impl Store {
     /// the target's relations before the write), or drops the target once it has no
     /// relation.
     fn publish(&self, shard: &mut Shard, key: TargetKey, before: usize, view: Arc<View>) {
-        let now = view.rels.len() as u64;
+        let now = view.total;
         shard.relations = shard.relations + now - before as u64;
         let views = self.views.pin();
         if now == 0 {
@@ -182,11 +196,16 @@ impl Store {
             if let Some(target) = shard.targets.remove(&key) {
                 self.views.pin().remove(&key);
                 shard.relations -= target.len() as u64;
-                let initiators: Vec<Arc<Profile>> = target
-                    .view()
-                    .rels
+                // Each initiator holds its slot while its relation is here (under
+                // this lock): the table names it.
+                let initiators: Vec<(u32, usize)> = target
+                    .relations()
                     .iter()
-                    .map(|rel| Arc::clone(&rel.b))
+                    .filter_map(|(slot, _)| {
+                        let b = self.slots.get(slot);
+                        debug_assert!(b.is_some(), "a relation from a free slot");
+                        Some((slot, self.shards.of(b?.xxh)))
+                    })
                     .collect();
                 as_recipient.push((key, initiators));
             }
@@ -204,9 +223,8 @@ impl Store {
     /// this returns, so a relation from that slot is this profile's.
     pub(crate) fn finish(&self, cascade: Cascade, profile: &Arc<Profile>) {
         for (key, initiators) in cascade.as_recipient {
-            for b in initiators {
-                let mut shard = self.shards.lock(self.shards.of(b.xxh));
-                shard.initiated.remove(b.slot, key);
+            for (slot, shard) in initiators {
+                self.shards.lock(shard).initiated.remove(slot, key);
             }
         }
         for key in cascade.as_initiator {
@@ -223,17 +241,64 @@ impl Store {
                 continue;
             }
             let before = target.len();
-            let view = target.apply(profile, None, self.index_above);
+            let view = target.apply(profile, None, self.index_above, &self.slots);
             self.publish(&mut shard, key, before, view);
         }
     }
 
-    /// Every target's published counters, with every shard held (a snapshot's point
-    /// in time): reference counts, no copying.
-    pub(crate) fn frozen_views(&self, held: &[Held<'_>]) -> Vec<Arc<View>> {
+    /// Every target's counters and relations, with every shard held (a snapshot's
+    /// point in time): reference counts, no copying (the first write to a target
+    /// after this copies its relations).
+    pub(crate) fn frozen(&self, held: &[Held<'_>]) -> Vec<Frozen> {
         held.iter()
-            .flat_map(|h| h.0.targets.values().map(|t| Arc::clone(t.view())))
+            .flat_map(|h| {
+                h.0.targets.values().map(|t| Frozen {
+                    view: Arc::clone(t.view()),
+                    rels: Arc::clone(t.relations()),
+                })
+            })
             .collect()
+    }
+
+    /// The counters and relations of `a`'s target for `rel_id` at one moment (taken
+    /// under the lock of `a`'s shard, briefly: two reference counts), with the slot
+    /// table's generation at that moment; `None` when `a` has no relation. The
+    /// relations name initiators by slot: one whose profile was born at or after the
+    /// generation took a slot freed since, and the page must be read again.
+    pub(crate) fn relations(&self, rel_id: u32, a: &Arc<Profile>) -> Option<(Frozen, u64)> {
+        let shard = self.shards.lock(self.shards.of(a.xxh));
+        let target = shard.targets.get(&(rel_id, a.slot))?;
+        // A slot freed and taken by another recipient: not this profile's target.
+        if !Arc::ptr_eq(&target.view().profile, a) {
+            return None;
+        }
+        let frozen = Frozen {
+            view: Arc::clone(target.view()),
+            rels: Arc::clone(target.relations()),
+        };
+        Some((frozen, self.slots.generation()))
+    }
+
+    /// Runs `read` on `a`'s target for `rel_id` under the lock of `a`'s shard (the
+    /// initiators of its relations hold their slots meanwhile); `None` when `a` has
+    /// no relation.
+    pub(crate) fn read_locked<R>(
+        &self,
+        rel_id: u32,
+        a: &Arc<Profile>,
+        read: impl FnOnce(&Arc<View>, &Packed, &SlotTable) -> R,
+    ) -> Option<R> {
+        let shard = self.shards.lock(self.shards.of(a.xxh));
+        let target = shard.targets.get(&(rel_id, a.slot))?;
+        if !Arc::ptr_eq(&target.view().profile, a) {
+            return None;
+        }
+        Some(read(target.view(), target.relations(), &self.slots))
+    }
+
+    /// The slot table the relations name initiators by.
+    pub(crate) fn slots(&self) -> &SlotTable {
+        &self.slots
     }
 
     /// Relations of every shard (each lock taken in turn, briefly).

@@ -1,0 +1,84 @@
+//! The slot table: which profile holds each slot, read without a lock.
+//!
+//! Relations name their initiator by its `u32` slot (4 bytes and no reference count
+//! per relation); whoever needs the initiator's id or hash reads it here. The table is
+//! a list of fixed chunks of `ArcSwapOption` cells (8 bytes a slot), the list itself
+//! behind an `ArcSwap` that only grows: a lookup is two atomic loads and never waits.
+//!
+//! Writes (a slot taken or given back) come from the directory, one at a time under
+//! its slot lock. A slot is given back only when no relation names it any more, so a
+//! reader holding the lock of a shard whose relations name a slot always finds that
+//! slot's profile. A reader that looked at relations under a lock it has since
+//! released checks the profile's `born` against the [`generation`](SlotTable::generation)
+//! it read under the lock: a profile born since may have taken a freed slot.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+
+use crate::directory::Profile;
+
+const CHUNK_BITS: u32 = 12;
+const CHUNK: usize = 1 << CHUNK_BITS;
+
+type Chunk = Arc<[ArcSwapOption<Profile>]>;
+
+/// Slot -> profile, for every slot in use.
+#[derive(Debug)]
+pub(crate) struct SlotTable {
+    chunks: ArcSwap<Vec<Chunk>>,
+    /// Profiles created so far: the next profile's `born`.
+    generation: AtomicU64,
+}
+
+impl Default for SlotTable {
+    fn default() -> Self {
+        SlotTable {
+            chunks: ArcSwap::from_pointee(Vec::new()),
+            generation: AtomicU64::new(0),
+        }
+    }
+}
+
+impl SlotTable {
+    /// The profile holding `slot`, if any.
+    pub(crate) fn get(&self, slot: u32) -> Option<Arc<Profile>> {
+        let chunks = self.chunks.load();
+        let chunk = chunks.get((slot >> CHUNK_BITS) as usize)?;
+        chunk[slot as usize & (CHUNK - 1)].load_full()
+    }
+
+    /// The `born` of the next profile created: every profile born before a reader
+    /// read this held its slot then.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// A new profile's `born`. Called by the directory under its slot lock.
+    pub(crate) fn next_born(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::AcqRel)
+    }
+
+    /// Puts `profile` in its slot. Called by the directory under its slot lock.
+    pub(crate) fn put(&self, profile: &Arc<Profile>) {
+        let at = (profile.slot >> CHUNK_BITS) as usize;
+        if self.chunks.load().len() <= at {
+            let mut chunks = Vec::clone(&self.chunks.load());
+            while chunks.len() <= at {
+                chunks.push((0..CHUNK).map(|_| ArcSwapOption::empty()).collect());
+            }
+            self.chunks.store(Arc::new(chunks));
+        }
+        self.chunks.load()[at][profile.slot as usize & (CHUNK - 1)]
+            .store(Some(Arc::clone(profile)));
+    }
+
+    /// Empties `slot`. Called by the directory under its slot lock, before the slot
+    /// can be taken again.
+    pub(crate) fn clear(&self, slot: u32) {
+        if let Some(chunk) = self.chunks.load().get((slot >> CHUNK_BITS) as usize) {
+            chunk[slot as usize & (CHUNK - 1)].store(None);
+        }
+    }
+}
