@@ -411,6 +411,19 @@ fn a_read_racing_a_delete_answers_not_found() {
     }
 }
 
+/// Store v2 names initiators by slot and pages a recipient's relations without its
+/// lock: a page read while an initiator was deleted and its slot taken by a new
+/// profile must not name the new one. (Before the reader checked each profile's
+/// `born` against the moment of its page, this scenario listed a `y`.)
+#[test]
+fn a_page_never_names_a_profile_that_took_a_freed_slot() {
+    for shards in SHARD_COUNTS {
+        let pages = consistency::pages_never_name_a_reused_slot(shards, Bound::Iterations(50_000))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(pages > 0, "the reader ran");
+    }
+}
+
 /// Postmortem: a snapshot fixed its profile list at the freeze but read "deleted"
 /// while encoding, so a delete that started after the freeze dropped relations from a
 /// snapshot that still listed the profile; log records after the freeze (a detach, a

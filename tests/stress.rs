@@ -324,6 +324,18 @@ fn deleted_profiles_never_read_empty() {
     }
 }
 
+/// A reader pages a recipient whose initiators are deleted and whose freed slots new
+/// profiles take, on 1, 2 and 64 shards: never a page naming a new profile.
+#[test]
+#[ignore = "stress: run with --ignored (see the module docs)"]
+fn pages_never_name_a_reused_slot() {
+    for shards in [1, 2, 64] {
+        let pages = common::consistency::pages_never_name_a_reused_slot(shards, deadline())
+            .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("shards {shards}: {pages} pages checked");
+    }
+}
+
 /// A writer attaching, strengthening, detaching and deleting while one compactor,
 /// then two, compact in a loop; then the directory reopens to exactly the state
 /// before the drop.

@@ -132,6 +132,63 @@ pub fn deleted_profiles_read_not_found(shards: usize, bound: Bound) -> Result<u6
     })
 }
 
+/// A recipient "A" with ten steady initiators and one that comes and goes: each
+/// round attaches `x{n}` to it and deletes `x{n}`, then creates `y{n}` (related only
+/// to another recipient), which takes the slot `x{n}` freed. A reader paging "A" must
+/// see the steady ten and at most the current `x`, with a `total_count` equal to its
+/// rows: never a `y` (a slot read after it was taken again). Returns the pages
+/// checked.
+pub fn pages_never_name_a_reused_slot(shards: usize, bound: Bound) -> Result<u64, String> {
+    let engine = Engine::builder().shards(shards).build();
+    engine.define(schema()).map_err(|e| e.to_string())?;
+    for i in 0..10 {
+        let b = format!("s{i}");
+        engine
+            .attach(1, "A", b.as_str(), &[("Like", Value::Int(1))])
+            .map_err(|e| e.to_string())?;
+    }
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut pages = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                let page = engine.list(1, "A", 0, 1000).map_err(|e| e.to_string())?;
+                pages += 1;
+                let ids: Vec<String> = page.rows.iter().map(|r| r.profile_b.to_string()).collect();
+                let steady = ids.iter().filter(|id| id.starts_with('s')).count();
+                let churn = ids.iter().filter(|id| id.starts_with('x')).count();
+                if page.total_count != ids.len() as u64
+                    || steady != 10
+                    || churn > 1
+                    || steady + churn != ids.len()
+                {
+                    return Err(format!(
+                        "page of A (shards {shards}): {ids:?}, total {}",
+                        page.total_count
+                    ));
+                }
+            }
+            Ok::<u64, String>(pages)
+        });
+        let mut n = 0;
+        let result = (|| {
+            while !bound.done(n) {
+                let (x, y) = (format!("x{n}"), format!("y{n}"));
+                engine.attach(1, "A", x.as_str(), &[("Like", Value::Int(1))])?;
+                engine.delete_profile(2, x.as_str())?;
+                engine.attach(1, "Z", y.as_str(), &[("Like", Value::Int(1))])?;
+                engine.delete_profile(2, y.as_str())?;
+                n += 1;
+            }
+            Ok::<(), Error>(())
+        })();
+        stop.store(true, Ordering::Release);
+        let pages = reader.join().map_err(|_| "reader panicked".to_string())??;
+        result.map_err(|e| e.to_string())?;
+        Ok(pages)
+    })
+}
+
 /// Everything a caller can observe of the scenario engines, for equality across a
 /// drop and a reopen.
 #[derive(Debug, PartialEq)]
