@@ -9,10 +9,13 @@
 //! - A write that drops a member (detach, weakening below the cut, delete) leaves a hole
 //!   only the unlisted relations can fill. Targets with few valued relations (at most
 //!   the index threshold, [`DEFAULT_INDEX_ABOVE`] unless set) refill by scanning them.
-//!   Larger targets keep an ordered index (a `BTreeSet` of all valued relations) and
-//!   refill from its first N entries: O(N + log n). The index is built when a target
-//!   grows past the threshold and dropped when it shrinks below half of it, so no write
-//!   ever scans a large target, and a target hovering at the threshold does not flap.
+//!   A larger target builds an ordered index (a `BTreeSet` of all valued relations) at
+//!   its first refill, keeps it up to date from then on, and refills from its first N
+//!   entries: O(N + log n). So a large target is scanned once, when a refill first
+//!   needs it, and never again while it stays large; the index is dropped when the
+//!   target shrinks below half the threshold, so one hovering at it does not flap.
+//!   Targets whose top members never leave (attaches, growing values: a bulk load)
+//!   never pay for an index.
 
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
@@ -130,21 +133,22 @@ pub(crate) struct TopChange<'a> {
 
 /// Applies `change` to the index (if any) and returns the new list, or `None` when the
 /// list is unchanged. `scan` lists every valued relation after the change; it is called
-/// only for targets without an index.
+/// only for a refill of a target without an index, and builds the index when it finds
+/// more than `index_above` relations.
 pub(crate) fn next_list(
     list: &[TopEntry],
     n: usize,
-    index: Option<&mut TopIndex>,
+    index: &mut Option<TopIndex>,
+    index_above: usize,
     change: &TopChange<'_>,
     scan: impl FnOnce() -> Vec<TopEntry>,
 ) -> Option<Vec<TopEntry>> {
     if change.old == change.new {
         return None;
     }
-    let index = index.map(|index| {
+    if let Some(index) = index.as_mut() {
         index.replace(change.profile, change.old, change.new);
-        &*index
-    });
+    }
     let member = list.iter().position(|e| e.is(change.profile));
     let new_entry = change.new.map(|rank| TopEntry {
         rank,
@@ -155,7 +159,15 @@ pub(crate) fn next_list(
         // A member moved or left while others wait outside: only a refill is exact.
         let refill = match index {
             Some(index) => index.first(n),
-            None => select_top(scan(), n),
+            None => {
+                let valued = scan();
+                if valued.len() > index_above {
+                    let built = index.insert(TopIndex::build(valued));
+                    built.first(n)
+                } else {
+                    select_top(valued, n)
+                }
+            }
         };
         return Some(refill);
     }
@@ -173,4 +185,60 @@ pub(crate) fn next_list(
         next.truncate(n);
     }
     Some(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::{Directory, ProfileKey};
+    use crate::profile_id::ProfileId;
+
+    /// A large target is scanned once, at its first refill (which builds the index),
+    /// and never again: later refills come from the index and stay exact.
+    #[test]
+    fn a_large_target_is_scanned_once() {
+        let directory = Directory::new(&Arc::new(seize::Collector::new()));
+        let profiles: Vec<Arc<Profile>> = (0..40u64)
+            .map(|i| {
+                let id = ProfileId::new(&format!("p{i:02}")).expect("id");
+                directory.create(ProfileKey { db: 2, id }, i).expect("slot")
+            })
+            .collect();
+        // Profile i has rank i: the best are the last.
+        let mut valued: Vec<TopEntry> = profiles
+            .iter()
+            .enumerate()
+            .map(|(i, p)| TopEntry {
+                rank: i as u64,
+                profile: Arc::clone(p),
+            })
+            .collect();
+        let (n, above) = (3, 8);
+        let mut list = select_top(valued.clone(), n);
+        let mut index: Option<TopIndex> = None;
+        let mut scans = 0;
+        // The best member leaves, ten times over.
+        for round in 0..10 {
+            let best = list[0].clone();
+            valued.retain(|e| e.profile.slot != best.profile.slot);
+            let change = TopChange {
+                profile: &best.profile,
+                old: Some(best.rank),
+                new: None,
+                valued_before: valued.len() as u64 + 1,
+            };
+            let scan = || {
+                scans += 1;
+                valued.clone()
+            };
+            list = next_list(&list, n, &mut index, above, &change, scan).expect("a refill");
+            assert_eq!(list, select_top(valued.clone(), n), "round {round}");
+            assert!(
+                index.is_some(),
+                "a refill of {} relations builds the index",
+                valued.len() + 1
+            );
+        }
+        assert_eq!(scans, 1, "scanned once, at the first refill");
+    }
 }

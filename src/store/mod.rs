@@ -137,7 +137,6 @@ impl Store {
         record: Option<Record>,
     ) {
         let key = (schema.rel_id(), pa.slot);
-        let linked = record.is_some();
         let shard = locked.shard(shard_a);
         let target = shard
             .targets
@@ -145,12 +144,14 @@ impl Store {
             .or_insert_with(|| Target::new(schema, pa));
         let before = target.len();
         let view = target.apply(pb, record, self.index_above, &self.slots);
+        let after = view.total;
         self.publish(shard, key, before, view);
+        // Only a relation that appears or disappears changes the reverse index.
         let initiated = &mut locked.shard(shard_b).initiated;
-        if linked {
-            initiated.insert(pb.slot, key);
-        } else {
-            initiated.remove(pb.slot, key);
+        match after.cmp(&(before as u64)) {
+            std::cmp::Ordering::Greater => initiated.insert(pb.slot, key),
+            std::cmp::Ordering::Less => initiated.remove(pb.slot, key),
+            std::cmp::Ordering::Equal => {}
         }
     }
 
