@@ -128,10 +128,9 @@ impl Target {
     }
 
     /// Sets the relation initiated by `b` to `new` (`None` removes it), updates every
-    /// counter incrementally and returns the new view to publish. A top property whose
-    /// list refills with more than `index_above` valued relations builds an ordered
-    /// index (see `accum::top`); the initiators of the relations a refill scans are
-    /// found in `slots`.
+    /// counter incrementally and returns the new view to publish. Top properties with
+    /// more than `index_above` valued relations keep an ordered index; the initiators
+    /// of a small target's relations are found in `slots` when its top list refills.
     pub(crate) fn apply(
         &mut self,
         b: &Arc<Profile>,
@@ -195,16 +194,19 @@ impl Target {
             if let Some(next) = top::next_list(
                 list,
                 usize::from(size),
-                &mut self.indexes[i],
-                index_above,
+                self.indexes[i].as_mut(),
                 &change,
                 scan,
             ) {
                 state.top = Some(next.into());
             }
             let valued = usize::try_from(state.total).unwrap_or(usize::MAX);
-            if valued < index_above / 2 {
-                self.indexes[i] = None;
+            match &self.indexes[i] {
+                None if valued > index_above => {
+                    self.indexes[i] = Some(TopIndex::build(scan_valued(rels, &schema, i, slots)));
+                }
+                Some(_) if valued < index_above / 2 => self.indexes[i] = None,
+                _ => {}
             }
             debug_assert!(self.indexes[i].as_ref().is_none_or(|x| x.len() == valued));
         }

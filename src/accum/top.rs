@@ -9,13 +9,10 @@
 //! - A write that drops a member (detach, weakening below the cut, delete) leaves a hole
 //!   only the unlisted relations can fill. Targets with few valued relations (at most
 //!   the index threshold, [`DEFAULT_INDEX_ABOVE`] unless set) refill by scanning them.
-//!   A larger target builds an ordered index (a `BTreeSet` of all valued relations) at
-//!   its first refill, keeps it up to date from then on, and refills from its first N
-//!   entries: O(N + log n). So a large target is scanned once, when a refill first
-//!   needs it, and never again while it stays large; the index is dropped when the
-//!   target shrinks below half the threshold, so one hovering at it does not flap.
-//!   Targets whose top members never leave (attaches, growing values: a bulk load)
-//!   never pay for an index.
+//!   Larger targets keep an ordered index (a `BTreeSet` of all valued relations) and
+//!   refill from its first N entries: O(N + log n). The index is built when a target
+//!   grows past the threshold and dropped when it shrinks below half of it, so no write
+//!   ever scans a large target, and a target hovering at the threshold does not flap.
 
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
@@ -133,22 +130,21 @@ pub(crate) struct TopChange<'a> {
 
 /// Applies `change` to the index (if any) and returns the new list, or `None` when the
 /// list is unchanged. `scan` lists every valued relation after the change; it is called
-/// only for a refill of a target without an index, and builds the index when it finds
-/// more than `index_above` relations.
+/// only for targets without an index.
 pub(crate) fn next_list(
     list: &[TopEntry],
     n: usize,
-    index: &mut Option<TopIndex>,
-    index_above: usize,
+    index: Option<&mut TopIndex>,
     change: &TopChange<'_>,
     scan: impl FnOnce() -> Vec<TopEntry>,
 ) -> Option<Vec<TopEntry>> {
     if change.old == change.new {
         return None;
     }
-    if let Some(index) = index.as_mut() {
+    let index = index.map(|index| {
         index.replace(change.profile, change.old, change.new);
-    }
+        &*index
+    });
     let member = list.iter().position(|e| e.is(change.profile));
     let new_entry = change.new.map(|rank| TopEntry {
         rank,
@@ -159,15 +155,7 @@ pub(crate) fn next_list(
         // A member moved or left while others wait outside: only a refill is exact.
         let refill = match index {
             Some(index) => index.first(n),
-            None => {
-                let valued = scan();
-                if valued.len() > index_above {
-                    let built = index.insert(TopIndex::build(valued));
-                    built.first(n)
-                } else {
-                    select_top(valued, n)
-                }
-            }
+            None => select_top(scan(), n),
         };
         return Some(refill);
     }
@@ -193,10 +181,10 @@ mod tests {
     use crate::directory::{Directory, ProfileKey};
     use crate::profile_id::ProfileId;
 
-    /// A large target is scanned once, at its first refill (which builds the index),
-    /// and never again: later refills come from the index and stay exact.
+    /// A target with an index never scans its relations to refill: the best member
+    /// leaves ten times over, each list is exact, and `scan` is never called.
     #[test]
-    fn a_large_target_is_scanned_once() {
+    fn an_indexed_target_refills_without_scanning() {
         let directory = Directory::new(&Arc::new(seize::Collector::new()));
         let profiles: Vec<Arc<Profile>> = (0..40u64)
             .map(|i| {
@@ -204,20 +192,19 @@ mod tests {
                 directory.create(ProfileKey { db: 2, id }, i).expect("slot")
             })
             .collect();
-        // Profile i has rank i: the best are the last.
+        // Ranks with ties, so the id order counts too.
         let mut valued: Vec<TopEntry> = profiles
             .iter()
             .enumerate()
             .map(|(i, p)| TopEntry {
-                rank: i as u64,
+                rank: i as u64 / 3,
                 profile: Arc::clone(p),
             })
             .collect();
-        let (n, above) = (3, 8);
+        let n = 3;
         let mut list = select_top(valued.clone(), n);
-        let mut index: Option<TopIndex> = None;
+        let mut index = TopIndex::build(valued.clone());
         let mut scans = 0;
-        // The best member leaves, ten times over.
         for round in 0..10 {
             let best = list[0].clone();
             valued.retain(|e| e.profile.slot != best.profile.slot);
@@ -231,14 +218,10 @@ mod tests {
                 scans += 1;
                 valued.clone()
             };
-            list = next_list(&list, n, &mut index, above, &change, scan).expect("a refill");
+            list = next_list(&list, n, Some(&mut index), &change, scan).expect("a refill");
             assert_eq!(list, select_top(valued.clone(), n), "round {round}");
-            assert!(
-                index.is_some(),
-                "a refill of {} relations builds the index",
-                valued.len() + 1
-            );
         }
-        assert_eq!(scans, 1, "scanned once, at the first refill");
+        assert_eq!(scans, 0, "refills come from the index");
+        assert_eq!(index.len(), valued.len());
     }
 }

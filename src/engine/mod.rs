@@ -110,10 +110,10 @@ impl EngineBuilder {
     }
 
     /// Targets with more than `n` relations valued in a top property keep an ordered
-    /// index of them once a top member first leaves (default [`DEFAULT_INDEX_ABOVE`],
-    /// 64); smaller ones keep none and rescan their few relations when a top member
-    /// leaves. A lower threshold spends memory (about 25 bytes per indexed relation)
-    /// to bound that rescan; tests set it low to exercise both paths on small data.
+    /// index of them (default [`DEFAULT_INDEX_ABOVE`], 64); smaller ones keep none and
+    /// rescan their few relations when a top member leaves. A lower threshold spends
+    /// memory (about 40 bytes per indexed relation) to bound that rescan; tests set it
+    /// low to exercise both paths on small data.
     pub fn top_index_threshold(mut self, n: usize) -> Self {
         self.index_above = n;
         self

@@ -31,9 +31,15 @@ impl Engine {
             .get(&rel_id, &guard)
             .ok_or(Error::UnknownRelation { rel_id })?;
         let view = match profile_a.into() {
-            // The common case touches no reference count but the counter's own.
+            // The common case: one lookup by (rel_id, hash), a check of the id, and no
+            // reference count but the counter's own. A profile with no counters (or
+            // not live) is looked up in the directory to say which.
             Match::Id(id) => {
                 let a = self.name(schema.db_a(), id)?;
+                let key = (a.key.db, &a.key.id, a.hash);
+                if let Some(view) = self.store.view_by_id(rel_id, key, &guard) {
+                    return Ok(Counter::new(Arc::clone(view)));
+                }
                 let profile = self
                     .directory
                     .get_in(&a.key, &guard)
@@ -60,8 +66,8 @@ impl Engine {
         profile: &Arc<Profile>,
         guard: &impl seize::Guard,
     ) -> Result<Arc<View>, Error> {
-        match self.store.view((schema.rel_id(), profile.slot), guard) {
-            Some(view) if Arc::ptr_eq(&view.profile, profile) => Ok(Arc::clone(view)),
+        match self.store.view(schema.rel_id(), profile, guard) {
+            Some(view) => Ok(Arc::clone(view)),
             _ if profile.is_deleted() => Err(Self::not_found_profile(profile)),
             _ => Ok(Arc::new(View::empty(schema, profile))),
         }

@@ -16,6 +16,7 @@ mod shard;
 use std::sync::Arc;
 
 use hashbrown::DefaultHashBuilder;
+use smallvec::{SmallVec, smallvec};
 
 use crate::accum::counter::View;
 use crate::accum::target::{Packed, Target};
@@ -30,6 +31,11 @@ pub(crate) use shard::Locked;
 
 /// `(rel_id, recipient slot)`: one counter.
 pub(crate) type TargetKey = (u32, u32);
+
+/// The counters published under one `(rel_id, profile hash)`: one recipient's, or each
+/// one's when ids' hashes collide (colliding profiles share a shard, so one lock orders
+/// every change to the list).
+pub(crate) type Published = SmallVec<[Arc<View>; 1]>;
 
 /// The lock of one shard, held.
 pub(crate) struct Held<'a>(MutexGuard<'a, Shard>);
@@ -52,7 +58,9 @@ pub(crate) struct Frozen {
 /// The sharded writer state and the published counters.
 pub(crate) struct Store {
     shards: Shards,
-    views: papaya::HashMap<TargetKey, Arc<View>, DefaultHashBuilder>,
+    /// Published counters by `(rel_id, recipient hash)`: a read by id finds its
+    /// counters in one lookup and checks the id.
+    views: papaya::HashMap<(u32, u64), Published, DefaultHashBuilder>,
     index_above: usize,
     /// Who holds each slot (written by the directory).
     slots: Arc<SlotTable>,
@@ -161,22 +169,71 @@ impl Store {
     fn publish(&self, shard: &mut Shard, key: TargetKey, before: usize, view: Arc<View>) {
         let now = view.total;
         shard.relations = shard.relations + now - before as u64;
-        let views = self.views.pin();
         if now == 0 {
             shard.targets.remove(&key);
-            views.remove(&key);
+            self.unpublish(key.0, &view.profile);
         } else {
-            views.insert(key, view);
+            let mine = |v: &Arc<View>| Arc::ptr_eq(&v.profile, &view.profile);
+            self.views.pin().update_or_insert_with(
+                (key.0, view.profile.xxh),
+                |list| {
+                    let mut next: Published = list.iter().filter(|v| !mine(v)).cloned().collect();
+                    next.push(Arc::clone(&view));
+                    next
+                },
+                || smallvec![Arc::clone(&view)],
+            );
         }
     }
 
-    /// The published counters of `key`, for as long as `guard` lives. Lock-free.
+    /// Removes `profile`'s counters for `rel_id` from what readers see. (Every change
+    /// to one key's list is made under the lock of the shard its profiles live in, so
+    /// reading it first and then replacing it is safe.)
+    fn unpublish(&self, rel_id: u32, profile: &Arc<Profile>) {
+        let key = (rel_id, profile.xxh);
+        let views = self.views.pin();
+        let Some(list) = views.get(&key) else {
+            return;
+        };
+        let rest: Published = list
+            .iter()
+            .filter(|v| !Arc::ptr_eq(&v.profile, profile))
+            .cloned()
+            .collect();
+        if rest.is_empty() {
+            views.remove(&key);
+        } else {
+            views.insert(key, rest);
+        }
+    }
+
+    /// The published counters of `profile_a` (live or not) for `rel_id`, for as long
+    /// as `guard` lives: one lock-free lookup, then a check of the profile.
     pub(crate) fn view<'g>(
         &self,
-        key: TargetKey,
+        rel_id: u32,
+        profile_a: &Arc<Profile>,
         guard: &'g impl seize::Guard,
     ) -> Option<&'g Arc<View>> {
-        self.views.get(&key, guard)
+        self.views
+            .get(&(rel_id, profile_a.xxh), guard)?
+            .iter()
+            .find(|v| Arc::ptr_eq(&v.profile, profile_a))
+    }
+
+    /// The published counters of the live profile `id` of database `db`, whose hash is
+    /// `xxh`, for `rel_id`: one lock-free lookup, then a check of the id. `None` when
+    /// the profile is unknown, has no relation, or is not live.
+    pub(crate) fn view_by_id<'g>(
+        &self,
+        rel_id: u32,
+        (db, id, xxh): (u32, &crate::profile_id::ProfileId, u64),
+        guard: &'g impl seize::Guard,
+    ) -> Option<&'g Arc<View>> {
+        self.views
+            .get(&(rel_id, xxh), guard)?
+            .iter()
+            .find(|v| v.profile.db == db && v.profile.id == *id && v.profile.is_live())
     }
 
     /// The first part of a profile's delete, under the lock of its shard (`held`),
@@ -195,7 +252,7 @@ impl Store {
         for rel_id in rel_ids {
             let key = (rel_id, profile.slot);
             if let Some(target) = shard.targets.remove(&key) {
-                self.views.pin().remove(&key);
+                self.unpublish(rel_id, &target.view().profile);
                 shard.relations -= target.len() as u64;
                 // Each initiator holds its slot while its relation is here (under
                 // this lock): the table names it.
@@ -229,9 +286,11 @@ impl Store {
             }
         }
         for key in cascade.as_initiator {
-            // The recipient's shard, from its published counters; none means the target
-            // emptied meanwhile and holds nothing of this profile.
-            let Some(a) = self.views.pin().get(&key).map(|v| Arc::clone(&v.profile)) else {
+            // The recipient's shard, from the slot table; a free slot means the
+            // recipient's delete ended meanwhile, and its target with it. (A slot taken
+            // again since names a target that holds nothing of this profile, which is
+            // being deleted and gains no relation.)
+            let Some(a) = self.slots.get(key.1) else {
                 continue;
             };
             let mut shard = self.shards.lock(self.shards.of(a.xxh));
