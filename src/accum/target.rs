@@ -358,7 +358,7 @@ mod tests {
                 RelationType::new(1, 1, 2).prop("v", PropSpec::int().top(2)).prop("b", PropSpec::bool()),
             )
             .expect("schema"));
-            let mut profile = |db: u32, name: String| {
+            let profile = |db: u32, name: String| {
                 let id = ProfileId::new(&name).expect("id");
                 directory.create(ProfileKey { db, id }, u64::from(db)).expect("slot")
             };
