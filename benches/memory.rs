@@ -7,7 +7,7 @@
 //!   the relation records alone;
 //! - **churn**: one target with 1M relations under random strengthen (+/-), detach and
 //!   re-attach, top members included: mean and worst cost per operation, beside the
-//!   mean attach into the same target.
+//!   mean attach into the same target; then `list` of its first and last page.
 //!
 //! `cargo bench --bench memory` (several minutes; about 4 GB);
 //! `cargo bench --bench memory -- --quick` for a smoke run (what .ci/run does).
@@ -215,4 +215,20 @@ fn main() {
         attach_mean,
         (total / ops as u32).as_secs_f64() / attach_mean.as_secs_f64()
     );
+
+    // Paging the hot target: the first and the last page of 100 rows.
+    let size = engine.get_counter(3, a).expect("hot").total();
+    let reps = if quick { 3 } else { 10 };
+    for (name, skip) in [("first", 0), ("last", size.saturating_sub(100))] {
+        let t = Instant::now();
+        for _ in 0..reps {
+            let page = engine.list(3, a, skip as usize, 100).expect("list");
+            assert_eq!(page.total_count, size);
+            assert_eq!(page.rows.len() as u64, size.min(100));
+        }
+        println!(
+            "list of the {size}-relation target, {name} page of 100: {:?} each",
+            t.elapsed() / reps
+        );
+    }
 }
