@@ -204,7 +204,7 @@ impl Target {
                 valued_before,
             };
             let list = state.top.as_deref().unwrap_or_default();
-            let scan = || scan_valued(rels, &schema, i, slots);
+            let scan = || scan_best(rels, &schema, i, usize::from(size), slots);
             if let Some(next) = top::next_list(
                 list,
                 usize::from(size),
@@ -276,6 +276,43 @@ impl Target {
         }
         old
     }
+}
+
+/// The relations that can be in the top `n` of property `i`, as top entries: every
+/// valued one whose rank is at least the n-th best (ties with it included, as ids
+/// order them). Ranks are read from the packed records; only those relations' initiators
+/// are looked up in `slots` (a refill of a top 10 among 64 resolves about 10, not 64).
+fn scan_best(
+    rels: &Packed,
+    schema: &Schema,
+    i: usize,
+    n: usize,
+    slots: &SlotTable,
+) -> Vec<TopEntry> {
+    let kind = schema.props[i].spec.kind();
+    let mut ranked: Vec<(u64, u32)> = rels
+        .iter()
+        .filter_map(|(slot, rec)| Some((rank(kind, rec.raw(schema, i)?), slot)))
+        .collect();
+    if n == 0 {
+        return Vec::new();
+    }
+    if ranked.len() > n {
+        let (_, nth, _) = ranked.select_nth_unstable_by(n - 1, |x, y| y.0.cmp(&x.0));
+        let cut = nth.0;
+        ranked.retain(|&(r, _)| r >= cut);
+    }
+    ranked
+        .into_iter()
+        .filter_map(|(rank, slot)| {
+            let profile = slots.get(slot);
+            debug_assert!(profile.is_some(), "a relation from a free slot");
+            Some(TopEntry {
+                rank,
+                profile: profile?,
+            })
+        })
+        .collect()
 }
 
 /// Every relation of the target with a value for property `i`, as top entries (the
