@@ -289,11 +289,7 @@ fn scan_best(
     n: usize,
     slots: &SlotTable,
 ) -> Vec<TopEntry> {
-    let kind = schema.props[i].spec.kind();
-    let mut ranked: Vec<(u64, u32)> = rels
-        .iter()
-        .filter_map(|(slot, rec)| Some((rank(kind, rec.raw(schema, i)?), slot)))
-        .collect();
+    let mut ranked = ranked(rels, schema, i);
     if n == 0 {
         return Vec::new();
     }
@@ -302,26 +298,28 @@ fn scan_best(
         let cut = nth.0;
         ranked.retain(|&(r, _)| r >= cut);
     }
-    ranked
-        .into_iter()
-        .filter_map(|(rank, slot)| {
-            let profile = slots.get(slot);
-            debug_assert!(profile.is_some(), "a relation from a free slot");
-            Some(TopEntry {
-                rank,
-                profile: profile?,
-            })
-        })
+    entries(ranked, slots)
+}
+
+/// Every relation of the target with a value for property `i`, as top entries.
+fn scan_valued(rels: &Packed, schema: &Schema, i: usize, slots: &SlotTable) -> Vec<TopEntry> {
+    entries(ranked(rels, schema, i), slots)
+}
+
+/// `(rank, initiator slot)` of every relation with a value for property `i`.
+fn ranked(rels: &Packed, schema: &Schema, i: usize) -> Vec<(u64, u32)> {
+    let kind = schema.props[i].spec.kind();
+    rels.iter()
+        .filter_map(|(slot, rec)| Some((rank(kind, rec.raw(schema, i)?), slot)))
         .collect()
 }
 
-/// Every relation of the target with a value for property `i`, as top entries (the
-/// initiators found in `slots`: each holds its slot while its relation is here).
-fn scan_valued(rels: &Packed, schema: &Schema, i: usize, slots: &SlotTable) -> Vec<TopEntry> {
-    let kind = schema.props[i].spec.kind();
-    rels.iter()
-        .filter_map(|(slot, rec)| {
-            let rank = rank(kind, rec.raw(schema, i)?);
+/// Top entries of ranked slots, their initiators found in `slots` (each holds its slot
+/// while its relation is in the target, under the target's lock).
+fn entries(ranked: Vec<(u64, u32)>, slots: &SlotTable) -> Vec<TopEntry> {
+    ranked
+        .into_iter()
+        .filter_map(|(rank, slot)| {
             let profile = slots.get(slot);
             debug_assert!(profile.is_some(), "a relation from a free slot");
             Some(TopEntry {
