@@ -55,12 +55,13 @@
 //!   taken between two writes**: its `total`, every property's `total`, `sum` and `top`
 //!   come from the same moment. Writers build the next counters aside and publish them
 //!   with one atomic pointer swap; a reader never sees half a write.
-//! - **Reads take no lock.** [`Engine::get_counter`] pins one epoch guard, does three
-//!   lookups in lock-free maps (`papaya`: relation types, profiles, published
-//!   counters) and clones one `Arc`; it never waits for a writer, and a writer never
-//!   waits for it. [`Engine::list`] reads the relations from the same published
-//!   snapshot (they live in a persistent vector inside it), so a page, its
-//!   `total_count` and the counter of that moment always agree.
+//! - **Reads take no lock.** [`Engine::get_counter`] pins one epoch guard, finds the
+//!   relation type and then the counters in one lookup by `(rel_id, XXH64 of the id)`
+//!   in lock-free maps (`papaya`), checks the id, and clones one `Arc`; it never waits
+//!   for a writer, and a writer never waits for it. [`Engine::list`] takes the
+//!   recipient's shard lock only to take its relations (two reference counts; the
+//!   next write copies them instead of changing them) and sorts the page without it,
+//!   so a page, its `total_count` and the counter of that moment always agree.
 //! - **Linearizable per profile.** Writes to one recipient are serialised (a lock per
 //!   shard of profiles) and published before the call returns: once a write returns,
 //!   every later read sees it, and a read never sees a write that has not started.
