@@ -1,4 +1,5 @@
-//! The reads: `get_counter` and `list`, lock-free.
+//! The reads: `get_counter` (lock-free) and `list` (the shard lock for two reference
+//! counts, then lock-free).
 
 use std::sync::Arc;
 
