@@ -97,3 +97,28 @@ fn few_distinct_hashes_keep_profiles_apart() {
     let (engine, oracle) = pair(engine, two_bits);
     check_steps(&engine, oracle, &scenario(), &ids()).unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[path = "common/generate.rs"]
+mod generate;
+
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// The model test's random operations under hashes where every id collides, or
+    /// only four values exist: published counters shared by colliding recipients are
+    /// merged, split and removed as they come and go, and every answer equals the
+    /// oracle's.
+    #[test]
+    fn model_with_colliding_hashes(
+        ops in prop::collection::vec(generate::op_with(generate::id().boxed()), 1..60),
+        hasher in prop_oneof![Just(constant as fn(&[u8]) -> u64), Just(two_bits as fn(&[u8]) -> u64)],
+        shards in prop_oneof![Just(1usize), Just(4)],
+    ) {
+        let engine = Engine::builder().shards(shards).profile_hasher(hasher).build();
+        let (engine, oracle) = pair(engine, hasher);
+        let candidates: Vec<String> = generate::IDS.iter().map(|s| s.to_string()).collect();
+        check_steps(&engine, oracle, &ops, &candidates).map_err(TestCaseError::fail)?;
+    }
+}

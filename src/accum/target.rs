@@ -102,6 +102,9 @@ pub(crate) struct Target {
     /// Per property index: the ordered index of a large target's top property.
     indexes: Vec<Option<TopIndex>>,
     view: Arc<View>,
+    /// Whether another recipient's counters are (or were) published under the same
+    /// `(rel_id, hash)`: set and read by the store.
+    pub(crate) shares_key: bool,
 }
 
 impl Target {
@@ -111,6 +114,7 @@ impl Target {
             positions: None,
             indexes: Vec::new(),
             view: Arc::new(View::empty(schema, profile)),
+            shares_key: false,
         }
     }
 

@@ -146,14 +146,17 @@ impl Store {
     ) {
         let key = (schema.rel_id(), pa.slot);
         let shard = locked.shard(shard_a);
+        let shared = !shard.targets.contains_key(&key) && self.share_key(shard, key.0, pa);
         let target = shard
             .targets
             .entry(key)
             .or_insert_with(|| Target::new(schema, pa));
+        target.shares_key |= shared;
+        let shared = target.shares_key;
         let before = target.len();
         let view = target.apply(pb, record, self.index_above, &self.slots);
         let after = view.total;
-        self.publish(shard, key, before, view);
+        self.publish(shard, key, before, view, shared);
         // Only a relation that appears or disappears changes the reverse index.
         let initiated = &mut locked.shard(shard_b).initiated;
         match after.cmp(&(before as u64)) {
@@ -163,27 +166,58 @@ impl Store {
         }
     }
 
+    /// Before `pa` gets a target for `rel_id`: if other recipients' counters are
+    /// published under the same `(rel_id, hash)` (ids whose hashes collide, all living
+    /// in this shard), marks their targets as sharing the key and returns true (the
+    /// caller marks the new one), so every publication under the key merges its list
+    /// instead of replacing it. A mark stays for the target's life.
+    fn share_key(&self, shard: &mut Shard, rel_id: u32, pa: &Arc<Profile>) -> bool {
+        let others: Vec<u32> = match self.views.pin().get(&(rel_id, pa.xxh)) {
+            Some(list) => list.iter().map(|v| v.profile.slot).collect(),
+            None => return false,
+        };
+        for slot in others {
+            if let Some(target) = shard.targets.get_mut(&(rel_id, slot)) {
+                target.shares_key = true;
+            }
+        }
+        true
+    }
+
     /// Publishes a target's new counters (keeping the shard's relation count, given
     /// the target's relations before the write), or drops the target once it has no
-    /// relation.
-    fn publish(&self, shard: &mut Shard, key: TargetKey, before: usize, view: Arc<View>) {
+    /// relation. A target alone under its `(rel_id, hash)` (`shared` false: all but
+    /// colliding ids) replaces the key's list with one plain insert.
+    fn publish(
+        &self,
+        shard: &mut Shard,
+        key: TargetKey,
+        before: usize,
+        view: Arc<View>,
+        shared: bool,
+    ) {
         let now = view.total;
         shard.relations = shard.relations + now - before as u64;
         if now == 0 {
             shard.targets.remove(&key);
             self.unpublish(key.0, &view.profile);
-        } else {
-            let mine = |v: &Arc<View>| Arc::ptr_eq(&v.profile, &view.profile);
-            self.views.pin().update_or_insert_with(
-                (key.0, view.profile.xxh),
-                |list| {
-                    let mut next: Published = list.iter().filter(|v| !mine(v)).cloned().collect();
-                    next.push(Arc::clone(&view));
-                    next
-                },
-                || smallvec![Arc::clone(&view)],
-            );
+            return;
         }
+        let pkey = (key.0, view.profile.xxh);
+        if !shared {
+            self.views.pin().insert(pkey, smallvec![view]);
+            return;
+        }
+        let mine = |v: &Arc<View>| Arc::ptr_eq(&v.profile, &view.profile);
+        self.views.pin().update_or_insert_with(
+            pkey,
+            |list| {
+                let mut next: Published = list.iter().filter(|v| !mine(v)).cloned().collect();
+                next.push(Arc::clone(&view));
+                next
+            },
+            || smallvec![Arc::clone(&view)],
+        );
     }
 
     /// Removes `profile`'s counters for `rel_id` from what readers see. (Every change
@@ -300,9 +334,9 @@ impl Store {
             if target.get(profile.slot).is_none() {
                 continue;
             }
-            let before = target.len();
+            let (before, shared) = (target.len(), target.shares_key);
             let view = target.apply(profile, None, self.index_above, &self.slots);
-            self.publish(&mut shard, key, before, view);
+            self.publish(&mut shard, key, before, view, shared);
         }
     }
 
