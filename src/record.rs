@@ -93,6 +93,11 @@ impl<'a> RecordRef<'a> {
         self.present() & (self.0[0] >> 32) & (1 << index) != 0
     }
 
+    /// Its words, as stored.
+    pub(crate) fn words(self) -> &'a [u64] {
+        self.0
+    }
+
     /// An owned copy.
     pub(crate) fn to_record(self) -> Record {
         Record(SmallVec::from_slice(self.0))

@@ -241,8 +241,14 @@ impl Target {
     /// record.
     fn place(&mut self, slot: u32, new: Option<&Record>) -> Option<Record> {
         let at = self.position(slot);
-        if at.is_none() && new.is_none() {
-            return None;
+        match (at, new) {
+            (None, None) => return None,
+            // The same values again: nothing to change (nor to copy, if a page or a
+            // snapshot shares the relations).
+            (Some(at), Some(rec)) if self.rels.get(at).1.words() == rec.words() => {
+                return Some(rec.clone());
+            }
+            _ => {}
         }
         let rels = Arc::make_mut(&mut self.rels);
         let old = at.map(|at| rels.get(at).1.to_record());
@@ -421,5 +427,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Relations shared with a page or a snapshot are copied by the first write that
+    /// changes them, and only by one that does: writing the same values again leaves
+    /// them shared, and the holder never sees a later write.
+    #[test]
+    fn shared_relations_are_copied_only_by_a_change() {
+        use crate::directory::{Directory, ProfileKey};
+        use crate::profile_id::ProfileId;
+        let directory = Directory::new(&Arc::new(seize::Collector::new()));
+        let schema = Arc::new(
+            Schema::compile(
+                RelationType::new(1, 1, 2)
+                    .prop("v", PropSpec::int().top(2))
+                    .prop("b", PropSpec::bool()),
+            )
+            .expect("schema"),
+        );
+        let profile = |db: u32, name: &str| {
+            let id = ProfileId::new(name).expect("id");
+            directory.create(ProfileKey { db, id }, 7).expect("slot")
+        };
+        let (a, b) = (profile(1, "a"), profile(2, "b"));
+        let mut target = Target::new(&schema, &a);
+        target.apply(&b, Some(record(&schema, 5)), 4, directory.slot_table());
+        let held = Arc::clone(target.relations());
+        target.apply(&b, Some(record(&schema, 5)), 4, directory.slot_table());
+        assert!(
+            Arc::ptr_eq(&held, target.relations()),
+            "the same values copy nothing"
+        );
+        target.apply(&b, Some(record(&schema, 6)), 4, directory.slot_table());
+        assert!(!Arc::ptr_eq(&held, target.relations()), "a change copies");
+        assert_eq!(
+            held.get(0).1.to_record(),
+            record(&schema, 5),
+            "the holder keeps its moment"
+        );
+        assert_eq!(
+            target.get(b.slot).map(RecordRef::to_record),
+            Some(record(&schema, 6))
+        );
     }
 }
