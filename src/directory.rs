@@ -385,6 +385,22 @@ impl Directory {
     }
 }
 
+/// Profiles for the unit tests of the modules that hold them.
+#[cfg(test)]
+impl Directory {
+    /// A directory of its own, with its own collector.
+    pub(crate) fn for_test() -> Self {
+        Directory::new(&Arc::new(seize::Collector::new()))
+    }
+
+    /// Creates profile `name` of database `db`, placed by `xxh`.
+    pub(crate) fn create_for_test(&self, db: u32, name: &str, xxh: u64) -> Arc<Profile> {
+        let id = ProfileId::new(name).expect("a valid test id");
+        self.create(ProfileKey { db, id }, xxh)
+            .expect("a free slot")
+    }
+}
+
 /// Model checks of the life protocol (run with `--cfg relcount_loom`, see `sync.rs`):
 /// a loom atomic stands in for the published counters' map entry, written and read
 /// with the orderings papaya gives its inserts and removals (release) and its reads

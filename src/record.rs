@@ -155,13 +155,13 @@ impl Record {
     /// A strengthen that takes an int out of i64, or a float out of the finite range.
     pub(crate) fn next(
         schema: &Schema,
-        old: Option<&Record>,
+        old: Option<RecordRef<'_>>,
         kind: WriteKind,
         changes: &Changes,
     ) -> Result<Record, Error> {
         let mut rec = match (kind, old) {
             (WriteKind::Attach, _) | (_, None) => Record::empty(schema),
-            (_, Some(old)) => old.clone(),
+            (_, Some(old)) => old.to_record(),
         };
         for &(index, value) in changes {
             let index = usize::from(index);
@@ -239,7 +239,7 @@ mod tests {
         assert!(!a.is_true(1));
         let st = Record::next(
             &s,
-            Some(&a),
+            Some(a.view()),
             WriteKind::Strengthen,
             &ch(&[(0, Value::Int(-7)), (2, Value::Float(1.5))]),
         )
@@ -249,14 +249,14 @@ mod tests {
         assert_eq!(st.get(&s, 1), Some(Value::Bool(false)));
         let ed = Record::next(
             &s,
-            Some(&st),
+            Some(st.view()),
             WriteKind::Edit,
             &ch(&[(1, Value::Bool(true))]),
         )
         .unwrap();
         assert!(ed.is_true(1));
         assert_eq!(ed.get(&s, 0), Some(Value::Int(-2)));
-        let re = Record::next(&s, Some(&ed), WriteKind::Attach, &ch(&[])).unwrap();
+        let re = Record::next(&s, Some(ed.view()), WriteKind::Attach, &ch(&[])).unwrap();
         assert_eq!(re, Record::empty(&s));
         let max = Record::next(
             &s,
@@ -268,7 +268,7 @@ mod tests {
         assert!(matches!(
             Record::next(
                 &s,
-                Some(&max),
+                Some(max.view()),
                 WriteKind::Strengthen,
                 &ch(&[(0, Value::Int(1))])
             ),
@@ -284,7 +284,7 @@ mod tests {
         assert!(matches!(
             Record::next(
                 &s,
-                Some(&big),
+                Some(big.view()),
                 WriteKind::Strengthen,
                 &ch(&[(2, Value::Float(1e280))])
             ),

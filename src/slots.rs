@@ -41,12 +41,16 @@ impl Default for SlotTable {
     }
 }
 
+/// The cell of `slot` in `chunks`, if its chunk exists.
+fn cell(chunks: &[Chunk], slot: u32) -> Option<&ArcSwapOption<Profile>> {
+    let chunk = chunks.get((slot >> CHUNK_BITS) as usize)?;
+    Some(&chunk[slot as usize & (CHUNK - 1)])
+}
+
 impl SlotTable {
     /// The profile holding `slot`, if any.
     pub(crate) fn get(&self, slot: u32) -> Option<Arc<Profile>> {
-        let chunks = self.chunks.load();
-        let chunk = chunks.get((slot >> CHUNK_BITS) as usize)?;
-        chunk[slot as usize & (CHUNK - 1)].load_full()
+        cell(&self.chunks.load(), slot)?.load_full()
     }
 
     /// The `born` of the next profile created: every profile born before a reader
@@ -62,23 +66,26 @@ impl SlotTable {
 
     /// Puts `profile` in its slot. Called by the directory under its slot lock.
     pub(crate) fn put(&self, profile: &Arc<Profile>) {
-        let at = (profile.slot >> CHUNK_BITS) as usize;
-        if self.chunks.load().len() <= at {
-            let mut chunks = Vec::clone(&self.chunks.load());
-            while chunks.len() <= at {
-                chunks.push((0..CHUNK).map(|_| ArcSwapOption::empty()).collect());
-            }
-            self.chunks.store(Arc::new(chunks));
+        let mut chunks = self.chunks.load_full();
+        let needed = (profile.slot >> CHUNK_BITS) as usize + 1;
+        if chunks.len() < needed {
+            let mut grown = Vec::clone(&chunks);
+            grown.resize_with(needed, || {
+                (0..CHUNK).map(|_| ArcSwapOption::empty()).collect()
+            });
+            chunks = Arc::new(grown);
+            self.chunks.store(Arc::clone(&chunks));
         }
-        self.chunks.load()[at][profile.slot as usize & (CHUNK - 1)]
-            .store(Some(Arc::clone(profile)));
+        if let Some(cell) = cell(&chunks, profile.slot) {
+            cell.store(Some(Arc::clone(profile)));
+        }
     }
 
     /// Empties `slot`. Called by the directory under its slot lock, before the slot
     /// can be taken again.
     pub(crate) fn clear(&self, slot: u32) {
-        if let Some(chunk) = self.chunks.load().get((slot >> CHUNK_BITS) as usize) {
-            chunk[slot as usize & (CHUNK - 1)].store(None);
+        if let Some(cell) = cell(&self.chunks.load(), slot) {
+            cell.store(None);
         }
     }
 }

@@ -40,10 +40,14 @@ impl Packed {
         self.slots.len()
     }
 
+    /// The words of relation `i`'s record.
+    fn span(&self, i: usize) -> std::ops::Range<usize> {
+        i * self.stride..(i + 1) * self.stride
+    }
+
     /// Relation `i`'s initiator slot and record.
     pub(crate) fn get(&self, i: usize) -> (u32, RecordRef<'_>) {
-        let words = &self.words[i * self.stride..(i + 1) * self.stride];
-        (self.slots[i], RecordRef::new(words))
+        (self.slots[i], RecordRef::new(&self.words[self.span(i)]))
     }
 
     /// Every relation: initiator slot and record.
@@ -55,7 +59,8 @@ impl Packed {
     }
 
     fn set(&mut self, i: usize, rec: &Record) {
-        self.words[i * self.stride..(i + 1) * self.stride].copy_from_slice(rec.words());
+        let span = self.span(i);
+        self.words[span].copy_from_slice(rec.words());
     }
 
     fn push(&mut self, slot: u32, rec: &Record) {
@@ -77,8 +82,8 @@ impl Packed {
         let last = self.len() - 1;
         self.slots.swap_remove(i);
         if i != last {
-            let (at, from) = (i * self.stride, last * self.stride);
-            self.words.copy_within(from..from + self.stride, at);
+            let from = self.span(last);
+            self.words.copy_within(from, i * self.stride);
         }
         self.words.truncate(last * self.stride);
         // Give back room a shrinking target no longer needs.
@@ -346,6 +351,14 @@ mod tests {
     use crate::schema::{Changes, PropSpec, RelationType, Value};
     use proptest::prelude::*;
 
+    /// An int top 2 and a bool.
+    fn schema() -> Arc<Schema> {
+        let def = RelationType::new(1, 1, 2)
+            .prop("v", PropSpec::int().top(2))
+            .prop("b", PropSpec::bool());
+        Arc::new(Schema::compile(def).expect("schema"))
+    }
+
     fn record(schema: &Schema, v: i64) -> Record {
         let changes = Changes::from_slice(&[(0, Value::Int(v)), (1, Value::Bool(v % 2 == 0))]);
         Record::next(schema, None, crate::record::WriteKind::Attach, &changes).expect("record")
@@ -356,10 +369,7 @@ mod tests {
         /// the growth and shrinking of the packed vectors.
         #[test]
         fn packed_behaves_like_a_vec(ops in prop::collection::vec((0u8..3, any::<u16>(), any::<i64>()), 0..600)) {
-            let schema = Schema::compile(
-                RelationType::new(1, 1, 2).prop("v", PropSpec::int()).prop("b", PropSpec::bool()),
-            )
-            .expect("schema");
+            let schema = schema();
             let mut packed = Packed::new(schema.stride());
             let mut oracle: Vec<(u32, Record)> = Vec::new();
             for (op, at, v) in ops {
@@ -396,19 +406,11 @@ mod tests {
         /// initiator's relation is found where it is, and only there.
         #[test]
         fn target_finds_every_relation(ops in prop::collection::vec((0u8..40, any::<bool>(), -3i64..3), 0..400)) {
-            use crate::directory::{Directory, ProfileKey};
-            use crate::profile_id::ProfileId;
-            let directory = Directory::new(&Arc::new(seize::Collector::new()));
-            let schema = Arc::new(Schema::compile(
-                RelationType::new(1, 1, 2).prop("v", PropSpec::int().top(2)).prop("b", PropSpec::bool()),
-            )
-            .expect("schema"));
-            let profile = |db: u32, name: String| {
-                let id = ProfileId::new(&name).expect("id");
-                directory.create(ProfileKey { db, id }, u64::from(db)).expect("slot")
-            };
-            let a = profile(1, "a".into());
-            let bs: Vec<Arc<Profile>> = (0..40).map(|i| profile(2, format!("b{i}"))).collect();
+            let directory = crate::directory::Directory::for_test();
+            let schema = schema();
+            let a = directory.create_for_test(1, "a", 1);
+            let bs: Vec<Arc<Profile>> =
+                (0..40).map(|i| directory.create_for_test(2, &format!("b{i}"), 2)).collect();
             let mut target = Target::new(&schema, &a);
             let mut oracle: hashbrown::HashMap<u32, Record> = hashbrown::HashMap::new();
             for (who, link, v) in ops {
@@ -434,22 +436,12 @@ mod tests {
     /// them shared, and the holder never sees a later write.
     #[test]
     fn shared_relations_are_copied_only_by_a_change() {
-        use crate::directory::{Directory, ProfileKey};
-        use crate::profile_id::ProfileId;
-        let directory = Directory::new(&Arc::new(seize::Collector::new()));
-        let schema = Arc::new(
-            Schema::compile(
-                RelationType::new(1, 1, 2)
-                    .prop("v", PropSpec::int().top(2))
-                    .prop("b", PropSpec::bool()),
-            )
-            .expect("schema"),
+        let directory = crate::directory::Directory::for_test();
+        let schema = schema();
+        let (a, b) = (
+            directory.create_for_test(1, "a", 7),
+            directory.create_for_test(2, "b", 7),
         );
-        let profile = |db: u32, name: &str| {
-            let id = ProfileId::new(name).expect("id");
-            directory.create(ProfileKey { db, id }, 7).expect("slot")
-        };
-        let (a, b) = (profile(1, "a"), profile(2, "b"));
         let mut target = Target::new(&schema, &a);
         target.apply(&b, Some(record(&schema, 5)), 4, directory.slot_table());
         let held = Arc::clone(target.relations());

@@ -178,19 +178,15 @@ pub(crate) fn next_list(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::{Directory, ProfileKey};
-    use crate::profile_id::ProfileId;
+    use crate::directory::Directory;
 
     /// A target with an index never scans its relations to refill: the best member
     /// leaves ten times over, each list is exact, and `scan` is never called.
     #[test]
     fn an_indexed_target_refills_without_scanning() {
-        let directory = Directory::new(&Arc::new(seize::Collector::new()));
+        let directory = Directory::for_test();
         let profiles: Vec<Arc<Profile>> = (0..40u64)
-            .map(|i| {
-                let id = ProfileId::new(&format!("p{i:02}")).expect("id");
-                directory.create(ProfileKey { db: 2, id }, i).expect("slot")
-            })
+            .map(|i| directory.create_for_test(2, &format!("p{i:02}"), i))
             .collect();
         // Ranks with ties, so the id order counts too.
         let mut valued: Vec<TopEntry> = profiles

@@ -99,9 +99,14 @@ impl Engine {
     }
 
     pub(super) fn not_found(named: &Named) -> Error {
+        Self::not_found_id(named.key.db, &named.key.id)
+    }
+
+    /// "Profile `id` of database `db` not found".
+    pub(super) fn not_found_id(db: u32, id: &ProfileId) -> Error {
         Error::ProfileNotFound {
-            db_id: named.key.db,
-            profile_id: named.key.id.to_string(),
+            db_id: db,
+            profile_id: id.to_string(),
         }
     }
 

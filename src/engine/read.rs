@@ -69,7 +69,7 @@ impl Engine {
     ) -> Result<Arc<View>, Error> {
         match self.store.view(schema.rel_id(), profile, guard) {
             Some(view) => Ok(Arc::clone(view)),
-            _ if profile.is_deleted() => Err(Self::not_found_profile(profile)),
+            _ if profile.is_deleted() => Err(Self::not_found_id(profile.db, &profile.id)),
             _ => Ok(Arc::new(View::empty(schema, profile))),
         }
     }
@@ -130,7 +130,7 @@ impl Engine {
     fn empty_page(view: &View) -> Result<Page, Error> {
         let profile = &view.profile;
         if profile.is_deleted() {
-            return Err(Self::not_found_profile(profile));
+            return Err(Self::not_found_id(profile.db, &profile.id));
         }
         Ok(Page {
             profile_a: profile.id.clone(),
@@ -139,13 +139,6 @@ impl Engine {
             total_count: 0,
             rows: Vec::new(),
         })
-    }
-
-    fn not_found_profile(profile: &Profile) -> Error {
-        Error::ProfileNotFound {
-            db_id: profile.db,
-            profile_id: profile.id.to_string(),
-        }
     }
 }
 

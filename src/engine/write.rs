@@ -110,7 +110,7 @@ impl Engine {
             (Some(pa), Some(pb)) => self.store.relation(&mut locked, rel_id, (pa, a.shard), pb),
             _ => None,
         };
-        let record = Record::next(&schema, old.as_ref(), kind, &changes)?;
+        let record = Record::next(&schema, old, kind, &changes)?;
         // Missing profiles are created pending: found by no read until the relation
         // that creates them is published with them (see `directory`).
         let mut created: SmallVec<[Arc<Profile>; 2]> = SmallVec::new();

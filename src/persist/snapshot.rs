@@ -75,7 +75,8 @@ fn encode(f: &Frozen) -> (Vec<u8>, SnapshotStats) {
         stats.profiles += 1;
     }
     // The relations name initiators by slot; at the point, each slot they name was
-    // held by a live profile or by one being deleted (whose relations are left out).
+    // held by a live profile (in `by_slot`) or by one being deleted (not in it: its
+    // relations are left out).
     let by_slot: hashbrown::HashMap<u32, &Profile> =
         f.profiles.iter().map(|(p, _)| (p.slot, &**p)).collect();
     let gone = |p: &Profile| f.deleting.contains(&p.slot);
@@ -85,7 +86,7 @@ fn encode(f: &Frozen) -> (Vec<u8>, SnapshotStats) {
         let rels: Vec<_> = target
             .rels
             .iter()
-            .filter_map(|(slot, rec)| Some((by_slot.get(&slot).filter(|b| !gone(b))?, rec)))
+            .filter_map(|(slot, rec)| Some((by_slot.get(&slot)?, rec)))
             .collect();
         if gone(&view.profile) || rels.is_empty() {
             continue;

@@ -21,7 +21,7 @@ use smallvec::{SmallVec, smallvec};
 use crate::accum::counter::View;
 use crate::accum::target::{Packed, Target};
 use crate::directory::Profile;
-use crate::record::Record;
+use crate::record::{Record, RecordRef};
 use crate::schema::Schema;
 use crate::slots::SlotTable;
 use crate::sync::{MutexGuard, lock_free_map};
@@ -118,19 +118,18 @@ impl Store {
     }
 
     /// The values of the relation from `b` to `a` (`a` living in `shard_a`, locked).
-    pub(crate) fn relation(
+    pub(crate) fn relation<'l>(
         &self,
-        locked: &mut Locked<'_>,
+        locked: &'l mut Locked<'_>,
         rel_id: u32,
         (a, shard_a): (&Profile, usize),
         b: &Profile,
-    ) -> Option<Record> {
+    ) -> Option<RecordRef<'l>> {
         locked
             .shard(shard_a)
             .targets
             .get(&(rel_id, a.slot))
             .and_then(|t| t.get(b.slot))
-            .map(|rec| rec.to_record())
     }
 
     /// Sets (`Some`) or removes (`None`) the relation from `pb` to `pa` under the locks
@@ -361,11 +360,7 @@ impl Store {
     /// generation took a slot freed since, and the page must be read again.
     pub(crate) fn relations(&self, rel_id: u32, a: &Arc<Profile>) -> Option<(Frozen, u64)> {
         let shard = self.shards.lock(self.shards.of(a.xxh));
-        let target = shard.targets.get(&(rel_id, a.slot))?;
-        // A slot freed and taken by another recipient: not this profile's target.
-        if !Arc::ptr_eq(&target.view().profile, a) {
-            return None;
-        }
+        let target = own_target(&shard, rel_id, a)?;
         let frozen = Frozen {
             view: Arc::clone(target.view()),
             rels: Arc::clone(target.relations()),
@@ -383,10 +378,7 @@ impl Store {
         read: impl FnOnce(&Arc<View>, &Packed, &SlotTable) -> R,
     ) -> Option<R> {
         let shard = self.shards.lock(self.shards.of(a.xxh));
-        let target = shard.targets.get(&(rel_id, a.slot))?;
-        if !Arc::ptr_eq(&target.view().profile, a) {
-            return None;
-        }
+        let target = own_target(&shard, rel_id, a)?;
         Some(read(target.view(), target.relations(), &self.slots))
     }
 
@@ -401,4 +393,13 @@ impl Store {
             .map(|i| self.shards.lock(i).relations)
             .sum()
     }
+}
+
+/// `a`'s target for `rel_id` in its (locked) shard; `None` when it has none, or when
+/// its slot was freed and the target under it is another recipient's.
+fn own_target<'s>(shard: &'s Shard, rel_id: u32, a: &Arc<Profile>) -> Option<&'s Target> {
+    shard
+        .targets
+        .get(&(rel_id, a.slot))
+        .filter(|t| Arc::ptr_eq(&t.view().profile, a))
 }
