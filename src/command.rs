@@ -28,8 +28,24 @@ pub(crate) enum Command {
         b: String,
         weights: Vec<(String, Value)>,
     },
+    /// A bulk import of attaches for one relation type (see `Engine::import_relations`):
+    /// `names` are the property names the rows' weights index.
+    Bulk {
+        rel_id: u32,
+        names: Vec<String>,
+        rows: Vec<BulkRow>,
+    },
     /// Remove one relation.
     Detach { rel_id: u32, a: String, b: String },
     /// Delete a profile and every relation it takes part in.
     Delete { db: u32, id: String },
+}
+
+/// One attach of a [`Command::Bulk`]: recipient id, initiator id, and the weights as
+/// `(index into the command's names, value)`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct BulkRow {
+    pub(crate) a: String,
+    pub(crate) b: String,
+    pub(crate) weights: Vec<(u8, Value)>,
 }

@@ -109,6 +109,13 @@ pub enum Error {
         /// What is wrong, and the allowed range.
         reason: String,
     },
+    /// A row of a batch was refused (so was the whole batch: nothing changed).
+    InRow {
+        /// The row's index in the batch, from 0.
+        row: usize,
+        /// Why it was refused.
+        error: Box<Error>,
+    },
     /// The engine ran out of profile slots (2^32 - 1 live profiles).
     CapacityExceeded,
     /// Reading or writing the data directory failed, or a file in it is corrupted,
@@ -176,6 +183,7 @@ impl fmt::Display for Error {
                 )
             }
             Error::InvalidArgument { reason } => f.write_str(reason),
+            Error::InRow { row, error } => write!(f, "row {row}: {error}"),
             Error::CapacityExceeded => f.write_str("no profile slot left (2^32 - 1 profiles)"),
             Error::Storage { reason } => write!(f, "storage: {reason}"),
         }

@@ -244,6 +244,42 @@ fn refused_writes_change_nothing() {
                 reason: s("limit must be 1 to 1000, got 1001"),
             },
         ),
+        // A batch with one bad row applies none of its good ones.
+        (
+            Op::Bulk(
+                1,
+                vec![
+                    (s(A), s("new-b"), vec![(s("Like"), Value::Int(1))]),
+                    (s(A), s(B), vec![(s("Like"), Value::Bool(true))]),
+                ],
+            ),
+            Error::InRow {
+                row: 1,
+                error: Box::new(Error::WrongType {
+                    property: s("Like"),
+                    expected: PropKind::Int,
+                    got: "bool",
+                }),
+            },
+        ),
+        (
+            Op::Bulk(
+                1,
+                vec![
+                    (s(A), s("new-b"), vec![]),
+                    (s(A), s("new-b"), vec![]),
+                    (s(A), s(""), vec![]),
+                ],
+            ),
+            Error::InRow {
+                row: 2,
+                error: Box::new(Error::InvalidProfileId { len: 0 }),
+            },
+        ),
+        (
+            Op::Bulk(9, vec![]),
+            Error::UnknownRelation { rel_id: 9 },
+        ),
     ];
     for (op, want) in cases {
         let got = apply_engine(&engine, &op);
@@ -251,6 +287,7 @@ fn refused_writes_change_nothing() {
             common::Answer::Done(r) => r.err(),
             common::Answer::Counter(r) => r.err(),
             common::Answer::Page(r) => r.err(),
+            common::Answer::Imported(r) => r.err(),
         };
         assert_eq!(err.as_ref(), Some(&want), "{op:?}");
         assert!(!want.to_string().is_empty());

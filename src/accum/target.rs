@@ -58,6 +58,12 @@ impl Packed {
             .zip(self.words.chunks_exact(self.stride).map(RecordRef::new))
     }
 
+    /// Room for `more` relations beyond the current ones, exactly.
+    fn reserve(&mut self, more: usize) {
+        self.slots.reserve_exact(more);
+        self.words.reserve_exact(more * self.stride);
+    }
+
     fn set(&mut self, i: usize, rec: &Record) {
         let span = self.span(i);
         self.words[span].copy_from_slice(rec.words());
@@ -240,6 +246,97 @@ impl Target {
             props,
         });
         Arc::clone(&self.view)
+    }
+
+    /// Sets many relations at once, in order (a later record for the same initiator
+    /// replaces an earlier one, as one write after another would), and returns the
+    /// new view to publish with the indexes in `rows` of the records that added a
+    /// relation (their initiators were not in the target before). A batch at least a
+    /// quarter of the target's size is placed first and then counted once, from the
+    /// records (O(target)); a smaller one goes through [`apply`](Self::apply) row by
+    /// row (O(rows)), so a batch never costs more than the larger of the two.
+    pub(crate) fn apply_many(
+        &mut self,
+        rows: &[(&Arc<Profile>, &Record)],
+        index_above: usize,
+        slots: &SlotTable,
+    ) -> (Arc<View>, Vec<usize>) {
+        let mut added = Vec::new();
+        if rows.len() * 4 < self.len() {
+            for (i, (b, rec)) in rows.iter().enumerate() {
+                let before = self.len();
+                self.apply(b, Some((*rec).clone()), index_above, slots);
+                if self.len() > before {
+                    added.push(i);
+                }
+            }
+            return (Arc::clone(&self.view), added);
+        }
+        Arc::make_mut(&mut self.rels).reserve(rows.len());
+        for (i, (b, rec)) in rows.iter().enumerate() {
+            if self.place(b.slot, Some(rec)).is_none() {
+                added.push(i);
+            }
+        }
+        self.recount(index_above, slots);
+        (Arc::clone(&self.view), added)
+    }
+
+    /// Recomputes every counter from the relations, and the top indexes of the
+    /// properties past `index_above` valued relations: what incremental updates
+    /// would have reached, in one pass a property.
+    fn recount(&mut self, index_above: usize, slots: &SlotTable) {
+        let schema = Arc::clone(&self.view.schema);
+        let rels = &*self.rels;
+        let mut view = View::empty(&schema, &self.view.profile);
+        view.total = rels.len() as u64;
+        self.indexes.clear();
+        self.indexes.resize_with(schema.props.len(), || None);
+        for (i, def) in schema.props.iter().enumerate() {
+            let state = &mut view.props[i];
+            if def.spec.kind() == PropKind::Bool {
+                state.total = rels.iter().filter(|(_, r)| r.is_true(i)).count() as u64;
+                continue;
+            }
+            let values = || rels.iter().filter_map(|(_, r)| r.raw(&schema, i));
+            match &mut state.sum {
+                SumState::Off => state.total = values().count() as u64,
+                SumState::Int(sum) => {
+                    let (mut n, mut total) = (0u64, 0i128);
+                    for raw in values() {
+                        n += 1;
+                        total += i128::from(raw as i64);
+                    }
+                    state.total = n;
+                    sum.set(total);
+                }
+                SumState::Float(f) => {
+                    let (exact, rounded) = &mut **f;
+                    let mut n = 0u64;
+                    for raw in values() {
+                        n += 1;
+                        exact.add(f64::from_bits(raw));
+                    }
+                    state.total = n;
+                    *rounded = exact.value();
+                }
+            }
+            let Some(size) = def.spec.top_size() else {
+                continue;
+            };
+            let size = usize::from(size);
+            let valued = usize::try_from(state.total).unwrap_or(usize::MAX);
+            let list = if valued > index_above {
+                let index = TopIndex::build(scan_valued(rels, &schema, i, slots));
+                let list = index.first(size);
+                self.indexes[i] = Some(index);
+                list
+            } else {
+                top::select_top(scan_best(rels, &schema, i, size, slots), size)
+            };
+            state.top = Some(list.into());
+        }
+        self.view = Arc::new(view);
     }
 
     /// Puts `new` in place of `slot`'s relation (`None` removes it); returns the old

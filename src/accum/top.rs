@@ -113,7 +113,8 @@ impl TopIndex {
         }
     }
 
-    fn first(&self, n: usize) -> Vec<TopEntry> {
+    /// The best `n` entries, best first.
+    pub(crate) fn first(&self, n: usize) -> Vec<TopEntry> {
         self.0.iter().take(n).cloned().collect()
     }
 }

@@ -131,7 +131,14 @@ impl Fail {
 
 impl From<Error> for Fail {
     fn from(e: Error) -> Fail {
-        let code = match &e {
+        Fail::new(code_of(&e), e.to_string())
+    }
+}
+
+/// The platform's code for an error (a refused row, its own error's code).
+fn code_of(e: &Error) -> u32 {
+    match e {
+            Error::InRow { error, .. } => code_of(error),
             Error::ProfileNotFound { .. } | Error::NoMatch { .. } => 404,
             Error::Ambiguous { .. } => 409,
             Error::RelationNotFound { .. } => 410,
@@ -140,8 +147,6 @@ impl From<Error> for Fail {
             Error::CapacityExceeded => 402,
             Error::Storage { .. } => 500,
             _ => 400,
-        };
-        Fail::new(code, e.to_string())
     }
 }
 

@@ -227,6 +227,11 @@ impl Engine {
                 b,
                 weights,
             } => self.write(kind, rel_id, &Match::Id(&a), &Match::Id(&b), &weights),
+            Command::Bulk {
+                rel_id,
+                names,
+                rows,
+            } => self.import_logged(rel_id, &names, &rows).map(drop),
             Command::Detach { rel_id, a, b } => self.detach(rel_id, &a, &b),
             Command::Delete { db, id } => self.delete_profile(db, &id),
             Command::Import { db, id, data } => self.import_profile(db, &id, data),

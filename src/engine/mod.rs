@@ -15,6 +15,7 @@ use crate::schema::{RelationType, Schema, Value};
 use crate::store::Store;
 use crate::sync::lock_free_map;
 
+mod bulk;
 mod durable;
 mod profiles;
 mod read;

@@ -187,7 +187,7 @@ impl Engine {
     }
 
     /// Undoes the creation of profiles whose write was refused; returns `e`.
-    fn abandon(&self, created: &[Arc<Profile>], e: Error) -> Error {
+    pub(super) fn abandon(&self, created: &[Arc<Profile>], e: Error) -> Error {
         for p in created {
             self.directory.abandon(p);
         }

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use super::codec::{Corrupt, Dec, Decoded, Enc};
 use super::{SyncPolicy, storage, sync_dir};
-use crate::command::Command;
+use crate::command::{BulkRow, Command};
 use crate::error::Error;
 use crate::record::WriteKind;
 
-/// Largest record accepted when reading (a write is far smaller); a bigger length
-/// field is corruption, not a reason to allocate.
-const MAX_RECORD: usize = 1 << 20;
+/// Largest record: a write is far smaller, a bulk import's batch may come near it.
+/// A longer record is refused before it is acknowledged, and a bigger length field
+/// read back is corruption, not a reason to allocate.
+pub(crate) const MAX_RECORD: usize = 64 << 20;
 
 /// The log's encoding of a command.
 pub(crate) fn encode(command: &Command) -> Vec<u8> {
@@ -38,6 +39,28 @@ pub(crate) fn encode(command: &Command) -> Vec<u8> {
             e.str(a);
             e.str(b);
             e.weights(weights);
+        }
+        Command::Bulk {
+            rel_id,
+            names,
+            rows,
+        } => {
+            e.u8(8);
+            e.u32(*rel_id);
+            e.count(names.len());
+            for name in names {
+                e.str(name);
+            }
+            e.count(rows.len());
+            for row in rows {
+                e.str(&row.a);
+                e.str(&row.b);
+                e.u8(u8::try_from(row.weights.len()).unwrap_or(u8::MAX));
+                for &(i, v) in &row.weights {
+                    e.u8(i);
+                    e.value(v);
+                }
+            }
         }
         Command::Detach { rel_id, a, b } => {
             e.u8(5);
@@ -95,6 +118,25 @@ pub(crate) fn decode(bytes: &[u8]) -> Decoded<Command> {
             id: d.str()?,
             data: d.profile_data()?,
         },
+        8 => {
+            let rel_id = d.u32()?;
+            let names = (0..d.count(4)?).map(|_| d.str()).collect::<Decoded<_>>()?;
+            // A row is at least two 4-byte lengths and a weight count.
+            let rows = (0..d.count(9)?)
+                .map(|_| {
+                    let (a, b) = (d.str()?, d.str()?);
+                    let weights = (0..d.u8()?)
+                        .map(|_| Ok((d.u8()?, d.value()?)))
+                        .collect::<Decoded<_>>()?;
+                    Ok(BulkRow { a, b, weights })
+                })
+                .collect::<Decoded<_>>()?;
+            Command::Bulk {
+                rel_id,
+                names,
+                rows,
+            }
+        }
         t => return Err(Corrupt(format!("unknown record type {t}"))),
     };
     if d.remaining() != 0 {

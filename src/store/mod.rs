@@ -48,6 +48,14 @@ pub(crate) struct Cascade {
     as_initiator: Vec<TargetKey>,
 }
 
+/// One row of a bulk import: the relation from `profiles[b]` to `profiles[a]` (indexes
+/// into the batch's table of profiles) and its values.
+pub(crate) struct BulkRow {
+    pub(crate) a: u32,
+    pub(crate) b: u32,
+    pub(crate) record: Record,
+}
+
 /// One target's counters and relations at one moment, held without a lock: later
 /// writes copy the relations rather than change them.
 pub(crate) struct Frozen {
@@ -162,6 +170,80 @@ impl Store {
             std::cmp::Ordering::Greater => initiated.insert(pb.slot, key),
             std::cmp::Ordering::Less => initiated.remove(pb.slot, key),
             std::cmp::Ordering::Equal => {}
+        }
+    }
+
+    /// Sets every relation of a bulk import (rows in order: a later row for the same
+    /// pair replaces an earlier one), with every shard held: each touched target is
+    /// changed once and its counters published once, and the reverse index gains the
+    /// relations that are new. Runs on up to `threads` threads, a set of shards each.
+    pub(crate) fn set_many(
+        &self,
+        held: &mut [Held<'_>],
+        schema: &Arc<Schema>,
+        profiles: &[Arc<Profile>],
+        rows: &[BulkRow],
+        threads: usize,
+    ) {
+        let shard_of: Vec<usize> = profiles.iter().map(|p| self.shards.of(p.xxh)).collect();
+        let mut by_shard: Vec<Vec<u32>> = vec![Vec::new(); held.len()];
+        for (i, row) in (0u32..).zip(rows) {
+            by_shard[shard_of[row.a as usize]].push(i);
+        }
+        let added = in_parallel(spread(held, by_shard, threads), |part| {
+            let mut added = Vec::new();
+            for (shard, mine) in part {
+                self.set_targets(shard, schema, (profiles, &shard_of), rows, mine, &mut added);
+            }
+            added
+        });
+        let mut by_shard: Vec<Vec<(u32, u32, u32)>> = vec![Vec::new(); held.len()];
+        for (b, shard_b, (rel_id, a)) in added.into_iter().flatten() {
+            by_shard[shard_b].push((b, rel_id, a));
+        }
+        in_parallel(spread(held, by_shard, threads), |part| {
+            for (shard, entries) in part {
+                shard.initiated.extend(entries);
+            }
+        });
+    }
+
+    /// The targets part of [`set_many`](Self::set_many) for one shard: `mine` are the
+    /// rows whose recipients live in it. Pushes `(initiator slot, initiator shard,
+    /// target)` of each new relation to `added`.
+    fn set_targets(
+        &self,
+        shard: &mut Shard,
+        schema: &Arc<Schema>,
+        (profiles, shard_of): (&[Arc<Profile>], &[usize]),
+        rows: &[BulkRow],
+        mut mine: Vec<u32>,
+        added: &mut Vec<(u32, usize, TargetKey)>,
+    ) {
+        let row = |i: u32| &rows[i as usize];
+        // Stable: each recipient's rows stay in batch order.
+        mine.sort_by_key(|&i| row(i).a);
+        for run in mine.chunk_by(|&x, &y| row(x).a == row(y).a) {
+            let pa = &profiles[row(run[0]).a as usize];
+            let key = (schema.rel_id(), pa.slot);
+            let shared = !shard.targets.contains_key(&key) && self.share_key(shard, key.0, pa);
+            let target = shard
+                .targets
+                .entry(key)
+                .or_insert_with(|| Target::new(schema, pa));
+            target.shares_key |= shared;
+            let shared = target.shares_key;
+            let before = target.len();
+            let pairs: Vec<(&Arc<Profile>, &Record)> = run
+                .iter()
+                .map(|&i| (&profiles[row(i).b as usize], &row(i).record))
+                .collect();
+            let (view, new) = target.apply_many(&pairs, self.index_above, &self.slots);
+            for j in new {
+                let b = row(run[j]).b as usize;
+                added.push((profiles[b].slot, shard_of[b], key));
+            }
+            self.publish(shard, key, before, view, shared);
         }
     }
 
@@ -393,6 +475,42 @@ impl Store {
             .map(|i| self.shards.lock(i).relations)
             .sum()
     }
+}
+
+/// The held shards that have work, with their work, dealt to `threads` parts.
+fn spread<'h, 'g, W>(
+    held: &'h mut [Held<'g>],
+    work: Vec<Vec<W>>,
+    threads: usize,
+) -> Vec<Vec<(&'h mut Shard, Vec<W>)>> {
+    let threads = threads.clamp(1, held.len().max(1));
+    let mut parts: Vec<Vec<(&mut Shard, Vec<W>)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, (h, mine)) in held.iter_mut().zip(work).enumerate() {
+        if !mine.is_empty() {
+            parts[i % threads].push((&mut *h.0, mine));
+        }
+    }
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+/// Runs `f` on every part, each on a thread of its own but the first (on this one);
+/// returns the results in order.
+fn in_parallel<P: Send, R: Send>(parts: Vec<P>, f: impl Fn(P) -> R + Sync) -> Vec<R> {
+    let mut parts = parts.into_iter();
+    let Some(first) = parts.next() else {
+        return Vec::new();
+    };
+    std::thread::scope(|s| {
+        let others: Vec<_> = parts.map(|p| s.spawn(|| f(p))).collect();
+        let mut out = vec![f(first)];
+        // A panic in a part is a bug: carried to the caller as it would be inline.
+        out.extend(others.into_iter().map(|h| match h.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }));
+        out
+    })
 }
 
 /// `a`'s target for `rel_id` in its (locked) shard; `None` when it has none, or when

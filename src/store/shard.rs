@@ -38,6 +38,18 @@ impl Initiated {
         self.0.remove(&(initiator, rel_id, recipient));
     }
 
+    /// Inserts many `(initiator, rel_id, recipient)` entries: merged as one sorted run
+    /// when they are many beside the index, one by one when they are few.
+    pub(super) fn extend(&mut self, mut entries: Vec<(u32, u32, u32)>) {
+        if entries.len() * 8 < self.0.len() {
+            self.0.extend(entries);
+            return;
+        }
+        entries.sort_unstable();
+        let mut more: BTreeSet<(u32, u32, u32)> = entries.into_iter().collect();
+        self.0.append(&mut more);
+    }
+
     /// Removes and returns every target `initiator` points at.
     pub(super) fn take(&mut self, initiator: u32) -> Vec<TargetKey> {
         let keys: Vec<TargetKey> = self

@@ -142,18 +142,28 @@ pub fn data() -> impl Strategy<Value = ProfileData> {
 
 pub fn op_with(ids: BoxedStrategy<String>) -> impl Strategy<Value = Op> {
     let ids_for_import = ids.clone();
+    let ids_for_bulk = ids.clone();
     let (w1, w2) = (who(ids.clone()), who(ids));
-    (rel(), w1, w2, 0u8..100, ids_for_import, data())
+    (rel(), w1, w2, 0u8..108, ids_for_import, data())
         .prop_flat_map(move |(r, a, b, pick, id, data)| {
             let w = weights(if r == 9 { 1 } else { r });
+            // A batch over the same small pools: pairs repeat, rows are sometimes
+            // invalid (a bad id or weight), so all-or-nothing and last-row-wins show.
+            let row = (
+                ids_for_bulk.clone(),
+                ids_for_bulk.clone(),
+                weights(if r == 9 { 1 } else { r }),
+            );
             (
                 Just((r, a, b, pick, id, data)),
                 w,
                 0usize..4,
                 prop_oneof![Just(1usize), Just(2), Just(1000), Just(0), Just(1001)],
+                prop::collection::vec(row, 0..10),
             )
         })
-        .prop_map(|((r, a, b, pick, id, data), w, skip, limit)| match pick {
+        .prop_map(|((r, a, b, pick, id, data), w, skip, limit, rows)| match pick {
+            100.. => Op::Bulk(r, rows),
             0..=26 => Op::Attach(r, a, b, w),
             27..=44 => Op::Strengthen(r, a, b, w),
             45..=56 => Op::Edit(r, a, b, w),

@@ -64,6 +64,10 @@ pub fn comparable(e: Error) -> Error {
         Error::InvalidProfileData { .. } => Error::InvalidProfileData {
             reason: String::new(),
         },
+        Error::InRow { row, error } => Error::InRow {
+            row,
+            error: Box::new(comparable(*error)),
+        },
         e => e,
     }
 }
@@ -137,6 +141,8 @@ pub enum Op {
     Get(u32, Who),
     List(u32, Who, usize, usize),
     Import(u32, String, ProfileData),
+    /// A bulk import: rows of (profile A id, profile B id, weights).
+    Bulk(u32, Vec<(String, String, Vec<(String, Value)>)>),
 }
 
 /// What a call answered, as plain data.
@@ -145,6 +151,7 @@ pub enum Answer {
     Done(Result<(), Error>),
     Counter(Result<Owned, Error>),
     Page(Result<OwnedPage, Error>),
+    Imported(Result<usize, Error>),
 }
 
 pub fn apply_engine(e: &Engine, op: &Op) -> Answer {
@@ -160,6 +167,7 @@ pub fn apply_engine(e: &Engine, op: &Op) -> Answer {
                 .map(|p| own_page(&p)),
         ),
         Op::Import(db, id, data) => Answer::Done(e.import_profile(*db, id, data.clone())),
+        Op::Bulk(r, rows) => Answer::Imported(e.import_relations(*r, rows.iter().cloned())),
     };
     answer.comparable()
 }
@@ -174,6 +182,7 @@ impl Answer {
             Answer::Done(r) => Answer::Done(r.map_err(comparable)),
             Answer::Counter(r) => Answer::Counter(r.map_err(comparable)),
             Answer::Page(r) => Answer::Page(r.map_err(comparable)),
+            Answer::Imported(r) => Answer::Imported(r.map_err(comparable)),
         }
     }
 }
@@ -188,6 +197,7 @@ pub fn apply_oracle(o: &mut oracle::Oracle, op: &Op) -> Answer {
         Op::Get(r, a) => Answer::Counter(o.get_counter(*r, a)),
         Op::List(r, a, skip, limit) => Answer::Page(o.list(*r, a, *skip, *limit)),
         Op::Import(db, id, data) => Answer::Done(o.import(*db, id, data)),
+        Op::Bulk(r, rows) => Answer::Imported(o.bulk(*r, rows)),
     };
     answer.comparable()
 }

@@ -334,6 +334,27 @@ impl Oracle {
         Ok(())
     }
 
+    /// A bulk import: the same rows as attaches, one at a time, in order; all of them
+    /// or (at the first refused row) none.
+    pub fn bulk(
+        &mut self,
+        rel_id: u32,
+        rows: &[(String, String, Vec<(String, Value)>)],
+    ) -> Result<usize, Error> {
+        self.rel(rel_id)?;
+        let mut next = self.clone();
+        for (row, (a, b, w)) in rows.iter().enumerate() {
+            let (a, b) = (Who::Id(a.clone()), Who::Id(b.clone()));
+            next.write(Kind::Attach, rel_id, &a, &b, w)
+                .map_err(|error| Error::InRow {
+                    row,
+                    error: Box::new(error),
+                })?;
+        }
+        *self = next;
+        Ok(rows.len())
+    }
+
     pub fn detach(&mut self, rel_id: u32, a: &Who, b: &Who) -> Result<(), Error> {
         let rel = self.rel(rel_id)?.clone();
         let a = &self.find(rel.db_a, a)?;
