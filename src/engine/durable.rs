@@ -503,27 +503,27 @@ mod fault_tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
-    /// A write whose record the log could not read back (over 1 MiB) was acknowledged,
-    /// and lost with every later write on restart. It is now refused.
+    /// A write whose record the log could not read back (then over 1 MiB) was
+    /// acknowledged, and lost with every later write on restart. It is now refused
+    /// before anything changes: here a bulk import whose one record would pass the
+    /// 64 MiB a record may have.
     #[test]
     fn a_record_over_the_readers_limit_is_refused() {
         let dir = dir("big");
         let engine = open(&dir, SyncPolicy::No);
-        let name = "x".repeat(crate::schema::MAX_PROP_NAME_LEN);
-        let tags: Vec<String> = (0..64).map(|i| format!("{i:0>256}")).collect();
-        let fields = (0..64)
-            .map(|i| (format!("{name}{i}"), crate::FieldValue::Tags(tags.clone())))
-            .collect();
-        let data = crate::ProfileData {
-            fields,
-            ..Default::default()
-        };
-        let refused = engine.import_profile(1, "p", data).expect_err("over 1 MiB");
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let row = (a.as_str(), b.as_str(), [("Like", Value::Int(1))]);
+        // 143 bytes a row: two ids (2 + 64 bytes each), a weight count, one weight.
+        let rows = crate::persist::log::MAX_RECORD / 143 + 1;
+        let refused = engine
+            .import_relations(1, std::iter::repeat_n(row, rows))
+            .expect_err("over 64 MiB");
         assert!(
             refused.to_string().contains("bytes a record may have"),
             "{refused}"
         );
-        assert!(!engine.contains_profile(1, "p"));
+        assert!(!engine.contains_profile(1, a.as_str()));
+        assert!(!engine.contains_profile(2, b.as_str()));
         strengthen(&engine).expect("later writes go on");
         drop(engine);
         let engine = open(&dir, SyncPolicy::No);

@@ -637,6 +637,22 @@ mod tests {
                 a: "a".into(),
                 b: "b".into(),
             },
+            Command::Bulk {
+                rel_id: 1,
+                names: vec!["W".into(), "F".into()],
+                rows: vec![
+                    crate::command::BulkRow {
+                        a: "a".into(),
+                        b: "b".into(),
+                        weights: vec![(0, Value::Int(-3)), (1, Value::Float(0.5))],
+                    },
+                    crate::command::BulkRow {
+                        a: "a".into(),
+                        b: "c".into(),
+                        weights: vec![],
+                    },
+                ],
+            },
             Command::Delete {
                 db: 2,
                 id: "b".into(),
