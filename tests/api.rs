@@ -288,6 +288,16 @@ fn every_error_path_answers_its_code_and_changes_nothing() {
         ("profiles/import", None, json!({"token": TOKEN, "profiles": [{"db_id": 1, "profile_id": "ok"}, {"db_id": 1, "profile_id": "p", "phone": "x"}]}).to_string(), 400, "not a phone"),
         ("profiles/import", None, json!({"token": TOKEN, "db_id": 1, "profile_id": "p", "subscriptions": [{"resource_id": 1, "channel": "fax"}]}).to_string(), 400, "channel must be email or sms"),
         ("profiles/delete", None, json!({"token": TOKEN, "db_id": 1, "profile_id": "nobody"}).to_string(), 404, "not found"),
+        ("relations/import", None, json!({"token": TOKEN, "rel_id": 3}).to_string(), 400, "relations is required"),
+        ("relations/import", None, json!({"token": TOKEN, "rel_id": 3, "relations": {}}).to_string(), 400, "relations must be an array"),
+        ("relations/import", None, json!({"token": TOKEN, "rel_id": 9, "relations": []}).to_string(), 411, "relation 9 is not defined"),
+        ("relations/import", None, json!({"token": READER, "rel_id": 3, "relations": []}).to_string(), 403, "read-only"),
+        ("relations/import", None, json!({"token": SCOPED, "rel_id": 3, "relations": []}).to_string(), 403, "no access to relation 3"),
+        ("relations/import", None, json!({"token": TOKEN, "rel_id": 3, "relations": [{"profile_a": a, "profile_b": {"profile_id": "new-b"}}, 7]}).to_string(), 400, "row 1: a relation must be a JSON object"),
+        ("relations/import", None, json!({"token": TOKEN, "rel_id": 3, "relations": [{"profile_a": a, "profile_b": {"profile_id": "new-b"}}, {"profile_a": {"email": "shared@example.com"}, "profile_b": b}]}).to_string(), 400, "row 1: profile_a must name a profile by id"),
+        ("relations/import", None, json!({"token": TOKEN, "rel_id": 3, "relations": [{"profile_a": a, "profile_b": {"profile_id": "new-b"}}, {"profile_a": a, "profile_b": b, "extra": 1}]}).to_string(), 400, "row 1: unknown field \"extra\""),
+        ("relations/import", None, json!({"token": TOKEN, "rel_id": 3, "relations": [{"profile_a": a, "profile_b": {"profile_id": "new-b"}}, {"profile_a": a, "profile_b": b, "weights": {"Like": true}}]}).to_string(), 400, "row 1: property Like is int, got bool"),
+        ("relations/import", None, json!({"token": TOKEN, "rel_id": 3, "relations": [{"profile_a": a, "profile_b": {"profile_id": "new-b"}}, {"profile_a": a, "profile_b": {"profile_id": ""}}]}).to_string(), 400, "row 1: profile id must be 1 to 64 bytes"),
     ];
     let before = state(&api);
     for (name, auth, body, code, text) in cases {
@@ -325,4 +335,55 @@ fn arbitrary_bytes_never_panic() {
             assert_ne!(parsed["error"], json!(0), "{call} {body:?}");
         }
     }
+}
+
+/// `relations/import` answers the count in the platform's envelope, and ends in the
+/// state the same rows sent one `relations/attach` at a time reach (a repeated pair
+/// keeps its last row's values); a batch over the row limit is refused whole.
+#[test]
+fn import_equals_the_same_attaches_one_by_one() {
+    let (bulk, single) = (seeded(), seeded());
+    let rows: Vec<J> = (0..40)
+        .map(|i| {
+            json!({
+                "profile_a": {"profile_id": format!("a{}", i % 3)},
+                "profile_b": {"profile_id": format!("b{}", i % 7)},
+                "weights": {"Donate": i * 3 % 11, "Like": i, "Subscriber": i % 2 == 0},
+            })
+        })
+        .collect();
+    let r = ok(
+        &bulk,
+        "relations/import",
+        json!({"token": TOKEN, "rel_id": 3, "relations": rows}),
+    );
+    assert_eq!(
+        r,
+        json!({"error": 0, "error_text": "", "data": {"imported": 40}})
+    );
+    for row in &rows {
+        let mut body = row.clone();
+        body["token"] = json!(TOKEN);
+        body["rel_id"] = json!(3);
+        ok(&single, "relations/attach", body);
+    }
+    for a in ["a0", "a1", "a2", "5c910f6bc484d023b1309bee"] {
+        for c in ["relations/get_counter", "relations/get"] {
+            let body = json!({"token": TOKEN, "rel_id": 3, "profile_id": a});
+            assert_eq!(call(&bulk, c, body.clone()), call(&single, c, body), "{c} {a}");
+        }
+    }
+    let limited = seeded().with_limits(Limits {
+        max_import_rows: 39,
+        ..Limits::default()
+    });
+    let before = state(&limited);
+    let r = call(
+        &limited,
+        "relations/import",
+        json!({"token": TOKEN, "rel_id": 3, "relations": rows}),
+    );
+    assert_eq!(r["error"], json!(400));
+    assert!(r["error_text"].as_str().is_some_and(|t| t.contains("at most 39")), "{r}");
+    assert_eq!(state(&limited), before);
 }

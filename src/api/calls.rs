@@ -358,6 +358,7 @@ pub(super) fn serve(
         }
         "relations/detach" => detach(api, &scope, f),
         "relations/define" => define(api, &scope, f),
+        "relations/import" => import_relations(api, &scope, f),
         "profiles/import" => import(api, &scope, f),
         _ => delete(api, &scope, f),
     }
@@ -418,6 +419,60 @@ fn write(api: &Api, scope: &TokenScope, call: &str, mut f: Fields) -> Result<Str
         _ => api.engine.edit(rel_id, a, b, &w)?,
     }
     Ok(WRITE_OK.to_owned())
+}
+
+/// `relations/import`: a batch of attaches for one `rel_id`, profiles by id; every row
+/// is read and checked before any is applied, and a refused row names its index.
+fn import_relations(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> {
+    let rel_id = f.req_u32("rel_id")?;
+    allow(scope, rel_id, true)?;
+    let items = match f.take("relations") {
+        Some(Json::Arr(items)) => items,
+        None => return Err(Fail::bad("relations is required: an array of attaches")),
+        Some(other) => {
+            return Err(Fail::bad(format!(
+                "relations must be an array, got {}",
+                other.kind()
+            )));
+        }
+    };
+    f.finish()?;
+    if items.len() > api.limits.max_import_rows {
+        return Err(Fail::bad(format!(
+            "at most {} relations per import, got {}",
+            api.limits.max_import_rows,
+            items.len()
+        )));
+    }
+    let rows = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let row = (|| {
+                let mut r = Fields::of("a relation", item)?;
+                let a = by_id(Who::of_field(&mut r, "profile_a")?, "profile_a")?;
+                let b = by_id(Who::of_field(&mut r, "profile_b")?, "profile_b")?;
+                let w = weights(api, rel_id, &mut r)?;
+                r.finish()?;
+                Ok((a, b, w))
+            })();
+            row.map_err(|e: Fail| Fail::new(e.code, format!("row {i}: {}", e.text)))
+        })
+        .collect::<Result<Vec<_>, Fail>>()?;
+    let imported = api.engine.import_relations(rel_id, rows)?;
+    Ok(format!(
+        "{{\"error\":0,\"error_text\":\"\",\"data\":{{\"imported\":{imported}}}}}"
+    ))
+}
+
+/// The id of a profile an import names: imports name profiles by id only.
+fn by_id(who: Who, name: &str) -> Result<String, Fail> {
+    match (who.mode, who.profile_id) {
+        (Mode::ProfileId, Some(id)) => Ok(id),
+        _ => Err(Fail::bad(format!(
+            "{name} must name a profile by id in an import, as {{\"profile_id\": \"...\"}}"
+        ))),
+    }
 }
 
 fn detach(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> {

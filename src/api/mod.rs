@@ -64,6 +64,7 @@ pub const CALLS: &[&str] = &[
     "relations/strengthen",
     "relations/edit",
     "relations/define",
+    "relations/import",
     "profiles/import",
     "profiles/delete",
 ];
@@ -77,6 +78,9 @@ pub struct Limits {
     pub max_depth: usize,
     /// Most profiles in one `profiles/import` (default 1000); past it: 400.
     pub max_batch: usize,
+    /// Most rows in one `relations/import` (default 100,000; the body limit usually
+    /// binds first, at about 15,000 rows a MiB); past it: 400.
+    pub max_import_rows: usize,
 }
 
 impl Default for Limits {
@@ -85,6 +89,7 @@ impl Default for Limits {
             max_body_bytes: 1 << 20,
             max_depth: 16,
             max_batch: 1000,
+            max_import_rows: 100_000,
         }
     }
 }
