@@ -224,31 +224,70 @@ impl Directory {
     /// The caller holds its shard's lock, saw it missing, and activates or
     /// [`abandon`](Self::abandon)s it before releasing the lock.
     pub(crate) fn create(&self, key: ProfileKey, xxh: u64) -> Result<Arc<Profile>, Error> {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = match slots.free.pop() {
-            Some(slot) => slot,
-            None => {
-                let slot = slots.next;
-                slots.next = slot.checked_add(1).ok_or(Error::CapacityExceeded)?;
-                slot
-            }
-        };
-        let profile = Arc::new(Profile {
-            slot,
-            db: key.db,
-            id: key.id.clone(),
-            xxh,
-            born: self.table.next_born(),
-            life: Life::pending(),
-            data: ArcSwapOption::empty(),
-        });
-        self.table.put(&profile);
-        drop(slots);
-        self.by_key.pin().insert(key, Arc::clone(&profile));
-        Ok(profile)
+        let mut made = self.create_many(vec![(key, xxh)], 1)?;
+        Ok(made.pop().expect("one profile made"))
     }
 
-    /// Makes a created profile visible, with everything published for it so far.
+    /// Creates many profiles, pending, as [`create`](Self::create) does one: their
+    /// slots and births are taken under the slot lock at once, then the profiles are
+    /// made and published on up to `threads` threads. Every key must be missing, and
+    /// stay so (the caller holds the locks of their shards).
+    pub(crate) fn create_many(
+        &self,
+        items: Vec<(ProfileKey, u64)>,
+        threads: usize,
+    ) -> Result<Vec<Arc<Profile>>, Error> {
+        let n = items.len();
+        let (slots, born) = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let reused = n.min(slots.free.len());
+            let fresh = u32::try_from(n - reused).map_err(|_| Error::CapacityExceeded)?;
+            let next = slots
+                .next
+                .checked_add(fresh)
+                .ok_or(Error::CapacityExceeded)?;
+            let keep = slots.free.len() - reused;
+            let mut taken = slots.free.split_off(keep);
+            taken.extend(slots.next..next);
+            slots.next = next;
+            if let Some(&max) = taken.iter().max() {
+                self.table.grow(max);
+            }
+            (taken, self.table.next_born(n as u64))
+        };
+        if n > 1 {
+            self.by_key.pin().reserve(n);
+        }
+        let make = |part: Vec<((ProfileKey, u64), (u32, u64))>| -> Vec<Arc<Profile>> {
+            let map = self.by_key.pin();
+            part.into_iter()
+                .map(|((key, xxh), (slot, born))| {
+                    let profile = Arc::new(Profile {
+                        slot,
+                        db: key.db,
+                        id: key.id.clone(),
+                        xxh,
+                        born,
+                        life: Life::pending(),
+                        data: ArcSwapOption::empty(),
+                    });
+                    self.table.put(&profile);
+                    map.insert(key, Arc::clone(&profile));
+                    profile
+                })
+                .collect()
+        };
+        let work: Vec<_> = items
+            .into_iter()
+            .zip(slots.into_iter().zip(born..))
+            .collect();
+        let parts = crate::parallel::split(work, threads);
+        Ok(crate::parallel::run(parts, make)
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
     pub(crate) fn activate(&self, profile: &Profile) {
         debug_assert!(profile.life.is_pending());
         self.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -137,6 +137,7 @@ mod directory;
 mod engine;
 mod error;
 mod index;
+mod parallel;
 mod persist;
 mod profile_data;
 mod profile_id;

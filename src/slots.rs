@@ -59,23 +59,32 @@ impl SlotTable {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// A new profile's `born`. Called by the directory under its slot lock.
-    pub(crate) fn next_born(&self) -> u64 {
-        self.generation.fetch_add(1, Ordering::AcqRel)
+    /// The `born` of `n` new profiles: `n` consecutive numbers from the one returned.
+    /// Called by the directory under its slot lock.
+    pub(crate) fn next_born(&self, n: u64) -> u64 {
+        self.generation.fetch_add(n, Ordering::AcqRel)
     }
 
-    /// Puts `profile` in its slot. Called by the directory under its slot lock.
-    pub(crate) fn put(&self, profile: &Arc<Profile>) {
-        let mut chunks = self.chunks.load_full();
-        let needed = (profile.slot >> CHUNK_BITS) as usize + 1;
+    /// Makes room for slots up to `slot`. Called by the directory under its slot
+    /// lock, the only place the table grows.
+    pub(crate) fn grow(&self, slot: u32) {
+        let chunks = self.chunks.load();
+        let needed = (slot >> CHUNK_BITS) as usize + 1;
         if chunks.len() < needed {
             let mut grown = Vec::clone(&chunks);
             grown.resize_with(needed, || {
                 (0..CHUNK).map(|_| ArcSwapOption::empty()).collect()
             });
-            chunks = Arc::new(grown);
-            self.chunks.store(Arc::clone(&chunks));
+            self.chunks.store(Arc::new(grown));
         }
+    }
+
+    /// Puts `profile` in its slot, which the table has room for (see
+    /// [`grow`](Self::grow)) and which no other profile holds: so it may be called
+    /// outside the slot lock, from several threads at once.
+    pub(crate) fn put(&self, profile: &Arc<Profile>) {
+        let chunks = self.chunks.load();
+        debug_assert!(cell(&chunks, profile.slot).is_some(), "put before grow");
         if let Some(cell) = cell(&chunks, profile.slot) {
             cell.store(Some(Arc::clone(profile)));
         }

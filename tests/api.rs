@@ -370,7 +370,11 @@ fn import_equals_the_same_attaches_one_by_one() {
     for a in ["a0", "a1", "a2", "5c910f6bc484d023b1309bee"] {
         for c in ["relations/get_counter", "relations/get"] {
             let body = json!({"token": TOKEN, "rel_id": 3, "profile_id": a});
-            assert_eq!(call(&bulk, c, body.clone()), call(&single, c, body), "{c} {a}");
+            assert_eq!(
+                call(&bulk, c, body.clone()),
+                call(&single, c, body),
+                "{c} {a}"
+            );
         }
     }
     let limited = seeded().with_limits(Limits {
@@ -384,6 +388,11 @@ fn import_equals_the_same_attaches_one_by_one() {
         json!({"token": TOKEN, "rel_id": 3, "relations": rows}),
     );
     assert_eq!(r["error"], json!(400));
-    assert!(r["error_text"].as_str().is_some_and(|t| t.contains("at most 39")), "{r}");
+    assert!(
+        r["error_text"]
+            .as_str()
+            .is_some_and(|t| t.contains("at most 39")),
+        "{r}"
+    );
     assert_eq!(state(&limited), before);
 }

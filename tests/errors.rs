@@ -276,10 +276,7 @@ fn refused_writes_change_nothing() {
                 error: Box::new(Error::InvalidProfileId { len: 0 }),
             },
         ),
-        (
-            Op::Bulk(9, vec![]),
-            Error::UnknownRelation { rel_id: 9 },
-        ),
+        (Op::Bulk(9, vec![]), Error::UnknownRelation { rel_id: 9 }),
     ];
     for (op, want) in cases {
         let got = apply_engine(&engine, &op);

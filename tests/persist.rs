@@ -103,7 +103,11 @@ fn crash_ops(n: usize) -> Vec<Op> {
                     .map(|i| {
                         let w = relcount::Value::Int(i as i64 % 5 - 2);
                         let (a, b) = (pick(&mut rng), pick(&mut rng));
-                        (a, b, vec![("Donate".to_string(), w), ("Like".to_string(), v)])
+                        (
+                            a,
+                            b,
+                            vec![("Donate".to_string(), w), ("Like".to_string(), v)],
+                        )
                     })
                     .collect();
                 Op::Bulk(1, rows)

@@ -167,11 +167,34 @@ impl Target {
         index_above: usize,
         slots: &SlotTable,
     ) -> Arc<View> {
-        let old = self.place(b.slot, new.as_ref());
-        let new = new.as_ref();
+        let mut props: Box<[PropState]> = self.view.props.clone();
+        self.change(&mut props, b, new.as_ref(), index_above, slots);
+        self.set_view(props)
+    }
+
+    /// Publishes `props` as the target's counters (with its current total).
+    fn set_view(&mut self, props: Box<[PropState]>) -> Arc<View> {
+        self.view = Arc::new(View {
+            schema: Arc::clone(&self.view.schema),
+            profile: Arc::clone(&self.view.profile),
+            total: self.rels.len() as u64,
+            props,
+        });
+        Arc::clone(&self.view)
+    }
+
+    /// What [`apply`](Self::apply) does, on counters `props` not yet published.
+    fn change(
+        &mut self,
+        props: &mut [PropState],
+        b: &Arc<Profile>,
+        new: Option<&Record>,
+        index_above: usize,
+        slots: &SlotTable,
+    ) {
+        let old = self.place(b.slot, new);
         let rels = &*self.rels;
         let schema = Arc::clone(&self.view.schema);
-        let mut props: Box<[PropState]> = self.view.props.clone();
         for (i, def) in schema.props.iter().enumerate() {
             let state = &mut props[i];
             let kind = def.spec.kind();
@@ -239,13 +262,6 @@ impl Target {
             }
             debug_assert!(self.indexes[i].as_ref().is_none_or(|x| x.len() == valued));
         }
-        self.view = Arc::new(View {
-            schema,
-            profile: Arc::clone(&self.view.profile),
-            total: rels.len() as u64,
-            props,
-        });
-        Arc::clone(&self.view)
     }
 
     /// Sets many relations at once, in order (a later record for the same initiator
@@ -257,24 +273,25 @@ impl Target {
     /// row (O(rows)), so a batch never costs more than the larger of the two.
     pub(crate) fn apply_many(
         &mut self,
-        rows: &[(&Arc<Profile>, &Record)],
+        rows: &[(u32, &Arc<Profile>, &Record)],
         index_above: usize,
         slots: &SlotTable,
     ) -> (Arc<View>, Vec<usize>) {
         let mut added = Vec::new();
         if rows.len() * 4 < self.len() {
-            for (i, (b, rec)) in rows.iter().enumerate() {
+            let mut props: Box<[PropState]> = self.view.props.clone();
+            for (i, (_, b, rec)) in rows.iter().enumerate() {
                 let before = self.len();
-                self.apply(b, Some((*rec).clone()), index_above, slots);
+                self.change(&mut props, b, Some(rec), index_above, slots);
                 if self.len() > before {
                     added.push(i);
                 }
             }
-            return (Arc::clone(&self.view), added);
+            return (self.set_view(props), added);
         }
         Arc::make_mut(&mut self.rels).reserve(rows.len());
-        for (i, (b, rec)) in rows.iter().enumerate() {
-            if self.place(b.slot, Some(rec)).is_none() {
+        for (i, (slot, _, rec)) in rows.iter().enumerate() {
+            if self.place(*slot, Some(rec)).is_none() {
                 added.push(i);
             }
         }

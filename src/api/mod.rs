@@ -143,15 +143,15 @@ impl From<Error> for Fail {
 /// The platform's code for an error (a refused row, its own error's code).
 fn code_of(e: &Error) -> u32 {
     match e {
-            Error::InRow { error, .. } => code_of(error),
-            Error::ProfileNotFound { .. } | Error::NoMatch { .. } => 404,
-            Error::Ambiguous { .. } => 409,
-            Error::RelationNotFound { .. } => 410,
-            Error::UnknownRelation { .. } => 411,
-            Error::SchemaConflict { .. } => 412,
-            Error::CapacityExceeded => 402,
-            Error::Storage { .. } => 500,
-            _ => 400,
+        Error::InRow { error, .. } => code_of(error),
+        Error::ProfileNotFound { .. } | Error::NoMatch { .. } => 404,
+        Error::Ambiguous { .. } => 409,
+        Error::RelationNotFound { .. } => 410,
+        Error::UnknownRelation { .. } => 411,
+        Error::SchemaConflict { .. } => 412,
+        Error::CapacityExceeded => 402,
+        Error::Storage { .. } => 500,
+        _ => 400,
     }
 }
 

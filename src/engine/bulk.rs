@@ -5,14 +5,11 @@ use std::sync::Arc;
 
 use super::{Engine, Named};
 use crate::command::{BulkRow, Command};
-use crate::directory::{Lookup, Profile, ProfileKey};
+use crate::directory::{Lookup, Profile};
 use crate::error::Error;
 use crate::record::{Record, WriteKind};
 use crate::schema::{Schema, Value};
 use crate::store;
-
-/// Batches with fewer rows than this are applied on the calling thread alone.
-const PARALLEL_FROM: usize = 8192;
 
 /// A batch validated and named (not yet looked up): its distinct profiles, and its
 /// rows as indexes into them with their records.
@@ -105,7 +102,8 @@ impl Engine {
         };
         let batch = self.batch(
             &schema,
-            rows.iter().map(|r| (r.a.as_str(), r.b.as_str(), weights(r))),
+            rows.iter()
+                .map(|r| (r.a.as_str(), r.b.as_str(), weights(r))),
         )?;
         self.apply_batch(&schema, batch)
     }
@@ -123,13 +121,15 @@ impl Engine {
         N: AsRef<str>,
     {
         let mut profiles: Vec<Named> = Vec::new();
-        let mut known: hashbrown::HashMap<ProfileKey, u32> = hashbrown::HashMap::new();
+        // Indexes into `profiles`, by the profile hash already computed.
+        let mut known: hashbrown::HashTable<u32> = hashbrown::HashTable::new();
         let mut index_of = |named: Named| -> Result<u32, Error> {
-            if let Some(&i) = known.get(&named.key) {
+            let eq = |&i: &u32| profiles[i as usize].key == named.key;
+            if let Some(&i) = known.find(named.hash, eq) {
                 return Ok(i);
             }
             let i = u32::try_from(profiles.len()).map_err(|_| Error::CapacityExceeded)?;
-            known.insert(named.key.clone(), i);
+            known.insert_unique(named.hash, i, |&j| profiles[j as usize].hash);
             profiles.push(named);
             Ok(i)
         };
@@ -165,6 +165,7 @@ impl Engine {
         if rows.is_empty() {
             return Ok(0);
         }
+        let threads = crate::parallel::threads_for(rows.len());
         let (mut held, found) = loop {
             let held = self.store.lock_all();
             let found: Vec<Lookup> = profiles
@@ -182,23 +183,17 @@ impl Engine {
         };
         // Missing profiles are created pending (found by no read) until the counters
         // that name them are published, as with a single attach.
-        let mut created: Vec<Arc<Profile>> = Vec::new();
-        let mut created_at: Vec<usize> = Vec::new();
-        let mut table: Vec<Arc<Profile>> = Vec::with_capacity(profiles.len());
-        for (i, (named, found)) in profiles.iter().zip(found).enumerate() {
-            let profile = match found.live() {
-                Some(p) => p,
-                None => match self.directory.create(named.key.clone(), named.hash) {
-                    Ok(p) => {
-                        created.push(Arc::clone(&p));
-                        created_at.push(i);
-                        p
-                    }
-                    Err(e) => return Err(self.abandon(&created, e)),
-                },
-            };
-            table.push(profile);
+        let mut table: Vec<Option<Arc<Profile>>> = found.into_iter().map(Lookup::live).collect();
+        let missing: Vec<usize> = (0..table.len()).filter(|&i| table[i].is_none()).collect();
+        let keys = missing
+            .iter()
+            .map(|&i| (profiles[i].key.clone(), profiles[i].hash))
+            .collect();
+        let created = self.directory.create_many(keys, threads)?;
+        for (&i, p) in missing.iter().zip(&created) {
+            table[i] = Some(Arc::clone(p));
         }
+        let table: Vec<Arc<Profile>> = table.into_iter().flatten().collect();
         let logged = self.log(|| Self::bulk_command(schema, &table, &rows));
         if let Err(e) = logged {
             return Err(self.abandon(&created, e));
@@ -209,23 +204,24 @@ impl Engine {
         for row in &rows {
             initiator[row.b as usize] = true;
         }
-        for (p, &i) in created.iter().zip(&created_at) {
-            if initiator[i] {
-                self.directory.activate(p);
+        let activate = |early: bool| {
+            for (p, &i) in created.iter().zip(&missing) {
+                if initiator[i] == early {
+                    self.directory.activate(p);
+                }
             }
-        }
-        let threads = if rows.len() < PARALLEL_FROM {
-            1
-        } else {
-            std::thread::available_parallelism().map_or(1, usize::from)
+        };
+        activate(true);
+        let slots: Vec<u32> = table.iter().map(|p| p.slot).collect();
+        let shards: Vec<usize> = profiles.iter().map(|p| p.shard).collect();
+        let ends = store::BulkProfiles {
+            profiles: &table,
+            slots: &slots,
+            shards: &shards,
         };
         self.store
-            .set_many(&mut held, schema, &table, &rows, threads);
-        for (p, &i) in created.iter().zip(&created_at) {
-            if !initiator[i] {
-                self.directory.activate(p);
-            }
-        }
+            .set_many(&mut held, schema, &ends, &rows, threads);
+        activate(false);
         Ok(rows.len())
     }
 

@@ -48,6 +48,14 @@ pub(crate) struct Cascade {
     as_initiator: Vec<TargetKey>,
 }
 
+/// The profiles a bulk import names, with each one's slot and shard (read once, when
+/// each was looked up or made, rather than from the profile at every row).
+pub(crate) struct BulkProfiles<'a> {
+    pub(crate) profiles: &'a [Arc<Profile>],
+    pub(crate) slots: &'a [u32],
+    pub(crate) shards: &'a [usize],
+}
+
 /// One row of a bulk import: the relation from `profiles[b]` to `profiles[a]` (indexes
 /// into the batch's table of profiles) and its values.
 pub(crate) struct BulkRow {
@@ -181,19 +189,18 @@ impl Store {
         &self,
         held: &mut [Held<'_>],
         schema: &Arc<Schema>,
-        profiles: &[Arc<Profile>],
+        ends: &BulkProfiles<'_>,
         rows: &[BulkRow],
         threads: usize,
     ) {
-        let shard_of: Vec<usize> = profiles.iter().map(|p| self.shards.of(p.xxh)).collect();
         let mut by_shard: Vec<Vec<u32>> = vec![Vec::new(); held.len()];
         for (i, row) in (0u32..).zip(rows) {
-            by_shard[shard_of[row.a as usize]].push(i);
+            by_shard[ends.shards[row.a as usize]].push(i);
         }
-        let added = in_parallel(spread(held, by_shard, threads), |part| {
+        let added = crate::parallel::run(spread(held, by_shard, threads), |part| {
             let mut added = Vec::new();
             for (shard, mine) in part {
-                self.set_targets(shard, schema, (profiles, &shard_of), rows, mine, &mut added);
+                self.set_targets(shard, schema, ends, rows, mine, &mut added);
             }
             added
         });
@@ -201,7 +208,7 @@ impl Store {
         for (b, shard_b, (rel_id, a)) in added.into_iter().flatten() {
             by_shard[shard_b].push((b, rel_id, a));
         }
-        in_parallel(spread(held, by_shard, threads), |part| {
+        crate::parallel::run(spread(held, by_shard, threads), |part| {
             for (shard, entries) in part {
                 shard.initiated.extend(entries);
             }
@@ -215,7 +222,7 @@ impl Store {
         &self,
         shard: &mut Shard,
         schema: &Arc<Schema>,
-        (profiles, shard_of): (&[Arc<Profile>], &[usize]),
+        ends: &BulkProfiles<'_>,
         rows: &[BulkRow],
         mut mine: Vec<u32>,
         added: &mut Vec<(u32, usize, TargetKey)>,
@@ -223,9 +230,10 @@ impl Store {
         let row = |i: u32| &rows[i as usize];
         // Stable: each recipient's rows stay in batch order.
         mine.sort_by_key(|&i| row(i).a);
+        let mut pairs: Vec<(u32, &Arc<Profile>, &Record)> = Vec::new();
         for run in mine.chunk_by(|&x, &y| row(x).a == row(y).a) {
-            let pa = &profiles[row(run[0]).a as usize];
-            let key = (schema.rel_id(), pa.slot);
+            let a = row(run[0]).a as usize;
+            let (pa, key) = (&ends.profiles[a], (schema.rel_id(), ends.slots[a]));
             let shared = !shard.targets.contains_key(&key) && self.share_key(shard, key.0, pa);
             let target = shard
                 .targets
@@ -234,14 +242,15 @@ impl Store {
             target.shares_key |= shared;
             let shared = target.shares_key;
             let before = target.len();
-            let pairs: Vec<(&Arc<Profile>, &Record)> = run
-                .iter()
-                .map(|&i| (&profiles[row(i).b as usize], &row(i).record))
-                .collect();
+            pairs.clear();
+            pairs.extend(run.iter().map(|&i| {
+                let b = row(i).b as usize;
+                (ends.slots[b], &ends.profiles[b], &row(i).record)
+            }));
             let (view, new) = target.apply_many(&pairs, self.index_above, &self.slots);
             for j in new {
                 let b = row(run[j]).b as usize;
-                added.push((profiles[b].slot, shard_of[b], key));
+                added.push((ends.slots[b], ends.shards[b], key));
             }
             self.publish(shard, key, before, view, shared);
         }
@@ -492,25 +501,6 @@ fn spread<'h, 'g, W>(
     }
     parts.retain(|p| !p.is_empty());
     parts
-}
-
-/// Runs `f` on every part, each on a thread of its own but the first (on this one);
-/// returns the results in order.
-fn in_parallel<P: Send, R: Send>(parts: Vec<P>, f: impl Fn(P) -> R + Sync) -> Vec<R> {
-    let mut parts = parts.into_iter();
-    let Some(first) = parts.next() else {
-        return Vec::new();
-    };
-    std::thread::scope(|s| {
-        let others: Vec<_> = parts.map(|p| s.spawn(|| f(p))).collect();
-        let mut out = vec![f(first)];
-        // A panic in a part is a bug: carried to the caller as it would be inline.
-        out.extend(others.into_iter().map(|h| match h.join() {
-            Ok(r) => r,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }));
-        out
-    })
 }
 
 /// `a`'s target for `rel_id` in its (locked) shard; `None` when it has none, or when

@@ -162,15 +162,17 @@ pub fn op_with(ids: BoxedStrategy<String>) -> impl Strategy<Value = Op> {
                 prop::collection::vec(row, 0..10),
             )
         })
-        .prop_map(|((r, a, b, pick, id, data), w, skip, limit, rows)| match pick {
-            100.. => Op::Bulk(r, rows),
-            0..=26 => Op::Attach(r, a, b, w),
-            27..=44 => Op::Strengthen(r, a, b, w),
-            45..=56 => Op::Edit(r, a, b, w),
-            57..=69 => Op::Detach(r, a, b),
-            70..=73 => Op::Delete(1 + u32::from(pick % 2), a),
-            74..=83 => Op::Import(1 + u32::from(pick % 2), id, data),
-            84..=92 => Op::Get(r, a),
-            _ => Op::List(r, a, skip, limit),
-        })
+        .prop_map(
+            |((r, a, b, pick, id, data), w, skip, limit, rows)| match pick {
+                100.. => Op::Bulk(r, rows),
+                0..=26 => Op::Attach(r, a, b, w),
+                27..=44 => Op::Strengthen(r, a, b, w),
+                45..=56 => Op::Edit(r, a, b, w),
+                57..=69 => Op::Detach(r, a, b),
+                70..=73 => Op::Delete(1 + u32::from(pick % 2), a),
+                74..=83 => Op::Import(1 + u32::from(pick % 2), id, data),
+                84..=92 => Op::Get(r, a),
+                _ => Op::List(r, a, skip, limit),
+            },
+        )
 }

@@ -130,6 +130,9 @@ pub fn own_page(p: &Page) -> OwnedPage {
     }
 }
 
+/// One row of a bulk import: profile A id, profile B id, weights.
+pub type BulkRow = (String, String, Vec<(String, Value)>);
+
 /// One call, applied alike to the engine and the oracle.
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -142,7 +145,7 @@ pub enum Op {
     List(u32, Who, usize, usize),
     Import(u32, String, ProfileData),
     /// A bulk import: rows of (profile A id, profile B id, weights).
-    Bulk(u32, Vec<(String, String, Vec<(String, Value)>)>),
+    Bulk(u32, Vec<BulkRow>),
 }
 
 /// What a call answered, as plain data.

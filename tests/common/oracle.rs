@@ -339,7 +339,7 @@ impl Oracle {
     pub fn bulk(
         &mut self,
         rel_id: u32,
-        rows: &[(String, String, Vec<(String, Value)>)],
+        rows: &[crate::common::BulkRow],
     ) -> Result<usize, Error> {
         self.rel(rel_id)?;
         let mut next = self.clone();
