@@ -168,10 +168,7 @@ impl Engine {
         let threads = crate::parallel::threads_for(rows.len());
         let (mut held, found) = loop {
             let held = self.store.lock_all();
-            let found: Vec<Lookup> = profiles
-                .iter()
-                .map(|p| self.directory.lookup(&p.key))
-                .collect();
+            let found = self.lookup_all(&profiles, threads);
             // A profile whose delete is under way: let the cascade (which needs these
             // locks) finish, then look again.
             if found.iter().any(|l| matches!(l, Lookup::Deleting)) {
@@ -223,6 +220,59 @@ impl Engine {
             .set_many(&mut held, schema, &ends, &rows, threads);
         activate(false);
         Ok(rows.len())
+    }
+
+    /// Creates id-only profiles of database `db` in bulk (a snapshot's profiles
+    /// without data): each as [`import_profile`](Self::import_profile) with empty data
+    /// would, so an existing one loses its data. All or nothing: a refused id is
+    /// [`Error::InRow`]. Not logged (a snapshot load has no log).
+    pub(crate) fn import_ids(&self, db: u32, ids: &[String]) -> Result<(), Error> {
+        let named = ids
+            .iter()
+            .enumerate()
+            .map(|(row, id)| {
+                self.name(db, id).map_err(|error| Error::InRow {
+                    row,
+                    error: Box::new(error),
+                })
+            })
+            .collect::<Result<Vec<Named>, Error>>()?;
+        let (_held, found) = loop {
+            let held = self.store.lock_all();
+            let found = self.lookup_all(&named, crate::parallel::threads_for(named.len()));
+            if found.iter().any(|l| matches!(l, Lookup::Deleting)) {
+                drop(held);
+                std::thread::yield_now();
+                continue;
+            }
+            break (held, found);
+        };
+        let mut missing = Vec::new();
+        for (named, found) in named.into_iter().zip(found) {
+            match found.live() {
+                Some(p) => self.directory.set_data(&p, Default::default()),
+                None => missing.push((named.key, named.hash)),
+            }
+        }
+        let threads = crate::parallel::threads_for(missing.len());
+        for p in self.directory.create_many(missing, threads)? {
+            self.directory.activate(&p);
+        }
+        Ok(())
+    }
+
+    /// Looks every profile up, on up to `threads` threads.
+    fn lookup_all(&self, profiles: &[Named], threads: usize) -> Vec<Lookup> {
+        let per = profiles.len().div_ceil(threads.max(1)).max(1);
+        let parts: Vec<&[Named]> = profiles.chunks(per).collect();
+        crate::parallel::run(parts, |part| {
+            part.iter()
+                .map(|p| self.directory.lookup(&p.key))
+                .collect::<Vec<_>>()
+        })
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// The log record of a batch: profiles by id, weights by property index.

@@ -195,6 +195,16 @@ impl Engine {
     ) -> Result<u64, Error> {
         load(snapshot::Sink {
             apply: &mut |command| self.execute(command),
+            bulk: &mut |rel_id, names, rows| match self.import_logged(rel_id, names, rows) {
+                Ok(_) => Ok(()),
+                Err(Error::InRow { row, error }) => Err((Some(row), *error)),
+                Err(e) => Err((None, e)),
+            },
+            ids: &mut |db, ids| match self.import_ids(db, ids) {
+                Ok(()) => Ok(()),
+                Err(Error::InRow { row, error }) => Err((Some(row), *error)),
+                Err(e) => Err((None, e)),
+            },
             skip: &mut |offset, record, reason| {
                 self.note_skipped(Skipped {
                     file: file.to_path_buf(),

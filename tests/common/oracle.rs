@@ -336,11 +336,7 @@ impl Oracle {
 
     /// A bulk import: the same rows as attaches, one at a time, in order; all of them
     /// or (at the first refused row) none.
-    pub fn bulk(
-        &mut self,
-        rel_id: u32,
-        rows: &[crate::common::BulkRow],
-    ) -> Result<usize, Error> {
+    pub fn bulk(&mut self, rel_id: u32, rows: &[crate::common::BulkRow]) -> Result<usize, Error> {
         self.rel(rel_id)?;
         let mut next = self.clone();
         for (row, (a, b, w)) in rows.iter().enumerate() {
