@@ -1,6 +1,9 @@
 //! Bulk load, memory per relation and per profile, and churn on a hot target.
 //!
-//! - **bulk load**: 10M relations (Zipf fan-in), relations per second;
+//! - **bulk load**: 10M relations (Zipf fan-in), relations per second, attach by
+//!   attach, then through `import_relations` (batches of 100,000) with its peak
+//!   memory beside its final footprint, and SQLite's bulk insert (one transaction)
+//!   of 1M of the same rows;
 //! - **memory**: live heap bytes (a counting allocator) per profile (all profiles
 //!   created first, id-only) and per relation (then every relation attached), beside
 //!   SQLite's `page_count * page_size` for the same rows and the limit: the bytes of
@@ -22,7 +25,7 @@ mod peers;
 
 use std::time::{Duration, Instant};
 
-use counting_alloc::live;
+use counting_alloc::{live, peak, reset_peak};
 use relcount::workload::{GenRelation, Rng, Workload};
 use relcount::{Engine, Value};
 
@@ -116,14 +119,65 @@ fn main() {
     );
     drop(engine);
 
-    // SQLite, the same rows.
+    // The same rows through the bulk import, in batches of 100,000 (each generated
+    // before it is timed): the rate, and the peak of live memory during the import
+    // beside the engine's footprint once it is done.
+    let engine = Engine::new();
+    engine
+        .define(Workload::seed_schema(w.rel_id))
+        .expect("schema");
+    let before = live();
+    reset_peak();
+    let mut source = w.relations(n);
+    let mut import_time = Duration::ZERO;
+    let mut imported = 0usize;
+    loop {
+        let chunk: Vec<GenRelation> = source.by_ref().take(100_000).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let t = Instant::now();
+        imported += engine
+            .import_relations(
+                w.rel_id,
+                chunk
+                    .iter()
+                    .map(|r| (r.a.as_str(), r.b.as_str(), r.weights())),
+            )
+            .expect("import");
+        import_time += t.elapsed();
+    }
+    let import_peak = peak() - before;
+    let import_bytes = live() - before;
+    let import_rate = imported as f64 / import_time.as_secs_f64();
+    println!(
+        "bulk import: {imported} rows -> {} relations in {:.2} s: {import_rate:.0} rows/s ({:.1}x the attach load); {:.1} MiB after ({:.1} bytes per relation, profiles included), peak {:.1} MiB during: {:.2}x the footprint",
+        engine.relation_count(),
+        import_time.as_secs_f64(),
+        import_rate / (loaded as f64 / load_time.as_secs_f64()),
+        mib(import_bytes),
+        import_bytes as f64 / engine.relation_count() as f64,
+        mib(import_peak),
+        import_peak as f64 / import_bytes as f64
+    );
+    drop(engine);
+
+    // SQLite, the same rows, inserted in one transaction (its bulk insert).
     let sqlite = peers::Sqlite::new();
-    sqlite.conn.execute_batch("BEGIN").expect("begin");
     let ws = Workload::new(sqlite_n / 10, sqlite_n as u64, 42);
-    for r in ws.relations(sqlite_n) {
-        sqlite.attach(&r);
+    let sqlite_rows: Vec<GenRelation> = ws.relations(sqlite_n).collect();
+    let t = Instant::now();
+    sqlite.conn.execute_batch("BEGIN").expect("begin");
+    for r in &sqlite_rows {
+        sqlite.attach(r);
     }
     sqlite.conn.execute_batch("COMMIT").expect("commit");
+    let sqlite_rate = sqlite_n as f64 / t.elapsed().as_secs_f64();
+    drop(sqlite_rows);
+    println!(
+        "sqlite bulk insert ({sqlite_n} rows, one transaction): {sqlite_rate:.0} rows/s; bulk import / sqlite = {:.1}x",
+        import_rate / sqlite_rate
+    );
     let rows: i64 = sqlite
         .conn
         .query_row("SELECT COUNT(*) FROM rel", [], |r| r.get(0))

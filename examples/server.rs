@@ -118,11 +118,22 @@ fn load(engine: &Engine, relations: usize) -> Result<(), relcount::Error> {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    for (i, r) in w.relations(relations).enumerate() {
-        engine.attach(w.rel_id, r.a.as_str(), r.b.as_str(), &r.weights())?;
-        if i % 10_000 == 0 {
-            bar.set_position(i as u64);
+    // Through the bulk path, a batch of 50,000 at a time (each one log record when a
+    // data directory is set), the bar moving after each.
+    let mut source = w.relations(relations);
+    let mut loaded = 0u64;
+    loop {
+        let batch: Vec<_> = source.by_ref().take(50_000).collect();
+        if batch.is_empty() {
+            break;
         }
+        loaded += engine.import_relations(
+            w.rel_id,
+            batch
+                .iter()
+                .map(|r| (r.a.as_str(), r.b.as_str(), r.weights())),
+        )? as u64;
+        bar.set_position(loaded);
     }
     bar.finish_and_clear();
     Ok(())

@@ -1,7 +1,7 @@
 //! A global allocator that counts live heap bytes, so memory per relation is measured,
 //! not estimated. Shared by the demo and the memory bench (`#[path]`-included).
 
-#![allow(unreachable_pub)]
+#![allow(unreachable_pub, dead_code)] // each includer uses its part
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -9,10 +9,26 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
 
 /// Live heap bytes now.
 pub fn live() -> usize {
     LIVE.load(Ordering::Relaxed)
+}
+
+/// The most live heap bytes since the last [`reset_peak`].
+pub fn peak() -> usize {
+    PEAK.load(Ordering::Relaxed)
+}
+
+/// Starts a new peak from the live bytes now.
+pub fn reset_peak() {
+    PEAK.store(live(), Ordering::Relaxed);
+}
+
+fn grew(by: usize) {
+    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+    PEAK.fetch_max(now, Ordering::Relaxed);
 }
 
 // SAFETY: every method forwards to `System` with the caller's own arguments, so the
@@ -20,7 +36,7 @@ pub fn live() -> usize {
 // relaxed atomic that never affects the allocation itself.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        grew(layout.size());
         // SAFETY: forwarded unchanged; the caller upholds `alloc`'s contract.
         unsafe { System.alloc(layout) }
     }
@@ -32,7 +48,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        grew(new_size);
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
         // SAFETY: forwarded unchanged; the caller upholds `realloc`'s contract.
         unsafe { System.realloc(ptr, layout, new_size) }
