@@ -20,6 +20,8 @@ pub(crate) enum Command {
         id: String,
         data: ProfileData,
     },
+    /// Create or replace several profiles' data, as one change (`import_profiles`).
+    Profiles(Vec<(u32, String, ProfileData)>),
     /// Attach, strengthen or edit one relation.
     Write {
         kind: WriteKind,

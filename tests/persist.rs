@@ -624,3 +624,104 @@ fn compactions_with_nothing_new_add_no_log_files() {
     drop(engine);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A recipient with more relations than one target record holds (4,096), beside small
+/// ones: saved in several records over several frames, loaded back equal, every
+/// counter and every page.
+#[test]
+fn a_large_target_survives_a_snapshot() {
+    let (engine, _) = pair(Engine::new(), relcount::xxh64);
+    let rows = (0..10_000u32).map(|i| {
+        let a = if i % 10 == 0 {
+            format!("small{}", i % 7)
+        } else {
+            "big".to_string()
+        };
+        let w = vec![
+            (
+                "Donate".to_string(),
+                relcount::Value::Int(i64::from(i % 97)),
+            ),
+            (
+                "Score".to_string(),
+                relcount::Value::Float(f64::from(i % 13) * 0.5),
+            ),
+        ];
+        (a, format!("{:060}", u64::from(i) * 7919), w)
+    });
+    engine.import_relations(1, rows).expect("import");
+    let dir = temp_dir("large-target");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("snap.bin");
+    let stats = engine.save_snapshot(&path).expect("save");
+    assert_eq!(stats.relations, 10_000);
+    assert!(
+        stats.bytes > 1 << 20,
+        "more than one frame: {} bytes",
+        stats.bytes
+    );
+    let loaded = Engine::load_snapshot(&path).expect("load");
+    assert_eq!(loaded.recovery_skipped(), vec![]);
+    let mut ids = vec!["big".to_string()];
+    ids.extend((0..7).map(|i| format!("small{i}")));
+    for a in &ids {
+        let want = common::own(&engine.get_counter(1, a.as_str()).expect("counter"));
+        let got = common::own(&loaded.get_counter(1, a.as_str()).expect("counter"));
+        assert_eq!(got, want, "{a}");
+        for skip in [0, 4000, 8900] {
+            let want = engine.list(1, a.as_str(), skip, 1000).expect("page");
+            let got = loaded.list(1, a.as_str(), skip, 1000).expect("page");
+            assert_eq!(
+                common::own_page(&got),
+                common::own_page(&want),
+                "{a} from {skip}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `import_profiles` is one change: an id given twice ends with its last data, an
+/// invalid profile leaves the whole batch out, and the batch (one log record) comes
+/// back whole after a restart.
+#[test]
+fn a_profile_batch_is_one_change_and_survives_a_restart() {
+    let dir = temp_dir("profile-batch");
+    let data = |email: &str| relcount::ProfileData {
+        email: Some(email.to_string()),
+        ..Default::default()
+    };
+    let engine = Engine::builder()
+        .open(&dir, SyncPolicy::Always)
+        .expect("open");
+    let bad = relcount::ProfileData {
+        phone: Some("x".into()),
+        ..Default::default()
+    };
+    engine
+        .import_profiles([(1, "r", data("r@x.io")), (1, "s", bad)])
+        .expect_err("an invalid phone");
+    assert!(!engine.contains_profile(1, "r"));
+    engine
+        .import_profiles([
+            (1, "p", data("first@x.io")),
+            (2, "q", data("q@x.io")),
+            (1, "p", data("last@x.io")),
+        ])
+        .expect("import");
+    let check = |e: &Engine| {
+        assert_eq!(e.profile_data(1, "p").expect("p"), data("last@x.io"));
+        assert_eq!(e.profile_data(2, "q").expect("q"), data("q@x.io"));
+        assert!(e.contains_profile(1, relcount::Match::EmailProfile("last@x.io")));
+        assert!(!e.contains_profile(1, relcount::Match::EmailProfile("first@x.io")));
+        assert!(!e.contains_profile(1, "r"));
+    };
+    check(&engine);
+    drop(engine);
+    let engine = Engine::builder()
+        .open(&dir, SyncPolicy::Always)
+        .expect("reopen");
+    check(&engine);
+    drop(engine);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use super::{Engine, Named};
 use crate::command::{BulkRow, Command};
-use crate::directory::{Lookup, Profile};
+use crate::directory::{Lookup, Profile, ProfileKey};
 use crate::error::Error;
+use crate::profile_data::Normalized;
 use crate::record::{Record, WriteKind};
 use crate::schema::{Schema, Value};
 use crate::store;
@@ -257,6 +258,69 @@ impl Engine {
         let threads = crate::parallel::threads_for(missing.len());
         for p in self.directory.create_many(missing, threads)? {
             self.directory.activate(&p);
+        }
+        Ok(())
+    }
+
+    /// Imports validated profiles in bulk (see `import_profiles`): looked up and made
+    /// under every shard lock, logged as one record, then their data set.
+    pub(super) fn store_profiles(&self, checked: Vec<(Named, Normalized)>) -> Result<(), Error> {
+        // The last import of an id wins, as one import after another would.
+        let mut last: hashbrown::HashMap<&ProfileKey, usize> = hashbrown::HashMap::new();
+        for (i, (named, _)) in checked.iter().enumerate() {
+            last.insert(&named.key, i);
+        }
+        let keep: Vec<bool> = (0..checked.len())
+            .map(|i| last[&checked[i].0.key] == i)
+            .collect();
+        drop(last);
+        let (named, data): (Vec<Named>, Vec<Normalized>) = checked
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(item, keep)| keep.then_some(item))
+            .unzip();
+        if named.is_empty() {
+            return Ok(());
+        }
+        let threads = crate::parallel::threads_for(named.len());
+        let (_held, found) = loop {
+            let held = self.store.lock_all();
+            let found = self.lookup_all(&named, threads);
+            if found.iter().any(|l| matches!(l, Lookup::Deleting)) {
+                drop(held);
+                std::thread::yield_now();
+                continue;
+            }
+            break (held, found);
+        };
+        let mut table: Vec<Option<Arc<Profile>>> = found.into_iter().map(Lookup::live).collect();
+        let missing: Vec<usize> = (0..table.len()).filter(|&i| table[i].is_none()).collect();
+        let keys = missing
+            .iter()
+            .map(|&i| (named[i].key.clone(), named[i].hash))
+            .collect();
+        let created = self.directory.create_many(keys, threads)?;
+        for (&i, p) in missing.iter().zip(&created) {
+            table[i] = Some(Arc::clone(p));
+        }
+        let logged = self.log(|| {
+            Command::Profiles(
+                named
+                    .iter()
+                    .zip(&data)
+                    .map(|(n, d)| (n.key.db, n.key.id.to_string(), d.to_data()))
+                    .collect(),
+            )
+        });
+        if let Err(e) = logged {
+            return Err(self.abandon(&created, e));
+        }
+        for (p, d) in table.iter().flatten().zip(data) {
+            self.directory.set_data(p, d);
+        }
+        // Visible by id and by their data at once.
+        for p in &created {
+            self.directory.activate(p);
         }
         Ok(())
     }

@@ -245,6 +245,11 @@ impl Engine {
             Command::Detach { rel_id, a, b } => self.detach(rel_id, &a, &b),
             Command::Delete { db, id } => self.delete_profile(db, &id),
             Command::Import { db, id, data } => self.import_profile(db, &id, data),
+            Command::Profiles(items) => self.import_profiles(
+                items
+                    .iter()
+                    .map(|(db, id, data)| (*db, id.as_str(), data.clone())),
+            ),
         }
     }
 

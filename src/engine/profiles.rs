@@ -177,13 +177,18 @@ impl Engine {
         Ok(profile.data().map(|d| d.to_data()).unwrap_or_default())
     }
 
-    /// Imports several profiles: every one is validated before any is written, so an
-    /// invalid one leaves all unchanged. Each profile is replaced atomically; readers
-    /// may see some of the batch before the rest.
+    /// Imports several profiles, all or nothing: every one is validated before any is
+    /// written (an invalid one leaves all unchanged), and the batch is one log record
+    /// (recovery restores all of it or none). An id given twice ends with its last
+    /// data. Each profile is replaced atomically; readers may see some of the batch
+    /// before the rest. The batch is applied in bulk, holding every shard lock: writers
+    /// wait meanwhile, readers never do.
     ///
     /// # Errors
     ///
-    /// As [`import_profile`](Self::import_profile), for the first invalid profile.
+    /// As [`import_profile`](Self::import_profile), for the first invalid profile;
+    /// [`Error::Storage`] when the log refuses the batch (its record would pass
+    /// 64 MiB). Nothing changes on error.
     pub fn import_profiles<'a>(
         &self,
         profiles: impl IntoIterator<Item = (u32, &'a str, ProfileData)>,
@@ -192,10 +197,7 @@ impl Engine {
             .into_iter()
             .map(|(db, id, data)| Ok((self.name(db, id)?, Normalized::new(&data)?)))
             .collect::<Result<Vec<_>, Error>>()?;
-        for (named, data) in checked {
-            self.store_profile(named, data)?;
-        }
-        Ok(())
+        self.store_profiles(checked)
     }
 
     fn store_profile(&self, named: Named, data: Normalized) -> Result<(), Error> {

@@ -40,6 +40,15 @@ pub(crate) fn encode(command: &Command) -> Vec<u8> {
             e.str(b);
             e.weights(weights);
         }
+        Command::Profiles(items) => {
+            e.u8(9);
+            e.count(items.len());
+            for (db, id, data) in items {
+                e.u32(*db);
+                e.str(id);
+                e.profile_data(data);
+            }
+        }
         Command::Bulk {
             rel_id,
             names,
@@ -136,6 +145,13 @@ pub(crate) fn decode(bytes: &[u8]) -> Decoded<Command> {
                 names,
                 rows,
             }
+        }
+        9 => {
+            // A profile is at least a database, an id's length and its data's tags.
+            let items = (0..d.count(10)?)
+                .map(|_| Ok((d.u32()?, d.str()?, d.profile_data()?)))
+                .collect::<Decoded<_>>()?;
+            Command::Profiles(items)
         }
         t => return Err(Corrupt(format!("unknown record type {t}"))),
     };
@@ -653,6 +669,17 @@ mod tests {
                     },
                 ],
             },
+            Command::Profiles(vec![
+                (1, "p".into(), ProfileData::default()),
+                (
+                    2,
+                    "q".into(),
+                    ProfileData {
+                        email: Some("q@x.io".into()),
+                        ..ProfileData::default()
+                    },
+                ),
+            ]),
             Command::Delete {
                 db: 2,
                 id: "b".into(),

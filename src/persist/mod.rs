@@ -2,10 +2,11 @@
 //! AOF, for this engine).
 //!
 //! - **Snapshot** (`snapshot.bin`): every relation type, profile (with its data) and
-//!   relation, in a versioned binary format ending in an XXH64 checksum; written to a
-//!   temporary file, fsynced, renamed over the old one, and the directory fsynced, so a
-//!   crash leaves the old snapshot or the new one, never half of one. Counters are not
-//!   stored: loading rebuilds them through the ordinary write path.
+//!   relation, in a versioned binary format of framed records ending in an XXH64
+//!   checksum, written and read a frame at a time; written to a temporary file,
+//!   fsynced, renamed over the old one, and the directory fsynced, so a crash leaves
+//!   the old snapshot or the new one, never half of one. Counters are not stored:
+//!   loading rebuilds them by importing the relations in bulk batches.
 //! - **Write log** (`log.<seq>`): every accepted write, appended while the write holds
 //!   its locks (so the log's order is the order writes to the same profile were applied),
 //!   before it changes anything (a write the log cannot take is refused). Each record

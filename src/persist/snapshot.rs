@@ -1,8 +1,14 @@
 //! Snapshot files: `RELCSNAP`, version, the log sequence it covers up to, records
 //! (relation types, profiles, targets with their relations), an end record, and the
 //! XXH64 of everything before it.
+//!
+//! Version 2 (written since bulk import) frames the records: `[len u32][records]`,
+//! each frame about 1 MiB of whole records, a large target's relations split over
+//! several target records. A snapshot is written and read a frame at a time, so
+//! neither a save nor a load holds the file in memory, whatever its size. Version 1
+//! (one run of records) still loads, read whole.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,7 +21,15 @@ use crate::schema::{RelationType, Value};
 use crate::store;
 
 const MAGIC: &[u8; 8] = b"RELCSNAP";
-const VERSION: u32 = 1;
+/// The version written.
+const VERSION: u32 = 2;
+/// A frame is closed once it holds this many bytes (of whole records).
+const FRAME: usize = 1 << 20;
+/// Largest frame read (a frame holds at least one record, and a profile's record may
+/// pass `FRAME`); a longer length is corruption, not a reason to allocate.
+const MAX_FRAME: usize = 64 << 20;
+/// Relations per target record: a larger target is split over several.
+const TARGET_CHUNK: usize = 4096;
 
 /// The engine's state at one point in time: immutable pieces collected under every
 /// shard lock (reference counts only, no copying), encoded after the locks are gone.
@@ -49,18 +63,69 @@ pub struct SnapshotStats {
     pub bytes: u64,
 }
 
-fn encode(f: &Frozen) -> (Vec<u8>, SnapshotStats) {
-    let mut e = Enc::default();
+/// Where encoded records go: frames of about [`FRAME`] bytes, each written out (and
+/// hashed) when full, so the encoding never holds more than one frame.
+struct Framed<W: Write> {
+    out: W,
+    hash: xxhash_rust::xxh64::Xxh64,
+    frame: Enc,
+    written: u64,
+}
+
+impl<W: Write> Framed<W> {
+    fn new(out: W) -> Self {
+        Framed {
+            out,
+            hash: xxhash_rust::xxh64::Xxh64::new(0),
+            frame: Enc::default(),
+            written: 0,
+        }
+    }
+
+    /// Bytes outside any frame (the header, the footer).
+    fn raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.hash.update(bytes);
+        self.out.write_all(bytes)?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Closes the current frame if it is full enough (`at_least` bytes); called only
+    /// between records, so every frame holds whole records.
+    fn close(&mut self, at_least: usize) -> std::io::Result<()> {
+        if self.frame.buf.len() < at_least.max(1) {
+            return Ok(());
+        }
+        let payload = std::mem::take(&mut self.frame.buf);
+        self.raw(&(payload.len() as u32).to_le_bytes())?;
+        self.raw(&payload)
+    }
+
+    /// Closes the last frame and writes the checksum of everything before it.
+    fn finish(mut self) -> std::io::Result<(W, u64)> {
+        self.close(1)?;
+        let sum = self.hash.digest();
+        self.out.write_all(&sum.to_le_bytes())?;
+        Ok((self.out, self.written + 8))
+    }
+}
+
+fn encode<W: Write>(f: &Frozen, out: W) -> std::io::Result<(W, SnapshotStats)> {
+    let mut w = Framed::new(out);
     let mut stats = SnapshotStats::default();
-    e.buf.extend_from_slice(MAGIC);
-    e.u32(VERSION);
-    e.u64(f.next_seq);
+    let mut header = Enc::default();
+    header.buf.extend_from_slice(MAGIC);
+    header.u32(VERSION);
+    header.u64(f.next_seq);
+    w.raw(&header.buf)?;
     for def in &f.schemas {
-        e.u8(1);
-        e.relation_type(def);
+        w.frame.u8(1);
+        w.frame.relation_type(def);
         stats.relation_types += 1;
+        w.close(FRAME)?;
     }
     for (profile, data) in &f.profiles {
+        let e = &mut w.frame;
         e.u8(2);
         e.u32(profile.db);
         e.str(&profile.id.as_str());
@@ -72,6 +137,7 @@ fn encode(f: &Frozen) -> (Vec<u8>, SnapshotStats) {
             None => e.u8(0),
         }
         stats.profiles += 1;
+        w.close(FRAME)?;
     }
     // The relations name initiators by slot; at the point, each slot they name was
     // held by a live profile (in `by_slot`) or by one being deleted (not in it: its
@@ -82,36 +148,39 @@ fn encode(f: &Frozen) -> (Vec<u8>, SnapshotStats) {
     for target in &f.targets {
         let view = &target.view;
         let schema = &view.schema;
+        if gone(&view.profile) {
+            continue;
+        }
         let rels: Vec<_> = target
             .rels
             .iter()
             .filter_map(|(slot, rec)| Some((by_slot.get(&slot)?, rec)))
             .collect();
-        if gone(&view.profile) || rels.is_empty() {
-            continue;
-        }
-        e.u8(3);
-        e.u32(schema.rel_id());
-        e.str(&view.profile.id.as_str());
-        e.u32(rels.len() as u32);
-        for (b, rec) in rels {
-            e.str(&b.id.as_str());
-            let values: Vec<(u8, Value)> = (0..schema.props.len())
-                .filter_map(|i| Some((i as u8, rec.get(schema, i)?)))
-                .collect();
-            e.u8(values.len() as u8);
-            for (i, v) in values {
-                e.u8(i);
-                e.value(v);
+        for chunk in rels.chunks(TARGET_CHUNK) {
+            let e = &mut w.frame;
+            e.u8(3);
+            e.u32(schema.rel_id());
+            e.str(&view.profile.id.as_str());
+            e.u32(chunk.len() as u32);
+            for (b, rec) in chunk {
+                e.str(&b.id.as_str());
+                let values: Vec<(u8, Value)> = (0..schema.props.len())
+                    .filter_map(|i| Some((i as u8, rec.get(schema, i)?)))
+                    .collect();
+                e.u8(values.len() as u8);
+                for (i, v) in values {
+                    e.u8(i);
+                    e.value(v);
+                }
+                stats.relations += 1;
             }
-            stats.relations += 1;
+            w.close(FRAME)?;
         }
     }
-    e.u8(0);
-    let sum = crate::xxh64(&e.buf);
-    e.u64(sum);
-    stats.bytes = e.buf.len() as u64;
-    (e.buf, stats)
+    w.frame.u8(0);
+    let (out, bytes) = w.finish()?;
+    stats.bytes = bytes;
+    Ok((out, stats))
 }
 
 /// The prefix of every temporary file a snapshot of `path` is written to first.
@@ -134,11 +203,12 @@ fn tmp_path(path: &Path) -> PathBuf {
 /// Writes `frozen` to `path` crash-safely: a temporary file, fsync, rename, fsync of
 /// the directory.
 pub(crate) fn write(frozen: &Frozen, path: &Path) -> Result<SnapshotStats, Error> {
-    let (bytes, stats) = encode(frozen);
     let tmp = tmp_path(path);
-    let written = std::fs::File::create(&tmp).and_then(|mut file| {
-        file.write_all(&bytes)?;
-        file.sync_all()
+    let mut stats = SnapshotStats::default();
+    let written = std::fs::File::create(&tmp).and_then(|file| {
+        let (out, s) = encode(frozen, std::io::BufWriter::with_capacity(1 << 16, file))?;
+        stats = s;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()
     });
     if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
         let _ = std::fs::remove_file(&tmp);
@@ -255,170 +325,301 @@ impl Pending {
     }
 }
 
-/// Loads the snapshot at `path` into `sink` (an empty engine, without a log);
-/// returns the first log sequence number it does not cover.
-pub(crate) fn load(path: &Path, sink: Sink<'_>) -> Result<(u64, SnapshotStats), Error> {
-    let bytes = std::fs::read(path).map_err(|e| storage(path.display(), e))?;
-    load_bytes(&bytes, sink).map_err(|c| corrupt(path, c))
+/// Why a load stopped: the file is not a whole snapshot, or it could not be read.
+enum LoadError {
+    Corrupt(Corrupt),
+    Io(std::io::Error),
 }
 
-/// Checks the header and checksum, then applies every record: relation types and
-/// profiles one command each, relations in batches of a relation type. A record the
-/// engine refuses (one an earlier version accepted and this one does not) is reported
-/// to `skip` and the load goes on: a snapshot that decodes always loads.
-pub(crate) fn load_bytes(
-    bytes: &[u8],
-    mut sink: Sink<'_>,
-) -> Result<(u64, SnapshotStats), Corrupt> {
+impl From<Corrupt> for LoadError {
+    fn from(c: Corrupt) -> Self {
+        LoadError::Corrupt(c)
+    }
+}
+
+/// Loads the snapshot at `path` into `sink` (an empty engine, without a log), a frame
+/// at a time; returns the first log sequence number it does not cover.
+pub(crate) fn load(path: &Path, sink: Sink<'_>) -> Result<(u64, SnapshotStats), Error> {
+    let file = std::fs::File::open(path).map_err(|e| storage(path.display(), e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| storage(path.display(), e))?
+        .len();
+    let reader = std::io::BufReader::with_capacity(1 << 16, file);
+    load_from(reader, len, sink).map_err(|e| match e {
+        LoadError::Corrupt(c) => corrupt(path, c),
+        LoadError::Io(e) => storage(path.display(), e),
+    })
+}
+
+/// [`load`] from bytes in memory.
+pub(crate) fn load_bytes(bytes: &[u8], sink: Sink<'_>) -> Result<(u64, SnapshotStats), Corrupt> {
+    load_from(bytes, bytes.len() as u64, sink).map_err(|e| match e {
+        LoadError::Corrupt(c) => c,
+        LoadError::Io(e) => Corrupt(e.to_string()),
+    })
+}
+
+/// Reads exactly `n` bytes (`n` no more than what is left of the file, checked by
+/// the caller, so a corrupted length never sizes an allocation past the file).
+fn read_exact(r: &mut impl Read, n: usize) -> Result<Vec<u8>, LoadError> {
+    let mut buf = vec![0u8; n];
+    match r.read_exact(&mut buf) {
+        Ok(()) => Ok(buf),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(Corrupt("truncated".into()).into())
+        }
+        Err(e) => Err(LoadError::Io(e)),
+    }
+}
+
+/// Checks the header, then applies every record: relation types and profiles one
+/// command each, relations in batches of a relation type. A record the engine refuses
+/// (one an earlier version accepted and this one does not) is reported to `skip` and
+/// the load goes on: a snapshot that decodes always loads. Version 1 is read whole
+/// and its checksum checked first; version 2 a frame at a time, its checksum checked
+/// at the end (a load that fails leaves an engine its caller discards).
+fn load_from(
+    mut r: impl Read,
+    len: u64,
+    sink: Sink<'_>,
+) -> Result<(u64, SnapshotStats), LoadError> {
     let header = MAGIC.len() + 4 + 8;
-    if bytes.len() < header + 1 + 8 || &bytes[..MAGIC.len()] != MAGIC {
-        return Err(Corrupt("not a relcount snapshot".into()));
+    if len < (header + 1 + 8) as u64 {
+        return Err(Corrupt("not a relcount snapshot".into()).into());
     }
-    let (body, footer) = bytes.split_at(bytes.len() - 8);
-    let mut f = Dec::new(footer);
-    if f.u64()? != crate::xxh64(body) {
-        return Err(Corrupt("checksum mismatch".into()));
+    let head = read_exact(&mut r, header)?;
+    if &head[..MAGIC.len()] != MAGIC {
+        return Err(Corrupt("not a relcount snapshot".into()).into());
     }
-    let mut d = Dec::new(&body[MAGIC.len()..]);
+    let mut d = Dec::new(&head[MAGIC.len()..]);
     let version = d.u32()?;
-    if version != VERSION {
-        return Err(Corrupt(format!(
-            "version {version}, this build reads {VERSION}"
-        )));
-    }
     let next_seq = d.u64()?;
-    let mut stats = SnapshotStats {
-        bytes: bytes.len() as u64,
-        ..SnapshotStats::default()
+    let mut loader = Loader {
+        sink,
+        names: hashbrown::HashMap::new(),
+        pending: None,
+        pending_ids: None,
+        stats: SnapshotStats {
+            bytes: len,
+            ..SnapshotStats::default()
+        },
+        ordinal: 0,
     };
-    let mut ordinal = 0u64;
-    // The property names of each relation type defined so far, by index.
-    let mut names: hashbrown::HashMap<u32, Vec<String>> = hashbrown::HashMap::new();
-    let mut pending: Option<Pending> = None;
-    let mut pending_ids: Option<PendingIds> = None;
-    // Offsets are of the file: the body starts after the magic.
-    let offset = |d: &Dec<'_>| (MAGIC.len() + d.pos()) as u64;
-    loop {
-        let at = offset(&d);
-        let tag = d.u8()?;
-        // Batches are imported before any other record, and when full.
-        if let Some(p) = &mut pending
-            && (tag != 3 || p.rows.len() >= BATCH)
-        {
-            stats.relations += p.flush(&names[&p.rel_id], &mut sink);
-            pending = None;
+    // Never past the file: `len` bounds every length read from it.
+    let rest = usize::try_from(len).unwrap_or(usize::MAX) - header;
+    match version {
+        1 => {
+            let tail = read_exact(&mut r, rest)?;
+            let (body, footer) = tail.split_at(tail.len() - 8);
+            let mut sum = xxhash_rust::xxh64::Xxh64::new(0);
+            sum.update(&head);
+            sum.update(body);
+            if Dec::new(footer).u64()? != sum.digest() {
+                return Err(Corrupt("checksum mismatch".into()).into());
+            }
+            let mut d = Dec::new(body);
+            if !loader.records(&mut d, header as u64)? {
+                return Err(Corrupt("no end record".into()).into());
+            }
+            if d.remaining() != 0 {
+                return Err(Corrupt("bytes after the end record".into()).into());
+            }
         }
-        if let Some(p) = &mut pending_ids
-            && (tag != 2 || p.ids.len() >= BATCH)
-        {
-            stats.profiles += p.flush(&mut sink);
-            pending_ids = None;
-        }
-        match tag {
-            0 => break,
-            1 => {
-                let def = d.relation_type()?;
-                let (rel_id, props) = (
-                    def.rel_id(),
-                    def.props().map(|(n, _)| n.to_owned()).collect(),
-                );
-                match (sink.apply)(Command::Define(def)) {
-                    Ok(()) => {
-                        names.insert(rel_id, props);
-                        stats.relation_types += 1;
+        2 => {
+            let mut sum = xxhash_rust::xxh64::Xxh64::new(0);
+            sum.update(&head);
+            let mut at = header;
+            loop {
+                let left = rest - (at - header);
+                if left < 4 + 8 {
+                    return Err(Corrupt("truncated: no end record".into()).into());
+                }
+                let n = read_exact(&mut r, 4)?;
+                sum.update(&n);
+                let n = Dec::new(&n).u32()? as usize;
+                if n > MAX_FRAME || n > left - 4 - 8 {
+                    return Err(Corrupt(format!("frame of {n} bytes at offset {at}")).into());
+                }
+                let frame = read_exact(&mut r, n)?;
+                sum.update(&frame);
+                let mut d = Dec::new(&frame);
+                let ended = loader.records(&mut d, (at + 4) as u64)?;
+                at += 4 + n;
+                if ended {
+                    if d.remaining() != 0 {
+                        return Err(Corrupt("bytes after the end record".into()).into());
                     }
-                    Err(e) => (sink.skip)(at, ordinal, format!("relation type: {e}")),
+                    if rest - (at - header) != 8 {
+                        return Err(Corrupt("bytes after the end record".into()).into());
+                    }
+                    let footer = read_exact(&mut r, 8)?;
+                    if Dec::new(&footer).u64()? != sum.digest() {
+                        return Err(Corrupt("checksum mismatch".into()).into());
+                    }
+                    break;
                 }
             }
-            2 => {
-                let db = d.u32()?;
-                let id = d.str()?;
-                let data = match d.u8()? {
-                    0 => None,
-                    1 => Some(d.profile_data()?),
-                    t => return Err(Corrupt(format!("bad profile tag {t}"))),
-                };
-                let Some(data) = data else {
-                    // Id-only: created in batches of a database.
-                    if pending_ids.as_ref().is_some_and(|p| p.db != db)
-                        && let Some(mut p) = pending_ids.take()
-                    {
-                        stats.profiles += p.flush(&mut sink);
-                    }
-                    let p = pending_ids.get_or_insert_with(|| PendingIds {
-                        db,
-                        ids: Vec::new(),
-                        at: Vec::new(),
-                    });
-                    p.ids.push(id);
-                    p.at.push((at, ordinal));
-                    ordinal += 1;
-                    continue;
-                };
-                let import = Command::Import {
-                    db,
-                    id: id.clone(),
-                    data,
-                };
-                match (sink.apply)(import) {
-                    Ok(()) => stats.profiles += 1,
-                    Err(e) => {
-                        (sink.skip)(at, ordinal, format!("profile {id:?} of database {db}: {e}"))
-                    }
-                }
+        }
+        v => {
+            return Err(Corrupt(format!("version {v}, this build reads 1 and {VERSION}")).into());
+        }
+    }
+    Ok((next_seq, loader.stats))
+}
+
+/// The state of a load across frames.
+struct Loader<'a> {
+    sink: Sink<'a>,
+    /// The property names of each relation type defined so far, by index.
+    names: hashbrown::HashMap<u32, Vec<String>>,
+    pending: Option<Pending>,
+    pending_ids: Option<PendingIds>,
+    stats: SnapshotStats,
+    ordinal: u64,
+}
+
+impl Loader<'_> {
+    fn flush_relations(&mut self) {
+        if let Some(mut p) = self.pending.take() {
+            self.stats.relations += p.flush(&self.names[&p.rel_id], &mut self.sink);
+        }
+    }
+
+    fn flush_ids(&mut self) {
+        if let Some(mut p) = self.pending_ids.take() {
+            self.stats.profiles += p.flush(&mut self.sink);
+        }
+    }
+
+    /// Applies the records of `d` (whose first byte is at file offset `base`) until it
+    /// is used up at a record's end (`false`) or the end record (`true`, every batch
+    /// imported).
+    fn records(&mut self, d: &mut Dec<'_>, base: u64) -> Result<bool, Corrupt> {
+        while d.remaining() > 0 {
+            let at = base + d.pos() as u64;
+            let ordinal = self.ordinal;
+            self.ordinal += 1;
+            let tag = d.u8()?;
+            // Gathered batches are imported before any other kind of record.
+            if tag != 3 {
+                self.flush_relations();
             }
-            3 => {
-                let rel_id = d.u32()?;
-                let a = d.str()?;
-                let n = d.count(3)?;
-                let known = names.get(&rel_id).map(Vec::len);
-                if pending.as_ref().is_some_and(|p| p.rel_id != rel_id)
-                    && let Some(mut p) = pending.take()
-                {
-                    stats.relations += p.flush(&names[&p.rel_id], &mut sink);
-                }
-                for _ in 0..n {
-                    let b = d.str()?;
-                    let k = d.u8()?;
-                    let mut weights: Vec<(u8, Value)> = Vec::with_capacity(usize::from(k));
-                    for _ in 0..k {
-                        let i = d.u8()?;
-                        let value = d.value()?;
-                        if known.is_some_and(|props| usize::from(i) >= props) {
-                            return Err(Corrupt(format!("property index {i}")));
+            if tag != 2 {
+                self.flush_ids();
+            }
+            match tag {
+                0 => return Ok(true),
+                1 => {
+                    let def = d.relation_type()?;
+                    let (rel_id, props) = (
+                        def.rel_id(),
+                        def.props().map(|(n, _)| n.to_owned()).collect(),
+                    );
+                    match (self.sink.apply)(Command::Define(def)) {
+                        Ok(()) => {
+                            self.names.insert(rel_id, props);
+                            self.stats.relation_types += 1;
                         }
-                        weights.push((i, value));
+                        Err(e) => (self.sink.skip)(at, ordinal, format!("relation type: {e}")),
                     }
-                    if known.is_none() {
-                        let e = Error::UnknownRelation { rel_id };
-                        (sink.skip)(
-                            at,
-                            ordinal,
-                            format!("relation {rel_id} from {b:?} to {a:?}: {e}"),
-                        );
-                        continue;
-                    }
-                    let p = pending.get_or_insert_with(|| Pending {
-                        rel_id,
-                        rows: Vec::new(),
-                        at: Vec::new(),
-                    });
-                    p.rows.push(BulkRow {
-                        a: a.clone(),
-                        b,
-                        weights,
-                    });
-                    p.at.push((at, ordinal));
                 }
+                2 => self.profile(d, at, ordinal)?,
+                3 => self.target(d, at, ordinal)?,
+                t => return Err(Corrupt(format!("unknown record type {t}"))),
             }
-            t => return Err(Corrupt(format!("unknown record type {t}"))),
         }
-        ordinal += 1;
+        Ok(false)
     }
-    if d.remaining() != 0 {
-        return Err(Corrupt("bytes after the end record".into()));
+
+    fn profile(&mut self, d: &mut Dec<'_>, at: u64, ordinal: u64) -> Result<(), Corrupt> {
+        let db = d.u32()?;
+        let id = d.str()?;
+        let data = match d.u8()? {
+            0 => None,
+            1 => Some(d.profile_data()?),
+            t => return Err(Corrupt(format!("bad profile tag {t}"))),
+        };
+        let Some(data) = data else {
+            // Id-only: created in batches of a database.
+            if self
+                .pending_ids
+                .as_ref()
+                .is_some_and(|p| p.db != db || p.ids.len() >= BATCH)
+            {
+                self.flush_ids();
+            }
+            let p = self.pending_ids.get_or_insert_with(|| PendingIds {
+                db,
+                ids: Vec::new(),
+                at: Vec::new(),
+            });
+            p.ids.push(id);
+            p.at.push((at, ordinal));
+            return Ok(());
+        };
+        self.flush_ids();
+        let import = Command::Import {
+            db,
+            id: id.clone(),
+            data,
+        };
+        match (self.sink.apply)(import) {
+            Ok(()) => self.stats.profiles += 1,
+            Err(e) => {
+                (self.sink.skip)(at, ordinal, format!("profile {id:?} of database {db}: {e}"))
+            }
+        }
+        Ok(())
     }
-    Ok((next_seq, stats))
+
+    fn target(&mut self, d: &mut Dec<'_>, at: u64, ordinal: u64) -> Result<(), Corrupt> {
+        let rel_id = d.u32()?;
+        let a = d.str()?;
+        let n = d.count(3)?;
+        let known = self.names.get(&rel_id).map(Vec::len);
+        // A batch holds one relation type, and whole targets when it can: a full one
+        // is imported when the next recipient starts.
+        if self.pending.as_ref().is_some_and(|p| {
+            p.rel_id != rel_id || (p.rows.len() >= BATCH && p.rows.last().is_some_and(|r| r.a != a))
+        }) {
+            self.flush_relations();
+        }
+        for _ in 0..n {
+            let b = d.str()?;
+            let k = d.u8()?;
+            let mut weights: Vec<(u8, Value)> = Vec::with_capacity(usize::from(k));
+            for _ in 0..k {
+                let i = d.u8()?;
+                let value = d.value()?;
+                if known.is_some_and(|props| usize::from(i) >= props) {
+                    return Err(Corrupt(format!("property index {i}")));
+                }
+                weights.push((i, value));
+            }
+            if known.is_none() {
+                let e = Error::UnknownRelation { rel_id };
+                (self.sink.skip)(
+                    at,
+                    ordinal,
+                    format!("relation {rel_id} from {b:?} to {a:?}: {e}"),
+                );
+                continue;
+            }
+            let p = self.pending.get_or_insert_with(|| Pending {
+                rel_id,
+                rows: Vec::new(),
+                at: Vec::new(),
+            });
+            p.rows.push(BulkRow {
+                a: a.clone(),
+                b,
+                weights,
+            });
+            p.at.push((at, ordinal));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -428,39 +629,53 @@ mod tests {
 
     /// A snapshot whose one relation this version refuses (an empty initiator id,
     /// accepted by no version but written here by hand) loads every other relation
-    /// of the batch around it, and reports that one with its record's place.
+    /// of the batch around it, and reports that one with its record's place: in both
+    /// versions of the format (1: one run of records; 2: framed).
     #[test]
     fn a_refused_relation_is_skipped_and_its_batch_loads() {
-        let mut e = Enc::default();
-        e.buf.extend_from_slice(MAGIC);
-        e.u32(VERSION);
-        e.u64(7);
-        e.u8(1);
-        e.relation_type(&RelationType::new(1, 1, 2).prop("Like", PropSpec::int().sum()));
-        let target_at = (e.buf.len()) as u64;
-        e.u8(3);
-        e.u32(1);
-        e.str("p");
-        e.u32(3);
-        for (b, like) in [("q1", 1), ("", 2), ("q3", 4)] {
-            e.str(b);
-            e.u8(1);
-            e.u8(0);
-            e.value(Value::Int(like));
+        for version in [1u32, 2] {
+            let mut head = Enc::default();
+            head.buf.extend_from_slice(MAGIC);
+            head.u32(version);
+            head.u64(7);
+            let mut records = Enc::default();
+            records.u8(1);
+            records.relation_type(&RelationType::new(1, 1, 2).prop("Like", PropSpec::int().sum()));
+            let target_at = records.buf.len();
+            records.u8(3);
+            records.u32(1);
+            records.str("p");
+            records.u32(3);
+            for (b, like) in [("q1", 1), ("", 2), ("q3", 4)] {
+                records.str(b);
+                records.u8(1);
+                records.u8(0);
+                records.value(Value::Int(like));
+            }
+            records.u8(0);
+            let mut e = head;
+            let base = e.buf.len() + if version == 2 { 4 } else { 0 };
+            if version == 2 {
+                e.u32(records.buf.len() as u32);
+            }
+            e.buf.extend_from_slice(&records.buf);
+            let sum = crate::xxh64(&e.buf);
+            e.u64(sum);
+            let engine = crate::Engine::load_snapshot_bytes(&e.buf).expect("loads");
+            let skipped = engine.recovery_skipped();
+            assert_eq!(skipped.len(), 1, "v{version}: {skipped:?}");
+            assert_eq!(
+                (skipped[0].offset, skipped[0].record),
+                ((base + target_at) as u64, 1),
+                "v{version}"
+            );
+            assert!(skipped[0].reason.contains("profile id"), "{}", skipped[0]);
+            let counter = engine.get_counter(1, "p").expect("p");
+            assert_eq!(counter.total(), 2);
+            assert_eq!(
+                counter.prop("Like").and_then(|p| p.sum()),
+                Some(crate::Sum::Int(5))
+            );
         }
-        e.u8(0);
-        let sum = crate::xxh64(&e.buf);
-        e.u64(sum);
-        let engine = crate::Engine::load_snapshot_bytes(&e.buf).expect("loads");
-        let skipped = engine.recovery_skipped();
-        assert_eq!(skipped.len(), 1, "{skipped:?}");
-        assert_eq!((skipped[0].offset, skipped[0].record), (target_at, 1));
-        assert!(skipped[0].reason.contains("profile id"), "{}", skipped[0]);
-        let counter = engine.get_counter(1, "p").expect("p");
-        assert_eq!(counter.total(), 2);
-        assert_eq!(
-            counter.prop("Like").and_then(|p| p.sum()),
-            Some(crate::Sum::Int(5))
-        );
     }
 }
