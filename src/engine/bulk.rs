@@ -19,6 +19,17 @@ struct Batch {
     rows: Vec<store::BulkRow>,
 }
 
+/// A batch's profiles under every shard lock: each one live, or made (pending) when it
+/// was missing.
+struct Found<'a> {
+    held: Vec<store::Held<'a>>,
+    /// The profiles, in the order they were named.
+    table: Vec<Arc<Profile>>,
+    /// The ones made, with their places in `table`.
+    created: Vec<Arc<Profile>>,
+    missing: Vec<usize>,
+}
+
 impl Engine {
     /// Imports a batch of attaches for relation type `rel_id`: each row is
     /// `(profile_a id, profile_b id, weights)`, meaning exactly what
@@ -167,31 +178,12 @@ impl Engine {
             return Ok(0);
         }
         let threads = crate::parallel::threads_for(rows.len());
-        let (mut held, found) = loop {
-            let held = self.store.lock_all();
-            let found = self.lookup_all(&profiles, threads);
-            // A profile whose delete is under way: let the cascade (which needs these
-            // locks) finish, then look again.
-            if found.iter().any(|l| matches!(l, Lookup::Deleting)) {
-                drop(held);
-                std::thread::yield_now();
-                continue;
-            }
-            break (held, found);
-        };
-        // Missing profiles are created pending (found by no read) until the counters
-        // that name them are published, as with a single attach.
-        let mut table: Vec<Option<Arc<Profile>>> = found.into_iter().map(Lookup::live).collect();
-        let missing: Vec<usize> = (0..table.len()).filter(|&i| table[i].is_none()).collect();
-        let keys = missing
-            .iter()
-            .map(|&i| (profiles[i].key.clone(), profiles[i].hash))
-            .collect();
-        let created = self.directory.create_many(keys, threads)?;
-        for (&i, p) in missing.iter().zip(&created) {
-            table[i] = Some(Arc::clone(p));
-        }
-        let table: Vec<Arc<Profile>> = table.into_iter().flatten().collect();
+        let Found {
+            mut held,
+            table,
+            created,
+            missing,
+        } = self.find_or_make(&profiles, threads)?;
         let logged = self.log(|| Self::bulk_command(schema, &table, &rows));
         if let Err(e) = logged {
             return Err(self.abandon(&created, e));
@@ -238,26 +230,15 @@ impl Engine {
                 })
             })
             .collect::<Result<Vec<Named>, Error>>()?;
-        let (_held, found) = loop {
-            let held = self.store.lock_all();
-            let found = self.lookup_all(&named, crate::parallel::threads_for(named.len()));
-            if found.iter().any(|l| matches!(l, Lookup::Deleting)) {
-                drop(held);
-                std::thread::yield_now();
-                continue;
-            }
-            break (held, found);
-        };
-        let mut missing = Vec::new();
-        for (named, found) in named.into_iter().zip(found) {
-            match found.live() {
-                Some(p) => self.directory.set_data(&p, Default::default()),
-                None => missing.push((named.key, named.hash)),
+        let found = self.find_or_make(&named, crate::parallel::threads_for(named.len()))?;
+        let mut made = found.missing.iter().peekable();
+        for (i, p) in found.table.iter().enumerate() {
+            if made.next_if(|&&m| m == i).is_none() {
+                self.directory.set_data(p, Normalized::default());
             }
         }
-        let threads = crate::parallel::threads_for(missing.len());
-        for p in self.directory.create_many(missing, threads)? {
-            self.directory.activate(&p);
+        for p in &found.created {
+            self.directory.activate(p);
         }
         Ok(())
     }
@@ -282,27 +263,12 @@ impl Engine {
         if named.is_empty() {
             return Ok(());
         }
-        let threads = crate::parallel::threads_for(named.len());
-        let (_held, found) = loop {
-            let held = self.store.lock_all();
-            let found = self.lookup_all(&named, threads);
-            if found.iter().any(|l| matches!(l, Lookup::Deleting)) {
-                drop(held);
-                std::thread::yield_now();
-                continue;
-            }
-            break (held, found);
-        };
-        let mut table: Vec<Option<Arc<Profile>>> = found.into_iter().map(Lookup::live).collect();
-        let missing: Vec<usize> = (0..table.len()).filter(|&i| table[i].is_none()).collect();
-        let keys = missing
-            .iter()
-            .map(|&i| (named[i].key.clone(), named[i].hash))
-            .collect();
-        let created = self.directory.create_many(keys, threads)?;
-        for (&i, p) in missing.iter().zip(&created) {
-            table[i] = Some(Arc::clone(p));
-        }
+        let Found {
+            held: _held,
+            table,
+            created,
+            ..
+        } = self.find_or_make(&named, crate::parallel::threads_for(named.len()))?;
         let logged = self.log(|| {
             Command::Profiles(
                 named
@@ -315,7 +281,7 @@ impl Engine {
         if let Err(e) = logged {
             return Err(self.abandon(&created, e));
         }
-        for (p, d) in table.iter().flatten().zip(data) {
+        for (p, d) in table.iter().zip(data) {
             self.directory.set_data(p, d);
         }
         // Visible by id and by their data at once.
@@ -325,18 +291,44 @@ impl Engine {
         Ok(())
     }
 
-    /// Looks every profile up, on up to `threads` threads.
-    fn lookup_all(&self, profiles: &[Named], threads: usize) -> Vec<Lookup> {
-        let per = profiles.len().div_ceil(threads.max(1)).max(1);
-        let parts: Vec<&[Named]> = profiles.chunks(per).collect();
-        crate::parallel::run(parts, |part| {
-            part.iter()
-                .map(|p| self.directory.lookup(&p.key))
-                .collect::<Vec<_>>()
+    /// Locks every shard and looks every profile up (on up to `threads` threads),
+    /// making the missing ones, pending. A profile whose delete is under way is waited
+    /// for: its cascade, which needs these locks, finishes first.
+    fn find_or_make(&self, named: &[Named], threads: usize) -> Result<Found<'_>, Error> {
+        let per = named.len().div_ceil(threads.max(1)).max(1);
+        let (held, found) = loop {
+            let held = self.store.lock_all();
+            let parts: Vec<&[Named]> = named.chunks(per).collect();
+            let found: Vec<Lookup> = crate::parallel::run(parts, |part| {
+                part.iter()
+                    .map(|p| self.directory.lookup(&p.key))
+                    .collect::<Vec<_>>()
+            })
+            .into_iter()
+            .flatten()
+            .collect();
+            if !found.iter().any(|l| matches!(l, Lookup::Deleting)) {
+                break (held, found);
+            }
+            drop(held);
+            std::thread::yield_now();
+        };
+        let mut table: Vec<Option<Arc<Profile>>> = found.into_iter().map(Lookup::live).collect();
+        let missing: Vec<usize> = (0..table.len()).filter(|&i| table[i].is_none()).collect();
+        let keys = missing
+            .iter()
+            .map(|&i| (named[i].key.clone(), named[i].hash))
+            .collect();
+        let created = self.directory.create_many(keys, threads)?;
+        for (&i, p) in missing.iter().zip(&created) {
+            table[i] = Some(Arc::clone(p));
+        }
+        Ok(Found {
+            held,
+            table: table.into_iter().flatten().collect(),
+            created,
+            missing,
         })
-        .into_iter()
-        .flatten()
-        .collect()
     }
 
     /// The log record of a batch: profiles by id, weights by property index.
