@@ -129,9 +129,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Decoded<Command> {
         },
         8 => {
             let rel_id = d.u32()?;
-            let names = (0..d.count(4)?).map(|_| d.str()).collect::<Decoded<_>>()?;
-            // A row is at least two 4-byte lengths and a weight count.
-            let rows = (0..d.count(9)?)
+            // A name is at least its 2-byte length; a row at least two ids' 2-byte
+            // lengths and a weight count. (A tighter bound refused records the log had
+            // acknowledged: 1-letter names, rows of short ids without weights.)
+            let names = (0..d.count(2)?).map(|_| d.str()).collect::<Decoded<_>>()?;
+            let rows = (0..d.count(5)?)
                 .map(|_| {
                     let (a, b) = (d.str()?, d.str()?);
                     let weights = (0..d.u8()?)
@@ -147,8 +149,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Decoded<Command> {
             }
         }
         9 => {
-            // A profile is at least a database, an id's length and its data's tags.
-            let items = (0..d.count(10)?)
+            // A profile is at least a database (4 bytes), an id's length (2), two
+            // absent options (2) and two counts (8).
+            let items = (0..d.count(16)?)
                 .map(|_| Ok((d.u32()?, d.str()?, d.profile_data()?)))
                 .collect::<Decoded<_>>()?;
             Command::Profiles(items)
@@ -669,6 +672,29 @@ mod tests {
                     },
                 ],
             },
+            // The smallest encodings of each count's items: 1-letter names, rows of
+            // 1-letter ids without weights, an empty profile.
+            Command::Bulk {
+                rel_id: 1,
+                names: (b'A'..=b'Z').map(|c| char::from(c).to_string()).collect(),
+                rows: vec![crate::command::BulkRow {
+                    a: "a".into(),
+                    b: "b".into(),
+                    weights: vec![(0, Value::Int(1))],
+                }],
+            },
+            Command::Bulk {
+                rel_id: 1,
+                names: vec![],
+                rows: (0..50)
+                    .map(|i| crate::command::BulkRow {
+                        a: "a".into(),
+                        b: char::from(b'a' + i % 26).to_string(),
+                        weights: vec![],
+                    })
+                    .collect(),
+            },
+            Command::Profiles(vec![(1, "p".into(), ProfileData::default()); 20]),
             Command::Profiles(vec![
                 (1, "p".into(), ProfileData::default()),
                 (
