@@ -94,3 +94,47 @@ fn large_batches_equal_one_attach_at_a_time() {
     }
     run(3, Engine::builder().shards(1).build());
 }
+
+/// Found by review: a profile a batch created that was a recipient in it and also an
+/// initiator (here a self-relation) became visible before its counters were
+/// published, so a reader found it live with no relation, which the same attaches
+/// one by one never show. A reader polling it during the batch now sees it missing
+/// or with its relation, nothing between.
+#[test]
+fn a_created_recipient_is_never_found_without_its_relation() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let engine = Engine::builder().shards(4).build();
+    engine
+        .define(relcount::RelationType::new(2, 2, 2).prop("W", relcount::PropSpec::int()))
+        .expect("schema");
+    for round in 0..3 {
+        let p = format!("P{round}");
+        let stop = AtomicBool::new(false);
+        let empty = std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut empty = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if engine
+                        .get_counter(2, p.as_str())
+                        .is_ok_and(|c| c.total() == 0)
+                    {
+                        empty += 1;
+                    }
+                }
+                empty
+            });
+            let w = [("W", Value::Int(1))];
+            let rows = std::iter::once((p.clone(), p.clone(), w)).chain(
+                (0..60_000).map(|i| (format!("a{round}_{}", i % 3000), format!("b{round}_{i}"), w)),
+            );
+            engine.import_relations(2, rows).expect("import");
+            stop.store(true, Ordering::Relaxed);
+            reader.join().expect("reader")
+        });
+        assert_eq!(
+            empty, 0,
+            "round {round}: found live with no relation {empty} times"
+        );
+        assert_eq!(engine.get_counter(2, p.as_str()).expect("P").total(), 1);
+    }
+}

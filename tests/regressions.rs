@@ -738,7 +738,9 @@ fn a_bulk_of_short_weightless_rows_survives_a_restart() {
             .expect("schema");
         let rows = (1..100).map(|i| (i.to_string(), (100 - i).to_string(), none));
         assert_eq!(engine.import_relations(1, rows).expect("import"), 99);
-        engine.attach(1, "later", "x", &none).expect("a later write");
+        engine
+            .attach(1, "later", "x", &none)
+            .expect("a later write");
     }
     let engine = Engine::builder()
         .open(&dir, relcount::SyncPolicy::Always)

@@ -46,10 +46,12 @@ impl Engine {
     ///
     /// It is far faster than one attach a row: each recipient's counters are computed
     /// once for the batch, from its relations, and the batch is applied on all cores,
-    /// a set of shards each. Writers wait while it is applied (it holds every shard
-    /// lock); readers never do. A reader sees each recipient's counters before the
-    /// batch or after it, never between, but may see one recipient's new counters
-    /// before another's. Memory: the batch's rows are held until it is applied, so
+    /// a set of shards each. It holds every shard lock from the lookup of its
+    /// profiles to the end (its log append included), so writers wait meanwhile, and
+    /// so does [`list`](Self::list), which takes a recipient's shard lock for a moment;
+    /// [`get_counter`](Self::get_counter) never waits. A reader sees each recipient's
+    /// counters before the batch or after it, never between, but may see one
+    /// recipient's new counters before another's. Memory: the batch's rows are held until it is applied, so
     /// feed a large backfill in batches (100,000 rows is a good size).
     ///
     /// # Errors
@@ -188,15 +190,20 @@ impl Engine {
         if let Err(e) = logged {
             return Err(self.abandon(&created, e));
         }
-        // Created initiators become visible before the counters that name them;
-        // created recipients that initiate nothing in the batch, after theirs.
-        let mut initiator = vec![false; table.len()];
+        // As with a single attach: a created recipient becomes visible just after its
+        // counters are published (it is never found without them), and a created
+        // profile that only initiates, just before the counters that name it. A
+        // created profile that is both (a self-relation, or a recipient that also
+        // initiates another row) counts as a recipient, as a self-relation does in
+        // `attach`: another recipient's top list may name it a moment before it is
+        // found.
+        let mut recipient = vec![false; table.len()];
         for row in &rows {
-            initiator[row.b as usize] = true;
+            recipient[row.a as usize] = true;
         }
         let activate = |early: bool| {
             for (p, &i) in created.iter().zip(&missing) {
-                if initiator[i] == early {
+                if recipient[i] != early {
                     self.directory.activate(p);
                 }
             }

@@ -182,7 +182,7 @@ impl Engine {
     /// (recovery restores all of it or none). An id given twice ends with its last
     /// data. Each profile is replaced atomically; readers may see some of the batch
     /// before the rest. The batch is applied in bulk, holding every shard lock: writers
-    /// wait meanwhile, readers never do.
+    /// and `list` wait meanwhile, `get_counter` and lookups never do.
     ///
     /// # Errors
     ///
