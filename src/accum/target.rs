@@ -487,6 +487,21 @@ mod tests {
         Arc::new(Schema::compile(def).expect("schema"))
     }
 
+    /// A directory with recipient `a` and initiator `b`, and `a`'s empty target.
+    fn one_pair() -> (
+        crate::directory::Directory,
+        Arc<Schema>,
+        Arc<Profile>,
+        Target,
+    ) {
+        let directory = crate::directory::Directory::for_test();
+        let schema = schema();
+        let a = directory.create_for_test(1, "a", 7);
+        let b = directory.create_for_test(2, "b", 7);
+        let target = Target::new(&schema, &a);
+        (directory, schema, b, target)
+    }
+
     fn record(schema: &Schema, v: i64) -> Record {
         let changes = Changes::from_slice(&[(0, Value::Int(v)), (1, Value::Bool(v % 2 == 0))]);
         Record::next(schema, None, crate::record::WriteKind::Attach, &changes).expect("record")
@@ -564,13 +579,7 @@ mod tests {
     /// The room a batch does not use is given back.
     #[test]
     fn a_batch_of_repeats_keeps_no_spare_room() {
-        let directory = crate::directory::Directory::for_test();
-        let schema = schema();
-        let (a, b) = (
-            directory.create_for_test(1, "a", 7),
-            directory.create_for_test(2, "b", 7),
-        );
-        let mut target = Target::new(&schema, &a);
+        let (directory, schema, b, mut target) = one_pair();
         let rec = record(&schema, 5);
         let rows: Vec<(u32, &Arc<Profile>, &Record)> =
             (0..1000).map(|_| (b.slot, &b, &rec)).collect();
@@ -589,13 +598,7 @@ mod tests {
     /// them shared, and the holder never sees a later write.
     #[test]
     fn shared_relations_are_copied_only_by_a_change() {
-        let directory = crate::directory::Directory::for_test();
-        let schema = schema();
-        let (a, b) = (
-            directory.create_for_test(1, "a", 7),
-            directory.create_for_test(2, "b", 7),
-        );
-        let mut target = Target::new(&schema, &a);
+        let (directory, schema, b, mut target) = one_pair();
         target.apply(&b, Some(record(&schema, 5)), 4, directory.slot_table());
         let held = Arc::clone(target.relations());
         target.apply(&b, Some(record(&schema, 5)), 4, directory.slot_table());

@@ -161,12 +161,7 @@ impl Store {
     ) {
         let key = (schema.rel_id(), pa.slot);
         let shard = locked.shard(shard_a);
-        let shared = !shard.targets.contains_key(&key) && self.share_key(shard, key.0, pa);
-        let target = shard
-            .targets
-            .entry(key)
-            .or_insert_with(|| Target::new(schema, pa));
-        target.shares_key |= shared;
+        let target = self.target_of(shard, schema, pa, key);
         let shared = target.shares_key;
         let before = target.len();
         let view = target.apply(pb, record, self.index_above, &self.slots);
@@ -234,12 +229,7 @@ impl Store {
         for run in mine.chunk_by(|&x, &y| row(x).a == row(y).a) {
             let a = row(run[0]).a as usize;
             let (pa, key) = (&ends.profiles[a], (schema.rel_id(), ends.slots[a]));
-            let shared = !shard.targets.contains_key(&key) && self.share_key(shard, key.0, pa);
-            let target = shard
-                .targets
-                .entry(key)
-                .or_insert_with(|| Target::new(schema, pa));
-            target.shares_key |= shared;
+            let target = self.target_of(shard, schema, pa, key);
             let shared = target.shares_key;
             let before = target.len();
             pairs.clear();
@@ -254,6 +244,24 @@ impl Store {
             }
             self.publish(shard, key, before, view, shared);
         }
+    }
+
+    /// `pa`'s target under `key` in its (locked) shard, made when it has none (and
+    /// then marked if another recipient's counters share its published key).
+    fn target_of<'s>(
+        &self,
+        shard: &'s mut Shard,
+        schema: &Arc<Schema>,
+        pa: &Arc<Profile>,
+        key: TargetKey,
+    ) -> &'s mut Target {
+        let shared = !shard.targets.contains_key(&key) && self.share_key(shard, key.0, pa);
+        let target = shard
+            .targets
+            .entry(key)
+            .or_insert_with(|| Target::new(schema, pa));
+        target.shares_key |= shared;
+        target
     }
 
     /// Before `pa` gets a target for `rel_id`: if other recipients' counters are
