@@ -101,16 +101,22 @@ impl EngineBuilder {
             expected = seq + 1;
             let mut reader = log::LogReader::open(&path)?;
             let mut n = 0u64;
+            // Writes and detaches gathered to replay in parallel (see `replay`).
+            let mut run: Vec<Logged> = Vec::new();
             loop {
-                match reader.next()? {
+                let next = reader.next()?;
+                let pairwise = matches!(
+                    next,
+                    log::Next::Record(_, Command::Write { .. } | Command::Detach { .. })
+                );
+                if !pairwise || run.len() >= REPLAY_RUN {
+                    engine.replay(std::mem::take(&mut run), &path);
+                }
+                match next {
                     log::Next::Record(offset, command) => {
-                        if let Err(e) = engine.execute(command) {
-                            engine.note_skipped(Skipped {
-                                file: path.clone(),
-                                offset,
-                                record: n,
-                                reason: e.to_string(),
-                            });
+                        run.push((n, offset, command));
+                        if !pairwise {
+                            engine.replay(std::mem::take(&mut run), &path);
                         }
                         n += 1;
                     }
@@ -140,6 +146,12 @@ impl EngineBuilder {
         Ok(engine)
     }
 }
+
+/// A logged command with its ordinal and byte offset in its log.
+type Logged = (u64, u64, Command);
+
+/// Most writes gathered into one parallel replay.
+const REPLAY_RUN: usize = 1 << 16;
 
 /// `path` with its directory made absolute and free of links, whether or not the file
 /// exists yet.
@@ -175,6 +187,48 @@ impl Engine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Replays a run of logged commands, in order where order matters: writes and
+    /// detaches (each about one pair) are dealt to threads by their recipient's shard,
+    /// so the commands of one pair keep their order on one thread, while commands of
+    /// different pairs (which commute: a profile either creates is the same profile)
+    /// run in parallel. Any other command comes alone. A refused command is noted as
+    /// skipped, in log order.
+    fn replay(&self, run: Vec<Logged>, file: &Path) {
+        let threads = crate::parallel::threads_for(run.len());
+        let mut parts: Vec<Vec<Logged>> = (0..threads).map(|_| Vec::new()).collect();
+        for logged in run {
+            let part = match &logged.2 {
+                Command::Write { rel_id, a, .. } | Command::Detach { rel_id, a, .. } => self
+                    .schema(*rel_id)
+                    .and_then(|s| self.name(s.db_a(), a))
+                    .map_or(0, |named| named.shard % threads),
+                _ => 0,
+            };
+            parts[part].push(logged);
+        }
+        let mut refused: Vec<Skipped> = crate::parallel::run(parts, |part| {
+            let mut refused = Vec::new();
+            for (record, offset, command) in part {
+                if let Err(e) = self.execute(command) {
+                    refused.push(Skipped {
+                        file: file.to_path_buf(),
+                        offset,
+                        record,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+            refused
+        })
+        .into_iter()
+        .flatten()
+        .collect();
+        refused.sort_by_key(|s| s.record);
+        for skipped in refused {
+            self.note_skipped(skipped);
+        }
     }
 
     /// Notes a record recovery skipped.
