@@ -99,45 +99,33 @@ impl EngineBuilder {
                 ));
             }
             expected = seq + 1;
-            let mut reader = log::LogReader::open(&path)?;
-            let mut n = 0u64;
-            // Writes and detaches gathered to replay in parallel (see `replay`).
-            let mut run: Vec<Logged> = Vec::new();
-            loop {
-                let next = reader.next()?;
-                let pairwise = matches!(
-                    next,
-                    log::Next::Record(_, Command::Write { .. } | Command::Detach { .. })
-                );
-                if !pairwise || run.len() >= REPLAY_RUN {
-                    engine.replay(std::mem::take(&mut run), &path);
-                }
-                match next {
-                    log::Next::Record(offset, command) => {
-                        run.push((n, offset, command));
-                        if !pairwise {
-                            engine.replay(std::mem::take(&mut run), &path);
-                        }
-                        n += 1;
-                    }
-                    log::Next::End => break,
-                    log::Next::Torn(good_len) => {
-                        // A torn record ends the logs, unless a later log holds records.
-                        let later_records = seqs[i + 1..].iter().any(|&s| {
-                            std::fs::metadata(log::log_path(dir, s)).map_or(true, |m| m.len() > 0)
-                        });
-                        if later_records {
-                            return Err(storage(
-                                path.display(),
-                                format!("corrupted record at byte {good_len}, before the last log"),
-                            ));
-                        }
-                        // A crash mid-append: the records before it are all there is.
-                        drop(reader);
-                        log::truncate(&path, good_len)?;
-                        break;
+            let reader = log::LogReader::open(&path)?;
+            // One thread reads and decodes the log into runs while this one replays
+            // them (see `replay`).
+            let torn = std::thread::scope(|s| {
+                let (tx, rx) = std::sync::mpsc::sync_channel(2);
+                s.spawn(move || read_runs(reader, &tx));
+                for piece in rx {
+                    match piece? {
+                        Piece::Run(run) => engine.replay(run, &path),
+                        Piece::End(torn) => return Ok(torn),
                     }
                 }
+                Ok::<_, Error>(None)
+            })?;
+            if let Some(good_len) = torn {
+                // A torn record ends the logs, unless a later log holds records.
+                let later_records = seqs[i + 1..].iter().any(|&s| {
+                    std::fs::metadata(log::log_path(dir, s)).map_or(true, |m| m.len() > 0)
+                });
+                if later_records {
+                    return Err(storage(
+                        path.display(),
+                        format!("corrupted record at byte {good_len}, before the last log"),
+                    ));
+                }
+                // A crash mid-append: the records before it are all there is.
+                log::truncate(&path, good_len)?;
             }
             current = seq;
         }
@@ -152,6 +140,54 @@ type Logged = (u64, u64, Command);
 
 /// Most writes gathered into one parallel replay.
 const REPLAY_RUN: usize = 1 << 16;
+
+/// What the log's reading thread hands to the replay: a run of records, then the
+/// end (with the offset of a torn record, if the log ends in one).
+enum Piece {
+    Run(Vec<Logged>),
+    End(Option<u64>),
+}
+
+/// Reads a log into runs for `replay`: writes and detaches gathered (up to
+/// [`REPLAY_RUN`]), every other record a run of its own; then the end. Stops early
+/// when the receiver is gone.
+fn read_runs(mut reader: log::LogReader, tx: &std::sync::mpsc::SyncSender<Result<Piece, Error>>) {
+    let mut run: Vec<Logged> = Vec::new();
+    let mut n = 0u64;
+    loop {
+        let next = match reader.next() {
+            Ok(next) => next,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        let pairwise = matches!(
+            next,
+            log::Next::Record(_, Command::Write { .. } | Command::Detach { .. })
+        );
+        if (!pairwise || run.len() >= REPLAY_RUN)
+            && !run.is_empty()
+            && tx.send(Ok(Piece::Run(std::mem::take(&mut run)))).is_err()
+        {
+            return;
+        }
+        let end = match next {
+            log::Next::Record(offset, command) => {
+                run.push((n, offset, command));
+                n += 1;
+                if pairwise || tx.send(Ok(Piece::Run(std::mem::take(&mut run)))).is_ok() {
+                    continue;
+                }
+                return;
+            }
+            log::Next::End => None,
+            log::Next::Torn(good_len) => Some(good_len),
+        };
+        let _ = tx.send(Ok(Piece::End(end)));
+        return;
+    }
+}
 
 /// `path` with its directory made absolute and free of links, whether or not the file
 /// exists yet.
