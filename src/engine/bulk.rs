@@ -227,7 +227,7 @@ impl Engine {
     /// would, so an existing one loses its data. All or nothing: a refused id is
     /// [`Error::InRow`]. Not logged (a snapshot load has no log).
     pub(crate) fn import_ids(&self, db: u32, ids: &[String]) -> Result<(), Error> {
-        let named = ids
+        let mut named = ids
             .iter()
             .enumerate()
             .map(|(row, id)| {
@@ -237,6 +237,10 @@ impl Engine {
                 })
             })
             .collect::<Result<Vec<Named>, Error>>()?;
+        // An id given twice is one profile (made once: `create_many` takes each
+        // missing key once).
+        let mut seen = hashbrown::HashSet::new();
+        named.retain(|n| seen.insert(n.key.clone()));
         let found = self.find_or_make(&named, crate::parallel::threads_for(named.len()))?;
         let mut made = found.missing.iter().peekable();
         for (i, p) in found.table.iter().enumerate() {

@@ -135,6 +135,9 @@ impl EngineBuilder {
     }
 }
 
+/// Most skipped records listed (see `Engine::note_skipped`).
+const MAX_SKIPPED: usize = 10_000;
+
 /// A logged command with its ordinal and byte offset in its log.
 type Logged = (u64, u64, Command);
 
@@ -216,7 +219,8 @@ impl Engine {
     /// The records recovery skipped because this version refuses them (see
     /// [`EngineBuilder::open`]): empty unless a data directory or snapshot written by
     /// an earlier version holds something this one no longer accepts. A host should
-    /// log them.
+    /// log them. At most the first 10,000 are listed, then one entry saying more were
+    /// skipped.
     #[must_use]
     pub fn recovery_skipped(&self) -> Vec<Skipped> {
         self.skipped
@@ -267,12 +271,20 @@ impl Engine {
         }
     }
 
-    /// Notes a record recovery skipped.
+    /// Notes a record recovery skipped: the first [`MAX_SKIPPED`], then one entry
+    /// saying more were skipped, so a hostile file cannot grow the list without bound.
     fn note_skipped(&self, skipped: Skipped) {
-        self.skipped
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(skipped);
+        let mut list = self.skipped.lock().unwrap_or_else(|e| e.into_inner());
+        match list.len() {
+            n if n < MAX_SKIPPED => list.push(skipped),
+            n if n == MAX_SKIPPED => list.push(Skipped {
+                reason: format!(
+                    "more records were skipped; only the first {MAX_SKIPPED} are listed"
+                ),
+                ..skipped
+            }),
+            _ => {}
+        }
     }
 
     /// Loads a snapshot into this new engine: `load` decodes it (from `file`, named

@@ -17,6 +17,7 @@ use super::{storage, sync_dir};
 use crate::command::{BulkRow, Command};
 use crate::directory::{FrozenProfile, Profile};
 use crate::error::Error;
+use crate::profile_id::ProfileId;
 use crate::schema::{RelationType, Value};
 use crate::store;
 
@@ -274,7 +275,7 @@ impl PendingIds {
             ids,
             |part| make(db, part),
             |i, e| {
-                let what = format!("profile {:?} of database {db}", ids[i]);
+                let what = format!("profile {:?} of database {db}", clip(&ids[i]));
                 skip(at[i].0, at[i].1, format!("{what}: {e}"));
             },
         )
@@ -331,11 +332,25 @@ impl Pending {
             rows,
             |part| bulk(rel_id, names, part),
             |i, e| {
-                let what = format!("relation {rel_id} from {:?} to {:?}", rows[i].b, rows[i].a);
+                let what = format!(
+                    "relation {rel_id} from {:?} to {:?}",
+                    clip(&rows[i].b),
+                    clip(&rows[i].a)
+                );
                 skip(at[i].0, at[i].1, format!("{what}: {e}"));
             },
         )
     }
+}
+
+/// At most the first 64 bytes of `id`, for a message about an id that may be far
+/// longer than any valid one.
+fn clip(id: &str) -> &str {
+    let mut end = id.len().min(crate::MAX_PROFILE_ID_LEN);
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    &id[..end]
 }
 
 /// Why a load stopped: the file is not a whole snapshot, or it could not be read.
@@ -591,12 +606,28 @@ impl Loader<'_> {
         let a = d.str()?;
         let n = d.count(3)?;
         let known = self.names.get(&rel_id).map(Vec::len);
+        // A recipient id no version accepts refuses the whole record, reported once
+        // (its rows are read past, never gathered: a hostile file cannot make them
+        // cost more than their bytes).
+        let refused = ProfileId::new(&a)
+            .err()
+            .or_else(|| known.is_none().then_some(Error::UnknownRelation { rel_id }));
         // A batch holds one relation type, and whole targets when it can: a full one
-        // is imported when the next recipient starts.
+        // is imported when the next recipient starts, or mid-target at four times the
+        // size, so one huge target never gathers whole.
         if self.pending.as_ref().is_some_and(|p| {
-            p.rel_id != rel_id || (p.rows.len() >= BATCH && p.rows.last().is_some_and(|r| r.a != a))
+            p.rel_id != rel_id
+                || (p.rows.len() >= BATCH && p.rows.last().is_some_and(|r| r.a != a))
+                || p.rows.len() >= 4 * BATCH
         }) {
             self.flush_relations();
+        }
+        if let Some(e) = &refused {
+            (self.sink.skip)(
+                at,
+                ordinal,
+                format!("{n} relations of {rel_id} to {:?}: {e}", clip(&a)),
+            );
         }
         for _ in 0..n {
             let b = d.str()?;
@@ -610,13 +641,7 @@ impl Loader<'_> {
                 }
                 weights.push((i, value));
             }
-            if known.is_none() {
-                let e = Error::UnknownRelation { rel_id };
-                (self.sink.skip)(
-                    at,
-                    ordinal,
-                    format!("relation {rel_id} from {b:?} to {a:?}: {e}"),
-                );
+            if refused.is_some() {
                 continue;
             }
             let p = self.pending.get_or_insert_with(|| Pending {
@@ -680,6 +705,85 @@ mod tests {
                 "pattern {pattern}: {checked} checked"
             );
         }
+    }
+
+    /// A version-2 snapshot of `records` (which end with the end record), one frame.
+    fn framed(records: &Enc) -> Vec<u8> {
+        let mut e = Enc::default();
+        e.buf.extend_from_slice(MAGIC);
+        e.u32(2);
+        e.u64(0);
+        e.u32(records.buf.len() as u32);
+        e.buf.extend_from_slice(&records.buf);
+        let sum = crate::xxh64(&e.buf);
+        e.u64(sum);
+        e.buf
+    }
+
+    /// Found by review: a 120 KB file of one target record (a 60,000-byte recipient
+    /// id, 20,000 rows of 3 bytes) grew the load by 2.4 GB: each row copied the id,
+    /// and each refusal kept a message holding it. The record is now refused whole,
+    /// its rows read past, with one bounded message.
+    #[test]
+    fn a_hostile_target_record_costs_no_more_than_its_bytes() {
+        let mut r = Enc::default();
+        r.u8(1);
+        r.relation_type(&RelationType::new(1, 1, 2));
+        r.u8(3);
+        r.u32(1);
+        r.str(&"a".repeat(60_000));
+        r.u32(20_000);
+        for _ in 0..20_000 {
+            r.str("");
+            r.u8(0);
+        }
+        r.u8(0);
+        let engine = crate::Engine::load_snapshot_bytes(&framed(&r)).expect("loads");
+        let skipped = engine.recovery_skipped();
+        assert_eq!(skipped.len(), 1, "one entry for the record");
+        assert!(skipped[0].reason.len() < 300, "{}", skipped[0].reason.len());
+        assert!(skipped[0].reason.contains("profile id"), "{}", skipped[0]);
+        assert_eq!(engine.relation_count(), 0);
+    }
+
+    /// Found by review: an id-only profile listed twice became two profiles (one a
+    /// ghost, counted live, its slot leaked). It is one profile.
+    #[test]
+    fn an_id_only_profile_listed_twice_is_one_profile() {
+        let mut r = Enc::default();
+        for _ in 0..2 {
+            r.u8(2);
+            r.u32(1);
+            r.str("x");
+            r.u8(0);
+        }
+        r.u8(0);
+        let engine = crate::Engine::load_snapshot_bytes(&framed(&r)).expect("loads");
+        assert_eq!(engine.profile_count(), 1);
+        engine.delete_profile(1, "x").expect("delete");
+        assert_eq!(engine.profile_count(), 0);
+    }
+
+    /// Refused records are listed up to a bound, then one entry says more were
+    /// skipped: a file cannot grow the list without bound.
+    #[test]
+    fn the_skipped_list_is_bounded() {
+        let mut r = Enc::default();
+        for _ in 0..10_050 {
+            r.u8(3);
+            r.u32(9);
+            r.str("a");
+            r.u32(0);
+        }
+        r.u8(0);
+        let engine = crate::Engine::load_snapshot_bytes(&framed(&r)).expect("loads");
+        let skipped = engine.recovery_skipped();
+        assert_eq!(skipped.len(), 10_001);
+        assert!(
+            skipped[10_000].reason.contains("only the first 10000"),
+            "{}",
+            skipped[10_000]
+        );
     }
 
     /// A snapshot whose one relation this version refuses (an empty initiator id,
