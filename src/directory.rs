@@ -288,6 +288,7 @@ impl Directory {
             .collect())
     }
 
+    /// Makes a created profile visible, with everything published for it so far.
     pub(crate) fn activate(&self, profile: &Profile) {
         debug_assert!(profile.life.is_pending());
         self.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
