@@ -135,6 +135,16 @@ impl EngineBuilder {
     }
 }
 
+/// A batch's answer as the snapshot loader takes it: which row was refused, if one
+/// was (`Error::InRow`), or that the whole batch was.
+fn refused<T>(done: Result<T, Error>) -> snapshot::Refused {
+    match done {
+        Ok(_) => Ok(()),
+        Err(Error::InRow { row, error }) => Err((Some(row), *error)),
+        Err(e) => Err((None, e)),
+    }
+}
+
 /// Most skipped records listed (see `Engine::note_skipped`).
 const MAX_SKIPPED: usize = 10_000;
 
@@ -297,16 +307,8 @@ impl Engine {
     ) -> Result<u64, Error> {
         load(snapshot::Sink {
             apply: &mut |command| self.execute(command),
-            bulk: &mut |rel_id, names, rows| match self.import_logged(rel_id, names, rows) {
-                Ok(_) => Ok(()),
-                Err(Error::InRow { row, error }) => Err((Some(row), *error)),
-                Err(e) => Err((None, e)),
-            },
-            ids: &mut |db, ids| match self.import_ids(db, ids) {
-                Ok(()) => Ok(()),
-                Err(Error::InRow { row, error }) => Err((Some(row), *error)),
-                Err(e) => Err((None, e)),
-            },
+            bulk: &mut |rel_id, names, rows| refused(self.import_logged(rel_id, names, rows)),
+            ids: &mut |db, ids| refused(self.import_ids(db, ids)),
             skip: &mut |offset, record, reason| {
                 self.note_skipped(Skipped {
                     file: file.to_path_buf(),

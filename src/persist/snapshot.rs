@@ -707,17 +707,26 @@ mod tests {
         }
     }
 
-    /// A version-2 snapshot of `records` (which end with the end record), one frame.
-    fn framed(records: &Enc) -> Vec<u8> {
+    /// A snapshot of `records` (which end with the end record) in `version` (2: one
+    /// frame), and the file offset the records start at.
+    fn snapshot_of(version: u32, records: &Enc) -> (Vec<u8>, usize) {
         let mut e = Enc::default();
         e.buf.extend_from_slice(MAGIC);
-        e.u32(2);
+        e.u32(version);
         e.u64(0);
-        e.u32(records.buf.len() as u32);
+        if version == 2 {
+            e.u32(records.buf.len() as u32);
+        }
+        let base = e.buf.len();
         e.buf.extend_from_slice(&records.buf);
         let sum = crate::xxh64(&e.buf);
         e.u64(sum);
-        e.buf
+        (e.buf, base)
+    }
+
+    /// A version-2 snapshot of `records`, one frame.
+    fn framed(records: &Enc) -> Vec<u8> {
+        snapshot_of(2, records).0
     }
 
     /// Found by review: a 120 KB file of one target record (a 60,000-byte recipient
@@ -793,10 +802,6 @@ mod tests {
     #[test]
     fn a_refused_relation_is_skipped_and_its_batch_loads() {
         for version in [1u32, 2] {
-            let mut head = Enc::default();
-            head.buf.extend_from_slice(MAGIC);
-            head.u32(version);
-            head.u64(7);
             let mut records = Enc::default();
             records.u8(1);
             records.relation_type(&RelationType::new(1, 1, 2).prop("Like", PropSpec::int().sum()));
@@ -812,15 +817,8 @@ mod tests {
                 records.value(Value::Int(like));
             }
             records.u8(0);
-            let mut e = head;
-            let base = e.buf.len() + if version == 2 { 4 } else { 0 };
-            if version == 2 {
-                e.u32(records.buf.len() as u32);
-            }
-            e.buf.extend_from_slice(&records.buf);
-            let sum = crate::xxh64(&e.buf);
-            e.u64(sum);
-            let engine = crate::Engine::load_snapshot_bytes(&e.buf).expect("loads");
+            let (bytes, base) = snapshot_of(version, &records);
+            let engine = crate::Engine::load_snapshot_bytes(&bytes).expect("loads");
             let skipped = engine.recovery_skipped();
             assert_eq!(skipped.len(), 1, "v{version}: {skipped:?}");
             assert_eq!(
