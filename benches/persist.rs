@@ -188,4 +188,53 @@ fn main() {
         drop(e);
         std::fs::remove_dir_all(&d).ok();
     }
+
+    // Group commit: under `always`, writers waiting on one fsync share the next. Two
+    // workloads: each writer its own recipients (writes never wait on each other's
+    // locks), and the Zipf workload (a write to a busy recipient holds its lock until
+    // its fsync ends, so the next write to it waits for that fsync: writes to one
+    // recipient commit one at a time, as updates of one row do in PostgreSQL).
+    println!("fsync always, attach throughput by writer threads (group commit):");
+    for zipf in [false, true] {
+        let mut one = 0.0;
+        for threads in [1usize, 8] {
+            let d = dir(&format!("group-{threads}-{zipf}"));
+            let e = Engine::builder()
+                .open(&d, SyncPolicy::Always)
+                .expect("open");
+            e.define(Workload::seed_schema(w.rel_id)).expect("schema");
+            let count = (always_n * threads).min(rels.len());
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                for (k, part) in rels[..count].chunks(count.div_ceil(threads)).enumerate() {
+                    let (e, w) = (&e, &w);
+                    s.spawn(move || {
+                        if zipf {
+                            return attach_all(e, w, part);
+                        }
+                        for (i, r) in part.iter().enumerate() {
+                            let a = format!("writer{k}-{i}");
+                            e.attach(w.rel_id, a.as_str(), r.b.as_str(), &r.weights())
+                                .expect("attach");
+                        }
+                    });
+                }
+            });
+            let per_s = count as f64 / t.elapsed().as_secs_f64();
+            if threads == 1 {
+                one = per_s;
+            }
+            println!(
+                "  {}, {threads} writer(s): {per_s:>8.0} attaches/s ({:.2}x one writer)",
+                if zipf {
+                    "Zipf workload"
+                } else {
+                    "own recipients"
+                },
+                per_s / one
+            );
+            drop(e);
+            std::fs::remove_dir_all(&d).ok();
+        }
+    }
 }

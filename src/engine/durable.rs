@@ -596,6 +596,107 @@ mod fault_tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
+    /// `n` ids that live in `n` different shards: `n / 2` writers from the second
+    /// half to the first never wait on each other's locks.
+    fn apart(engine: &Engine, n: usize) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        (0..)
+            .map(|i| format!("r{i:06}")) // one length: every write's record is as long
+            .filter(|id| seen.insert(engine.store.shard_of(crate::xxh64(id.as_bytes()))))
+            .take(n)
+            .collect()
+    }
+
+    /// Runs a strengthen from each id of the second half of `ids` to its peer in the
+    /// first half, each on its own thread, while the first one's fsync is held until
+    /// every record is written; then lets the fsync go. Returns each write's result.
+    fn held_group(engine: &Engine, ids: &[String]) -> Vec<Result<(), Error>> {
+        let log = engine.log.get().expect("a durable engine");
+        let (release, hold) = std::sync::mpsc::channel();
+        *faults(engine).hold_sync.lock().expect("faults") = Some(hold);
+        let (before, syncs) = (log.len(), log.syncs());
+        std::thread::scope(|s| {
+            let n = ids.len() / 2;
+            let write = move |i: usize| {
+                let (a, b) = (ids[i].as_str(), ids[n + i].as_str());
+                engine.strengthen(1, a, b, &[("Like", Value::Int(1))])
+            };
+            let first = s.spawn(move || write(0));
+            // The first writer leads; its fsync is held until the rest have written.
+            while log.syncs() == syncs {
+                std::thread::yield_now();
+            }
+            let first_len = log.len();
+            let rest: Vec<_> = (1..n).map(|i| s.spawn(move || write(i))).collect();
+            let each = first_len - before;
+            while log.len() < before + each * n as u64 {
+                std::thread::yield_now();
+            }
+            drop(release);
+            std::iter::once(first)
+                .chain(rest)
+                .map(|h| h.join().expect("writer"))
+                .collect()
+        })
+    }
+
+    /// Group commit: writers that wait on one fsync share the next one. Eight writes
+    /// (one held in its fsync while the seven others write) take two fsyncs.
+    #[test]
+    fn concurrent_writes_share_an_fsync() {
+        let dir = dir("group");
+        let engine = open(&dir, SyncPolicy::Always);
+        let ids = apart(&engine, 16);
+        let log = engine.log.get().expect("a durable engine");
+        let syncs = log.syncs();
+        let results = held_group(&engine, &ids);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(
+            log.syncs() - syncs,
+            2,
+            "one fsync for the first, one for the seven others"
+        );
+        drop(engine);
+        let engine = open(&dir, SyncPolicy::Always);
+        for id in &ids[..8] {
+            let sum = engine
+                .get_counter(1, id.as_str())
+                .ok()
+                .and_then(|c| c.prop("Like")?.sum());
+            assert_eq!(sum, Some(crate::Sum::Int(1)), "{id}");
+        }
+        drop(engine);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A failed fsync that several writers waited on refuses each of them, changes
+    /// nothing, and none replays; the log takes writes again.
+    #[test]
+    fn a_failed_group_fsync_refuses_every_write_it_covered() {
+        let dir = dir("group-fail");
+        let engine = open(&dir, SyncPolicy::Always);
+        strengthen(&engine).expect("before");
+        let ids = apart(&engine, 12);
+        faults(&engine).sync.store(true, Ordering::Release);
+        let results = held_group(&engine, &ids);
+        assert!(results.iter().all(Result::is_err), "{results:?}");
+        for id in &ids {
+            assert!(!engine.contains_profile(1, id.as_str()), "{id} was refused");
+        }
+        strengthen(&engine).expect("after");
+        drop(engine);
+        let engine = open(&dir, SyncPolicy::Always);
+        assert_eq!(like(&engine), Some(crate::Sum::Int(2)));
+        for id in &ids {
+            assert!(
+                !engine.contains_profile(1, id.as_str()),
+                "{id} never replays"
+            );
+        }
+        drop(engine);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     /// When a failed append cannot be cut back, the log stops taking writes (nothing
     /// after the torn frame could be recovered), compaction too; a reopen recovers
     /// exactly the acknowledged writes.

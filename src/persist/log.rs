@@ -5,7 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::codec::{Corrupt, Dec, Decoded, Enc};
@@ -264,6 +264,20 @@ struct Open {
     /// The length of the log's whole records: where the next one starts, and where a
     /// failed append cuts the file back to.
     len: u64,
+    /// Under `Always`, the records waiting for the next batch (see `Log::commit`),
+    /// which go to the file right after `len`'s bytes.
+    pending: Vec<u8>,
+    /// Under `Always`, the bytes of the batch a writer is writing and syncing (the
+    /// others wait for it; it goes right after `len`, before `pending`); `None` when
+    /// no batch is in flight. Every byte below `len` is then durable.
+    leading: Option<u64>,
+    /// Under `Always`, where each failed batch cut the file back to, in order: a
+    /// writer waiting when the `n`th failure happened was durable only if its record
+    /// ended at or before `cuts[n]`. Cleared by a rotation (which no writer waits
+    /// across).
+    cuts: Vec<u64>,
+    /// Why the last batch failed.
+    cut_why: Option<String>,
     /// Why the log takes no more writes: a failure it could not undo (a failed append
     /// it could not cut back, or a failed background fsync), after which it cannot
     /// tell which acknowledged bytes are durable. Cleared only by reopening.
@@ -319,6 +333,9 @@ pub(crate) struct Log {
     stop: Arc<AtomicBool>,
     /// See [`MAX_SYNC_STALL`], in milliseconds (tests lower it).
     max_stall_ms: AtomicU64,
+    /// Appends' fsyncs so far (see `syncs`).
+    #[cfg(test)]
+    syncs: AtomicU64,
     /// The directory's `LOCK` file, locked for as long as the log lives.
     _lock: File,
     /// Injected I/O failures, for the tests of what a failure leaves behind.
@@ -336,6 +353,8 @@ pub(crate) struct Faults {
     pub(crate) sync: AtomicBool,
     /// Fail the next cut back of a failed append.
     pub(crate) truncate: AtomicBool,
+    /// Hold the next append's fsync until the sender is dropped.
+    pub(crate) hold_sync: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
 impl std::fmt::Debug for Log {
@@ -345,6 +364,26 @@ impl std::fmt::Debug for Log {
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
+}
+
+/// The frame of one command: `[len u32][checksum u32][payload]`, refused when its
+/// payload passes [`MAX_RECORD`] (the reader would take it for corruption).
+fn frame_of(command: &Command) -> Result<Vec<u8>, Error> {
+    let payload = encode(command);
+    if payload.len() > MAX_RECORD {
+        return Err(storage(
+            "write log",
+            format!(
+                "this write's log record would be {} bytes, over the {MAX_RECORD} bytes a record may have",
+                payload.len()
+            ),
+        ));
+    }
+    let mut frame = Vec::with_capacity(payload.len() + 8);
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&checksum(&payload).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    Ok(frame)
 }
 
 fn open_append(path: &Path) -> Result<File, Error> {
@@ -375,6 +414,10 @@ impl Log {
                     file,
                     seq,
                     len,
+                    pending: Vec::new(),
+                    leading: None,
+                    cuts: Vec::new(),
+                    cut_why: None,
                     failed: None,
                     syncing_since: None,
                     next: None,
@@ -385,6 +428,8 @@ impl Log {
             }),
             stop: Arc::new(AtomicBool::new(false)),
             max_stall_ms: AtomicU64::new(MAX_SYNC_STALL.as_millis() as u64),
+            #[cfg(test)]
+            syncs: AtomicU64::new(0),
             _lock: lock,
             #[cfg(test)]
             faults: Faults::default(),
@@ -406,55 +451,102 @@ impl Log {
     /// or a background fsync failed, the log takes no more writes until the engine is
     /// reopened (which recovers exactly the records that were acknowledged).
     pub(crate) fn append(&self, command: &Command) -> Result<(), Error> {
-        let payload = encode(command);
-        if payload.len() > MAX_RECORD {
-            return Err(storage(
-                "write log",
-                format!(
-                    "this write's log record would be {} bytes, over the {MAX_RECORD} bytes a record may have",
-                    payload.len()
-                ),
-            ));
-        }
-        let mut frame = Vec::with_capacity(payload.len() + 8);
-        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&checksum(&payload).to_le_bytes());
-        frame.extend_from_slice(&payload);
+        let frame = frame_of(command)?;
         let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.usable(&self.dir)?;
+        if self.policy == SyncPolicy::Always {
+            return self.commit(open, &frame);
+        }
         // A background fsync stalled past the bound: wait for it, so that no more
         // than the bound's worth of acknowledged writes is ever at risk.
         let max_stall = Duration::from_millis(self.max_stall_ms.load(Ordering::Relaxed));
         while open.syncing_since.is_some_and(|t| t.elapsed() >= max_stall) {
-            open = self
-                .shared
-                .synced
-                .wait(open)
-                .unwrap_or_else(|e| e.into_inner());
+            open = self.wait(open);
+            open.usable(&self.dir)?;
         }
-        let path = log_path(&self.dir, open.seq);
-        open.usable(&self.dir)?;
-        let written = self.write_frame(&open.file, &frame).and_then(|()| {
-            if self.policy == SyncPolicy::Always {
-                self.sync(&open.file)
-            } else {
-                Ok(())
+        if let Err(e) = self.write_frame(&open.file, &frame) {
+            // Part of the frame may be in the file: cut it off, so that replay never
+            // sees it (the whole records before it stay).
+            let len = open.len;
+            self.cut_back(&mut open, len, &e);
+            return Err(storage(log_path(&self.dir, open.seq).display(), e));
+        }
+        open.len += frame.len() as u64;
+        Ok(())
+    }
+
+    /// Under `Always`, appends `frame` with group commit: it joins the records waiting
+    /// for the next fsync, and returns once an fsync covered it. One of the waiting
+    /// writers leads: it takes every waiting record, writes them with one `write` and
+    /// syncs them with one fsync, outside the log's lock, while the others queue the
+    /// next batch in memory (writing to the file while it syncs would stall on the
+    /// file system's journal). When the batch's write or fsync fails, the file is cut
+    /// back to where the batch began, and every record queued meanwhile is dropped
+    /// too: each of their writers is refused.
+    fn commit<'a>(&'a self, mut open: MutexGuard<'a, Open>, frame: &[u8]) -> Result<(), Error> {
+        open.pending.extend_from_slice(frame);
+        let end = open.len + open.leading.unwrap_or(0) + open.pending.len() as u64;
+        let cuts = open.cuts.len();
+        loop {
+            if let Some(&kept) = open.cuts.get(cuts) {
+                return if end <= kept {
+                    Ok(())
+                } else {
+                    Err(storage(
+                        log_path(&self.dir, open.seq).display(),
+                        format!(
+                            "this write's log record could not be made durable ({}); it was cut back off the log",
+                            open.cut_why.as_deref().unwrap_or("an earlier failure")
+                        ),
+                    ))
+                };
             }
-        });
-        match written {
-            Ok(()) => {
-                open.len += frame.len() as u64;
-                Ok(())
+            if open.len >= end {
+                return Ok(());
             }
-            Err(e) => {
-                // Part of the frame, or all of it, may be in the file (and under
-                // `Always`, maybe durable): cut it off, so that replay never sees it.
-                if let Err(cut) = self.cut(&open.file, open.len) {
-                    open.failed = Some(format!(
-                        "a failed append ({e}) could not be cut back off: {cut}"
-                    ));
+            if open.leading.is_some() {
+                open = self.wait(open);
+                continue;
+            }
+            let (file, batch) = (Arc::clone(&open.file), std::mem::take(&mut open.pending));
+            open.leading = Some(batch.len() as u64);
+            drop(open);
+            let done = self
+                .write_frame(&file, &batch)
+                .and_then(|()| self.sync(&file));
+            open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
+            open.leading = None;
+            match done {
+                Ok(()) => open.len += batch.len() as u64,
+                Err(e) => {
+                    // Part of the batch may be in the file, or all of it, durable or
+                    // not (a later fsync would not tell): cut it off and refuse it,
+                    // with everything queued behind it.
+                    let kept = open.len;
+                    self.cut_back(&mut open, kept, &e);
+                    open.pending.clear();
+                    open.cuts.push(kept);
+                    open.cut_why = Some(e.to_string());
                 }
-                Err(storage(path.display(), e))
             }
+            self.shared.synced.notify_all();
+        }
+    }
+
+    fn wait<'a>(&self, open: MutexGuard<'a, Open>) -> MutexGuard<'a, Open> {
+        self.shared
+            .synced
+            .wait(open)
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Cuts the log back to `len` after a failed write or fsync (`e`); when that fails
+    /// too, stops the log (see [`Open::failed`]).
+    fn cut_back(&self, open: &mut Open, len: u64, e: &std::io::Error) {
+        if let Err(cut) = self.cut(&open.file, len) {
+            open.failed = Some(format!(
+                "a failed append ({e}) could not be cut back off: {cut}"
+            ));
         }
     }
 
@@ -477,10 +569,38 @@ impl Log {
 
     fn sync(&self, file: &File) -> std::io::Result<()> {
         #[cfg(test)]
-        if self.faults.sync.swap(false, Ordering::AcqRel) {
-            return Err(std::io::Error::other("injected fsync failure"));
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        #[cfg(test)]
+        {
+            let hold = self
+                .faults
+                .hold_sync
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(release) = hold {
+                // Blocks until the test drops its sender.
+                let _ = release.recv();
+            }
+            if self.faults.sync.swap(false, Ordering::AcqRel) {
+                return Err(std::io::Error::other("injected fsync failure"));
+            }
         }
         file.sync_data()
+    }
+
+    /// How many fsyncs appends have run (under `Always`; one may cover many appends).
+    #[cfg(test)]
+    pub(crate) fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of whole records in the current log, written or queued for the next
+    /// batch.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> u64 {
+        let open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.len + open.leading.unwrap_or(0) + open.pending.len() as u64
     }
 
     /// Cuts the log back to `len` bytes, durably.
@@ -549,6 +669,11 @@ impl Log {
     /// locked, so no write straddles the switch.
     pub(crate) fn rotate(&self) -> Result<(u64, Option<Arc<File>>), Error> {
         let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
+        // Every writer is held out by the caller's locks, but let a batch in flight
+        // land in the log it was counted against.
+        while open.leading.is_some() || !open.pending.is_empty() {
+            open = self.wait(open);
+        }
         open.usable(&self.dir)?;
         if open.len == 0 {
             return Ok((open.seq, None));
@@ -565,6 +690,7 @@ impl Log {
         let ended = std::mem::replace(&mut open.file, next);
         open.seq = seq;
         open.len = 0;
+        open.cuts.clear();
         Ok((seq, Some(ended)))
     }
 
