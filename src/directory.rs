@@ -13,6 +13,7 @@
 //! that created it.
 
 use crate::sync::{AtomicU8, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
@@ -47,6 +48,10 @@ pub(crate) struct Profile {
     /// Email, phone, fields and subscriptions; `None` for a profile only ever named by
     /// id. Replaced whole by an import, read without a lock.
     data: ArcSwapOption<Normalized>,
+    /// The snapshot point (see [`Directory::begin_point`]) this profile was created
+    /// after or changed after, its state at the point kept aside; another value when
+    /// it has not changed since the last point began.
+    point: AtomicU32,
 }
 
 /// A profile's life, `Pending -> Live -> Deleted`: the one atomic that orders what a
@@ -110,6 +115,21 @@ impl Profile {
 /// A live profile and its data, as a snapshot takes them.
 pub(crate) type FrozenProfile = (Arc<Profile>, Option<Arc<Normalized>>);
 
+/// A profile's state at a snapshot point, kept by the first change after it.
+#[derive(Debug)]
+enum Before {
+    Live(Option<Arc<Normalized>>),
+    Deleting,
+}
+
+/// What the changes since a snapshot point kept of the profiles' state at it.
+#[derive(Debug, Default)]
+struct Kept {
+    /// The point being taken (0: none).
+    point: u32,
+    before: Vec<(Arc<Profile>, Before)>,
+}
+
 /// What a writer finds under an id.
 #[derive(Debug)]
 pub(crate) enum Lookup {
@@ -153,6 +173,10 @@ pub(crate) struct Directory {
     table: Arc<SlotTable>,
     /// Live profiles (made live, not yet deleted).
     live: std::sync::atomic::AtomicUsize,
+    /// The snapshot point being taken, 0 when none (see [`begin_point`](Self::begin_point)).
+    point: AtomicU32,
+    /// Profiles' state at that point, kept by the first change to each after it.
+    kept: Mutex<Kept>,
 }
 
 /// What a lookup other than by id found.
@@ -173,6 +197,8 @@ impl Directory {
             slots: Mutex::new(Slots::default()),
             table: Arc::new(SlotTable::default()),
             live: std::sync::atomic::AtomicUsize::new(0),
+            point: AtomicU32::new(0),
+            kept: Mutex::new(Kept::default()),
         }
     }
 
@@ -258,6 +284,8 @@ impl Directory {
         if n > 1 {
             self.by_key.pin().reserve(n);
         }
+        // Made after a point: in no snapshot taken at it.
+        let point = self.point.load(std::sync::atomic::Ordering::Acquire);
         let make = |part: Vec<((ProfileKey, u64), (u32, u64))>| -> Vec<Arc<Profile>> {
             let map = self.by_key.pin();
             part.into_iter()
@@ -270,6 +298,7 @@ impl Directory {
                         born,
                         life: Life::pending(),
                         data: ArcSwapOption::empty(),
+                        point: AtomicU32::new(point),
                     });
                     self.table.put(&profile);
                     map.insert(key, Arc::clone(&profile));
@@ -306,7 +335,8 @@ impl Directory {
     /// Starts a delete: reads no longer find the profile (by id or by any index), and
     /// writes wait for the delete to end before they re-create its id. The caller holds
     /// the profile's shard lock.
-    pub(crate) fn unlink(&self, profile: &Profile) {
+    pub(crate) fn unlink(&self, profile: &Arc<Profile>) {
+        self.keep_before(profile);
         profile.life.mark_deleted();
         self.live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.unindex(profile);
@@ -325,6 +355,7 @@ impl Directory {
     /// come out after, so a concurrent lookup finds the profile under old or new data,
     /// never under neither.
     pub(crate) fn set_data(&self, profile: &Arc<Profile>, data: Normalized) {
+        self.keep_before(profile);
         let old_keys = profile
             .data
             .load()
@@ -384,9 +415,10 @@ impl Directory {
     }
 
     /// Ends a delete: no relation refers to the profile any more, so its id may be
-    /// created again and its slot reused.
-    pub(crate) fn release(&self, profile: &Profile) {
+    /// created again and its slot reused. The caller holds the profile's shard lock.
+    pub(crate) fn release(&self, profile: &Arc<Profile>) {
         debug_assert!(profile.is_deleted());
+        self.keep_before(profile);
         self.forget(profile);
     }
 
@@ -410,17 +442,86 @@ impl Directory {
             .collect()
     }
 
-    /// Every profile, live or being deleted, with its data (for a snapshot: the
-    /// caller holds every shard lock, so none is pending and none changes meanwhile).
-    pub(crate) fn freeze(&self) -> (Vec<FrozenProfile>, Vec<u32>) {
+    /// Starts a snapshot point: from now on the first change to each profile (its
+    /// data, its delete starting or ending) keeps its state at the point aside, and
+    /// profiles created are stamped as made after it, until
+    /// [`take_point`](Self::take_point). The caller holds every shard lock (so every
+    /// change is before the point or sees it) and takes one point at a time.
+    pub(crate) fn begin_point(&self, point: u32) {
+        debug_assert_ne!(point, 0);
+        self.kept.lock().unwrap_or_else(|e| e.into_inner()).point = point;
+        self.point.store(point, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Keeps `profile`'s state at the point being taken, if this is its first change
+    /// since. The caller holds the profile's shard lock, and changes it next.
+    fn keep_before(&self, profile: &Arc<Profile>) {
+        use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+        let point = self.point.load(Acquire);
+        if point == 0 || profile.point.load(Relaxed) == point {
+            return;
+        }
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        // The point ended meanwhile: its walk is over.
+        if kept.point != point || profile.point.load(Relaxed) == point {
+            return;
+        }
+        let before = if profile.is_deleted() {
+            Before::Deleting
+        } else {
+            Before::Live(profile.data())
+        };
+        kept.before.push((Arc::clone(profile), before));
+        profile.point.store(point, Relaxed);
+        // Pairs with the fence of `take_point`'s walk: a walk that sees the change
+        // about to be made sees this stamp, and takes the state kept instead.
+        std::sync::atomic::fence(Release);
+    }
+
+    /// Every profile, live or being deleted at the point `begin_point` started (the
+    /// live ones with their data then), and ends the point. Runs beside writers:
+    /// a profile unchanged since the point is read as it is (checked by its stamp
+    /// after the read), a changed one taken from what its first change kept.
+    pub(crate) fn take_point(&self) -> (Vec<FrozenProfile>, Vec<u32>) {
+        use std::sync::atomic::Ordering::{Acquire, Relaxed};
+        let point = self.point.load(Acquire);
         let (mut live, mut deleting) = (Vec::with_capacity(self.len()), Vec::new());
         for p in self.by_key.pin().values() {
-            if p.is_deleted() {
+            let (deleted, pending, data) = (p.is_deleted(), p.life.is_pending(), p.data());
+            std::sync::atomic::fence(Acquire);
+            if p.point.load(Relaxed) == point {
+                continue; // made or changed since the point: see `kept`
+            }
+            // No write was under way at the point, so none created a profile then.
+            debug_assert!(!pending, "a pending profile made before the point");
+            if pending {
+                continue;
+            }
+            if deleted {
                 deleting.push(p.slot);
             } else {
-                live.push((Arc::clone(p), p.data()));
+                live.push((Arc::clone(p), data));
             }
         }
+        let before = {
+            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            kept.point = 0;
+            self.point.store(0, std::sync::atomic::Ordering::Release);
+            std::mem::take(&mut kept.before)
+        };
+        // A profile read by the walk before its first change is kept too (the same
+        // state): the kept one stands.
+        let changed: hashbrown::HashSet<*const Profile> =
+            before.iter().map(|(p, _)| Arc::as_ptr(p)).collect();
+        live.retain(|(p, _)| !changed.contains(&Arc::as_ptr(p)));
+        for (p, state) in before {
+            match state {
+                Before::Live(data) => live.push((p, data)),
+                Before::Deleting => deleting.push(p.slot),
+            }
+        }
+        deleting.sort_unstable();
+        deleting.dedup();
         (live, deleting)
     }
 }
@@ -449,6 +550,7 @@ impl Directory {
 mod loom_tests {
     use super::Life;
     use crate::sync::{AtomicU8, Ordering};
+use std::sync::atomic::AtomicU32;
     use loom::sync::Arc;
 
     /// A write creating a profile publishes its counters, then activates it: a reader

@@ -357,25 +357,35 @@ impl Engine {
         }
     }
 
-    /// Everything at one point in time: define is held, every shard is locked (in
-    /// ascending order), the log is rotated if `rotate` (to a file created beforehand,
-    /// so no I/O happens under the locks), and the immutable pieces of
-    /// the state are collected (reference counts: the profiles with their data, the
-    /// slots of profiles being deleted, every target's counters and relations); then all
-    /// is released, and the pieces are encoded without any lock. What the snapshot
-    /// holds is decided by what was collected, never by anything read later.
-    fn freeze(&self, rotate: bool) -> Result<Frozen, Error> {
-        let _define = self.define_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let held = self.store.lock_all();
-        let (next_seq, ended) = match (rotate, self.log.get()) {
-            (true, Some(log)) => log.rotate()?,
-            _ => (0, None),
+    /// Everything at one point in time, without stopping the writers for more than
+    /// a moment: with define held and every shard locked (in ascending order), the
+    /// log is rotated if `rotate` (to a file created beforehand, so no I/O happens
+    /// under the locks), the relation types are collected and a snapshot point
+    /// begins; then the locks are released. From then on the first change to each
+    /// shard captures that shard's targets (reference counts), and the first change
+    /// to each profile keeps its state, so the state at the point is collected beside
+    /// the writers, one shard at a time. `serial` (the snapshot lock held) numbers
+    /// the points. What the snapshot holds is decided by what was collected, never by
+    /// anything read later; it is encoded without any lock.
+    fn freeze(&self, serial: &mut u32, rotate: bool) -> Result<Frozen, Error> {
+        *serial = serial.checked_add(1).unwrap_or(1);
+        let point = *serial;
+        let (schemas, next_seq, ended) = {
+            let _define = self.define_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let held = self.store.lock_all();
+            let (next_seq, ended) = match (rotate, self.log.get()) {
+                (true, Some(log)) => log.rotate()?,
+                _ => (0, None),
+            };
+            let mut schemas: Vec<_> =
+                self.schemas.pin().values().map(|s| s.def.clone()).collect();
+            schemas.sort_by_key(|d| d.rel_id());
+            self.store.begin_point(&held, point);
+            self.directory.begin_point(point);
+            (schemas, next_seq, ended)
         };
-        let mut schemas: Vec<_> = self.schemas.pin().values().map(|s| s.def.clone()).collect();
-        schemas.sort_by_key(|d| d.rel_id());
-        let (profiles, deleting) = self.directory.freeze();
-        let targets = self.store.frozen(&held);
-        drop(held);
+        let targets = self.store.take_point();
+        let (profiles, deleting) = self.directory.take_point();
         if let (Some(ended), Some(log)) = (ended, self.log.get()) {
             log.sync_ended(&ended)?;
         }
@@ -410,8 +420,8 @@ impl Engine {
                 ));
             }
         }
-        let _serial = self.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner());
-        snapshot::write(&self.freeze(false)?, path)
+        let mut serial = self.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner());
+        snapshot::write(&self.freeze(&mut serial, false)?, path)
     }
 
     /// Snapshots a durable engine into its data directory and deletes the logs the
@@ -432,11 +442,11 @@ impl Engine {
             .get()
             .cloned()
             .ok_or_else(|| storage("compact", "the engine has no data directory"))?;
-        let _serial = self.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut serial = self.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(log) = self.log.get() {
             log.prepare_rotation()?;
         }
-        let frozen = self.freeze(true)?;
+        let frozen = self.freeze(&mut serial, true)?;
         let stats = snapshot::write(&frozen, &snapshot_path(&dir))?;
         for seq in log::log_seqs(&dir)? {
             if seq < frozen.next_seq {

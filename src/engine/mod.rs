@@ -67,8 +67,9 @@ pub struct Engine {
     /// The write log, once the engine was opened on a data directory.
     log: std::sync::OnceLock<crate::persist::log::Log>,
     data_dir: std::sync::OnceLock<std::path::PathBuf>,
-    /// Serialises snapshot saves and compactions.
-    snapshot_lock: Mutex<()>,
+    /// Serialises snapshot saves and compactions; holds the last snapshot point taken
+    /// (see `freeze`).
+    snapshot_lock: Mutex<u32>,
     /// What recovery skipped (see [`Engine::recovery_skipped`]).
     skipped: Mutex<Vec<crate::persist::Skipped>>,
 }
@@ -144,7 +145,7 @@ impl EngineBuilder {
             resolver: self.resolver,
             log: std::sync::OnceLock::new(),
             data_dir: std::sync::OnceLock::new(),
-            snapshot_lock: Mutex::new(()),
+            snapshot_lock: Mutex::new(0),
             skipped: Mutex::new(Vec::new()),
         }
     }

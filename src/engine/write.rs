@@ -259,7 +259,7 @@ impl Engine {
         profile: impl Into<Match<'a>>,
     ) -> Result<(), Error> {
         let profile = profile.into();
-        let (profile, cascade) = loop {
+        let (profile, cascade, shard) = loop {
             let named = self.named(db_id, &profile)?;
             let mut held = self.store.lock(named.shard);
             let found = self.directory.get(&named.key);
@@ -283,10 +283,13 @@ impl Engine {
             let cascade = self
                 .store
                 .remove_profile(&mut held, &profile, rel_ids.into_iter());
-            break (profile, cascade);
+            break (profile, cascade, named.shard);
         };
         // One lock at a time from here.
         self.store.finish(cascade, &profile);
+        // Under its shard's lock, as every change to a profile (a snapshot point is
+        // taken with every shard locked: the release is before it or after).
+        let _held = self.store.lock(shard);
         self.directory.release(&profile);
         Ok(())
     }

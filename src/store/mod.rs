@@ -438,18 +438,18 @@ impl Store {
         }
     }
 
-    /// Every target's counters and relations, with every shard held (a snapshot's
-    /// point in time): reference counts, no copying (the first write to a target
-    /// after this copies its relations).
-    pub(crate) fn frozen(&self, held: &[Held<'_>]) -> Vec<Frozen> {
-        held.iter()
-            .flat_map(|h| {
-                h.0.targets.values().map(|t| Frozen {
-                    view: Arc::clone(t.view()),
-                    rels: Arc::clone(t.relations()),
-                })
-            })
-            .collect()
+    /// Starts a snapshot point, with every shard held: the state of every target now
+    /// is what [`take_point`](Self::take_point) returns, however writers change them
+    /// after the locks are released (see `Shards::lock`).
+    pub(crate) fn begin_point(&self, held: &[Held<'_>], point: u32) {
+        debug_assert_eq!(held.len(), self.shards.count());
+        self.shards.begin_point(point);
+    }
+
+    /// Every target's counters and relations at the point, and ends it. Runs beside
+    /// writers, locking one shard at a time.
+    pub(crate) fn take_point(&self) -> Vec<Frozen> {
+        self.shards.take_point()
     }
 
     /// The counters and relations of `a`'s target for `rel_id` at one moment (taken

@@ -9,10 +9,13 @@
 
 use std::collections::BTreeSet;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+
 use crate::accum::target::Target;
 use crate::sync::{Mutex, MutexGuard};
 
-use super::TargetKey;
+use super::{Frozen, TargetKey};
 
 /// Keeps a value on its own cache lines, so two cores locking two neighbouring shards
 /// never share a line (crossbeam's `CachePadded`; 128 bytes covers the adjacent-line
@@ -65,7 +68,7 @@ impl Initiated {
 }
 
 /// The state one shard lock guards.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Shard {
     /// Relations of the targets in this shard.
     pub(super) relations: u64,
@@ -73,6 +76,33 @@ pub(crate) struct Shard {
     pub(super) targets: hashbrown::HashMap<TargetKey, Target>,
     /// For each initiator slot living in this shard, the targets it points at.
     pub(super) initiated: Initiated,
+    /// The snapshot point whose state of this shard was captured (see
+    /// [`Shards::lock`]), and that capture until the snapshot takes it.
+    captured: u32,
+    capture: Option<Vec<Frozen>>,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("relations", &self.relations)
+            .field("targets", &self.targets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shard {
+    /// Every target's counters and relations as they are: reference counts, no
+    /// copying (the first write to a target after this copies its relations).
+    fn frozen(&self) -> Vec<Frozen> {
+        self.targets
+            .values()
+            .map(|t| Frozen {
+                view: Arc::clone(t.view()),
+                rels: Arc::clone(t.relations()),
+            })
+            .collect()
+    }
 }
 
 /// A power-of-two number of shards.
@@ -81,6 +111,8 @@ pub(super) struct Shards {
     shards: Box<[CachePadded<Mutex<Shard>>]>,
     /// `64 - log2(count)`; the shard of a hash is `hash >> shift` (0 for one shard).
     shift: u32,
+    /// The snapshot point being taken, 0 when none (see [`lock`](Self::lock)).
+    point: AtomicU32,
 }
 
 /// The locks one write holds: one shard, or two taken in ascending shard order.
@@ -111,6 +143,7 @@ impl Shards {
                 .map(|_| CachePadded(Mutex::new(Shard::default())))
                 .collect(),
             shift: 64 - count.trailing_zeros(),
+            point: AtomicU32::new(0),
         }
     }
 
@@ -126,11 +159,41 @@ impl Shards {
 
     /// Locks one shard. A poisoned lock is taken as is: no engine code panics while it
     /// holds a lock, and a host's panic cannot reach inside it.
+    ///
+    /// While a snapshot point is being taken, the first lock of each shard after the
+    /// point captures the shard's state first (O(its targets), reference counts
+    /// only), so whoever holds it may change it: every shard's state at the point is
+    /// kept, while no writer ever waits for more than one shard's capture.
     pub(super) fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
-        self.shards[index]
+        let mut shard = self.shards[index]
             .0
             .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+            .unwrap_or_else(|poison| poison.into_inner());
+        let point = self.point.load(std::sync::atomic::Ordering::Acquire);
+        if point != 0 && shard.captured != point {
+            shard.capture = Some(shard.frozen());
+            shard.captured = point;
+        }
+        shard
+    }
+
+    /// Starts a snapshot point (`point`, never 0): the state every shard has now is
+    /// what [`take_point`](Self::take_point) returns. The caller holds every shard
+    /// lock, and takes one point at a time.
+    pub(super) fn begin_point(&self, point: u32) {
+        debug_assert_ne!(point, 0);
+        self.point.store(point, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Every shard's targets at the point `begin_point` started (captured by the first
+    /// lock of each since, or now), and ends the point.
+    pub(super) fn take_point(&self) -> Vec<Frozen> {
+        let mut all = Vec::new();
+        for index in 0..self.count() {
+            all.extend(self.lock(index).capture.take().unwrap_or_default());
+        }
+        self.point.store(0, std::sync::atomic::Ordering::Release);
+        all
     }
 
     /// Locks the shards of two profiles, the lower index first, so two writers locking

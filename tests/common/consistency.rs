@@ -195,6 +195,8 @@ pub fn pages_never_name_a_reused_slot(shards: usize, bound: Bound) -> Result<u64
 pub struct State {
     pub counters: Vec<(String, super::Owned, OwnedPage)>,
     pub initiators: Vec<String>,
+    /// Every profile's data, by database and id.
+    pub data: Vec<(u32, String, relcount::ProfileData)>,
     pub relations: u64,
 }
 
@@ -221,15 +223,28 @@ pub fn observe(e: &Engine) -> State {
             .into_iter()
             .map(|i| i.to_string())
             .collect(),
+        data: [1, 2]
+            .into_iter()
+            .flat_map(|db| {
+                let mut ids: Vec<String> =
+                    e.profile_ids(db).into_iter().map(|i| i.to_string()).collect();
+                ids.sort();
+                ids.into_iter().map(move |id| {
+                    let data = e.profile_data(db, id.as_str()).expect("a listed profile");
+                    (db, id, data)
+                })
+            })
+            .collect(),
         relations: e.relation_count(),
     }
 }
 
-/// One writer step, in a cycle of eleven: attach one initiator to eight recipients,
-/// detach seven of them one by one, strengthen the last, delete the initiator (which
-/// removes the last), then attach and delete a recipient. A compaction whose point in
-/// time falls among the detaches has a log after it that detaches relations its
-/// snapshot must hold.
+/// One writer step, in a cycle of thirteen: attach one initiator to eight
+/// recipients, detach seven of them one by one, strengthen the last, delete the
+/// initiator (which removes the last), then attach and delete a recipient, then give
+/// the initiator data and a recipient new data. A compaction whose point in time
+/// falls among the detaches has a log after it that detaches relations its snapshot
+/// must hold; one among the imports, data it must hold as it was at the point.
 fn churn(engine: &Engine, i: u64) -> Result<(), Error> {
     const B: &str = "b";
     let r = |k: u64| format!("r{k}");
@@ -237,15 +252,21 @@ fn churn(engine: &Engine, i: u64) -> Result<(), Error> {
         ("Like", Value::Int(1)),
         ("Donate", Value::Int((i % 13) as i64)),
     ];
-    match i % 11 {
+    let data = |n: u64| relcount::ProfileData {
+        email: Some(format!("p{n}@example.com")),
+        ..Default::default()
+    };
+    match i % 13 {
         0 => (0..8).try_for_each(|k| engine.attach(1, r(k).as_str(), B, &values)),
         k @ 1..=7 => engine.detach(1, r(k - 1).as_str(), B),
         8 => engine.strengthen(1, r(7).as_str(), B, &[("Like", Value::Int(2))]),
         9 => engine.delete_profile(2, B),
-        _ => {
+        10 => {
             engine.attach(1, "a", B, &values)?;
             engine.delete_profile(1, "a")
         }
+        11 => engine.import_profile(2, B, data(i)),
+        _ => engine.import_profile(1, r(7).as_str(), data(i)),
     }
 }
 
