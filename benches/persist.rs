@@ -25,6 +25,73 @@ fn attach_all(e: &Engine, w: &Workload, rels: &[GenRelation]) {
     }
 }
 
+/// Loads `count` relations of `w` in bulk into an engine on a data directory, then
+/// times every write of one writer while `compact()` runs.
+fn compaction_beside_a_writer(w: &Workload, sample: &[GenRelation], count: usize) {
+    let d = dir("compact");
+    let engine = Engine::builder().open(&d, SyncPolicy::No).expect("open");
+    engine
+        .define(Workload::seed_schema(w.rel_id))
+        .expect("schema");
+    let mut relations = w.relations(count);
+    loop {
+        let batch: Vec<GenRelation> = relations.by_ref().take(100_000).collect();
+        if batch.is_empty() {
+            break;
+        }
+        let rows: Vec<_> = batch
+            .iter()
+            .map(|r| (r.a.as_str(), r.b.as_str(), r.weights()))
+            .collect();
+        engine.import_relations(w.rel_id, rows).expect("import");
+    }
+    // Start from a compacted engine, as a long-running one is.
+    engine.compact().expect("first compaction");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (compact, mut waits) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut waits = Vec::new();
+            let mut i = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                let r = &sample[i % sample.len()];
+                let t = Instant::now();
+                engine
+                    .strengthen(
+                        w.rel_id,
+                        r.a.as_str(),
+                        r.b.as_str(),
+                        &[("Like", relcount::Value::Int(1))],
+                    )
+                    .expect("strengthen");
+                waits.push(t.elapsed().as_secs_f64());
+                i += 1;
+            }
+            waits
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let t = Instant::now();
+        engine.compact().expect("compact");
+        let compact = t.elapsed().as_secs_f64();
+        done.store(true, std::sync::atomic::Ordering::Release);
+        (compact, writer.join().expect("writer"))
+    });
+    waits.sort_by(f64::total_cmp);
+    let pct = |q: f64| waits[((waits.len() - 1) as f64 * q) as usize] * 1e6;
+    println!(
+        "compaction of {} relations ({} profiles) beside a writer: {:.2} s; the writer's {} writes meanwhile: p50 {:.1} us, p99 {:.1} us, p99.99 {:.0} us, worst {:.0} us",
+        engine.relation_count(),
+        engine.profile_count(),
+        compact,
+        waits.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(0.9999),
+        pct(1.0)
+    );
+    drop(engine);
+    std::fs::remove_dir_all(&d).ok();
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
     let (n, log_n, always_n) = if quick {
@@ -75,54 +142,14 @@ fn main() {
     std::fs::remove_dir_all(&d).ok();
 
     // A compaction beside a writer: the writer waits only while the point in time is
-    // taken (every shard locked while references are collected), not while encoding.
-    let d = dir("compact");
-    let engine = Engine::builder().open(&d, SyncPolicy::No).expect("open");
-    engine
-        .define(Workload::seed_schema(w.rel_id))
-        .expect("schema");
-    attach_all(&engine, &w, &rels);
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let (compact, mut waits) = std::thread::scope(|s| {
-        let writer = s.spawn(|| {
-            let mut waits = Vec::new();
-            let mut i = 0;
-            while !done.load(std::sync::atomic::Ordering::Acquire) {
-                let r = &rels[i % rels.len()];
-                let t = Instant::now();
-                engine
-                    .strengthen(
-                        w.rel_id,
-                        r.a.as_str(),
-                        r.b.as_str(),
-                        &[("Like", relcount::Value::Int(1))],
-                    )
-                    .expect("strengthen");
-                waits.push(t.elapsed().as_secs_f64());
-                i += 1;
-            }
-            waits
-        });
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let t = Instant::now();
-        engine.compact().expect("compact");
-        let compact = t.elapsed().as_secs_f64();
-        done.store(true, std::sync::atomic::Ordering::Release);
-        (compact, writer.join().expect("writer"))
-    });
-    waits.sort_by(f64::total_cmp);
-    let pct = |q: f64| waits[((waits.len() - 1) as f64 * q) as usize] * 1e6;
-    println!(
-        "compaction of {} relations beside a writer: {:.2} s; the writer's {} writes meanwhile: p50 {:.1} us, p99 {:.1} us, worst {:.0} us (the pause)",
-        engine.relation_count(),
-        compact,
-        waits.len(),
-        pct(0.5),
-        pct(0.99),
-        pct(1.0)
-    );
-    drop(engine);
-    std::fs::remove_dir_all(&d).ok();
+    // taken (every shard locked for a moment) or while a shard it locks is captured
+    // (its targets' references), never while profiles are collected or encoded.
+    // `RELCOUNT_BENCH_COMPACT_N` sets the engine's size (default: the snapshot's).
+    let compact_n = std::env::var("RELCOUNT_BENCH_COMPACT_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(n);
+    compaction_beside_a_writer(&w, &rels, compact_n);
 
     // Log replay: a log of `log_n` writes (attaches, a strengthen every third), then
     // a restart that replays it (no snapshot): writes per second.

@@ -11,9 +11,12 @@
 //!   snapshot, then the write log) and logs every write there; the demo load, when it
 //!   runs, is compacted into a snapshot. Unset: in memory only.
 //! - `RELCOUNT_FSYNC`: the log's sync policy, `always`, `everysec` (default) or `no`.
-//! - `RELCOUNT_COMPACT_MB`: with a data directory, the log is folded into a new
-//!   snapshot whenever it passes this many MiB (default 64), checked every 5 s, so it
-//!   never grows without bound and a restart replays at most about that much.
+//! - `RELCOUNT_COMPACT_PERCENT`, `RELCOUNT_COMPACT_MIN_MB`: with a data directory,
+//!   the log is folded into a new snapshot once it is at least `MIN_MB` MiB (default
+//!   64; `RELCOUNT_COMPACT_MB` is an older name for it) and `PERCENT` percent of the
+//!   snapshot's size (default 100; 0 turns it off), checked every 5 s: Redis's
+//!   `auto-aof-rewrite-*`. So the log never grows without bound and a restart
+//!   replays at most about as much log as snapshot.
 //! - `--empty`: start with no data; otherwise the seed page's relation type and
 //!   relation are loaded with the demo workload (Zipf fan-in), and a ready `curl` line
 //!   that reproduces the seed's request is printed.
@@ -32,32 +35,51 @@ use axum::routing::post;
 use indicatif::{ProgressBar, ProgressStyle};
 use relcount::api::{Api, TokenScope};
 use relcount::workload::Workload;
-use relcount::{Engine, SyncPolicy, Value};
+use relcount::{AutoCompact, Compactor, Engine, SyncPolicy, Value};
 
-/// Folds the write log into a snapshot whenever it passes `limit` bytes (checked every
-/// 5 s; the compaction runs on a blocking thread, beside the requests).
-async fn compact_when_due(engine: Arc<Engine>, limit: u64) {
+/// The automatic compaction policy from `RELCOUNT_COMPACT_PERCENT` and
+/// `RELCOUNT_COMPACT_MIN_MB` (or its older name `RELCOUNT_COMPACT_MB`).
+fn compact_policy() -> Result<AutoCompact, String> {
+    let number = |name: &str| -> Result<Option<u64>, String> {
+        match std::env::var(name) {
+            Ok(v) if !v.is_empty() => v
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("{name} must be a whole number, got {v:?}")),
+            _ => Ok(None),
+        }
+    };
+    let default = AutoCompact::default();
+    let percent = number("RELCOUNT_COMPACT_PERCENT")?.map_or(Ok(default.growth_percent), |p| {
+        u32::try_from(p).map_err(|_| format!("RELCOUNT_COMPACT_PERCENT is too large: {p}"))
+    })?;
+    let min_mb = match number("RELCOUNT_COMPACT_MIN_MB")? {
+        Some(mb) => Some(mb),
+        None => number("RELCOUNT_COMPACT_MB")?,
+    };
+    Ok(AutoCompact {
+        growth_percent: percent,
+        min_log_bytes: min_mb.map_or(default.min_log_bytes, |mb| mb.saturating_mul(1 << 20)),
+    })
+}
+
+/// Reports what the compactor did, every 5 s.
+async fn report_compactions(compactor: Compactor) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    let (mut done, mut failed) = (0, None);
     loop {
         tick.tick().await;
-        let e = Arc::clone(&engine);
-        let done = tokio::task::spawn_blocking(move || {
-            if e.log_bytes()? > limit {
-                let started = std::time::Instant::now();
-                let stats = e.compact()?;
-                println!(
-                    "compacted the log into a snapshot of {} relations in {:.1} s",
-                    stats.relations,
-                    started.elapsed().as_secs_f64()
-                );
+        let now = compactor.compactions();
+        if now > done {
+            println!("compacted the log into a new snapshot ({now} so far)");
+            done = now;
+        }
+        let error = compactor.last_error().map(|e| e.to_string());
+        if error != failed {
+            if let Some(e) = &error {
+                eprintln!("compaction failed (tried again in 50 s): {e}");
             }
-            Ok::<(), relcount::Error>(())
-        })
-        .await;
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("compaction: {e}"),
-            Err(e) => eprintln!("compaction task: {e}"),
+            failed = error;
         }
     }
 }
@@ -159,7 +181,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 format!("RELCOUNT_FSYNC must be always, everysec or no, got {policy:?}")
             })?;
             let started = std::time::Instant::now();
-            let engine = Engine::builder().open(&dir, sync)?;
+            let engine = Engine::builder()
+                .auto_compact(compact_policy()?)
+                .open(&dir, sync)?;
             println!(
                 "recovered {} relations, {} profiles from {dir} in {:.1} s (fsync {policy})",
                 engine.relation_count(),
@@ -194,11 +218,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     if std::env::var("RELCOUNT_DATA").is_ok_and(|d| !d.is_empty()) {
-        let limit_mb: u64 = std::env::var("RELCOUNT_COMPACT_MB")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(64);
-        tokio::spawn(compact_when_due(Arc::clone(&engine), limit_mb << 20));
+        let compactor = Compactor::start(&engine, std::time::Duration::from_secs(5))?;
+        tokio::spawn(report_compactions(compactor));
     }
     let api = Arc::new(Api::new(Arc::clone(&engine)));
     api.add_token(&token, TokenScope::full());

@@ -450,7 +450,8 @@ impl Directory {
     pub(crate) fn begin_point(&self, point: u32) {
         debug_assert_ne!(point, 0);
         self.kept.lock().unwrap_or_else(|e| e.into_inner()).point = point;
-        self.point.store(point, std::sync::atomic::Ordering::Release);
+        self.point
+            .store(point, std::sync::atomic::Ordering::Release);
     }
 
     /// Keeps `profile`'s state at the point being taken, if this is its first change
@@ -550,8 +551,8 @@ impl Directory {
 mod loom_tests {
     use super::Life;
     use crate::sync::{AtomicU8, Ordering};
-use std::sync::atomic::AtomicU32;
     use loom::sync::Arc;
+    use std::sync::atomic::AtomicU32;
 
     /// A write creating a profile publishes its counters, then activates it: a reader
     /// that finds it live finds the counters (never a profile without its relation).

@@ -158,8 +158,8 @@ pub use accum::exact_sum::MAX_FLOAT;
 pub use accum::top::DEFAULT_INDEX_ABOVE;
 pub use accum::{Counter, PropCounter, Sum, TopItem};
 pub use engine::{
-    DEFAULT_LIST_LIMIT, DEFAULT_SHARDS, Engine, EngineBuilder, MAX_LIST_LIMIT, MAX_SHARDS, Page,
-    Row,
+    AutoCompact, Compactor, DEFAULT_LIST_LIMIT, DEFAULT_SHARDS, Engine, EngineBuilder,
+    MAX_LIST_LIMIT, MAX_SHARDS, Page, Row,
 };
 pub use error::Error;
 pub use persist::snapshot::SnapshotStats;

@@ -590,6 +590,113 @@ fn log_bytes_grow_with_writes_and_fold_into_a_compaction() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// What a caller sees of recipient "a" of relation type 1, and how many relations.
+fn one_recipient(e: &Engine) -> (Vec<Answer>, u64) {
+    (snapshot(e, &["a".to_string()]), e.relation_count())
+}
+
+/// Automatic compaction: due exactly when the log is at least the minimum and at
+/// least the percentage of the snapshot's size (checked against the files' sizes
+/// after every write); `compact_if_due` folds it then, and only then.
+#[test]
+fn compaction_is_due_when_the_log_outgrows_the_snapshot() {
+    let dir = temp_dir("due");
+    let policy = relcount::AutoCompact {
+        growth_percent: 50,
+        min_log_bytes: 2_000,
+    };
+    let engine = Engine::builder()
+        .auto_compact(policy)
+        .open(&dir, SyncPolicy::No)
+        .expect("open");
+    engine.define(model_schemas()[0].clone()).expect("define");
+    let snapshot_len = || std::fs::metadata(dir.join("snapshot.bin")).map_or(0, |m| m.len());
+    let mut compactions = 0;
+    for i in 0..600 {
+        let b = format!("b{i}");
+        engine
+            .attach(1, "a", b.as_str(), &[("Like", relcount::Value::Int(1))])
+            .expect("write");
+        let (log, snap) = (engine.log_bytes().expect("log"), snapshot_len());
+        let expected = log >= 2_000 && log * 100 >= snap * 50;
+        assert_eq!(
+            engine.compaction_due().expect("due"),
+            expected,
+            "log {log}, snapshot {snap}"
+        );
+        let ran = engine.compact_if_due().expect("compact if due");
+        assert_eq!(ran.is_some(), expected);
+        if expected {
+            compactions += 1;
+            assert_eq!(engine.log_bytes().expect("log"), 0);
+            assert_eq!(ran.map(|s| s.relations), Some(i + 1));
+        }
+    }
+    // The snapshot grows, so compactions get rarer: the log never passes half of it
+    // (or the minimum) by more than one write.
+    assert!(compactions >= 3, "{compactions}");
+    let off = Engine::builder()
+        .auto_compact(relcount::AutoCompact {
+            growth_percent: 0,
+            min_log_bytes: 0,
+        })
+        .build();
+    assert!(!off.compaction_due().expect("in memory"));
+    let before = one_recipient(&engine);
+    drop(engine);
+    let engine = Engine::builder()
+        .open(&dir, SyncPolicy::No)
+        .expect("reopen");
+    assert_eq!(one_recipient(&engine), before);
+    drop(engine);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A `Compactor` thread keeps the log folded while writers run, stops when dropped,
+/// and every write survives a restart.
+#[test]
+fn a_compactor_keeps_the_log_folded() {
+    let dir = temp_dir("compactor");
+    let engine = std::sync::Arc::new(
+        Engine::builder()
+            .auto_compact(relcount::AutoCompact {
+                growth_percent: 100,
+                min_log_bytes: 4_000,
+            })
+            .open(&dir, SyncPolicy::No)
+            .expect("open"),
+    );
+    engine.define(model_schemas()[0].clone()).expect("define");
+    let compactor =
+        relcount::Compactor::start(&engine, std::time::Duration::from_millis(1)).expect("start");
+    let mut i = 0u64;
+    // Writes until the thread has compacted twice (a liveness bound, not a timing one).
+    while compactor.compactions() < 2 {
+        assert!(i < 10_000_000, "the compactor never ran");
+        let b = format!("b{}", i % 5_000);
+        engine
+            .strengthen(1, "a", b.as_str(), &[("Like", relcount::Value::Int(1))])
+            .expect("write");
+        i += 1;
+    }
+    assert_eq!(compactor.last_error(), None);
+    drop(compactor);
+    let before = one_recipient(&engine);
+    let total = engine
+        .get_counter(1, "a")
+        .expect("read")
+        .prop("Like")
+        .and_then(|p| p.sum());
+    assert_eq!(total, Some(relcount::Sum::Int(i128::from(i))));
+    drop(engine);
+    let engine = Engine::builder()
+        .open(&dir, SyncPolicy::No)
+        .expect("reopen");
+    assert_eq!(one_recipient(&engine), before);
+    drop(engine);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Postmortem (adversarial review): every compaction rotated the log first, so
 /// compactions that kept failing (a full disk) each left one more empty log file. A
 /// compaction with nothing logged since the last rotation now keeps the current log.

@@ -15,7 +15,10 @@ use crate::schema::{RelationType, Schema, Value};
 use crate::store::Store;
 use crate::sync::lock_free_map;
 
+pub use compactor::{AutoCompact, Compactor};
+
 mod bulk;
+mod compactor;
 mod durable;
 mod profiles;
 mod read;
@@ -72,6 +75,8 @@ pub struct Engine {
     snapshot_lock: Mutex<u32>,
     /// What recovery skipped (see [`Engine::recovery_skipped`]).
     skipped: Mutex<Vec<crate::persist::Skipped>>,
+    /// When the log is due for compaction (see [`Engine::compaction_due`]).
+    auto_compact: AutoCompact,
 }
 
 /// Settings of an [`Engine`]; start from [`Engine::builder`].
@@ -82,6 +87,7 @@ pub struct EngineBuilder {
     hasher: ProfileHasher,
     index_above: usize,
     resolver: Option<Arc<dyn Resolver>>,
+    auto_compact: AutoCompact,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -129,6 +135,14 @@ impl EngineBuilder {
         self
     }
 
+    /// When a durable engine's log is due for compaction (default
+    /// [`AutoCompact::default`]: the log at least 64 MiB and as large as the last
+    /// snapshot): what [`Engine::compact_if_due`] and a [`Compactor`] go by.
+    pub fn auto_compact(mut self, policy: AutoCompact) -> Self {
+        self.auto_compact = policy;
+        self
+    }
+
     /// Builds the engine.
     #[must_use]
     pub fn build(self) -> Engine {
@@ -147,6 +161,7 @@ impl EngineBuilder {
             data_dir: std::sync::OnceLock::new(),
             snapshot_lock: Mutex::new(0),
             skipped: Mutex::new(Vec::new()),
+            auto_compact: self.auto_compact,
         }
     }
 }
@@ -158,6 +173,7 @@ impl Default for EngineBuilder {
             hasher: xxh64,
             index_above: DEFAULT_INDEX_ABOVE,
             resolver: None,
+            auto_compact: AutoCompact::default(),
         }
     }
 }

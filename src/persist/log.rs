@@ -174,6 +174,49 @@ pub(crate) fn log_path(dir: &Path, seq: u64) -> PathBuf {
 }
 
 /// The sequence numbers of the logs in `dir`, ascending.
+/// Where a log whose failed append could not be cut back records its real end (the
+/// length of its acknowledged records): recovery cuts the log there before reading it,
+/// then removes this file.
+pub(crate) fn end_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("log.{seq:020}.end"))
+}
+
+/// Records, durably, that log `seq` ends at `len` (see [`end_path`]).
+fn mark_end(dir: &Path, seq: u64, len: u64) -> std::io::Result<()> {
+    let (path, tmp) = (
+        end_path(dir, seq),
+        dir.join(format!("log.{seq:020}.end.tmp")),
+    );
+    let mut f = File::create(&tmp)?;
+    f.write_all(&len.to_le_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Cuts log `seq` back to the end a failed append recorded for it, if one did (see
+/// [`end_path`]), then forgets the record.
+pub(crate) fn apply_end_mark(dir: &Path, seq: u64) -> Result<(), Error> {
+    let path = end_path(dir, seq);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(storage(path.display(), e)),
+    };
+    let len = <[u8; 8]>::try_from(bytes.as_slice())
+        .map(u64::from_le_bytes)
+        .map_err(|_| storage(path.display(), "not an end mark (8 bytes)"))?;
+    let log = log_path(dir, seq);
+    let actual = std::fs::metadata(&log)
+        .map_err(|e| storage(log.display(), e))?
+        .len();
+    if actual > len {
+        truncate(&log, len)?;
+    }
+    std::fs::remove_file(&path).map_err(|e| storage(path.display(), e))?;
+    sync_dir(dir)
+}
+
 pub(crate) fn log_seqs(dir: &Path) -> Result<Vec<u64>, Error> {
     let mut seqs = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| storage(dir.display(), e))? {
@@ -347,8 +390,11 @@ pub(crate) struct Log {
 #[cfg(test)]
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
-    /// Write only this many bytes of the next frame, then fail.
+    /// Write only this many bytes of the next frame, then fail (with `errno` when it
+    /// is not 0: ENOSPC, EIO).
     pub(crate) short_write: Mutex<Option<usize>>,
+    /// The OS error a short write fails with.
+    pub(crate) errno: std::sync::atomic::AtomicI32,
     /// Fail the next `sync_data` of an append.
     pub(crate) sync: AtomicBool,
     /// Fail the next cut back of a failed append.
@@ -492,12 +538,17 @@ impl Log {
                 return if end <= kept {
                     Ok(())
                 } else {
+                    let why = open.cut_why.as_deref().unwrap_or("an earlier failure");
                     Err(storage(
                         log_path(&self.dir, open.seq).display(),
-                        format!(
-                            "this write's log record could not be made durable ({}); it was cut back off the log",
-                            open.cut_why.as_deref().unwrap_or("an earlier failure")
-                        ),
+                        match &open.failed {
+                            None => format!(
+                                "this write's log record could not be made durable ({why}); it was cut back off the log"
+                            ),
+                            Some(failed) => format!(
+                                "this write's log record could not be made durable ({why}); {failed}"
+                            ),
+                        },
                     ))
                 };
             }
@@ -541,11 +592,19 @@ impl Log {
     }
 
     /// Cuts the log back to `len` after a failed write or fsync (`e`); when that fails
-    /// too, stops the log (see [`Open::failed`]).
+    /// too, stops the log (see [`Open::failed`]) and records `len` as where the log
+    /// ends (see [`end_path`]: recovery cuts the rest), so the refused records are
+    /// never replayed.
     fn cut_back(&self, open: &mut Open, len: u64, e: &std::io::Error) {
         if let Err(cut) = self.cut(&open.file, len) {
+            let marked = match mark_end(&self.dir, open.seq, len) {
+                Ok(()) => "recovery will cut it".to_string(),
+                Err(mark) => format!(
+                    "nor could its end be recorded ({mark}): a restart may replay the refused write"
+                ),
+            };
             open.failed = Some(format!(
-                "a failed append ({e}) could not be cut back off: {cut}"
+                "a failed append ({e}) could not be cut back off ({cut}); {marked}"
             ));
         }
     }
@@ -561,7 +620,10 @@ impl Log {
         {
             let mut f = file;
             f.write_all(&frame[..n.min(frame.len())])?;
-            return Err(std::io::Error::other("injected short write"));
+            return Err(match self.faults.errno.swap(0, Ordering::AcqRel) {
+                0 => std::io::Error::other("injected short write"),
+                errno => std::io::Error::from_raw_os_error(errno),
+            });
         }
         let mut f = file;
         f.write_all(frame)

@@ -182,7 +182,8 @@ impl Shards {
     /// lock, and takes one point at a time.
     pub(super) fn begin_point(&self, point: u32) {
         debug_assert_ne!(point, 0);
-        self.point.store(point, std::sync::atomic::Ordering::Release);
+        self.point
+            .store(point, std::sync::atomic::Ordering::Release);
     }
 
     /// Every shard's targets at the point `begin_point` started (captured by the first

@@ -226,8 +226,11 @@ pub fn observe(e: &Engine) -> State {
         data: [1, 2]
             .into_iter()
             .flat_map(|db| {
-                let mut ids: Vec<String> =
-                    e.profile_ids(db).into_iter().map(|i| i.to_string()).collect();
+                let mut ids: Vec<String> = e
+                    .profile_ids(db)
+                    .into_iter()
+                    .map(|i| i.to_string())
+                    .collect();
                 ids.sort();
                 ids.into_iter().map(move |id| {
                     let data = e.profile_data(db, id.as_str()).expect("a listed profile");
