@@ -15,101 +15,151 @@ use crate::slots::SlotTable;
 /// two cache lines); larger ones keep a position map, dropped again below half of it.
 const SCAN_AT_MOST: usize = 16;
 
+/// Relations in one chunk of a [`Packed`] (fewer in unit tests, so that they cross
+/// chunk boundaries).
+const CHUNK: usize = if cfg!(test) { 16 } else { 4096 };
+
+/// Up to [`CHUNK`] relations: the initiators' slots and their records at a fixed
+/// stride of words, in the same order.
+#[derive(Debug, Clone, Default)]
+struct Chunk {
+    slots: Vec<u32>,
+    words: Vec<u64>,
+}
+
 /// One target's relations, packed: the initiators' slots, and their records at a fixed
 /// stride of words (see `record::Record`), in the same order. No allocation and no
 /// reference count per relation: `4 + 8 * stride` bytes each (28 for the seed schema),
-/// plus the vectors' spare capacity.
+/// plus the last chunk's spare capacity.
+///
+/// Stored in chunks of [`CHUNK`] relations, each shared: relation `i` is in chunk
+/// `i / CHUNK`, every chunk but the last is full, and a removal moves the last
+/// relation into the hole. So a copy (a write to relations a snapshot or a page still
+/// holds) copies the list of chunks and the one or two chunks it changes, never the
+/// whole target: the first write to a target of a million relations after a snapshot
+/// point costs microseconds, not milliseconds.
 #[derive(Debug, Clone)]
 pub(crate) struct Packed {
-    slots: Vec<u32>,
-    words: Vec<u64>,
+    chunks: Vec<Arc<Chunk>>,
+    len: usize,
     stride: usize,
 }
 
 impl Packed {
     fn new(stride: usize) -> Self {
         Packed {
-            slots: Vec::new(),
-            words: Vec::new(),
+            chunks: Vec::new(),
+            len: 0,
             stride,
         }
     }
 
     /// Number of relations.
     pub(crate) fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// The words of relation `i`'s record.
-    fn span(&self, i: usize) -> std::ops::Range<usize> {
-        i * self.stride..(i + 1) * self.stride
+        self.len
     }
 
     /// Relation `i`'s initiator slot and record.
     pub(crate) fn get(&self, i: usize) -> (u32, RecordRef<'_>) {
-        (self.slots[i], RecordRef::new(&self.words[self.span(i)]))
+        let (c, at) = (&self.chunks[i / CHUNK], i % CHUNK);
+        let words = &c.words[at * self.stride..(at + 1) * self.stride];
+        (c.slots[at], RecordRef::new(words))
     }
 
     /// Every relation: initiator slot and record.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, RecordRef<'_>)> {
-        self.slots
-            .iter()
-            .copied()
-            .zip(self.words.chunks_exact(self.stride).map(RecordRef::new))
+        self.chunks.iter().flat_map(|c| {
+            c.slots
+                .iter()
+                .copied()
+                .zip(c.words.chunks_exact(self.stride).map(RecordRef::new))
+        })
     }
 
-    /// Room for `more` relations beyond the current ones, exactly.
+    /// Every relation's initiator slot, in order.
+    fn slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.chunks.iter().flat_map(|c| c.slots.iter().copied())
+    }
+
+    /// Room for `more` relations beyond the current ones: the last chunk's exactly,
+    /// and every chunk to come made at its full size.
     fn reserve(&mut self, more: usize) {
-        self.slots.reserve_exact(more);
-        self.words.reserve_exact(more * self.stride);
+        let last = self.len % CHUNK;
+        if let Some(c) = self.chunks.last_mut().filter(|_| last != 0) {
+            let c = Arc::make_mut(c);
+            let room = more.min(CHUNK - last);
+            c.slots.reserve_exact(room);
+            c.words.reserve_exact(room * self.stride);
+        }
+        self.chunks.reserve(more.div_ceil(CHUNK));
     }
 
-    /// Gives back spare room past a quarter of the relations (what growth by
-    /// quarters leaves at most).
+    /// Gives back the last chunk's spare room past a quarter of its relations (what
+    /// growth by quarters leaves at most).
     fn fit(&mut self) {
-        let len = self.len();
-        if self.slots.capacity() > len + len / 4 + 8 {
-            let keep = len + len / 4;
-            self.slots.shrink_to(keep);
-            self.words.shrink_to(keep * self.stride);
+        let stride = self.stride;
+        if let Some(c) = self.chunks.last_mut() {
+            let len = c.slots.len();
+            if c.slots.capacity() > len + len / 4 + 8 {
+                let c = Arc::make_mut(c);
+                let keep = len + len / 4;
+                c.slots.shrink_to(keep);
+                c.words.shrink_to(keep * stride);
+            }
         }
+        self.chunks.shrink_to_fit();
     }
 
     fn set(&mut self, i: usize, rec: &Record) {
-        let span = self.span(i);
-        self.words[span].copy_from_slice(rec.words());
+        let (c, at) = (Arc::make_mut(&mut self.chunks[i / CHUNK]), i % CHUNK);
+        c.words[at * self.stride..(at + 1) * self.stride].copy_from_slice(rec.words());
     }
 
     fn push(&mut self, slot: u32, rec: &Record) {
-        // Grow by a quarter, not double: a target's spare room stays near an eighth of
-        // its relations on average (doubling leaves about a third), and a push still
-        // costs O(1) amortised.
-        if self.slots.len() == self.slots.capacity() {
-            let more = (self.slots.len() / 4).max(2);
-            self.slots.reserve_exact(more);
-            self.words.reserve_exact(more * self.stride);
+        if self.len.is_multiple_of(CHUNK) {
+            self.chunks.push(Arc::new(Chunk::default()));
         }
-        self.slots.push(slot);
-        self.words.extend_from_slice(rec.words());
+        let stride = self.stride;
+        let c = Arc::make_mut(self.chunks.last_mut().expect("a chunk with room"));
+        // Grow by a quarter, not double: a target's spare room stays near an eighth of
+        // its last chunk on average (doubling leaves about a third), and a push still
+        // costs O(1) amortised.
+        if c.slots.len() == c.slots.capacity() {
+            let more = (c.slots.len() / 4).max(2).min(CHUNK - c.slots.len());
+            c.slots.reserve_exact(more);
+            c.words.reserve_exact(more * stride);
+        }
+        c.slots.push(slot);
+        c.words.extend_from_slice(rec.words());
+        self.len += 1;
     }
 
     /// Removes relation `i` by moving the last one into its place; returns the slot of
     /// the one that moved, if any did.
     fn swap_remove(&mut self, i: usize) -> Option<u32> {
-        let last = self.len() - 1;
-        self.slots.swap_remove(i);
-        if i != last {
-            let from = self.span(last);
-            self.words.copy_within(from, i * self.stride);
+        let last = self.len - 1;
+        let stride = self.stride;
+        let tail = Arc::make_mut(self.chunks.last_mut().expect("a relation"));
+        let slot = tail.slots.pop().expect("a relation");
+        let from = tail.words.len() - stride;
+        let moved: Option<Vec<u64>> = (i != last).then(|| tail.words[from..].to_vec());
+        tail.words.truncate(from);
+        // Give back room a shrinking chunk no longer needs.
+        let left = tail.slots.len();
+        if tail.slots.capacity() > 2 * left + 8 {
+            let keep = left + left / 4;
+            tail.slots.shrink_to(keep);
+            tail.words.shrink_to(keep * stride);
         }
-        self.words.truncate(last * self.stride);
-        // Give back room a shrinking target no longer needs.
-        if self.slots.capacity() > 2 * last + 8 {
-            let keep = last + last / 4;
-            self.slots.shrink_to(keep);
-            self.words.shrink_to(keep * self.stride);
+        if left == 0 {
+            self.chunks.pop();
         }
-        (i != last).then(|| self.slots[i])
+        self.len = last;
+        let words = moved?;
+        let (c, at) = (Arc::make_mut(&mut self.chunks[i / CHUNK]), i % CHUNK);
+        c.slots[at] = slot;
+        c.words[at * stride..(at + 1) * stride].copy_from_slice(&words);
+        Some(slot)
     }
 }
 
@@ -143,7 +193,7 @@ impl Target {
     fn position(&self, slot: u32) -> Option<usize> {
         match &self.positions {
             Some(map) => map.get(&slot).map(|&at| at as usize),
-            None => self.rels.slots.iter().position(|&s| s == slot),
+            None => self.rels.slots().position(|s| s == slot),
         }
     }
 
@@ -398,7 +448,7 @@ impl Target {
                     }
                     None if rels.len() > SCAN_AT_MOST => {
                         self.positions =
-                            Some((0..).zip(rels.slots.iter()).map(|(i, &s)| (s, i)).collect());
+                            Some((0..).zip(rels.slots()).map(|(i, s)| (s, i)).collect());
                     }
                     None => {}
                 }
@@ -511,10 +561,13 @@ mod tests {
         /// Pushes, overwrites and swap-removes against a `Vec` of (slot, record), across
         /// the growth and shrinking of the packed vectors.
         #[test]
-        fn packed_behaves_like_a_vec(ops in prop::collection::vec((0u8..3, any::<u16>(), any::<i64>()), 0..600)) {
+        fn packed_behaves_like_a_vec(ops in prop::collection::vec((0u8..4, any::<u16>(), any::<i64>()), 0..600)) {
             let schema = schema();
             let mut packed = Packed::new(schema.stride());
             let mut oracle: Vec<(u32, Record)> = Vec::new();
+            // Copies taken along the way (as a snapshot or a page takes them): later
+            // writes never show in them.
+            let mut copies: Vec<(Packed, Vec<(u32, Record)>)> = Vec::new();
             for (op, at, v) in ops {
                 let rec = record(&schema, v);
                 match op {
@@ -527,6 +580,7 @@ mod tests {
                         packed.set(i, &rec);
                         oracle[i].1 = rec;
                     }
+                    3 if at % 8 == 0 => copies.push((packed.clone(), oracle.clone())),
                     _ if !oracle.is_empty() => {
                         let i = usize::from(at) % oracle.len();
                         let moved = packed.swap_remove(i);
@@ -538,7 +592,14 @@ mod tests {
                 prop_assert_eq!(packed.len(), oracle.len());
                 let got: Vec<(u32, Record)> = packed.iter().map(|(s, r)| (s, r.to_record())).collect();
                 prop_assert_eq!(&got, &oracle);
-                prop_assert!(packed.slots.capacity() <= 2 * oracle.len() + 8 + oracle.len() / 4 + 2);
+                let room: usize = packed.chunks.iter().map(|c| c.slots.capacity()).sum();
+                prop_assert!(room <= 2 * oracle.len() + 8 + oracle.len() / 4 + 2, "{} for {}", room, oracle.len());
+                let full = packed.chunks.len().saturating_sub(1);
+                prop_assert!(packed.chunks[..full].iter().all(|c| c.slots.len() == CHUNK));
+            }
+            for (copy, then) in copies {
+                let got: Vec<(u32, Record)> = copy.iter().map(|(s, r)| (s, r.to_record())).collect();
+                prop_assert_eq!(got, then);
             }
         }
     }
@@ -585,12 +646,28 @@ mod tests {
             (0..1000).map(|_| (b.slot, &b, &rec)).collect();
         let (view, added) = target.apply_many(&rows, 4, directory.slot_table());
         assert_eq!((view.total, added), (1, vec![0]));
-        assert!(
-            target.rels.slots.capacity() <= 9,
-            "{}",
-            target.rels.slots.capacity()
-        );
-        assert!(target.rels.words.capacity() <= 9 * schema.stride());
+        let chunk = &target.rels.chunks[0];
+        assert_eq!(target.rels.chunks.len(), 1);
+        assert!(chunk.slots.capacity() <= 9, "{}", chunk.slots.capacity());
+        assert!(chunk.words.capacity() <= 9 * schema.stride());
+    }
+
+    /// A write to relations a snapshot shares copies the list of chunks and the chunk
+    /// it changes, not the others.
+    #[test]
+    fn a_shared_write_copies_one_chunk() {
+        let schema = schema();
+        let mut packed = Packed::new(schema.stride());
+        for i in 0..(4 * CHUNK as u32) {
+            packed.push(i, &record(&schema, 1));
+        }
+        let shared = packed.clone();
+        packed.set(CHUNK + 1, &record(&schema, 2));
+        let same: Vec<bool> = (0..4)
+            .map(|c| Arc::ptr_eq(&shared.chunks[c], &packed.chunks[c]))
+            .collect();
+        assert_eq!(same, [true, false, true, true]);
+        assert_eq!(shared.get(CHUNK + 1).1.to_record(), record(&schema, 1));
     }
 
     /// Relations shared with a page or a snapshot are copied by the first write that

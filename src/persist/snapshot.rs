@@ -184,6 +184,34 @@ fn encode<W: Write>(f: &Frozen, out: W) -> std::io::Result<(W, SnapshotStats)> {
     Ok((out, stats))
 }
 
+/// How much of a snapshot is written between two fsyncs of it (see [`Incremental`]).
+const SYNC_EVERY: usize = 4 << 20;
+
+/// A snapshot file synced every [`SYNC_EVERY`] bytes as it is written (Redis's
+/// `rdb-save-incremental-fsync`): the kernel never holds hundreds of megabytes of it
+/// to write back at once, which stalls every other write to the same disk, the
+/// write log's appends included, for tens of milliseconds.
+struct Incremental {
+    file: std::fs::File,
+    unsynced: usize,
+}
+
+impl Write for Incremental {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.unsynced += n;
+        if self.unsynced >= SYNC_EVERY {
+            self.file.sync_data()?;
+            self.unsynced = 0;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// The prefix of every temporary file a snapshot of `path` is written to first.
 pub(crate) fn tmp_prefix(path: &Path) -> String {
     let name = path
@@ -207,9 +235,13 @@ pub(crate) fn write(frozen: &Frozen, path: &Path) -> Result<SnapshotStats, Error
     let tmp = tmp_path(path);
     let mut stats = SnapshotStats::default();
     let written = std::fs::File::create(&tmp).and_then(|file| {
+        let file = Incremental { file, unsynced: 0 };
         let (out, s) = encode(frozen, std::io::BufWriter::with_capacity(1 << 16, file))?;
         stats = s;
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()
+        out.into_inner()
+            .map_err(|e| e.into_error())?
+            .file
+            .sync_all()
     });
     if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
         let _ = std::fs::remove_file(&tmp);
