@@ -32,43 +32,75 @@ struct Chunk {
 /// reference count per relation: `4 + 8 * stride` bytes each (28 for the seed schema),
 /// plus the last chunk's spare capacity.
 ///
-/// Stored in chunks of [`CHUNK`] relations, each shared: relation `i` is in chunk
-/// `i / CHUNK`, every chunk but the last is full, and a removal moves the last
-/// relation into the hole. So a copy (a write to relations a snapshot or a page still
-/// holds) copies the list of chunks and the one or two chunks it changes, never the
-/// whole target: the first write to a target of a million relations after a snapshot
-/// point costs microseconds, not milliseconds.
+/// Stored in chunks of [`CHUNK`] relations: relation `i` is in chunk `i / CHUNK`,
+/// every chunk but the last is full, and a removal moves the last relation into the
+/// hole. The first chunk is inline (a small target, most of them, costs no more than
+/// one flat list), the others are shared. So a copy (a write to relations a snapshot
+/// or a page still holds) copies the first chunk, the list of the others and the one
+/// it changes, never the whole target: the first write to a target of a million
+/// relations after a snapshot point costs microseconds, not milliseconds.
 #[derive(Debug, Clone)]
 pub(crate) struct Packed {
-    chunks: Vec<Arc<Chunk>>,
-    len: usize,
+    head: Chunk,
+    /// Chunks 1 and up (a boxed slice: no room kept, and nothing allocated for a
+    /// target of one chunk).
+    tail: Box<[Arc<Chunk>]>,
     stride: usize,
 }
 
 impl Packed {
     fn new(stride: usize) -> Self {
         Packed {
-            chunks: Vec::new(),
-            len: 0,
+            head: Chunk::default(),
+            tail: Box::default(),
             stride,
         }
     }
 
     /// Number of relations.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        match self.tail.last() {
+            None => self.head.slots.len(),
+            Some(last) => CHUNK * self.tail.len() + last.slots.len(),
+        }
+    }
+
+    fn chunk(&self, c: usize) -> &Chunk {
+        if c == 0 {
+            &self.head
+        } else {
+            &self.tail[c - 1]
+        }
+    }
+
+    /// Chunk `c`, to change (copied first if a snapshot or a page shares it).
+    fn chunk_mut(&mut self, c: usize) -> &mut Chunk {
+        if c == 0 {
+            &mut self.head
+        } else {
+            Arc::make_mut(&mut self.tail[c - 1])
+        }
+    }
+
+    /// The index of the last chunk (the only one that may not be full).
+    fn last(&self) -> usize {
+        self.tail.len()
     }
 
     /// Relation `i`'s initiator slot and record.
     pub(crate) fn get(&self, i: usize) -> (u32, RecordRef<'_>) {
-        let (c, at) = (&self.chunks[i / CHUNK], i % CHUNK);
+        let (c, at) = (self.chunk(i / CHUNK), i % CHUNK);
         let words = &c.words[at * self.stride..(at + 1) * self.stride];
         (c.slots[at], RecordRef::new(words))
     }
 
+    fn chunks(&self) -> impl Iterator<Item = &Chunk> {
+        std::iter::once(&self.head).chain(self.tail.iter().map(|c| &**c))
+    }
+
     /// Every relation: initiator slot and record.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, RecordRef<'_>)> {
-        self.chunks.iter().flat_map(|c| {
+        self.chunks().flat_map(|c| {
             c.slots
                 .iter()
                 .copied()
@@ -78,49 +110,48 @@ impl Packed {
 
     /// Every relation's initiator slot, in order.
     fn slots(&self) -> impl Iterator<Item = u32> + '_ {
-        self.chunks.iter().flat_map(|c| c.slots.iter().copied())
+        self.chunks().flat_map(|c| c.slots.iter().copied())
     }
 
-    /// Room for `more` relations beyond the current ones: the last chunk's exactly,
-    /// and every chunk to come made at its full size.
+    /// Room for `more` relations beyond the current ones in the last chunk, exactly
+    /// (chunks to come are made as they fill).
     fn reserve(&mut self, more: usize) {
-        let last = self.len % CHUNK;
-        if let Some(c) = self.chunks.last_mut().filter(|_| last != 0) {
-            let c = Arc::make_mut(c);
-            let room = more.min(CHUNK - last);
-            c.slots.reserve_exact(room);
-            c.words.reserve_exact(room * self.stride);
-        }
-        self.chunks.reserve(more.div_ceil(CHUNK));
+        let stride = self.stride;
+        let last = self.last();
+        let c = self.chunk_mut(last);
+        let room = more.min(CHUNK - c.slots.len());
+        c.slots.reserve_exact(room);
+        c.words.reserve_exact(room * stride);
     }
 
     /// Gives back the last chunk's spare room past a quarter of its relations (what
     /// growth by quarters leaves at most).
     fn fit(&mut self) {
-        let stride = self.stride;
-        if let Some(c) = self.chunks.last_mut() {
-            let len = c.slots.len();
-            if c.slots.capacity() > len + len / 4 + 8 {
-                let c = Arc::make_mut(c);
-                let keep = len + len / 4;
-                c.slots.shrink_to(keep);
-                c.words.shrink_to(keep * stride);
-            }
+        let (stride, last) = (self.stride, self.last());
+        let c = self.chunk(last);
+        let len = c.slots.len();
+        if c.slots.capacity() > len + len / 4 + 8 {
+            let c = self.chunk_mut(last);
+            let keep = len + len / 4;
+            c.slots.shrink_to(keep);
+            c.words.shrink_to(keep * stride);
         }
-        self.chunks.shrink_to_fit();
     }
 
     fn set(&mut self, i: usize, rec: &Record) {
-        let (c, at) = (Arc::make_mut(&mut self.chunks[i / CHUNK]), i % CHUNK);
-        c.words[at * self.stride..(at + 1) * self.stride].copy_from_slice(rec.words());
+        let stride = self.stride;
+        let (c, at) = (self.chunk_mut(i / CHUNK), i % CHUNK);
+        c.words[at * stride..(at + 1) * stride].copy_from_slice(rec.words());
     }
 
     fn push(&mut self, slot: u32, rec: &Record) {
-        if self.len.is_multiple_of(CHUNK) {
-            self.chunks.push(Arc::new(Chunk::default()));
+        if self.chunk(self.last()).slots.len() == CHUNK {
+            let mut tail = std::mem::take(&mut self.tail).into_vec();
+            tail.push(Arc::new(Chunk::default()));
+            self.tail = tail.into_boxed_slice();
         }
-        let stride = self.stride;
-        let c = Arc::make_mut(self.chunks.last_mut().expect("a chunk with room"));
+        let (stride, last) = (self.stride, self.last());
+        let c = self.chunk_mut(last);
         // Grow by a quarter, not double: a target's spare room stays near an eighth of
         // its last chunk on average (doubling leaves about a third), and a push still
         // costs O(1) amortised.
@@ -131,18 +162,17 @@ impl Packed {
         }
         c.slots.push(slot);
         c.words.extend_from_slice(rec.words());
-        self.len += 1;
     }
 
     /// Removes relation `i` by moving the last one into its place; returns the slot of
     /// the one that moved, if any did.
     fn swap_remove(&mut self, i: usize) -> Option<u32> {
-        let last = self.len - 1;
-        let stride = self.stride;
-        let tail = Arc::make_mut(self.chunks.last_mut().expect("a relation"));
+        let end = self.len() - 1;
+        let (stride, last) = (self.stride, self.last());
+        let tail = self.chunk_mut(last);
         let slot = tail.slots.pop().expect("a relation");
         let from = tail.words.len() - stride;
-        let moved: Option<Vec<u64>> = (i != last).then(|| tail.words[from..].to_vec());
+        let moved: Option<Vec<u64>> = (i != end).then(|| tail.words[from..].to_vec());
         tail.words.truncate(from);
         // Give back room a shrinking chunk no longer needs.
         let left = tail.slots.len();
@@ -151,12 +181,13 @@ impl Packed {
             tail.slots.shrink_to(keep);
             tail.words.shrink_to(keep * stride);
         }
-        if left == 0 {
-            self.chunks.pop();
+        if left == 0 && last > 0 {
+            let mut chunks = std::mem::take(&mut self.tail).into_vec();
+            chunks.pop();
+            self.tail = chunks.into_boxed_slice();
         }
-        self.len = last;
         let words = moved?;
-        let (c, at) = (Arc::make_mut(&mut self.chunks[i / CHUNK]), i % CHUNK);
+        let (c, at) = (self.chunk_mut(i / CHUNK), i % CHUNK);
         c.slots[at] = slot;
         c.words[at * stride..(at + 1) * stride].copy_from_slice(&words);
         Some(slot)
@@ -592,10 +623,10 @@ mod tests {
                 prop_assert_eq!(packed.len(), oracle.len());
                 let got: Vec<(u32, Record)> = packed.iter().map(|(s, r)| (s, r.to_record())).collect();
                 prop_assert_eq!(&got, &oracle);
-                let room: usize = packed.chunks.iter().map(|c| c.slots.capacity()).sum();
+                let room: usize = packed.chunks().map(|c| c.slots.capacity()).sum();
                 prop_assert!(room <= 2 * oracle.len() + 8 + oracle.len() / 4 + 2, "{} for {}", room, oracle.len());
-                let full = packed.chunks.len().saturating_sub(1);
-                prop_assert!(packed.chunks[..full].iter().all(|c| c.slots.len() == CHUNK));
+                let last = packed.last();
+                prop_assert!(packed.chunks().take(last).all(|c| c.slots.len() == CHUNK));
             }
             for (copy, then) in copies {
                 let got: Vec<(u32, Record)> = copy.iter().map(|(s, r)| (s, r.to_record())).collect();
@@ -646,14 +677,14 @@ mod tests {
             (0..1000).map(|_| (b.slot, &b, &rec)).collect();
         let (view, added) = target.apply_many(&rows, 4, directory.slot_table());
         assert_eq!((view.total, added), (1, vec![0]));
-        let chunk = &target.rels.chunks[0];
-        assert_eq!(target.rels.chunks.len(), 1);
+        let chunk = &target.rels.head;
+        assert!(target.rels.tail.is_empty());
         assert!(chunk.slots.capacity() <= 9, "{}", chunk.slots.capacity());
         assert!(chunk.words.capacity() <= 9 * schema.stride());
     }
 
-    /// A write to relations a snapshot shares copies the list of chunks and the chunk
-    /// it changes, not the others.
+    /// A write to relations a snapshot shares copies the first chunk (inline), the
+    /// list of the others and the one it changes, not the rest.
     #[test]
     fn a_shared_write_copies_one_chunk() {
         let schema = schema();
@@ -663,10 +694,10 @@ mod tests {
         }
         let shared = packed.clone();
         packed.set(CHUNK + 1, &record(&schema, 2));
-        let same: Vec<bool> = (0..4)
-            .map(|c| Arc::ptr_eq(&shared.chunks[c], &packed.chunks[c]))
+        let same: Vec<bool> = (0..3)
+            .map(|c| Arc::ptr_eq(&shared.tail[c], &packed.tail[c]))
             .collect();
-        assert_eq!(same, [true, false, true, true]);
+        assert_eq!(same, [false, true, true]);
         assert_eq!(shared.get(CHUNK + 1).1.to_record(), record(&schema, 1));
     }
 

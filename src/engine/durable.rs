@@ -1028,6 +1028,47 @@ mod fault_tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
+    /// `EverySec` ignored a failed background fsync. It now stops the log: every
+    /// later write is refused (the kernel may have dropped pages of acknowledged
+    /// ones), and a reopen recovers exactly the acknowledged writes.
+    #[test]
+    fn a_failed_background_fsync_refuses_later_writes() {
+        let dir = dir("background");
+        let engine = open(&dir, SyncPolicy::EverySec);
+        strengthen(&engine).expect("before");
+        engine
+            .log
+            .get()
+            .expect("a durable engine")
+            .fail_next_background_sync();
+        let mut acknowledged = 1;
+        // The background fsync runs once a second: write until it has failed (a
+        // liveness bound, not a timing one).
+        let refused = loop {
+            assert!(
+                acknowledged < 100_000,
+                "the failed fsync never stopped the log"
+            );
+            match strengthen(&engine) {
+                Ok(()) => acknowledged += 1,
+                Err(e) => break e,
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        assert!(
+            refused.to_string().contains("background fsync failed"),
+            "{refused}"
+        );
+        assert!(strengthen(&engine).is_err(), "and every write after it");
+        assert_eq!(like(&engine), Some(crate::Sum::Int(acknowledged)));
+        drop(engine);
+        let engine = open(&dir, SyncPolicy::EverySec);
+        assert_eq!(like(&engine), Some(crate::Sum::Int(acknowledged)));
+        strengthen(&engine).expect("a reopened engine takes writes");
+        drop(engine);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     /// `EverySec` had no bound on its loss window when fsync stalled: appends went on
     /// being acknowledged while nothing reached the disk. An append now waits for a
     /// background fsync in flight past the bound (2 s; here 0, with an fsync stalled).

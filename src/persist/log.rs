@@ -332,6 +332,9 @@ struct Open {
     /// A delay injected into the next background fsync (tests only).
     #[cfg(test)]
     stall_next_sync: Duration,
+    /// Fail the next background fsync (tests only).
+    #[cfg(test)]
+    fail_next_sync: bool,
 }
 
 impl Open {
@@ -349,6 +352,14 @@ impl Open {
     }
 
     /// The delay injected into the next background fsync (none outside tests).
+    /// Whether the next background fsync is to fail (never outside tests).
+    fn take_fail(&mut self) -> bool {
+        #[cfg(test)]
+        return std::mem::take(&mut self.fail_next_sync);
+        #[cfg(not(test))]
+        false
+    }
+
     fn take_stall(&mut self) -> Duration {
         #[cfg(test)]
         return std::mem::take(&mut self.stall_next_sync);
@@ -469,6 +480,8 @@ impl Log {
                     next: None,
                     #[cfg(test)]
                     stall_next_sync: Duration::ZERO,
+                    #[cfg(test)]
+                    fail_next_sync: false,
                 }),
                 synced: Condvar::new(),
             }),
@@ -693,6 +706,16 @@ impl Log {
             .stall_next_sync = stall;
     }
 
+    /// Makes the next background fsync fail.
+    #[cfg(test)]
+    pub(crate) fn fail_next_background_sync(&self) {
+        self.shared
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fail_next_sync = true;
+    }
+
     /// Whether a background fsync is in flight.
     #[cfg(test)]
     pub(crate) fn syncing(&self) -> bool {
@@ -787,15 +810,19 @@ fn everysec(shared: std::sync::Weak<Shared>, stop: Arc<AtomicBool>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let (file, stall) = {
+        let (file, stall, fail) = {
             let mut o = shared.open.lock().unwrap_or_else(|e| e.into_inner());
             o.syncing_since = Some(Instant::now());
-            (Arc::clone(&o.file), o.take_stall())
+            (Arc::clone(&o.file), o.take_stall(), o.take_fail())
         };
         if !stall.is_zero() {
             std::thread::sleep(stall);
         }
-        let synced = file.sync_data();
+        let synced = if fail {
+            Err(std::io::Error::other("injected background fsync failure"))
+        } else {
+            file.sync_data()
+        };
         let mut o = shared.open.lock().unwrap_or_else(|e| e.into_inner());
         o.syncing_since = None;
         // Whatever log it was (a rotation may have come between), a failed fsync means
