@@ -973,6 +973,51 @@ fn a_compactor_keeps_the_log_folded() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Found by adversarial review: `log_bytes` listed the logs, then read each one's
+/// size, and failed when a compaction deleted one in between; `compaction_due` (what
+/// a `Compactor` runs) failed with it, and the compactor backed off. A log deleted
+/// meanwhile now counts as folded.
+#[test]
+fn log_bytes_beside_a_compaction_never_fail() {
+    let dir = temp_dir("logbytes-race");
+    let engine = Engine::builder()
+        .auto_compact(relcount::AutoCompact {
+            growth_percent: 1,
+            min_log_bytes: 0,
+        })
+        .open(&dir, SyncPolicy::No)
+        .expect("open");
+    engine.define(model_schemas()[0].clone()).expect("define");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let errors = std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..500u64 {
+                let a = format!("r{}", i % 10);
+                engine
+                    .attach(1, a.as_str(), "b", &[("Like", relcount::Value::Int(1))])
+                    .expect("write");
+                engine.compact().expect("compact");
+            }
+            stop.store(true, std::sync::atomic::Ordering::Release);
+        });
+        let mut errors = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Acquire) {
+            if let Err(e) = engine.compaction_due() {
+                errors.push(e.to_string());
+            }
+        }
+        errors
+    });
+    assert!(
+        errors.is_empty(),
+        "{} failures, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    drop(engine);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Postmortem (adversarial review): every compaction rotated the log first, so
 /// compactions that kept failing (a full disk) each left one more empty log file. A
 /// compaction with nothing logged since the last rotation now keeps the current log.

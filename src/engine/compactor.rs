@@ -93,7 +93,10 @@ fn snapshot_bytes(dir: &Path) -> Result<u64, Error> {
 /// policy by more than an interval's writes (and a compaction's length). A failed
 /// compaction is kept (see [`last_error`](Self::last_error)) and tried again after
 /// ten intervals, so a full disk is not retried in a loop. Dropping it stops the
-/// thread (after a compaction in progress ends).
+/// thread (after a compaction in progress ends). The thread holds the engine only
+/// while it compacts; a host that drops its last reference meanwhile has the engine
+/// (and its directory's lock) released when that compaction ends, so drop the
+/// compactor first to reopen the directory at once.
 ///
 /// ```
 /// use std::sync::Arc;

@@ -87,8 +87,10 @@ impl EngineBuilder {
         for (i, &seq) in seqs.iter().enumerate() {
             let path = log::log_path(dir, seq);
             if seq < next_seq {
-                // Covered by the snapshot (a compaction stopped before deleting it).
+                // Covered by the snapshot (a compaction stopped before deleting it),
+                // with any end mark of it.
                 std::fs::remove_file(&path).map_err(|e| storage(path.display(), e))?;
+                let _ = std::fs::remove_file(log::end_path(dir, seq));
                 continue;
             }
             if seq != expected {
@@ -473,10 +475,12 @@ impl Engine {
         // one to replay (but for the moment a compaction takes to delete them).
         log::log_seqs(dir)?.into_iter().try_fold(0u64, |sum, seq| {
             let path = log::log_path(dir, seq);
-            let len = std::fs::metadata(&path)
-                .map_err(|e| storage(path.display(), e))?
-                .len();
-            Ok(sum + len)
+            match std::fs::metadata(&path) {
+                Ok(m) => Ok(sum + m.len()),
+                // Deleted since it was listed, by a compaction that folded it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(sum),
+                Err(e) => Err(storage(path.display(), e)),
+            }
         })
     }
 

@@ -173,7 +173,6 @@ pub(crate) fn log_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("log.{seq:020}"))
 }
 
-/// The sequence numbers of the logs in `dir`, ascending.
 /// Where a log whose failed append could not be cut back records its real end (the
 /// length of its acknowledged records): recovery cuts the log there before reading it,
 /// then removes this file.
@@ -217,6 +216,7 @@ pub(crate) fn apply_end_mark(dir: &Path, seq: u64) -> Result<(), Error> {
     sync_dir(dir)
 }
 
+/// The sequence numbers of the logs in `dir`, ascending.
 pub(crate) fn log_seqs(dir: &Path) -> Result<Vec<u64>, Error> {
     let mut seqs = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| storage(dir.display(), e))? {
@@ -351,7 +351,6 @@ impl Open {
         }
     }
 
-    /// The delay injected into the next background fsync (none outside tests).
     /// Whether the next background fsync is to fail (never outside tests).
     fn take_fail(&mut self) -> bool {
         #[cfg(test)]
@@ -360,6 +359,7 @@ impl Open {
         false
     }
 
+    /// The delay injected into the next background fsync (none outside tests).
     fn take_stall(&mut self) -> Duration {
         #[cfg(test)]
         return std::mem::take(&mut self.stall_next_sync);
