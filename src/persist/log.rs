@@ -321,6 +321,13 @@ struct Open {
     cuts: Vec<u64>,
     /// Why the last batch failed.
     cut_why: Option<String>,
+    /// Under `Always`: records in `pending`, records in the last batch, how long its
+    /// write and fsync took, and whether a writer is waiting for the next batch to
+    /// fill before it leads (see `Log::commit`).
+    queued: usize,
+    last_batch: usize,
+    last_sync: Duration,
+    forming: bool,
     /// Why the log takes no more writes: a failure it could not undo (a failed append
     /// it could not cut back, or a failed background fsync), after which it cannot
     /// tell which acknowledged bytes are durable. Cleared only by reopening.
@@ -475,6 +482,10 @@ impl Log {
                     leading: None,
                     cuts: Vec::new(),
                     cut_why: None,
+                    queued: 0,
+                    last_batch: 0,
+                    last_sync: Duration::ZERO,
+                    forming: false,
                     failed: None,
                     syncing_since: None,
                     next: None,
@@ -544,6 +555,10 @@ impl Log {
     /// too: each of their writers is refused.
     fn commit<'a>(&'a self, mut open: MutexGuard<'a, Open>, frame: &[u8]) -> Result<(), Error> {
         open.pending.extend_from_slice(frame);
+        open.queued += 1;
+        if open.forming {
+            self.shared.synced.notify_all();
+        }
         let end = open.len + open.leading.unwrap_or(0) + open.pending.len() as u64;
         let cuts = open.cuts.len();
         loop {
@@ -568,18 +583,25 @@ impl Log {
             if open.len >= end {
                 return Ok(());
             }
-            if open.leading.is_some() {
+            if open.leading.is_some() || open.forming {
                 open = self.wait(open);
                 continue;
             }
+            if open.queued < open.last_batch {
+                open = self.gather(open);
+            }
             let (file, batch) = (Arc::clone(&open.file), std::mem::take(&mut open.pending));
             open.leading = Some(batch.len() as u64);
+            open.last_batch = std::mem::take(&mut open.queued);
             drop(open);
+            let started = Instant::now();
             let done = self
                 .write_frame(&file, &batch)
                 .and_then(|()| self.sync(&file));
+            let took = started.elapsed();
             open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
             open.leading = None;
+            open.last_sync = took;
             match done {
                 Ok(()) => open.len += batch.len() as u64,
                 Err(e) => {
@@ -589,12 +611,38 @@ impl Log {
                     let kept = open.len;
                     self.cut_back(&mut open, kept, &e);
                     open.pending.clear();
+                    open.queued = 0;
                     open.cuts.push(kept);
                     open.cut_why = Some(e.to_string());
                 }
             }
             self.shared.synced.notify_all();
         }
+    }
+
+    /// Before leading a batch smaller than the last one, waits a little for the
+    /// writers the last fsync acknowledged to queue their next records (PostgreSQL's
+    /// `commit_delay`, sized by the last batch rather than a setting): until the batch
+    /// is as large as the last, or for half the last fsync's time (at most 1 ms). So
+    /// the batches of concurrent writers do not fall into a short one (the first
+    /// writer back) and a long one (the others) in turn. A lone writer never waits.
+    fn gather<'a>(&self, mut open: MutexGuard<'a, Open>) -> MutexGuard<'a, Open> {
+        open.forming = true;
+        let deadline = Instant::now() + open.last_sync.min(Duration::from_millis(1));
+        loop {
+            let now = Instant::now();
+            if open.queued >= open.last_batch || now >= deadline {
+                break;
+            }
+            open = self
+                .shared
+                .synced
+                .wait_timeout(open, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        open.forming = false;
+        open
     }
 
     fn wait<'a>(&self, open: MutexGuard<'a, Open>) -> MutexGuard<'a, Open> {
