@@ -166,56 +166,29 @@ fn oracle_after(k: usize) -> common::oracle::Oracle {
 /// flight may or may not be) and the counters equal the oracle's.
 #[test]
 fn crash_recovery() {
-    let exe = std::env::current_exe().expect("test binary");
     let mut rng = Rng::new(std::process::id().into());
     for round in 0..4 {
         let dir = temp_dir(&format!("crash{round}"));
-        let mut child = Command::new(&exe)
-            .args([
-                "crash_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("RELCOUNT_CRASH_DIR", &dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("child");
         let stop_after = 20 + rng.below(400) as usize;
-        let mut acked: Option<usize> = None;
-        let mut killed = false;
-        let out = BufReader::new(child.stdout.take().expect("stdout"));
-        // Kill once enough writes were acknowledged, then read on to the end of the
-        // pipe: the child may have acknowledged more before the signal landed, and
-        // every acknowledgement it printed counts.
-        for line in out.lines() {
-            let Ok(line) = line else { break };
-            if let Some(n) = line.strip_prefix("ack ") {
-                acked = n.parse().ok();
-                if !killed && acked >= Some(stop_after) {
-                    child.kill().expect("SIGKILL");
-                    killed = true;
-                }
-            }
-        }
-        if !killed {
-            child.kill().expect("SIGKILL");
-        }
-        child.wait().expect("reaped");
-        let acked = acked.map_or(0, |n| n + 1);
-        let engine = Engine::builder()
-            .open(&dir, SyncPolicy::Always)
-            .expect("recover");
-        let ids = candidates();
-        let matches = |k: usize| common::sweep(&engine, &oracle_after(k), &ids);
-        // Acknowledged writes are all there; the next one may have reached the log.
-        if let (Err(e0), Err(e1)) = (matches(acked), matches(acked + 1)) {
-            panic!("round {round}: after {acked} acks, neither state matches:\n{e0}\n{e1}");
-        }
-        std::fs::remove_dir_all(&dir).ok();
+        let acked = kill_after("crash_child", "RELCOUNT_CRASH_DIR", &dir, stop_after, 0);
+        assert_recovers_the_acknowledged(&dir, acked, round);
     }
+}
+
+/// Opens `dir`, which a killed child left after it acknowledged the first `acked`
+/// writes of the crash sequence: every acknowledged write is there, and the next one
+/// may be (it may have reached the log before the kill). Then removes `dir`.
+fn assert_recovers_the_acknowledged(dir: &Path, acked: usize, round: usize) {
+    let engine = Engine::builder()
+        .open(dir, SyncPolicy::Always)
+        .expect("recover");
+    let ids = candidates();
+    let matches = |k: usize| common::sweep(&engine, &oracle_after(k), &ids);
+    if let (Err(e0), Err(e1)) = (matches(acked), matches(acked + 1)) {
+        panic!("round {round}: after {acked} acks, neither state matches:\n{e0}\n{e1}");
+    }
+    drop(engine);
+    std::fs::remove_dir_all(dir).ok();
 }
 
 /// The child of `kill_during_compaction`: applies the crash sequence under `Always`
@@ -296,7 +269,6 @@ fn kill_after(child: &str, env: &str, dir: &Path, stop_after: usize, compactions
 #[test]
 fn kill_during_compaction() {
     let mut rng = Rng::new(u64::from(std::process::id()) ^ 0x5eed);
-    let ids = candidates();
     for round in 0..4 {
         let dir = temp_dir(&format!("compact-crash{round}"));
         let stop_after = 20 + rng.below(300) as usize;
@@ -307,15 +279,7 @@ fn kill_during_compaction() {
             stop_after,
             1 + round,
         );
-        let engine = Engine::builder()
-            .open(&dir, SyncPolicy::Always)
-            .expect("recover");
-        let matches = |k: usize| common::sweep(&engine, &oracle_after(k), &ids);
-        if let (Err(e0), Err(e1)) = (matches(acked), matches(acked + 1)) {
-            panic!("round {round}: after {acked} acks, neither state matches:\n{e0}\n{e1}");
-        }
-        drop(engine);
-        std::fs::remove_dir_all(&dir).ok();
+        assert_recovers_the_acknowledged(&dir, acked, round);
     }
 }
 
@@ -866,6 +830,21 @@ fn log_bytes_grow_with_writes_and_fold_into_a_compaction() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Drops `engine`, reopens its directory `dir` and asserts that `observe` sees the
+/// same there; then removes the directory.
+fn assert_reopens_same<T: PartialEq + std::fmt::Debug>(
+    engine: Engine,
+    dir: &Path,
+    observe: fn(&Engine) -> T,
+) {
+    let before = observe(&engine);
+    drop(engine);
+    let engine = Engine::builder().open(dir, SyncPolicy::No).expect("reopen");
+    assert_eq!(observe(&engine), before, "the reopened engine");
+    drop(engine);
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// What a caller sees of recipient "a" of relation type 1, and how many relations.
 fn one_recipient(e: &Engine) -> (Vec<Answer>, u64) {
     (snapshot(e, &["a".to_string()]), e.relation_count())
@@ -918,14 +897,7 @@ fn compaction_is_due_when_the_log_outgrows_the_snapshot() {
         })
         .build();
     assert!(!off.compaction_due().expect("in memory"));
-    let before = one_recipient(&engine);
-    drop(engine);
-    let engine = Engine::builder()
-        .open(&dir, SyncPolicy::No)
-        .expect("reopen");
-    assert_eq!(one_recipient(&engine), before);
-    drop(engine);
-    std::fs::remove_dir_all(&dir).ok();
+    assert_reopens_same(engine, &dir, one_recipient);
 }
 
 /// A `Compactor` thread keeps the log folded while writers run, stops when dropped,
@@ -957,20 +929,14 @@ fn a_compactor_keeps_the_log_folded() {
     }
     assert_eq!(compactor.last_error(), None);
     drop(compactor);
-    let before = one_recipient(&engine);
     let total = engine
         .get_counter(1, "a")
         .expect("read")
         .prop("Like")
         .and_then(|p| p.sum());
     assert_eq!(total, Some(relcount::Sum::Int(i128::from(i))));
-    drop(engine);
-    let engine = Engine::builder()
-        .open(&dir, SyncPolicy::No)
-        .expect("reopen");
-    assert_eq!(one_recipient(&engine), before);
-    drop(engine);
-    std::fs::remove_dir_all(&dir).ok();
+    let engine = std::sync::Arc::try_unwrap(engine).expect("the compactor let go of it");
+    assert_reopens_same(engine, &dir, one_recipient);
 }
 
 /// Found by adversarial review: `log_bytes` listed the logs, then read each one's
@@ -1043,14 +1009,7 @@ fn compactions_with_nothing_new_add_no_log_files() {
         engine.compact().expect("compact again");
         assert_eq!(logs(&dir), settled, "no write since: no new log");
     }
-    let before = observe(&engine);
-    drop(engine);
-    let engine = Engine::builder()
-        .open(&dir, SyncPolicy::No)
-        .expect("reopen");
-    assert_eq!(observe(&engine), before);
-    drop(engine);
-    std::fs::remove_dir_all(&dir).ok();
+    assert_reopens_same(engine, &dir, observe);
 }
 
 /// A recipient with more relations than one target record holds (4,096), beside small
