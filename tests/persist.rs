@@ -128,21 +128,29 @@ fn crash_ops(n: usize) -> Vec<Op> {
     ops
 }
 
-/// The child of `crash_recovery`: applies the crash sequence with the log syncing every
-/// write, compacting now and then, printing `ack N` after each answer. Runs only when
-/// the parent sets `RELCOUNT_CRASH_DIR`.
-#[test]
-#[ignore = "helper: run by crash_recovery in a child process"]
-fn crash_child() {
-    let Ok(dir) = std::env::var("RELCOUNT_CRASH_DIR") else {
-        return;
-    };
+/// In a child process of a crash test: the engine on the data directory the parent
+/// named in `var` (`None` when run as an ordinary test), syncing every write, with the
+/// model's relation types.
+fn child_engine(var: &str) -> Option<Engine> {
+    let dir = std::env::var(var).ok()?;
     let engine = Engine::builder()
         .open(&dir, SyncPolicy::Always)
         .expect("open");
     for def in model_schemas() {
         engine.define(def).expect("schema");
     }
+    Some(engine)
+}
+
+/// The child of `crash_recovery`: applies the crash sequence with the log syncing every
+/// write, compacting now and then, printing `ack N` after each answer. Runs only when
+/// the parent sets `RELCOUNT_CRASH_DIR`.
+#[test]
+#[ignore = "helper: run by crash_recovery in a child process"]
+fn crash_child() {
+    let Some(engine) = child_engine("RELCOUNT_CRASH_DIR") else {
+        return;
+    };
     println!("ready");
     for (i, op) in crash_ops(100_000).iter().enumerate() {
         if i % 97 == 96 {
@@ -199,15 +207,9 @@ fn assert_recovers_the_acknowledged(dir: &Path, acked: usize, round: usize) {
 #[test]
 #[ignore = "helper: run by kill_during_compaction in a child process"]
 fn compaction_crash_child() {
-    let Ok(dir) = std::env::var("RELCOUNT_COMPACT_CRASH_DIR") else {
+    let Some(engine) = child_engine("RELCOUNT_COMPACT_CRASH_DIR") else {
         return;
     };
-    let engine = Engine::builder()
-        .open(&dir, SyncPolicy::Always)
-        .expect("open");
-    for def in model_schemas() {
-        engine.define(def).expect("schema");
-    }
     std::thread::scope(|s| {
         s.spawn(|| {
             loop {
