@@ -453,7 +453,7 @@ impl Engine {
         for seq in log::log_seqs(&dir)? {
             if seq < frozen.next_seq {
                 let path = log::log_path(&dir, seq);
-                std::fs::remove_file(&path).map_err(|e| storage(path.display(), e))?;
+                crate::persist::remove_gently(&path).map_err(|e| storage(path.display(), e))?;
             }
         }
         Ok(stats)

@@ -94,6 +94,34 @@ pub(crate) fn snapshot_path(dir: &Path) -> PathBuf {
     dir.join("snapshot.bin")
 }
 
+/// How much of a deleted file [`remove_gently`] frees at a time.
+const FREE_STEP: u64 = 8 << 20;
+
+/// Deletes the file at `path` a slice at a time: it is unlinked, then truncated by
+/// [`FREE_STEP`] while still open, and closed. Freeing the blocks of a file of
+/// hundreds of megabytes in one go (an unlink, or a rename over it) is one large
+/// journal transaction on ext4, and every other write to the disk, the write log's
+/// appends included, waited for it (19 ms measured beside a 700 MB snapshot). The
+/// caller has made what replaces the file durable first.
+pub(crate) fn remove_gently(path: &Path) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    std::fs::remove_file(path)?;
+    free_gently(file);
+    Ok(())
+}
+
+/// Frees the blocks of `file`, which no name refers to any more, a slice at a time
+/// (see [`remove_gently`]). Failures are ignored: closing it frees the rest.
+pub(crate) fn free_gently(file: std::fs::File) {
+    let mut len = file.metadata().map_or(0, |m| m.len());
+    while len > FREE_STEP {
+        len -= FREE_STEP;
+        if file.set_len(len).is_err() {
+            break;
+        }
+    }
+}
+
 /// Makes a rename or creation in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
     std::fs::File::open(dir)

@@ -243,6 +243,9 @@ pub(crate) fn write(frozen: &Frozen, path: &Path) -> Result<SnapshotStats, Error
             .file
             .sync_all()
     });
+    // The snapshot being replaced, held open so that the rename does not free its
+    // blocks at once (see `free_gently`).
+    let replaced = std::fs::OpenOptions::new().write(true).open(path).ok();
     if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
         let _ = std::fs::remove_file(&tmp);
         return Err(storage(path.display(), e));
@@ -253,6 +256,9 @@ pub(crate) fn write(frozen: &Frozen, path: &Path) -> Result<SnapshotStats, Error
         } else {
             dir
         })?;
+    }
+    if let Some(old) = replaced {
+        super::free_gently(old);
     }
     Ok(stats)
 }
