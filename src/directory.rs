@@ -552,7 +552,6 @@ mod loom_tests {
     use super::Life;
     use crate::sync::{AtomicU8, Ordering};
     use loom::sync::Arc;
-    use std::sync::atomic::AtomicU32;
 
     /// A write creating a profile publishes its counters, then activates it: a reader
     /// that finds it live finds the counters (never a profile without its relation).
