@@ -2,13 +2,14 @@
 //! each initiator's relation sits, the top indexes, and the current published counters,
 //! updated incrementally on every write.
 
+use smallvec::SmallVec;
 use std::sync::Arc;
 
 use crate::accum::counter::{PropState, SumState, View};
 use crate::accum::top::{self, TopChange, TopEntry, TopIndex};
 use crate::directory::Profile;
 use crate::record::{Record, RecordRef, rank};
-use crate::schema::{PropKind, Schema};
+use crate::schema::{MAX_PROPS, PropKind, Schema};
 use crate::slots::SlotTable;
 
 /// Targets with at most this many relations find one by scanning their slots (one or
@@ -172,7 +173,9 @@ impl Packed {
         let tail = self.chunk_mut(last);
         let slot = tail.slots.pop().expect("a relation");
         let from = tail.words.len() - stride;
-        let moved: Option<Vec<u64>> = (i != end).then(|| tail.words[from..].to_vec());
+        // A record is at most 1 + MAX_PROPS words: moved without an allocation.
+        let moved: Option<SmallVec<[u64; 1 + MAX_PROPS]>> =
+            (i != end).then(|| SmallVec::from_slice(&tail.words[from..]));
         tail.words.truncate(from);
         // Give back room a shrinking chunk no longer needs.
         let left = tail.slots.len();

@@ -747,7 +747,7 @@ mod fault_tests {
         ];
         let fault = prop_oneof![
             6 => Just(None),
-            2 => (0usize..48, prop_oneof![Just(0), Just(libc_enospc()), Just(libc_eio())])
+            2 => (0usize..48, prop_oneof![Just(0), Just(ENOSPC), Just(EIO)])
                 .prop_map(|(n, e)| Some(Fault::Write(n, e))),
             2 => Just(Some(Fault::Sync)),
             1 => (0usize..48).prop_map(|n| Some(Fault::WriteAndCut(n))),
@@ -755,13 +755,9 @@ mod fault_tests {
         (step, fault)
     }
 
-    const fn libc_enospc() -> i32 {
-        28
-    }
-
-    const fn libc_eio() -> i32 {
-        5
-    }
+    /// Linux's errno values for a full disk and an I/O error.
+    const ENOSPC: i32 = 28;
+    const EIO: i32 = 5;
 
     /// The oracle: relations as a plain map, profiles as plain sets.
     #[derive(Debug, Default, Clone, PartialEq)]

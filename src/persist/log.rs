@@ -314,13 +314,11 @@ struct Open {
     /// others wait for it; it goes right after `len`, before `pending`); `None` when
     /// no batch is in flight. Every byte below `len` is then durable.
     leading: Option<u64>,
-    /// Under `Always`, where each failed batch cut the file back to, in order: a
-    /// writer waiting when the `n`th failure happened was durable only if its record
-    /// ended at or before `cuts[n]`. Cleared by a rotation (which no writer waits
-    /// across).
-    cuts: Vec<u64>,
-    /// Why the last batch failed.
-    cut_why: Option<String>,
+    /// Under `Always`, where each failed batch cut the file back to, and why it
+    /// failed, in order: a writer waiting when the `n`th failure happened was durable
+    /// only if its record ended at or before `cuts[n]`'s length. Cleared by a
+    /// rotation (which no writer waits across).
+    cuts: Vec<(u64, String)>,
     /// Under `Always`: records in `pending`, records in the last batch, how long its
     /// write and fsync took, and whether a writer is waiting for the next batch to
     /// fill before it leads (see `Log::commit`).
@@ -481,7 +479,6 @@ impl Log {
                     pending: Vec::new(),
                     leading: None,
                     cuts: Vec::new(),
-                    cut_why: None,
                     queued: 0,
                     last_batch: 0,
                     last_sync: Duration::ZERO,
@@ -562,11 +559,10 @@ impl Log {
         let end = open.len + open.leading.unwrap_or(0) + open.pending.len() as u64;
         let cuts = open.cuts.len();
         loop {
-            if let Some(&kept) = open.cuts.get(cuts) {
-                return if end <= kept {
+            if let Some((kept, why)) = open.cuts.get(cuts) {
+                return if end <= *kept {
                     Ok(())
                 } else {
-                    let why = open.cut_why.as_deref().unwrap_or("an earlier failure");
                     Err(storage(
                         log_path(&self.dir, open.seq).display(),
                         match &open.failed {
@@ -612,8 +608,7 @@ impl Log {
                     self.cut_back(&mut open, kept, &e);
                     open.pending.clear();
                     open.queued = 0;
-                    open.cuts.push(kept);
-                    open.cut_why = Some(e.to_string());
+                    open.cuts.push((kept, e.to_string()));
                 }
             }
             self.shared.synced.notify_all();
