@@ -185,7 +185,15 @@ pub(crate) enum Found {
     One(Arc<Profile>),
     None,
     Many,
+    /// The lookup examined [`MAX_LOOKUP_CANDIDATES`] profiles without settling (a
+    /// custom query whose every tag is held by more): refused rather than scanned.
+    TooBroad,
 }
+
+/// Most profiles a lookup examines: a custom query on tags checks the profiles under
+/// its rarest tag, so one whose every tag is popular (and that matches fewer than two
+/// of them early) would otherwise cost a scan of that tag.
+pub const MAX_LOOKUP_CANDIDATES: usize = 10_000;
 
 impl Directory {
     /// A directory whose map reclaims through `collector` (shared with the engine's
@@ -395,8 +403,15 @@ impl Directory {
             .and_then(|postings| postings.into_iter().min_by_key(|p| p.len()));
         let mut found: Option<Arc<Profile>> = None;
         let mut many = false;
+        let mut examined = 0usize;
+        let mut broad = false;
         for posting in first.into_iter().chain(rarest) {
             posting.each(|p| {
+                examined += 1;
+                if examined > MAX_LOOKUP_CANDIDATES {
+                    broad = true;
+                    return false;
+                }
                 let hit = p.is_live() && p.data.load().as_ref().is_some_and(|d| d.matches(query));
                 if hit {
                     match &found {
@@ -409,6 +424,9 @@ impl Directory {
             });
             if many {
                 return Found::Many;
+            }
+            if broad {
+                return Found::TooBroad;
             }
         }
         found.map_or(Found::None, Found::One)

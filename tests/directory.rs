@@ -425,3 +425,50 @@ fn a_host_resolver_replaces_the_directory() {
         Err(Error::NoMatch { .. })
     ));
 }
+
+/// A custom lookup over two popular, disjoint tags examines at most
+/// `MAX_LOOKUP_CANDIDATES` profiles and then refuses with a clear error, rather than
+/// scanning the rarer tag's every holder; below the cap the same lookup answers
+/// "not found", and a settled lookup (one holder of both) is found whatever the tags'
+/// sizes.
+#[test]
+fn tag_lookup_is_bounded() {
+    let e = engine();
+    let tagged = |id: String, tags: &[&str]| {
+        e.import_profile(
+            1,
+            &id,
+            ProfileData {
+                fields: vec![(
+                    "T".into(),
+                    FieldValue::Tags(tags.iter().map(|t| t.to_string()).collect()),
+                )],
+                ..Default::default()
+            },
+        )
+        .expect("import");
+    };
+    let small = 50;
+    for i in 0..small {
+        tagged(format!("sa{i}"), &["small-a"]);
+        tagged(format!("sb{i}"), &["small-b"]);
+    }
+    let lookup = |tags: &'static str| e.get_counter(1, Match::Custom { field: "T", value: tags });
+    assert!(matches!(lookup("small-a, small-b"), Err(Error::NoMatch { .. })));
+    let big = relcount::MAX_LOOKUP_CANDIDATES + 1;
+    for i in 0..big {
+        tagged(format!("ba{i}"), &["big-a"]);
+        tagged(format!("bb{i}"), &["big-b"]);
+    }
+    match lookup("big-a, big-b") {
+        Err(Error::InvalidArgument { reason }) => {
+            assert!(reason.contains("lookup too broad"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Settled early: the holder of both is found among the first candidates or the
+    // lookup is refused, never answered wrongly; with the tag unique to it, found.
+    tagged("both".into(), &["big-a", "big-b", "rare"]);
+    assert!(lookup("big-a, rare").is_ok());
+    assert!(lookup("rare, big-b").is_ok());
+}

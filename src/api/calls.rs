@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use super::json::{self, Json};
+use super::quota::Growth;
 use super::{Api, CALLS, Fail, TokenScope};
 use crate::accum::counter::{Counter, Sum};
 use crate::engine::Page;
@@ -318,12 +319,26 @@ fn bearer(header: &str) -> Result<&str, Fail> {
     }
 }
 
+/// Refuses an `Authorization` header that is not `Bearer <a registered token>`.
+pub(super) fn check_header(api: &Api, authorization: Option<&str>) -> Result<(), Fail> {
+    match authorization {
+        None => Ok(()),
+        Some(h) => api.tokens.scope(bearer(h)?).map(|_| ()).ok_or_else(|| {
+            Fail::new(
+                401,
+                "API token required: the Authorization header's token is not registered",
+            )
+        }),
+    }
+}
+
 pub(super) fn serve(
     api: &Api,
     call: &str,
     authorization: Option<&str>,
     body: &[u8],
 ) -> Result<String, Fail> {
+    check_header(api, authorization)?;
     let limits = &api.limits;
     if body.len() > limits.max_body_bytes {
         return Err(Fail::new(
@@ -337,7 +352,8 @@ pub(super) fn serve(
             CALLS.join(", ")
         )));
     }
-    let body = json::parse(body, limits.max_depth).map_err(|e| Fail::bad(e.to_string()))?;
+    let body = json::parse(body, limits.max_depth, limits.max_object_keys)
+        .map_err(|e| Fail::bad(e.to_string()))?;
     let mut f = Fields::of("the request body", body)?;
     let token = match f.string("token")? {
         Some(t) => t,
@@ -412,6 +428,12 @@ fn write(api: &Api, scope: &TokenScope, call: &str, mut f: Fields) -> Result<Str
     let b = Who::of_field(&mut f, "profile_b")?;
     let w = weights(api, rel_id, &mut f)?;
     f.finish()?;
+    let need = Growth {
+        relations: 1,
+        profiles: new_ids(api, rel_id, [(&a, true), (&b, false)]),
+        types: 0,
+    };
+    let _reserved = api.ledger.reserve(&api.engine, need)?;
     let (a, b) = (a.as_match()?, b.as_match()?);
     match call {
         "relations/attach" => api.engine.attach(rel_id, a, b, &w)?,
@@ -459,10 +481,55 @@ fn import_relations(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<Stri
             row.map_err(|e: Fail| Fail::new(e.code, format!("row {i}: {}", e.text)))
         })
         .collect::<Result<Vec<_>, Fail>>()?;
+    let need = Growth {
+        relations: rows.len() as u64,
+        profiles: new_import_ids(api, rel_id, &rows),
+        types: 0,
+    };
+    let _reserved = api.ledger.reserve(&api.engine, need)?;
     let imported = api.engine.import_relations(rel_id, rows)?;
     Ok(format!(
         "{{\"error\":0,\"error_text\":\"\",\"data\":{{\"imported\":{imported}}}}}"
     ))
+}
+
+/// How many profiles a write could create: one per side named by an id no profile
+/// has yet (the other modes name existing profiles only). Nothing when the relation
+/// type is unknown (the write is then refused).
+fn new_ids(api: &Api, rel_id: u32, sides: [(&Who, bool); 2]) -> u64 {
+    let Some(def) = api.engine.relation_type(rel_id) else {
+        return 0;
+    };
+    let mut ids: [Option<(u32, &str)>; 2] = [None, None];
+    for (slot, (who, is_a)) in ids.iter_mut().zip(sides) {
+        let db = if is_a { def.db_a() } else { def.db_b() };
+        if let (Mode::ProfileId, Some(id)) = (who.mode, &who.profile_id)
+            && !api.engine.contains_profile(db, id.as_str())
+        {
+            *slot = Some((db, id.as_str()));
+        }
+    }
+    match ids {
+        [Some(a), Some(b)] if a == b => 1,
+        _ => ids.iter().flatten().count() as u64,
+    }
+}
+
+/// How many profiles a `relations/import` could create: its distinct ids no profile
+/// has yet.
+fn new_import_ids(api: &Api, rel_id: u32, rows: &[(String, String, Vec<(String, Value)>)]) -> u64 {
+    let Some(def) = api.engine.relation_type(rel_id) else {
+        return 0;
+    };
+    let mut unknown: hashbrown::HashSet<(u32, &str)> = hashbrown::HashSet::new();
+    for (a, b, _) in rows {
+        for (db, id) in [(def.db_a(), a.as_str()), (def.db_b(), b.as_str())] {
+            if !unknown.contains(&(db, id)) && !api.engine.contains_profile(db, id) {
+                unknown.insert((db, id));
+            }
+        }
+    }
+    unknown.len() as u64
 }
 
 /// The id of a profile an import names: imports name profiles by id only.
@@ -543,6 +610,11 @@ fn define(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> 
         s.finish()?;
         def = def.prop(name, p);
     }
+    let need = Growth {
+        types: u64::from(api.engine.relation_type(rel_id).is_none()),
+        ..Growth::default()
+    };
+    let _reserved = api.ledger.reserve(&api.engine, need)?;
     api.engine.define(def)?;
     Ok(WRITE_OK.to_owned())
 }
@@ -675,6 +747,16 @@ fn import(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> 
             )));
         }
     };
+    let unknown: hashbrown::HashSet<(u32, &str)> = batch
+        .iter()
+        .map(|(db, id, _)| (*db, id.as_str()))
+        .filter(|&(db, id)| !api.engine.contains_profile(db, id))
+        .collect();
+    let need = Growth {
+        profiles: unknown.len() as u64,
+        ..Growth::default()
+    };
+    let _reserved = api.ledger.reserve(&api.engine, need)?;
     api.engine.import_profiles(
         batch
             .iter()

@@ -66,15 +66,18 @@ struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
     max_depth: usize,
+    max_keys: usize,
 }
 
 /// Parses a whole body: one value, surrounded by whitespace only; arrays and objects
-/// nested at most `max_depth` deep. Linear in the body's size.
-pub(crate) fn parse(bytes: &[u8], max_depth: usize) -> Result<Json, ParseError> {
+/// nested at most `max_depth` deep, objects of at most `max_keys` keys (the reading
+/// stops at the first key past it). Linear in the body's size.
+pub(crate) fn parse(bytes: &[u8], max_depth: usize, max_keys: usize) -> Result<Json, ParseError> {
     let mut r = Reader {
         bytes,
         pos: 0,
         max_depth,
+        max_keys,
     };
     r.ws();
     let value = r.value(0)?;
@@ -181,6 +184,9 @@ impl Reader<'_> {
                 return Err(self.error("expected a key string"));
             }
             let key_at = self.pos;
+            if fields.len() == self.max_keys {
+                return Err(self.error(&format!("an object has more than {} keys", self.max_keys)));
+            }
             let key = self.string()?;
             let duplicate = match &mut seen {
                 Some(set) => !set.insert(key.clone()),
@@ -394,7 +400,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn p(s: &str) -> Result<Json, ParseError> {
-        parse(s.as_bytes(), 16)
+        parse(s.as_bytes(), 16, usize::MAX)
     }
 
     #[test]
@@ -432,6 +438,26 @@ mod tests {
         assert_eq!(out, "923.8829120510785");
     }
 
+    /// An object past the key cap is refused at its first key too many: the rest of
+    /// the body is never read (the error's column says where the reading stopped).
+    #[test]
+    fn key_cap_stops_the_reading() {
+        let body: String = format!(
+            "{{{}\"last\":1}}",
+            (0..5000).map(|i| format!("\"k{i}\":1,")).collect::<String>()
+        );
+        let err = parse(body.as_bytes(), 16, 100).unwrap_err().to_string();
+        assert!(err.contains("more than 100 keys"), "{err}");
+        let column: usize = err.rsplit(' ').next().unwrap().parse().unwrap();
+        let at_cap: usize = 1 + (0..100).map(|i| format!("\"k{i}\":1,").len()).sum::<usize>();
+        assert_eq!(column, at_cap + 1, "{err}");
+        assert!(column < body.len() / 10);
+        // The cap counts keys of each object, not of the body.
+        let nested = format!("[{}]", vec![r#"{"a":1,"b":2}"#; 500].join(","));
+        assert!(parse(nested.as_bytes(), 16, 2).is_ok());
+        assert!(parse(br#"{"a":1,"b":2,"c":3}"#, 16, 2).is_err());
+    }
+
     #[test]
     fn refuses_duplicates_and_garbage() {
         let dup = p(r#"{"a": 1, "a": 2}"#).unwrap_err().to_string();
@@ -462,7 +488,7 @@ mod tests {
         ] {
             assert!(p(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(parse(b"\"\xff\"", 16).is_err());
+        assert!(parse(b"\"\xff\"", 16, usize::MAX).is_err());
         assert_eq!(
             p("\"\\ud83d\\ude00 \\u00e9\"").unwrap(),
             Json::Str("\u{1f600} \u{e9}".into())
@@ -471,10 +497,10 @@ mod tests {
 
     #[test]
     fn depth_is_bounded_while_reading() {
-        assert!(parse(br#"{"a": "[[[[", "b": [[1]]}"#, 3).is_ok());
-        assert_eq!(parse(br#"{"b": [[1]]}"#, 2), Err(ParseError::TooDeep(2)));
+        assert!(parse(br#"{"a": "[[[[", "b": [[1]]}"#, 3, usize::MAX).is_ok());
+        assert_eq!(parse(br#"{"b": [[1]]}"#, 2, usize::MAX), Err(ParseError::TooDeep(2)));
         let deep = [b'['; 100_000];
-        assert_eq!(parse(&deep, 16), Err(ParseError::TooDeep(16)));
+        assert_eq!(parse(&deep, 16, usize::MAX), Err(ParseError::TooDeep(16)));
     }
 
     #[test]
@@ -545,7 +571,7 @@ mod tests {
         #[test]
         fn reads_what_serde_json_writes(v in arb_json()) {
             for text in [serde_json::to_string(&v).unwrap(), serde_json::to_string_pretty(&v).unwrap()] {
-                let ours = parse(text.as_bytes(), 64).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
+                let ours = parse(text.as_bytes(), 64, usize::MAX).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
                 prop_assert!(same(&ours, &v), "{text}: {ours:?}");
             }
         }
@@ -556,7 +582,7 @@ mod tests {
         fn accepts_what_serde_json_accepts(
             text in proptest::string::string_regex(r#"[\[\]{}:,"\\ 0-9a-fA-F.eE+\-ntrulsu]{0,24}"#).unwrap()
         ) {
-            let ours = parse(text.as_bytes(), 64);
+            let ours = parse(text.as_bytes(), 64, usize::MAX);
             let theirs = serde_json::from_str::<serde_json::Value>(&text);
             match (&ours, &theirs) {
                 (Ok(o), Ok(t)) => prop_assert!(same(o, t), "{text}"),

@@ -12,7 +12,7 @@
 //! | 0 | success |
 //! | 400 | incorrect request: malformed JSON, nesting deeper than the limit, a missing, unknown or mistyped field, an invalid value |
 //! | 401 | API token required: none given, or not a registered one |
-//! | 402 | limit reached: the engine has no profile slot left |
+//! | 402 | limit reached: a cap of [`Quotas`] (profiles, relations, relation types, memory), or the engine has no profile slot left |
 //! | 403 | no access: the token is read-only or scoped to other relation types |
 //! | 404 | profile not found (by id, or no profile matches the lookup) |
 //! | 409 | several profiles match the lookup (the matched field must be unique) |
@@ -22,7 +22,9 @@
 //! | 413 | request body larger than the limit |
 //! | 500 | storage error: the write log could not be written (the write was not applied) |
 //!
-//! A refused request changes nothing, and no answer ever contains a token.
+//! A refused request changes nothing, and no answer ever contains a token. A 500's
+//! text is generic (it would otherwise show the data directory's paths); the engine's
+//! own error is in [`Response::detail`], for the host's log.
 //!
 //! # Examples
 //!
@@ -46,10 +48,12 @@
 
 mod calls;
 mod json;
+mod quota;
 mod tokens;
 
 use std::sync::Arc;
 
+pub use quota::{Quotas, resident_bytes};
 pub use tokens::TokenScope;
 
 use crate::engine::Engine;
@@ -81,6 +85,9 @@ pub struct Limits {
     /// Most rows in one `relations/import` (default 100,000; the body limit usually
     /// binds first, at about 15,000 rows a MiB); past it: 400.
     pub max_import_rows: usize,
+    /// Most keys in one JSON object (default 1000); past it: 400, with the body read
+    /// no further.
+    pub max_object_keys: usize,
 }
 
 impl Default for Limits {
@@ -90,6 +97,7 @@ impl Default for Limits {
             max_depth: 16,
             max_batch: 1000,
             max_import_rows: 100_000,
+            max_object_keys: 1000,
         }
     }
 }
@@ -101,6 +109,9 @@ pub struct Response {
     pub code: u32,
     /// The response body (JSON).
     pub body: String,
+    /// For a 500, the engine's error behind the body's generic text (with paths and
+    /// the OS's reason), for the host's log; never sent to the client.
+    pub detail: Option<String>,
 }
 
 /// The JSON API over one engine.
@@ -109,6 +120,7 @@ pub struct Api {
     engine: Arc<Engine>,
     tokens: tokens::Tokens,
     limits: Limits,
+    ledger: quota::Ledger,
 }
 
 /// Why a request was refused: the envelope's code and text.
@@ -116,27 +128,37 @@ pub struct Api {
 pub(crate) struct Fail {
     code: u32,
     text: String,
+    /// What the host's log gets beside a generic text (see [`Response::detail`]).
+    detail: Option<String>,
 }
 
 impl Fail {
     pub(crate) fn bad(text: impl Into<String>) -> Fail {
-        Fail {
-            code: 400,
-            text: text.into(),
-        }
+        Fail::new(400, text)
     }
 
     fn new(code: u32, text: impl Into<String>) -> Fail {
         Fail {
             code,
             text: text.into(),
+            detail: None,
         }
     }
 }
 
+/// The text of every 500: what the client may know.
+const STORAGE_TEXT: &str = "storage error: the write was not applied (the server's log has the details)";
+
 impl From<Error> for Fail {
     fn from(e: Error) -> Fail {
-        Fail::new(code_of(&e), e.to_string())
+        match code_of(&e) {
+            500 => Fail {
+                code: 500,
+                text: STORAGE_TEXT.to_owned(),
+                detail: Some(e.to_string()),
+            },
+            code => Fail::new(code, e.to_string()),
+        }
     }
 }
 
@@ -164,7 +186,22 @@ impl Api {
             engine,
             tokens: tokens::Tokens::default(),
             limits: Limits::default(),
+            ledger: quota::Ledger::default(),
         }
+    }
+
+    /// Caps on what writes may create (none by default); a write that could pass one
+    /// answers 402 and changes nothing.
+    #[must_use]
+    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+        self.ledger = quota::Ledger::new(quotas);
+        self
+    }
+
+    /// The caps in force.
+    #[must_use]
+    pub fn quotas(&self) -> &Quotas {
+        self.ledger.quotas()
     }
 
     /// Other limits.
@@ -208,14 +245,34 @@ impl Api {
         self.tokens.remove(token);
     }
 
+    /// Checks an `Authorization` header before the body is read: `Ok` when there is
+    /// none (the body must then carry the `token`) or it is `Bearer <a registered
+    /// token>`; else the 401 answer. [`handle`](Self::handle) checks it first too; a
+    /// host runs it as soon as it has the headers, so an unauthenticated client never
+    /// gets its body read.
+    ///
+    /// # Errors
+    ///
+    /// The 401 [`Response`] for a header that is not `Bearer <token>` or names a token
+    /// not registered.
+    pub fn check_header(&self, authorization: Option<&str>) -> Result<(), Response> {
+        calls::check_header(self, authorization).map_err(Self::envelope)
+    }
+
     /// Serves one call. `call` is the path after `/api/v1.1/` (see [`CALLS`]),
-    /// `authorization` the `Authorization` header's value if any (`Bearer <token>`; a
-    /// `token` in the body wins), `body` the raw request body. Never panics on any
-    /// input; a refused request changes nothing.
+    /// `authorization` the `Authorization` header's value if any (`Bearer <token>`,
+    /// checked before the body is read: see [`check_header`](Self::check_header); a
+    /// `token` in the body, when also given, is the one whose rights apply), `body`
+    /// the raw request body. Never panics on any input; a refused request changes
+    /// nothing.
     #[must_use]
     pub fn handle(&self, call: &str, authorization: Option<&str>, body: &[u8]) -> Response {
         match calls::serve(self, call, authorization, body) {
-            Ok(body) => Response { code: 0, body },
+            Ok(body) => Response {
+                code: 0,
+                body,
+                detail: None,
+            },
             Err(fail) => Self::envelope(fail),
         }
     }
@@ -230,6 +287,7 @@ impl Api {
         Response {
             code: fail.code,
             body,
+            detail: fail.detail,
         }
     }
 }

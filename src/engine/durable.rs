@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::{Engine, EngineBuilder};
 use crate::command::Command;
 use crate::error::Error;
-use crate::persist::log::{self, Log};
+use crate::persist::log::{self, Log, LogStats};
 use crate::persist::snapshot::{self, Frozen, SnapshotStats};
 use crate::persist::{Skipped, SyncPolicy, snapshot_path, storage};
 use crate::profile_data::Match;
@@ -482,6 +482,25 @@ impl Engine {
                 Err(e) => Err(storage(path.display(), e)),
             }
         })
+    }
+
+    /// Makes every write acknowledged so far durable, whatever the sync policy: waits
+    /// for a group commit in flight, then fsyncs the write log (what a host runs last
+    /// on a graceful shutdown). Without a data directory, does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] when the fsync fails (the log then takes no more writes, as
+    /// after a failed background fsync) or the log had already stopped.
+    pub fn sync_log(&self) -> Result<(), Error> {
+        self.log.get().map_or(Ok(()), log::Log::sync_now)
+    }
+
+    /// The write log's fsyncs so far (count and total time), for a host's metrics;
+    /// `None` without a data directory.
+    #[must_use]
+    pub fn log_stats(&self) -> Option<LogStats> {
+        self.log.get().map(log::Log::stats)
     }
 
     /// Loads an engine from a snapshot file (without a write log).

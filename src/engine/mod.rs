@@ -287,6 +287,12 @@ impl Engine {
         self.schemas.pin().get(&rel_id).map(|s| s.def.clone())
     }
 
+    /// How many relation types are defined.
+    #[must_use]
+    pub fn relation_type_count(&self) -> usize {
+        self.schemas.len()
+    }
+
     fn schema(&self, rel_id: u32) -> Result<Arc<Schema>, Error> {
         self.schemas
             .pin()

@@ -46,6 +46,7 @@ impl Engine {
                     Found::One(p) => self.name_id(db, p.id.clone(), Some(query)),
                     Found::None => Err(no_match(db, &query)),
                     Found::Many => Err(ambiguous(db, &query)),
+                    Found::TooBroad => Err(too_broad(&query)),
                 }
             }
         }
@@ -72,6 +73,7 @@ impl Engine {
                     Found::One(p) => Ok(p),
                     Found::None => Err(no_match(db, &query)),
                     Found::Many => Err(ambiguous(db, &query)),
+                    Found::TooBroad => Err(too_broad(&query)),
                 };
             }
             _ => self.named(db, m)?,
@@ -240,6 +242,16 @@ fn no_match(db_id: u32, query: &Query) -> Error {
     Error::NoMatch {
         db_id,
         query: query.describe(),
+    }
+}
+
+fn too_broad(query: &Query) -> Error {
+    Error::InvalidArgument {
+        reason: format!(
+            "lookup too broad: {} did not settle within {} profiles (every tag given is held by more); name the profile by a rarer tag or another field",
+            query.describe(),
+            crate::directory::MAX_LOOKUP_CANDIDATES
+        ),
     }
 }
 

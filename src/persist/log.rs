@@ -378,6 +378,35 @@ impl Open {
 struct Shared {
     open: Mutex<Open>,
     synced: Condvar,
+    /// Every fsync of the log so far and their total time (see [`LogStats`]).
+    fsyncs: AtomicU64,
+    fsync_nanos: AtomicU64,
+}
+
+impl Shared {
+    /// Runs one fsync of `file`, counted in the stats.
+    fn sync_counted(&self, file: &File) -> std::io::Result<()> {
+        let started = Instant::now();
+        let synced = file.sync_data();
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.fsync_nanos.fetch_add(nanos, Ordering::Relaxed);
+        synced
+    }
+}
+
+/// The write log's fsyncs so far, for a host's metrics: how many, and their total
+/// time (so their mean latency is `fsync_seconds / fsyncs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LogStats {
+    /// fsyncs of the write log since the engine opened it (appends' under
+    /// [`SyncPolicy::Always`], the background thread's under
+    /// [`SyncPolicy::EverySec`], and [`Engine::sync_log`]'s).
+    ///
+    /// [`Engine::sync_log`]: crate::Engine::sync_log
+    pub fsyncs: u64,
+    /// Their total time, in seconds.
+    pub fsync_seconds: f64,
 }
 
 /// How long a background fsync may run before appends wait for it: the bound on
@@ -492,6 +521,8 @@ impl Log {
                     fail_next_sync: false,
                 }),
                 synced: Condvar::new(),
+                fsyncs: AtomicU64::new(0),
+                fsync_nanos: AtomicU64::new(0),
             }),
             stop: Arc::new(AtomicBool::new(false)),
             max_stall_ms: AtomicU64::new(MAX_SYNC_STALL.as_millis() as u64),
@@ -704,7 +735,36 @@ impl Log {
                 return Err(std::io::Error::other("injected fsync failure"));
             }
         }
-        file.sync_data()
+        self.shared.sync_counted(file)
+    }
+
+    /// The log's fsyncs so far.
+    pub(crate) fn stats(&self) -> LogStats {
+        LogStats {
+            fsyncs: self.shared.fsyncs.load(Ordering::Relaxed),
+            fsync_seconds: self.shared.fsync_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
+
+    /// Makes every record appended so far durable: waits for a batch in flight, then
+    /// fsyncs the current log (a graceful shutdown's last step). A failure stops the
+    /// log, as a failed background fsync does.
+    pub(crate) fn sync_now(&self) -> Result<(), Error> {
+        let file = {
+            let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
+            while open.leading.is_some() || !open.pending.is_empty() {
+                open = self.wait(open);
+            }
+            open.usable(&self.dir)?;
+            Arc::clone(&open.file)
+        };
+        self.shared.sync_counted(&file).map_err(|e| {
+            let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
+            if open.failed.is_none() {
+                open.failed = Some(format!("an fsync failed: {e}"));
+            }
+            storage(self.dir.display(), e)
+        })
     }
 
     /// How many fsyncs appends have run (under `Always`; one may cover many appends).
@@ -864,7 +924,7 @@ fn everysec(shared: std::sync::Weak<Shared>, stop: Arc<AtomicBool>) {
         let synced = if fail {
             Err(std::io::Error::other("injected background fsync failure"))
         } else {
-            file.sync_data()
+            shared.sync_counted(&file)
         };
         let mut o = shared.open.lock().unwrap_or_else(|e| e.into_inner());
         o.syncing_since = None;
