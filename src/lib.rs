@@ -157,14 +157,14 @@ struct ReadmeDoctests;
 pub use accum::exact_sum::MAX_FLOAT;
 pub use accum::top::DEFAULT_INDEX_ABOVE;
 pub use accum::{Counter, PropCounter, Sum, TopItem};
+pub use directory::MAX_LOOKUP_CANDIDATES;
 pub use engine::{
     AutoCompact, Compactor, DEFAULT_LIST_LIMIT, DEFAULT_SHARDS, Engine, EngineBuilder,
     MAX_LIST_LIMIT, MAX_SHARDS, Page, Row,
 };
-pub use directory::MAX_LOOKUP_CANDIDATES;
 pub use error::Error;
-pub use persist::snapshot::SnapshotStats;
 pub use persist::log::LogStats;
+pub use persist::snapshot::SnapshotStats;
 pub use persist::{Skipped, SyncPolicy};
 pub use profile_data::{
     Channel, FieldValue, MAX_PROFILE_ITEMS, MAX_TEXT_LEN, Match, ProfileData, Subscription,

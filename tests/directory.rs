@@ -453,8 +453,19 @@ fn tag_lookup_is_bounded() {
         tagged(format!("sa{i}"), &["small-a"]);
         tagged(format!("sb{i}"), &["small-b"]);
     }
-    let lookup = |tags: &'static str| e.get_counter(1, Match::Custom { field: "T", value: tags });
-    assert!(matches!(lookup("small-a, small-b"), Err(Error::NoMatch { .. })));
+    let lookup = |tags: &'static str| {
+        e.get_counter(
+            1,
+            Match::Custom {
+                field: "T",
+                value: tags,
+            },
+        )
+    };
+    assert!(matches!(
+        lookup("small-a, small-b"),
+        Err(Error::NoMatch { .. })
+    ));
     let big = relcount::MAX_LOOKUP_CANDIDATES + 1;
     for i in 0..big {
         tagged(format!("ba{i}"), &["big-a"]);

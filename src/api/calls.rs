@@ -515,9 +515,12 @@ fn new_ids(api: &Api, rel_id: u32, sides: [(&Who, bool); 2]) -> u64 {
     }
 }
 
+/// A `relations/import` row: recipient id, initiator id, weights.
+type ImportRow = (String, String, Vec<(String, Value)>);
+
 /// How many profiles a `relations/import` could create: its distinct ids no profile
 /// has yet.
-fn new_import_ids(api: &Api, rel_id: u32, rows: &[(String, String, Vec<(String, Value)>)]) -> u64 {
+fn new_import_ids(api: &Api, rel_id: u32, rows: &[ImportRow]) -> u64 {
     let Some(def) = api.engine.relation_type(rel_id) else {
         return 0;
     };

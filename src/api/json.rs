@@ -444,12 +444,17 @@ mod tests {
     fn key_cap_stops_the_reading() {
         let body: String = format!(
             "{{{}\"last\":1}}",
-            (0..5000).map(|i| format!("\"k{i}\":1,")).collect::<String>()
+            (0..5000)
+                .map(|i| format!("\"k{i}\":1,"))
+                .collect::<String>()
         );
         let err = parse(body.as_bytes(), 16, 100).unwrap_err().to_string();
         assert!(err.contains("more than 100 keys"), "{err}");
         let column: usize = err.rsplit(' ').next().unwrap().parse().unwrap();
-        let at_cap: usize = 1 + (0..100).map(|i| format!("\"k{i}\":1,").len()).sum::<usize>();
+        let at_cap: usize = 1
+            + (0..100)
+                .map(|i| format!("\"k{i}\":1,").len())
+                .sum::<usize>();
         assert_eq!(column, at_cap + 1, "{err}");
         assert!(column < body.len() / 10);
         // The cap counts keys of each object, not of the body.
@@ -498,7 +503,10 @@ mod tests {
     #[test]
     fn depth_is_bounded_while_reading() {
         assert!(parse(br#"{"a": "[[[[", "b": [[1]]}"#, 3, usize::MAX).is_ok());
-        assert_eq!(parse(br#"{"b": [[1]]}"#, 2, usize::MAX), Err(ParseError::TooDeep(2)));
+        assert_eq!(
+            parse(br#"{"b": [[1]]}"#, 2, usize::MAX),
+            Err(ParseError::TooDeep(2))
+        );
         let deep = [b'['; 100_000];
         assert_eq!(parse(&deep, 16, usize::MAX), Err(ParseError::TooDeep(16)));
     }

@@ -73,6 +73,15 @@ pub const CALLS: &[&str] = &[
     "profiles/delete",
 ];
 
+/// `text` as a JSON string literal (quoted and escaped), for a host that writes an
+/// envelope of its own (a timeout, a shutdown) in the API's shape.
+#[must_use]
+pub fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    json::write_str(&mut out, text);
+    out
+}
+
 /// Bounds on what one request may ask for; each bound answers a clear error past it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -147,7 +156,8 @@ impl Fail {
 }
 
 /// The text of every 500: what the client may know.
-const STORAGE_TEXT: &str = "storage error: the write was not applied (the server's log has the details)";
+const STORAGE_TEXT: &str =
+    "storage error: the write was not applied (the server's log has the details)";
 
 impl From<Error> for Fail {
     fn from(e: Error) -> Fail {

@@ -68,7 +68,11 @@ impl Drop for Reserved<'_> {
         if self.taken == Growth::default() {
             return;
         }
-        let mut r = self.ledger.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self
+            .ledger
+            .reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         r.profiles -= self.taken.profiles;
         r.relations -= self.taken.relations;
         r.types -= self.taken.types;
@@ -151,7 +155,7 @@ impl Ledger {
         })
     }
 
-/// The process's resident memory, read at most every [`MEMORY_FRESH`].
+    /// The process's resident memory, read at most every [`MEMORY_FRESH`].
     fn resident(&self) -> u64 {
         let mut last = self.memory.lock().unwrap_or_else(|e| e.into_inner());
         match *last {

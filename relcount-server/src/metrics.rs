@@ -1,0 +1,181 @@
+//! `GET /metrics`: the server's and the engine's numbers in the Prometheus text format
+//! (OpenMetrics), through the `prometheus-client` crate. Nothing here names a profile,
+//! a token or a path.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use relcount::Engine;
+
+/// A request's call and answer code.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallCode {
+    /// The call (`relations/get_counter`, ...), or `other` for a path that is none.
+    pub call: &'static str,
+    /// The envelope's code (0 on success), or the HTTP status of an answer outside
+    /// the envelope (408, 503).
+    pub code: u32,
+}
+
+/// A request's call.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallOnly {
+    /// As [`CallCode::call`].
+    pub call: &'static str,
+}
+
+/// Every metric the server keeps.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests answered, by call and code.
+    pub requests: Family<CallCode, Counter>,
+    /// Seconds from a request's headers to its answer, by call.
+    pub latency: Family<CallOnly, Histogram>,
+    /// Request body bytes read.
+    pub body_bytes: Counter,
+    /// Connections refused at the connection limit.
+    pub refused_connections: Counter,
+    /// Connections open now.
+    pub open_connections: Gauge,
+}
+
+/// The engine's numbers, read at each scrape.
+#[derive(Debug)]
+struct EngineNumbers(Arc<Engine>);
+
+impl Collector for EngineNumbers {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let engine = &self.0;
+        let gauge = |encoder: &mut DescriptorEncoder, name, help, value: i64| {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(value).encode(metric)
+        };
+        let count = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        gauge(
+            &mut encoder,
+            "relcount_relations",
+            "Relations held",
+            count(engine.relation_count()),
+        )?;
+        gauge(
+            &mut encoder,
+            "relcount_profiles",
+            "Live profiles held, over every database",
+            count(engine.profile_count() as u64),
+        )?;
+        gauge(
+            &mut encoder,
+            "relcount_relation_types",
+            "Relation types defined",
+            count(engine.relation_type_count() as u64),
+        )?;
+        if let Some(rss) = relcount::api::resident_bytes() {
+            gauge(
+                &mut encoder,
+                "relcount_resident_memory_bytes",
+                "Resident memory of the process",
+                count(rss),
+            )?;
+        }
+        if let Some(stats) = engine.log_stats() {
+            if let Ok(bytes) = engine.log_bytes() {
+                gauge(
+                    &mut encoder,
+                    "relcount_log_bytes",
+                    "Bytes of write log a restart would replay",
+                    count(bytes),
+                )?;
+            }
+            let metric = encoder.encode_descriptor(
+                "relcount_log_fsyncs",
+                "fsyncs of the write log",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(stats.fsyncs).encode(metric)?;
+            let metric = encoder.encode_descriptor(
+                "relcount_log_fsync_seconds",
+                "Total time of the write log's fsyncs (divide by relcount_log_fsyncs_total for their mean latency)",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(stats.fsync_seconds).encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+impl Metrics {
+    /// The metrics of a server over `engine`.
+    #[must_use]
+    pub fn new(engine: Arc<Engine>) -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<CallCode, Counter>::default();
+        registry.register(
+            "relcount_requests",
+            "API requests answered, by call and code",
+            requests.clone(),
+        );
+        let latency = Family::<CallOnly, Histogram>::new_with_constructor(|| {
+            // 10 us to about 10 s.
+            Histogram::new(exponential_buckets(1e-5, 4.0, 11))
+        });
+        registry.register(
+            "relcount_request_seconds",
+            "Seconds from a request's headers to its answer, by call",
+            latency.clone(),
+        );
+        let body_bytes = Counter::default();
+        registry.register(
+            "relcount_request_body_bytes",
+            "Request body bytes read",
+            body_bytes.clone(),
+        );
+        let refused_connections = Counter::default();
+        registry.register(
+            "relcount_refused_connections",
+            "Connections refused at the connection limit",
+            refused_connections.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "relcount_open_connections",
+            "Connections open now",
+            open_connections.clone(),
+        );
+        registry.register_collector(Box::new(EngineNumbers(engine)));
+        Metrics {
+            registry,
+            requests,
+            latency,
+            body_bytes,
+            refused_connections,
+            open_connections,
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn answered(&self, call: &'static str, code: u32, seconds: f64) {
+        self.requests.get_or_create(&CallCode { call, code }).inc();
+        self.latency
+            .get_or_create(&CallOnly { call })
+            .observe(seconds);
+    }
+
+    /// The text of a scrape.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,224 @@
+//! The routes: `POST /api/v1.1/<call>` (the JSON API), `GET /health`, `GET /metrics`.
+//!
+//! An API request's `Authorization` header is checked before its body is read; the
+//! body is read within the body timeout and the size limit; then the parsing and the
+//! engine's work run on a pool of worker threads (at most `--workers` at once), never
+//! on the threads that serve the network, so a heavy request cannot hold up the others'
+//! I/O.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use relcount::api::{self, Api};
+use tokio::sync::Semaphore;
+
+use crate::metrics::Metrics;
+
+/// What every request shares.
+#[derive(Debug)]
+pub struct App {
+    /// The JSON API over the engine.
+    pub api: Arc<Api>,
+    /// The server's metrics.
+    pub metrics: Metrics,
+    /// How long a body may take to arrive.
+    pub body_timeout: Duration,
+    /// Permits to run a request's work: `--workers` of them.
+    pub work: Arc<Semaphore>,
+    /// Set once a shutdown has passed its deadline: requests not yet at work are
+    /// refused (503), so the log's last sync covers every acknowledged write.
+    pub closing: AtomicBool,
+}
+
+/// The prefix of every API call's path.
+const API_PREFIX: &str = "/api/v1.1/";
+
+type Answer = Response<Full<Bytes>>;
+
+/// Serves one request.
+///
+/// # Errors
+///
+/// Never: every failure is an answer.
+pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Answer, Infallible> {
+    let started = Instant::now();
+    let path = req.uri().path();
+    let (call, answer, code) = match (req.method(), path) {
+        (&Method::GET, "/health") => ("health", health(&app), 0),
+        (&Method::GET, "/metrics") => {
+            let text = app.metrics.render();
+            let answer = Response::builder()
+                .header(
+                    CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+                .body(Full::new(Bytes::from(text)));
+            ("metrics", answer.unwrap_or_else(|_| plain(500, "")), 0)
+        }
+        (method, p) if p.starts_with(API_PREFIX) => {
+            let name = &p[API_PREFIX.len()..];
+            let call = api::CALLS
+                .iter()
+                .find(|c| **c == name)
+                .copied()
+                .unwrap_or("other");
+            if method == Method::POST {
+                let (answer, code) = api_call(&app, call, req).await;
+                (call, answer, code)
+            } else {
+                (call, plain(405, "use POST\n"), 405)
+            }
+        }
+        _ => ("other", plain(404, "not found\n"), 404),
+    };
+    if call != "metrics" && call != "health" {
+        app.metrics
+            .answered(call, code, started.elapsed().as_secs_f64());
+    }
+    Ok(answer)
+}
+
+fn plain(status: u16, text: &'static str) -> Answer {
+    let mut answer = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *answer.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    answer
+}
+
+/// `GET /health`: 200 while the server takes requests, 503 once it is shutting down.
+fn health(app: &App) -> Answer {
+    if app.closing.load(Ordering::Acquire) {
+        plain(503, "shutting down\n")
+    } else {
+        plain(200, "ok\n")
+    }
+}
+
+/// An envelope answer; `close` when the request's body was not read (the connection
+/// cannot carry another request).
+fn envelope(status: StatusCode, body: String, close: bool) -> Answer {
+    let mut answer = Response::new(Full::new(Bytes::from(body)));
+    *answer.status_mut() = status;
+    let headers = answer.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if close {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    answer
+}
+
+/// An answer outside the API's own codes (a timeout, a shutdown), in its envelope.
+fn refusal(status: StatusCode, text: &str) -> (Answer, u32) {
+    let code = u32::from(status.as_u16());
+    let body = format!(
+        "{{\"error\":{code},\"error_text\":{}}}",
+        relcount::api::json_string(text)
+    );
+    (envelope(status, body, true), code)
+}
+
+async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) -> (Answer, u32) {
+    let api = &app.api;
+    // A header that is not text cannot be `Bearer <token>`: checked as empty.
+    let auth = req
+        .headers()
+        .get(AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("").to_owned());
+    if let Err(refused) = api.check_header(auth.as_deref()) {
+        return (envelope(StatusCode::OK, refused.body, true), refused.code);
+    }
+    let max = api.limits().max_body_bytes;
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        let r = api.too_large();
+        return (envelope(StatusCode::OK, r.body, true), r.code);
+    }
+    let body = match tokio::time::timeout(
+        app.body_timeout,
+        read_body(req.into_body(), max, &app.metrics),
+    )
+    .await
+    {
+        Err(_) => {
+            return refusal(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "request body not received within {} s",
+                    app.body_timeout.as_secs_f64()
+                ),
+            );
+        }
+        Ok(Err(Body::TooLarge)) => {
+            let r = api.too_large();
+            return (envelope(StatusCode::OK, r.body, true), r.code);
+        }
+        Ok(Err(Body::Broken)) => {
+            return refusal(StatusCode::BAD_REQUEST, "request body could not be read");
+        }
+        Ok(Ok(body)) => body,
+    };
+    let shutting_down = || {
+        refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        )
+    };
+    if app.closing.load(Ordering::Acquire) {
+        return shutting_down();
+    }
+    let Ok(permit) = Arc::clone(&app.work).acquire_owned().await else {
+        return shutting_down();
+    };
+    if app.closing.load(Ordering::Acquire) {
+        return shutting_down();
+    }
+    let api = Arc::clone(api);
+    let work = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        api.handle(call, auth.as_deref(), &body)
+    });
+    match work.await {
+        Ok(r) => {
+            if let Some(detail) = &r.detail {
+                tracing::error!(call, code = r.code, %detail, "request failed");
+            }
+            (envelope(StatusCode::OK, r.body, false), r.code)
+        }
+        Err(e) => {
+            tracing::error!(call, error = %e, "request work ended abnormally");
+            refusal(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
+    }
+}
+
+enum Body {
+    TooLarge,
+    Broken,
+}
+
+/// Reads a body of at most `max` bytes, counting what it reads.
+async fn read_body(mut body: Incoming, max: usize, metrics: &Metrics) -> Result<Vec<u8>, Body> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Body::Broken)?;
+        if let Ok(data) = frame.into_data() {
+            metrics.body_bytes.inc_by(data.len() as u64);
+            if out.len() + data.len() > max {
+                return Err(Body::TooLarge);
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
+}
