@@ -109,7 +109,8 @@
 //!   [`Engine::import_profile`]; hosts with their own profile store plug in a
 //!   [`Resolver`].
 //! - [`api`] (feature `json`, on by default) serves the platform's JSON calls, with
-//!   tokens, limits and stable error codes; `examples/server.rs` puts it on HTTP.
+//!   tokens, limits, quotas and stable error codes; the `relcount-server` crate puts it
+//!   on HTTP.
 //! - [`EngineBuilder::open`] makes the engine durable: a crash-safe snapshot plus a
 //!   write log with a sync policy ([`SyncPolicy`]), recovered at open;
 //!   [`Engine::compact`] folds the log into a new snapshot.
