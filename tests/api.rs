@@ -396,3 +396,79 @@ fn import_equals_the_same_attaches_one_by_one() {
     );
     assert_eq!(state(&limited), before);
 }
+
+/// Quotas hold exactly under racing writers: threads attach and import new pairs
+/// against caps on relations and profiles; the counts end at most at the caps, every
+/// write answered 0 is in the engine, and every write refused with 402 is not.
+#[test]
+fn quotas_hold_under_racing_writers() {
+    use relcount::api::Quotas;
+    for (max_relations, max_profiles) in [(50u64, 1000u64), (1000, 40), (37, 41)] {
+        let api = Arc::new(Api::new(Arc::new(Engine::new())).with_quotas(Quotas {
+            max_relations: Some(max_relations),
+            max_profiles: Some(max_profiles),
+            ..Quotas::default()
+        }));
+        api.add_token(TOKEN, TokenScope::full());
+        let define = json!({"token": TOKEN, "rel_id": 3, "db_a": 1, "db_b": 2,
+            "props": {"Like": {"type": "int", "sum": true}}});
+        assert_eq!(ok(&api, "relations/define", define)["error"], json!(0));
+        let start = Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (api, start) = (Arc::clone(&api), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    start.wait();
+                    let mut answered = Vec::new();
+                    for i in 0..60 {
+                        // Recipients shared by the threads, initiators their own.
+                        let (a, b) = (format!("a{}", i % 9), format!("b{t}-{i}"));
+                        let (call, body) = if i % 5 == 0 {
+                            let rows = json!([
+                                {"profile_a": {"profile_id": a}, "profile_b": {"profile_id": b}, "weights": {"Like": 1}},
+                                {"profile_a": {"profile_id": a}, "profile_b": {"profile_id": format!("{b}x")}, "weights": {"Like": 1}}]);
+                            ("relations/import", json!({"token": TOKEN, "rel_id": 3, "relations": rows}))
+                        } else {
+                            ("relations/attach", json!({"token": TOKEN, "rel_id": 3,
+                                "profile_a": {"profile_id": a}, "profile_b": {"profile_id": b},
+                                "weights": {"Like": 1}}))
+                        };
+                        let r: J = serde_json::from_str(
+                            &api.handle(call, None, body.to_string().as_bytes()).body,
+                        )
+                        .expect("envelope");
+                        let code = r["error"].as_u64().expect("code");
+                        assert!(code == 0 || code == 402, "{r}");
+                        let mut pairs = vec![(a.clone(), b.clone())];
+                        if call == "relations/import" {
+                            pairs.push((a.clone(), format!("{b}x")));
+                        }
+                        answered.push((pairs, code == 0));
+                    }
+                    answered
+                })
+            })
+            .collect();
+        let answered: Vec<_> = threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("writer"))
+            .collect();
+        let engine = api.engine();
+        assert!(engine.relation_count() <= max_relations);
+        assert!(engine.profile_count() as u64 <= max_profiles);
+        let mut accepted = 0u64;
+        for (pairs, ok) in &answered {
+            for (a, b) in pairs {
+                assert_eq!(
+                    engine.contains_profile(2, b.as_str()),
+                    *ok,
+                    "{a} <- {b}: answered {ok} but the engine disagrees"
+                );
+            }
+            accepted += if *ok { pairs.len() as u64 } else { 0 };
+        }
+        assert_eq!(engine.relation_count(), accepted);
+        // Some writes were refused: the caps bound.
+        assert!(answered.iter().any(|(_, ok)| !ok));
+    }
+}

@@ -301,3 +301,26 @@ impl Api {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A storage error answers 500 with a generic text: the engine's reason (with the
+    /// data directory's paths) goes to `detail`, for the host's log only.
+    #[test]
+    fn a_500_shows_no_path() {
+        let reason = "/srv/relcount/data/log.7: No space left on device (os error 28)";
+        let r = Api::envelope(Fail::from(Error::Storage {
+            reason: reason.into(),
+        }));
+        assert_eq!(r.code, 500);
+        assert!(!r.body.contains("/srv"), "{}", r.body);
+        assert!(r.body.contains("storage error"), "{}", r.body);
+        assert!(r.detail.as_deref().is_some_and(|d| d.contains(reason)));
+        // Other codes keep their texts, and no detail.
+        let r = Api::envelope(Fail::from(Error::UnknownRelation { rel_id: 9 }));
+        assert_eq!(r.code, 411);
+        assert!(r.body.contains('9') && r.detail.is_none(), "{}", r.body);
+    }
+}

@@ -188,3 +188,56 @@ pub fn resident_bytes() -> Option<u64> {
         .ok()?;
     Some(kib * 1024)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reservation counts until it is given back: a second write that would fit
+    /// the counts alone is refused while the first is in flight, and fits again once
+    /// the first gave its reservation back.
+    #[test]
+    fn reservations_count_until_given_back() {
+        let engine = Engine::new();
+        let ledger = Ledger::new(Quotas {
+            max_relations: Some(1),
+            max_profiles: Some(2),
+            ..Quotas::default()
+        });
+        let one = Growth {
+            relations: 1,
+            profiles: 1,
+            types: 0,
+        };
+        let first = ledger.reserve(&engine, one).expect("fits");
+        let refused = ledger.reserve(&engine, one).err().expect("refused");
+        assert_eq!(refused.code, 402);
+        assert!(
+            refused
+                .text
+                .starts_with("limit reached: at most 1 relations"),
+            "{}",
+            refused.text
+        );
+        // Growth in another dimension only: still checked against its own cap.
+        let profile_only = Growth {
+            profiles: 1,
+            ..Growth::default()
+        };
+        let second = ledger
+            .reserve(&engine, profile_only)
+            .expect("2 profiles fit");
+        assert!(ledger.reserve(&engine, profile_only).is_err());
+        drop(first);
+        drop(second);
+        let again = ledger.reserve(&engine, one).expect("fits once given back");
+        drop(again);
+        // Nothing to create: never refused, even past a cap.
+        let none = Ledger::new(Quotas {
+            max_relations: Some(0),
+            ..Quotas::default()
+        });
+        assert!(none.reserve(&engine, Growth::default()).is_ok());
+        assert!(none.reserve(&engine, one).is_err());
+    }
+}
