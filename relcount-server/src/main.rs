@@ -151,7 +151,10 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         api: Arc::new(api),
         metrics: metrics::Metrics::new(Arc::clone(&engine)),
         body_timeout: settings.body_timeout,
-        work: Arc::new(Semaphore::new(workers)),
+        work: [
+            Arc::new(Semaphore::new(workers)),
+            Arc::new(Semaphore::new(workers)),
+        ],
         closing: AtomicBool::new(false),
     });
 
@@ -183,7 +186,8 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     // acknowledged write durable.
     app.closing.store(true, Ordering::Release);
     let permits = u32::try_from(workers).unwrap_or(u32::MAX);
-    let _all = app.work.acquire_many(permits).await?;
+    let _small = app.work[0].acquire_many(permits).await?;
+    let _large = app.work[1].acquire_many(permits).await?;
     if let Some(reporter) = reporter {
         reporter.abort();
         let _ = reporter.await;

@@ -30,12 +30,19 @@ pub struct App {
     pub metrics: Metrics,
     /// How long a body may take to arrive.
     pub body_timeout: Duration,
-    /// Permits to run a request's work: `--workers` of them.
-    pub work: Arc<Semaphore>,
+    /// Permits to run a request's work: `--workers` for bodies up to
+    /// [`LARGE_BODY`] bytes, as many again for larger ones. Two lanes, so clients
+    /// sending large bodies (an import, or a flood of costly ones) wait among
+    /// themselves and never hold up the small calls (a `get_counter` answers in
+    /// microseconds of work).
+    pub work: [Arc<Semaphore>; 2],
     /// Set once a shutdown has passed its deadline: requests not yet at work are
     /// refused (503), so the log's last sync covers every acknowledged write.
     pub closing: AtomicBool,
 }
+
+/// Bodies larger than this take the large lane of [`App::work`].
+pub const LARGE_BODY: usize = 64 * 1024;
 
 /// The prefix of every API call's path.
 const API_PREFIX: &str = "/api/v1.1/";
@@ -177,7 +184,8 @@ async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) ->
     if app.closing.load(Ordering::Acquire) {
         return shutting_down();
     }
-    let Ok(permit) = Arc::clone(&app.work).acquire_owned().await else {
+    let lane = &app.work[usize::from(body.len() > LARGE_BODY)];
+    let Ok(permit) = Arc::clone(lane).acquire_owned().await else {
         return shutting_down();
     };
     if app.closing.load(Ordering::Acquire) {

@@ -74,7 +74,9 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
 
     /// Requests served at once (parsing and engine work run on these threads, never on
-    /// the network's); the others wait their turn. Default: the number of cores.
+    /// the network's); the others wait their turn. As many again serve bodies over 64
+    /// KiB, in a lane of their own, so large requests never hold up small ones.
+    /// Default: the number of cores.
     #[arg(long, env = "RELCOUNT_WORKERS")]
     pub workers: Option<usize>,
 
