@@ -86,8 +86,9 @@ pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Answer, Infa
         _ => ("other", plain(404, "not found\n"), 404),
     };
     if call != "metrics" && call != "health" {
-        app.metrics
-            .answered(call, code, started.elapsed().as_secs_f64());
+        let seconds = started.elapsed().as_secs_f64();
+        app.metrics.answered(call, code, seconds);
+        tracing::debug!(call, code, seconds, "answered");
     }
     Ok(answer)
 }
