@@ -3,11 +3,14 @@
 //! updated incrementally on every write.
 
 use smallvec::SmallVec;
+use std::cmp::Ordering;
 use std::sync::Arc;
 
 use crate::accum::counter::{PropState, SumState, View};
+use crate::accum::order::Order;
 use crate::accum::top::{self, TopChange, TopEntry, TopIndex};
 use crate::directory::Profile;
+use crate::profile_id::ProfileId;
 use crate::record::{Record, RecordRef, rank};
 use crate::schema::{MAX_PROPS, PropKind, Schema};
 use crate::slots::SlotTable;
@@ -15,6 +18,11 @@ use crate::slots::SlotTable;
 /// Targets with at most this many relations find one by scanning their slots (one or
 /// two cache lines); larger ones keep a position map, dropped again below half of it.
 const SCAN_AT_MOST: usize = 16;
+
+/// Targets with more than this many relations keep their id order (an [`Order`]), so
+/// a page costs O(page + n/B) rather than O(n); dropped again below half of it (fewer
+/// in unit tests, so that targets cross it both ways).
+pub(crate) const ORDER_ABOVE: usize = if cfg!(test) { 48 } else { 1024 };
 
 /// Relations in one chunk of a [`Packed`] (fewer in unit tests, so that they cross
 /// chunk boundaries).
@@ -110,7 +118,7 @@ impl Packed {
     }
 
     /// Every relation's initiator slot, in order.
-    fn slots(&self) -> impl Iterator<Item = u32> + '_ {
+    pub(crate) fn slots(&self) -> impl Iterator<Item = u32> + '_ {
         self.chunks().flat_map(|c| c.slots.iter().copied())
     }
 
@@ -205,6 +213,9 @@ pub(crate) struct Target {
     rels: Arc<Packed>,
     /// Initiator slot -> index in `rels`, for targets past [`SCAN_AT_MOST`].
     positions: Option<hashbrown::HashMap<u32, u32>>,
+    /// The indexes in `rels` by initiator `(id, slot)`, for targets past
+    /// [`ORDER_ABOVE`]. Shared (copy on write) with a page being read, as `rels` is.
+    order: Option<Arc<Order>>,
     /// Per property index: the ordered index of a large target's top property.
     indexes: Vec<Option<TopIndex>>,
     view: Arc<View>,
@@ -218,6 +229,7 @@ impl Target {
         Target {
             rels: Arc::new(Packed::new(schema.stride())),
             positions: None,
+            order: None,
             indexes: Vec::new(),
             view: Arc::new(View::empty(schema, profile)),
             shares_key: false,
@@ -239,6 +251,12 @@ impl Target {
     /// Number of relations.
     pub(crate) fn len(&self) -> usize {
         self.rels.len()
+    }
+
+    /// The id order of the relations, if the target is large enough to keep one:
+    /// shared, as [`relations`](Self::relations) are, and of the same moment.
+    pub(crate) fn order(&self) -> Option<&Arc<Order>> {
+        self.order.as_ref()
     }
 
     /// The counters as last published.
@@ -287,7 +305,8 @@ impl Target {
         index_above: usize,
         slots: &SlotTable,
     ) {
-        let old = self.place(b.slot, new);
+        let old = self.place(b, new, slots);
+        self.sync_order(slots);
         let rels = &*self.rels;
         let schema = Arc::clone(&self.view.schema);
         for (i, def) in schema.props.iter().enumerate() {
@@ -385,14 +404,19 @@ impl Target {
             return (self.set_view(props), added);
         }
         Arc::make_mut(&mut self.rels).reserve(rows.len());
-        for (i, (slot, _, rec)) in rows.iter().enumerate() {
-            if self.place(*slot, Some(rec)).is_none() {
+        // The id order is built again after the batch, in one sort (O(target log
+        // target), as a quarter of it is placed), not kept row by row.
+        self.order = None;
+        for (i, (slot, b, rec)) in rows.iter().enumerate() {
+            debug_assert_eq!(*slot, b.slot);
+            if self.place(b, Some(rec), slots).is_none() {
                 added.push(i);
             }
         }
         // Rows that repeat a pair or rewrite a relation took room they did not use:
         // give it back (O(target), as the count below).
         Arc::make_mut(&mut self.rels).fit();
+        self.sync_order(slots);
         self.recount(index_above, slots);
         (Arc::clone(&self.view), added)
     }
@@ -454,9 +478,24 @@ impl Target {
         self.view = Arc::new(view);
     }
 
-    /// Puts `new` in place of `slot`'s relation (`None` removes it); returns the old
-    /// record.
-    fn place(&mut self, slot: u32, new: Option<&Record>) -> Option<Record> {
+    /// Builds the id order of a target that grew past [`ORDER_ABOVE`] relations
+    /// (O(n log n), once a crossing), drops that of one that shrank below half of it.
+    fn sync_order(&mut self, slots: &SlotTable) {
+        let n = self.rels.len();
+        match &self.order {
+            None if n > ORDER_ABOVE => {
+                self.order = Some(Arc::new(order_of(&self.rels, slots)));
+            }
+            Some(_) if n < ORDER_ABOVE / 2 => self.order = None,
+            _ => {}
+        }
+        debug_assert!(self.order.as_ref().is_none_or(|o| o.len() == n));
+    }
+
+    /// Puts `new` in place of `b`'s relation (`None` removes it), keeping the
+    /// position map and the id order (if any) in step; returns the old record.
+    fn place(&mut self, b: &Profile, new: Option<&Record>, slots: &SlotTable) -> Option<Record> {
+        let slot = b.slot;
         let at = self.position(slot);
         match (at, new) {
             (None, None) => return None,
@@ -476,6 +515,14 @@ impl Target {
                 // Fewer than 2^32 relations per target: a slot is a u32 and each
                 // initiator has at most one relation here.
                 let at = (rels.len() - 1) as u32;
+                if let Some(order) = &mut self.order {
+                    let placed =
+                        Arc::make_mut(order).insert(at, by_key(rels, slots, Some(&b.id), slot));
+                    debug_assert!(placed, "an initiator with two relations");
+                    if !placed {
+                        self.order = None; // built again by `sync_order`
+                    }
+                }
                 match &mut self.positions {
                     Some(map) => {
                         map.insert(slot, at);
@@ -488,6 +535,23 @@ impl Target {
                 }
             }
             (Some(at), None) => {
+                if let Some(order) = &mut self.order {
+                    // Before the move: every position the searches read is valid.
+                    let order = Arc::make_mut(order);
+                    let end = rels.len() - 1;
+                    let mut kept =
+                        order.remove(by_key(rels, slots, Some(&b.id), slot)) == Some(at as u32);
+                    if kept && at != end {
+                        let last = rels.get(end).0;
+                        let other = slots.get(last);
+                        let key = by_key(rels, slots, other.as_ref().map(|p| &p.id), last);
+                        kept = order.set(key, at as u32);
+                    }
+                    debug_assert!(kept, "the id order lost a relation");
+                    if !kept {
+                        self.order = None; // built again by `sync_order`
+                    }
+                }
                 let moved = rels.swap_remove(at);
                 if let Some(map) = &mut self.positions {
                     map.remove(&slot);
@@ -503,6 +567,36 @@ impl Target {
         }
         old
     }
+}
+
+/// Compares the key `(id, slot)` of the initiator of the relation at a position of
+/// `rels` with `(id, slot)`: the id order's comparison. The initiators hold their slots
+/// (under the target's lock), so the slot table names them; were one missing, its key
+/// would be `(None, slot)`, still one total order.
+fn by_key<'a>(
+    rels: &'a Packed,
+    slots: &'a SlotTable,
+    id: Option<&'a ProfileId>,
+    slot: u32,
+) -> impl Fn(u32) -> Ordering + 'a {
+    move |p| {
+        let s = rels.get(p as usize).0;
+        let other = slots.get(s);
+        debug_assert!(other.is_some(), "a relation from a free slot");
+        (other.as_ref().map(|o| &o.id), s).cmp(&(id, slot))
+    }
+}
+
+/// The id order of `rels`, in one sort: each initiator looked up once.
+fn order_of(rels: &Packed, slots: &SlotTable) -> Order {
+    let mut keyed: Vec<(Option<Arc<Profile>>, u32, u32)> = (0u32..)
+        .zip(rels.slots())
+        .map(|(at, s)| (slots.get(s), s, at))
+        .collect();
+    keyed.sort_unstable_by(|x, y| {
+        (x.0.as_ref().map(|p| &p.id), x.1).cmp(&(y.0.as_ref().map(|p| &p.id), y.1))
+    });
+    Order::build(keyed.into_iter().map(|k| k.2).collect())
 }
 
 /// The relations that can be in the top `n` of property `i`, as top entries: every

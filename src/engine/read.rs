@@ -1,10 +1,11 @@
-//! The reads: `get_counter` (lock-free) and `list` (the shard lock for two reference
-//! counts, then lock-free).
+//! The reads: `get_counter` (lock-free) and `list` (the shard lock for up to three
+//! reference counts, then lock-free).
 
 use std::sync::Arc;
 
 use super::{Engine, MAX_LIST_LIMIT, Page, Row};
 use crate::accum::counter::{Counter, View};
+use crate::accum::order::Order;
 use crate::accum::target::Packed;
 use crate::directory::Profile;
 use crate::error::Error;
@@ -78,9 +79,13 @@ impl Engine {
     /// `limit` is 1..=1000 ([`DEFAULT_LIST_LIMIT`](crate::DEFAULT_LIST_LIMIT) is the platform's default).
     ///
     /// The page and its `total_count` are of one moment: the relations are taken under
-    /// the lock of the recipient's shard (two reference counts; the next write to the
-    /// recipient copies its relations instead of changing them), then sorted without
-    /// any lock, in O(n + page log page) for a recipient of n relations.
+    /// the lock of the recipient's shard (up to three reference counts; the next write
+    /// to the recipient copies what it changes instead of changing it), then read
+    /// without any lock. A recipient of more than 1024 relations keeps them in id
+    /// order (leaves of 256 to 1024 entries): a page reads the leaves' lengths up to
+    /// `skip`, then its rows, in O(page + n/B) for n relations (B >= 256), plus the
+    /// lookup of the recipient. A smaller one (n <= 1024, or below 512 after it
+    /// shrank) is selected from all its relations, in O(n + page log page).
     ///
     /// # Errors
     ///
@@ -98,24 +103,46 @@ impl Engine {
                 reason: format!("limit must be 1 to {MAX_LIST_LIMIT}, got {limit}"),
             });
         }
+        self.list_counting(rel_id, profile_a, skip, limit, &mut 0)
+    }
+
+    /// [`list`](Self::list), adding to `touched` the relations and leaves of the id
+    /// order it read (what the tests count: a page's work, not its time).
+    pub(crate) fn list_counting<'a>(
+        &self,
+        rel_id: u32,
+        profile_a: impl Into<Match<'a>>,
+        skip: usize,
+        limit: usize,
+        touched: &mut usize,
+    ) -> Result<Page, Error> {
         let counter = self.get_counter(rel_id, profile_a)?;
         let a = &counter.view().profile;
         // The relations name initiators by slot. Read without the lock, a slot freed
         // and taken again since the moment (a delete, then a create) is seen and the
         // page read again; after a few such races, the slots are read under the lock.
         for _ in 0..PAGE_TRIES {
-            let Some((frozen, generation)) = self.store.relations(rel_id, a) else {
+            let Some(moment) = self.store.relations(rel_id, a) else {
                 return Self::empty_page(counter.view());
             };
+            let (frozen, generation) = (&moment.frozen, moment.generation);
             let slots = self.store.slots();
             let resolve = |slot| slots.get(slot).filter(|b| b.born < generation);
-            if let Some(page) = page_of(&frozen.view, &frozen.rels, skip, limit, resolve) {
+            let read = Read {
+                view: &frozen.view,
+                rels: &frozen.rels,
+                order: moment.order.as_deref(),
+            };
+            if let Some(page) = read.page(skip, limit, resolve, touched) {
                 return Ok(page);
             }
         }
-        let locked = self.store.read_locked(rel_id, a, |view, rels, slots| {
-            page_of(view, rels, skip, limit, |slot| slots.get(slot))
-        });
+        let locked = self
+            .store
+            .read_locked(rel_id, a, |view, rels, order, slots| {
+                let read = Read { view, rels, order };
+                read.page(skip, limit, |slot| slots.get(slot), touched)
+            });
         match locked {
             Some(Some(page)) => Ok(page),
             None => Self::empty_page(counter.view()),
@@ -145,22 +172,88 @@ impl Engine {
 /// Optimistic reads of a page before one under the lock (see [`Engine::list`]).
 const PAGE_TRIES: usize = 3;
 
-/// The page `skip..skip + limit` of `rels` (the relations of `view`'s target at one
-/// moment) by initiator id, or `None` if `resolve` cannot name an initiator.
-fn page_of(
-    view: &View,
+/// One target at one moment, as a page reads it: its counters, its relations and
+/// their id order if it keeps one (all three of the same moment).
+struct Read<'a> {
+    view: &'a View,
+    rels: &'a Packed,
+    order: Option<&'a Order>,
+}
+
+impl Read<'_> {
+    /// The page `skip..skip + limit` of the relations by initiator `(id, slot)`, or
+    /// `None` if `resolve` cannot name an initiator of it. Adds to `touched` the
+    /// relations and leaves read: `limit` and the leaves up to the page's with an id
+    /// order, every relation without.
+    fn page(
+        &self,
+        skip: usize,
+        limit: usize,
+        resolve: impl Fn(u32) -> Option<Arc<Profile>>,
+        touched: &mut usize,
+    ) -> Option<Page> {
+        let rels = self.rels;
+        let page: Vec<(Arc<Profile>, usize)> = match self.order {
+            Some(order) => {
+                let mut page = Vec::new();
+                for at in order.page(skip, limit, touched) {
+                    let at = at as usize;
+                    // An order of the same moment names only relations there are.
+                    debug_assert!(at < rels.len());
+                    if at >= rels.len() {
+                        return None;
+                    }
+                    page.push((resolve(rels.get(at).0)?, at));
+                }
+                page
+            }
+            None => {
+                *touched += rels.len();
+                select(rels, skip, limit, resolve)?
+            }
+        };
+        let schema = &self.view.schema;
+        let rows = page
+            .into_iter()
+            .map(|(b, i)| {
+                let rec = rels.get(i).1;
+                Row {
+                    profile_b: b.id.clone(),
+                    xxh_b: b.xxh,
+                    props: (0..schema.props.len())
+                        .filter_map(|j| {
+                            Some((schema.props[j].name.to_string(), rec.get(schema, j)?))
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Some(Page {
+            profile_a: self.view.profile.id.clone(),
+            xxh_a: self.view.profile.xxh,
+            db_b: schema.db_b(),
+            total_count: rels.len() as u64,
+            rows,
+        })
+    }
+}
+
+/// The initiators and indexes of the relations `skip..skip + limit` of `rels` by
+/// initiator `(id, slot)`, selected from all of them (O(n + page log page)), or `None`
+/// if `resolve` cannot name an initiator.
+fn select(
     rels: &Packed,
     skip: usize,
     limit: usize,
     resolve: impl Fn(u32) -> Option<Arc<Profile>>,
-) -> Option<Page> {
-    let schema = &view.schema;
+) -> Option<Vec<(Arc<Profile>, usize)>> {
     let mut all: Vec<(Arc<Profile>, usize)> = Vec::with_capacity(rels.len());
-    for (i, (slot, _)) in rels.iter().enumerate() {
+    for (i, slot) in rels.slots().enumerate() {
         all.push((resolve(slot)?, i));
     }
-    let total_count = all.len() as u64;
-    let by_id = |x: &(Arc<Profile>, usize), y: &(Arc<Profile>, usize)| x.0.id.cmp(&y.0.id);
+    let by_id = |x: &(Arc<Profile>, usize), y: &(Arc<Profile>, usize)| {
+        (&x.0.id, x.0.slot).cmp(&(&y.0.id, y.0.slot))
+    };
     let end = skip.saturating_add(limit).min(all.len());
     let start = skip.min(end);
     if end < all.len() {
@@ -172,24 +265,185 @@ fn page_of(
     }
     let mut page = all.split_off(start);
     page.sort_unstable_by(by_id);
-    let rows = page
-        .into_iter()
-        .map(|(b, i)| {
-            let rec = rels.get(i).1;
-            Row {
-                profile_b: b.id.clone(),
-                xxh_b: b.xxh,
-                props: (0..schema.props.len())
-                    .filter_map(|j| Some((schema.props[j].name.to_string(), rec.get(schema, j)?)))
-                    .collect(),
+    Some(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accum::order::LEAF_MAX;
+    use crate::accum::target::ORDER_ABOVE;
+    use crate::schema::{PropSpec, RelationType, Value};
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// Initiator `i`'s id: 24 hex digits spread so that ids do not come in the order
+    /// of `i`, and every seventh a text id (the two kinds of id order alike).
+    fn b_id(i: u32) -> String {
+        if i % 7 == 3 {
+            format!("t{i}")
+        } else {
+            format!("{:024x}", (u64::from(i) * 0x9E37_79B1) % (1 << 40))
+        }
+    }
+
+    /// Recipient `a`'s id.
+    fn a_id(a: u8) -> String {
+        format!("a{a}")
+    }
+
+    fn engine() -> Engine {
+        let engine = Engine::builder().shards(2).build();
+        engine
+            .define(RelationType::new(1, 1, 2).prop("v", PropSpec::int()))
+            .expect("schema");
+        engine
+    }
+
+    /// The page as `(initiator id, v)` rows, with its total.
+    fn own(page: &Page) -> (u64, Vec<(String, Option<Value>)>) {
+        let rows = page
+            .rows
+            .iter()
+            .map(|r| (r.profile_b.to_string(), r.props.first().map(|p| p.1)))
+            .collect();
+        (page.total_count, rows)
+    }
+
+    /// The oracle's page of `a`: its rows sorted by initiator id.
+    fn want(
+        oracle: &BTreeMap<(String, String), i64>,
+        a: &str,
+        skip: usize,
+        limit: usize,
+    ) -> (u64, Vec<(String, Option<Value>)>) {
+        let all: Vec<(String, Option<Value>)> = oracle
+            .iter()
+            .filter(|((x, _), _)| x == a)
+            .map(|((_, b), v)| (b.clone(), Some(Value::Int(*v))))
+            .collect();
+        let rows = all.iter().skip(skip).take(limit).cloned().collect();
+        (all.len() as u64, rows)
+    }
+
+    proptest! {
+        /// Attach, detach, initiator and recipient deletes and bulk imports on two
+        /// recipients with up to 160 initiators, so targets cross the id order's
+        /// threshold (48 in unit tests) both ways and its leaves (32) split and merge:
+        /// every page, at random skips and limits and whole, is the oracle's.
+        #[test]
+        fn pages_match_the_oracle_across_the_threshold(
+            ops in prop::collection::vec((0u8..12, 0u8..2, 0u32..160, 1u32..120, -5i64..5), 1..40),
+            pages in prop::collection::vec((0usize..170, 1usize..40), 1..6),
+        ) {
+            let engine = engine();
+            let mut oracle: BTreeMap<(String, String), i64> = BTreeMap::new();
+            let mut live: BTreeSet<String> = BTreeSet::new();
+            for (op, a, b, n, v) in ops {
+                let a = a_id(a);
+                let w = [("v", Value::Int(v))];
+                match op {
+                    0..=2 => {
+                        engine.attach(1, a.as_str(), b_id(b).as_str(), &w).expect("attach");
+                        oracle.insert((a.clone(), b_id(b)), v);
+                        live.insert(a.clone());
+                    }
+                    3..=5 => {
+                        let rows: Vec<(String, i64)> =
+                            (b..b + n).map(|i| (b_id(i % 160), v + i64::from(i))).collect();
+                        for (y, val) in &rows {
+                            oracle.insert((a.clone(), y.clone()), *val);
+                        }
+                        let rows = rows.iter().map(|(y, val)| (a.as_str(), y, [("v", Value::Int(*val))]));
+                        engine.import_relations(1, rows).expect("import");
+                        live.insert(a.clone());
+                    }
+                    6..=8 => {
+                        for i in b..b + n {
+                            let pair = (a.clone(), b_id(i % 160));
+                            let done = engine.detach(1, a.as_str(), pair.1.as_str()).is_ok();
+                            prop_assert_eq!(done, oracle.remove(&pair).is_some());
+                        }
+                    }
+                    9 | 10 => {
+                        let id = b_id(b);
+                        let _ = engine.delete_profile(2, id.as_str());
+                        oracle.retain(|(_, y), _| *y != id);
+                    }
+                    _ => {
+                        let _ = engine.delete_profile(1, a.as_str());
+                        oracle.retain(|(x, _), _| *x != a);
+                        live.remove(&a);
+                    }
+                }
+                for a in [a_id(0), a_id(1)] {
+                    if !live.contains(&a) {
+                        prop_assert!(engine.list(1, a.as_str(), 0, 1).is_err());
+                        continue;
+                    }
+                    for &(skip, limit) in &pages {
+                        let got = engine.list(1, a.as_str(), skip, limit).expect("page");
+                        prop_assert_eq!(own(&got), want(&oracle, &a, skip, limit));
+                    }
+                    let got = engine.list(1, a.as_str(), 0, 1000).expect("page");
+                    prop_assert_eq!(own(&got), want(&oracle, &a, 0, 1000));
+                }
             }
-        })
-        .collect();
-    Some(Page {
-        profile_a: view.profile.id.clone(),
-        xxh_a: view.profile.xxh,
-        db_b: schema.db_b(),
-        total_count,
-        rows,
-    })
+        }
+    }
+
+    /// A page counts its work: a page of one among 100,000 relations reads the id
+    /// order's leaves up to it and one relation (at most `1 + 4n / LEAF_MAX + 1`),
+    /// not the 100,000; so it does after 40,000 detaches. A recipient at the threshold
+    /// (no order kept) reads all of its relations.
+    #[test]
+    fn a_page_of_one_reads_the_leaves_not_the_relations() {
+        let engine = engine();
+        let n: u32 = 100_000;
+        let rows = (0..n).map(|i| ("big", b_id(i), [("v", Value::Int(i64::from(i)))]));
+        engine.import_relations(1, rows).expect("import");
+        let small = (0..ORDER_ABOVE as u32).map(|i| ("small", b_id(i), [("v", Value::Int(1))]));
+        engine.import_relations(1, small).expect("import");
+        let mut ids: Vec<String> = (0..n).map(b_id).collect();
+        ids.sort();
+        let check = |ids: &[String]| {
+            let n = ids.len();
+            let bound = 1 + 4 * n / LEAF_MAX + 1;
+            for skip in [0, n / 3, n / 2, n - 1, n + 5] {
+                let mut touched = 0;
+                let page = engine
+                    .list_counting(1, "big", skip, 1, &mut touched)
+                    .expect("page");
+                assert_eq!(page.total_count, n as u64);
+                let got: Vec<String> = page.rows.iter().map(|r| r.profile_b.to_string()).collect();
+                assert_eq!(
+                    got,
+                    ids.iter().skip(skip).take(1).cloned().collect::<Vec<_>>()
+                );
+                assert!(
+                    touched <= bound,
+                    "{touched} touched at {skip} of {n} (bound {bound})"
+                );
+                assert!(touched < n / 8, "{touched} of {n}");
+            }
+        };
+        check(&ids);
+        // Detach every 5th of 4 in 5: leaves shrink and merge.
+        let mut kept = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            if i % 5 == 0 {
+                kept.push(id.clone());
+            } else if kept.len() + (ids.len() - i) > 60_000 {
+                engine.detach(1, "big", id.as_str()).expect("detach");
+            } else {
+                kept.push(id.clone());
+            }
+        }
+        check(&kept);
+        let mut touched = 0;
+        engine
+            .list_counting(1, "small", 0, 1, &mut touched)
+            .expect("page");
+        assert_eq!(touched, ORDER_ABOVE, "a small recipient is read whole");
+    }
 }

@@ -19,6 +19,7 @@ use hashbrown::DefaultHashBuilder;
 use smallvec::{SmallVec, smallvec};
 
 use crate::accum::counter::View;
+use crate::accum::order::Order;
 use crate::accum::target::{Packed, Target};
 use crate::directory::Profile;
 use crate::record::{Record, RecordRef};
@@ -69,6 +70,15 @@ pub(crate) struct BulkRow {
 pub(crate) struct Frozen {
     pub(crate) view: Arc<View>,
     pub(crate) rels: Arc<Packed>,
+}
+
+/// What a page reads of one target at one moment: its counters and relations, their
+/// id order if the target keeps one, and the slot table's generation then (see
+/// [`Store::relations`]).
+pub(crate) struct Listing {
+    pub(crate) frozen: Frozen,
+    pub(crate) order: Option<Arc<Order>>,
+    pub(crate) generation: u64,
 }
 
 /// The sharded writer state and the published counters.
@@ -452,33 +462,38 @@ impl Store {
         self.shards.take_point()
     }
 
-    /// The counters and relations of `a`'s target for `rel_id` at one moment (taken
-    /// under the lock of `a`'s shard, briefly: two reference counts), with the slot
-    /// table's generation at that moment; `None` when `a` has no relation. The
-    /// relations name initiators by slot: one whose profile was born at or after the
-    /// generation took a slot freed since, and the page must be read again.
-    pub(crate) fn relations(&self, rel_id: u32, a: &Arc<Profile>) -> Option<(Frozen, u64)> {
+    /// The counters, relations and id order (if kept) of `a`'s target for `rel_id`
+    /// at one moment (taken under the lock of `a`'s shard, briefly: up to three
+    /// reference counts), with the slot table's generation at that moment; `None`
+    /// when `a` has no relation. The relations name initiators by slot: one whose
+    /// profile was born at or after the generation took a slot freed since, and the
+    /// page must be read again.
+    pub(crate) fn relations(&self, rel_id: u32, a: &Arc<Profile>) -> Option<Listing> {
         let shard = self.shards.lock(self.shards.of(a.xxh));
         let target = own_target(&shard, rel_id, a)?;
-        let frozen = Frozen {
-            view: Arc::clone(target.view()),
-            rels: Arc::clone(target.relations()),
-        };
-        Some((frozen, self.slots.generation()))
+        Some(Listing {
+            frozen: Frozen {
+                view: Arc::clone(target.view()),
+                rels: Arc::clone(target.relations()),
+            },
+            order: target.order().cloned(),
+            generation: self.slots.generation(),
+        })
     }
 
-    /// Runs `read` on `a`'s target for `rel_id` under the lock of `a`'s shard (the
-    /// initiators of its relations hold their slots meanwhile); `None` when `a` has
-    /// no relation.
+    /// Runs `read` on the counters, relations and id order (if kept) of `a`'s target
+    /// for `rel_id` under the lock of `a`'s shard (the initiators of its relations
+    /// hold their slots meanwhile); `None` when `a` has no relation.
     pub(crate) fn read_locked<R>(
         &self,
         rel_id: u32,
         a: &Arc<Profile>,
-        read: impl FnOnce(&Arc<View>, &Packed, &SlotTable) -> R,
+        read: impl FnOnce(&Arc<View>, &Packed, Option<&Order>, &SlotTable) -> R,
     ) -> Option<R> {
         let shard = self.shards.lock(self.shards.of(a.xxh));
         let target = own_target(&shard, rel_id, a)?;
-        Some(read(target.view(), target.relations(), &self.slots))
+        let order = target.order().map(|o| &**o);
+        Some(read(target.view(), target.relations(), order, &self.slots))
     }
 
     /// The slot table the relations name initiators by.

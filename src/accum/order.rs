@@ -1,0 +1,303 @@
+//! The id order of a large target's relations: their positions in the target's
+//! `Packed`, sorted by initiator, in leaves shared copy on write. A page reads the
+//! leaves' lengths up to its first row and then its rows (O(n/B + page)); a write
+//! changes one leaf (O(log n + B)).
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+/// Most entries in one leaf (fewer in unit tests, so that leaves split and merge); a
+/// leaf left with fewer than a quarter of it merges with a neighbour.
+pub(crate) const LEAF_MAX: usize = if cfg!(test) { 32 } else { 1024 };
+
+/// Entries of each leaf an [`Order`] built in one pass gets: room for inserts before
+/// the leaves split.
+const LEAF_FILL: usize = LEAF_MAX * 3 / 4;
+
+/// Positions of relations (indexes into a target's `Packed`), in the order of their
+/// initiators' keys. The keys are not stored: every search takes `cmp`, which
+/// compares the key of the relation at a position with the key searched for (the
+/// target compares `(id, slot)` of the initiators, found through the slot table).
+///
+/// Leaves hold 1 to [`LEAF_MAX`] entries each, at least a quarter of it when there are
+/// two or more. A clone (what a page or a write after one costs) copies the list of
+/// leaves, not the leaves; a change copies the one leaf it changes if it is shared.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Order {
+    leaves: Vec<Arc<Vec<u32>>>,
+}
+
+impl Order {
+    /// An order of `sorted`, positions already in key order.
+    pub(crate) fn build(sorted: Vec<u32>) -> Self {
+        let mut leaves: Vec<Arc<Vec<u32>>> = Vec::with_capacity(sorted.len() / LEAF_FILL + 1);
+        for part in sorted.chunks(LEAF_FILL) {
+            match leaves.last_mut() {
+                // A short last part joins the leaf before (3/4 + 1/4 fits in one).
+                Some(last) if part.len() < LEAF_MAX / 4 => {
+                    let last = Arc::make_mut(last);
+                    last.reserve_exact(part.len());
+                    last.extend_from_slice(part);
+                }
+                _ => leaves.push(Arc::new(part.to_vec())),
+            }
+        }
+        Order { leaves }
+    }
+
+    /// Number of entries (O(n/B)).
+    pub(crate) fn len(&self) -> usize {
+        self.leaves.iter().map(|l| l.len()).sum()
+    }
+
+    /// Every position, in key order.
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.leaves.iter().flat_map(|l| l.iter().copied())
+    }
+
+    /// The leaf where the searched key is or belongs: the first whose last entry is
+    /// not below it, else the last leaf. There must be one.
+    fn leaf_for(&self, cmp: &impl Fn(u32) -> Ordering) -> usize {
+        let i = self
+            .leaves
+            .partition_point(|l| l.last().is_some_and(|&p| cmp(p) == Ordering::Less));
+        i.min(self.leaves.len() - 1)
+    }
+
+    /// Where the searched key is: `(leaf, index)`, if an entry has it.
+    fn find(&self, cmp: &impl Fn(u32) -> Ordering) -> Option<(usize, usize)> {
+        if self.leaves.is_empty() {
+            return None;
+        }
+        let l = self.leaf_for(cmp);
+        let leaf = &self.leaves[l];
+        let i = leaf.partition_point(|&p| cmp(p) == Ordering::Less);
+        (i < leaf.len() && cmp(leaf[i]) == Ordering::Equal).then_some((l, i))
+    }
+
+    /// Inserts `pos`, whose key is the searched one, in its place; `false` (and
+    /// nothing inserted) if an entry has that key already.
+    pub(crate) fn insert(&mut self, pos: u32, cmp: impl Fn(u32) -> Ordering) -> bool {
+        if self.leaves.is_empty() {
+            self.leaves.push(Arc::new(vec![pos]));
+            return true;
+        }
+        let l = self.leaf_for(&cmp);
+        let i = self.leaves[l].partition_point(|&p| cmp(p) == Ordering::Less);
+        if self.leaves[l]
+            .get(i)
+            .is_some_and(|&p| cmp(p) == Ordering::Equal)
+        {
+            return false;
+        }
+        let leaf = Arc::make_mut(&mut self.leaves[l]);
+        // Grow by an eighth, not double: a leaf's spare room stays small.
+        if leaf.len() == leaf.capacity() {
+            leaf.reserve_exact((leaf.len() / 8).max(8).min(LEAF_MAX + 1 - leaf.len()));
+        }
+        leaf.insert(i, pos);
+        if leaf.len() > LEAF_MAX {
+            let upper = leaf.split_off(leaf.len() / 2);
+            leaf.shrink_to(leaf.len() + leaf.len() / 8);
+            self.leaves.insert(l + 1, Arc::new(upper));
+        }
+        true
+    }
+
+    /// Removes the entry with the searched key; returns its position, `None` if no
+    /// entry has that key.
+    pub(crate) fn remove(&mut self, cmp: impl Fn(u32) -> Ordering) -> Option<u32> {
+        let (l, i) = self.find(&cmp)?;
+        let leaf = Arc::make_mut(&mut self.leaves[l]);
+        let pos = leaf.remove(i);
+        if leaf.capacity() > 2 * leaf.len() + 8 {
+            leaf.shrink_to(leaf.len() + leaf.len() / 8);
+        }
+        self.rebalance(l);
+        Some(pos)
+    }
+
+    /// Sets the position of the entry with the searched key to `pos`; `false` if no
+    /// entry has that key.
+    pub(crate) fn set(&mut self, cmp: impl Fn(u32) -> Ordering, pos: u32) -> bool {
+        let Some((l, i)) = self.find(&cmp) else {
+            return false;
+        };
+        Arc::make_mut(&mut self.leaves[l])[i] = pos;
+        true
+    }
+
+    /// After a removal from leaf `l`: drops it if empty, merges it with a neighbour if
+    /// below a quarter (splitting the two evenly again if they do not fit in one).
+    fn rebalance(&mut self, l: usize) {
+        let len = self.leaves[l].len();
+        if len == 0 {
+            self.leaves.remove(l);
+            return;
+        }
+        if len >= LEAF_MAX / 4 || self.leaves.len() == 1 {
+            return;
+        }
+        // Leaves `j` and `j + 1` become one.
+        let j = if l + 1 < self.leaves.len() { l } else { l - 1 };
+        let right = self.leaves.remove(j + 1);
+        let left = Arc::make_mut(&mut self.leaves[j]);
+        left.reserve_exact(right.len());
+        left.extend_from_slice(&right);
+        if left.len() > LEAF_MAX {
+            let upper = left.split_off(left.len() / 2);
+            left.shrink_to(left.len() + left.len() / 8);
+            self.leaves.insert(j + 1, Arc::new(upper));
+        }
+    }
+
+    /// The positions `skip..skip + limit` in key order (fewer at the end). Adds to
+    /// `touched` the leaves and entries read: at most `leaves + limit`, and the leaves
+    /// are at most `4n / LEAF_MAX + 1`.
+    pub(crate) fn page(&self, skip: usize, limit: usize, touched: &mut usize) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut skip = skip;
+        for leaf in &self.leaves {
+            if out.len() == limit {
+                break;
+            }
+            *touched += 1;
+            if skip >= leaf.len() {
+                skip -= leaf.len();
+                continue;
+            }
+            let take = (leaf.len() - skip).min(limit - out.len());
+            out.extend_from_slice(&leaf[skip..skip + take]);
+            *touched += take;
+            skip = 0;
+        }
+        out
+    }
+
+    /// Checks the shape: no empty leaf, none over [`LEAF_MAX`], none under a quarter
+    /// of it when there are two or more.
+    #[cfg(test)]
+    pub(crate) fn check_shape(&self) -> Result<(), String> {
+        let n = self.leaves.len();
+        for (i, leaf) in self.leaves.iter().enumerate() {
+            let len = leaf.len();
+            if len == 0 || len > LEAF_MAX || (n > 1 && len < LEAF_MAX / 4) {
+                return Err(format!("leaf {i} of {n} holds {len}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of leaves.
+    #[cfg(test)]
+    pub(crate) fn leaf_count(&self) -> usize {
+        self.leaves.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// Keys by position: `keys[p]` is the key of the entry at position `p`.
+    fn by<'a>(keys: &'a [u16], key: u16) -> impl Fn(u32) -> Ordering + 'a {
+        move |p| keys[p as usize].cmp(&key)
+    }
+
+    proptest! {
+        /// Inserts, removes and moves (a position changed, as a target's swap_remove
+        /// does) against a `BTreeMap` from key to position, across leaf splits and
+        /// merges: the same entries in the same order, every page as the map's, the
+        /// shape kept, and clones taken along the way unchanged by later writes.
+        #[test]
+        fn order_behaves_like_a_btreemap(
+            start in prop::collection::vec(any::<u16>(), 0..200),
+            ops in prop::collection::vec((0u8..3, any::<u16>(), any::<u16>()), 0..1500),
+            pages in prop::collection::vec((0usize..400, 1usize..50), 1..8),
+        ) {
+            // Positions are handed out as keys come, so the key of position p is
+            // keys[p] (a removed key's position is not reused: positions and keys
+            // are the oracle's business, not the order's).
+            let mut keys: Vec<u16> = Vec::new();
+            let mut oracle: BTreeMap<u16, u32> = BTreeMap::new();
+            for k in start {
+                if let std::collections::btree_map::Entry::Vacant(e) = oracle.entry(k) {
+                    e.insert(keys.len() as u32);
+                    keys.push(k);
+                }
+            }
+            let mut order = Order::build(oracle.values().copied().collect());
+            let mut copies: Vec<(Order, Vec<u32>)> = Vec::new();
+            for (op, k, x) in ops {
+                match op {
+                    0 => {
+                        let fresh = !oracle.contains_key(&k);
+                        keys.push(k);
+                        let pos = (keys.len() - 1) as u32;
+                        prop_assert_eq!(order.insert(pos, by(&keys, k)), fresh);
+                        if fresh {
+                            oracle.insert(k, pos);
+                        } else {
+                            keys.pop();
+                        }
+                    }
+                    1 => {
+                        // Remove the key at or after k (or k itself, if absent).
+                        let k = oracle.range(k..).next().map_or(k, |(&k, _)| k);
+                        prop_assert_eq!(order.remove(by(&keys, k)), oracle.remove(&k));
+                    }
+                    _ => {
+                        // Move an entry: its key gets a new position (same key).
+                        let k = oracle.range(k..).next().map_or(k, |(&k, _)| k);
+                        let present = oracle.contains_key(&k);
+                        let found = {
+                            let probe = by(&keys, k);
+                            order.find(&probe).is_some()
+                        };
+                        prop_assert_eq!(found, present);
+                        if present {
+                            keys.push(k);
+                            let pos = (keys.len() - 1) as u32;
+                            prop_assert!(order.set(by(&keys, k), pos));
+                            oracle.insert(k, pos);
+                        }
+                        if x % 64 == 0 {
+                            copies.push((order.clone(), order.iter().collect()));
+                        }
+                    }
+                }
+                order.check_shape().map_err(TestCaseError::fail)?;
+            }
+            let want: Vec<u32> = oracle.values().copied().collect();
+            prop_assert_eq!(order.iter().collect::<Vec<_>>(), want.clone());
+            prop_assert_eq!(order.len(), want.len());
+            for (skip, limit) in pages {
+                let mut touched = 0;
+                let got = order.page(skip, limit, &mut touched);
+                let expect: Vec<u32> = want.iter().copied().skip(skip).take(limit).collect();
+                prop_assert_eq!(&got, &expect);
+                prop_assert!(touched <= order.leaf_count() + limit);
+            }
+            for (copy, then) in copies {
+                prop_assert_eq!(copy.iter().collect::<Vec<_>>(), then);
+            }
+        }
+    }
+
+    /// A built order has the shape of one kept by inserts, for every size around the
+    /// leaf boundaries.
+    #[test]
+    fn built_orders_have_their_shape() {
+        for n in 0..(4 * LEAF_MAX) {
+            let order = Order::build((0..n as u32).collect());
+            assert_eq!(
+                order.iter().collect::<Vec<_>>(),
+                (0..n as u32).collect::<Vec<_>>()
+            );
+            order.check_shape().expect("shape");
+        }
+    }
+}
