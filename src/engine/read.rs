@@ -81,11 +81,12 @@ impl Engine {
     /// The page and its `total_count` are of one moment: the relations are taken under
     /// the lock of the recipient's shard (up to three reference counts; the next write
     /// to the recipient copies what it changes instead of changing it), then read
-    /// without any lock. A recipient of more than 1024 relations keeps them in id
-    /// order (leaves of 256 to 1024 entries): a page reads the leaves' lengths up to
-    /// `skip`, then its rows, in O(page + n/B) for n relations (B >= 256), plus the
-    /// lookup of the recipient. A smaller one (n <= 1024, or below 512 after it
-    /// shrank) is selected from all its relations, in O(n + page log page).
+    /// without any lock. A recipient that grew past 1024 relations keeps them in id
+    /// order (leaves of 256 to 1024 entries, until it shrinks below 512): a page
+    /// reads the leaves' lengths up to `skip`, then its rows, in O(page + n/B) for n
+    /// relations (B >= 256), beside the lookup of the recipient. One without (never
+    /// more than 1024 relations) is selected from all of them, in
+    /// O(n + page log page).
     ///
     /// # Errors
     ///
