@@ -53,6 +53,16 @@ impl SlotTable {
         cell(&self.chunks.load(), slot)?.load_full()
     }
 
+    /// Runs `f` on the profile holding `slot`, if any, without taking a reference
+    /// count (for comparisons in a hot loop).
+    pub(crate) fn with<R>(&self, slot: u32, f: impl FnOnce(Option<&Profile>) -> R) -> R {
+        let chunks = self.chunks.load();
+        match cell(&chunks, slot) {
+            Some(cell) => f(cell.load().as_deref()),
+            None => f(None),
+        }
+    }
+
     /// The `born` of the next profile created: every profile born before a reader
     /// read this held its slot then.
     pub(crate) fn generation(&self) -> u64 {

@@ -15,21 +15,27 @@ pub(crate) const LEAF_MAX: usize = if cfg!(test) { 32 } else { 1024 };
 const LEAF_FILL: usize = LEAF_MAX * 3 / 4;
 
 /// Positions of relations (indexes into a target's `Packed`), in the order of their
-/// initiators' keys. The keys are not stored: every search takes `cmp`, which
-/// compares the key of the relation at a position with the key searched for (the
-/// target compares `(id, slot)` of the initiators, found through the slot table).
+/// initiators' keys. The entries' keys are not stored, only each leaf's last one: a
+/// search finds its leaf among those keys (no lookup), then compares within the leaf
+/// through `cmp`, which compares the key of the relation at a position with the key
+/// searched for (the target compares `(id, slot)` of the initiators, found through
+/// the slot table), and a removal or a move finds its entry in the leaf by position.
 ///
 /// Leaves hold 1 to [`LEAF_MAX`] entries each, at least a quarter of it when there are
 /// two or more. A clone (what a page or a write after one costs) copies the list of
-/// leaves, not the leaves; a change copies the one leaf it changes if it is shared.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Order {
+/// leaves and their last keys, not the leaves; a change copies the one leaf it changes
+/// if it is shared.
+#[derive(Debug, Clone)]
+pub(crate) struct Order<K> {
     leaves: Vec<Arc<Vec<u32>>>,
+    /// The key of each leaf's last entry.
+    last: Vec<K>,
 }
 
-impl Order {
-    /// An order of `sorted`, positions already in key order.
-    pub(crate) fn build(sorted: Vec<u32>) -> Self {
+impl<K: Ord + Clone> Order<K> {
+    /// An order of `sorted`, positions already in key order; `key_of` gives the key of
+    /// a position.
+    pub(crate) fn build(sorted: Vec<u32>, key_of: impl Fn(u32) -> K) -> Self {
         let mut leaves: Vec<Arc<Vec<u32>>> = Vec::with_capacity(sorted.len() / LEAF_FILL + 1);
         for part in sorted.chunks(LEAF_FILL) {
             match leaves.last_mut() {
@@ -42,7 +48,11 @@ impl Order {
                 _ => leaves.push(Arc::new(part.to_vec())),
             }
         }
-        Order { leaves }
+        let last = leaves
+            .iter()
+            .filter_map(|l| l.last().map(|&p| key_of(p)))
+            .collect();
+        Order { leaves, last }
     }
 
     /// Number of entries (O(n/B)).
@@ -56,34 +66,40 @@ impl Order {
         self.leaves.iter().flat_map(|l| l.iter().copied())
     }
 
-    /// The leaf where the searched key is or belongs: the first whose last entry is
-    /// not below it, else the last leaf. There must be one.
-    fn leaf_for(&self, cmp: &impl Fn(u32) -> Ordering) -> usize {
-        let i = self
-            .leaves
-            .partition_point(|l| l.last().is_some_and(|&p| cmp(p) == Ordering::Less));
+    /// The leaf where the searched key is or belongs: the first whose last key is not
+    /// `below` it, else the last leaf. There must be one.
+    fn leaf_for(&self, below: impl Fn(&K) -> bool) -> usize {
+        let i = self.last.partition_point(below);
         i.min(self.leaves.len() - 1)
     }
 
-    /// Where the searched key is: `(leaf, index)`, if an entry has it.
-    fn find(&self, cmp: &impl Fn(u32) -> Ordering) -> Option<(usize, usize)> {
+    /// Where the entry of the searched key (`below` tells a key below it) at position
+    /// `pos` is: `(leaf, index)`.
+    fn find(&self, below: impl Fn(&K) -> bool, pos: u32) -> Option<(usize, usize)> {
         if self.leaves.is_empty() {
             return None;
         }
-        let l = self.leaf_for(cmp);
-        let leaf = &self.leaves[l];
-        let i = leaf.partition_point(|&p| cmp(p) == Ordering::Less);
-        (i < leaf.len() && cmp(leaf[i]) == Ordering::Equal).then_some((l, i))
+        let l = self.leaf_for(below);
+        let i = self.leaves[l].iter().position(|&p| p == pos)?;
+        Some((l, i))
     }
 
-    /// Inserts `pos`, whose key is the searched one, in its place; `false` (and
+    /// Inserts `pos` in its key's place (`below` tells a key below it, `cmp` compares
+    /// the key at a position with it, `key_of` gives a position's key); `false` (and
     /// nothing inserted) if an entry has that key already.
-    pub(crate) fn insert(&mut self, pos: u32, cmp: impl Fn(u32) -> Ordering) -> bool {
+    pub(crate) fn insert(
+        &mut self,
+        pos: u32,
+        below: impl Fn(&K) -> bool,
+        cmp: impl Fn(u32) -> Ordering,
+        key_of: impl Fn(u32) -> K,
+    ) -> bool {
         if self.leaves.is_empty() {
             self.leaves.push(Arc::new(vec![pos]));
+            self.last.push(key_of(pos));
             return true;
         }
-        let l = self.leaf_for(&cmp);
+        let l = self.leaf_for(below);
         let i = self.leaves[l].partition_point(|&p| cmp(p) == Ordering::Less);
         if self.leaves[l]
             .get(i)
@@ -97,43 +113,59 @@ impl Order {
             leaf.reserve_exact((leaf.len() / 8).max(8).min(LEAF_MAX + 1 - leaf.len()));
         }
         leaf.insert(i, pos);
+        if i + 1 == leaf.len() {
+            self.last[l] = key_of(pos);
+        }
         if leaf.len() > LEAF_MAX {
             let upper = leaf.split_off(leaf.len() / 2);
             leaf.shrink_to(leaf.len() + leaf.len() / 8);
+            let upper_last = std::mem::replace(&mut self.last[l], key_of(leaf[leaf.len() - 1]));
             self.leaves.insert(l + 1, Arc::new(upper));
+            self.last.insert(l + 1, upper_last);
         }
         true
     }
 
-    /// Removes the entry with the searched key; returns its position, `None` if no
-    /// entry has that key.
-    pub(crate) fn remove(&mut self, cmp: impl Fn(u32) -> Ordering) -> Option<u32> {
-        let (l, i) = self.find(&cmp)?;
+    /// Removes the entry at position `pos`, of the key `below` tells (`key_of` gives
+    /// a position's key); `false` if there is none.
+    pub(crate) fn remove(
+        &mut self,
+        below: impl Fn(&K) -> bool,
+        pos: u32,
+        key_of: impl Fn(u32) -> K,
+    ) -> bool {
+        let Some((l, i)) = self.find(below, pos) else {
+            return false;
+        };
         let leaf = Arc::make_mut(&mut self.leaves[l]);
-        let pos = leaf.remove(i);
+        leaf.remove(i);
+        if i == leaf.len() && i > 0 {
+            self.last[l] = key_of(leaf[i - 1]);
+        }
         if leaf.capacity() > 2 * leaf.len() + 8 {
             leaf.shrink_to(leaf.len() + leaf.len() / 8);
         }
-        self.rebalance(l);
-        Some(pos)
+        self.rebalance(l, key_of);
+        true
     }
 
-    /// Sets the position of the entry with the searched key to `pos`; `false` if no
-    /// entry has that key.
-    pub(crate) fn set(&mut self, cmp: impl Fn(u32) -> Ordering, pos: u32) -> bool {
-        let Some((l, i)) = self.find(&cmp) else {
+    /// Moves the entry of the key `below` tells from position `old` to `new`; `false`
+    /// if there is no such entry.
+    pub(crate) fn set(&mut self, below: impl Fn(&K) -> bool, old: u32, new: u32) -> bool {
+        let Some((l, i)) = self.find(below, old) else {
             return false;
         };
-        Arc::make_mut(&mut self.leaves[l])[i] = pos;
+        Arc::make_mut(&mut self.leaves[l])[i] = new;
         true
     }
 
     /// After a removal from leaf `l`: drops it if empty, merges it with a neighbour if
     /// below a quarter (splitting the two evenly again if they do not fit in one).
-    fn rebalance(&mut self, l: usize) {
+    fn rebalance(&mut self, l: usize, key_of: impl Fn(u32) -> K) {
         let len = self.leaves[l].len();
         if len == 0 {
             self.leaves.remove(l);
+            self.last.remove(l);
             return;
         }
         if len >= LEAF_MAX / 4 || self.leaves.len() == 1 {
@@ -142,13 +174,18 @@ impl Order {
         // Leaves `j` and `j + 1` become one.
         let j = if l + 1 < self.leaves.len() { l } else { l - 1 };
         let right = self.leaves.remove(j + 1);
+        let right_last = self.last.remove(j + 1);
         let left = Arc::make_mut(&mut self.leaves[j]);
         left.reserve_exact(right.len());
         left.extend_from_slice(&right);
         if left.len() > LEAF_MAX {
             let upper = left.split_off(left.len() / 2);
             left.shrink_to(left.len() + left.len() / 8);
+            self.last[j] = key_of(left[left.len() - 1]);
             self.leaves.insert(j + 1, Arc::new(upper));
+            self.last.insert(j + 1, right_last);
+        } else {
+            self.last[j] = right_last;
         }
     }
 
@@ -176,14 +213,20 @@ impl Order {
     }
 
     /// Checks the shape: no empty leaf, none over [`LEAF_MAX`], none under a quarter
-    /// of it when there are two or more.
+    /// of it when there are two or more, and each leaf's last key its last entry's.
     #[cfg(test)]
-    pub(crate) fn check_shape(&self) -> Result<(), String> {
+    pub(crate) fn check_shape(&self, key_of: impl Fn(u32) -> K) -> Result<(), String> {
         let n = self.leaves.len();
+        if self.last.len() != n {
+            return Err(format!("{n} leaves, {} last keys", self.last.len()));
+        }
         for (i, leaf) in self.leaves.iter().enumerate() {
             let len = leaf.len();
             if len == 0 || len > LEAF_MAX || (n > 1 && len < LEAF_MAX / 4) {
                 return Err(format!("leaf {i} of {n} holds {len}"));
+            }
+            if leaf.last().map(|&p| key_of(p)).as_ref() != Some(&self.last[i]) {
+                return Err(format!("leaf {i}'s last key is stale"));
             }
         }
         Ok(())
@@ -229,15 +272,16 @@ mod tests {
                     keys.push(k);
                 }
             }
-            let mut order = Order::build(oracle.values().copied().collect());
-            let mut copies: Vec<(Order, Vec<u32>)> = Vec::new();
+            let mut order = Order::build(oracle.values().copied().collect(), |p| keys[p as usize]);
+            let mut copies: Vec<(Order<u16>, Vec<u32>)> = Vec::new();
             for (op, k, x) in ops {
                 match op {
                     0 => {
                         let fresh = !oracle.contains_key(&k);
                         keys.push(k);
                         let pos = (keys.len() - 1) as u32;
-                        prop_assert_eq!(order.insert(pos, by(&keys, k)), fresh);
+                        let inserted = order.insert(pos, |x| *x < k, by(&keys, k), |p| keys[p as usize]);
+                        prop_assert_eq!(inserted, fresh);
                         if fresh {
                             oracle.insert(k, pos);
                         } else {
@@ -247,21 +291,20 @@ mod tests {
                     1 => {
                         // Remove the key at or after k (or k itself, if absent).
                         let k = oracle.range(k..).next().map_or(k, |(&k, _)| k);
-                        prop_assert_eq!(order.remove(by(&keys, k)), oracle.remove(&k));
+                        let pos = oracle.remove(&k);
+                        let removed = order.remove(|x| *x < k, pos.unwrap_or(u32::MAX), |p| keys[p as usize]);
+                        prop_assert_eq!(removed, pos.is_some());
                     }
                     _ => {
                         // Move an entry: its key gets a new position (same key).
                         let k = oracle.range(k..).next().map_or(k, |(&k, _)| k);
-                        let present = oracle.contains_key(&k);
-                        let found = {
-                            let probe = by(&keys, k);
-                            order.find(&probe).is_some()
-                        };
-                        prop_assert_eq!(found, present);
-                        if present {
+                        let old = oracle.get(&k).copied();
+                        let found = order.find(|x| *x < k, old.unwrap_or(u32::MAX)).is_some();
+                        prop_assert_eq!(found, old.is_some());
+                        if let Some(old) = old {
                             keys.push(k);
                             let pos = (keys.len() - 1) as u32;
-                            prop_assert!(order.set(by(&keys, k), pos));
+                            prop_assert!(order.set(|x| *x < k, old, pos));
                             oracle.insert(k, pos);
                         }
                         if x % 64 == 0 {
@@ -269,7 +312,7 @@ mod tests {
                         }
                     }
                 }
-                order.check_shape().map_err(TestCaseError::fail)?;
+                order.check_shape(|p| keys[p as usize]).map_err(TestCaseError::fail)?;
             }
             let want: Vec<u32> = oracle.values().copied().collect();
             prop_assert_eq!(order.iter().collect::<Vec<_>>(), want.clone());
@@ -292,12 +335,12 @@ mod tests {
     #[test]
     fn built_orders_have_their_shape() {
         for n in 0..(4 * LEAF_MAX) {
-            let order = Order::build((0..n as u32).collect());
+            let order = Order::build((0..n as u32).collect(), |p| p);
             assert_eq!(
                 order.iter().collect::<Vec<_>>(),
                 (0..n as u32).collect::<Vec<_>>()
             );
-            order.check_shape().expect("shape");
+            order.check_shape(|p| p).expect("shape");
         }
     }
 }

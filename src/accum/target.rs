@@ -15,6 +15,13 @@ use crate::record::{Record, RecordRef, rank};
 use crate::schema::{MAX_PROPS, PropKind, Schema};
 use crate::slots::SlotTable;
 
+/// The key of a relation in the id order: its initiator's id and slot (the id is
+/// `None` only for a slot found free, which a target's lock rules out).
+pub(crate) type IdKey = (Option<ProfileId>, u32);
+
+/// A target's id order.
+pub(crate) type IdOrder = Order<IdKey>;
+
 /// Targets with at most this many relations find one by scanning their slots (one or
 /// two cache lines); larger ones keep a position map, dropped again below half of it.
 const SCAN_AT_MOST: usize = 16;
@@ -215,7 +222,7 @@ pub(crate) struct Target {
     positions: Option<hashbrown::HashMap<u32, u32>>,
     /// The indexes in `rels` by initiator `(id, slot)`, for targets past
     /// [`ORDER_ABOVE`]. Shared (copy on write) with a page being read, as `rels` is.
-    order: Option<Arc<Order>>,
+    order: Option<Arc<Order<IdKey>>>,
     /// Per property index: the ordered index of a large target's top property.
     indexes: Vec<Option<TopIndex>>,
     view: Arc<View>,
@@ -255,7 +262,7 @@ impl Target {
 
     /// The id order of the relations, if the target is large enough to keep one:
     /// shared, as [`relations`](Self::relations) are, and of the same moment.
-    pub(crate) fn order(&self) -> Option<&Arc<Order>> {
+    pub(crate) fn order(&self) -> Option<&Arc<Order<IdKey>>> {
         self.order.as_ref()
     }
 
@@ -516,8 +523,12 @@ impl Target {
                 // initiator has at most one relation here.
                 let at = (rels.len() - 1) as u32;
                 if let Some(order) = &mut self.order {
-                    let placed =
-                        Arc::make_mut(order).insert(at, by_key(rels, slots, Some(&b.id), slot));
+                    let placed = Arc::make_mut(order).insert(
+                        at,
+                        below(&b.id, slot),
+                        by_key(rels, slots, Some(&b.id), slot),
+                        key_of(rels, slots),
+                    );
                     debug_assert!(placed, "an initiator with two relations");
                     if !placed {
                         self.order = None; // built again by `sync_order`
@@ -539,13 +550,13 @@ impl Target {
                     // Before the move: every position the searches read is valid.
                     let order = Arc::make_mut(order);
                     let end = rels.len() - 1;
-                    let mut kept =
-                        order.remove(by_key(rels, slots, Some(&b.id), slot)) == Some(at as u32);
+                    let mut kept = order.remove(below(&b.id, slot), at as u32, key_of(rels, slots));
                     if kept && at != end {
                         let last = rels.get(end).0;
-                        let other = slots.get(last);
-                        let key = by_key(rels, slots, other.as_ref().map(|p| &p.id), last);
-                        kept = order.set(key, at as u32);
+                        kept = slots.with(last, |moved| match moved {
+                            Some(moved) => order.set(below(&moved.id, last), end as u32, at as u32),
+                            None => false,
+                        });
                     }
                     debug_assert!(kept, "the id order lost a relation");
                     if !kept {
@@ -581,14 +592,29 @@ fn by_key<'a>(
 ) -> impl Fn(u32) -> Ordering + 'a {
     move |p| {
         let s = rels.get(p as usize).0;
-        let other = slots.get(s);
-        debug_assert!(other.is_some(), "a relation from a free slot");
-        (other.as_ref().map(|o| &o.id), s).cmp(&(id, slot))
+        slots.with(s, |other| {
+            debug_assert!(other.is_some(), "a relation from a free slot");
+            (other.map(|o| &o.id), s).cmp(&(id, slot))
+        })
+    }
+}
+
+/// Whether a key of the id order is below `(id, slot)`.
+fn below<'a>(id: &'a ProfileId, slot: u32) -> impl Fn(&IdKey) -> bool + 'a {
+    move |k| (k.0.as_ref(), k.1) < (Some(id), slot)
+}
+
+/// The key of the initiator of the relation at a position of `rels` (see
+/// [`by_key`]).
+fn key_of<'a>(rels: &'a Packed, slots: &'a SlotTable) -> impl Fn(u32) -> IdKey + 'a {
+    move |p| {
+        let s = rels.get(p as usize).0;
+        (slots.with(s, |o| o.map(|o| o.id.clone())), s)
     }
 }
 
 /// The id order of `rels`, in one sort: each initiator looked up once.
-fn order_of(rels: &Packed, slots: &SlotTable) -> Order {
+fn order_of(rels: &Packed, slots: &SlotTable) -> Order<IdKey> {
     let mut keyed: Vec<(Option<Arc<Profile>>, u32, u32)> = (0u32..)
         .zip(rels.slots())
         .map(|(at, s)| (slots.get(s), s, at))
@@ -596,7 +622,10 @@ fn order_of(rels: &Packed, slots: &SlotTable) -> Order {
     keyed.sort_unstable_by(|x, y| {
         (x.0.as_ref().map(|p| &p.id), x.1).cmp(&(y.0.as_ref().map(|p| &p.id), y.1))
     });
-    Order::build(keyed.into_iter().map(|k| k.2).collect())
+    Order::build(
+        keyed.into_iter().map(|k| k.2).collect(),
+        key_of(rels, slots),
+    )
 }
 
 /// The relations that can be in the top `n` of property `i`, as top entries: every

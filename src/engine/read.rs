@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{Engine, MAX_LIST_LIMIT, Page, Row};
 use crate::accum::counter::{Counter, View};
-use crate::accum::order::Order;
+use crate::accum::target::IdOrder as Order;
 use crate::accum::target::Packed;
 use crate::directory::Profile;
 use crate::error::Error;

@@ -19,7 +19,7 @@ use hashbrown::DefaultHashBuilder;
 use smallvec::{SmallVec, smallvec};
 
 use crate::accum::counter::View;
-use crate::accum::order::Order;
+use crate::accum::target::IdOrder as Order;
 use crate::accum::target::{Packed, Target};
 use crate::directory::Profile;
 use crate::record::{Record, RecordRef};
