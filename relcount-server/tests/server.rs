@@ -488,3 +488,58 @@ fn quotas_answer_402_and_change_nothing() {
     );
     assert_eq!(s.metric("relcount_relations"), Some(4.0));
 }
+
+/// Adversarial review (issue 13): a client that pipelines requests and never reads
+/// the answers holds its connection forever. Once hyper's write of an answer blocks
+/// (the client's receive window is full), no timeout applies: the header timeout
+/// runs only while a request head is read, the body timeout only while an API body
+/// is read. So `--max-connections` such clients (no token needed: `GET /metrics`)
+/// lock every other client out, though README says "Headers, bodies and idle
+/// connections each have a timeout; ... so idle clients cannot lock the others out".
+#[test]
+fn a_client_that_never_reads_its_answers_does_not_hold_its_slot() {
+    let s = empty_server(&[
+        "--max-connections",
+        "1",
+        "--header-timeout",
+        "1",
+        "--body-timeout",
+        "1",
+    ]);
+    let mut stalled = Conn::open(&s.addr);
+    stalled
+        .stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("write timeout");
+    let pipelined = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(100);
+    // Writes until the server stops reading (its answers fill the socket buffers).
+    let started = std::time::Instant::now();
+    loop {
+        if std::io::Write::write_all(&mut stalled.stream, &pipelined).is_err() {
+            break;
+        }
+        assert!(
+            started.elapsed() < common::PATIENCE,
+            "the server kept reading"
+        );
+    }
+    // The slot must come back (the stalled connection closed) well within PATIENCE:
+    // every timeout of this server is 1 s.
+    let mut served = false;
+    let started = std::time::Instant::now();
+    while started.elapsed() < common::PATIENCE {
+        let mut c = Conn::open(&s.addr);
+        c.send("GET", "/health", None, "", true);
+        if c.answer().is_some_and(|(status, _)| status == 200) {
+            served = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        served,
+        "a client that never reads its answers held the only connection slot for {:?}",
+        common::PATIENCE
+    );
+    drop(stalled);
+}
