@@ -472,3 +472,56 @@ fn quotas_hold_under_racing_writers() {
         assert!(answered.iter().any(|(_, ok)| !ok));
     }
 }
+
+/// Adversarial review (issue 13): with a host's [`relcount::Resolver`], a write that
+/// names a profile by email (or phone, or custom field) creates the id the resolver
+/// answers when it is not in the engine yet (the resolver's documented contract), but
+/// the quota counts new profiles only for sides named by `profile_id`
+/// (`calls::new_ids`: "the other modes name existing profiles only"). So the profile
+/// cap is passed, though `Quotas` promises "counts never pass a cap".
+#[test]
+fn a_resolver_cannot_create_profiles_past_the_profile_cap() {
+    use relcount::api::Quotas;
+    use relcount::{Match, Resolution, Resolver};
+    /// `<id>@example.com` is profile `<id>`.
+    struct ByEmail;
+    impl Resolver for ByEmail {
+        fn resolve(&self, _db: u32, query: &Match<'_>) -> Resolution {
+            match query {
+                Match::Email { email, .. } => match email.strip_suffix("@example.com") {
+                    Some(id) => Resolution::Found(id.to_owned()),
+                    None => Resolution::NotFound,
+                },
+                _ => Resolution::NotFound,
+            }
+        }
+    }
+    let engine = Arc::new(Engine::builder().resolver(Arc::new(ByEmail)).build());
+    let api = Api::new(Arc::clone(&engine)).with_quotas(Quotas {
+        max_profiles: Some(2),
+        ..Quotas::default()
+    });
+    api.add_token(TOKEN, TokenScope::full());
+    ok(
+        &api,
+        "relations/define",
+        json!({"token": TOKEN, "rel_id": 3, "db_a": 1, "db_b": 2,
+            "props": {"Like": {"type": "int", "sum": true}}}),
+    );
+    for i in 0..5 {
+        let r = call(
+            &api,
+            "relations/attach",
+            json!({"token": TOKEN, "rel_id": 3,
+                "profile_a": {"email": format!("a{i}@example.com")},
+                "profile_b": {"email": format!("b{i}@example.com")},
+                "weights": {"Like": 1}}),
+        );
+        assert!(r["error"] == json!(0) || r["error"] == json!(402), "{r}");
+    }
+    assert!(
+        engine.profile_count() <= 2,
+        "the profile cap is 2, the engine holds {} profiles",
+        engine.profile_count()
+    );
+}
