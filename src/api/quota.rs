@@ -240,4 +240,39 @@ mod tests {
         assert!(none.reserve(&engine, Growth::default()).is_ok());
         assert!(none.reserve(&engine, one).is_err());
     }
+
+    /// Adversarial review (issue 13): with no cap at all (the server's default),
+    /// `reserve` still reads `engine.relation_count()`, which takes every shard's lock
+    /// in turn, under the ledger's one mutex. So every write of a server without
+    /// quotas sweeps all shard locks while holding a global lock: writes serialise,
+    /// and a write to an idle shard waits for any shard held by a long import or
+    /// delete cascade (and so does every other writer, queued on the ledger's mutex).
+    /// A reservation with no cap to check must not touch the engine.
+    #[test]
+    fn a_reservation_without_caps_takes_no_shard_lock() {
+        let engine = Engine::new();
+        let ledger = Ledger::new(Quotas::default());
+        let one = Growth {
+            relations: 1,
+            profiles: 1,
+            types: 0,
+        };
+        let held = engine.hold_shard_for_test(0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let r = ledger.reserve(&engine, one).is_ok();
+                let _ = tx.send(r);
+            });
+            // A liveness bound, not a timing threshold: without the bug it answers
+            // at once.
+            let answered = rx.recv_timeout(Duration::from_secs(20));
+            drop(held);
+            assert_eq!(
+                answered,
+                Ok(true),
+                "reserve with no caps blocked on a shard lock another write holds"
+            );
+        });
+    }
 }

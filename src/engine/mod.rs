@@ -336,6 +336,13 @@ impl Engine {
     pub fn relation_count(&self) -> u64 {
         self.store.relation_count()
     }
+
+    /// Test hook (adversarial review): holds shard `shard`'s lock, as a long write,
+    /// import or delete cascade does.
+    #[cfg(test)]
+    pub(crate) fn hold_shard_for_test(&self, shard: usize) -> crate::store::Held<'_> {
+        self.store.lock(shard)
+    }
 }
 
 #[cfg(test)]
