@@ -483,3 +483,52 @@ fn tag_lookup_is_bounded() {
     assert!(lookup("big-a, rare").is_ok());
     assert!(lookup("rare, big-b").is_ok());
 }
+
+/// Adversarial review (issue 13): `MAX_LOOKUP_CANDIDATES` was documented as the bound
+/// of a *custom lookup on tags* (README: "a custom lookup on tags checks the profiles
+/// under its rarest tag, at most 10,000 of them"), but `Directory::find` applies it to
+/// every lookup: a phone (or email) lookup narrowed by `resource_id` that exactly one
+/// profile answers is refused as "lookup too broad ... (every tag given is held by
+/// more)" once more than 10,000 profiles share that number, where it found the
+/// profile before issue 13.
+#[test]
+fn a_phone_lookup_by_resource_is_not_refused_as_a_too_broad_tag_lookup() {
+    let e = engine();
+    let shared = "+15550001234";
+    let n = relcount::MAX_LOOKUP_CANDIDATES + 1;
+    let ids: Vec<String> = (0..n).map(|i| format!("p{i}")).collect();
+    e.import_profiles(ids.iter().map(|id| {
+        (
+            1,
+            id.as_str(),
+            ProfileData {
+                phone: Some(shared.into()),
+                ..ProfileData::default()
+            },
+        )
+    }))
+    .expect("import");
+    e.import_profile(
+        1,
+        "subscriber",
+        ProfileData {
+            subscriptions: vec![Subscription {
+                resource_id: 7,
+                channel: Channel::Sms,
+                address: shared.into(),
+            }],
+            ..ProfileData::default()
+        },
+    )
+    .expect("import");
+    e.attach(1, "subscriber", "x", &[("Like", Value::Int(1))])
+        .expect("attach");
+    let by_resource = Match::Phone {
+        phone: shared,
+        resource_id: Some(7),
+    };
+    match e.get_counter(1, by_resource) {
+        Ok(c) => assert_eq!(c.total(), 1),
+        Err(err) => panic!("one profile answers phone {shared} in resource 7: {err}"),
+    }
+}
