@@ -543,3 +543,16 @@ fn a_client_that_never_reads_its_answers_does_not_hold_its_slot() {
     );
     drop(stalled);
 }
+
+/// Adversarial review (issue 13): an unknown call is named "other" in its error text
+/// (routes.rs maps every unknown path to the metrics label "other" and passes that
+/// label to `Api::handle`), so the client is told `unknown call "other"` instead of
+/// the name it sent.
+#[test]
+fn an_unknown_call_is_named_as_sent() {
+    let s = empty_server(&[]);
+    let r = s.call("relations/attachh", TOKEN, &json!({}));
+    assert_eq!(r["error"], json!(400), "{r}");
+    let text = r["error_text"].as_str().expect("text");
+    assert!(text.contains("relations/attachh"), "{text}");
+}
