@@ -190,9 +190,10 @@ pub(crate) enum Found {
     TooBroad,
 }
 
-/// Most profiles a lookup examines: a custom query on tags checks the profiles under
-/// its rarest tag, so one whose every tag is popular (and that matches fewer than two
-/// of them early) would otherwise cost a scan of that tag.
+/// Most profiles a custom lookup on tags examines: it checks the profiles under its
+/// rarest tag, so one whose every tag is popular (and that matches fewer than two of
+/// them early) would otherwise cost a scan of that tag. Lookups by email, phone or a
+/// field's value are not capped (their candidates are the few sharing that value).
 pub const MAX_LOOKUP_CANDIDATES: usize = 10_000;
 
 impl Directory {
@@ -405,12 +406,20 @@ impl Directory {
         let mut many = false;
         let mut examined = 0usize;
         let mut broad = false;
-        for posting in first.into_iter().chain(rarest) {
+        let postings = first
+            .into_iter()
+            .map(|p| (false, p))
+            .chain(rarest.map(|p| (true, p)));
+        for (tags, posting) in postings {
             posting.each(|p| {
-                examined += 1;
-                if examined > MAX_LOOKUP_CANDIDATES {
-                    broad = true;
-                    return false;
+                // Only a tag's holders are capped: the profiles under one email, phone
+                // or field value are the few that share it.
+                if tags {
+                    examined += 1;
+                    if examined > MAX_LOOKUP_CANDIDATES {
+                        broad = true;
+                        return false;
+                    }
                 }
                 let hit = p.is_live() && p.data.load().as_ref().is_some_and(|d| d.matches(query));
                 if hit {

@@ -6,17 +6,23 @@
 //! - A client must send a request's headers within `--header-timeout` of the
 //!   connection's start or of its previous answer (hyper's header read timeout), so
 //!   a half-sent request or an idle kept-alive connection is closed after it.
+//! - A client must take each answer: a write to it that makes no progress for
+//!   `--write-timeout` closes the connection (a client that pipelines requests and
+//!   never reads would otherwise hold its connection forever).
 //! - On shutdown the listener closes, every connection is told to finish its request
 //!   in flight and close; those still open at `--shutdown-timeout` are dropped.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -30,6 +36,8 @@ pub struct Policy {
     pub max_connections: usize,
     /// Time to send a request's headers (and the idle limit between requests).
     pub header_timeout: Duration,
+    /// Time a write to a client may make no progress.
+    pub write_timeout: Duration,
     /// How long a shutdown waits for the requests in flight.
     pub shutdown_timeout: Duration,
 }
@@ -69,12 +77,17 @@ pub async fn run(
             },
             () = &mut stop => break,
         };
+        let stream = Timed {
+            inner: stream,
+            timeout: policy.write_timeout,
+            stalled: None,
+        };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             app.metrics.refused_connections.inc();
-            tokio::spawn(refuse(stream));
+            tokio::spawn(refuse(stream.inner));
             continue;
         };
-        let _ = stream.set_nodelay(true);
+        let _ = stream.inner.set_nodelay(true);
         let app = Arc::clone(&app);
         let service = {
             let app = Arc::clone(&app);
@@ -91,6 +104,8 @@ pub async fn run(
         });
     }
     drop(listener);
+    // From now on /health answers 503 and requests not yet at work are refused.
+    app.closing.store(true, Ordering::Release);
     let open = graceful.count();
     tracing::info!(
         open,
@@ -121,4 +136,90 @@ async fn refuse(mut stream: TcpStream) {
         let _ = stream.shutdown().await;
     })
     .await;
+}
+
+/// A connection whose writes fail once one has made no progress for `timeout`.
+struct Timed {
+    inner: TcpStream,
+    timeout: Duration,
+    /// Since when the write pending now has been waiting, as its deadline.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Timed {
+    /// A write could not proceed: pending until the deadline, then an error.
+    fn stall<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        let timeout = self.timeout;
+        let deadline = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took no answer within the write timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The outcome of a write: progress clears the deadline.
+    fn wrote<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        done: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match done {
+            Poll::Ready(r) => {
+                self.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.stall(cx),
+        }
+    }
+}
+
+impl AsyncRead for Timed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Timed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let done = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.wrote(cx, done)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let done = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(cx, done)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let done = Pin::new(&mut this.inner).poll_flush(cx);
+        this.wrote(cx, done)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }

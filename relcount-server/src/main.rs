@@ -21,7 +21,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use relcount::api::{Api, TokenScope};
@@ -178,13 +178,13 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let policy = listener::Policy {
         max_connections: settings.max_connections,
         header_timeout: settings.header_timeout,
+        write_timeout: settings.write_timeout,
         shutdown_timeout: settings.shutdown_timeout,
     };
     listener::run(listener, Arc::clone(&app), policy, stop_signal()).await;
 
-    // Refuse the requests not yet at work, wait for those at work, then make every
-    // acknowledged write durable.
-    app.closing.store(true, Ordering::Release);
+    // The requests not yet at work are refused (since the stop began); wait for those
+    // at work, then make every acknowledged write durable.
     let permits = u32::try_from(workers).unwrap_or(u32::MAX);
     let _small = app.work[0].acquire_many(permits).await?;
     let _large = app.work[1].acquire_many(permits).await?;

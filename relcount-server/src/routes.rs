@@ -36,8 +36,8 @@ pub struct App {
     /// themselves and never hold up the small calls (a `get_counter` answers in
     /// microseconds of work).
     pub work: [Arc<Semaphore>; 2],
-    /// Set once a shutdown has passed its deadline: requests not yet at work are
-    /// refused (503), so the log's last sync covers every acknowledged write.
+    /// Set once a shutdown begins: `/health` answers 503, and requests not yet at work
+    /// are refused (503), so the log's last sync covers every acknowledged write.
     pub closing: AtomicBool,
 }
 
@@ -59,28 +59,20 @@ pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Answer, Infa
     let path = req.uri().path();
     let (call, answer, code) = match (req.method(), path) {
         (&Method::GET, "/health") => ("health", health(&app), 0),
-        (&Method::GET, "/metrics") => {
-            let text = app.metrics.render();
-            let answer = Response::builder()
-                .header(
-                    CONTENT_TYPE,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )
-                .body(Full::new(Bytes::from(text)));
-            ("metrics", answer.unwrap_or_else(|_| plain(500, "")), 0)
-        }
+        (&Method::GET, "/metrics") => ("metrics", metrics(&app).await, 0),
         (method, p) if p.starts_with(API_PREFIX) => {
             let name = &p[API_PREFIX.len()..];
-            let call = api::CALLS
-                .iter()
-                .find(|c| **c == name)
-                .copied()
-                .unwrap_or("other");
-            if method == Method::POST {
-                let (answer, code) = api_call(&app, call, req).await;
-                (call, answer, code)
-            } else {
-                (call, plain(405, "use POST\n"), 405)
+            match api::CALLS.iter().find(|c| **c == name).copied() {
+                // An unknown call is refused as the API words it, its body unread.
+                None => {
+                    let r = app.api.handle(name, None, b"");
+                    ("other", envelope(StatusCode::OK, r.body, true), r.code)
+                }
+                Some(call) if method == Method::POST => {
+                    let (answer, code) = api_call(&app, call, req).await;
+                    (call, answer, code)
+                }
+                Some(call) => (call, plain(405, "use POST\n"), 405),
             }
         }
         _ => ("other", plain(404, "not found\n"), 404),
@@ -98,6 +90,30 @@ fn plain(status: u16, text: &'static str) -> Answer {
     *answer.status_mut() =
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     answer
+}
+
+/// `GET /metrics`: rendered by a worker (a scrape reads the engine's counts and the
+/// log's files), in the small requests' lane.
+async fn metrics(app: &Arc<App>) -> Answer {
+    let Ok(permit) = Arc::clone(&app.work[0]).acquire_owned().await else {
+        return plain(503, "shutting down\n");
+    };
+    let a = Arc::clone(app);
+    let text = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        a.metrics.render()
+    })
+    .await;
+    let Ok(text) = text else {
+        return plain(500, "");
+    };
+    Response::builder()
+        .header(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+        .body(Full::new(Bytes::from(text)))
+        .unwrap_or_else(|_| plain(500, ""))
 }
 
 /// `GET /health`: 200 while the server takes requests, 503 once it is shutting down.

@@ -64,6 +64,11 @@ pub struct Settings {
     #[arg(long, env = "RELCOUNT_HEADER_TIMEOUT", default_value = "10", value_parser = seconds)]
     pub header_timeout: Duration,
 
+    /// Seconds a write of an answer may wait on a client that does not read it; then
+    /// the connection is closed.
+    #[arg(long, env = "RELCOUNT_WRITE_TIMEOUT", default_value = "10", value_parser = seconds)]
+    pub write_timeout: Duration,
+
     /// Seconds a client has to send a request's whole body, once its headers are in.
     #[arg(long, env = "RELCOUNT_BODY_TIMEOUT", default_value = "30", value_parser = seconds)]
     pub body_timeout: Duration,

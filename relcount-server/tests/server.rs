@@ -505,6 +505,8 @@ fn a_client_that_never_reads_its_answers_does_not_hold_its_slot() {
         "1",
         "--body-timeout",
         "1",
+        "--write-timeout",
+        "1",
     ]);
     let mut stalled = Conn::open(&s.addr);
     stalled

@@ -494,25 +494,33 @@ fn import_relations(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<Stri
 }
 
 /// How many profiles a write could create: one per side named by an id no profile
-/// has yet (the other modes name existing profiles only). Nothing when the relation
-/// type is unknown (the write is then refused).
+/// has yet, and with a host's resolver one per side named otherwise (the resolver
+/// may answer an id not in the engine, which the write creates; without one, the
+/// other modes name existing profiles only). Nothing when the relation type is
+/// unknown (the write is then refused).
 fn new_ids(api: &Api, rel_id: u32, sides: [(&Who, bool); 2]) -> u64 {
     let Some(def) = api.engine.relation_type(rel_id) else {
         return 0;
     };
+    let resolved = api.engine.has_resolver();
     let mut ids: [Option<(u32, &str)>; 2] = [None, None];
+    let mut others = 0;
     for (slot, (who, is_a)) in ids.iter_mut().zip(sides) {
         let db = if is_a { def.db_a() } else { def.db_b() };
-        if let (Mode::ProfileId, Some(id)) = (who.mode, &who.profile_id)
-            && !api.engine.contains_profile(db, id.as_str())
-        {
-            *slot = Some((db, id.as_str()));
+        match (who.mode, &who.profile_id) {
+            (Mode::ProfileId, Some(id)) if !api.engine.contains_profile(db, id.as_str()) => {
+                *slot = Some((db, id.as_str()));
+            }
+            (Mode::ProfileId, Some(_)) => {}
+            _ if resolved => others += 1,
+            _ => {}
         }
     }
-    match ids {
-        [Some(a), Some(b)] if a == b => 1,
-        _ => ids.iter().flatten().count() as u64,
-    }
+    others
+        + match ids {
+            [Some(a), Some(b)] if a == b => 1,
+            _ => ids.iter().flatten().count() as u64,
+        }
 }
 
 /// A `relations/import` row: recipient id, initiator id, weights.

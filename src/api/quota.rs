@@ -101,7 +101,7 @@ impl Ledger {
             ledger: self,
             taken: Growth::default(),
         };
-        if need == Growth::default() {
+        if need == Growth::default() || *q == Quotas::default() {
             return Ok(none);
         }
         if let Some(max) = q.max_memory_bytes
@@ -113,35 +113,39 @@ impl Ledger {
         }
         let mut taken = Growth::default();
         let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
-        let check = |cap: Option<u64>, count: u64, r: u64, need: u64, what: &str| match cap {
-            Some(max) if need > 0 => {
-                if count.saturating_add(r).saturating_add(need) <= max {
-                    Ok(need)
-                } else {
-                    Err(limit(format!(
-                        "at most {max} {what}; this request could add {need} to the {count} there are"
-                    )))
+        // Counts are read only for a cap to check (each is lock-free).
+        let check = |cap: Option<u64>, count: &dyn Fn() -> u64, r: u64, need: u64, what: &str| {
+            match cap {
+                Some(max) if need > 0 => {
+                    let count = count();
+                    if count.saturating_add(r).saturating_add(need) <= max {
+                        Ok(need)
+                    } else {
+                        Err(limit(format!(
+                            "at most {max} {what}; this request could add {need} to the {count} there are"
+                        )))
+                    }
                 }
+                _ => Ok(0),
             }
-            _ => Ok(0),
         };
         taken.profiles = check(
             q.max_profiles,
-            engine.profile_count() as u64,
+            &|| engine.profile_count() as u64,
             reserved.profiles,
             need.profiles,
             "profiles",
         )?;
         taken.relations = check(
             q.max_relations,
-            engine.relation_count(),
+            &|| engine.relation_count(),
             reserved.relations,
             need.relations,
             "relations",
         )?;
         taken.types = check(
             q.max_relation_types,
-            engine.relation_type_count() as u64,
+            &|| engine.relation_type_count() as u64,
             reserved.types,
             need.types,
             "relation types",

@@ -287,6 +287,12 @@ impl Engine {
         self.schemas.pin().get(&rel_id).map(|s| s.def.clone())
     }
 
+    /// Whether a host's [`Resolver`](crate::Resolver) names profiles (a write may then
+    /// create a profile it names by email, phone or field).
+    pub(crate) fn has_resolver(&self) -> bool {
+        self.resolver.is_some()
+    }
+
     /// How many relation types are defined.
     #[must_use]
     pub fn relation_type_count(&self) -> usize {
@@ -330,8 +336,8 @@ impl Engine {
         self.directory.live()
     }
 
-    /// Number of relations, all relation types together (takes each shard lock in
-    /// turn, briefly).
+    /// Number of relations, all relation types together (one atomic load; a write's
+    /// relations count once it is applied).
     #[must_use]
     pub fn relation_count(&self) -> u64 {
         self.store.relation_count()

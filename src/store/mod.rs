@@ -90,6 +90,9 @@ pub(crate) struct Store {
     index_above: usize,
     /// Who holds each slot (written by the directory).
     slots: Arc<SlotTable>,
+    /// Relations held, kept beside the shards' counts (under their locks) so that a
+    /// reader counts them with no lock (a quota check on every write).
+    relations: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -116,6 +119,7 @@ impl Store {
             views: lock_free_map(collector),
             index_above,
             slots,
+            relations: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -306,6 +310,7 @@ impl Store {
     ) {
         let now = view.total;
         shard.relations = shard.relations + now - before as u64;
+        self.count_relations(now, before as u64);
         if now == 0 {
             shard.targets.remove(&key);
             self.unpublish(key.0, &view.profile);
@@ -396,6 +401,7 @@ impl Store {
             if let Some(target) = shard.targets.remove(&key) {
                 self.unpublish(rel_id, &target.view().profile);
                 shard.relations -= target.len() as u64;
+                self.count_relations(0, target.len() as u64);
                 // Each initiator holds its slot while its relation is here (under
                 // this lock): the table names it.
                 let initiators: Vec<(u32, usize)> = target
@@ -503,9 +509,17 @@ impl Store {
 
     /// Relations of every shard (each lock taken in turn, briefly).
     pub(crate) fn relation_count(&self) -> u64 {
-        (0..self.shards.count())
-            .map(|i| self.shards.lock(i).relations)
-            .sum()
+        self.relations.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Moves the lock-free count of relations from `before` to `now` (one target's).
+    fn count_relations(&self, now: u64, before: u64) {
+        use std::sync::atomic::Ordering::AcqRel;
+        if now >= before {
+            self.relations.fetch_add(now - before, AcqRel);
+        } else {
+            self.relations.fetch_sub(before - now, AcqRel);
+        }
     }
 }
 
