@@ -196,10 +196,14 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     drop(compactor);
     let e = Arc::clone(&engine);
     tokio::task::spawn_blocking(move || e.sync_log()).await??;
-    tracing::info!(
-        relations = engine.relation_count(),
-        "stopped; the write log is synced"
-    );
+    if settings.data.is_some() {
+        tracing::info!(
+            relations = engine.relation_count(),
+            "stopped; the write log is synced"
+        );
+    } else {
+        tracing::info!(relations = engine.relation_count(), "stopped");
+    }
     Ok(())
 }
 
