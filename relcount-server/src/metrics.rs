@@ -24,21 +24,14 @@ pub struct CallCode {
     pub code: u32,
 }
 
-/// A request's call.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CallOnly {
-    /// As [`CallCode::call`].
-    pub call: &'static str,
-}
-
 /// Every metric the server keeps.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     /// Requests answered, by call and code.
     pub requests: Family<CallCode, Counter>,
-    /// Seconds from a request's headers to its answer, by call.
-    pub latency: Family<CallOnly, Histogram>,
+    /// Seconds from a request's headers to its answer, by call and code.
+    pub latency: Family<CallCode, Histogram>,
     /// Request body bytes read.
     pub body_bytes: Counter,
     /// Connections refused at the connection limit.
@@ -124,13 +117,13 @@ impl Metrics {
             "API requests answered, by call and code",
             requests.clone(),
         );
-        let latency = Family::<CallOnly, Histogram>::new_with_constructor(|| {
+        let latency = Family::<CallCode, Histogram>::new_with_constructor(|| {
             // 10 us to about 10 s.
             Histogram::new(exponential_buckets(1e-5, 4.0, 11))
         });
         registry.register(
             "relcount_request_seconds",
-            "Seconds from a request's headers to its answer, by call",
+            "Seconds from a request's headers to its answer, by call and code",
             latency.clone(),
         );
         let body_bytes = Counter::default();
@@ -166,7 +159,7 @@ impl Metrics {
     pub fn answered(&self, call: &'static str, code: u32, seconds: f64) {
         self.requests.get_or_create(&CallCode { call, code }).inc();
         self.latency
-            .get_or_create(&CallOnly { call })
+            .get_or_create(&CallCode { call, code })
             .observe(seconds);
     }
 
