@@ -87,7 +87,9 @@ fn run(steps: &[Step], pages: &[(usize, usize)]) -> Result<(), String> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 48,
+        // 48 unless PROPTEST_CASES says otherwise (an explicit count here would
+        // override the variable).
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(48),
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "tests/list_order.proptest-regressions",
         ))),
