@@ -809,7 +809,7 @@ mod tests {
             let schema = schema();
             let slots = Arc::clone(directory.slot_table());
             let a = directory.create_for_test(1, "a", 1);
-            let name = |i: u16| if i % 3 == 0 { format!("b{i}") } else { format!("{:024x}", u64::from(i) * 0x9E37_79B1) };
+            let name = |i: u16| if i.is_multiple_of(3) { format!("b{i}") } else { format!("{:024x}", u64::from(i) * 0x9E37_79B1) };
             let mut bs: Vec<Arc<Profile>> =
                 (0..120).map(|i| directory.create_for_test(2, &name(i), 2)).collect();
             let mut target = Target::new(&schema, &a);

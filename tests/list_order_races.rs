@@ -1,4 +1,4 @@
-//! Adversarial review of the id order (`relations/get` on recipients past 1024
+//! Review of the id order (`relations/get` on recipients past 1024
 //! relations): concurrent paging while writers churn a large recipient (slots freed
 //! and taken again, bulk batches with repeated pairs, initiator deletes), compactions
 //! and snapshots taken while a writer changes a large recipient, bulk batches with
