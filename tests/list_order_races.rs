@@ -420,7 +420,8 @@ fn real_leaves_split_and_merge_at_the_edges() {
     engine.define(schema()).expect("schema");
     let hex = |i: u64| format!("{:024x}", (1 << 44) + i * 0x9E37_79B1 % (1 << 40));
     let mut want: BTreeSet<String> = BTreeSet::new();
-    let rows: Vec<(String, String, [(&str, Value); 1])> = (0..3000u64)
+    type Row = (String, String, [(&'static str, Value); 1]);
+    let rows: Vec<Row> = (0..3000u64)
         .map(|i| ("A".to_string(), hex(i), [("v", Value::Int(1))]))
         .collect();
     want.extend(rows.iter().map(|r| r.1.clone()));
