@@ -503,24 +503,19 @@ fn new_ids(api: &Api, rel_id: u32, sides: [(&Who, bool); 2]) -> u64 {
         return 0;
     };
     let resolved = api.engine.has_resolver();
-    let mut ids: [Option<(u32, &str)>; 2] = [None, None];
     let mut others = 0;
-    for (slot, (who, is_a)) in ids.iter_mut().zip(sides) {
+    let ids = sides.into_iter().filter_map(|(who, is_a)| {
         let db = if is_a { def.db_a() } else { def.db_b() };
         match (who.mode, &who.profile_id) {
-            (Mode::ProfileId, Some(id)) if !api.engine.contains_profile(db, id.as_str()) => {
-                *slot = Some((db, id.as_str()));
+            (Mode::ProfileId, Some(id)) => Some((db, id.as_str())),
+            _ => {
+                others += u64::from(resolved);
+                None
             }
-            (Mode::ProfileId, Some(_)) => {}
-            _ if resolved => others += 1,
-            _ => {}
         }
-    }
-    others
-        + match ids {
-            [Some(a), Some(b)] if a == b => 1,
-            _ => ids.iter().flatten().count() as u64,
-        }
+    });
+    let unknown = unknown_ids(api, ids);
+    unknown + others
 }
 
 /// A `relations/import` row: recipient id, initiator id, weights.
@@ -532,12 +527,18 @@ fn new_import_ids(api: &Api, rel_id: u32, rows: &[ImportRow]) -> u64 {
     let Some(def) = api.engine.relation_type(rel_id) else {
         return 0;
     };
+    let ids = rows
+        .iter()
+        .flat_map(|(a, b, _)| [(def.db_a(), a.as_str()), (def.db_b(), b.as_str())]);
+    unknown_ids(api, ids)
+}
+
+/// How many distinct `(database, id)` of `ids` no profile has yet.
+fn unknown_ids<'s>(api: &Api, ids: impl IntoIterator<Item = (u32, &'s str)>) -> u64 {
     let mut unknown: hashbrown::HashSet<(u32, &str)> = hashbrown::HashSet::new();
-    for (a, b, _) in rows {
-        for (db, id) in [(def.db_a(), a.as_str()), (def.db_b(), b.as_str())] {
-            if !unknown.contains(&(db, id)) && !api.engine.contains_profile(db, id) {
-                unknown.insert((db, id));
-            }
+    for (db, id) in ids {
+        if !unknown.contains(&(db, id)) && !api.engine.contains_profile(db, id) {
+            unknown.insert((db, id));
         }
     }
     unknown.len() as u64
@@ -758,13 +759,8 @@ fn import(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> 
             )));
         }
     };
-    let unknown: hashbrown::HashSet<(u32, &str)> = batch
-        .iter()
-        .map(|(db, id, _)| (*db, id.as_str()))
-        .filter(|&(db, id)| !api.engine.contains_profile(db, id))
-        .collect();
     let need = Growth {
-        profiles: unknown.len() as u64,
+        profiles: unknown_ids(api, batch.iter().map(|(db, id, _)| (*db, id.as_str()))),
         ..Growth::default()
     };
     let _reserved = api.ledger.reserve(&api.engine, need)?;
