@@ -356,6 +356,14 @@ impl Open {
         }
     }
 
+    /// Stops the log for `why`, unless it has stopped already (the first reason is
+    /// the one kept).
+    fn stop(&mut self, why: String) {
+        if self.failed.is_none() {
+            self.failed = Some(why);
+        }
+    }
+
     /// Whether the next background fsync is to fail (never outside tests).
     fn take_fail(&mut self) -> bool {
         #[cfg(test)]
@@ -671,6 +679,15 @@ impl Log {
         open
     }
 
+    /// Waits until no batch is in flight or queued (every record appended so far is
+    /// in the file).
+    fn settle<'a>(&self, mut open: MutexGuard<'a, Open>) -> MutexGuard<'a, Open> {
+        while open.leading.is_some() || !open.pending.is_empty() {
+            open = self.wait(open);
+        }
+        open
+    }
+
     fn wait<'a>(&self, open: MutexGuard<'a, Open>) -> MutexGuard<'a, Open> {
         self.shared
             .synced
@@ -751,18 +768,13 @@ impl Log {
     /// log, as a failed background fsync does.
     pub(crate) fn sync_now(&self) -> Result<(), Error> {
         let file = {
-            let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
-            while open.leading.is_some() || !open.pending.is_empty() {
-                open = self.wait(open);
-            }
+            let open = self.settle(self.shared.open.lock().unwrap_or_else(|e| e.into_inner()));
             open.usable(&self.dir)?;
             Arc::clone(&open.file)
         };
         self.shared.sync_counted(&file).map_err(|e| {
             let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
-            if open.failed.is_none() {
-                open.failed = Some(format!("an fsync failed: {e}"));
-            }
+            open.stop(format!("an fsync failed: {e}"));
             storage(self.dir.display(), e)
         })
     }
@@ -856,12 +868,10 @@ impl Log {
     /// keep failing, say on a full disk, add no files). Called with every shard
     /// locked, so no write straddles the switch.
     pub(crate) fn rotate(&self) -> Result<(u64, Option<Arc<File>>), Error> {
-        let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
+        let open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
         // Every writer is held out by the caller's locks, but let a batch in flight
         // land in the log it was counted against.
-        while open.leading.is_some() || !open.pending.is_empty() {
-            open = self.wait(open);
-        }
+        let mut open = self.settle(open);
         open.usable(&self.dir)?;
         if open.len == 0 {
             return Ok((open.seq, None));
@@ -887,9 +897,7 @@ impl Log {
     pub(crate) fn sync_ended(&self, ended: &File) -> Result<(), Error> {
         ended.sync_data().map_err(|e| {
             let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
-            if open.failed.is_none() {
-                open.failed = Some(format!("an ended log's fsync failed: {e}"));
-            }
+            open.stop(format!("an ended log's fsync failed: {e}"));
             storage(self.dir.display(), e)
         })
     }
@@ -931,10 +939,8 @@ fn everysec(shared: std::sync::Weak<Shared>, stop: Arc<AtomicBool>) {
         // Whatever log it was (a rotation may have come between), a failed fsync means
         // acknowledged bytes may not be on disk; a later fsync of the same file would
         // not report the error again.
-        if let Err(e) = synced
-            && o.failed.is_none()
-        {
-            o.failed = Some(format!("a background fsync failed: {e}"));
+        if let Err(e) = synced {
+            o.stop(format!("a background fsync failed: {e}"));
         }
         drop(o);
         shared.synced.notify_all();
