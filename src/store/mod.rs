@@ -19,7 +19,7 @@ use hashbrown::DefaultHashBuilder;
 use smallvec::{SmallVec, smallvec};
 
 use crate::accum::counter::View;
-use crate::accum::target::IdOrder as Order;
+use crate::accum::target::IdOrder;
 use crate::accum::target::{Packed, Target};
 use crate::directory::Profile;
 use crate::record::{Record, RecordRef};
@@ -77,7 +77,7 @@ pub(crate) struct Frozen {
 /// [`Store::relations`]).
 pub(crate) struct Listing {
     pub(crate) frozen: Frozen,
-    pub(crate) order: Option<Arc<Order>>,
+    pub(crate) order: Option<Arc<IdOrder>>,
     pub(crate) generation: u64,
 }
 
@@ -90,8 +90,8 @@ pub(crate) struct Store {
     index_above: usize,
     /// Who holds each slot (written by the directory).
     slots: Arc<SlotTable>,
-    /// Relations held, kept beside the shards' counts (under their locks) so that a
-    /// reader counts them with no lock (a quota check on every write).
+    /// Relations held, changed under the lock of the shard whose target changes, read
+    /// with no lock (a quota check on every write).
     relations: std::sync::atomic::AtomicU64,
 }
 
@@ -309,7 +309,6 @@ impl Store {
         shared: bool,
     ) {
         let now = view.total;
-        shard.relations = shard.relations + now - before as u64;
         self.count_relations(now, before as u64);
         if now == 0 {
             shard.targets.remove(&key);
@@ -400,7 +399,6 @@ impl Store {
             let key = (rel_id, profile.slot);
             if let Some(target) = shard.targets.remove(&key) {
                 self.unpublish(rel_id, &target.view().profile);
-                shard.relations -= target.len() as u64;
                 self.count_relations(0, target.len() as u64);
                 // Each initiator holds its slot while its relation is here (under
                 // this lock): the table names it.
@@ -494,7 +492,7 @@ impl Store {
         &self,
         rel_id: u32,
         a: &Arc<Profile>,
-        read: impl FnOnce(&Arc<View>, &Packed, Option<&Order>, &SlotTable) -> R,
+        read: impl FnOnce(&Arc<View>, &Packed, Option<&IdOrder>, &SlotTable) -> R,
     ) -> Option<R> {
         let shard = self.shards.lock(self.shards.of(a.xxh));
         let target = own_target(&shard, rel_id, a)?;
