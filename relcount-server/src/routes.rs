@@ -65,8 +65,8 @@ pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Answer, Infa
             match api::CALLS.iter().find(|c| **c == name).copied() {
                 // An unknown call is refused as the API words it, its body unread.
                 None => {
-                    let r = app.api.handle(name, None, b"");
-                    ("other", envelope(StatusCode::OK, r.body, true), r.code)
+                    let (answer, code) = answered(app.api.handle(name, None, b""), true);
+                    ("other", answer, code)
                 }
                 Some(call) if method == Method::POST => {
                     let (answer, code) = api_call(&app, call, req).await;
@@ -138,6 +138,11 @@ fn envelope(status: StatusCode, body: String, close: bool) -> Answer {
     answer
 }
 
+/// The API's answer (HTTP 200 and its envelope) and its code.
+fn answered(r: api::Response, close: bool) -> (Answer, u32) {
+    (envelope(StatusCode::OK, r.body, close), r.code)
+}
+
 /// An answer outside the API's own codes (a timeout, a shutdown), in its envelope.
 fn refusal(status: StatusCode, text: &str) -> (Answer, u32) {
     let code = u32::from(status.as_u16());
@@ -156,7 +161,7 @@ async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) ->
         .get(AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("").to_owned());
     if let Err(refused) = api.check_header(auth.as_deref()) {
-        return (envelope(StatusCode::OK, refused.body, true), refused.code);
+        return answered(refused, true);
     }
     let max = api.limits().max_body_bytes;
     let declared = req
@@ -165,8 +170,7 @@ async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) ->
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
-        let r = api.too_large();
-        return (envelope(StatusCode::OK, r.body, true), r.code);
+        return answered(api.too_large(), true);
     }
     let body = match tokio::time::timeout(
         app.body_timeout,
@@ -183,10 +187,7 @@ async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) ->
                 ),
             );
         }
-        Ok(Err(Body::TooLarge)) => {
-            let r = api.too_large();
-            return (envelope(StatusCode::OK, r.body, true), r.code);
-        }
+        Ok(Err(Body::TooLarge)) => return answered(api.too_large(), true),
         Ok(Err(Body::Broken)) => {
             return refusal(StatusCode::BAD_REQUEST, "request body could not be read");
         }
@@ -218,7 +219,7 @@ async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) ->
             if let Some(detail) = &r.detail {
                 tracing::error!(call, code = r.code, %detail, "request failed");
             }
-            (envelope(StatusCode::OK, r.body, false), r.code)
+            answered(r, false)
         }
         Err(e) => {
             tracing::error!(call, error = %e, "request work ended abnormally");

@@ -245,13 +245,11 @@ mod tests {
         assert!(none.reserve(&engine, one).is_err());
     }
 
-    /// Adversarial review (issue 13): with no cap at all (the server's default),
-    /// `reserve` still reads `engine.relation_count()`, which takes every shard's lock
-    /// in turn, under the ledger's one mutex. So every write of a server without
-    /// quotas sweeps all shard locks while holding a global lock: writes serialise,
-    /// and a write to an idle shard waits for any shard held by a long import or
-    /// delete cascade (and so does every other writer, queued on the ledger's mutex).
-    /// A reservation with no cap to check must not touch the engine.
+    /// Found by adversarial review (issue 13): a reservation with no cap to check
+    /// must not touch the engine. It once read `engine.relation_count()`, which then
+    /// took every shard's lock in turn, under the ledger's one mutex: every write of
+    /// a server without quotas swept all shard locks while holding a global lock, and
+    /// waited for any shard a long import or delete cascade held.
     #[test]
     fn a_reservation_without_caps_takes_no_shard_lock() {
         let engine = Engine::new();

@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use super::{Engine, MAX_LIST_LIMIT, Page, Row};
 use crate::accum::counter::{Counter, View};
-use crate::accum::target::IdOrder as Order;
-use crate::accum::target::Packed;
+use crate::accum::target::{IdOrder, Packed};
 use crate::directory::Profile;
 use crate::error::Error;
 use crate::profile_data::Match;
@@ -178,7 +177,7 @@ const PAGE_TRIES: usize = 3;
 struct Read<'a> {
     view: &'a View,
     rels: &'a Packed,
-    order: Option<&'a Order>,
+    order: Option<&'a IdOrder>,
 }
 
 impl Read<'_> {
