@@ -7,7 +7,8 @@
 
 use crate::profile_data::ProfileData;
 use crate::record::WriteKind;
-use crate::schema::{RelationType, Value};
+use crate::schema::RelationType;
+use crate::value::Value;
 
 /// One accepted change.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::schema::PropKind;
+use crate::value::PropKind;
 
 /// Why a call was refused. A refused call changed nothing.
 ///

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use hashbrown::DefaultHashBuilder;
 
-use crate::directory::Profile;
+use crate::profile::Profile;
 use crate::profile_data::IndexKey;
 use crate::sync::{Mutex, lock_free_map};
 

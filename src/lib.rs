@@ -140,6 +140,7 @@ mod error;
 mod index;
 mod parallel;
 mod persist;
+mod profile;
 mod profile_data;
 mod profile_id;
 mod record;
@@ -148,6 +149,7 @@ mod schema;
 mod slots;
 mod store;
 mod sync;
+mod value;
 pub mod workload;
 
 /// The README's examples, compiled and run as doctests.
@@ -155,7 +157,7 @@ pub mod workload;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-pub use accum::exact_sum::MAX_FLOAT;
+pub use value::{MAX_FLOAT, PropKind, Value};
 pub use accum::top::DEFAULT_INDEX_ABOVE;
 pub use accum::{Counter, PropCounter, Sum, TopItem};
 pub use directory::MAX_LOOKUP_CANDIDATES;
@@ -173,5 +175,5 @@ pub use profile_data::{
 pub use profile_id::{MAX_PROFILE_ID_LEN, ProfileHasher, ProfileId, ProfileStr, format_xxh, xxh64};
 pub use resolver::{Resolution, Resolver};
 pub use schema::{
-    DEFAULT_TOP, MAX_PROP_NAME_LEN, MAX_PROPS, MAX_TOP, PropKind, PropSpec, RelationType, Value,
+    DEFAULT_TOP, MAX_PROP_NAME_LEN, MAX_PROPS, MAX_TOP, PropSpec, RelationType,
 };

@@ -2,9 +2,9 @@
 
 use smallvec::{SmallVec, smallvec};
 
-use crate::accum::exact_sum::MAX_FLOAT;
 use crate::error::Error;
-use crate::schema::{Changes, PropKind, Schema, Value};
+use crate::schema::{Changes, Schema};
+use crate::value::{MAX_FLOAT, PropKind, Value, numeric_value, raw_of};
 
 /// The values of one relation, as the words a target stores them in.
 ///
@@ -28,36 +28,6 @@ pub(crate) enum WriteKind {
     Strengthen,
     /// Overwrite the given values, keep the others.
     Edit,
-}
-
-/// Order-preserving key of a numeric value: a larger value has a larger rank.
-pub(crate) fn rank(kind: PropKind, raw: u64) -> u64 {
-    match kind {
-        PropKind::Float => {
-            if raw >> 63 == 1 {
-                !raw
-            } else {
-                raw | (1 << 63)
-            }
-        }
-        _ => raw ^ (1 << 63),
-    }
-}
-
-/// The typed value of a raw numeric word.
-pub(crate) fn numeric_value(kind: PropKind, raw: u64) -> Value {
-    match kind {
-        PropKind::Float => Value::Float(f64::from_bits(raw)),
-        _ => Value::Int(raw as i64),
-    }
-}
-
-fn raw_of(value: Value) -> u64 {
-    match value {
-        Value::Int(v) => v as u64,
-        Value::Float(v) => v.to_bits(),
-        Value::Bool(v) => u64::from(v),
-    }
 }
 
 impl<'a> RecordRef<'a> {
@@ -208,18 +178,6 @@ mod tests {
                 .prop("f", PropSpec::float()),
         )
         .unwrap()
-    }
-
-    #[test]
-    fn ranks_order_like_values() {
-        let ints = [i64::MIN, -5, -1, 0, 1, 7, i64::MAX];
-        for w in ints.windows(2) {
-            assert!(rank(PropKind::Int, w[0] as u64) < rank(PropKind::Int, w[1] as u64));
-        }
-        let floats = [f64::MIN, -2.5, -1e-300, 0.0, 1e-300, 3.0, f64::MAX];
-        for w in floats.windows(2) {
-            assert!(rank(PropKind::Float, w[0].to_bits()) < rank(PropKind::Float, w[1].to_bits()));
-        }
     }
 
     #[test]

@@ -1,11 +1,10 @@
 //! Relation types: the property schema of a `rel_id`, and the typed values it accepts.
 
-use std::fmt;
-
 use smallvec::SmallVec;
 
-use crate::accum::exact_sum::MAX_FLOAT;
 use crate::error::Error;
+use crate::value::MAX_FLOAT;
+use crate::value::{PropKind, Value};
 
 /// Most properties one relation type may have.
 pub const MAX_PROPS: usize = 32;
@@ -15,48 +14,6 @@ pub const MAX_PROP_NAME_LEN: usize = 64;
 pub const MAX_TOP: u16 = 1000;
 /// The platform's default `top` size.
 pub const DEFAULT_TOP: u16 = 10;
-
-/// The type of a property.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PropKind {
-    /// A signed 64-bit integer.
-    Int,
-    /// A finite 64-bit float.
-    Float,
-    /// A boolean.
-    Bool,
-}
-
-impl fmt::Display for PropKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PropKind::Int => "int",
-            PropKind::Float => "float",
-            PropKind::Bool => "bool",
-        })
-    }
-}
-
-/// A property value, as given to a write or read back from a relation.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Value {
-    /// For an int property (or a float property, where it is taken as a float).
-    Int(i64),
-    /// For a float property; must be finite.
-    Float(f64),
-    /// For a bool property.
-    Bool(bool),
-}
-
-impl Value {
-    fn type_name(&self) -> &'static str {
-        match self {
-            Value::Int(_) => "int",
-            Value::Float(_) => "float",
-            Value::Bool(_) => "bool",
-        }
-    }
-}
 
 /// What a property is and which aggregates are kept for it.
 ///

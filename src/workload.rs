@@ -17,7 +17,8 @@
 //! assert!(engine.relation_count() > 1_900); // a few draws repeat a pair
 //! ```
 
-use crate::schema::{PropSpec, RelationType, Value};
+use crate::schema::{PropSpec, RelationType};
+use crate::value::Value;
 
 /// SplitMix64: a tiny, fast, well-mixed PRNG; the same seed gives the same stream on
 /// every platform.

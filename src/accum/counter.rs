@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use crate::accum::exact_sum::ExactSum;
 use crate::accum::top::TopEntry;
-use crate::directory::Profile;
+use crate::profile::Profile;
 use crate::profile_id::ProfileId;
-use crate::schema::{PropDef, PropKind, Schema, Value};
+use crate::schema::{PropDef, Schema};
+use crate::value::{PropKind, Value};
 
 /// The counters of one target, immutable once published: a writer builds the next
 /// one and swaps it in, so a reader holding one sees a single consistent moment. The

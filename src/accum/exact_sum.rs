@@ -18,15 +18,14 @@
 
 use smallvec::SmallVec;
 
+use crate::value::MAX_FLOAT;
+
 /// The exact sum of a multiset of finite `f64` values.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct ExactSum {
     /// Non-zero, non-overlapping, increasing in magnitude.
     partials: SmallVec<[f64; 2]>,
 }
-
-/// Largest float magnitude a property value may have: 2^960 (about 9.7e288).
-pub const MAX_FLOAT: f64 = f64::from_bits(0x7BF0_0000_0000_0000);
 
 impl ExactSum {
     /// Adds `x` exactly (subtract by adding `-x`); `|x|` must be at most [`MAX_FLOAT`].

@@ -9,10 +9,12 @@ use std::sync::Arc;
 use crate::accum::counter::{PropState, SumState, View};
 use crate::accum::order::Order;
 use crate::accum::top::{self, TopChange, TopEntry, TopIndex};
-use crate::directory::Profile;
+use crate::profile::Profile;
 use crate::profile_id::ProfileId;
-use crate::record::{Record, RecordRef, rank};
-use crate::schema::{MAX_PROPS, PropKind, Schema};
+use crate::record::{Record, RecordRef};
+use crate::value::rank;
+use crate::schema::{MAX_PROPS, Schema};
+use crate::value::PropKind;
 use crate::slots::SlotTable;
 
 /// The key of a relation in the id order: its initiator's id and slot (the id is
@@ -683,7 +685,8 @@ fn entries(ranked: Vec<(u64, u32)>, slots: &SlotTable) -> Vec<TopEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{Changes, PropSpec, RelationType, Value};
+    use crate::schema::{Changes, PropSpec, RelationType};
+    use crate::value::Value;
     use proptest::prelude::*;
 
     /// An int top 2 and a bool.

@@ -18,9 +18,8 @@ use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::directory::Profile;
-use crate::record::numeric_value;
-use crate::schema::{PropKind, Value};
+use crate::profile::Profile;
+use crate::value::{PropKind, Value, numeric_value};
 
 /// Targets with more valued relations than this keep an ordered index, by default.
 pub const DEFAULT_INDEX_ABOVE: usize = 64;

@@ -10,7 +10,8 @@ use crate::accum::counter::{Counter, Sum};
 use crate::engine::Page;
 use crate::profile_data::{Channel, FieldValue, Match, ProfileData, Subscription};
 use crate::profile_id::format_xxh;
-use crate::schema::{MAX_PROPS, PropKind, PropSpec, RelationType, Value};
+use crate::schema::{MAX_PROPS, PropSpec, RelationType};
+use crate::value::{PropKind, Value};
 
 const READ_OK: &str = "Successful operation";
 const WRITE_OK: &str = "{\"error\":0,\"error_text\":\"\"}";

@@ -5,11 +5,13 @@ use std::sync::Arc;
 
 use super::{Engine, Named};
 use crate::command::{BulkRow, Command};
-use crate::directory::{Lookup, Profile, ProfileKey};
+use crate::directory::Lookup;
+use crate::profile::{Profile, ProfileKey};
 use crate::error::Error;
 use crate::profile_data::Normalized;
 use crate::record::{Record, WriteKind};
-use crate::schema::{Schema, Value};
+use crate::schema::Schema;
+use crate::value::Value;
 use crate::store;
 
 /// A batch validated and named (not yet looked up): its distinct profiles, and its

@@ -11,7 +11,7 @@ use crate::persist::log::{self, Log, LogStats};
 use crate::persist::snapshot::{self, Frozen, SnapshotStats};
 use crate::persist::{Skipped, SyncPolicy, snapshot_path, storage};
 use crate::profile_data::Match;
-use crate::schema::Value;
+use crate::value::Value;
 
 impl EngineBuilder {
     /// Builds the engine from the data directory `dir` (created if missing): the last

@@ -6,12 +6,14 @@ use std::sync::{Arc, Mutex};
 use hashbrown::DefaultHashBuilder;
 
 use crate::accum::top::DEFAULT_INDEX_ABOVE;
-use crate::directory::{Directory, ProfileKey};
+use crate::directory::Directory;
+use crate::profile::ProfileKey;
 use crate::error::Error;
 use crate::profile_data::Match;
 use crate::profile_id::{ProfileHasher, ProfileId, xxh64};
 use crate::resolver::Resolver;
-use crate::schema::{RelationType, Schema, Value};
+use crate::schema::{RelationType, Schema};
+use crate::value::Value;
 use crate::store::Store;
 use crate::sync::lock_free_map;
 

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use super::{Engine, Named};
 use crate::command::Command;
-use crate::directory::{Found, Lookup, Profile, ProfileKey};
+use crate::directory::{Found, Lookup};
+use crate::profile::{Profile, ProfileKey};
 use crate::error::Error;
 use crate::profile_data::{Match, Normalized, ProfileData, Query};
 use crate::profile_id::ProfileId;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{Engine, MAX_LIST_LIMIT, Page, Row};
 use crate::accum::counter::{Counter, View};
 use crate::accum::target::{IdOrder, Packed};
-use crate::directory::Profile;
+use crate::profile::Profile;
 use crate::error::Error;
 use crate::profile_data::Match;
 use crate::schema::Schema;
@@ -273,7 +273,8 @@ mod tests {
     use super::*;
     use crate::accum::order::LEAF_MAX;
     use crate::accum::target::ORDER_ABOVE;
-    use crate::schema::{PropSpec, RelationType, Value};
+    use crate::schema::{PropSpec, RelationType};
+    use crate::value::Value;
     use proptest::prelude::*;
     use std::collections::{BTreeMap, BTreeSet};
 

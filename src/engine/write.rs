@@ -6,11 +6,12 @@ use smallvec::SmallVec;
 
 use super::{Engine, Named};
 use crate::command::Command;
-use crate::directory::{Lookup, Profile};
+use crate::directory::Lookup;
+use crate::profile::Profile;
 use crate::error::Error;
 use crate::profile_data::Match;
 use crate::record::{Record, WriteKind};
-use crate::schema::Value;
+use crate::value::Value;
 use crate::store::Locked;
 
 impl Engine {

@@ -4,7 +4,8 @@
 //! allocate without bound or panic.
 
 use crate::profile_data::{Channel, FieldValue, ProfileData, Subscription};
-use crate::schema::{PropKind, PropSpec, RelationType, Value};
+use crate::schema::{PropSpec, RelationType};
+use crate::value::{PropKind, Value};
 
 /// Why bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -962,7 +962,8 @@ pub(crate) fn truncate(path: &Path, len: u64) -> Result<(), Error> {
 mod tests {
     use super::*;
     use crate::profile_data::ProfileData;
-    use crate::schema::{RelationType, Value};
+    use crate::schema::RelationType;
+    use crate::value::Value;
 
     #[test]
     fn records_round_trip() {

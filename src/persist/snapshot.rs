@@ -15,10 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::codec::{Corrupt, Dec, Enc};
 use super::{storage, sync_dir};
 use crate::command::{BulkRow, Command};
-use crate::directory::{FrozenProfile, Profile};
+use crate::profile::{FrozenProfile, Profile};
 use crate::error::Error;
 use crate::profile_id::ProfileId;
-use crate::schema::{RelationType, Value};
+use crate::schema::RelationType;
+use crate::value::Value;
 use crate::store;
 
 const MAGIC: &[u8; 8] = b"RELCSNAP";

@@ -21,7 +21,7 @@ use smallvec::{SmallVec, smallvec};
 use crate::accum::counter::View;
 use crate::accum::target::IdOrder;
 use crate::accum::target::{Packed, Target};
-use crate::directory::Profile;
+use crate::profile::Profile;
 use crate::record::{Record, RecordRef};
 use crate::schema::Schema;
 use crate::slots::SlotTable;
