@@ -16,6 +16,7 @@ use hashbrown::DefaultHashBuilder;
 
 use crate::error::Error;
 use crate::index::Index;
+use crate::limits::MAX_LOOKUP_CANDIDATES;
 use crate::profile::{FrozenProfile, Life, Profile, ProfileKey};
 use crate::profile_data::{Normalized, Query};
 #[cfg(test)]
@@ -90,12 +91,6 @@ pub(crate) enum Found {
     /// custom query whose every tag is held by more): refused rather than scanned.
     TooBroad,
 }
-
-/// Most profiles a custom lookup on tags examines: it checks the profiles under its
-/// rarest tag, so one whose every tag is popular (and that matches fewer than two of
-/// them early) would otherwise cost a scan of that tag. Lookups by email, phone or a
-/// field's value are not capped (their candidates are the few sharing that value).
-pub const MAX_LOOKUP_CANDIDATES: usize = 10_000;
 
 impl Directory {
     /// A directory whose map reclaims through `collector` (shared with the engine's

@@ -140,7 +140,7 @@ impl fmt::Display for Error {
             Error::InvalidProfileId { len } => write!(
                 f,
                 "profile id must be 1 to {} bytes long, got {len}",
-                crate::MAX_PROFILE_ID_LEN
+                crate::limits::MAX_PROFILE_ID_LEN
             ),
             Error::ProfileNotFound { db_id, profile_id } => {
                 write!(f, "profile {profile_id:?} not found in database {db_id}")

@@ -138,6 +138,7 @@ mod directory;
 mod engine;
 mod error;
 mod index;
+pub mod limits;
 mod parallel;
 mod persist;
 mod profile;
@@ -157,23 +158,14 @@ pub mod workload;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-pub use value::{MAX_FLOAT, PropKind, Value};
-pub use accum::top::DEFAULT_INDEX_ABOVE;
 pub use accum::{Counter, PropCounter, Sum, TopItem};
-pub use directory::MAX_LOOKUP_CANDIDATES;
-pub use engine::{
-    AutoCompact, Compactor, DEFAULT_LIST_LIMIT, DEFAULT_SHARDS, Engine, EngineBuilder,
-    MAX_LIST_LIMIT, MAX_SHARDS, Page, Row,
-};
+pub use engine::{AutoCompact, Compactor, Engine, EngineBuilder, Page, Row};
 pub use error::Error;
 pub use persist::log::LogStats;
 pub use persist::snapshot::SnapshotStats;
 pub use persist::{Skipped, SyncPolicy};
-pub use profile_data::{
-    Channel, FieldValue, MAX_PROFILE_ITEMS, MAX_TEXT_LEN, Match, ProfileData, Subscription,
-};
-pub use profile_id::{MAX_PROFILE_ID_LEN, ProfileHasher, ProfileId, ProfileStr, format_xxh, xxh64};
+pub use profile_data::{Channel, FieldValue, Match, ProfileData, Subscription};
+pub use profile_id::{ProfileHasher, ProfileId, ProfileStr, format_xxh, xxh64};
 pub use resolver::{Resolution, Resolver};
-pub use schema::{
-    DEFAULT_TOP, MAX_PROP_NAME_LEN, MAX_PROPS, MAX_TOP, PropSpec, RelationType,
-};
+pub use schema::{PropSpec, RelationType};
+pub use value::{PropKind, Value};

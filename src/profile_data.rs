@@ -2,12 +2,7 @@
 //! how it is normalised once at import, and how a lookup is matched against it.
 
 use crate::error::Error;
-
-/// Most custom fields, subscriptions, or tags in one field, per profile.
-pub const MAX_PROFILE_ITEMS: usize = 64;
-/// Longest email, phone, field name, field value or tag, in bytes, as stored (after
-/// normalisation: trimmed, and for emails case-folded, which can lengthen a text).
-pub const MAX_TEXT_LEN: usize = 256;
+use crate::limits::{MAX_PROFILE_ITEMS, MAX_TEXT_LEN};
 
 /// A subscription's channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

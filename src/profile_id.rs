@@ -6,9 +6,7 @@ use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 
 use crate::error::Error;
-
-/// The longest profile id accepted, in bytes (SPEC section 2).
-pub const MAX_PROFILE_ID_LEN: usize = 64;
+use crate::limits::MAX_PROFILE_ID_LEN;
 
 /// A function that hashes a profile id's bytes to the 64-bit value that places it.
 ///

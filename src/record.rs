@@ -3,8 +3,9 @@
 use smallvec::{SmallVec, smallvec};
 
 use crate::error::Error;
+use crate::limits::MAX_FLOAT;
 use crate::schema::{Changes, Schema};
-use crate::value::{MAX_FLOAT, PropKind, Value, numeric_value, raw_of};
+use crate::value::{PropKind, Value, numeric_value, raw_of};
 
 /// The values of one relation, as the words a target stores them in.
 ///

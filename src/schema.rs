@@ -3,17 +3,8 @@
 use smallvec::SmallVec;
 
 use crate::error::Error;
-use crate::value::MAX_FLOAT;
+use crate::limits::{MAX_FLOAT, MAX_PROP_NAME_LEN, MAX_PROPS, MAX_TOP};
 use crate::value::{PropKind, Value};
-
-/// Most properties one relation type may have.
-pub const MAX_PROPS: usize = 32;
-/// Longest property name, in bytes.
-pub const MAX_PROP_NAME_LEN: usize = 64;
-/// Largest `top` size (SPEC section 1).
-pub const MAX_TOP: u16 = 1000;
-/// The platform's default `top` size.
-pub const DEFAULT_TOP: u16 = 10;
 
 /// What a property is and which aggregates are kept for it.
 ///

@@ -4,11 +4,6 @@
 
 use std::fmt;
 
-/// Largest float magnitude a property value may have: 2^960 (about 9.7e288).
-///
-/// No exact sum of fewer than 2^62 such values can leave the finite range.
-pub const MAX_FLOAT: f64 = f64::from_bits(0x7BF0_0000_0000_0000);
-
 /// The type of a property.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PropKind {

@@ -466,7 +466,7 @@ fn tag_lookup_is_bounded() {
         lookup("small-a, small-b"),
         Err(Error::NoMatch { .. })
     ));
-    let big = relcount::MAX_LOOKUP_CANDIDATES + 1;
+    let big = relcount::limits::MAX_LOOKUP_CANDIDATES + 1;
     for i in 0..big {
         tagged(format!("ba{i}"), &["big-a"]);
         tagged(format!("bb{i}"), &["big-b"]);
@@ -495,7 +495,7 @@ fn tag_lookup_is_bounded() {
 fn a_phone_lookup_by_resource_is_not_refused_as_a_too_broad_tag_lookup() {
     let e = engine();
     let shared = "+15550001234";
-    let n = relcount::MAX_LOOKUP_CANDIDATES + 1;
+    let n = relcount::limits::MAX_LOOKUP_CANDIDATES + 1;
     let ids: Vec<String> = (0..n).map(|i| format!("p{i}")).collect();
     e.import_profiles(ids.iter().map(|id| {
         (

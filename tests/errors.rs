@@ -4,7 +4,8 @@
 mod common;
 
 use common::{Op, Who, apply_engine, pair, snapshot};
-use relcount::{Engine, Error, MAX_FLOAT, PropKind, PropSpec, RelationType, Value};
+use relcount::limits::MAX_FLOAT;
+use relcount::{Engine, Error, PropKind, PropSpec, RelationType, Value};
 
 const A: &str = "5c910f6bc484d023b1309bee";
 const B: &str = "5c910938c484d023b1309bab";

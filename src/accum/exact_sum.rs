@@ -18,7 +18,7 @@
 
 use smallvec::SmallVec;
 
-use crate::value::MAX_FLOAT;
+use crate::limits::MAX_FLOAT;
 
 /// The exact sum of a multiset of finite `f64` values.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use crate::accum::counter::{PropState, SumState, View};
 use crate::accum::order::Order;
 use crate::accum::top::{self, TopChange, TopEntry, TopIndex};
+use crate::limits::MAX_PROPS;
 use crate::profile::Profile;
 use crate::profile_id::ProfileId;
 use crate::record::{Record, RecordRef};
-use crate::value::rank;
-use crate::schema::{MAX_PROPS, Schema};
-use crate::value::PropKind;
+use crate::schema::Schema;
 use crate::slots::SlotTable;
+use crate::value::PropKind;
+use crate::value::rank;
 
 /// The key of a relation in the id order: its initiator's id and slot (the id is
 /// `None` only for a slot found free, which a target's lock rules out).

@@ -8,7 +8,7 @@
 //!   place: O(N).
 //! - A write that drops a member (detach, weakening below the cut, delete) leaves a hole
 //!   only the unlisted relations can fill. Targets with few valued relations (at most
-//!   the index threshold, [`DEFAULT_INDEX_ABOVE`] unless set) refill by scanning them.
+//!   the index threshold, [`DEFAULT_TOP_INDEX_THRESHOLD`] unless set) refill by scanning them.
 //!   Larger targets keep an ordered index (a `BTreeSet` of all valued relations) and
 //!   refill from its first N entries: O(N + log n). The index is built when a target
 //!   grows past the threshold and dropped when it shrinks below half of it, so no write
@@ -20,9 +20,6 @@ use std::sync::Arc;
 
 use crate::profile::Profile;
 use crate::value::{PropKind, Value, numeric_value};
-
-/// Targets with more valued relations than this keep an ordered index, by default.
-pub const DEFAULT_INDEX_ABOVE: usize = 64;
 
 /// One initiator with its value, ordered best first: larger value first, then smaller
 /// profile id first (SPEC section 4).

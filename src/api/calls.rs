@@ -8,9 +8,10 @@ use super::quota::Growth;
 use super::{Api, CALLS, Fail, TokenScope};
 use crate::accum::counter::{Counter, Sum};
 use crate::engine::Page;
+use crate::limits::MAX_PROPS;
 use crate::profile_data::{Channel, FieldValue, Match, ProfileData, Subscription};
 use crate::profile_id::format_xxh;
-use crate::schema::{MAX_PROPS, PropSpec, RelationType};
+use crate::schema::{PropSpec, RelationType};
 use crate::value::{PropKind, Value};
 
 const READ_OK: &str = "Successful operation";
@@ -407,12 +408,12 @@ fn list(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> {
     let who = Who::read(&mut f)?;
     let skip = f.usize("skip", 0)?;
     let limit = match f.take("limit") {
-        None => crate::DEFAULT_LIST_LIMIT,
-        Some(Json::Int(n)) if (1..=crate::MAX_LIST_LIMIT as i64).contains(&n) => n as usize,
+        None => crate::limits::DEFAULT_LIST_LIMIT,
+        Some(Json::Int(n)) if (1..=crate::limits::MAX_LIST_LIMIT as i64).contains(&n) => n as usize,
         Some(other) => {
             return Err(Fail::bad(format!(
                 "limit must be an integer from 1 to {}, got {}",
-                crate::MAX_LIST_LIMIT,
+                crate::limits::MAX_LIST_LIMIT,
                 given(&other)
             )));
         }
@@ -610,13 +611,13 @@ fn define(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> 
         }
         match s.take("top") {
             None => {}
-            Some(Json::Int(n)) if (1..=i64::from(crate::MAX_TOP)).contains(&n) => {
-                p = p.top(u16::try_from(n).unwrap_or(crate::MAX_TOP));
+            Some(Json::Int(n)) if (1..=i64::from(crate::limits::MAX_TOP)).contains(&n) => {
+                p = p.top(u16::try_from(n).unwrap_or(crate::limits::MAX_TOP));
             }
             Some(_) => {
                 return Err(Fail::bad(format!(
                     "top of {name} must be an integer from 1 to {}",
-                    crate::MAX_TOP
+                    crate::limits::MAX_TOP
                 )));
             }
         }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use super::{Engine, Named};
 use crate::command::{BulkRow, Command};
 use crate::directory::Lookup;
-use crate::profile::{Profile, ProfileKey};
 use crate::error::Error;
+use crate::profile::{Profile, ProfileKey};
 use crate::profile_data::Normalized;
 use crate::record::{Record, WriteKind};
 use crate::schema::Schema;
-use crate::value::Value;
 use crate::store;
+use crate::value::Value;
 
 /// A batch validated and named (not yet looked up): its distinct profiles, and its
 /// rows as indexes into them with their records.

@@ -5,17 +5,17 @@ use std::sync::{Arc, Mutex};
 
 use hashbrown::DefaultHashBuilder;
 
-use crate::accum::top::DEFAULT_INDEX_ABOVE;
 use crate::directory::Directory;
-use crate::profile::ProfileKey;
 use crate::error::Error;
+use crate::limits::{DEFAULT_SHARDS, DEFAULT_TOP_INDEX_THRESHOLD, MAX_SHARDS};
+use crate::profile::ProfileKey;
 use crate::profile_data::Match;
 use crate::profile_id::{ProfileHasher, ProfileId, xxh64};
 use crate::resolver::Resolver;
 use crate::schema::{RelationType, Schema};
-use crate::value::Value;
 use crate::store::Store;
 use crate::sync::lock_free_map;
+use crate::value::Value;
 
 pub use compactor::{AutoCompact, Compactor};
 
@@ -25,15 +25,6 @@ mod durable;
 mod profiles;
 mod read;
 mod write;
-
-/// Default number of shards.
-pub const DEFAULT_SHARDS: usize = 64;
-/// Most shards an engine may have.
-pub const MAX_SHARDS: usize = 1 << 16;
-/// Default page size of [`Engine::list`].
-pub const DEFAULT_LIST_LIMIT: usize = 100;
-/// Largest page size of [`Engine::list`].
-pub const MAX_LIST_LIMIT: usize = 1000;
 
 /// The relation counter engine. `Send + Sync`: share it with an `Arc` and call it from
 /// any thread; every method takes `&self`.
@@ -120,7 +111,7 @@ impl EngineBuilder {
     }
 
     /// Targets with more than `n` relations valued in a top property keep an ordered
-    /// index of them (default [`DEFAULT_INDEX_ABOVE`], 64); smaller ones keep none and
+    /// index of them (default [`DEFAULT_TOP_INDEX_THRESHOLD`], 64); smaller ones keep none and
     /// rescan their few relations when a top member leaves. A lower threshold spends
     /// memory (about 40 bytes per indexed relation) to bound that rescan; tests set it
     /// low to exercise both paths on small data.
@@ -173,7 +164,7 @@ impl Default for EngineBuilder {
         EngineBuilder {
             shards: DEFAULT_SHARDS,
             hasher: xxh64,
-            index_above: DEFAULT_INDEX_ABOVE,
+            index_above: DEFAULT_TOP_INDEX_THRESHOLD,
             resolver: None,
             auto_compact: AutoCompact::default(),
         }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use super::{Engine, Named};
 use crate::command::Command;
 use crate::directory::{Found, Lookup};
-use crate::profile::{Profile, ProfileKey};
 use crate::error::Error;
+use crate::profile::{Profile, ProfileKey};
 use crate::profile_data::{Match, Normalized, ProfileData, Query};
 use crate::profile_id::ProfileId;
 use crate::resolver::Resolution;
@@ -251,7 +251,7 @@ fn too_broad(query: &Query) -> Error {
         reason: format!(
             "lookup too broad: {} did not settle within {} profiles (every tag given is held by more); name the profile by a rarer tag or another field",
             query.describe(),
-            crate::directory::MAX_LOOKUP_CANDIDATES
+            crate::limits::MAX_LOOKUP_CANDIDATES
         ),
     }
 }

@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use super::{Engine, MAX_LIST_LIMIT, Page, Row};
+use super::{Engine, Page, Row};
 use crate::accum::counter::{Counter, View};
 use crate::accum::target::{IdOrder, Packed};
-use crate::profile::Profile;
 use crate::error::Error;
+use crate::limits::MAX_LIST_LIMIT;
+use crate::profile::Profile;
 use crate::profile_data::Match;
 use crate::schema::Schema;
 
@@ -75,7 +76,7 @@ impl Engine {
     }
 
     /// One page of the relations of `profile_a` for `rel_id`, ordered by initiator id.
-    /// `limit` is 1..=1000 ([`DEFAULT_LIST_LIMIT`](crate::DEFAULT_LIST_LIMIT) is the platform's default).
+    /// `limit` is 1..=1000 ([`DEFAULT_LIST_LIMIT`](crate::limits::DEFAULT_LIST_LIMIT) is the platform's default).
     ///
     /// The page and its `total_count` are of one moment: the relations are taken under
     /// the lock of the recipient's shard (up to three reference counts; the next write

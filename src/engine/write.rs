@@ -7,12 +7,12 @@ use smallvec::SmallVec;
 use super::{Engine, Named};
 use crate::command::Command;
 use crate::directory::Lookup;
-use crate::profile::Profile;
 use crate::error::Error;
+use crate::profile::Profile;
 use crate::profile_data::Match;
 use crate::record::{Record, WriteKind};
-use crate::value::Value;
 use crate::store::Locked;
+use crate::value::Value;
 
 impl Engine {
     /// Creates the relation from `profile_b` (database B) to `profile_a` (database A)

@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::codec::{Corrupt, Dec, Enc};
 use super::{storage, sync_dir};
 use crate::command::{BulkRow, Command};
-use crate::profile::{FrozenProfile, Profile};
 use crate::error::Error;
+use crate::profile::{FrozenProfile, Profile};
 use crate::profile_id::ProfileId;
 use crate::schema::RelationType;
-use crate::value::Value;
 use crate::store;
+use crate::value::Value;
 
 const MAGIC: &[u8; 8] = b"RELCSNAP";
 /// The version written.
@@ -385,7 +385,7 @@ impl Pending {
 /// At most the first 64 bytes of `id`, for a message about an id that may be far
 /// longer than any valid one.
 fn clip(id: &str) -> &str {
-    let mut end = id.len().min(crate::MAX_PROFILE_ID_LEN);
+    let mut end = id.len().min(crate::limits::MAX_PROFILE_ID_LEN);
     while !id.is_char_boundary(end) {
         end -= 1;
     }

@@ -4,9 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use relcount::{
-    Channel, Error, FieldValue, MAX_FLOAT, ProfileData, PropKind, RelationType, Sum, Value,
-};
+use relcount::limits::MAX_FLOAT;
+use relcount::{Channel, Error, FieldValue, ProfileData, PropKind, RelationType, Sum, Value};
 
 use super::{Answer, Op, Owned, OwnedPage, OwnedProp, Who};
 
