@@ -47,7 +47,9 @@ pub fn format_xxh(xxh: u64) -> String {
 /// use relcount::ProfileId;
 ///
 /// let id = ProfileId::new("5c910f6bc484d023b1309bee").unwrap();
-/// assert_eq!(&*id.as_str(), "5c910f6bc484d023b1309bee");
+/// assert_eq!(id, "5c910f6bc484d023b1309bee");
+/// assert_eq!(id.as_str(), "5c910f6bc484d023b1309bee");
+/// assert_eq!(id.as_str().len(), 24); // derefs to `str`
 /// assert!(ProfileId::new("").is_err());
 /// ```
 #[derive(Clone)]
@@ -100,6 +102,10 @@ impl ProfileId {
     }
 
     /// The id as a string, without allocating.
+    ///
+    /// A compact id keeps 12 packed bytes, not its 24 characters (12 bytes saved on
+    /// every profile), so this returns a small value that derefs to `str`, compares
+    /// with `str` and `String`, and prints as the id; `&*id.as_str()` is a `&str`.
     #[must_use]
     pub fn as_str(&self) -> ProfileStr<'_> {
         match &self.0 {
@@ -181,7 +187,9 @@ impl fmt::Debug for ProfileId {
     }
 }
 
-/// A profile id borrowed as a `str` (see [`ProfileId::as_str`]).
+/// A profile id borrowed as a `str` (see [`ProfileId::as_str`]): derefs to `str`,
+/// compares with `str`, `&str` and `String`, and prints as the id. (Not `Clone`, so
+/// that `to_owned()` gives the `String`, as on a `&str`.)
 pub struct ProfileStr<'a>(StrRepr<'a>);
 
 enum StrRepr<'a> {
@@ -208,6 +216,121 @@ impl fmt::Display for ProfileStr<'_> {
     }
 }
 
+impl fmt::Debug for ProfileStr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl AsRef<str> for ProfileStr<'_> {
+    fn as_ref(&self) -> &str {
+        self
+    }
+}
+
+impl std::borrow::Borrow<str> for ProfileStr<'_> {
+    fn borrow(&self) -> &str {
+        self
+    }
+}
+
+impl PartialEq for ProfileStr<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for ProfileStr<'_> {}
+
+impl PartialOrd for ProfileStr<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ProfileStr<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (**self).cmp(&**other)
+    }
+}
+
+impl Hash for ProfileStr<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (**self).hash(state);
+    }
+}
+
+impl From<ProfileStr<'_>> for String {
+    fn from(s: ProfileStr<'_>) -> String {
+        (*s).to_owned()
+    }
+}
+
+/// `==` between an id (or its borrowed form) and the string types, both ways round.
+macro_rules! eq_str {
+    ($($lhs:ty => $rhs:ty),* $(,)?) => {$(
+        impl PartialEq<$rhs> for $lhs {
+            fn eq(&self, other: &$rhs) -> bool {
+                Text::text(self, |s| s == AsRef::<str>::as_ref(other))
+            }
+        }
+
+        impl PartialEq<$lhs> for $rhs {
+            fn eq(&self, other: &$lhs) -> bool {
+                other == self
+            }
+        }
+    )*};
+}
+
+/// Reads an id or its borrowed form as a `&str`.
+trait Text {
+    fn text<R>(&self, f: impl FnOnce(&str) -> R) -> R;
+}
+
+impl Text for ProfileId {
+    fn text<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        f(&self.as_str())
+    }
+}
+
+impl Text for ProfileStr<'_> {
+    fn text<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        f(self)
+    }
+}
+
+eq_str! {
+    ProfileId => str,
+    ProfileId => &str,
+    ProfileId => String,
+    ProfileStr<'_> => str,
+    ProfileStr<'_> => &str,
+    ProfileStr<'_> => String,
+}
+
+impl From<&ProfileId> for String {
+    fn from(id: &ProfileId) -> String {
+        id.as_str().to_owned()
+    }
+}
+
+impl std::str::FromStr for ProfileId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        ProfileId::new(s)
+    }
+}
+
+impl TryFrom<&str> for ProfileId {
+    type Error = Error;
+
+    fn try_from(s: &str) -> Result<Self, Error> {
+        ProfileId::new(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +344,31 @@ mod tests {
         ] {
             assert_eq!(format_xxh(xxh64(id.as_bytes())), xxh, "{id}");
         }
+    }
+
+    #[test]
+    fn ids_read_as_str_in_both_forms() {
+        for text in [
+            "0123456789abcdef01234567",
+            "alice@example",
+            "0123456789ABCDEF01234567",
+        ] {
+            let id: ProfileId = text.parse().unwrap();
+            assert_eq!(id, text);
+            assert_eq!(text, id);
+            assert_eq!(id, text.to_owned());
+            assert_eq!(id.as_str(), text);
+            assert_eq!(id.as_str(), *text);
+            assert_eq!(format!("{:?}", id.as_str()), format!("{text:?}"));
+            assert_eq!(String::from(&id), text);
+            assert_eq!(String::from(id.as_str()), text);
+            assert_eq!(id.as_str().to_owned(), text);
+            assert_ne!(id, "someone else");
+            assert_ne!(id.as_str(), "0123456789abcdef01234568");
+        }
+        let (low, high) = (ProfileId::new("0a").unwrap(), ProfileId::new("0b").unwrap());
+        assert!(low.as_str() < high.as_str());
+        assert!(ProfileId::try_from("").is_err());
     }
 
     #[test]

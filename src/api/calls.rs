@@ -6,6 +6,8 @@ use std::fmt::Write;
 use super::json::{self, Json};
 use super::quota::Growth;
 use super::{Api, CALLS, Fail, TokenScope};
+use smallvec::SmallVec;
+
 use crate::accum::counter::{Counter, Sum};
 use crate::engine::Page;
 use crate::limits::MAX_PROPS;
@@ -437,6 +439,7 @@ fn write(api: &Api, scope: &TokenScope, call: &str, mut f: Fields) -> Result<Str
     };
     let _reserved = api.ledger.reserve(&api.engine, need)?;
     let (a, b) = (a.as_match()?, b.as_match()?);
+    let w: SmallVec<[(&str, Value); 8]> = w.iter().map(|(n, v)| (n.as_str(), *v)).collect();
     match call {
         "relations/attach" => api.engine.attach(rel_id, a, b, &w)?,
         "relations/strengthen" => api.engine.strengthen(rel_id, a, b, &w)?,

@@ -24,12 +24,12 @@ impl Engine {
     /// [`Error::UnknownRelation`], [`Error::InvalidProfileId`], and for the weights
     /// [`Error::UnknownProperty`], [`Error::DuplicateProperty`], [`Error::WrongType`],
     /// [`Error::NotFinite`], [`Error::FloatOverflow`]. Nothing is written on error.
-    pub fn attach<'a, 'b, N: AsRef<str>>(
+    pub fn attach<'a, 'b>(
         &self,
         rel_id: u32,
         profile_a: impl Into<Match<'a>>,
         profile_b: impl Into<Match<'b>>,
-        weights: &[(N, Value)],
+        weights: &[(&str, Value)],
     ) -> Result<(), Error> {
         self.write(
             WriteKind::Attach,
@@ -48,12 +48,12 @@ impl Engine {
     ///
     /// As [`attach`](Self::attach), plus [`Error::IntOverflow`] when an int would leave
     /// the i64 range and [`Error::FloatOverflow`] when a float would exceed 2^960.
-    pub fn strengthen<'a, 'b, N: AsRef<str>>(
+    pub fn strengthen<'a, 'b>(
         &self,
         rel_id: u32,
         profile_a: impl Into<Match<'a>>,
         profile_b: impl Into<Match<'b>>,
-        deltas: &[(N, Value)],
+        deltas: &[(&str, Value)],
     ) -> Result<(), Error> {
         self.write(
             WriteKind::Strengthen,
@@ -70,12 +70,12 @@ impl Engine {
     /// # Errors
     ///
     /// As [`attach`](Self::attach).
-    pub fn edit<'a, 'b, N: AsRef<str>>(
+    pub fn edit<'a, 'b>(
         &self,
         rel_id: u32,
         profile_a: impl Into<Match<'a>>,
         profile_b: impl Into<Match<'b>>,
-        values: &[(N, Value)],
+        values: &[(&str, Value)],
     ) -> Result<(), Error> {
         self.write(
             WriteKind::Edit,

@@ -157,11 +157,20 @@ pub enum Answer {
     Imported(Result<usize, Error>),
 }
 
+/// Owned weights as the engine's writes take them.
+pub fn borrowed(w: &[(String, Value)]) -> Vec<(&str, Value)> {
+    w.iter().map(|(n, v)| (n.as_str(), *v)).collect()
+}
+
 pub fn apply_engine(e: &Engine, op: &Op) -> Answer {
     let answer = match op {
-        Op::Attach(r, a, b, w) => Answer::Done(e.attach(*r, a.as_match(), b.as_match(), w)),
-        Op::Strengthen(r, a, b, w) => Answer::Done(e.strengthen(*r, a.as_match(), b.as_match(), w)),
-        Op::Edit(r, a, b, w) => Answer::Done(e.edit(*r, a.as_match(), b.as_match(), w)),
+        Op::Attach(r, a, b, w) => {
+            Answer::Done(e.attach(*r, a.as_match(), b.as_match(), &borrowed(w)))
+        }
+        Op::Strengthen(r, a, b, w) => {
+            Answer::Done(e.strengthen(*r, a.as_match(), b.as_match(), &borrowed(w)))
+        }
+        Op::Edit(r, a, b, w) => Answer::Done(e.edit(*r, a.as_match(), b.as_match(), &borrowed(w))),
         Op::Detach(r, a, b) => Answer::Done(e.detach(*r, a.as_match(), b.as_match())),
         Op::Delete(db, who) => Answer::Done(e.delete_profile(*db, who.as_match())),
         Op::Get(r, a) => Answer::Counter(e.get_counter(*r, a.as_match()).map(|c| own(&c))),
