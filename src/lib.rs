@@ -164,7 +164,7 @@ pub use error::Error;
 pub use persist::log::LogStats;
 pub use persist::snapshot::SnapshotStats;
 pub use persist::{Skipped, SyncPolicy};
-pub use profile_data::{Channel, FieldValue, Match, ProfileData, Subscription};
+pub use profile_data::{Channel, FieldValue, Match, OwnedMatch, ProfileData, Subscription};
 pub use profile_id::{ProfileHasher, ProfileId, ProfileStr, format_xxh, xxh64};
 pub use resolver::{Resolution, Resolver};
 pub use schema::{PropSpec, RelationType};

@@ -132,6 +132,119 @@ impl<'a> From<&'a String> for Match<'a> {
     }
 }
 
+/// An owned [`Match`]: how a profile is named, holding its strings, for hosts that
+/// decode a request or a message and name the profile afterwards.
+///
+/// Every engine call that takes a profile takes `&OwnedMatch` as it takes a `Match`.
+///
+/// # Examples
+///
+/// ```
+/// use relcount::{Match, OwnedMatch};
+///
+/// let who = OwnedMatch::Email { email: String::from("john@example.com"), resource_id: None };
+/// assert_eq!(who.as_match(), Match::Email { email: "john@example.com", resource_id: None });
+/// assert_eq!(OwnedMatch::from(who.as_match()), who);
+/// let by_id: OwnedMatch = String::from("5c910f6bc484d023b1309bee").into();
+/// assert_eq!(by_id.as_match(), Match::Id("5c910f6bc484d023b1309bee"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OwnedMatch {
+    /// As [`Match::Id`].
+    Id(String),
+    /// As [`Match::Email`].
+    Email {
+        /// The address.
+        email: String,
+        /// Narrows the match to subscriptions in this resource.
+        resource_id: Option<u32>,
+    },
+    /// As [`Match::EmailProfile`].
+    EmailProfile(String),
+    /// As [`Match::Phone`].
+    Phone {
+        /// The number.
+        phone: String,
+        /// Narrows the match to subscriptions in this resource.
+        resource_id: Option<u32>,
+    },
+    /// As [`Match::Custom`].
+    Custom {
+        /// The field's name.
+        field: String,
+        /// The value, as text.
+        value: String,
+    },
+}
+
+impl OwnedMatch {
+    /// Borrows it as the [`Match`] the engine's calls take.
+    #[must_use]
+    pub fn as_match(&self) -> Match<'_> {
+        match self {
+            OwnedMatch::Id(id) => Match::Id(id),
+            OwnedMatch::Email { email, resource_id } => Match::Email {
+                email,
+                resource_id: *resource_id,
+            },
+            OwnedMatch::EmailProfile(email) => Match::EmailProfile(email),
+            OwnedMatch::Phone { phone, resource_id } => Match::Phone {
+                phone,
+                resource_id: *resource_id,
+            },
+            OwnedMatch::Custom { field, value } => Match::Custom { field, value },
+        }
+    }
+}
+
+impl Match<'_> {
+    /// The same naming, owning its strings.
+    #[must_use]
+    pub fn to_owned_match(&self) -> OwnedMatch {
+        OwnedMatch::from(*self)
+    }
+}
+
+impl From<Match<'_>> for OwnedMatch {
+    fn from(m: Match<'_>) -> Self {
+        match m {
+            Match::Id(id) => OwnedMatch::Id(id.into()),
+            Match::Email { email, resource_id } => OwnedMatch::Email {
+                email: email.into(),
+                resource_id,
+            },
+            Match::EmailProfile(email) => OwnedMatch::EmailProfile(email.into()),
+            Match::Phone { phone, resource_id } => OwnedMatch::Phone {
+                phone: phone.into(),
+                resource_id,
+            },
+            Match::Custom { field, value } => OwnedMatch::Custom {
+                field: field.into(),
+                value: value.into(),
+            },
+        }
+    }
+}
+
+impl<'a> From<&'a OwnedMatch> for Match<'a> {
+    fn from(m: &'a OwnedMatch) -> Self {
+        m.as_match()
+    }
+}
+
+impl From<String> for OwnedMatch {
+    fn from(id: String) -> Self {
+        OwnedMatch::Id(id)
+    }
+}
+
+impl From<&str> for OwnedMatch {
+    fn from(id: &str) -> Self {
+        OwnedMatch::Id(id.into())
+    }
+}
+
 fn invalid(reason: String) -> Error {
     Error::InvalidProfileData { reason }
 }

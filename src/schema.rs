@@ -270,6 +270,11 @@ impl Schema {
     ///
     /// Ints given for float properties become floats; `-0.0` becomes `0.0` (they are
     /// equal, and one zero keeps top lists and sums canonical).
+    /// The index of property `name`, in schema order.
+    pub(crate) fn prop_index(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).map(|&i| usize::from(i))
+    }
+
     pub(crate) fn resolve<N: AsRef<str>>(&self, weights: &[(N, Value)]) -> Result<Changes, Error> {
         let mut out = Changes::with_capacity(weights.len());
         let mut seen = 0u32;
@@ -343,6 +348,15 @@ mod tests {
         let slots: Vec<u8> = s.props.iter().map(|p| p.slot).collect();
         assert_eq!(slots, [0, 1, 2, 2]);
         assert_eq!(s.num_slots, 3);
+    }
+
+    #[test]
+    fn prop_index_names_each_property_at_its_place() {
+        let s = seed();
+        for (i, def) in s.props.iter().enumerate() {
+            assert_eq!(s.prop_index(&def.name), Some(i), "{}", def.name);
+        }
+        assert_eq!(s.prop_index("nope"), None);
     }
 
     #[test]

@@ -162,10 +162,46 @@ impl Counter {
             .map(|(def, state)| PropCounter { def, state })
     }
 
-    /// The property called `name`.
+    /// The property called `name`, found through the schema's name map (O(1)); `None`
+    /// when the relation type has no such property.
     #[must_use]
     pub fn prop(&self, name: &str) -> Option<PropCounter<'_>> {
-        self.props().find(|p| p.name() == name)
+        let i = self.view.schema.prop_index(name)?;
+        Some(PropCounter {
+            def: &self.view.schema.props[i],
+            state: &self.view.props[i],
+        })
+    }
+
+    /// The top list of property `name`, best first: `None` when the relation type has
+    /// no such property or the property keeps no top list. Short for
+    /// `prop(name)?.top()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use relcount::{Engine, PropSpec, RelationType};
+    ///
+    /// let engine = Engine::new();
+    /// engine.define(RelationType::new(3, 1, 2).prop("Donate", PropSpec::int().top(10)))?;
+    /// engine.attach(3, "a", "b1", &[("Donate", 20.into())])?;
+    /// engine.attach(3, "a", "b2", &[("Donate", 5.into())])?;
+    /// let counter = engine.get_counter(3, "a")?;
+    /// let top: Vec<_> = counter.top("Donate").into_iter().flatten().map(|t| t.profile_id.to_string()).collect();
+    /// assert_eq!(top, ["b1", "b2"]);
+    /// assert!(counter.top("Like").is_none());
+    /// # Ok::<(), relcount::Error>(())
+    /// ```
+    #[must_use]
+    pub fn top(&self, name: &str) -> Option<impl ExactSizeIterator<Item = TopItem<'_>>> {
+        self.prop(name)?.top()
+    }
+
+    /// The sum of property `name`: `None` when the relation type has no such property
+    /// or the property keeps no sum. Short for `prop(name)?.sum()`.
+    #[must_use]
+    pub fn sum(&self, name: &str) -> Option<Sum> {
+        self.prop(name)?.sum()
     }
 }
 

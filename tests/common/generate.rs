@@ -99,11 +99,11 @@ pub fn who(ids: BoxedStrategy<String>) -> BoxedStrategy<Who> {
     let resource = prop::option::of(1u32..3);
     prop_oneof![
         12 => ids.prop_map(Who::Id),
-        1 => (email.clone(), resource.clone()).prop_map(|(e, r)| Who::Email(e, r)),
+        1 => (email.clone(), resource.clone()).prop_map(|(email, resource_id)| Who::Email { email, resource_id }),
         1 => email.prop_map(Who::EmailProfile),
-        1 => (phone, resource).prop_map(|(p, r)| Who::Phone(p, r)),
+        1 => (phone, resource).prop_map(|(phone, resource_id)| Who::Phone { phone, resource_id }),
         1 => (prop::sample::select(&["CRM", "Tags"][..]), prop::sample::select(&["1", "2", "t1", "t1, t2"][..]))
-            .prop_map(|(f, v)| Who::Custom(f.to_string(), v.to_string())),
+            .prop_map(|(f, v)| Who::Custom { field: f.to_string(), value: v.to_string() }),
     ]
     .boxed()
 }

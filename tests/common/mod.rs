@@ -6,48 +6,11 @@ pub mod consistency;
 pub mod oracle;
 
 use relcount::{
-    Counter, Engine, Error, Match, Page, ProfileData, PropKind, PropSpec, RelationType, Sum, Value,
+    Counter, Engine, Error, Page, ProfileData, PropKind, PropSpec, RelationType, Sum, Value,
 };
 
-/// How an op names a profile: the owned form of [`Match`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum Who {
-    Id(String),
-    Email(String, Option<u32>),
-    EmailProfile(String),
-    Phone(String, Option<u32>),
-    Custom(String, String),
-}
-
-impl Who {
-    pub fn as_match(&self) -> Match<'_> {
-        match self {
-            Who::Id(id) => Match::Id(id),
-            Who::Email(e, r) => Match::Email {
-                email: e,
-                resource_id: *r,
-            },
-            Who::EmailProfile(e) => Match::EmailProfile(e),
-            Who::Phone(p, r) => Match::Phone {
-                phone: p,
-                resource_id: *r,
-            },
-            Who::Custom(f, v) => Match::Custom { field: f, value: v },
-        }
-    }
-}
-
-impl From<String> for Who {
-    fn from(id: String) -> Self {
-        Who::Id(id)
-    }
-}
-
-impl From<&str> for Who {
-    fn from(id: &str) -> Self {
-        Who::Id(id.to_string())
-    }
-}
+/// How a test names a profile: the library's owned match.
+pub use relcount::OwnedMatch as Who;
 
 /// Errors whose text describes a lookup or data compare by kind and database only:
 /// the oracle does not copy the engine's wording.
@@ -248,17 +211,35 @@ pub fn pair(engine: Engine, hash: fn(&[u8]) -> u64) -> (Engine, oracle::Oracle) 
 pub fn sweep_queries() -> Vec<Who> {
     let mut q = Vec::new();
     for e in EMAILS {
-        q.push(Who::Email(e.to_string(), None));
-        q.push(Who::Email(e.to_string(), Some(1)));
+        q.push(Who::Email {
+            email: e.to_string(),
+            resource_id: None,
+        });
+        q.push(Who::Email {
+            email: e.to_string(),
+            resource_id: Some(1),
+        });
         q.push(Who::EmailProfile(e.to_string()));
     }
     for p in PHONES {
-        q.push(Who::Phone(p.to_string(), None));
-        q.push(Who::Phone(p.to_string(), Some(2)));
+        q.push(Who::Phone {
+            phone: p.to_string(),
+            resource_id: None,
+        });
+        q.push(Who::Phone {
+            phone: p.to_string(),
+            resource_id: Some(2),
+        });
     }
     for v in ["1", "2", "t1", "t2", "t1, t2", "t3,t1", ""] {
-        q.push(Who::Custom("CRM".into(), v.to_string()));
-        q.push(Who::Custom("Tags".into(), v.to_string()));
+        q.push(Who::Custom {
+            field: "CRM".into(),
+            value: v.to_string(),
+        });
+        q.push(Who::Custom {
+            field: "Tags".into(),
+            value: v.to_string(),
+        });
     }
     q
 }

@@ -63,7 +63,10 @@ impl Data {
     fn matches(&self, who: &Who) -> bool {
         match who {
             Who::Id(_) => false,
-            Who::Email(e, r) => {
+            Who::Email {
+                email: e,
+                resource_id: r,
+            } => {
                 let e = email(e);
                 (r.is_none() && self.email.as_ref() == Some(&e))
                     || self.subs.iter().any(|(res, c, a)| {
@@ -71,14 +74,17 @@ impl Data {
                     })
             }
             Who::EmailProfile(e) => self.email.as_ref() == Some(&email(e)),
-            Who::Phone(p, r) => {
+            Who::Phone {
+                phone: p,
+                resource_id: r,
+            } => {
                 let p = phone(p);
                 (r.is_none() && self.phone.as_ref() == Some(&p))
                     || self.subs.iter().any(|(res, c, a)| {
                         *c == Channel::Sms && *a == p && r.is_none_or(|r| r == *res)
                     })
             }
-            Who::Custom(f, v) => {
+            Who::Custom { field: f, value: v } => {
                 let (f, v) = (f.trim(), v.trim());
                 if let Some(s) = self.scalars.get(f) {
                     return s == v;
@@ -92,6 +98,7 @@ impl Data {
                     .get(f)
                     .is_some_and(|have| !want.is_empty() && want.is_subset(have))
             }
+            other => unimplemented!("the oracle has no matching mode {other:?}"),
         }
     }
 }
