@@ -1,6 +1,10 @@
-//! The one error type of the engine: what was wrong with a call, and what to fix.
+//! The one error type of the engine: what was wrong with a call, and what to fix; and
+//! [`StorageError`], what the data directory did, keeping the `io::Error` behind it.
 
 use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::value::PropKind;
 
@@ -106,8 +110,19 @@ pub enum Error {
     },
     /// An argument is out of its documented range.
     InvalidArgument {
+        /// The argument's name, as the call's docs spell it (`"limit"`).
+        name: &'static str,
         /// What is wrong, and the allowed range.
         reason: String,
+    },
+    /// A custom lookup on tags did not settle within
+    /// [`MAX_LOOKUP_CANDIDATES`](crate::limits::MAX_LOOKUP_CANDIDATES) profiles: every
+    /// tag it gives is held by more. Name the profile by a rarer tag or another field.
+    LookupTooBroad {
+        /// The database searched.
+        db_id: u32,
+        /// The lookup, as text.
+        query: String,
     },
     /// A row of a batch was refused (so was the whole batch: nothing changed).
     InRow {
@@ -119,11 +134,10 @@ pub enum Error {
     /// The engine ran out of profile slots (2^32 - 1 live profiles).
     CapacityExceeded,
     /// Reading or writing the data directory failed, or a file in it is corrupted,
-    /// truncated or not a relcount file. A write refused this way changed nothing.
-    Storage {
-        /// What failed, and where.
-        reason: String,
-    },
+    /// truncated or not a relcount file. A write refused this way changed nothing. The
+    /// [`StorageError`] says which ([`StorageError::kind`]), where, and keeps the
+    /// `io::Error` (its [`source`](std::error::Error::source)).
+    Storage(StorageError),
 }
 
 impl fmt::Display for Error {
@@ -182,12 +196,196 @@ impl fmt::Display for Error {
                     "property {property} must stay within +/-2^960 (about 9.7e288)"
                 )
             }
-            Error::InvalidArgument { reason } => f.write_str(reason),
+            Error::InvalidArgument { reason, .. } => f.write_str(reason),
+            Error::LookupTooBroad { db_id, query } => write!(
+                f,
+                "lookup too broad: {query} in database {db_id} did not settle within {} profiles (every tag given is held by more); name the profile by a rarer tag or another field",
+                crate::limits::MAX_LOOKUP_CANDIDATES
+            ),
             Error::InRow { row, error } => write!(f, "row {row}: {error}"),
             Error::CapacityExceeded => f.write_str("no profile slot left (2^32 - 1 profiles)"),
-            Error::Storage { reason } => write!(f, "storage: {reason}"),
+            Error::Storage(e) => write!(f, "storage: {e}"),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    /// [`Error::Storage`]: its [`StorageError`]; [`Error::InRow`]: the row's error.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Storage(e) => Some(e),
+            Error::InRow { error, .. } => Some(&**error),
+            _ => None,
+        }
+    }
+}
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
+        Error::Storage(e)
+    }
+}
+
+/// What kind of failure a [`StorageError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StorageKind {
+    /// An operating-system call failed (open, read, write, fsync, rename, a thread
+    /// start): [`StorageError::io_error`] is the `io::Error`.
+    Io,
+    /// A file is corrupted, truncated, missing from its sequence, or not a relcount
+    /// file: the directory needs an operator.
+    Corrupt,
+    /// Another engine holds the data directory.
+    Locked,
+    /// The write log failed earlier (a write or fsync it could not take back), so it
+    /// takes no write until the engine is reopened; or this write could not be made
+    /// durable and was taken back.
+    NotDurable,
+    /// The call cannot be done with this engine or these arguments: a write whose log
+    /// record would pass the log's size limit, `compact` without a data directory, a
+    /// snapshot saved over the directory's own.
+    Refused,
+    /// An invariant of the engine does not hold (a bug): please report it.
+    Internal,
+}
+
+impl fmt::Display for StorageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StorageKind::Io => "i/o error",
+            StorageKind::Corrupt => "corrupted data",
+            StorageKind::Locked => "directory in use",
+            StorageKind::NotDurable => "not durable",
+            StorageKind::Refused => "refused",
+            StorageKind::Internal => "internal error",
+        })
+    }
+}
+
+/// A failure of the data directory: its [`kind`](Self::kind), the file or directory
+/// it concerns, what happened, and the `io::Error` behind it, if any (kept behind an
+/// `Arc`, as jiff does, so the error stays `Clone`; it is the error's
+/// [`source`](std::error::Error::source)).
+///
+/// # Examples
+///
+/// ```
+/// use relcount::{Engine, Error, StorageKind, SyncPolicy};
+///
+/// let dir = std::env::temp_dir().join(format!("relcount-doc-storage-{}", std::process::id()));
+/// std::fs::write(&dir, b"a file, not a directory").unwrap();
+/// match Engine::builder().open(&dir, SyncPolicy::Always) {
+///     Err(Error::Storage(e)) => {
+///         assert_eq!(e.kind(), StorageKind::Io);
+///         assert!(e.io_error().is_some());
+///         assert!(std::error::Error::source(&e).is_some());
+///     }
+///     other => panic!("expected a storage error, got {other:?}"),
+/// }
+/// std::fs::remove_file(&dir).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct StorageError {
+    kind: StorageKind,
+    path: Option<PathBuf>,
+    detail: String,
+    io: Option<Arc<io::Error>>,
+}
+
+impl StorageError {
+    /// An operating-system call on `path` failed with `e`.
+    pub(crate) fn io(path: impl Into<PathBuf>, e: io::Error) -> Self {
+        StorageError {
+            kind: StorageKind::Io,
+            path: Some(path.into()),
+            detail: String::new(),
+            io: Some(Arc::new(e)),
+        }
+    }
+
+    /// An operating-system call not on one file (`what`: starting a thread) failed.
+    pub(crate) fn io_doing(what: &str, e: io::Error) -> Self {
+        StorageError {
+            kind: StorageKind::Io,
+            path: None,
+            detail: what.into(),
+            io: Some(Arc::new(e)),
+        }
+    }
+
+    /// A failure of `kind` about `path`, described by `detail`.
+    pub(crate) fn new(kind: StorageKind, path: Option<&Path>, detail: impl Into<String>) -> Self {
+        StorageError {
+            kind,
+            path: path.map(Path::to_path_buf),
+            detail: detail.into(),
+            io: None,
+        }
+    }
+
+    /// What kind of failure it is.
+    #[must_use]
+    pub fn kind(&self) -> StorageKind {
+        self.kind
+    }
+
+    /// The file or directory it concerns, when it concerns one.
+    #[must_use]
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// What happened, in words (empty for a plain I/O failure: the `io::Error` says it).
+    #[must_use]
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    /// The operating system's error, for [`StorageKind::Io`].
+    #[must_use]
+    pub fn io_error(&self) -> Option<&io::Error> {
+        self.io.as_deref()
+    }
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        if let Some(path) = &self.path {
+            write!(f, "{}", path.display())?;
+            sep = ": ";
+        }
+        if !self.detail.is_empty() {
+            write!(f, "{sep}{}", self.detail)?;
+            sep = ": ";
+        }
+        if let Some(e) = &self.io {
+            write!(f, "{sep}{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.io.as_deref().map(|e| e as _)
+    }
+}
+
+/// Equal when of the same kind, about the same path, with the same detail and the
+/// same I/O error kind and text (an `io::Error` has no equality of its own).
+impl PartialEq for StorageError {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.path == other.path
+            && self.detail == other.detail
+            && match (&self.io, &other.io) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.kind() == b.kind() && a.to_string() == b.to_string(),
+                _ => false,
+            }
+    }
+}
+
+impl Eq for StorageError {}

@@ -160,7 +160,7 @@ struct ReadmeDoctests;
 
 pub use accum::{Counter, PropCounter, Sum, TopItem};
 pub use engine::{AutoCompact, Compactor, Engine, EngineBuilder, Page, Row};
-pub use error::Error;
+pub use error::{Error, StorageError, StorageKind};
 pub use persist::log::LogStats;
 pub use persist::snapshot::SnapshotStats;
 pub use persist::{Skipped, SyncPolicy};

@@ -472,7 +472,8 @@ fn tag_lookup_is_bounded() {
         tagged(format!("bb{i}"), &["big-b"]);
     }
     match lookup("big-a, big-b") {
-        Err(Error::InvalidArgument { reason }) => {
+        Err(Error::LookupTooBroad { .. }) => {
+            let reason = lookup("big-a, big-b").unwrap_err().to_string();
             assert!(reason.contains("lookup too broad"), "{reason}");
         }
         other => panic!("expected a refusal, got {other:?}"),

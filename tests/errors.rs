@@ -236,12 +236,14 @@ fn refused_writes_change_nothing() {
         (
             Op::List(1, Who::from(s(A)), 0, 0),
             Error::InvalidArgument {
+                name: "limit",
                 reason: s("limit must be 1 to 1000, got 0"),
             },
         ),
         (
             Op::List(1, Who::from(s(A)), 0, 1001),
             Error::InvalidArgument {
+                name: "limit",
                 reason: s("limit must be 1 to 1000, got 1001"),
             },
         ),

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use common::{Answer, Op, apply_engine, apply_oracle, model_schemas, pair, snapshot};
 use proptest::prelude::*;
 use relcount::workload::Rng;
-use relcount::{Engine, Error, SyncPolicy};
+use relcount::{Engine, Error, StorageKind, SyncPolicy};
 
 fn candidates() -> Vec<String> {
     generate::IDS.iter().map(|s| s.to_string()).collect()
@@ -443,11 +443,17 @@ fn a_deleted_or_renamed_log_is_refused() {
     let first = logs[0].clone();
     let held = aside.join("held");
     std::fs::rename(&first, &held).expect("delete the first log");
-    let refused = storage_error(Engine::builder().open(&dir, SyncPolicy::No));
+    let refused = storage_error(
+        Engine::builder().open(&dir, SyncPolicy::No),
+        StorageKind::Corrupt,
+    );
     assert!(refused.contains("missing"), "{refused}");
     let renamed = dir.join("log.00000000000000000009");
     std::fs::rename(&held, &renamed).expect("rename it out of order");
-    let refused = storage_error(Engine::builder().open(&dir, SyncPolicy::No));
+    let refused = storage_error(
+        Engine::builder().open(&dir, SyncPolicy::No),
+        StorageKind::Corrupt,
+    );
     assert!(refused.contains("missing"), "{refused}");
     std::fs::rename(&renamed, &first).expect("put it back");
     let engine = Engine::builder()
@@ -695,9 +701,18 @@ fn small_engine(dir: &Path) -> Engine {
     engine
 }
 
-fn storage_error(r: Result<Engine, Error>) -> String {
+/// The text of the storage error `r` must be, after checking its kind.
+fn storage_error(r: Result<Engine, Error>, kind: StorageKind) -> String {
     match r {
-        Err(Error::Storage { reason }) => reason,
+        Err(Error::Storage(e)) => {
+            assert_eq!(e.kind(), kind, "{e}");
+            assert_eq!(
+                e.io_error().is_some(),
+                kind == StorageKind::Io,
+                "an I/O failure keeps its io::Error, and only it: {e}"
+            );
+            e.to_string()
+        }
         Err(e) => panic!("not a storage error: {e}"),
         Ok(_) => panic!("corrupted input accepted"),
     }
@@ -712,13 +727,16 @@ fn corrupted_truncated_and_foreign_snapshots_are_errors() {
     let bytes = std::fs::read(&path).expect("read");
     assert!(Engine::load_snapshot_bytes(&bytes).is_ok());
     for cut in 0..bytes.len() {
-        storage_error(Engine::load_snapshot_bytes(&bytes[..cut]));
+        storage_error(
+            Engine::load_snapshot_bytes(&bytes[..cut]),
+            StorageKind::Corrupt,
+        );
     }
     for i in 0..bytes.len() {
         for bit in [0x01, 0x80] {
             let mut flipped = bytes.clone();
             flipped[i] ^= bit;
-            storage_error(Engine::load_snapshot_bytes(&flipped));
+            storage_error(Engine::load_snapshot_bytes(&flipped), StorageKind::Corrupt);
         }
     }
     let mut other_version = bytes.clone();
@@ -726,12 +744,27 @@ fn corrupted_truncated_and_foreign_snapshots_are_errors() {
     let tail = other_version.len() - 8;
     let sum = relcount::xxh64(&other_version[..tail]).to_le_bytes();
     other_version[tail..].copy_from_slice(&sum);
-    assert!(storage_error(Engine::load_snapshot_bytes(&other_version)).contains("version 9"));
     assert!(
-        storage_error(Engine::load_snapshot_bytes(b"{\"json\": true}"))
-            .contains("not a relcount snapshot")
+        storage_error(
+            Engine::load_snapshot_bytes(&other_version),
+            StorageKind::Corrupt
+        )
+        .contains("version 9")
     );
-    assert!(storage_error(Engine::load_snapshot(dir.join("missing.bin"))).contains("missing.bin"));
+    assert!(
+        storage_error(
+            Engine::load_snapshot_bytes(b"{\"json\": true}"),
+            StorageKind::Corrupt
+        )
+        .contains("not a relcount snapshot")
+    );
+    assert!(
+        storage_error(
+            Engine::load_snapshot(dir.join("missing.bin")),
+            StorageKind::Io
+        )
+        .contains("missing.bin")
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -794,7 +827,7 @@ fn one_engine_per_data_directory() {
     let dir = temp_dir("lock");
     let first = Engine::builder().open(&dir, SyncPolicy::No).expect("first");
     let second = Engine::builder().open(&dir, SyncPolicy::No);
-    assert!(storage_error(second).contains("in use"));
+    assert!(storage_error(second, StorageKind::Locked).contains("in use"));
     drop(first);
     Engine::builder()
         .open(&dir, SyncPolicy::No)

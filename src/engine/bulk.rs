@@ -111,6 +111,7 @@ impl Engine {
                 .map(|&(i, v)| match names.get(usize::from(i)) {
                     Some(name) => Ok((name.as_str(), v)),
                     None => Err(Error::InvalidArgument {
+                        name: "weights",
                         reason: format!("property index {i} of {}", names.len()),
                     }),
                 })

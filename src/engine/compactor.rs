@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use super::Engine;
 use crate::error::Error;
+use crate::error::StorageError;
+use crate::persist::io_err;
 use crate::persist::snapshot::SnapshotStats;
-use crate::persist::{snapshot_path, storage};
+use crate::persist::snapshot_path;
 
 /// When a durable engine's log is due for compaction (see
 /// [`Engine::compact_if_due`] and [`Compactor`]): once it is at least
@@ -84,7 +86,7 @@ fn snapshot_bytes(dir: &Path) -> Result<u64, Error> {
     match std::fs::metadata(&path) {
         Ok(m) => Ok(m.len()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(storage(path.display(), e)),
+        Err(e) => Err(io_err(&path, e)),
     }
 }
 
@@ -148,7 +150,9 @@ impl Compactor {
         let thread = std::thread::Builder::new()
             .name("relcount-compact".into())
             .spawn(move || run(&weak, &inner, interval))
-            .map_err(|e| storage("compaction thread", e))?;
+            .map_err(|e| {
+                Error::Storage(StorageError::io_doing("starting the compaction thread", e))
+            })?;
         Ok(Compactor {
             shared,
             thread: Some(thread),

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use super::{Engine, EngineBuilder};
 use crate::command::Command;
 use crate::error::Error;
+use crate::error::StorageKind;
 use crate::persist::log::{self, Log, LogStats};
 use crate::persist::snapshot::{self, Frozen, SnapshotStats};
-use crate::persist::{Skipped, SyncPolicy, snapshot_path, storage};
+use crate::persist::{Skipped, SyncPolicy, fail, io_err, snapshot_path};
 use crate::profile_data::Match;
 use crate::value::Value;
 
@@ -47,10 +48,10 @@ impl EngineBuilder {
     /// ```
     pub fn open(self, dir: impl AsRef<Path>, sync: SyncPolicy) -> Result<Engine, Error> {
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|e| storage(dir.display(), e))?;
+        std::fs::create_dir_all(dir).map_err(|e| io_err(&dir, e))?;
         // Kept absolute: a later change of the working directory must not send a
         // compaction elsewhere.
-        let dir = &dir.canonicalize().map_err(|e| storage(dir.display(), e))?;
+        let dir = &dir.canonicalize().map_err(|e| io_err(&dir, e))?;
         // One engine per directory: a second one would interleave its log with ours.
         let lock_path = dir.join("LOCK");
         let lock = std::fs::OpenOptions::new()
@@ -58,7 +59,7 @@ impl EngineBuilder {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| storage(lock_path.display(), e))?;
+            .map_err(|e| io_err(&lock_path, e))?;
         // A lock can outlive its engine for a moment: a process forking a child shares
         // the descriptor until the child's exec closes it. So a busy lock is retried
         // for up to a second before the directory is declared in use.
@@ -66,8 +67,9 @@ impl EngineBuilder {
         while lock.try_lock().is_err() {
             tries += 1;
             if tries == 50 {
-                return Err(storage(
-                    dir.display(),
+                return Err(fail(
+                    StorageKind::Locked,
+                    Some(dir),
                     "the data directory is in use by another engine",
                 ));
             }
@@ -89,14 +91,15 @@ impl EngineBuilder {
             if seq < next_seq {
                 // Covered by the snapshot (a compaction stopped before deleting it),
                 // with any end mark of it.
-                std::fs::remove_file(&path).map_err(|e| storage(path.display(), e))?;
+                std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
                 let _ = std::fs::remove_file(log::end_path(dir, seq));
                 continue;
             }
             if seq != expected {
                 // Writes acknowledged in the missing log would be lost without a word.
-                return Err(storage(
-                    log::log_path(dir, expected).display(),
+                return Err(fail(
+                    StorageKind::Corrupt,
+                    Some(&log::log_path(dir, expected)),
                     "missing: the logs after the snapshot must follow one another",
                 ));
             }
@@ -122,8 +125,9 @@ impl EngineBuilder {
                     std::fs::metadata(log::log_path(dir, s)).map_or(true, |m| m.len() > 0)
                 });
                 if later_records {
-                    return Err(storage(
-                        path.display(),
+                    return Err(fail(
+                        StorageKind::Corrupt,
+                        Some(&path),
                         format!("corrupted record at byte {good_len}, before the last log"),
                     ));
                 }
@@ -218,11 +222,11 @@ fn resolved(path: &Path) -> Option<PathBuf> {
 /// Removes the temporary files of snapshots that a crash interrupted.
 fn remove_stale_tmp(dir: &Path, snap: &Path) -> Result<(), Error> {
     let prefix = snapshot::tmp_prefix(snap);
-    for entry in std::fs::read_dir(dir).map_err(|e| storage(dir.display(), e))? {
-        let entry = entry.map_err(|e| storage(dir.display(), e))?;
+    for entry in std::fs::read_dir(dir).map_err(|e| io_err(&dir, e))? {
+        let entry = entry.map_err(|e| io_err(&dir, e))?;
         if entry.file_name().to_string_lossy().starts_with(&prefix) {
             let path = entry.path();
-            std::fs::remove_file(&path).map_err(|e| storage(path.display(), e))?;
+            std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
         }
     }
     Ok(())
@@ -416,8 +420,9 @@ impl Engine {
             // A snapshot there without its log position would be replayed over again.
             let own = snapshot_path(dir);
             if path == own || resolved(path).is_some_and(|p| Some(p) == resolved(&own)) {
-                return Err(storage(
-                    path.display(),
+                return Err(fail(
+                    StorageKind::Refused,
+                    Some(path),
                     "this is the data directory's own snapshot: use compact() to write it",
                 ));
             }
@@ -439,11 +444,13 @@ impl Engine {
     /// [`Error::Storage`] when the engine has no data directory (see
     /// [`EngineBuilder::open`]) or writing fails.
     pub fn compact(&self) -> Result<SnapshotStats, Error> {
-        let dir: PathBuf = self
-            .data_dir
-            .get()
-            .cloned()
-            .ok_or_else(|| storage("compact", "the engine has no data directory"))?;
+        let dir: PathBuf = self.data_dir.get().cloned().ok_or_else(|| {
+            fail(
+                StorageKind::Refused,
+                None,
+                "compact: the engine has no data directory",
+            )
+        })?;
         let mut serial = self.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(log) = self.log.get() {
             log.prepare_rotation()?;
@@ -453,7 +460,7 @@ impl Engine {
         for seq in log::log_seqs(&dir)? {
             if seq < frozen.next_seq {
                 let path = log::log_path(&dir, seq);
-                crate::persist::remove_gently(&path).map_err(|e| storage(path.display(), e))?;
+                crate::persist::remove_gently(&path).map_err(|e| io_err(&path, e))?;
             }
         }
         Ok(stats)
@@ -479,7 +486,7 @@ impl Engine {
                 Ok(m) => Ok(sum + m.len()),
                 // Deleted since it was listed, by a compaction that folded it.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(sum),
-                Err(e) => Err(storage(path.display(), e)),
+                Err(e) => Err(io_err(&path, e)),
             }
         })
     }
@@ -526,8 +533,12 @@ impl Engine {
     pub fn load_snapshot_bytes(bytes: &[u8]) -> Result<Engine, Error> {
         let engine = Engine::new();
         engine.restore(Path::new(""), |sink| {
-            let (next_seq, _) = snapshot::load_bytes(bytes, sink).map_err(|c| Error::Storage {
-                reason: format!("corrupted snapshot: {}", c.0),
+            let (next_seq, _) = snapshot::load_bytes(bytes, sink).map_err(|c| {
+                fail(
+                    StorageKind::Corrupt,
+                    None,
+                    format!("corrupted snapshot: {}", c.0),
+                )
             })?;
             Ok(next_seq)
         })?;

@@ -47,7 +47,7 @@ impl Engine {
                     Found::One(p) => self.name_id(db, p.id.clone(), Some(query)),
                     Found::None => Err(no_match(db, &query)),
                     Found::Many => Err(ambiguous(db, &query)),
-                    Found::TooBroad => Err(too_broad(&query)),
+                    Found::TooBroad => Err(too_broad(db, &query)),
                 }
             }
         }
@@ -74,7 +74,7 @@ impl Engine {
                     Found::One(p) => Ok(p),
                     Found::None => Err(no_match(db, &query)),
                     Found::Many => Err(ambiguous(db, &query)),
-                    Found::TooBroad => Err(too_broad(&query)),
+                    Found::TooBroad => Err(too_broad(db, &query)),
                 };
             }
             _ => self.named(db, m)?,
@@ -246,13 +246,10 @@ fn no_match(db_id: u32, query: &Query) -> Error {
     }
 }
 
-fn too_broad(query: &Query) -> Error {
-    Error::InvalidArgument {
-        reason: format!(
-            "lookup too broad: {} did not settle within {} profiles (every tag given is held by more); name the profile by a rarer tag or another field",
-            query.describe(),
-            crate::limits::MAX_LOOKUP_CANDIDATES
-        ),
+fn too_broad(db_id: u32, query: &Query) -> Error {
+    Error::LookupTooBroad {
+        db_id,
+        query: query.describe(),
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{Engine, Page, Row};
 use crate::accum::counter::{Counter, View};
 use crate::accum::target::{IdOrder, Packed};
-use crate::error::Error;
+use crate::error::{Error, StorageError, StorageKind};
 use crate::limits::MAX_LIST_LIMIT;
 use crate::profile::Profile;
 use crate::profile_data::Match;
@@ -101,6 +101,7 @@ impl Engine {
     ) -> Result<Page, Error> {
         if !(1..=MAX_LIST_LIMIT).contains(&limit) {
             return Err(Error::InvalidArgument {
+                name: "limit",
                 reason: format!("limit must be 1 to {MAX_LIST_LIMIT}, got {limit}"),
             });
         }
@@ -147,9 +148,11 @@ impl Engine {
         match locked {
             Some(Some(page)) => Ok(page),
             None => Self::empty_page(counter.view()),
-            Some(None) => Err(Error::Storage {
-                reason: "internal: a relation names a free slot".into(),
-            }),
+            Some(None) => Err(Error::Storage(StorageError::new(
+                StorageKind::Internal,
+                None,
+                "a relation names a free slot",
+            ))),
         }
     }
 

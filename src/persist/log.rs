@@ -9,9 +9,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::codec::{Corrupt, Dec, Decoded, Enc};
-use super::{SyncPolicy, storage, sync_dir};
+use super::{SyncPolicy, fail, io_err, sync_dir};
 use crate::command::{BulkRow, Command};
 use crate::error::Error;
+use crate::error::{StorageError, StorageKind};
 use crate::record::WriteKind;
 
 /// Largest record: a write is far smaller, a bulk import's batch may come near it.
@@ -200,27 +201,31 @@ pub(crate) fn apply_end_mark(dir: &Path, seq: u64) -> Result<(), Error> {
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(storage(path.display(), e)),
+        Err(e) => return Err(io_err(&path, e)),
     };
     let len = <[u8; 8]>::try_from(bytes.as_slice())
         .map(u64::from_le_bytes)
-        .map_err(|_| storage(path.display(), "not an end mark (8 bytes)"))?;
+        .map_err(|_| {
+            fail(
+                StorageKind::Corrupt,
+                Some(&path),
+                "not an end mark (8 bytes)",
+            )
+        })?;
     let log = log_path(dir, seq);
-    let actual = std::fs::metadata(&log)
-        .map_err(|e| storage(log.display(), e))?
-        .len();
+    let actual = std::fs::metadata(&log).map_err(|e| io_err(&log, e))?.len();
     if actual > len {
         truncate(&log, len)?;
     }
-    std::fs::remove_file(&path).map_err(|e| storage(path.display(), e))?;
+    std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
     sync_dir(dir)
 }
 
 /// The sequence numbers of the logs in `dir`, ascending.
 pub(crate) fn log_seqs(dir: &Path) -> Result<Vec<u64>, Error> {
     let mut seqs = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| storage(dir.display(), e))? {
-        let entry = entry.map_err(|e| storage(dir.display(), e))?;
+    for entry in std::fs::read_dir(dir).map_err(|e| io_err(&dir, e))? {
+        let entry = entry.map_err(|e| io_err(&dir, e))?;
         let name = entry.file_name();
         if let Some(seq) = name
             .to_str()
@@ -256,7 +261,7 @@ pub(crate) enum Next {
 
 impl LogReader {
     pub(crate) fn open(path: &Path) -> Result<LogReader, Error> {
-        let file = File::open(path).map_err(|e| storage(path.display(), e))?;
+        let file = File::open(path).map_err(|e| io_err(&path, e))?;
         Ok(LogReader {
             path: path.to_path_buf(),
             file: std::io::BufReader::with_capacity(1 << 16, file),
@@ -273,7 +278,7 @@ impl LogReader {
         let got = (&mut self.file)
             .take(n as u64)
             .read_to_end(&mut self.buf)
-            .map_err(|e| storage(self.path.display(), e))?;
+            .map_err(|e| io_err(&self.path, e))?;
         Ok(got == n)
     }
 
@@ -347,8 +352,9 @@ impl Open {
     fn usable(&self, dir: &Path) -> Result<(), Error> {
         match &self.failed {
             None => Ok(()),
-            Some(why) => Err(storage(
-                log_path(dir, self.seq).display(),
+            Some(why) => Err(fail(
+                StorageKind::NotDurable,
+                Some(&log_path(dir, self.seq)),
                 format!(
                     "the write log failed earlier ({why}); no write is taken until the engine is reopened"
                 ),
@@ -470,8 +476,9 @@ impl std::fmt::Debug for Log {
 fn frame_of(command: &Command) -> Result<Vec<u8>, Error> {
     let payload = encode(command);
     if payload.len() > MAX_RECORD {
-        return Err(storage(
-            "write log",
+        return Err(fail(
+            StorageKind::Refused,
+            None,
             format!(
                 "this write's log record would be {} bytes, over the {MAX_RECORD} bytes a record may have",
                 payload.len()
@@ -490,7 +497,7 @@ fn open_append(path: &Path) -> Result<File, Error> {
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| storage(path.display(), e))
+        .map_err(|e| io_err(&path, e))
 }
 
 impl Log {
@@ -500,10 +507,7 @@ impl Log {
         let path = log_path(dir, seq);
         let file = Arc::new(open_append(&path)?);
         // Recovery cut any torn tail: the file ends with a whole record.
-        let len = file
-            .metadata()
-            .map_err(|e| storage(path.display(), e))?
-            .len();
+        let len = file.metadata().map_err(|e| io_err(&path, e))?.len();
         sync_dir(dir)?;
         let log = Log {
             dir: dir.to_path_buf(),
@@ -545,7 +549,9 @@ impl Log {
             std::thread::Builder::new()
                 .name("relcount-fsync".into())
                 .spawn(move || everysec(shared, stop))
-                .map_err(|e| storage("fsync thread", e))?;
+                .map_err(|e| {
+                    Error::Storage(StorageError::io_doing("starting the fsync thread", e))
+                })?;
         }
         Ok(log)
     }
@@ -575,7 +581,7 @@ impl Log {
             // sees it (the whole records before it stay).
             let len = open.len;
             self.cut_back(&mut open, len, &e);
-            return Err(storage(log_path(&self.dir, open.seq).display(), e));
+            return Err(io_err(&log_path(&self.dir, open.seq), e));
         }
         open.len += frame.len() as u64;
         Ok(())
@@ -602,8 +608,9 @@ impl Log {
                 return if end <= *kept {
                     Ok(())
                 } else {
-                    Err(storage(
-                        log_path(&self.dir, open.seq).display(),
+                    Err(fail(
+                        StorageKind::NotDurable,
+                        Some(&log_path(&self.dir, open.seq)),
                         match &open.failed {
                             None => format!(
                                 "this write's log record could not be made durable ({why}); it was cut back off the log"
@@ -775,7 +782,7 @@ impl Log {
         self.shared.sync_counted(&file).map_err(|e| {
             let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
             open.stop(format!("an fsync failed: {e}"));
-            storage(self.dir.display(), e)
+            io_err(&self.dir, e)
         })
     }
 
@@ -898,7 +905,7 @@ impl Log {
         ended.sync_data().map_err(|e| {
             let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
             open.stop(format!("an ended log's fsync failed: {e}"));
-            storage(self.dir.display(), e)
+            io_err(&self.dir, e)
         })
     }
 }
@@ -952,10 +959,10 @@ pub(crate) fn truncate(path: &Path, len: u64) -> Result<(), Error> {
     let f = OpenOptions::new()
         .write(true)
         .open(path)
-        .map_err(|e| storage(path.display(), e))?;
+        .map_err(|e| io_err(&path, e))?;
     f.set_len(len)
         .and_then(|()| f.sync_all())
-        .map_err(|e| storage(path.display(), e))
+        .map_err(|e| io_err(&path, e))
 }
 
 #[cfg(test)]

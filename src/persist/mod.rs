@@ -23,7 +23,7 @@ pub(crate) mod snapshot;
 
 use std::path::{Path, PathBuf};
 
-use crate::error::Error;
+use crate::error::{Error, StorageError, StorageKind};
 
 /// When the write log is flushed to stable storage (Redis's `appendfsync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,10 +84,14 @@ impl std::fmt::Display for Skipped {
     }
 }
 
-pub(crate) fn storage(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
-    Error::Storage {
-        reason: format!("{what}: {e}"),
-    }
+/// An operating-system call on `path` failed.
+pub(crate) fn io_err(path: impl AsRef<Path>, e: std::io::Error) -> Error {
+    Error::Storage(StorageError::io(path.as_ref(), e))
+}
+
+/// A failure of `kind` about `path`, described by `detail`.
+pub(crate) fn fail(kind: StorageKind, path: Option<&Path>, detail: impl Into<String>) -> Error {
+    Error::Storage(StorageError::new(kind, path, detail))
 }
 
 pub(crate) fn snapshot_path(dir: &Path) -> PathBuf {
@@ -126,5 +130,5 @@ pub(crate) fn free_gently(file: std::fs::File) {
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| storage(dir.display(), e))
+        .map_err(|e| io_err(dir, e))
 }

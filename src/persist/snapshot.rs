@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::codec::{Corrupt, Dec, Enc};
-use super::{storage, sync_dir};
+use super::{fail, io_err, sync_dir};
 use crate::command::{BulkRow, Command};
 use crate::error::Error;
+use crate::error::StorageKind;
 use crate::profile::{FrozenProfile, Profile};
 use crate::profile_id::ProfileId;
 use crate::schema::RelationType;
@@ -249,7 +250,7 @@ pub(crate) fn write(frozen: &Frozen, path: &Path) -> Result<SnapshotStats, Error
     let replaced = std::fs::OpenOptions::new().write(true).open(path).ok();
     if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(storage(path.display(), e));
+        return Err(io_err(&path, e));
     }
     if let Some(dir) = path.parent() {
         sync_dir(if dir.as_os_str().is_empty() {
@@ -265,9 +266,11 @@ pub(crate) fn write(frozen: &Frozen, path: &Path) -> Result<SnapshotStats, Error
 }
 
 fn corrupt(path: &Path, c: Corrupt) -> Error {
-    Error::Storage {
-        reason: format!("{}: corrupted snapshot: {}", path.display(), c.0),
-    }
+    fail(
+        StorageKind::Corrupt,
+        Some(path),
+        format!("corrupted snapshot: {}", c.0),
+    )
 }
 
 /// Where a snapshot's commands go as it loads: `apply` executes one, `bulk` imports a
@@ -407,15 +410,12 @@ impl From<Corrupt> for LoadError {
 /// Loads the snapshot at `path` into `sink` (an empty engine, without a log), a frame
 /// at a time; returns the first log sequence number it does not cover.
 pub(crate) fn load(path: &Path, sink: Sink<'_>) -> Result<(u64, SnapshotStats), Error> {
-    let file = std::fs::File::open(path).map_err(|e| storage(path.display(), e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| storage(path.display(), e))?
-        .len();
+    let file = std::fs::File::open(path).map_err(|e| io_err(&path, e))?;
+    let len = file.metadata().map_err(|e| io_err(&path, e))?.len();
     let reader = std::io::BufReader::with_capacity(1 << 16, file);
     load_from(reader, len, sink).map_err(|e| match e {
         LoadError::Corrupt(c) => corrupt(path, c),
-        LoadError::Io(e) => storage(path.display(), e),
+        LoadError::Io(e) => io_err(&path, e),
     })
 }
 

@@ -487,6 +487,7 @@ impl Oracle {
     ) -> Result<OwnedPage, Error> {
         if !(1..=1000).contains(&limit) {
             return Err(Error::InvalidArgument {
+                name: "limit",
                 reason: format!("limit must be 1 to 1000, got {limit}"),
             });
         }
