@@ -151,10 +151,11 @@ mod slots;
 mod store;
 mod sync;
 mod value;
+#[cfg(feature = "workload")]
 pub mod workload;
 
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
+/// The README's examples, compiled and run as doctests (they use the JSON layer too).
+#[cfg(all(doctest, feature = "json"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 

@@ -30,7 +30,7 @@ pub struct Settings {
 
     /// When the write log is fsynced: `always` (before each answer), `everysec` or
     /// `no` (left to the OS).
-    #[arg(long, env = "RELCOUNT_FSYNC", default_value = "everysec", value_parser = sync_policy)]
+    #[arg(long, env = "RELCOUNT_FSYNC", default_value = "everysec")]
     pub fsync: SyncPolicy,
 
     /// Relations of the demo load (Zipf fan-in), loaded at the first start unless
@@ -105,10 +105,6 @@ pub struct Settings {
     /// create anything answer 402 (reads, detaches and deletes go on).
     #[arg(long, env = "RELCOUNT_MAX_MEMORY_MB")]
     pub max_memory_mb: Option<u64>,
-}
-
-fn sync_policy(s: &str) -> Result<SyncPolicy, String> {
-    SyncPolicy::parse(s).ok_or_else(|| format!("must be always, everysec or no, got {s:?}"))
 }
 
 fn seconds(s: &str) -> Result<Duration, String> {

@@ -140,6 +140,43 @@ impl EngineBuilder {
         let _ = engine.data_dir.set(dir.to_path_buf());
         Ok(engine)
     }
+
+    /// Builds the engine with these settings and loads a snapshot file into it (without
+    /// a write log: see [`open`](Self::open) for a durable engine). The shards, hasher,
+    /// top index threshold and resolver are this builder's.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] for a file that cannot be read, or is corrupted, truncated,
+    /// of another version or not a relcount snapshot. Never panics and never allocates
+    /// more than the file's size on any input.
+    pub fn load_snapshot(self, path: impl AsRef<Path>) -> Result<Engine, Error> {
+        let engine = self.build();
+        let path = path.as_ref();
+        engine.restore(path, |sink| Ok(snapshot::load(path, sink)?.0))?;
+        Ok(engine)
+    }
+
+    /// Loads an engine from the bytes of a snapshot file (see
+    /// [`load_snapshot`](Self::load_snapshot)).
+    ///
+    /// # Errors
+    ///
+    /// As [`load_snapshot`](Self::load_snapshot).
+    pub fn load_snapshot_bytes(self, bytes: &[u8]) -> Result<Engine, Error> {
+        let engine = self.build();
+        engine.restore(Path::new(""), |sink| {
+            let (next_seq, _) = snapshot::load_bytes(bytes, sink).map_err(|c| {
+                fail(
+                    StorageKind::Corrupt,
+                    None,
+                    format!("corrupted snapshot: {}", c.0),
+                )
+            })?;
+            Ok(next_seq)
+        })?;
+        Ok(engine)
+    }
 }
 
 /// A batch's answer as the snapshot loader takes it: which row was refused, if one
@@ -510,39 +547,24 @@ impl Engine {
         self.log.get().map(log::Log::stats)
     }
 
-    /// Loads an engine from a snapshot file (without a write log).
+    /// Loads an engine with the default settings from a snapshot file (without a write
+    /// log): short for `Engine::builder().load_snapshot(path)`.
     ///
     /// # Errors
     ///
-    /// [`Error::Storage`] for a file that cannot be read, or is corrupted, truncated,
-    /// of another version or not a relcount snapshot. Never panics and never allocates
-    /// more than the file's size on any input.
+    /// As [`EngineBuilder::load_snapshot`].
     pub fn load_snapshot(path: impl AsRef<Path>) -> Result<Engine, Error> {
-        let engine = Engine::new();
-        let path = path.as_ref();
-        engine.restore(path, |sink| Ok(snapshot::load(path, sink)?.0))?;
-        Ok(engine)
+        Engine::builder().load_snapshot(path)
     }
 
-    /// Loads an engine from the bytes of a snapshot file (see
-    /// [`load_snapshot`](Self::load_snapshot)).
+    /// Loads an engine with the default settings from the bytes of a snapshot file:
+    /// short for `Engine::builder().load_snapshot_bytes(bytes)`.
     ///
     /// # Errors
     ///
-    /// As [`load_snapshot`](Self::load_snapshot).
+    /// As [`EngineBuilder::load_snapshot`].
     pub fn load_snapshot_bytes(bytes: &[u8]) -> Result<Engine, Error> {
-        let engine = Engine::new();
-        engine.restore(Path::new(""), |sink| {
-            let (next_seq, _) = snapshot::load_bytes(bytes, sink).map_err(|c| {
-                fail(
-                    StorageKind::Corrupt,
-                    None,
-                    format!("corrupted snapshot: {}", c.0),
-                )
-            })?;
-            Ok(next_seq)
-        })?;
-        Ok(engine)
+        Engine::builder().load_snapshot_bytes(bytes)
     }
 
     /// The owned weights of a write, for its log record.

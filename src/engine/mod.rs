@@ -282,6 +282,7 @@ impl Engine {
 
     /// Whether a host's [`Resolver`](crate::Resolver) names profiles (a write may then
     /// create a profile it names by email, phone or field).
+    #[cfg(feature = "json")]
     pub(crate) fn has_resolver(&self) -> bool {
         self.resolver.is_some()
     }
@@ -338,7 +339,7 @@ impl Engine {
 
     /// Test hook (adversarial review): holds shard `shard`'s lock, as a long write,
     /// import or delete cascade does.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "json"))]
     pub(crate) fn hold_shard_for_test(&self, shard: usize) -> crate::store::Held<'_> {
         self.store.lock(shard)
     }

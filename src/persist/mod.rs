@@ -41,16 +41,42 @@ pub enum SyncPolicy {
     No,
 }
 
-impl SyncPolicy {
-    /// `always`, `everysec` or `no`, as `RELCOUNT_FSYNC` and Redis spell them.
-    #[must_use]
-    pub fn parse(s: &str) -> Option<SyncPolicy> {
+/// `always`, `everysec` or `no`, as `RELCOUNT_FSYNC` and Redis spell them.
+///
+/// # Examples
+///
+/// ```
+/// use relcount::SyncPolicy;
+///
+/// assert_eq!("everysec".parse::<SyncPolicy>()?, SyncPolicy::EverySec);
+/// assert!("sometimes".parse::<SyncPolicy>().is_err());
+/// assert_eq!(SyncPolicy::Always.to_string(), "always");
+/// # Ok::<(), relcount::Error>(())
+/// ```
+impl std::str::FromStr for SyncPolicy {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
         match s {
-            "always" => Some(SyncPolicy::Always),
-            "everysec" => Some(SyncPolicy::EverySec),
-            "no" => Some(SyncPolicy::No),
-            _ => None,
+            "always" => Ok(SyncPolicy::Always),
+            "everysec" => Ok(SyncPolicy::EverySec),
+            "no" => Ok(SyncPolicy::No),
+            _ => Err(Error::InvalidArgument {
+                name: "sync policy",
+                reason: format!("the sync policy must be always, everysec or no, got {s:?}"),
+            }),
         }
+    }
+}
+
+/// As [`FromStr`](std::str::FromStr) reads it.
+impl std::fmt::Display for SyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SyncPolicy::Always => "always",
+            SyncPolicy::EverySec => "everysec",
+            SyncPolicy::No => "no",
+        })
     }
 }
 
