@@ -62,17 +62,17 @@ pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Answer, Infa
         (&Method::GET, "/metrics") => ("metrics", metrics(&app).await, 0),
         (method, p) if p.starts_with(API_PREFIX) => {
             let name = &p[API_PREFIX.len()..];
-            match api::CALLS.iter().find(|c| **c == name).copied() {
+            match name.parse::<api::Call>() {
                 // An unknown call is refused as the API words it, its body unread.
-                None => {
+                Err(_) => {
                     let (answer, code) = answered(app.api.handle(name, None, b""), true);
                     ("other", answer, code)
                 }
-                Some(call) if method == Method::POST => {
-                    let (answer, code) = api_call(&app, call, req).await;
-                    (call, answer, code)
+                Ok(call) if method == Method::POST => {
+                    let (answer, code) = api_call(&app, call.path(), req).await;
+                    (call.path(), answer, code)
                 }
-                Some(call) => (call, plain(405, "use POST\n"), 405),
+                Ok(call) => (call.path(), plain(405, "use POST\n"), 405),
             }
         }
         _ => ("other", plain(404, "not found\n"), 404),

@@ -49,29 +49,18 @@
 mod calls;
 mod json;
 mod quota;
+mod render;
+mod request;
 mod tokens;
 
 use std::sync::Arc;
 
+pub use calls::{Call, UnknownCall};
 pub use quota::{Quotas, resident_bytes};
 pub use tokens::TokenScope;
 
 use crate::engine::Engine;
 use crate::error::Error;
-
-/// Every call [`Api::handle`] serves.
-pub const CALLS: &[&str] = &[
-    "relations/get_counter",
-    "relations/get",
-    "relations/attach",
-    "relations/detach",
-    "relations/strengthen",
-    "relations/edit",
-    "relations/define",
-    "relations/import",
-    "profiles/import",
-    "profiles/delete",
-];
 
 /// `text` as a JSON string literal (quoted and escaped), for a host that writes an
 /// envelope of its own (a timeout, a shutdown) in the API's shape.
@@ -281,7 +270,7 @@ impl Api {
         calls::check_header(self, authorization).map_err(Self::envelope)
     }
 
-    /// Serves one call. `call` is the path after `/api/v1.1/` (see [`CALLS`]),
+    /// Serves one call. `call` is the path after `/api/v1.1/` (see [`Call`]),
     /// `authorization` the `Authorization` header's value if any (`Bearer <token>`,
     /// checked before the body is read: see [`check_header`](Self::check_header); a
     /// `token` in the body, when also given, is the one whose rights apply), `body`

@@ -48,10 +48,10 @@ impl EngineBuilder {
     /// ```
     pub fn open(self, dir: impl AsRef<Path>, sync: SyncPolicy) -> Result<Engine, Error> {
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|e| io_err(&dir, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         // Kept absolute: a later change of the working directory must not send a
         // compaction elsewhere.
-        let dir = &dir.canonicalize().map_err(|e| io_err(&dir, e))?;
+        let dir = &dir.canonicalize().map_err(|e| io_err(dir, e))?;
         // One engine per directory: a second one would interleave its log with ours.
         let lock_path = dir.join("LOCK");
         let lock = std::fs::OpenOptions::new()
@@ -259,8 +259,8 @@ fn resolved(path: &Path) -> Option<PathBuf> {
 /// Removes the temporary files of snapshots that a crash interrupted.
 fn remove_stale_tmp(dir: &Path, snap: &Path) -> Result<(), Error> {
     let prefix = snapshot::tmp_prefix(snap);
-    for entry in std::fs::read_dir(dir).map_err(|e| io_err(&dir, e))? {
-        let entry = entry.map_err(|e| io_err(&dir, e))?;
+    for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+        let entry = entry.map_err(|e| io_err(dir, e))?;
         if entry.file_name().to_string_lossy().starts_with(&prefix) {
             let path = entry.path();
             std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;

@@ -224,8 +224,8 @@ pub(crate) fn apply_end_mark(dir: &Path, seq: u64) -> Result<(), Error> {
 /// The sequence numbers of the logs in `dir`, ascending.
 pub(crate) fn log_seqs(dir: &Path) -> Result<Vec<u64>, Error> {
     let mut seqs = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| io_err(&dir, e))? {
-        let entry = entry.map_err(|e| io_err(&dir, e))?;
+    for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+        let entry = entry.map_err(|e| io_err(dir, e))?;
         let name = entry.file_name();
         if let Some(seq) = name
             .to_str()
@@ -261,7 +261,7 @@ pub(crate) enum Next {
 
 impl LogReader {
     pub(crate) fn open(path: &Path) -> Result<LogReader, Error> {
-        let file = File::open(path).map_err(|e| io_err(&path, e))?;
+        let file = File::open(path).map_err(|e| io_err(path, e))?;
         Ok(LogReader {
             path: path.to_path_buf(),
             file: std::io::BufReader::with_capacity(1 << 16, file),
@@ -497,7 +497,7 @@ fn open_append(path: &Path) -> Result<File, Error> {
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| io_err(&path, e))
+        .map_err(|e| io_err(path, e))
 }
 
 impl Log {
@@ -581,7 +581,7 @@ impl Log {
             // sees it (the whole records before it stay).
             let len = open.len;
             self.cut_back(&mut open, len, &e);
-            return Err(io_err(&log_path(&self.dir, open.seq), e));
+            return Err(io_err(log_path(&self.dir, open.seq), e));
         }
         open.len += frame.len() as u64;
         Ok(())
@@ -959,10 +959,10 @@ pub(crate) fn truncate(path: &Path, len: u64) -> Result<(), Error> {
     let f = OpenOptions::new()
         .write(true)
         .open(path)
-        .map_err(|e| io_err(&path, e))?;
+        .map_err(|e| io_err(path, e))?;
     f.set_len(len)
         .and_then(|()| f.sync_all())
-        .map_err(|e| io_err(&path, e))
+        .map_err(|e| io_err(path, e))
 }
 
 #[cfg(test)]

@@ -250,7 +250,7 @@ pub(crate) fn write(frozen: &Frozen, path: &Path) -> Result<SnapshotStats, Error
     let replaced = std::fs::OpenOptions::new().write(true).open(path).ok();
     if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(&path, e));
+        return Err(io_err(path, e));
     }
     if let Some(dir) = path.parent() {
         sync_dir(if dir.as_os_str().is_empty() {
@@ -410,12 +410,12 @@ impl From<Corrupt> for LoadError {
 /// Loads the snapshot at `path` into `sink` (an empty engine, without a log), a frame
 /// at a time; returns the first log sequence number it does not cover.
 pub(crate) fn load(path: &Path, sink: Sink<'_>) -> Result<(u64, SnapshotStats), Error> {
-    let file = std::fs::File::open(path).map_err(|e| io_err(&path, e))?;
-    let len = file.metadata().map_err(|e| io_err(&path, e))?.len();
+    let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+    let len = file.metadata().map_err(|e| io_err(path, e))?.len();
     let reader = std::io::BufReader::with_capacity(1 << 16, file);
     load_from(reader, len, sink).map_err(|e| match e {
         LoadError::Corrupt(c) => corrupt(path, c),
-        LoadError::Io(e) => io_err(&path, e),
+        LoadError::Io(e) => io_err(path, e),
     })
 }
 
