@@ -147,6 +147,8 @@ mod profile_id;
 mod record;
 mod resolver;
 mod schema;
+#[cfg(feature = "serde")]
+mod serde_impls;
 mod slots;
 mod store;
 mod sync;
