@@ -19,18 +19,18 @@
 //!         .prop("Subscriber", PropSpec::bool()),
 //! )?;
 //! let a = "5c910f6bc484d023b1309bee";
-//! engine.attach(3, a, "5c910938c484d023b1309bab", &[("Donate", Value::Int(20))])?;
-//! engine.strengthen(3, a, "5c910938c484d023b1309bab", &[("Like", Value::Int(2))])?;
-//! engine.edit(3, a, "5c910938c484d023b1309bab", &[("Subscriber", Value::Bool(true))])?;
+//! engine.attach(3, a, "5c910938c484d023b1309bab", &[("Donate", 20.into())])?;
+//! engine.strengthen(3, a, "5c910938c484d023b1309bab", &[("Like", 2.into())])?;
+//! engine.edit(3, a, "5c910938c484d023b1309bab", &[("Subscriber", true.into())])?;
 //!
 //! let counter = engine.get_counter(3, a)?;
 //! assert_eq!(relcount::format_xxh(counter.profile_xxh()), "54ec2d76ac22a964");
 //! assert_eq!(counter.total(), 1);
-//! let donate = counter.prop("Donate").unwrap();
-//! let top: Vec<_> = donate.top().unwrap().map(|t| (t.profile_id.to_string(), t.value)).collect();
-//! assert_eq!(top, [("5c910938c484d023b1309bab".to_string(), Value::Int(20))]);
-//! assert_eq!(counter.prop("Like").unwrap().sum(), Some(Sum::Int(2)));
-//! assert_eq!(counter.prop("Subscriber").unwrap().total(), 1);
+//! let top: Vec<_> = counter.top("Donate").into_iter().flatten().collect();
+//! assert_eq!(top[0].profile_id, "5c910938c484d023b1309bab");
+//! assert_eq!(top[0].value, Value::Int(20));
+//! assert_eq!(counter.sum("Like"), Some(Sum::Int(2)));
+//! assert_eq!(counter.prop("Subscriber").map(|p| p.total()), Some(1));
 //! # Ok::<(), relcount::Error>(())
 //! ```
 //!
@@ -110,13 +110,18 @@
 //!   [`Resolver`].
 //! - [`api`] (feature `json`, on by default) serves the platform's JSON calls, with
 //!   tokens, limits, quotas and stable error codes; the `relcount-server` crate puts it
-//!   on HTTP.
+//!   on HTTP. With feature `serde`, a [`Counter`] and a [`Page`] serialise in the
+//!   platform's JSON shape, for hosts with an HTTP stack of their own.
+//! - Errors are one [`Error`] enum; a failure of the data directory is a
+//!   [`StorageError`] that keeps its `io::Error` as its `source()`.
 //! - [`EngineBuilder::open`] makes the engine durable: a crash-safe snapshot plus a
 //!   write log with a sync policy ([`SyncPolicy`]), recovered at open;
 //!   [`Engine::compact`] folds the log into a new snapshot.
 //!
 //! ## Where things are
 //!
+//! `value` (typed values and their encodings) and `profile` (a profile and its life):
+//! leaves every other module may import; [`limits`] (every bound and default);
 //! `schema` (relation types), `profile_id` (ids and `profile_xxh`), `record` (one
 //! relation's packed values), `command` (one vocabulary for a change: what the log
 //! stores and replay and snapshot loading execute), `profile_data` (profile data, matching, normalisation),
@@ -124,7 +129,9 @@
 //! the sharded writer state, the published counters and the reverse index), `accum`
 //! (counters: exact sums, top lists, published views, the relation vector), `engine`
 //! (the facade), `persist` (snapshots and the write log), `api` (the
-//! JSON layer), `workload` (a reproducible Zipf workload for demos and benches). Data
+//! JSON layer: `request` -> `calls` -> `render`), `serde_impls` (feature `serde`),
+//! `workload` (feature `workload`: a reproducible Zipf workload for demos and
+//! benches). Data
 //! flows one way: `api` -> `engine` -> directory, store -> accumulators; persistence
 //! hands commands up through a sink.
 
