@@ -321,6 +321,9 @@ fn every_error_is_matched() -> Result<(), Error> {
     Ok(())
 }
 
+/// One relation of the oracle: its Donate, Like and Subscriber values.
+type Oracle = (Option<i64>, Option<i64>, bool);
+
 /// One write of the random sequence: recipient, initiator, plain weights.
 #[derive(Debug, Clone)]
 enum Step {
@@ -345,8 +348,7 @@ proptest! {
     fn plain_writes_match_a_plain_map(steps in proptest::collection::vec(step(), 1..60)) {
         let engine = Engine::new();
         engine.define(donations()).expect("define");
-        // (a, b) -> (donate, like, subscriber)
-        let mut oracle: BTreeMap<(String, String), (Option<i64>, Option<i64>, bool)> = BTreeMap::new();
+        let mut oracle: BTreeMap<(String, String), Oracle> = BTreeMap::new();
         let name = |i: u8, side: &str| format!("{side}{i}");
         for s in &steps {
             match *s {
