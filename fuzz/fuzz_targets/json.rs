@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use relcount::Engine;
-use relcount::api::{Api, CALLS, Limits, TokenScope};
+use relcount::api::{Api, Call, Limits, TokenScope};
 use serde_json::{Value as J, json};
 
 const TOKEN: &str = "fuzz-token";
@@ -172,7 +172,7 @@ fuzz_target!(|req: Request| {
         Body::Raw(b) => b.clone(),
         Body::Structured(j) => j.json(0).to_string().into_bytes(),
     };
-    let call = CALLS[usize::from(req.call) % CALLS.len()];
+    let call = Call::ALL[usize::from(req.call) % Call::ALL.len()].path();
     let auth = req.bearer.then_some("Bearer fuzz-token");
     let r = api.handle(call, auth, &body);
     let parsed: J = serde_json::from_str(&r.body).expect("a well-formed envelope");

@@ -40,13 +40,22 @@ impl FWho {
         let res = |r: &Option<u8>| r.map(|r| u32::from(r % 3));
         match self {
             FWho::Id(i) => Who::Id(pick(IDS, i)),
-            FWho::Email(i, r) => Who::Email { email: pick(EMAILS, i), resource_id: res(r) },
+            FWho::Email(i, r) => Who::Email {
+                email: pick(EMAILS, i),
+                resource_id: res(r),
+            },
             FWho::EmailProfile(i) => Who::EmailProfile(pick(EMAILS, i)),
-            FWho::Phone(i, r) => Who::Phone { phone: pick(PHONES, i), resource_id: res(r) },
+            FWho::Phone(i, r) => Who::Phone {
+                phone: pick(PHONES, i),
+                resource_id: res(r),
+            },
             FWho::Custom(tags, i) => {
                 let values = ["1", "2", "t1", "t1, t2", "t2,t3", ""];
                 let field = if *tags { "Tags" } else { "CRM" };
-                Who::Custom { field: field.into(), value: pick(&values, i) }
+                Who::Custom {
+                    field: field.into(),
+                    value: pick(&values, i),
+                }
             }
         }
     }
