@@ -10,13 +10,16 @@ use std::sync::Arc;
 
 use hashbrown::DefaultHashBuilder;
 
-#[cfg(relcount_loom)]
+// Only the library's own test build takes loom's: the copy of the library its tests
+// link as a dev-dependency (for the `workload` feature) is built without `test` and
+// keeps std's, as every other build does.
+#[cfg(all(test, relcount_loom))]
 pub(crate) use loom::sync::atomic::{AtomicU8, Ordering};
-#[cfg(relcount_loom)]
+#[cfg(all(test, relcount_loom))]
 pub(crate) use loom::sync::{Mutex, MutexGuard};
-#[cfg(not(relcount_loom))]
+#[cfg(not(all(test, relcount_loom)))]
 pub(crate) use std::sync::atomic::{AtomicU8, Ordering};
-#[cfg(not(relcount_loom))]
+#[cfg(not(all(test, relcount_loom)))]
 pub(crate) use std::sync::{Mutex, MutexGuard};
 
 /// A lock-free map reclaiming through `collector`: every such map of an engine shares
