@@ -8,7 +8,8 @@
 //!   place: O(N).
 //! - A write that drops a member (detach, weakening below the cut, delete) leaves a hole
 //!   only the unlisted relations can fill. Targets with few valued relations (at most
-//!   the index threshold, [`DEFAULT_TOP_INDEX_THRESHOLD`] unless set) refill by scanning them.
+//!   the index threshold, [`DEFAULT_TOP_INDEX_THRESHOLD`](crate::limits::DEFAULT_TOP_INDEX_THRESHOLD)
+//!   unless set) refill by scanning them.
 //!   Larger targets keep an ordered index (a `BTreeSet` of all valued relations) and
 //!   refill from its first N entries: O(N + log n). The index is built when a target
 //!   grows past the threshold and dropped when it shrinks below half of it, so no write
