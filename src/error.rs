@@ -352,6 +352,11 @@ impl StorageError {
 impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut sep = "";
+        if self.kind == StorageKind::Internal {
+            // A bug, not the disk: the log line says so.
+            f.write_str("internal error")?;
+            sep = ": ";
+        }
         if let Some(path) = &self.path {
             write!(f, "{}", path.display())?;
             sep = ": ";

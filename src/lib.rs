@@ -108,7 +108,7 @@
 //!   named by any matching mode of the platform in every call: see [`Match`] and
 //!   [`Engine::import_profile`]; hosts with their own profile store plug in a
 //!   [`Resolver`].
-//! - [`api`] (feature `json`, on by default) serves the platform's JSON calls, with
+//! - `relcount::api` (feature `json`, on by default) serves the platform's JSON calls, with
 //!   tokens, limits, quotas and stable error codes; the `relcount-server` crate puts it
 //!   on HTTP. With feature `serde`, a [`Counter`] and a [`Page`] serialise in the
 //!   platform's JSON shape, for hosts with an HTTP stack of their own.

@@ -1,7 +1,7 @@
 //! Every bound and default of the engine, in one place. Each is part of the contract: a
 //! call past a bound is refused with an [`Error`](crate::Error) that names it, and
 //! changes nothing. (The JSON layer's own limits, on request size and counts, are
-//! [`api::Limits`](crate::api::Limits), set per server.)
+//! `api::Limits` (feature `json`), set per server.)
 //!
 //! ```
 //! use relcount::limits;

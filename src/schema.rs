@@ -266,15 +266,15 @@ impl Schema {
         1 + usize::from(self.num_slots)
     }
 
-    /// Checks every weight against the schema and converts it to the property's type.
-    ///
-    /// Ints given for float properties become floats; `-0.0` becomes `0.0` (they are
-    /// equal, and one zero keeps top lists and sums canonical).
     /// The index of property `name`, in schema order.
     pub(crate) fn prop_index(&self, name: &str) -> Option<usize> {
         self.by_name.get(name).map(|&i| usize::from(i))
     }
 
+    /// Checks every weight against the schema and converts it to the property's type.
+    ///
+    /// Ints given for float properties become floats; `-0.0` becomes `0.0` (they are
+    /// equal, and one zero keeps top lists and sums canonical).
     pub(crate) fn resolve<N: AsRef<str>>(&self, weights: &[(N, Value)]) -> Result<Changes, Error> {
         let mut out = Changes::with_capacity(weights.len());
         let mut seen = 0u32;

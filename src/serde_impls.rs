@@ -9,7 +9,14 @@
 //! - A [`Page`] is `relations/get`'s answer without the envelope's `error` and
 //!   `error_text`: `{"data": [rows], "total_count"}`, each row
 //!   `{"profile_id_a", "xxh_a", "profile_id_b", "xxh_b", "db_b", "props": {name: {"value"}}}`.
-//! - A [`ProfileId`] is its string, a [`Value`] or a [`Sum`] its number or bool.
+//! - A [`ProfileId`] is its string, a [`Value`] or a [`Sum`] its number or bool. An
+//!   int sum beyond the `i64` and `u64` ranges (sums are `i128`) is written exactly by
+//!   serializers that write text (`serde_json::to_string`); `serde_json::to_value`
+//!   and `json!` cannot hold it and answer an error (`json!` panics on it), so write
+//!   the envelope around the text, as below.
+//! - Floats are the serializer's: serde_json writes shortest round-trip digits, as the
+//!   JSON layer does, with `1e+16` where the JSON layer writes `1e16` (both parse to
+//!   the same double).
 //!
 //! ```
 //! use relcount::{Engine, PropSpec, RelationType};
@@ -18,8 +25,9 @@
 //! engine.define(RelationType::new(3, 1, 2).prop("Like", PropSpec::int().sum()))?;
 //! engine.attach(3, "a", "b", &[("Like", 2.into())])?;
 //! let counter = engine.get_counter(3, "a")?;
-//! let answer = serde_json::json!({"data": counter, "error": 0, "error_text": "Successful operation"});
-//! assert_eq!(answer["data"]["props"]["Like"]["sum"], 2);
+//! let data = serde_json::to_string(&counter).expect("a counter serialises");
+//! let answer = format!(r#"{{"data":{data},"error":0,"error_text":"Successful operation"}}"#);
+//! assert!(answer.contains(r#""Like":{"total":1,"top":null,"sum":2}"#));
 //! # Ok::<(), relcount::Error>(())
 //! ```
 
@@ -46,10 +54,18 @@ impl Serialize for Value {
     }
 }
 
+/// An int sum is written as an `i64` or a `u64` where it fits (every format takes
+/// those), and as an `i128` only beyond: its exact digits through a serializer that
+/// writes text (`serde_json::to_string`, `to_writer`); a format without 128-bit
+/// integers, or `serde_json::to_value`, refuses it with an error, never a rounded value.
 impl Serialize for Sum {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match *self {
-            Sum::Int(v) => s.serialize_i128(v),
+            Sum::Int(v) => match (i64::try_from(v), u64::try_from(v)) {
+                (Ok(v), _) => s.serialize_i64(v),
+                (_, Ok(v)) => s.serialize_u64(v),
+                _ => s.serialize_i128(v),
+            },
             Sum::Float(v) => s.serialize_f64(v),
         }
     }

@@ -144,3 +144,40 @@ fn the_seed_counter_and_its_page() {
     assert_eq!(row["props"]["Subscriber"], json!({"value": true}));
     assert_eq!(serialised!(&page)["total_count"], json!(1));
 }
+
+/// Review (issue 16): an int sum beyond the 64-bit ranges is written exactly as text,
+/// and `serde_json::to_value` refuses it with an error rather than rounding it; a sum
+/// that fits goes out as an `i64` or a `u64`, which every format takes.
+#[test]
+fn a_sum_beyond_64_bits_is_exact_as_text_and_refused_as_a_value() {
+    use relcount::{PropSpec, RelationType, Sum};
+    let engine = Engine::new();
+    engine
+        .define(RelationType::new(9, 1, 2).prop("N", PropSpec::int().sum()))
+        .expect("define");
+    engine
+        .attach(9, "a", "b1", &[("N", i64::MIN.into())])
+        .expect("attach");
+    engine
+        .attach(9, "a", "b2", &[("N", i64::MIN.into())])
+        .expect("attach");
+    engine
+        .attach(9, "c", "b1", &[("N", i64::MAX.into())])
+        .expect("attach");
+    engine
+        .attach(9, "c", "b2", &[("N", 1.into())])
+        .expect("attach");
+    let low = engine.get_counter(9, "a").expect("counter");
+    assert_eq!(low.sum("N"), Some(Sum::Int(2 * i128::from(i64::MIN))));
+    let text = serde_json::to_string(&low).expect("serialises");
+    assert!(text.contains(r#""sum":-18446744073709551616"#), "{text}");
+    assert!(serde_json::to_value(&low).is_err());
+    // Past i64 but within u64: a u64.
+    let high = engine.get_counter(9, "c").expect("counter");
+    let value = serde_json::to_value(&high).expect("fits a u64");
+    assert_eq!(value["props"]["N"]["sum"], json!(1u64 << 63));
+    assert_eq!(
+        serde_json::to_value(Sum::Int(-2)).expect("an i64"),
+        json!(-2)
+    );
+}

@@ -64,7 +64,13 @@ impl EngineBuilder {
         // the descriptor until the child's exec closes it. So a busy lock is retried
         // for up to a second before the directory is declared in use.
         let mut tries = 0;
-        while lock.try_lock().is_err() {
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                // Not a lock held elsewhere: the file system failed (or has no locks).
+                Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path, e)),
+            }
             tries += 1;
             if tries == 50 {
                 return Err(fail(

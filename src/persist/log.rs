@@ -480,7 +480,7 @@ fn frame_of(command: &Command) -> Result<Vec<u8>, Error> {
             StorageKind::Refused,
             None,
             format!(
-                "this write's log record would be {} bytes, over the {MAX_RECORD} bytes a record may have",
+                "write log: this write's log record would be {} bytes, over the {MAX_RECORD} bytes a record may have",
                 payload.len()
             ),
         ));
