@@ -354,7 +354,7 @@ impl fmt::Display for StorageError {
         let mut sep = "";
         if self.kind == StorageKind::Internal {
             // A bug, not the disk: the log line says so.
-            f.write_str("internal error")?;
+            write!(f, "{}", self.kind)?;
             sep = ": ";
         }
         if let Some(path) = &self.path {
@@ -376,6 +376,16 @@ impl std::error::Error for StorageError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.io.as_deref().map(|e| e as _)
     }
+}
+
+/// An operating-system call on `path` failed: the engine's error for it.
+pub(crate) fn io_err(path: impl AsRef<Path>, e: io::Error) -> Error {
+    Error::Storage(StorageError::io(path.as_ref(), e))
+}
+
+/// A failure of `kind` about `path`, described by `detail`: the engine's error for it.
+pub(crate) fn fail(kind: StorageKind, path: Option<&Path>, detail: impl Into<String>) -> Error {
+    Error::Storage(StorageError::new(kind, path, detail))
 }
 
 /// Equal when of the same kind, about the same path, with the same detail and the

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use super::Engine;
 use crate::error::Error;
-use crate::error::StorageError;
-use crate::persist::io_err;
+use crate::error::{StorageError, io_err};
 use crate::persist::snapshot::SnapshotStats;
 use crate::persist::snapshot_path;
 

@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 
 use super::{Engine, EngineBuilder};
 use crate::command::Command;
-use crate::error::Error;
-use crate::error::StorageKind;
+use crate::error::{Error, StorageKind, fail, io_err};
 use crate::persist::log::{self, Log, LogStats};
 use crate::persist::snapshot::{self, Frozen, SnapshotStats};
-use crate::persist::{Skipped, SyncPolicy, fail, io_err, snapshot_path};
+use crate::persist::{Skipped, SyncPolicy, snapshot_path};
 use crate::profile_data::Match;
 use crate::value::Value;
 

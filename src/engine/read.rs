@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{Engine, Page, Row};
 use crate::accum::counter::{Counter, View};
 use crate::accum::target::{IdOrder, Packed};
-use crate::error::{Error, StorageError, StorageKind};
+use crate::error::{Error, StorageKind, fail};
 use crate::limits::MAX_LIST_LIMIT;
 use crate::profile::Profile;
 use crate::profile_data::Match;
@@ -148,11 +148,11 @@ impl Engine {
         match locked {
             Some(Some(page)) => Ok(page),
             None => Self::empty_page(counter.view()),
-            Some(None) => Err(Error::Storage(StorageError::new(
+            Some(None) => Err(fail(
                 StorageKind::Internal,
                 None,
                 "a relation names a free slot",
-            ))),
+            )),
         }
     }
 

@@ -9,10 +9,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::codec::{Corrupt, Dec, Decoded, Enc};
-use super::{SyncPolicy, fail, io_err, sync_dir};
+use super::{SyncPolicy, sync_dir};
 use crate::command::{BulkRow, Command};
-use crate::error::Error;
-use crate::error::{StorageError, StorageKind};
+use crate::error::{Error, StorageError, StorageKind, fail, io_err};
 use crate::record::WriteKind;
 
 /// Largest record: a write is far smaller, a bulk import's batch may come near it.

@@ -23,7 +23,7 @@ pub(crate) mod snapshot;
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, StorageError, StorageKind};
+use crate::error::{Error, io_err};
 
 /// When the write log is flushed to stable storage (Redis's `appendfsync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,16 +108,6 @@ impl std::fmt::Display for Skipped {
             self.reason
         )
     }
-}
-
-/// An operating-system call on `path` failed.
-pub(crate) fn io_err(path: impl AsRef<Path>, e: std::io::Error) -> Error {
-    Error::Storage(StorageError::io(path.as_ref(), e))
-}
-
-/// A failure of `kind` about `path`, described by `detail`.
-pub(crate) fn fail(kind: StorageKind, path: Option<&Path>, detail: impl Into<String>) -> Error {
-    Error::Storage(StorageError::new(kind, path, detail))
 }
 
 pub(crate) fn snapshot_path(dir: &Path) -> PathBuf {

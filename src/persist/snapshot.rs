@@ -13,10 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::codec::{Corrupt, Dec, Enc};
-use super::{fail, io_err, sync_dir};
+use super::sync_dir;
 use crate::command::{BulkRow, Command};
-use crate::error::Error;
-use crate::error::StorageKind;
+use crate::error::{Error, StorageKind, fail, io_err};
 use crate::profile::{FrozenProfile, Profile};
 use crate::profile_id::ProfileId;
 use crate::schema::RelationType;
