@@ -11,6 +11,8 @@
 //! - SIGTERM or SIGINT: stop accepting, finish the requests in flight (at most
 //!   `--shutdown-timeout`), sync the write log, exit 0.
 
+#[cfg(feature = "cluster")]
+mod cluster;
 mod demo;
 mod listener;
 mod metrics;
@@ -118,12 +120,19 @@ async fn stop_signal() {
 }
 
 async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
-    let engine = {
+    #[cfg(feature = "cluster")]
+    let clustered = settings.cluster.is_some();
+    #[cfg(not(feature = "cluster"))]
+    let clustered = false;
+    let engine = if clustered {
+        // The partitions have engines of their own; this one checks writes.
+        Arc::new(Engine::new())
+    } else {
         let s = settings.clone();
         tokio::task::spawn_blocking(move || open_engine(&s)).await??
     };
     // The demo data is loaded once: a recovered directory already holds it.
-    if !settings.empty && engine.relation_type(demo::REL_ID).is_none() {
+    if !clustered && !settings.empty && engine.relation_type(demo::REL_ID).is_none() {
         let (e, relations, durable) = (
             Arc::clone(&engine),
             settings.relations,
@@ -132,11 +141,11 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         tokio::task::spawn_blocking(move || demo::load(&e, relations, durable)).await??;
     }
     let compactor = match settings.data {
-        Some(_) => Some(Arc::new(Compactor::start(
+        Some(_) if !clustered => Some(Arc::new(Compactor::start(
             &engine,
             std::time::Duration::from_secs(5),
         )?)),
-        None => None,
+        _ => None,
     };
     let (token, generated) = match &settings.token {
         Some(t) => (t.clone(), false),
@@ -146,9 +155,33 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         .with_limits(settings.limits())
         .with_quotas(settings.quotas());
     api.add_token(&token, TokenScope::full());
+    let api = Arc::new(api);
+    let listener = tokio::net::TcpListener::bind(&settings.addr).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    #[cfg(feature = "cluster")]
+    let cluster = match &settings.cluster {
+        None => None,
+        Some(nats) => {
+            let setup = cluster::Setup {
+                nats: nats.clone(),
+                partitions: settings.partitions,
+                owns: settings.owns.clone(),
+                advertise: settings.advertise.clone().unwrap_or_else(|| url.clone()),
+                replicas: settings.replicas,
+                data: settings.data.clone(),
+                snapshot_every: settings.snapshot_every,
+                publish_timeout: settings.publish_timeout,
+                read_wait: settings.read_wait,
+                token: token.clone(),
+            };
+            let c = cluster::Cluster::join(setup, Arc::clone(&api)).await?;
+            tracing::info!(nats = %nats, partitions = settings.partitions, owns = ?settings.owns, "joined the cluster");
+            Some(c)
+        }
+    };
     let workers = settings.workers();
     let app = Arc::new(routes::App {
-        api: Arc::new(api),
+        api,
         metrics: metrics::Metrics::new(Arc::clone(&engine)),
         body_timeout: settings.body_timeout,
         work: [
@@ -156,10 +189,10 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
             Arc::new(Semaphore::new(workers)),
         ],
         closing: AtomicBool::new(false),
+        #[cfg(feature = "cluster")]
+        cluster,
     });
 
-    let listener = tokio::net::TcpListener::bind(&settings.addr).await?;
-    let url = format!("http://{}", listener.local_addr()?);
     if generated {
         println!("API token (random; set RELCOUNT_TOKEN or --token to choose one): {token}");
     }
@@ -169,7 +202,10 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         "$RELCOUNT_TOKEN"
     };
-    println!("{}\n", demo::try_line(&url, shown, settings.empty));
+    println!(
+        "{}\n",
+        demo::try_line(&url, shown, settings.empty || clustered)
+    );
     tracing::info!(%url, workers, max_connections = settings.max_connections, "serving");
 
     let reporter = compactor
@@ -191,6 +227,10 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(reporter) = reporter {
         reporter.abort();
         let _ = reporter.await;
+    }
+    #[cfg(feature = "cluster")]
+    if let Some(c) = &app.cluster {
+        c.stop().await;
     }
     // The last reference: its drop lets a compaction in flight end, then stops it.
     drop(compactor);

@@ -39,6 +39,9 @@ pub struct App {
     /// Set once a shutdown begins: `/health` answers 503, and requests not yet at work
     /// are refused (503), so the log's last sync covers every acknowledged write.
     pub closing: AtomicBool,
+    /// Cluster mode: writes go to the log, reads to their partition's owner.
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Bodies larger than this take the large lane of [`App::work`].
@@ -60,6 +63,8 @@ pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Answer, Infa
     let (call, answer, code) = match (req.method(), path) {
         (&Method::GET, "/health") => ("health", health(&app), 0),
         (&Method::GET, "/metrics") => ("metrics", metrics(&app).await, 0),
+        #[cfg(feature = "cluster")]
+        (&Method::GET, "/cluster") => ("metrics", cluster_status(&app), 0),
         (method, p) if p.starts_with(API_PREFIX) => {
             let name = &p[API_PREFIX.len()..];
             match name.parse::<api::Call>() {
@@ -116,6 +121,35 @@ async fn metrics(app: &Arc<App>) -> Answer {
         .unwrap_or_else(|_| plain(500, ""))
 }
 
+/// `GET /cluster`: the partitions this host owns, each with its state and last
+/// applied sequence, as JSON (`{"partitions": []}` outside cluster mode).
+#[cfg(feature = "cluster")]
+fn cluster_status(app: &App) -> Answer {
+    let parts = app.cluster.as_ref().map(|c| c.status()).unwrap_or_default();
+    let items: Vec<String> = parts
+        .into_iter()
+        .map(|(p, progress, seq)| {
+            let state = match progress {
+                crate::cluster::partition::Progress::CatchingUp => "catching up".to_owned(),
+                crate::cluster::partition::Progress::Serving => "serving".to_owned(),
+                crate::cluster::partition::Progress::Failed(why) => format!("failed: {why}"),
+            };
+            format!(
+                "{{\"partition\":{p},\"state\":{},\"seq\":{seq}}}",
+                relcount::api::json_string(&state)
+            )
+        })
+        .collect();
+    let mut answer = Response::new(Full::new(Bytes::from(format!(
+        "{{\"partitions\":[{}]}}",
+        items.join(",")
+    ))));
+    answer
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    answer
+}
+
 /// `GET /health`: 200 while the server takes requests, 503 once it is shutting down.
 fn health(app: &App) -> Answer {
     if app.closing.load(Ordering::Acquire) {
@@ -125,13 +159,17 @@ fn health(app: &App) -> Answer {
     }
 }
 
+/// The header every API answer carries: its envelope's `error` code.
+const CODE: &str = "relcount-error";
+
 /// An envelope answer; `close` when the request's body was not read (the connection
 /// cannot carry another request).
-fn envelope(status: StatusCode, body: String, close: bool) -> Answer {
-    let mut answer = Response::new(Full::new(Bytes::from(body)));
+fn envelope(status: StatusCode, body: impl Into<Bytes>, code: u32, close: bool) -> Answer {
+    let mut answer = Response::new(Full::new(body.into()));
     *answer.status_mut() = status;
     let headers = answer.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CODE, HeaderValue::from(code));
     if close {
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
@@ -140,7 +178,7 @@ fn envelope(status: StatusCode, body: String, close: bool) -> Answer {
 
 /// The API's answer (HTTP 200 and its envelope) and its code.
 fn answered(r: api::Response, close: bool) -> (Answer, u32) {
-    (envelope(StatusCode::OK, r.body, close), r.code)
+    (envelope(StatusCode::OK, r.body, r.code, close), r.code)
 }
 
 /// An answer outside the API's own codes (a timeout, a shutdown), in its envelope.
@@ -150,7 +188,7 @@ fn refusal(status: StatusCode, text: &str) -> (Answer, u32) {
         "{{\"error\":{code},\"error_text\":{}}}",
         relcount::api::json_string(text)
     );
-    (envelope(status, body, true), code)
+    (envelope(status, body, code, true), code)
 }
 
 async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) -> (Answer, u32) {
@@ -163,6 +201,13 @@ async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) ->
     if let Err(refused) = api.check_header(auth.as_deref()) {
         return answered(refused, true);
     }
+    #[cfg(feature = "cluster")]
+    let (min_seq, forwarded) = (
+        req.headers()
+            .get(crate::cluster::MIN_SEQ)
+            .map(|v| v.to_str().unwrap_or("?").to_owned()),
+        req.headers().contains_key(crate::cluster::FORWARDED),
+    );
     let max = api.limits().max_body_bytes;
     let declared = req
         .headers()
@@ -208,6 +253,33 @@ async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) ->
     };
     if app.closing.load(Ordering::Acquire) {
         return shutting_down();
+    }
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &app.cluster {
+        let _permit = permit;
+        let Ok(call) = call.parse::<api::Call>() else {
+            return refusal(StatusCode::NOT_FOUND, "unknown call");
+        };
+        let a = cluster
+            .serve(
+                call,
+                auth.as_deref(),
+                Bytes::from(body),
+                min_seq.as_deref(),
+                forwarded,
+            )
+            .await;
+        if a.status >= 500 {
+            tracing::warn!(call = call.path(), code = a.code, "cluster request refused");
+        }
+        let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut answer = envelope(status, a.body, a.code, a.status != 200);
+        if let Some(w) = a.written
+            && let Ok(v) = HeaderValue::from_str(&w)
+        {
+            answer.headers_mut().insert(crate::cluster::WRITTEN, v);
+        }
+        return (answer, a.code);
     }
     let api = Arc::clone(api);
     let work = tokio::task::spawn_blocking(move || {

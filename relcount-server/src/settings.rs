@@ -105,6 +105,54 @@ pub struct Settings {
     /// create anything answer 402 (reads, detaches and deletes go on).
     #[arg(long, env = "RELCOUNT_MAX_MEMORY_MB")]
     pub max_memory_mb: Option<u64>,
+
+    /// Cluster mode: the NATS servers (comma-separated URLs) whose JetStream holds
+    /// the partitions' logs. Writes are logged there and applied by each partition's
+    /// owner; `--data` then holds this host's partition snapshots. No demo data.
+    #[cfg(feature = "cluster")]
+    #[arg(long, env = "RELCOUNT_CLUSTER")]
+    pub cluster: Option<String>,
+
+    /// Cluster mode: the number of partitions, the same on every host (more than
+    /// hosts, so partitions can move).
+    #[cfg(feature = "cluster")]
+    #[arg(long, env = "RELCOUNT_PARTITIONS", default_value_t = 12)]
+    pub partitions: u32,
+
+    /// Cluster mode: the partitions this host owns (comma-separated); claiming one
+    /// another host owned moves it here.
+    #[cfg(feature = "cluster")]
+    #[arg(long, env = "RELCOUNT_OWNS", value_delimiter = ',')]
+    pub owns: Vec<u32>,
+
+    /// Cluster mode: this host's URL as the other hosts reach it [default:
+    /// http://<--addr>].
+    #[cfg(feature = "cluster")]
+    #[arg(long, env = "RELCOUNT_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// Cluster mode: JetStream replicas of each partition's stream.
+    #[cfg(feature = "cluster")]
+    #[arg(long, env = "RELCOUNT_REPLICAS", default_value_t = 3)]
+    pub replicas: usize,
+
+    /// Cluster mode: a partition's snapshot every this many of its records (0: only
+    /// at a stop).
+    #[cfg(feature = "cluster")]
+    #[arg(long, env = "RELCOUNT_SNAPSHOT_EVERY", default_value_t = 10_000)]
+    pub snapshot_every: u64,
+
+    /// Cluster mode: seconds a write waits for JetStream's acknowledgment, retrying
+    /// (a leader's election takes a few); then it answers 503.
+    #[cfg(feature = "cluster")]
+    #[arg(long, env = "RELCOUNT_PUBLISH_TIMEOUT", default_value = "30", value_parser = seconds)]
+    pub publish_timeout: Duration,
+
+    /// Cluster mode: seconds a read waits for its partition to reach the sequence
+    /// its `relcount-min-seq` header names; then it answers 503.
+    #[cfg(feature = "cluster")]
+    #[arg(long, env = "RELCOUNT_READ_WAIT", default_value = "5", value_parser = seconds)]
+    pub read_wait: Duration,
 }
 
 fn seconds(s: &str) -> Result<Duration, String> {

@@ -145,6 +145,7 @@ pub(super) fn serve(
     call: &str,
     authorization: Option<&str>,
     body: &[u8],
+    dry: bool,
 ) -> Result<String, Fail> {
     check_header(api, authorization)?;
     let limits = &api.limits;
@@ -174,12 +175,12 @@ pub(super) fn serve(
     match call {
         Call::GetCounter => get_counter(api, &scope, f),
         Call::Get => list(api, &scope, f),
-        Call::Attach | Call::Strengthen | Call::Edit => write(api, &scope, call, f),
-        Call::Detach => detach(api, &scope, f),
-        Call::Define => define(api, &scope, f),
-        Call::ImportRelations => import_relations(api, &scope, f),
-        Call::ImportProfiles => import(api, &scope, f),
-        Call::DeleteProfile => delete(api, &scope, f),
+        Call::Attach | Call::Strengthen | Call::Edit => write(api, &scope, call, f, dry),
+        Call::Detach => detach(api, &scope, f, dry),
+        Call::Define => define(api, &scope, f, dry),
+        Call::ImportRelations => import_relations(api, &scope, f, dry),
+        Call::ImportProfiles => import(api, &scope, f, dry),
+        Call::DeleteProfile => delete(api, &scope, f, dry),
     }
 }
 
@@ -224,13 +225,24 @@ fn list(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> {
     Ok(render_page(&page))
 }
 
-fn write(api: &Api, scope: &TokenScope, call: Call, mut f: Fields) -> Result<String, Fail> {
+fn write(
+    api: &Api,
+    scope: &TokenScope,
+    call: Call,
+    mut f: Fields,
+    dry: bool,
+) -> Result<String, Fail> {
     let rel_id = f.req_u32("rel_id")?;
     allow(scope, rel_id, true)?;
     let a = Who::of_field(&mut f, "profile_a")?;
     let b = Who::of_field(&mut f, "profile_b")?;
     let w = weights(api, rel_id, &mut f)?;
     f.finish()?;
+    if dry {
+        let w: SmallVec<[(&str, Value); 8]> = w.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        api.engine.check_weights(rel_id, &w)?;
+        return Ok(WRITE_OK.to_owned());
+    }
     let need = Growth {
         relations: 1,
         profiles: new_ids(api, rel_id, [(&a, true), (&b, false)]),
@@ -248,7 +260,12 @@ fn write(api: &Api, scope: &TokenScope, call: Call, mut f: Fields) -> Result<Str
 
 /// `relations/import`: a batch of attaches for one `rel_id`, profiles by id; every row
 /// is read and checked before any is applied, and a refused row names its index.
-fn import_relations(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> {
+fn import_relations(
+    api: &Api,
+    scope: &TokenScope,
+    mut f: Fields,
+    dry: bool,
+) -> Result<String, Fail> {
     let rel_id = f.req_u32("rel_id")?;
     allow(scope, rel_id, true)?;
     let items = match f.take("relations") {
@@ -284,6 +301,19 @@ fn import_relations(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<Stri
             row.map_err(|e: Fail| Fail::new(e.code, format!("row {i}: {}", e.text)))
         })
         .collect::<Result<Vec<_>, Fail>>()?;
+    if dry {
+        for (i, (_, _, w)) in rows.iter().enumerate() {
+            let w: SmallVec<[(&str, Value); 8]> = w.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+            api.engine.check_weights(rel_id, &w).map_err(|e| {
+                let e = Fail::from(e);
+                Fail::new(e.code, format!("row {i}: {}", e.text))
+            })?;
+        }
+        return Ok(format!(
+            "{{\"error\":0,\"error_text\":\"\",\"data\":{{\"imported\":{}}}}}",
+            rows.len()
+        ));
+    }
     let need = Growth {
         relations: rows.len() as u64,
         profiles: new_import_ids(api, rel_id, &rows),
@@ -347,17 +377,23 @@ fn unknown_ids<'s>(api: &Api, ids: impl IntoIterator<Item = (u32, &'s str)>) -> 
     unknown.len() as u64
 }
 
-fn detach(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> {
+fn detach(api: &Api, scope: &TokenScope, mut f: Fields, dry: bool) -> Result<String, Fail> {
     let rel_id = f.req_u32("rel_id")?;
     allow(scope, rel_id, true)?;
     let a = Who::of_field(&mut f, "profile_a")?;
     let b = Who::of_field(&mut f, "profile_b")?;
     f.finish()?;
+    if dry {
+        api.engine
+            .relation_type(rel_id)
+            .ok_or(crate::Error::UnknownRelation { rel_id })?;
+        return Ok(WRITE_OK.to_owned());
+    }
     api.engine.detach(rel_id, &a, &b)?;
     Ok(WRITE_OK.to_owned())
 }
 
-fn define(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> {
+fn define(api: &Api, scope: &TokenScope, mut f: Fields, dry: bool) -> Result<String, Fail> {
     let rel_id = f.req_u32("rel_id")?;
     allow(scope, rel_id, true)?;
     let db_a = f.req_u32("db_a")?;
@@ -415,6 +451,10 @@ fn define(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> 
         s.finish()?;
         def = def.prop(name, p);
     }
+    if dry {
+        api.engine.check_definition(&def)?;
+        return Ok(WRITE_OK.to_owned());
+    }
     let need = Growth {
         types: u64::from(api.engine.relation_type(rel_id).is_none()),
         ..Growth::default()
@@ -424,7 +464,7 @@ fn define(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> 
     Ok(WRITE_OK.to_owned())
 }
 
-fn import(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> {
+fn import(api: &Api, scope: &TokenScope, mut f: Fields, dry: bool) -> Result<String, Fail> {
     if !scope.allows_profiles() {
         return Err(Fail::new(
             403,
@@ -463,6 +503,9 @@ fn import(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> 
             )));
         }
     };
+    if dry {
+        return Ok(WRITE_OK.to_owned());
+    }
     let need = Growth {
         profiles: unknown_ids(api, batch.iter().map(|(db, id, _)| (*db, id.as_str()))),
         ..Growth::default()
@@ -476,7 +519,7 @@ fn import(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> 
     Ok(WRITE_OK.to_owned())
 }
 
-fn delete(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> {
+fn delete(api: &Api, scope: &TokenScope, mut f: Fields, dry: bool) -> Result<String, Fail> {
     if !scope.allows_profiles() {
         return Err(Fail::new(
             403,
@@ -486,6 +529,9 @@ fn delete(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> 
     let db = f.req_u32("db_id")?;
     let who = Who::read(&mut f)?;
     f.finish()?;
+    if dry {
+        return Ok(WRITE_OK.to_owned());
+    }
     api.engine.delete_profile(db, &who)?;
     Ok(WRITE_OK.to_owned())
 }

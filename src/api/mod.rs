@@ -278,7 +278,25 @@ impl Api {
     /// nothing.
     #[must_use]
     pub fn handle(&self, call: &str, authorization: Option<&str>, body: &[u8]) -> Response {
-        match calls::serve(self, call, authorization, body) {
+        self.answer(calls::serve(self, call, authorization, body, false))
+    }
+
+    /// Reads and checks a call exactly as [`handle`](Self::handle) does (the token and
+    /// its rights, every field, weights against the relation type's schema, a
+    /// definition against the one in place) and stops before the engine is touched:
+    /// code 0 and the answer the call would give when it passes, else the refusal
+    /// `handle` would answer. Checks that depend on the engine's relations and
+    /// profiles are left to the write itself: whether a detached relation exists, a
+    /// profile named other than by id is found, a strengthen stays within the i64
+    /// range, a quota has room. A cluster's entry host checks a write this way before
+    /// it enters the log.
+    #[must_use]
+    pub fn validate(&self, call: &str, authorization: Option<&str>, body: &[u8]) -> Response {
+        self.answer(calls::serve(self, call, authorization, body, true))
+    }
+
+    fn answer(&self, served: Result<String, Fail>) -> Response {
+        match served {
             Ok(body) => Response {
                 code: 0,
                 body,

@@ -274,6 +274,33 @@ impl Engine {
         Ok(())
     }
 
+    /// Checks a definition as [`define`](Self::define) would, defining nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`define`](Self::define)'s, but never a storage error.
+    pub fn check_definition(&self, def: &RelationType) -> Result<(), Error> {
+        match self.schemas.pin().get(&def.rel_id()) {
+            Some(existing) if existing.same_as(def) => Ok(()),
+            Some(_) => Err(Error::SchemaConflict {
+                rel_id: def.rel_id(),
+            }),
+            None => Schema::compile(def.clone()).map(|_| ()),
+        }
+    }
+
+    /// Checks weights against relation `rel_id`'s schema as a write would (known
+    /// names, each value of its property's type, finite floats within range), writing
+    /// nothing. What depends on a relation's current values (a strengthen taking an
+    /// int out of the i64 range) is only known when the write is made.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownRelation`], or the weights' error as a write names it.
+    pub fn check_weights(&self, rel_id: u32, weights: &[(&str, Value)]) -> Result<(), Error> {
+        self.schema(rel_id)?.resolve(weights).map(|_| ())
+    }
+
     /// The definition of `rel_id`, if defined.
     #[must_use]
     pub fn relation_type(&self, rel_id: u32) -> Option<RelationType> {

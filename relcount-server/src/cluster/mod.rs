@@ -1,0 +1,542 @@
+//! Cluster mode: partitions on NATS JetStream, each host owning a slice.
+//!
+//! - A fixed number of partitions; a profile's partition is the XXH64 of its id
+//!   modulo that number ([`route::partition_of`]), one JetStream stream each, so the
+//!   stream's sequence is the partition's offset.
+//! - A write enters through any host: checked by the API as a single engine would
+//!   ([`relcount::api::Api::validate`], against the relation types the control
+//!   stream defined), published to its partition (a batch split by recipient) and
+//!   answered once JetStream acknowledged it. The answer's `relcount-written` header
+//!   gives `partition=sequence` for each record written.
+//! - A definition or a profile's deletion goes to the control stream, then a marker
+//!   naming its sequence to every partition, so each partition applies it in order
+//!   with its own writes, exactly once (the partition's snapshot keeps the control
+//!   sequence it reached).
+//! - Each host owns the partitions of its `--owns` (published in a NATS KV bucket,
+//!   the owners' map), and applies each one's stream in order into an engine of its
+//!   own ([`partition`]). A read goes to the partition's owner: served here, or
+//!   forwarded. A `relcount-min-seq` header asks to read at least that sequence of
+//!   the partition (read your writes); a partition still catching up answers 503.
+
+pub mod log;
+pub mod partition;
+pub mod route;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use relcount::api::{Api, Call};
+
+use self::log::Log;
+use self::partition::{Partition, Plan, Progress};
+use self::route::Route;
+
+/// The header a read carries to be served at least at a partition's sequence.
+pub const MIN_SEQ: &str = "relcount-min-seq";
+/// The header a write's answer carries: `partition=sequence`, comma-separated.
+pub const WRITTEN: &str = "relcount-written";
+/// The header of a read forwarded by another host (never forwarded again).
+pub const FORWARDED: &str = "relcount-forwarded";
+/// The header every API answer carries: its `error` code.
+const CODE: &str = "relcount-error";
+
+/// A cluster host's settings.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// NATS server URLs, comma-separated.
+    pub nats: String,
+    /// Partitions in the cluster (the same on every host).
+    pub partitions: u32,
+    /// The partitions this host owns.
+    pub owns: Vec<u32>,
+    /// This host's URL as the others reach it.
+    pub advertise: String,
+    /// JetStream replicas of each stream.
+    pub replicas: usize,
+    /// Where partition snapshots go (none: memory only).
+    pub data: Option<PathBuf>,
+    /// A snapshot every this many records of a partition.
+    pub snapshot_every: u64,
+    /// How long a write may wait for JetStream's acknowledgment.
+    pub publish_timeout: Duration,
+    /// How long a read may wait for its partition to reach `relcount-min-seq`.
+    pub read_wait: Duration,
+    /// The operator's token.
+    pub token: String,
+}
+
+/// An answer of the cluster layer.
+#[derive(Debug)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// The envelope.
+    pub body: Bytes,
+    /// Its `error` code.
+    pub code: u32,
+    /// `relcount-written`, for a write.
+    pub written: Option<String>,
+}
+
+impl Answer {
+    fn api(r: relcount::api::Response) -> Answer {
+        Answer {
+            status: 200,
+            body: Bytes::from(r.body),
+            code: r.code,
+            written: None,
+        }
+    }
+
+    fn refused(status: u16, code: u32, text: &str) -> Answer {
+        Answer {
+            status,
+            body: Bytes::from(format!(
+                "{{\"error\":{code},\"error_text\":{}}}",
+                relcount::api::json_string(text)
+            )),
+            code,
+            written: None,
+        }
+    }
+}
+
+struct Owned {
+    part: Arc<Partition>,
+    task: tokio::task::JoinHandle<()>,
+    /// The owners' map revision at which this host claimed it.
+    claimed: u64,
+}
+
+/// A cluster host.
+pub struct Cluster {
+    setup: Setup,
+    log: Log,
+    /// The API that checks writes: its engine holds the relation types only.
+    front: Arc<Api>,
+    /// The control stream's last record applied to `front`.
+    front_at: tokio::sync::Mutex<u64>,
+    owned: RwLock<HashMap<u32, Owned>>,
+    /// Each partition's owner URL, as the owners' map says.
+    owners: RwLock<Vec<Option<String>>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("partitions", &self.setup.partitions)
+            .field("owns", &self.setup.owns)
+            .finish_non_exhaustive()
+    }
+}
+
+fn plan(setup: &Setup, p: u32) -> Plan {
+    Plan {
+        dir: setup
+            .data
+            .as_ref()
+            .map(|d| d.join(format!("partition-{p}"))),
+        snapshot_every: setup.snapshot_every,
+        token: setup.token.clone(),
+    }
+}
+
+impl Cluster {
+    /// Joins the cluster: connects to NATS, creates the streams that are missing,
+    /// claims this host's partitions in the owners' map and starts applying them.
+    ///
+    /// # Errors
+    ///
+    /// NATS unreachable, a stream that cannot be created, a snapshot that cannot be
+    /// read.
+    pub async fn join(setup: Setup, front: Arc<Api>) -> Result<Arc<Cluster>, String> {
+        if setup.partitions == 0 {
+            return Err("--partitions must be at least 1".into());
+        }
+        if let Some(p) = setup.owns.iter().find(|&&p| p >= setup.partitions) {
+            return Err(format!(
+                "--owns names partition {p}, but there are {} (0..{})",
+                setup.partitions, setup.partitions
+            ));
+        }
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(
+                setup
+                    .nats
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .collect::<Vec<_>>(),
+            )
+            .await
+            .map_err(|e| format!("cannot reach NATS at {}: {e}", setup.nats))?;
+        let js = jetstream::new(client);
+        let host = format!(
+            "{:016x}",
+            relcount::xxh64(
+                format!("{:?}{}", std::time::SystemTime::now(), setup.advertise).as_bytes()
+            )
+        );
+        let log = Log::new(js, setup.partitions, host, setup.publish_timeout);
+        // The streams' leaders may still be in election right after a start.
+        let mut tries = 0;
+        while let Err(e) = log.ensure(setup.replicas).await {
+            tries += 1;
+            if tries > 60 {
+                return Err(format!("cannot create the cluster's streams: {e}"));
+            }
+            tracing::info!(error = %e, "JetStream not ready; retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let cluster = Arc::new(Cluster {
+            owners: RwLock::new(vec![None; setup.partitions as usize]),
+            setup,
+            log,
+            front,
+            front_at: tokio::sync::Mutex::new(0),
+            owned: RwLock::new(HashMap::new()),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        });
+        cluster.catch_up_front().await?;
+        for &p in &cluster.setup.owns {
+            let claimed = cluster
+                .log
+                .claim(p, &cluster.setup.advertise)
+                .await
+                .map_err(|e| format!("cannot claim partition {p}: {e}"))?;
+            let (part, task) =
+                partition::start(cluster.log.js().clone(), p, plan(&cluster.setup, p))?;
+            cluster.write_owned().insert(
+                p,
+                Owned {
+                    part,
+                    task,
+                    claimed,
+                },
+            );
+            cluster.write_owners()[p as usize] = Some(cluster.setup.advertise.clone());
+        }
+        let mut owners = cluster
+            .log
+            .owners()
+            .await
+            .map_err(|e| format!("cannot follow the owners' map: {e}"))?;
+        let watcher = Arc::clone(&cluster);
+        tokio::spawn(async move {
+            while let Some(claim) = owners.next().await {
+                match claim {
+                    Ok(m) => {
+                        let Ok(info) = m.info() else { continue };
+                        let revision = info.stream_sequence;
+                        watcher.owner_changed(&m.subject, &m.payload, revision);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "owners' map");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        Ok(cluster)
+    }
+
+    fn write_owned(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u32, Owned>> {
+        self.owned.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_owners(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Option<String>>> {
+        self.owners.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Follows the owners' map: a partition this host owned and another host claimed
+    /// since is released.
+    fn owner_changed(&self, subject: &str, url: &[u8], revision: u64) {
+        let Some(p) = log::claimed_partition(subject) else {
+            return;
+        };
+        if p >= self.setup.partitions {
+            return;
+        }
+        let url = String::from_utf8_lossy(url).into_owned();
+        let mine = url == self.setup.advertise;
+        {
+            let mut owned = self.write_owned();
+            if !mine && owned.get(&p).is_some_and(|o| revision > o.claimed) {
+                if let Some(o) = owned.remove(&p) {
+                    o.task.abort();
+                    tracing::info!(partition = p, new_owner = %url, "partition released");
+                }
+            }
+            if owned.get(&p).is_some_and(|o| revision < o.claimed) {
+                return;
+            }
+        }
+        self.write_owners()[p as usize] = (!url.is_empty()).then_some(url);
+    }
+
+    /// Applies the control stream's definitions to the checking API, up to the
+    /// stream's last record.
+    async fn catch_up_front(&self) -> Result<(), String> {
+        let mut at = self.front_at.lock().await;
+        let mut control = self.log.control().await.map_err(|e| e.to_string())?;
+        let last = control
+            .info()
+            .await
+            .map_err(|e| format!("cannot read the control stream: {e}"))?
+            .state
+            .last_sequence;
+        while *at < last {
+            let seq = *at + 1;
+            let msg = control
+                .get_raw_message(seq)
+                .await
+                .map_err(|e| format!("cannot read control record {seq}: {e}"))?;
+            if let Some((call, body)) = log::parse(&msg.payload)
+                && call == Call::Define.path()
+            {
+                let auth = format!("Bearer {}", self.setup.token);
+                let _ = self.front.handle(call, Some(&auth), body);
+            }
+            *at = seq;
+        }
+        Ok(())
+    }
+
+    /// Serves an API call in cluster mode.
+    pub async fn serve(
+        &self,
+        call: Call,
+        auth: Option<&str>,
+        body: Bytes,
+        min_seq: Option<&str>,
+        forwarded: bool,
+    ) -> Answer {
+        if call.is_write() {
+            self.write(call, auth, &body).await
+        } else {
+            self.read(call, auth, body, min_seq, forwarded).await
+        }
+    }
+
+    async fn write(&self, call: Call, auth: Option<&str>, body: &[u8]) -> Answer {
+        let mut checked = self.front.validate(call.path(), auth, body);
+        if checked.code == 411 || (call == Call::Define && checked.code != 0) {
+            // A relation type defined through another host may not be here yet.
+            if let Err(e) = self.catch_up_front().await {
+                return Answer::refused(503, 503, &format!("the cluster's log: {e}"));
+            }
+            checked = self.front.validate(call.path(), auth, body);
+        }
+        if checked.code != 0 {
+            return Answer::api(checked);
+        }
+        let route = match route::write(call, body, self.setup.partitions) {
+            Ok(r) => r,
+            Err(text) => return Answer::refused(200, 400, &text),
+        };
+        let written = match route {
+            Route::Partitions(parts) => {
+                let publishes = parts.into_iter().map(|(p, body)| async move {
+                    self.log
+                        .publish(Some(p), log::record(call.path(), &body))
+                        .await
+                        .map(|seq| (p, seq))
+                });
+                futures_util::future::join_all(publishes).await
+            }
+            Route::Control(body) => {
+                let seq = match self
+                    .log
+                    .publish(None, log::record(call.path(), &body))
+                    .await
+                {
+                    Ok(seq) => seq,
+                    Err(e) => return Answer::refused(503, 503, &e.to_string()),
+                };
+                let marker = log::record(log::MARKER, &seq.to_string());
+                let publishes = (0..self.setup.partitions).map(|p| {
+                    let marker = marker.clone();
+                    async move { self.log.publish(Some(p), marker).await.map(|s| (p, s)) }
+                });
+                futures_util::future::join_all(publishes).await
+            }
+        };
+        let mut done = Vec::with_capacity(written.len());
+        for w in written {
+            match w {
+                Ok((p, seq)) => done.push(format!("{p}={seq}")),
+                Err(e) => {
+                    let text = if done.is_empty() {
+                        e.to_string()
+                    } else {
+                        format!("{e} (partly written: {})", done.join(","))
+                    };
+                    return Answer::refused(503, 503, &text);
+                }
+            }
+        }
+        let mut answer = Answer::api(checked);
+        answer.written = Some(done.join(","));
+        answer
+    }
+
+    async fn read(
+        &self,
+        call: Call,
+        auth: Option<&str>,
+        body: Bytes,
+        min_seq: Option<&str>,
+        forwarded: bool,
+    ) -> Answer {
+        let p = match route::read(&body, self.setup.partitions) {
+            Ok(p) => p,
+            Err(text) => {
+                // The API's own checks (token, fields) come first, as on one engine.
+                let r = self.front.validate(call.path(), auth, &body);
+                return if r.code == 0 {
+                    Answer::refused(200, 400, &text)
+                } else {
+                    Answer::api(r)
+                };
+            }
+        };
+        let min = match min_seq.map(str::parse::<u64>) {
+            None => 0,
+            Some(Ok(n)) => n,
+            Some(Err(_)) => {
+                return Answer::refused(200, 400, &format!("{MIN_SEQ} must be a sequence number"));
+            }
+        };
+        let local = self
+            .owned
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&p)
+            .map(|o| Arc::clone(&o.part));
+        if let Some(part) = local {
+            if let Err(why) = part.reached(min, self.setup.read_wait).await {
+                return Answer::refused(503, 503, &why);
+            }
+            let auth = auth.map(str::to_owned);
+            let served = tokio::task::spawn_blocking(move || {
+                part.api.handle(call.path(), auth.as_deref(), &body)
+            })
+            .await;
+            return match served {
+                Ok(r) => Answer::api(r),
+                Err(_) => Answer::refused(500, 500, "internal error"),
+            };
+        }
+        if forwarded {
+            return Answer::refused(503, 503, &format!("partition {p} is not served here"));
+        }
+        let owner = self.owners.read().unwrap_or_else(|e| e.into_inner())[p as usize].clone();
+        let Some(owner) = owner else {
+            return Answer::refused(503, 503, &format!("partition {p} has no owner"));
+        };
+        self.forward(&owner, call, auth, body, min_seq).await
+    }
+
+    async fn forward(
+        &self,
+        owner: &str,
+        call: Call,
+        auth: Option<&str>,
+        body: Bytes,
+        min_seq: Option<&str>,
+    ) -> Answer {
+        let mut req = hyper::Request::post(format!("{owner}/api/v1.1/{}", call.path()))
+            .header(FORWARDED, "1")
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(a) = auth {
+            req = req.header(hyper::header::AUTHORIZATION, a);
+        }
+        if let Some(m) = min_seq {
+            req = req.header(MIN_SEQ, m);
+        }
+        let Ok(req) = req.body(Full::new(body)) else {
+            return Answer::refused(500, 500, "internal error");
+        };
+        let unreachable = |e: &dyn std::fmt::Display| {
+            Answer::refused(
+                503,
+                503,
+                &format!("the partition's owner {owner} did not answer: {e}"),
+            )
+        };
+        let sent = tokio::time::timeout(
+            self.setup.read_wait + Duration::from_secs(5),
+            self.client.request(req),
+        )
+        .await;
+        let res = match sent {
+            Ok(Ok(res)) => res,
+            Ok(Err(e)) => return unreachable(&e),
+            Err(_) => return unreachable(&"timed out"),
+        };
+        let status = res.status().as_u16();
+        let code = res
+            .headers()
+            .get(CODE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(u32::from(status));
+        match res.into_body().collect().await {
+            Ok(b) => Answer {
+                status,
+                body: b.to_bytes(),
+                code,
+                written: None,
+            },
+            Err(e) => unreachable(&e),
+        }
+    }
+
+    /// Each owned partition's progress and last applied sequence.
+    #[must_use]
+    pub fn status(&self) -> Vec<(u32, Progress, u64)> {
+        let owned = self.owned.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<_> = owned
+            .values()
+            .map(|o| (o.part.p, o.part.progress(), o.part.at().seq))
+            .collect();
+        out.sort_by_key(|(p, ..)| *p);
+        out
+    }
+
+    /// Stops applying, and saves a snapshot of every owned partition.
+    pub async fn stop(&self) {
+        let owned: Vec<Owned> = self.write_owned().drain().map(|(_, o)| o).collect();
+        for o in owned {
+            o.task.abort();
+            let _ = o.task.await;
+            if let Some(dir) = plan(&self.setup, o.part.p).dir {
+                let at = o.part.at();
+                let engine = Arc::clone(o.part.api.engine());
+                let saved =
+                    tokio::task::spawn_blocking(move || partition::save(&dir, &engine, at)).await;
+                match saved {
+                    Ok(Ok(())) => {
+                        tracing::info!(partition = o.part.p, seq = at.seq, "snapshot saved")
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(partition = o.part.p, error = %e, "snapshot failed")
+                    }
+                    Err(e) => tracing::error!(partition = o.part.p, error = %e, "snapshot failed"),
+                }
+            }
+        }
+    }
+}

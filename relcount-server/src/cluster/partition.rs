@@ -1,0 +1,392 @@
+//! A partition this host owns: its engine, fed from the partition's stream in order,
+//! and its snapshots (the engine and the last applied sequences, of the partition's
+//! stream and of the control stream).
+//!
+//! The applier is the engine's only writer, so a snapshot taken between two records
+//! is exactly the state after the last one applied; a restart loads the newest
+//! snapshot and resumes at the next sequence.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures_util::StreamExt;
+use relcount::Engine;
+use relcount::api::{Api, TokenScope};
+use tokio::sync::watch;
+
+use super::log::{self, MARKER};
+
+/// Where a partition's applier stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Applying the stream up to the sequence it had when the host took it: reads wait.
+    CatchingUp,
+    /// Caught up once; every record since is applied as it comes.
+    Serving,
+    /// Stopped for good, with the reason (the host's operator must act).
+    Failed(String),
+}
+
+/// The sequences a snapshot stands at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct At {
+    /// The last record of the partition's stream applied.
+    pub seq: u64,
+    /// The last record of the control stream applied.
+    pub control: u64,
+}
+
+/// An owned partition, shared by the applier and the readers.
+#[derive(Debug)]
+pub struct Partition {
+    /// Its number.
+    pub p: u32,
+    /// The API over its engine (the operator's token registered).
+    pub api: Api,
+    /// The last applied sequences.
+    applied: watch::Sender<At>,
+    progress: std::sync::Mutex<Progress>,
+}
+
+impl Partition {
+    /// The last applied sequences.
+    #[must_use]
+    pub fn at(&self) -> At {
+        *self.applied.borrow()
+    }
+
+    /// Where the applier stands.
+    #[must_use]
+    pub fn progress(&self) -> Progress {
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set(&self, progress: Progress) {
+        *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = progress;
+    }
+
+    /// Waits until the stream is applied at least up to `seq` and the partition is
+    /// serving, for at most `wait`; whether it is.
+    pub async fn reached(&self, seq: u64, wait: Duration) -> Result<(), String> {
+        let mut rx = self.applied.subscribe();
+        let ready = async {
+            loop {
+                match self.progress() {
+                    Progress::Failed(why) => return Err(why),
+                    Progress::Serving if rx.borrow_and_update().seq >= seq => return Ok(()),
+                    _ => {}
+                }
+                // Progress changes are also followed by a sequence change or polled.
+                let _ = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
+            }
+        };
+        match tokio::time::timeout(wait, ready).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "partition {} has not applied sequence {seq} yet (at {}; {})",
+                self.p,
+                self.at().seq,
+                match self.progress() {
+                    Progress::CatchingUp => "catching up",
+                    _ => "serving",
+                }
+            )),
+        }
+    }
+}
+
+/// How an applier runs.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Where this partition's snapshots go (none: memory only, a restart replays).
+    pub dir: Option<PathBuf>,
+    /// A snapshot every this many records (0: only at a stop).
+    pub snapshot_every: u64,
+    /// The operator's token.
+    pub token: String,
+}
+
+/// Starts owning partition `p`: loads its newest snapshot, then applies its stream
+/// from the next sequence in a task. The returned handle stops the task.
+///
+/// # Errors
+///
+/// A snapshot that cannot be read.
+pub fn start(
+    js: jetstream::Context,
+    p: u32,
+    plan: Plan,
+) -> Result<(Arc<Partition>, tokio::task::JoinHandle<()>), String> {
+    let (engine, at) = match &plan.dir {
+        Some(dir) => load(dir)?,
+        None => (Engine::new(), At::default()),
+    };
+    let api = Api::new(Arc::new(engine));
+    api.add_token(&plan.token, TokenScope::full());
+    let part = Arc::new(Partition {
+        p,
+        api,
+        applied: watch::Sender::new(at),
+        progress: std::sync::Mutex::new(Progress::CatchingUp),
+    });
+    let run = Arc::clone(&part);
+    let task = tokio::spawn(async move {
+        if let Err(why) = apply(&js, &run, &plan).await {
+            tracing::error!(partition = run.p, %why, "partition stopped");
+            run.set(Progress::Failed(why));
+        }
+    });
+    Ok((part, task))
+}
+
+/// A snapshot's file name: its sequences.
+fn snapshot_name(at: At) -> String {
+    format!("s{:020}-c{:020}.snap", at.seq, at.control)
+}
+
+fn parse_name(name: &str) -> Option<At> {
+    let rest = name.strip_prefix('s')?.strip_suffix(".snap")?;
+    let (seq, control) = rest.split_once("-c")?;
+    Some(At {
+        seq: seq.parse().ok()?,
+        control: control.parse().ok()?,
+    })
+}
+
+/// The newest snapshot in `dir` (an empty engine when there is none).
+fn load(dir: &Path) -> Result<(Engine, At), String> {
+    let newest = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| parse_name(e.file_name().to_str()?).map(|at| (at, e.path())))
+            .max_by_key(|(at, _)| at.seq),
+    };
+    match newest {
+        None => Ok((Engine::new(), At::default())),
+        Some((at, path)) => Engine::load_snapshot(&path)
+            .map(|e| {
+                tracing::info!(seq = at.seq, control = at.control, path = %path.display(), "loaded a snapshot");
+                (e, at)
+            })
+            .map_err(|e| format!("cannot load the snapshot {}: {e}", path.display())),
+    }
+}
+
+/// Saves the partition's engine as a snapshot at `at`, then removes the older ones.
+///
+/// # Errors
+///
+/// The engine's, or the file system's.
+pub fn save(dir: &Path, engine: &Engine, at: At) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let name = snapshot_name(at);
+    // Two saves at once (the applier's and a stop's) never share a file.
+    let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("{name}.{n}.tmp"));
+    engine
+        .save_snapshot(&tmp)
+        .map_err(|e| format!("cannot save a snapshot: {e}"))?;
+    std::fs::rename(&tmp, dir.join(&name)).map_err(|e| format!("cannot name a snapshot: {e}"))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.filter_map(|e| e.ok()) {
+            let file = e.file_name();
+            let old = file
+                .to_str()
+                .and_then(parse_name)
+                .is_some_and(|o| o.seq < at.seq);
+            if old {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies one record; a refused write is logged and changes nothing (the single
+/// engine the cluster stands for would have refused it too).
+fn apply_record(part: &Partition, token: &str, payload: &[u8], what: &str) {
+    let Some((call, body)) = log::parse(payload) else {
+        tracing::warn!(
+            partition = part.p,
+            what,
+            "a record that is not a call: skipped"
+        );
+        return;
+    };
+    let auth = format!("Bearer {token}");
+    let r = part.api.handle(call, Some(&auth), body);
+    if r.code != 0 {
+        tracing::debug!(partition = part.p, call, code = r.code, body = %r.body, what, "write refused");
+    }
+}
+
+/// Applies the control stream up to `upto` (from the record after the last applied).
+async fn apply_control(
+    control: &stream::Stream,
+    part: &Partition,
+    token: &str,
+    upto: u64,
+) -> Result<(), String> {
+    let mut at = part.at();
+    while at.control < upto {
+        let seq = at.control + 1;
+        let mut tries = 0;
+        let msg = loop {
+            match control.get_raw_message(seq).await {
+                Ok(m) => break m,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    tracing::debug!(seq, error = %e, "control record not read; retried");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(format!("cannot read control record {seq}: {e}")),
+            }
+        };
+        apply_record(part, token, &msg.payload, "control");
+        at.control = seq;
+        part.applied.send_replace(at);
+    }
+    Ok(())
+}
+
+async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> Result<(), String> {
+    let name = log::stream_name(part.p);
+    let mut stream = js
+        .get_stream(&name)
+        .await
+        .map_err(|e| format!("no stream {name}: {e}"))?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| format!("cannot read {name}'s state: {e}"))?
+        .clone();
+    let control = js
+        .get_stream(log::CONTROL_STREAM)
+        .await
+        .map_err(|e| format!("no control stream: {e}"))?;
+    let start = part.at();
+    if info.state.messages > 0 && info.state.first_sequence > start.seq + 1 {
+        return Err(format!(
+            "the snapshot stands at sequence {} of {name} but the stream begins at {}: \
+             records {}..{} are gone, so this partition cannot be rebuilt here \
+             (restore a newer snapshot)",
+            start.seq,
+            info.state.first_sequence,
+            start.seq + 1,
+            info.state.first_sequence - 1
+        ));
+    }
+    let target = info.state.last_sequence;
+    if start.seq >= target {
+        part.set(Progress::Serving);
+    }
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start.seq + 1,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("cannot read {name}: {e}"))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| format!("cannot read {name}: {e}"))?;
+    let mut since_snapshot = 0u64;
+    while let Some(msg) = messages.next().await {
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(partition = part.p, error = %e, "reading the stream; retried");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let seq = msg
+            .info()
+            .map_err(|e| format!("a record of {name} without its sequence: {e}"))?
+            .stream_sequence;
+        let mut at = part.at();
+        if seq <= at.seq {
+            continue;
+        }
+        match log::parse(&msg.payload) {
+            Some((MARKER, upto)) => {
+                let upto = std::str::from_utf8(upto)
+                    .ok()
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        format!("record {seq} of {name}: a marker without a sequence")
+                    })?;
+                apply_control(&control, part, &plan.token, upto).await?;
+                at = part.at();
+            }
+            _ => apply_record(part, &plan.token, &msg.payload, "write"),
+        }
+        at.seq = seq;
+        part.applied.send_replace(at);
+        if seq >= target && part.progress() == Progress::CatchingUp {
+            tracing::info!(partition = part.p, seq, "caught up");
+            part.set(Progress::Serving);
+        }
+        since_snapshot += 1;
+        if plan.snapshot_every > 0 && since_snapshot >= plan.snapshot_every {
+            since_snapshot = 0;
+            if let Some(dir) = &plan.dir {
+                let (engine, dir) = (Arc::clone(part.api.engine()), dir.clone());
+                let saved = tokio::task::spawn_blocking(move || save(&dir, &engine, at))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match saved {
+                    Ok(()) => tracing::info!(partition = part.p, seq = at.seq, "snapshot saved"),
+                    Err(e) => tracing::error!(partition = part.p, error = %e, "snapshot failed"),
+                }
+            }
+        }
+    }
+    Err(format!("{name}'s records stopped coming"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_name_keeps_its_sequences() {
+        let at = At {
+            seq: 12_345,
+            control: 7,
+        };
+        assert_eq!(parse_name(&snapshot_name(at)), Some(at));
+        assert_eq!(parse_name("s1-c2.snap.tmp"), None);
+    }
+
+    #[test]
+    fn the_newest_snapshot_is_loaded_and_older_ones_removed() {
+        let dir = std::env::temp_dir().join(format!("relcount-part-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let engine = Engine::new();
+        save(&dir, &engine, At { seq: 3, control: 1 }).expect("save");
+        engine
+            .define(relcount::RelationType::new(1, 1, 2))
+            .expect("define");
+        save(&dir, &engine, At { seq: 9, control: 2 }).expect("save");
+        let (loaded, at) = load(&dir).expect("load");
+        assert_eq!(at, At { seq: 9, control: 2 });
+        assert!(loaded.relation_type(1).is_some());
+        assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
