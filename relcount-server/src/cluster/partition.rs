@@ -291,72 +291,120 @@ async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> R
     if start.seq >= target {
         part.set(Progress::Serving);
     }
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: start.seq + 1,
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("cannot read {name}: {e}"))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| format!("cannot read {name}: {e}"))?;
     let mut since_snapshot = 0u64;
-    while let Some(msg) = messages.next().await {
-        let msg = match msg {
+    // A consumer is made again from the next sequence when it stalls: when the NATS
+    // node it reads through goes away, or records wait in the stream while none come.
+    loop {
+        let mut messages = match follow(&mut stream, part.at().seq + 1).await {
             Ok(m) => m,
             Err(e) => {
-                tracing::debug!(partition = part.p, error = %e, "reading the stream; retried");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tracing::debug!(partition = part.p, error = %e, "cannot follow the stream; retried");
+                tokio::time::sleep(Duration::from_millis(250)).await;
                 continue;
             }
         };
-        let seq = msg
-            .info()
-            .map_err(|e| format!("a record of {name} without its sequence: {e}"))?
-            .stream_sequence;
-        let mut at = part.at();
-        if seq <= at.seq {
-            continue;
-        }
-        match log::parse(&msg.payload) {
-            Some((MARKER, upto)) => {
-                let upto = std::str::from_utf8(upto)
-                    .ok()
-                    .and_then(|t| t.parse::<u64>().ok())
-                    .ok_or_else(|| {
-                        format!("record {seq} of {name}: a marker without a sequence")
-                    })?;
-                apply_control(&control, part, &plan.token, upto).await?;
-                at = part.at();
+        let mut errors = 0;
+        loop {
+            let msg = match tokio::time::timeout(STALL, messages.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(e))) => {
+                    errors += 1;
+                    tracing::debug!(partition = part.p, error = %e, "reading the stream");
+                    if errors >= 3 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    // Nothing came: fine if nothing is waiting.
+                    match stream.info().await {
+                        Ok(info) if info.state.last_sequence > part.at().seq => break,
+                        Ok(_) => continue,
+                        Err(_) => break,
+                    }
+                }
+            };
+            errors = 0;
+            let seq = msg
+                .info()
+                .map_err(|e| format!("a record of {name} without its sequence: {e}"))?
+                .stream_sequence;
+            let mut at = part.at();
+            if seq <= at.seq {
+                continue;
             }
-            _ => apply_record(part, &plan.token, &msg.payload, "write"),
-        }
-        at.seq = seq;
-        part.applied.send_replace(at);
-        if seq >= target && part.progress() == Progress::CatchingUp {
-            tracing::info!(partition = part.p, seq, "caught up");
-            part.set(Progress::Serving);
-        }
-        since_snapshot += 1;
-        if plan.snapshot_every > 0 && since_snapshot >= plan.snapshot_every {
-            since_snapshot = 0;
-            if let Some(dir) = &plan.dir {
-                let (engine, dir) = (Arc::clone(part.api.engine()), dir.clone());
-                let saved = tokio::task::spawn_blocking(move || save(&dir, &engine, at))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                match saved {
-                    Ok(()) => tracing::info!(partition = part.p, seq = at.seq, "snapshot saved"),
-                    Err(e) => tracing::error!(partition = part.p, error = %e, "snapshot failed"),
+            if seq != at.seq + 1 {
+                // A gap: the consumer skipped records, or they were removed.
+                if let Ok(now) = stream.info().await
+                    && now.state.first_sequence > at.seq + 1
+                {
+                    return Err(format!(
+                        "records {}..{} of {name} were removed before they were applied",
+                        at.seq + 1,
+                        now.state.first_sequence - 1
+                    ));
+                }
+                tracing::warn!(partition = part.p, expected = at.seq + 1, got = seq, "a gap in the stream; reading again");
+                break;
+            }
+            match log::parse(&msg.payload) {
+                Some((MARKER, upto)) => {
+                    let upto = std::str::from_utf8(upto)
+                        .ok()
+                        .and_then(|t| t.parse::<u64>().ok())
+                        .ok_or_else(|| {
+                            format!("record {seq} of {name}: a marker without a sequence")
+                        })?;
+                    apply_control(&control, part, &plan.token, upto).await?;
+                    at = part.at();
+                }
+                _ => apply_record(part, &plan.token, &msg.payload, "write"),
+            }
+            at.seq = seq;
+            part.applied.send_replace(at);
+            if seq >= target && part.progress() == Progress::CatchingUp {
+                tracing::info!(partition = part.p, seq, "caught up");
+                part.set(Progress::Serving);
+            }
+            since_snapshot += 1;
+            if plan.snapshot_every > 0 && since_snapshot >= plan.snapshot_every {
+                since_snapshot = 0;
+                if let Some(dir) = &plan.dir {
+                    let (engine, dir) = (Arc::clone(part.api.engine()), dir.clone());
+                    let saved = tokio::task::spawn_blocking(move || save(&dir, &engine, at))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    match saved {
+                        Ok(()) => tracing::info!(partition = part.p, seq = at.seq, "snapshot saved"),
+                        Err(e) => tracing::error!(partition = part.p, error = %e, "snapshot failed"),
+                    }
                 }
             }
         }
+        tracing::debug!(partition = part.p, at = part.at().seq, "following the stream again");
     }
-    Err(format!("{name}'s records stopped coming"))
+}
+
+/// How long a consumer may deliver nothing before the stream is asked whether
+/// records wait.
+const STALL: Duration = Duration::from_secs(2);
+
+/// An ordered consumer of the stream from sequence `from`.
+async fn follow(
+    stream: &mut stream::Stream,
+    from: u64,
+) -> Result<consumer::pull::Ordered, async_nats::Error> {
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            },
+            ..Default::default()
+        })
+        .await?;
+    Ok(consumer.messages().await?)
 }
 
 #[cfg(test)]

@@ -1,0 +1,704 @@
+//! Cluster mode against real processes: 3 `nats-server` nodes (a JetStream cluster on
+//! loopback ports) and 3 `relcount-server` hosts, each owning some partitions. A
+//! seeded random workload of every write kind goes through random hosts; once every
+//! partition has applied what was acknowledged, every counter and list, read through
+//! random hosts, equals a single in-process engine fed the acknowledged writes.
+//! Then faults: the stream leader killed while publishing, a host killed before and
+//! after its snapshot, a partition moved, two of three NATS nodes down.
+//!
+//! Every process started is stopped by its pid (dropped, or at the test's end).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{PATIENCE, Server, temp_dir};
+use relcount::Engine;
+use relcount::api::{Api, TokenScope};
+use serde_json::{Value as Json, json};
+
+const TOKEN: &str = "cluster-test-token";
+const PARTITIONS: u32 = 6;
+/// The recipients and initiators of the workload: a small keyspace, so writes meet.
+const RECIPIENTS: usize = 10;
+const INITIATORS: usize = 6;
+
+/// The cluster tests run one at a time: each starts six processes.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One `nats-server` node, killed by its pid when dropped.
+struct Nats {
+    name: String,
+    conf: PathBuf,
+    port: u16,
+    monitor: u16,
+    child: Option<Child>,
+}
+
+impl Nats {
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn start(&mut self) {
+        let log = self.conf.with_extension("log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = Command::new(nats_binary())
+            .args(["-c", self.conf.to_str().expect("utf-8 path")])
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(started.elapsed() < PATIENCE, "{} did not listen", self.name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, then wait for the process to be gone.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn nats_binary() -> String {
+    for candidate in ["nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server"] {
+        if Command::new(candidate)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return candidate.to_owned();
+        }
+    }
+    panic!("nats-server is not installed (apt-get install nats-server; .ci/run does it)");
+}
+
+/// Three NATS nodes in one JetStream cluster, routes between all.
+fn nats_cluster(dir: &Path) -> Vec<Nats> {
+    let ports: Vec<(u16, u16, u16)> = (0..3)
+        .map(|_| (free_port(), free_port(), free_port()))
+        .collect();
+    let routes: Vec<String> = ports
+        .iter()
+        .map(|(_, c, _)| format!("nats-route://127.0.0.1:{c}"))
+        .collect();
+    let mut nodes: Vec<Nats> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, &(port, cluster, monitor))| {
+            let name = format!("n{i}");
+            let conf = dir.join(format!("{name}.conf"));
+            let text = format!(
+                "server_name: {name}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\n\
+                 jetstream {{ store_dir: \"{}\" }}\n\
+                 cluster {{ name: relcount-test, listen: 127.0.0.1:{cluster}, routes: [{}] }}\n",
+                dir.join(format!("{name}-js")).display(),
+                routes.join(", ")
+            );
+            std::fs::write(&conf, text).expect("nats conf");
+            Nats {
+                name,
+                conf,
+                port,
+                monitor,
+                child: None,
+            }
+        })
+        .collect();
+    for n in &mut nodes {
+        n.start();
+    }
+    nodes
+}
+
+fn urls(nodes: &[Nats]) -> String {
+    nodes.iter().map(Nats::url).collect::<Vec<_>>().join(",")
+}
+
+/// A plain HTTP/1.1 exchange: status, headers (lowercase names), body.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> Option<(u16, HashMap<String, String>, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(PATIENCE)).ok()?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.lines();
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect::<HashMap<String, String>>();
+    let body = if headers.get("transfer-encoding").is_some_and(|t| t == "chunked") {
+        dechunk(body)?
+    } else {
+        body.to_owned()
+    };
+    Some((status, headers, body))
+}
+
+/// A chunked body's content.
+fn dechunk(mut rest: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(after.get(..size)?);
+        rest = after.get(size + 2..)?;
+    }
+}
+
+/// A cluster host: its server and settings, restartable.
+struct Host {
+    server: Option<Server>,
+    owns: Vec<u32>,
+    data: PathBuf,
+}
+
+/// The cluster under test and the single engine it must equal.
+struct Fixture {
+    nats: Vec<Nats>,
+    hosts: Vec<Host>,
+    oracle: Api,
+    /// The last acknowledged sequence of each partition.
+    written: BTreeMap<u32, u64>,
+    rng: u64,
+    dir: PathBuf,
+    publish_timeout: &'static str,
+}
+
+fn partition_of(id: &str) -> u32 {
+    u32::try_from(relcount::xxh64(id.as_bytes()) % u64::from(PARTITIONS)).expect("small")
+}
+
+fn recipient(i: usize) -> String {
+    format!("a{i}")
+}
+
+fn initiator(i: usize) -> String {
+    format!("b{i}")
+}
+
+impl Fixture {
+    fn new(name: &str, seed: u64, publish_timeout: &'static str) -> Fixture {
+        let dir = temp_dir(name);
+        let nats = nats_cluster(&dir);
+        let owns = [vec![0, 3], vec![1, 4], vec![2, 5]];
+        let oracle = Api::new(Arc::new(Engine::new()));
+        oracle.add_token(TOKEN, TokenScope::full());
+        let mut f = Fixture {
+            nats,
+            hosts: owns
+                .into_iter()
+                .enumerate()
+                .map(|(i, owns)| Host {
+                    server: None,
+                    owns,
+                    data: dir.join(format!("host{i}")),
+                })
+                .collect(),
+            oracle,
+            written: BTreeMap::new(),
+            rng: seed,
+            dir,
+            publish_timeout,
+        };
+        for h in 0..3 {
+            f.start_host(h);
+        }
+        f
+    }
+
+    fn start_host(&mut self, h: usize) {
+        let urls = urls(&self.nats);
+        let host = &mut self.hosts[h];
+        let owns = host
+            .owns
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let partitions = PARTITIONS.to_string();
+        let data = host.data.to_str().expect("utf-8").to_owned();
+        host.server = Some(Server::start(
+            &[
+                "--token",
+                TOKEN,
+                "--cluster",
+                &urls,
+                "--partitions",
+                &partitions,
+                "--owns",
+                &owns,
+                "--data",
+                &data,
+                "--snapshot-every",
+                "25",
+                "--publish-timeout",
+                self.publish_timeout,
+                "--read-wait",
+                "30",
+            ],
+            &[],
+        ));
+    }
+
+    fn kill_host(&mut self, h: usize) {
+        if let Some(s) = self.hosts[h].server.take() {
+            // Dropping the server SIGKILLs it by its pid and reaps it.
+            drop(s);
+        }
+    }
+
+    fn next(&mut self) -> u64 {
+        // splitmix64
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn live_host(&mut self) -> usize {
+        let live: Vec<usize> = (0..self.hosts.len())
+            .filter(|&h| self.hosts[h].server.is_some())
+            .collect();
+        live[self.below(live.len())]
+    }
+
+    fn addr(&self, h: usize) -> String {
+        self.hosts[h].server.as_ref().expect("running").addr.clone()
+    }
+
+    /// Sends a write through host `h`; `Some(envelope)` once acknowledged (then also
+    /// applied to the single engine), `None` when refused with 503 (not logged for
+    /// certain). Panics on anything else that is not the single engine's refusal.
+    fn write_via(&mut self, h: usize, call: &str, body: &Json) -> Option<Json> {
+        let addr = self.addr(h);
+        let (status, headers, text) = http(
+            &addr,
+            "POST",
+            &format!("/api/v1.1/{call}"),
+            &[("Authorization", format!("Bearer {TOKEN}"))],
+            &body.to_string(),
+        )
+        .expect("an answer");
+        if status == 503 {
+            return None;
+        }
+        assert_eq!(status, 200, "{call} {body}: {text}");
+        let envelope: Json = serde_json::from_str(&text).expect("json");
+        if envelope["error"] != 0 {
+            // Refused before the log: the single engine refuses it too.
+            let single = self.oracle.handle(call, Some(&format!("Bearer {TOKEN}")), body.to_string().as_bytes());
+            assert_eq!(
+                envelope["error"], single.code,
+                "{call} {body}: the cluster refused {text}, one engine answered {}",
+                single.body
+            );
+            return Some(envelope);
+        }
+        for part in headers
+            .get("relcount-written")
+            .expect("a write names its sequences")
+            .split(',')
+        {
+            let (p, seq) = part.split_once('=').expect("p=seq");
+            let (p, seq): (u32, u64) = (p.parse().expect("p"), seq.parse().expect("seq"));
+            let w = self.written.entry(p).or_default();
+            *w = (*w).max(seq);
+        }
+        let _ = self.oracle.handle(call, Some(&format!("Bearer {TOKEN}")), body.to_string().as_bytes());
+        Some(envelope)
+    }
+
+    fn write(&mut self, call: &str, body: &Json) -> Option<Json> {
+        let h = self.live_host();
+        self.write_via(h, call, body)
+    }
+
+    fn define(&mut self) {
+        for (rel, db_b) in [(1, 2), (2, 3)] {
+            let body = json!({"rel_id": rel, "db_a": 1, "db_b": db_b, "props": {
+                "Donate": {"type": "int", "top": 3, "sum": true},
+                "Score": {"type": "float", "sum": true, "top": 2},
+                "Fan": {"type": "bool"}}});
+            assert_eq!(self.write("relations/define", &body).expect("acked")["error"], 0);
+        }
+    }
+
+    /// One random write of any kind.
+    fn random_write(&mut self) -> Option<Json> {
+        let rel = 1 + self.below(2);
+        let a = recipient(self.below(RECIPIENTS));
+        let b = initiator(self.below(INITIATORS));
+        let kind = self.below(100);
+        let mut weights = serde_json::Map::new();
+        if self.below(2) == 0 {
+            weights.insert("Donate".into(), json!(self.below(40) as i64 - 10));
+        }
+        if self.below(3) == 0 {
+            weights.insert("Score".into(), json!((self.below(1000) as f64) / 8.0));
+        }
+        if self.below(4) == 0 {
+            weights.insert("Fan".into(), json!(self.below(2) == 0));
+        }
+        let pair = json!({"rel_id": rel, "profile_a": {"profile_id": a}, "profile_b": {"profile_id": b}});
+        let with = |mut p: Json| {
+            p["weights"] = Json::Object(weights.clone());
+            p
+        };
+        match kind {
+            0..=34 => self.write("relations/attach", &with(pair)),
+            35..=54 => self.write("relations/strengthen", &with(pair)),
+            55..=69 => self.write("relations/edit", &with(pair)),
+            70..=86 => self.write("relations/detach", &pair),
+            87..=90 => self.write("profiles/delete", &json!({"db_id": 1, "profile_id": a})),
+            91..=94 => {
+                let db = if rel == 1 { 2 } else { 3 };
+                self.write("profiles/delete", &json!({"db_id": db, "profile_id": b}))
+            }
+            _ => {
+                let rows: Vec<Json> = (0..4)
+                    .map(|_| {
+                        let a = recipient(self.below(RECIPIENTS));
+                        let b = initiator(self.below(INITIATORS));
+                        json!({"profile_a": {"profile_id": a}, "profile_b": {"profile_id": b},
+                               "weights": {"Donate": self.below(9)}})
+                    })
+                    .collect();
+                self.write("relations/import", &json!({"rel_id": rel, "relations": rows}))
+            }
+        }
+    }
+
+    /// `n` random writes; every one acknowledged.
+    fn workload(&mut self, n: usize) {
+        for _ in 0..n {
+            assert!(self.random_write().is_some(), "a write was not acknowledged");
+        }
+    }
+
+    /// Every counter and list, read through random hosts at the acknowledged
+    /// sequences, equals the single engine's.
+    fn compare(&mut self) {
+        let mut compared = 0;
+        for rel in [1, 2] {
+            for i in 0..RECIPIENTS {
+                let a = recipient(i);
+                let min = self.written.get(&partition_of(&a)).copied().unwrap_or(0);
+                for (call, body) in [
+                    ("relations/get_counter", json!({"rel_id": rel, "profile_id": a})),
+                    ("relations/get", json!({"rel_id": rel, "profile_id": a, "limit": 1000})),
+                ] {
+                    let h = self.live_host();
+                    let addr = self.addr(h);
+                    let (status, _, text) = http(
+                        &addr,
+                        "POST",
+                        &format!("/api/v1.1/{call}"),
+                        &[
+                            ("Authorization", format!("Bearer {TOKEN}")),
+                            ("relcount-min-seq", min.to_string()),
+                        ],
+                        &body.to_string(),
+                    )
+                    .expect("an answer");
+                    assert_eq!(status, 200, "{call} {body} via host {h}: {text}");
+                    let single = self.oracle.handle(
+                        call,
+                        Some(&format!("Bearer {TOKEN}")),
+                        body.to_string().as_bytes(),
+                    );
+                    let got: Json = serde_json::from_str(&text).expect("json");
+                    let want: Json = serde_json::from_str(&single.body).expect("json");
+                    assert_eq!(got, want, "{call} {body} via host {h}");
+                    compared += 1;
+                }
+            }
+        }
+        assert_eq!(compared, 2 * 2 * RECIPIENTS);
+        // The workload touched every part of the keyspace.
+        assert!(self.oracle.engine().relation_count() > 0);
+    }
+
+    /// The host's `GET /cluster` partitions.
+    fn owned_by(&self, h: usize) -> Vec<u32> {
+        let (_, _, text) = http(&self.addr(h), "GET", "/cluster", &[], "").expect("answer");
+        let v: Json = serde_json::from_str(&text).expect("json");
+        v["partitions"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|p| u32::try_from(p["partition"].as_u64().expect("n")).expect("small"))
+            .collect()
+    }
+
+    /// The NATS node leading partition `p`'s stream, from the monitoring endpoint.
+    fn leader_of(&self, p: u32) -> usize {
+        let stream = format!("RELCOUNT_P{p}");
+        let started = Instant::now();
+        loop {
+            for n in self.nats.iter().filter(|n| n.child.is_some()) {
+                let addr = format!("127.0.0.1:{}", n.monitor);
+                let Some((200, _, text)) =
+                    http(&addr, "GET", "/jsz?accounts=true&streams=true", &[], "")
+                else {
+                    continue;
+                };
+                let v: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
+                for acc in v["account_details"].as_array().into_iter().flatten() {
+                    for s in acc["stream_detail"].as_array().into_iter().flatten() {
+                        if s["name"] == stream.as_str()
+                            && let Some(leader) = s["cluster"]["leader"].as_str()
+                            && let Some(i) = self.nats.iter().position(|n| n.name == leader)
+                        {
+                            return i;
+                        }
+                    }
+                }
+            }
+            assert!(started.elapsed() < PATIENCE, "no leader for {stream}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for h in 0..self.hosts.len() {
+            self.kill_host(h);
+        }
+        for n in &mut self.nats {
+            n.kill();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn three_hosts_equal_one_engine() {
+    let _one = serial();
+    let mut f = Fixture::new("equal", 0x5eed_0001, "30");
+    f.define();
+    f.workload(400);
+    f.compare();
+    // Refusals a single engine gives come back before the log, and change nothing.
+    let unknown = json!({"rel_id": 1, "profile_a": {"profile_id": "a1"}, "profile_b": {"profile_id": "b1"}, "weights": {"Nope": 1}});
+    let r = f.write("relations/attach", &unknown).expect("answered");
+    assert_ne!(r["error"], 0, "{r}");
+    let nan = json!({"rel_id": 1, "profile_a": {"profile_id": "a1"}, "profile_b": {"profile_id": "b1"}, "weights": {"Donate": 1.5}});
+    let r = f.write("relations/strengthen", &nan).expect("answered");
+    assert_ne!(r["error"], 0, "{r}");
+    let wrong_schema = json!({"rel_id": 1, "db_a": 1, "db_b": 2, "props": {}});
+    let r = f.write("relations/define", &wrong_schema).expect("answered");
+    assert_ne!(r["error"], 0, "{r}");
+    // What a cluster cannot place is refused with a clear error, for every host.
+    let by_email = json!({"rel_id": 1, "profile_a": {"email": "x@y.z"}, "profile_b": {"profile_id": "b1"}});
+    for h in 0..3 {
+        let (status, _, text) = http(
+            &f.addr(h),
+            "POST",
+            "/api/v1.1/relations/attach",
+            &[("Authorization", format!("Bearer {TOKEN}"))],
+            &by_email.to_string(),
+        )
+        .expect("an answer");
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("\"error\":400") && text.contains("by id"), "{text}");
+    }
+    // A wrong token is refused before anything is logged.
+    let (_, _, text) = http(
+        &f.addr(0),
+        "POST",
+        "/api/v1.1/relations/attach",
+        &[("Authorization", "Bearer nope".to_owned())],
+        &unknown.to_string(),
+    )
+    .expect("an answer");
+    assert!(text.contains("\"error\":401"), "{text}");
+    f.compare();
+}
+
+#[test]
+fn the_stream_leader_killed_while_publishing() {
+    let _one = serial();
+    let mut f = Fixture::new("leader", 0x5eed_0002, "30");
+    f.define();
+    f.workload(100);
+    let leader = f.leader_of(partition_of(&recipient(0)));
+    f.nats[leader].kill();
+    // Two nodes of three keep a quorum: every write is acknowledged, after retries
+    // while the streams the killed node led elect new leaders.
+    f.workload(150);
+    f.compare();
+    // The node comes back and catches up; nothing changes.
+    f.nats[leader].start();
+    f.workload(50);
+    f.compare();
+}
+
+#[test]
+fn a_host_killed_before_and_after_its_snapshot() {
+    let _one = serial();
+    let mut f = Fixture::new("restart", 0x5eed_0003, "30");
+    f.define();
+    f.workload(30);
+    // Before any snapshot (fewer than 25 records in each partition): the restart
+    // replays the streams from their start.
+    f.kill_host(0);
+    f.workload(20);
+    f.start_host(0);
+    f.compare();
+    f.workload(300);
+    f.compare();
+    // Its partitions have snapshots now.
+    let snapshots = |dir: &Path| -> usize {
+        walk(dir).iter().filter(|p| p.extension().is_some_and(|e| e == "snap")).count()
+    };
+    assert!(snapshots(&f.hosts[0].data) > 0, "no snapshot in {}", f.hosts[0].data.display());
+    f.kill_host(0);
+    f.workload(60);
+    f.start_host(0);
+    let printed = f.hosts[0].server.as_ref().expect("running").printed();
+    assert!(printed.contains("loaded a snapshot"), "{printed}");
+    f.compare();
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_partition_moved_to_another_host() {
+    let _one = serial();
+    let mut f = Fixture::new("move", 0x5eed_0004, "30");
+    f.define();
+    f.workload(150);
+    // Host 2 claims partition 0 from host 0 (a restart with the new set).
+    f.kill_host(2);
+    f.hosts[2].owns.push(0);
+    f.hosts[0].owns.retain(|&p| p != 0);
+    f.start_host(2);
+    let started = Instant::now();
+    while f.owned_by(0).contains(&0) {
+        assert!(started.elapsed() < PATIENCE, "host 0 kept partition 0");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(f.owned_by(2).contains(&0));
+    f.workload(150);
+    f.compare();
+}
+
+#[test]
+fn two_of_three_nats_nodes_down() {
+    let _one = serial();
+    let mut f = Fixture::new("quorum", 0x5eed_0005, "3");
+    f.define();
+    let probe_type = json!({"rel_id": 9, "db_a": 1, "db_b": 2});
+    assert_eq!(f.write("relations/define", &probe_type).expect("acked")["error"], 0);
+    f.workload(100);
+    f.compare();
+    f.nats[1].kill();
+    f.nats[2].kill();
+    // No quorum: a write is refused with a clear error, never acknowledged. It goes
+    // to a relation type left out of the comparison (its fate is unknown).
+    let body = json!({"rel_id": 9, "profile_a": {"profile_id": "lost"}, "profile_b": {"profile_id": "b0"}});
+    let h = f.live_host();
+    let addr = f.addr(h);
+    let (status, _, text) = http(
+        &addr,
+        "POST",
+        "/api/v1.1/relations/attach",
+        &[("Authorization", format!("Bearer {TOKEN}"))],
+        &body.to_string(),
+    )
+    .expect("an answer");
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("did not acknowledge"), "{text}");
+    // Reads of caught-up partitions still answer from the hosts' memory.
+    f.compare();
+    f.nats[1].start();
+    f.nats[2].start();
+    // Once a quorum is back, every partition takes writes again: probed through the
+    // relation type left out of the comparison, since a probe refused while the
+    // streams elect leaders may or may not be logged.
+    let started = Instant::now();
+    for p in 0..PARTITIONS {
+        let id = (0..).map(|k| format!("probe{k}")).find(|id| partition_of(id) == p).expect("an id");
+        let probe = json!({"rel_id": 9, "profile_a": {"profile_id": id}, "profile_b": {"profile_id": "b0"}});
+        while f.write("relations/attach", &probe).is_none() {
+            assert!(started.elapsed() < PATIENCE * 2, "partition {p} did not recover");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    f.workload(100);
+    f.compare();
+}
