@@ -10,14 +10,15 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::nats::{Nats, http, nats_cluster, urls};
 use common::{PATIENCE, Server, temp_dir};
 use relcount::Engine;
 use relcount::api::{Api, TokenScope};
@@ -31,170 +32,6 @@ const INITIATORS: usize = 6;
 
 /// The cluster tests run one at a time: each starts six processes.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// One `nats-server` node, killed by its pid when dropped.
-struct Nats {
-    name: String,
-    conf: PathBuf,
-    port: u16,
-    monitor: u16,
-    child: Option<Child>,
-}
-
-impl Nats {
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn start(&mut self) {
-        let log = self.conf.with_extension("log");
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let child = Command::new(nats_binary())
-            .args(["-c", self.conf.to_str().expect("utf-8 path")])
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .expect("start nats-server");
-        self.child = Some(child);
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(started.elapsed() < PATIENCE, "{} did not listen", self.name);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILL, then wait for the process to be gone.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn nats_binary() -> String {
-    for candidate in ["nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server"] {
-        if Command::new(candidate)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return candidate.to_owned();
-        }
-    }
-    panic!("nats-server is not installed (apt-get install nats-server; .ci/run does it)");
-}
-
-/// Three NATS nodes in one JetStream cluster, routes between all.
-fn nats_cluster(dir: &Path) -> Vec<Nats> {
-    let ports: Vec<(u16, u16, u16)> = (0..3)
-        .map(|_| (free_port(), free_port(), free_port()))
-        .collect();
-    let routes: Vec<String> = ports
-        .iter()
-        .map(|(_, c, _)| format!("nats-route://127.0.0.1:{c}"))
-        .collect();
-    let mut nodes: Vec<Nats> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, &(port, cluster, monitor))| {
-            let name = format!("n{i}");
-            let conf = dir.join(format!("{name}.conf"));
-            let text = format!(
-                "server_name: {name}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\n\
-                 jetstream {{ store_dir: \"{}\" }}\n\
-                 cluster {{ name: relcount-test, listen: 127.0.0.1:{cluster}, routes: [{}] }}\n",
-                dir.join(format!("{name}-js")).display(),
-                routes.join(", ")
-            );
-            std::fs::write(&conf, text).expect("nats conf");
-            Nats {
-                name,
-                conf,
-                port,
-                monitor,
-                child: None,
-            }
-        })
-        .collect();
-    for n in &mut nodes {
-        n.start();
-    }
-    nodes
-}
-
-fn urls(nodes: &[Nats]) -> String {
-    nodes.iter().map(Nats::url).collect::<Vec<_>>().join(",")
-}
-
-/// A plain HTTP/1.1 exchange: status, headers (lowercase names), body.
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, String)],
-    body: &str,
-) -> Option<(u16, HashMap<String, String>, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(PATIENCE)).ok()?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let mut lines = head.lines();
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect::<HashMap<String, String>>();
-    let body = if headers.get("transfer-encoding").is_some_and(|t| t == "chunked") {
-        dechunk(body)?
-    } else {
-        body.to_owned()
-    };
-    Some((status, headers, body))
-}
-
-/// A chunked body's content.
-fn dechunk(mut rest: &str) -> Option<String> {
-    let mut out = String::new();
-    loop {
-        let (size, after) = rest.split_once("\r\n")?;
-        let size = usize::from_str_radix(size.trim(), 16).ok()?;
-        if size == 0 {
-            return Some(out);
-        }
-        out.push_str(after.get(..size)?);
-        rest = after.get(size + 2..)?;
-    }
-}
 
 /// A cluster host: its server and settings, restartable.
 struct Host {
@@ -342,7 +179,11 @@ impl Fixture {
         let envelope: Json = serde_json::from_str(&text).expect("json");
         if envelope["error"] != 0 {
             // Refused before the log: the single engine refuses it too.
-            let single = self.oracle.handle(call, Some(&format!("Bearer {TOKEN}")), body.to_string().as_bytes());
+            let single = self.oracle.handle(
+                call,
+                Some(&format!("Bearer {TOKEN}")),
+                body.to_string().as_bytes(),
+            );
             assert_eq!(
                 envelope["error"], single.code,
                 "{call} {body}: the cluster refused {text}, one engine answered {}",
@@ -360,7 +201,11 @@ impl Fixture {
             let w = self.written.entry(p).or_default();
             *w = (*w).max(seq);
         }
-        let _ = self.oracle.handle(call, Some(&format!("Bearer {TOKEN}")), body.to_string().as_bytes());
+        let _ = self.oracle.handle(
+            call,
+            Some(&format!("Bearer {TOKEN}")),
+            body.to_string().as_bytes(),
+        );
         Some(envelope)
     }
 
@@ -375,7 +220,10 @@ impl Fixture {
                 "Donate": {"type": "int", "top": 3, "sum": true},
                 "Score": {"type": "float", "sum": true, "top": 2},
                 "Fan": {"type": "bool"}}});
-            assert_eq!(self.write("relations/define", &body).expect("acked")["error"], 0);
+            assert_eq!(
+                self.write("relations/define", &body).expect("acked")["error"],
+                0
+            );
         }
     }
 
@@ -395,7 +243,8 @@ impl Fixture {
         if self.below(4) == 0 {
             weights.insert("Fan".into(), json!(self.below(2) == 0));
         }
-        let pair = json!({"rel_id": rel, "profile_a": {"profile_id": a}, "profile_b": {"profile_id": b}});
+        let pair =
+            json!({"rel_id": rel, "profile_a": {"profile_id": a}, "profile_b": {"profile_id": b}});
         let with = |mut p: Json| {
             p["weights"] = Json::Object(weights.clone());
             p
@@ -419,7 +268,10 @@ impl Fixture {
                                "weights": {"Donate": self.below(9)}})
                     })
                     .collect();
-                self.write("relations/import", &json!({"rel_id": rel, "relations": rows}))
+                self.write(
+                    "relations/import",
+                    &json!({"rel_id": rel, "relations": rows}),
+                )
             }
         }
     }
@@ -427,7 +279,10 @@ impl Fixture {
     /// `n` random writes; every one acknowledged.
     fn workload(&mut self, n: usize) {
         for _ in 0..n {
-            assert!(self.random_write().is_some(), "a write was not acknowledged");
+            assert!(
+                self.random_write().is_some(),
+                "a write was not acknowledged"
+            );
         }
     }
 
@@ -440,8 +295,14 @@ impl Fixture {
                 let a = recipient(i);
                 let min = self.written.get(&partition_of(&a)).copied().unwrap_or(0);
                 for (call, body) in [
-                    ("relations/get_counter", json!({"rel_id": rel, "profile_id": a})),
-                    ("relations/get", json!({"rel_id": rel, "profile_id": a, "limit": 1000})),
+                    (
+                        "relations/get_counter",
+                        json!({"rel_id": rel, "profile_id": a}),
+                    ),
+                    (
+                        "relations/get",
+                        json!({"rel_id": rel, "profile_id": a, "limit": 1000}),
+                    ),
                 ] {
                     let h = self.live_host();
                     let addr = self.addr(h);
@@ -549,10 +410,13 @@ fn three_hosts_equal_one_engine() {
     let r = f.write("relations/strengthen", &nan).expect("answered");
     assert_ne!(r["error"], 0, "{r}");
     let wrong_schema = json!({"rel_id": 1, "db_a": 1, "db_b": 2, "props": {}});
-    let r = f.write("relations/define", &wrong_schema).expect("answered");
+    let r = f
+        .write("relations/define", &wrong_schema)
+        .expect("answered");
     assert_ne!(r["error"], 0, "{r}");
     // What a cluster cannot place is refused with a clear error, for every host.
-    let by_email = json!({"rel_id": 1, "profile_a": {"email": "x@y.z"}, "profile_b": {"profile_id": "b1"}});
+    let by_email =
+        json!({"rel_id": 1, "profile_a": {"email": "x@y.z"}, "profile_b": {"profile_id": "b1"}});
     for h in 0..3 {
         let (status, _, text) = http(
             &f.addr(h),
@@ -563,7 +427,10 @@ fn three_hosts_equal_one_engine() {
         )
         .expect("an answer");
         assert_eq!(status, 200, "{text}");
-        assert!(text.contains("\"error\":400") && text.contains("by id"), "{text}");
+        assert!(
+            text.contains("\"error\":400") && text.contains("by id"),
+            "{text}"
+        );
     }
     // A wrong token is refused before anything is logged.
     let (_, _, text) = http(
@@ -585,10 +452,23 @@ fn the_stream_leader_killed_while_publishing() {
     f.define();
     f.workload(100);
     let leader = f.leader_of(partition_of(&recipient(0)));
-    f.nats[leader].kill();
+    let pid = f.nats[leader].child.as_ref().expect("running").id();
     // Two nodes of three keep a quorum: every write is acknowledged, after retries
-    // while the streams the killed node led elect new leaders.
-    f.workload(150);
+    // while the streams the killed node led elect new leaders. The leader is killed
+    // while the writes are being published.
+    let before = f.written.values().sum::<u64>();
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| f.workload(150));
+        std::thread::sleep(Duration::from_millis(300));
+        let killed = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        writer.join().expect("the writes");
+    });
+    assert!(f.written.values().sum::<u64>() > before);
+    f.nats[leader].kill();
     f.compare();
     // The node comes back and catches up; nothing changes.
     f.nats[leader].start();
@@ -612,9 +492,16 @@ fn a_host_killed_before_and_after_its_snapshot() {
     f.compare();
     // Its partitions have snapshots now.
     let snapshots = |dir: &Path| -> usize {
-        walk(dir).iter().filter(|p| p.extension().is_some_and(|e| e == "snap")).count()
+        walk(dir)
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "snap"))
+            .count()
     };
-    assert!(snapshots(&f.hosts[0].data) > 0, "no snapshot in {}", f.hosts[0].data.display());
+    assert!(
+        snapshots(&f.hosts[0].data) > 0,
+        "no snapshot in {}",
+        f.hosts[0].data.display()
+    );
     f.kill_host(0);
     f.workload(60);
     f.start_host(0);
@@ -663,7 +550,10 @@ fn two_of_three_nats_nodes_down() {
     let mut f = Fixture::new("quorum", 0x5eed_0005, "3");
     f.define();
     let probe_type = json!({"rel_id": 9, "db_a": 1, "db_b": 2});
-    assert_eq!(f.write("relations/define", &probe_type).expect("acked")["error"], 0);
+    assert_eq!(
+        f.write("relations/define", &probe_type).expect("acked")["error"],
+        0
+    );
     f.workload(100);
     f.compare();
     f.nats[1].kill();
@@ -692,13 +582,101 @@ fn two_of_three_nats_nodes_down() {
     // streams elect leaders may or may not be logged.
     let started = Instant::now();
     for p in 0..PARTITIONS {
-        let id = (0..).map(|k| format!("probe{k}")).find(|id| partition_of(id) == p).expect("an id");
+        let id = (0..)
+            .map(|k| format!("probe{k}"))
+            .find(|id| partition_of(id) == p)
+            .expect("an id");
         let probe = json!({"rel_id": 9, "profile_a": {"profile_id": id}, "profile_b": {"profile_id": "b0"}});
         while f.write("relations/attach", &probe).is_none() {
-            assert!(started.elapsed() < PATIENCE * 2, "partition {p} did not recover");
+            assert!(
+                started.elapsed() < PATIENCE * 2,
+                "partition {p} did not recover"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
     f.workload(100);
     f.compare();
+}
+
+/// Purges a stream through NATS's own protocol (`$JS.API.STREAM.PURGE.<name>`), as
+/// an operator's retention limit would remove its records.
+fn purge(nats: &Nats, stream: &str) {
+    let mut s = TcpStream::connect(("127.0.0.1", nats.port)).expect("nats");
+    s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let cmd = format!(
+        "CONNECT {{\"verbose\":false,\"pedantic\":false}}\r\nSUB _INBOX.purge 1\r\n\
+         PUB $JS.API.STREAM.PURGE.{stream} _INBOX.purge 0\r\n\r\n"
+    );
+    s.write_all(cmd.as_bytes()).expect("send");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\"success\"") {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0, "nats closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if text.contains("PING") {
+            s.write_all(b"PONG\r\n").expect("pong");
+        }
+    }
+    assert!(
+        String::from_utf8_lossy(&got).contains("\"success\":true"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+#[test]
+fn a_snapshot_older_than_its_stream_is_a_clear_error() {
+    let _one = serial();
+    let mut f = Fixture::new("purged", 0x5eed_0006, "30");
+    f.define();
+    f.workload(80);
+    f.compare();
+    // Host 0 stops; its partition 0 takes more writes, then loses them to a purge
+    // before host 0 applied them.
+    f.kill_host(0);
+    let a = (0..RECIPIENTS)
+        .map(recipient)
+        .find(|a| partition_of(a) == 0)
+        .expect("a recipient in 0");
+    for _ in 0..3 {
+        let body = json!({"rel_id": 1, "profile_a": {"profile_id": a}, "profile_b": {"profile_id": "b0"}, "weights": {"Donate": 1}});
+        assert!(f.write("relations/strengthen", &body).is_some());
+    }
+    purge(&f.nats[0], "RELCOUNT_P0");
+    f.start_host(0);
+    // Partition 0 fails with the reason, and reads of it say so; partition 3 serves.
+    let started = Instant::now();
+    let state = loop {
+        let (_, _, text) = http(&f.addr(0), "GET", "/cluster", &[], "").expect("answer");
+        let v: Json = serde_json::from_str(&text).expect("json");
+        let p0 = v["partitions"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|p| p["partition"] == 0)
+            .map(|p| p["state"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default();
+        if p0.starts_with("failed") {
+            break p0;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "partition 0 did not fail: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(state.contains("are gone"), "{state}");
+    let (status, _, text) = http(
+        &f.addr(0),
+        "POST",
+        "/api/v1.1/relations/get_counter",
+        &[("Authorization", format!("Bearer {TOKEN}"))],
+        &json!({"rel_id": 1, "profile_id": a}).to_string(),
+    )
+    .expect("an answer");
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("are gone"), "{text}");
 }

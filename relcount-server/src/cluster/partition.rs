@@ -276,7 +276,8 @@ async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> R
         .await
         .map_err(|e| format!("no control stream: {e}"))?;
     let start = part.at();
-    if info.state.messages > 0 && info.state.first_sequence > start.seq + 1 {
+    // A purged stream begins after its last sequence, with no messages left.
+    if info.state.first_sequence > start.seq + 1 {
         return Err(format!(
             "the snapshot stands at sequence {} of {name} but the stream begins at {}: \
              records {}..{} are gone, so this partition cannot be rebuilt here \
@@ -346,7 +347,12 @@ async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> R
                         now.state.first_sequence - 1
                     ));
                 }
-                tracing::warn!(partition = part.p, expected = at.seq + 1, got = seq, "a gap in the stream; reading again");
+                tracing::warn!(
+                    partition = part.p,
+                    expected = at.seq + 1,
+                    got = seq,
+                    "a gap in the stream; reading again"
+                );
                 break;
             }
             match log::parse(&msg.payload) {
@@ -377,13 +383,21 @@ async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> R
                         .await
                         .map_err(|e| e.to_string())?;
                     match saved {
-                        Ok(()) => tracing::info!(partition = part.p, seq = at.seq, "snapshot saved"),
-                        Err(e) => tracing::error!(partition = part.p, error = %e, "snapshot failed"),
+                        Ok(()) => {
+                            tracing::info!(partition = part.p, seq = at.seq, "snapshot saved")
+                        }
+                        Err(e) => {
+                            tracing::error!(partition = part.p, error = %e, "snapshot failed")
+                        }
                     }
                 }
             }
         }
-        tracing::debug!(partition = part.p, at = part.at().seq, "following the stream again");
+        tracing::debug!(
+            partition = part.p,
+            at = part.at().seq,
+            "following the stream again"
+        );
     }
 }
 
