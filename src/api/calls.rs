@@ -184,6 +184,17 @@ pub(super) fn serve(
     }
 }
 
+/// Checks the ids among `who` as the engine would take them (1 to 64 bytes), for a
+/// write checked without being made.
+fn check_ids<'a>(who: impl IntoIterator<Item = &'a OwnedMatch>) -> Result<(), Fail> {
+    for w in who {
+        if let OwnedMatch::Id(id) = w {
+            crate::ProfileId::new(id)?;
+        }
+    }
+    Ok(())
+}
+
 fn allow(scope: &TokenScope, rel_id: u32, write: bool) -> Result<(), Fail> {
     if scope.allows(rel_id, write) {
         Ok(())
@@ -241,6 +252,7 @@ fn write(
     if dry {
         let w: SmallVec<[(&str, Value); 8]> = w.iter().map(|(n, v)| (n.as_str(), *v)).collect();
         api.engine.check_weights(rel_id, &w)?;
+        check_ids([&a, &b])?;
         return Ok(WRITE_OK.to_owned());
     }
     let need = Growth {
@@ -302,9 +314,14 @@ fn import_relations(
         })
         .collect::<Result<Vec<_>, Fail>>()?;
     if dry {
-        for (i, (_, _, w)) in rows.iter().enumerate() {
+        api.engine
+            .relation_type(rel_id)
+            .ok_or(crate::Error::UnknownRelation { rel_id })?;
+        for (i, (a, b, w)) in rows.iter().enumerate() {
             let w: SmallVec<[(&str, Value); 8]> = w.iter().map(|(n, v)| (n.as_str(), *v)).collect();
-            api.engine.check_weights(rel_id, &w).map_err(|e| {
+            let ids = || crate::ProfileId::new(a).and_then(|_| crate::ProfileId::new(b));
+            let checked = api.engine.check_weights(rel_id, &w);
+            checked.and_then(|()| ids().map(|_| ())).map_err(|e| {
                 let e = Fail::from(e);
                 Fail::new(e.code, format!("row {i}: {}", e.text))
             })?;
@@ -387,6 +404,7 @@ fn detach(api: &Api, scope: &TokenScope, mut f: Fields, dry: bool) -> Result<Str
         api.engine
             .relation_type(rel_id)
             .ok_or(crate::Error::UnknownRelation { rel_id })?;
+        check_ids([&a, &b])?;
         return Ok(WRITE_OK.to_owned());
     }
     api.engine.detach(rel_id, &a, &b)?;
@@ -504,6 +522,9 @@ fn import(api: &Api, scope: &TokenScope, mut f: Fields, dry: bool) -> Result<Str
         }
     };
     if dry {
+        for (_, id, _) in &batch {
+            crate::ProfileId::new(id)?;
+        }
         return Ok(WRITE_OK.to_owned());
     }
     let need = Growth {
@@ -530,6 +551,7 @@ fn delete(api: &Api, scope: &TokenScope, mut f: Fields, dry: bool) -> Result<Str
     let who = Who::read(&mut f)?;
     f.finish()?;
     if dry {
+        check_ids([&who])?;
         return Ok(WRITE_OK.to_owned());
     }
     api.engine.delete_profile(db, &who)?;
