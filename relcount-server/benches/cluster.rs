@@ -172,7 +172,7 @@ fn main() {
     // (forwarded), and the same recipients on one server.
     let ids: Vec<String> = (0..1000)
         .map(|i| format!("a{i}"))
-        .filter(|id| partition_of(id) % 3 == 0)
+        .filter(|id| partition_of(id).is_multiple_of(3))
         .take(100)
         .collect();
     for addr in [&single.addr, &host_addrs[2]] {

@@ -273,11 +273,12 @@ impl Cluster {
         let mine = url == self.setup.advertise;
         {
             let mut owned = self.write_owned();
-            if !mine && owned.get(&p).is_some_and(|o| revision > o.claimed) {
-                if let Some(o) = owned.remove(&p) {
-                    o.task.abort();
-                    tracing::info!(partition = p, new_owner = %url, "partition released");
-                }
+            if !mine
+                && owned.get(&p).is_some_and(|o| revision > o.claimed)
+                && let Some(o) = owned.remove(&p)
+            {
+                o.task.abort();
+                tracing::info!(partition = p, new_owner = %url, "partition released");
             }
             if owned.get(&p).is_some_and(|o| revision < o.claimed) {
                 return;
