@@ -173,7 +173,19 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
                 publish_timeout: settings.publish_timeout,
                 read_wait: settings.read_wait,
                 token: token.clone(),
+                limits: settings.limits(),
             };
+            let q = settings.quotas();
+            if q.max_profiles.is_some()
+                || q.max_relations.is_some()
+                || q.max_relation_types.is_some()
+                || q.max_memory_bytes.is_some()
+            {
+                return Err(
+                    "the --max-* quotas are not enforced in cluster mode; start without them"
+                        .into(),
+                );
+            }
             let c = cluster::Cluster::join(setup, Arc::clone(&api)).await?;
             tracing::info!(nats = %nats, partitions = settings.partitions, owns = ?settings.owns, "joined the cluster");
             Some(c)

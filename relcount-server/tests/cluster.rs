@@ -432,6 +432,19 @@ fn three_hosts_equal_one_engine() {
             "{text}"
         );
     }
+    // So is a read that names its profile otherwise.
+    let (_, _, text) = http(
+        &f.addr(1),
+        "POST",
+        "/api/v1.1/relations/get_counter",
+        &[("Authorization", format!("Bearer {TOKEN}"))],
+        &json!({"rel_id": 1, "email": "x@y.z"}).to_string(),
+    )
+    .expect("an answer");
+    assert!(
+        text.contains("\"error\":400") && text.contains("by id"),
+        "{text}"
+    );
     // A wrong token is refused before anything is logged.
     let (_, _, text) = http(
         &f.addr(0),

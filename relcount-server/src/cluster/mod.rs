@@ -72,6 +72,8 @@ pub struct Setup {
     pub read_wait: Duration,
     /// The operator's token.
     pub token: String,
+    /// The API's limits.
+    pub limits: relcount::api::Limits,
 }
 
 /// An answer of the cluster layer.
@@ -148,6 +150,7 @@ fn plan(setup: &Setup, p: u32) -> Plan {
             .map(|d| d.join(format!("partition-{p}"))),
         snapshot_every: setup.snapshot_every,
         token: setup.token.clone(),
+        limits: setup.limits.clone(),
     }
 }
 
@@ -404,12 +407,13 @@ impl Cluster {
         let p = match route::read(&body, self.setup.partitions) {
             Ok(p) => p,
             Err(text) => {
-                // The API's own checks (token, fields) come first, as on one engine.
+                // The API's own refusals of the request itself (token, fields) come
+                // first, as on one engine; not its lookups, made here in no engine.
                 let r = self.front.validate(call.path(), auth, &body);
-                return if r.code == 0 {
-                    Answer::refused(200, 400, &text)
-                } else {
+                return if matches!(r.code, 400 | 401 | 403 | 413) {
                     Answer::api(r)
+                } else {
+                    Answer::refused(200, 400, &text)
                 };
             }
         };

@@ -109,6 +109,9 @@ pub struct Plan {
     pub snapshot_every: u64,
     /// The operator's token.
     pub token: String,
+    /// The API's limits, as the entry hosts check writes with (so a write they
+    /// passed is never refused here for its size).
+    pub limits: relcount::api::Limits,
 }
 
 /// Starts owning partition `p`: loads its newest snapshot, then applies its stream
@@ -126,7 +129,7 @@ pub fn start(
         Some(dir) => load(dir)?,
         None => (Engine::new(), At::default()),
     };
-    let api = Api::new(Arc::new(engine));
+    let api = Api::new(Arc::new(engine)).with_limits(plan.limits.clone());
     api.add_token(&plan.token, TokenScope::full());
     let part = Arc::new(Partition {
         p,
