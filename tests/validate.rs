@@ -134,8 +134,8 @@ fn request() -> impl Strategy<Value = (String, J, Option<String>)> {
         1 => Just(None),
     ];
     let extra = prop_oneof![4 => Just(None), 1 => Just(Some(("unknown_field", json!(1))))];
-    (call, rel, who(), who(), weights(), auth, extra, any::<bool>()).prop_map(
-        |(call, rel, a, b, w, auth, extra, other_schema)| {
+    (call, rel, who(), who(), weights(), auth, extra, any::<bool>(), 0..7usize).prop_map(
+        |(call, rel, a, b, w, auth, extra, other_schema, data)| {
             let mut o = serde_json::Map::new();
             match call {
                 "relations/define" => {
@@ -156,7 +156,18 @@ fn request() -> impl Strategy<Value = (String, J, Option<String>)> {
                         o.extend(who);
                     }
                     if call == "profiles/import" {
-                        o.insert("email".into(), json!("x@example.com"));
+                        // Profile data the engine takes, and data it refuses.
+                        let (k, v) = [
+                            ("email", json!("x@example.com")),
+                            ("email", json!("not an email")),
+                            ("phone", json!("abc")),
+                            ("phone", json!("+7 900 000-00-00")),
+                            ("fields", json!({"Interests": ["a,b"]})),
+                            ("fields", json!({"Interests": ["a", "b"], "CRM_ID": 12})),
+                            ("subscriptions", json!([{"resource_id": 1, "channel": "sms", "phone": "abc"}])),
+                        ][data]
+                            .clone();
+                        o.insert(k.into(), v);
                     }
                 }
                 "relations/import" => {

@@ -121,21 +121,23 @@ async fn metrics(app: &Arc<App>) -> Answer {
         .unwrap_or_else(|_| plain(500, ""))
 }
 
-/// `GET /cluster`: the partitions this host owns, each with its state and last
-/// applied sequence, as JSON (`{"partitions": []}` outside cluster mode).
+/// `GET /cluster`: the partitions this host owns, each with its state, last applied
+/// sequence and the records its engine refused (writes answered "logged" whose
+/// refusal only the write could know), as JSON (`{"partitions": []}` outside
+/// cluster mode).
 #[cfg(feature = "cluster")]
 fn cluster_status(app: &App) -> Answer {
     let parts = app.cluster.as_ref().map(|c| c.status()).unwrap_or_default();
     let items: Vec<String> = parts
         .into_iter()
-        .map(|(p, progress, seq)| {
+        .map(|(p, progress, seq, refused)| {
             let state = match progress {
                 crate::cluster::partition::Progress::CatchingUp => "catching up".to_owned(),
                 crate::cluster::partition::Progress::Serving => "serving".to_owned(),
                 crate::cluster::partition::Progress::Failed(why) => format!("failed: {why}"),
             };
             format!(
-                "{{\"partition\":{p},\"state\":{},\"seq\":{seq}}}",
+                "{{\"partition\":{p},\"state\":{},\"seq\":{seq},\"refused\":{refused}}}",
                 relcount::api::json_string(&state)
             )
         })

@@ -522,8 +522,9 @@ fn import(api: &Api, scope: &TokenScope, mut f: Fields, dry: bool) -> Result<Str
         }
     };
     if dry {
-        for (_, id, _) in &batch {
+        for (_, id, data) in &batch {
             crate::ProfileId::new(id)?;
+            crate::profile_data::Normalized::new(data)?;
         }
         return Ok(WRITE_OK.to_owned());
     }

@@ -1,10 +1,14 @@
 //! The replicated log: one JetStream stream per partition and a control stream, the
 //! records they carry, and publishing with retries that keep each partition's order.
 //!
-//! A record is `<call path>\n<body>`: the API call the owner applies, its body as the
-//! client sent it less its token. A partition's stream also carries markers,
-//! `control\n<sequence>`: "apply the control stream up to this sequence here", which
-//! place a definition or a profile's deletion among the partition's own writes.
+//! A record is `<call path>\n<control sequence>\n<body>`: the API call the owner
+//! applies, its body as the client sent it less its token, and the control stream's
+//! sequence the entry host had applied when it checked the write. The owner applies
+//! the control stream up to that sequence before the record, so a write checked
+//! against a definition (or after a deletion) the entry host knew of is applied after
+//! it. A partition's stream also carries markers, `control\n<sequence>\n`: "apply the
+//! control stream up to here", which place a definition or a profile's deletion among
+//! the partition's own writes before its answer.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -45,27 +49,42 @@ pub fn claimed_partition(subject: &str) -> Option<u32> {
         .ok()
 }
 
-/// A record: the call and its body.
+/// A record: the call, the control sequence it was checked at, its body.
 #[must_use]
-pub fn record(call: &str, body: &str) -> Bytes {
-    Bytes::from(format!("{call}\n{body}"))
+pub fn record(call: &str, control: u64, body: &str) -> Bytes {
+    Bytes::from(format!("{call}\n{control}\n{body}"))
 }
 
-/// A record's call and body.
+/// A record's call, control sequence and body.
 #[must_use]
-pub fn parse(payload: &[u8]) -> Option<(&str, &[u8])> {
-    let at = payload.iter().position(|&b| b == b'\n')?;
-    let call = std::str::from_utf8(&payload[..at]).ok()?;
-    Some((call, &payload[at + 1..]))
+pub fn parse(payload: &[u8]) -> Option<(&str, u64, &[u8])> {
+    let mut parts = payload.splitn(3, |&b| b == b'\n');
+    let call = std::str::from_utf8(parts.next()?).ok()?;
+    let control = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    Some((call, control, parts.next()?))
 }
+
+/// The owners' bucket key holding the partition count the cluster was made with.
+const PARTITIONS_KEY: &str = "config-partitions";
+
+/// Bytes a record may have beside its payload's limit: its headers (the message id).
+const HEADROOM: usize = 256;
 
 /// Why a publish was not acknowledged.
 #[derive(Debug)]
-pub struct NotLogged(pub String);
+pub enum NotLogged {
+    /// The control stream moved past the sequence the write was checked at.
+    Moved,
+    /// No acknowledgment, or a refusal; the text says which.
+    Failed(String),
+}
 
 impl std::fmt::Display for NotLogged {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            NotLogged::Moved => f.write_str("the control stream moved on"),
+            NotLogged::Failed(why) => f.write_str(why),
+        }
     }
 }
 
@@ -82,13 +101,22 @@ pub struct Log {
     host: String,
     next_id: AtomicU64,
     timeout: Duration,
+    /// The largest record the NATS servers take.
+    max_payload: usize,
 }
 
 impl Log {
     /// A log over `js` with `partitions` partition streams.
     #[must_use]
-    pub fn new(js: jetstream::Context, partitions: u32, host: String, timeout: Duration) -> Self {
+    pub fn new(
+        js: jetstream::Context,
+        partitions: u32,
+        host: String,
+        timeout: Duration,
+        max_payload: usize,
+    ) -> Self {
         Log {
+            max_payload,
             js,
             partitions,
             order: (0..=partitions).map(|_| Mutex::new(())).collect(),
@@ -148,17 +176,62 @@ impl Log {
             })
             .await
             .map_err(|e| format!("bucket {OWNERS_BUCKET}: {e}"))?;
+        // The partition count, set by the first host: every host must agree on it, or
+        // writes placed by one would land in partitions the others never read.
+        let key = format!("$KV.{OWNERS_BUCKET}.{PARTITIONS_KEY}");
+        let first = jetstream::message::PublishMessage::build()
+            .payload(Bytes::from(self.partitions.to_string()))
+            .expected_last_subject_sequence(0);
+        match self.js.send_publish(key.clone(), first).await {
+            Ok(ack) => match ack.await {
+                Ok(_) => {}
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {}
+                Err(e) => return Err(format!("the partition count: {e}").into()),
+            },
+            Err(e) => return Err(format!("the partition count: {e}").into()),
+        }
+        let stream = self.js.get_stream(format!("KV_{OWNERS_BUCKET}")).await?;
+        let set = stream
+            .get_last_raw_message_by_subject(&key)
+            .await
+            .map_err(|e| format!("the partition count: {e}"))?;
+        let set = String::from_utf8_lossy(&set.payload).into_owned();
+        if set != self.partitions.to_string() {
+            return Err(Box::new(Mismatch(format!(
+                "this cluster has {set} partitions, and this host was started with \
+                 --partitions {}: every host must use the same count",
+                self.partitions
+            ))));
+        }
         Ok(())
     }
 
-    /// Publishes a record to partition `p` (`None`: the control stream); its sequence
-    /// there once acknowledged.
+    /// Whether a record of `len` bytes fits in a NATS message.
+    #[must_use]
+    pub fn fits(&self, len: usize) -> bool {
+        len + HEADROOM <= self.max_payload
+    }
+
+    /// The largest record a NATS message takes.
+    #[must_use]
+    pub fn max_record(&self) -> usize {
+        self.max_payload.saturating_sub(HEADROOM)
+    }
+
+    /// Publishes a record to partition `p` (`None`: the control stream, then only if
+    /// its last sequence is still `expected`); its sequence there once acknowledged.
     ///
     /// # Errors
     ///
-    /// [`NotLogged`] when no acknowledgment came within the timeout (the record may
-    /// or may not be in the log) or the log refused it.
-    pub async fn publish(&self, p: Option<u32>, payload: Bytes) -> Result<u64, NotLogged> {
+    /// [`NotLogged::Failed`] when no acknowledgment came within the timeout (the
+    /// record may or may not be in the log) or the log refused it;
+    /// [`NotLogged::Moved`] when the control stream is past `expected`.
+    pub async fn publish(
+        &self,
+        p: Option<u32>,
+        payload: Bytes,
+        expected: Option<u64>,
+    ) -> Result<u64, NotLogged> {
         let (lane, subject) = match p {
             Some(p) => (p as usize, subject(p)),
             None => (self.partitions as usize, CONTROL_SUBJECT.to_owned()),
@@ -173,15 +246,21 @@ impl Log {
         let mut wait = Duration::from_millis(50);
         loop {
             let attempt = async {
-                let publish = jetstream::message::PublishMessage::build()
+                let mut publish = jetstream::message::PublishMessage::build()
                     .payload(payload.clone())
                     .message_id(id.as_str());
+                if let Some(last) = expected {
+                    publish = publish.expected_last_sequence(last);
+                }
                 let ack = self.js.send_publish(subject.clone(), publish).await?;
                 ack.await
             };
             let left = deadline.saturating_duration_since(Instant::now());
             let failed = match tokio::time::timeout(left, attempt).await {
                 Ok(Ok(ack)) => return Ok(ack.sequence),
+                Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    return Err(NotLogged::Moved);
+                }
                 Ok(Err(e)) => {
                     let retry = matches!(
                         e.kind(),
@@ -192,14 +271,14 @@ impl Log {
                             | PublishErrorKind::Other
                     );
                     if !retry {
-                        return Err(NotLogged(format!("the log refused the write: {e}")));
+                        return Err(NotLogged::Failed(format!("the log refused the write: {e}")));
                     }
                     e.to_string()
                 }
                 Err(_) => "no acknowledgment".to_owned(),
             };
             if Instant::now() + wait >= deadline {
-                return Err(NotLogged(format!(
+                return Err(NotLogged::Failed(format!(
                     "the log did not acknowledge the write within {} s (last: {failed}); \
                      it may or may not be applied",
                     self.timeout.as_secs_f64()
@@ -212,18 +291,32 @@ impl Log {
     }
 
     /// Claims partition `p` for the host at `url` in the owners' map; the claim's
-    /// revision.
+    /// revision. Retried while the bucket's stream is not ready (right after it is
+    /// made) for up to the publish timeout.
     ///
     /// # Errors
     ///
     /// JetStream's.
     pub async fn claim(&self, p: u32, url: &str) -> Result<u64, async_nats::Error> {
-        let ack = self
-            .js
-            .publish(owner_subject(p), Bytes::from(url.to_owned()))
-            .await?
-            .await?;
-        Ok(ack.sequence)
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let attempt = async {
+                let ack = self
+                    .js
+                    .publish(owner_subject(p), Bytes::from(url.to_owned()))
+                    .await?
+                    .await?;
+                Ok::<u64, async_nats::Error>(ack.sequence)
+            };
+            match attempt.await {
+                Ok(revision) => return Ok(revision),
+                Err(e) if Instant::now() < deadline => {
+                    tracing::info!(partition = p, error = %e, "claim not taken yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The owners' map: each partition's last claim, then every claim as it comes
@@ -255,17 +348,29 @@ impl Log {
     }
 }
 
+/// Hosts that disagree on the partition count.
+#[derive(Debug)]
+pub struct Mismatch(pub String);
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Mismatch {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_record_parses_back() {
-        let r = record("relations/attach", "{\"a\":\"x\\ny\"}");
-        assert_eq!(
-            parse(&r),
-            Some(("relations/attach", "{\"a\":\"x\\ny\"}".as_bytes()))
-        );
+        let body = "{\"a\":\"x\\ny\"}\nmore";
+        let r = record("relations/attach", 17, body);
+        assert_eq!(parse(&r), Some(("relations/attach", 17, body.as_bytes())));
+        assert_eq!(parse(&record(MARKER, 4, "")), Some((MARKER, 4, &b""[..])));
         assert_eq!(parse(b"no newline"), None);
+        assert_eq!(parse(b"call\nnot a number\n{}"), None);
     }
 }

@@ -76,6 +76,9 @@ pub struct Setup {
     pub limits: relcount::api::Limits,
 }
 
+/// How often a host reads the control stream's new records into its checking API.
+const FOLLOW_CONTROL: Duration = Duration::from_millis(500);
+
 /// An answer of the cluster layer.
 #[derive(Debug)]
 pub struct Answer {
@@ -125,8 +128,12 @@ pub struct Cluster {
     log: Log,
     /// The API that checks writes: its engine holds the relation types only.
     front: Arc<Api>,
-    /// The control stream's last record applied to `front`.
+    /// The control stream's last record applied to `front` (the lock serializes
+    /// catching up and this host's control writes).
     front_at: tokio::sync::Mutex<u64>,
+    /// The same, readable without the lock (a control write holds it while it
+    /// publishes, and no other write waits for that).
+    front_seen: std::sync::atomic::AtomicU64,
     owned: RwLock<HashMap<u32, Owned>>,
     /// Each partition's owner URL, as the owners' map says.
     owners: RwLock<Vec<Option<String>>>,
@@ -139,6 +146,15 @@ impl std::fmt::Debug for Cluster {
             .field("partitions", &self.setup.partitions)
             .field("owns", &self.setup.owns)
             .finish_non_exhaustive()
+    }
+}
+
+/// The largest message the NATS server takes (its `max_payload`; 1 MiB when unknown,
+/// the server's default).
+fn client_max_payload(js: &jetstream::Context) -> usize {
+    match js.client().server_info().max_payload {
+        0 => 1 << 20,
+        n => n,
     }
 }
 
@@ -192,10 +208,20 @@ impl Cluster {
                 format!("{:?}{}", std::time::SystemTime::now(), setup.advertise).as_bytes()
             )
         );
-        let log = Log::new(js, setup.partitions, host, setup.publish_timeout);
+        let max_payload = client_max_payload(&js);
+        let log = Log::new(
+            js,
+            setup.partitions,
+            host,
+            setup.publish_timeout,
+            max_payload,
+        );
         // The streams' leaders may still be in election right after a start.
         let mut tries = 0;
         while let Err(e) = log.ensure(setup.replicas).await {
+            if let Some(mismatch) = e.downcast_ref::<log::Mismatch>() {
+                return Err(mismatch.to_string());
+            }
             tries += 1;
             if tries > 60 {
                 return Err(format!("cannot create the cluster's streams: {e}"));
@@ -209,10 +235,24 @@ impl Cluster {
             log,
             front,
             front_at: tokio::sync::Mutex::new(0),
+            front_seen: std::sync::atomic::AtomicU64::new(0),
             owned: RwLock::new(HashMap::new()),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
         cluster.catch_up_front().await?;
+        // The checking API follows the control stream, so a write is checked, and
+        // stamped, after the definitions and deletions logged before it arrived
+        // (within this period) even when no marker has placed them yet.
+        let follower = Arc::downgrade(&cluster);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(FOLLOW_CONTROL).await;
+                let Some(c) = follower.upgrade() else { return };
+                if let Err(e) = c.catch_up_front().await {
+                    tracing::debug!(error = %e, "following the control stream");
+                }
+            }
+        });
         for &p in &cluster.setup.owns {
             let claimed = cluster
                 .log
@@ -294,6 +334,11 @@ impl Cluster {
     /// stream's last record.
     async fn catch_up_front(&self) -> Result<(), String> {
         let mut at = self.front_at.lock().await;
+        self.catch_up(&mut at).await
+    }
+
+    /// [`catch_up_front`](Self::catch_up_front) with its lock held by the caller.
+    async fn catch_up(&self, at: &mut u64) -> Result<(), String> {
         let mut control = self.log.control().await.map_err(|e| e.to_string())?;
         let last = control
             .info()
@@ -307,13 +352,15 @@ impl Cluster {
                 .get_raw_message(seq)
                 .await
                 .map_err(|e| format!("cannot read control record {seq}: {e}"))?;
-            if let Some((call, body)) = log::parse(&msg.payload)
+            if let Some((call, _, body)) = log::parse(&msg.payload)
                 && call == Call::Define.path()
             {
                 let auth = format!("Bearer {}", self.setup.token);
                 let _ = self.front.handle(call, Some(&auth), body);
             }
             *at = seq;
+            self.front_seen
+                .store(seq, std::sync::atomic::Ordering::Release);
         }
         Ok(())
     }
@@ -335,48 +382,48 @@ impl Cluster {
     }
 
     async fn write(&self, call: Call, auth: Option<&str>, body: &[u8]) -> Answer {
-        let mut checked = self.front.validate(call.path(), auth, body);
-        if checked.code == 411 || (call == Call::Define && checked.code != 0) {
-            // A relation type defined through another host may not be here yet.
-            if let Err(e) = self.catch_up_front().await {
-                return Answer::refused(503, 503, &format!("the cluster's log: {e}"));
+        let log_error = |e: String| Answer::refused(503, 503, &format!("the cluster's log: {e}"));
+        let written = if matches!(call, Call::Define | Call::DeleteProfile) {
+            match self.write_control(call, auth, body).await {
+                Ok(w) => w,
+                Err(answer) => return answer,
             }
-            checked = self.front.validate(call.path(), auth, body);
-        }
-        if checked.code != 0 {
-            return Answer::api(checked);
-        }
-        let route = match route::write(call, body, self.setup.partitions) {
-            Ok(r) => r,
-            Err(text) => return Answer::refused(200, 400, &text),
-        };
-        let written = match route {
-            Route::Partitions(parts) => {
-                let publishes = parts.into_iter().map(|(p, body)| async move {
-                    self.log
-                        .publish(Some(p), log::record(call.path(), &body))
-                        .await
-                        .map(|seq| (p, seq))
-                });
-                futures_util::future::join_all(publishes).await
+        } else {
+            let mut checked = self.front.validate(call.path(), auth, body);
+            if checked.code == 411 {
+                // A relation type defined through another host may not be here yet.
+                if let Err(e) = self.catch_up_front().await {
+                    return log_error(e);
+                }
+                checked = self.front.validate(call.path(), auth, body);
             }
-            Route::Control(body) => {
-                let seq = match self
-                    .log
-                    .publish(None, log::record(call.path(), &body))
+            if checked.code != 0 {
+                return Answer::api(checked);
+            }
+            // Read after the check: the front was at least this far when it checked.
+            let checked_at = self.front_seen.load(std::sync::atomic::Ordering::Acquire);
+            let parts = match route::write(call, body, self.setup.partitions) {
+                Ok(Route::Partitions(parts)) => parts,
+                Ok(Route::Control(_)) => return Answer::refused(500, 500, "internal error"),
+                Err(text) => return Answer::refused(200, 400, &text),
+            };
+            let records: Vec<(u32, Bytes)> = parts
+                .into_iter()
+                .map(|(p, b)| (p, log::record(call.path(), checked_at, &b)))
+                .collect();
+            if let Some(answer) = self.too_large(records.iter().map(|(_, r)| r.len())) {
+                return answer;
+            }
+            let publishes = records.into_iter().map(|(p, record)| async move {
+                self.log
+                    .publish(Some(p), record, None)
                     .await
-                {
-                    Ok(seq) => seq,
-                    Err(e) => return Answer::refused(503, 503, &e.to_string()),
-                };
-                let marker = log::record(log::MARKER, &seq.to_string());
-                let publishes = (0..self.setup.partitions).map(|p| {
-                    let marker = marker.clone();
-                    async move { self.log.publish(Some(p), marker).await.map(|s| (p, s)) }
-                });
-                futures_util::future::join_all(publishes).await
-            }
+                    .map(|seq| (p, seq))
+            });
+            let written = futures_util::future::join_all(publishes).await;
+            (checked, written)
         };
+        let (checked, written) = written;
         let mut done = Vec::with_capacity(written.len());
         for w in written {
             match w {
@@ -394,6 +441,79 @@ impl Cluster {
         let mut answer = Answer::api(checked);
         answer.written = Some(done.join(","));
         answer
+    }
+
+    /// A 413 when a record would not fit in a NATS message.
+    fn too_large(&self, mut lengths: impl Iterator<Item = usize>) -> Option<Answer> {
+        let len = lengths.find(|&n| !self.log.fits(n))?;
+        Some(Answer::refused(
+            200,
+            413,
+            &format!(
+                "the write is {len} bytes once logged, and the log takes at most {} (NATS \
+                 max_payload): send it in smaller batches",
+                self.log.max_record()
+            ),
+        ))
+    }
+
+    /// A definition or a profile's deletion: checked against every control record
+    /// logged before it (the control stream must still end where the check saw it, or
+    /// the check is made again), logged in the control stream, then a marker in every
+    /// partition.
+    async fn write_control(
+        &self,
+        call: Call,
+        auth: Option<&str>,
+        body: &[u8],
+    ) -> Result<
+        (
+            relcount::api::Response,
+            Vec<Result<(u32, u64), log::NotLogged>>,
+        ),
+        Answer,
+    > {
+        let log_error = |e: String| Answer::refused(503, 503, &format!("the cluster's log: {e}"));
+        let mut at = self.front_at.lock().await;
+        self.catch_up(&mut at).await.map_err(log_error)?;
+        let mut tries = 0;
+        let (checked, seq) = loop {
+            let checked = self.front.validate(call.path(), auth, body);
+            if checked.code != 0 {
+                return Err(Answer::api(checked));
+            }
+            let control_body = match route::write(call, body, self.setup.partitions) {
+                Ok(Route::Control(b)) => b,
+                Ok(Route::Partitions(_)) => {
+                    return Err(Answer::refused(500, 500, "internal error"));
+                }
+                Err(text) => return Err(Answer::refused(200, 400, &text)),
+            };
+            let record = log::record(call.path(), *at, &control_body);
+            if let Some(answer) = self.too_large(std::iter::once(record.len())) {
+                return Err(answer);
+            }
+            match self.log.publish(None, record, Some(*at)).await {
+                Ok(seq) => break (checked, seq),
+                Err(log::NotLogged::Moved) if tries < 20 => {
+                    tries += 1;
+                    self.catch_up(&mut at).await.map_err(log_error)?;
+                }
+                Err(e) => return Err(Answer::refused(503, 503, &e.to_string())),
+            }
+        };
+        drop(at);
+        let marker = log::record(log::MARKER, seq, "");
+        let publishes = (0..self.setup.partitions).map(|p| {
+            let marker = marker.clone();
+            async move {
+                self.log
+                    .publish(Some(p), marker, None)
+                    .await
+                    .map(|s| (p, s))
+            }
+        });
+        Ok((checked, futures_util::future::join_all(publishes).await))
     }
 
     async fn read(
@@ -509,13 +629,20 @@ impl Cluster {
         }
     }
 
-    /// Each owned partition's progress and last applied sequence.
+    /// Each owned partition's progress, last applied sequence and records refused.
     #[must_use]
-    pub fn status(&self) -> Vec<(u32, Progress, u64)> {
+    pub fn status(&self) -> Vec<(u32, Progress, u64, u64)> {
         let owned = self.owned.read().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<_> = owned
             .values()
-            .map(|o| (o.part.p, o.part.progress(), o.part.at().seq))
+            .map(|o| {
+                (
+                    o.part.p,
+                    o.part.progress(),
+                    o.part.at().seq,
+                    o.part.refused(),
+                )
+            })
             .collect();
         out.sort_by_key(|(p, ..)| *p);
         out

@@ -48,6 +48,11 @@ pub struct Partition {
     /// The last applied sequences.
     applied: watch::Sender<At>,
     progress: std::sync::Mutex<Progress>,
+    /// Records the engine refused since this host took the partition: writes whose
+    /// refusal only the write could know (a detach of a missing relation, a
+    /// strengthen past the i64 range, a delete of an unknown profile), answered
+    /// "logged" by their entry host. Each is in the debug log.
+    refused: std::sync::atomic::AtomicU64,
 }
 
 impl Partition {
@@ -64,6 +69,12 @@ impl Partition {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Records refused by the engine since this host took the partition.
+    #[must_use]
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn set(&self, progress: Progress) {
@@ -136,6 +147,7 @@ pub fn start(
         api,
         applied: watch::Sender::new(at),
         progress: std::sync::Mutex::new(Progress::CatchingUp),
+        refused: std::sync::atomic::AtomicU64::new(0),
     });
     let run = Arc::clone(&part);
     let task = tokio::spawn(async move {
@@ -216,20 +228,14 @@ pub fn save(dir: &Path, engine: &Engine, at: At) -> Result<(), String> {
     Ok(())
 }
 
-/// Applies one record; a refused write is logged and changes nothing (the single
-/// engine the cluster stands for would have refused it too).
-fn apply_record(part: &Partition, token: &str, payload: &[u8], what: &str) {
-    let Some((call, body)) = log::parse(payload) else {
-        tracing::warn!(
-            partition = part.p,
-            what,
-            "a record that is not a call: skipped"
-        );
-        return;
-    };
+/// Applies one call; a refused write is counted, logged and changes nothing (the
+/// single engine the cluster stands for would have refused it too).
+fn apply_call(part: &Partition, token: &str, call: &str, body: &[u8], what: &str) {
     let auth = format!("Bearer {token}");
     let r = part.api.handle(call, Some(&auth), body);
     if r.code != 0 {
+        part.refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(partition = part.p, call, code = r.code, body = %r.body, what, "write refused");
     }
 }
@@ -256,7 +262,10 @@ async fn apply_control(
                 Err(e) => return Err(format!("cannot read control record {seq}: {e}")),
             }
         };
-        apply_record(part, token, &msg.payload, "control");
+        match log::parse(&msg.payload) {
+            Some((call, _, body)) => apply_call(part, token, call, body, "control"),
+            None => tracing::warn!(seq, "a control record that is not a call: skipped"),
+        }
         at.control = seq;
         part.applied.send_replace(at);
     }
@@ -279,6 +288,14 @@ async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> R
         .await
         .map_err(|e| format!("no control stream: {e}"))?;
     let start = part.at();
+    if info.state.last_sequence < start.seq {
+        return Err(format!(
+            "the snapshot stands at sequence {} of {name} but the stream ends at {}: \
+             the stream was made again since, so this partition cannot be rebuilt here \
+             (remove its snapshots to rebuild it from the stream)",
+            start.seq, info.state.last_sequence
+        ));
+    }
     // A purged stream begins after its last sequence, with no messages left.
     if info.state.first_sequence > start.seq + 1 {
         return Err(format!(
@@ -296,6 +313,7 @@ async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> R
         part.set(Progress::Serving);
     }
     let mut since_snapshot = 0u64;
+    let mut gaps = 0;
     // A consumer is made again from the next sequence when it stalls: when the NATS
     // node it reads through goes away, or records wait in the stream while none come.
     loop {
@@ -350,6 +368,13 @@ async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> R
                         now.state.first_sequence - 1
                     ));
                 }
+                gaps += 1;
+                if gaps > 3 {
+                    return Err(format!(
+                        "record {} of {name} is missing (deleted from the stream?)",
+                        at.seq + 1
+                    ));
+                }
                 tracing::warn!(
                     partition = part.p,
                     expected = at.seq + 1,
@@ -358,19 +383,16 @@ async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> R
                 );
                 break;
             }
-            match log::parse(&msg.payload) {
-                Some((MARKER, upto)) => {
-                    let upto = std::str::from_utf8(upto)
-                        .ok()
-                        .and_then(|t| t.parse::<u64>().ok())
-                        .ok_or_else(|| {
-                            format!("record {seq} of {name}: a marker without a sequence")
-                        })?;
-                    apply_control(&control, part, &plan.token, upto).await?;
-                    at = part.at();
-                }
-                _ => apply_record(part, &plan.token, &msg.payload, "write"),
+            gaps = 0;
+            let Some((call, checked_at, body)) = log::parse(&msg.payload) else {
+                return Err(format!("record {seq} of {name} is not a relcount record"));
+            };
+            // The control records the write was checked after come first.
+            apply_control(&control, part, &plan.token, checked_at).await?;
+            if call != MARKER {
+                apply_call(part, &plan.token, call, body, "write");
             }
+            at = part.at();
             at.seq = seq;
             part.applied.send_replace(at);
             if seq >= target && part.progress() == Progress::CatchingUp {

@@ -66,6 +66,14 @@ fn named_id(o: &Object, what: &str) -> Result<String, Refused> {
     serde_json::from_str::<String>(raw.get()).map_err(|_| by_id())
 }
 
+/// The id an imported profile carries (its email and phone are its data there, not
+/// a lookup).
+fn imported_id(o: &Object) -> Result<String, Refused> {
+    o.get("profile_id")
+        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+        .ok_or_else(|| "an imported profile needs its profile_id, a string".to_owned())
+}
+
 fn side(o: &Object, name: &str) -> Result<String, Refused> {
     let raw = o.get(name).ok_or_else(|| format!("{name} is required"))?;
     named_id(&object(raw.get(), name)?, name)
@@ -113,7 +121,7 @@ pub fn write(call: Call, body: &[u8], partitions: u32) -> Result<Route, Refused>
         }
         Call::ImportProfiles => match o.get("profiles") {
             None => {
-                let id = named_id(&o, "the profile")?;
+                let id = imported_id(&o)?;
                 Ok(Route::Partitions(vec![(
                     partition_of(&id, partitions),
                     without_token(o),
@@ -123,7 +131,7 @@ pub fn write(call: Call, body: &[u8], partitions: u32) -> Result<Route, Refused>
                 let rows: Vec<Box<RawValue>> = serde_json::from_str(p.get())
                     .map_err(|_| "profiles must be an array".to_owned())?;
                 split(o, "profiles", rows, partitions, |row| {
-                    named_id(&object(row.get(), "a profile")?, "a profile")
+                    imported_id(&object(row.get(), "a profile")?)
                 })
             }
         },
@@ -254,6 +262,23 @@ mod tests {
             }
         }
         assert_eq!(seen, ids.len());
+    }
+
+    #[test]
+    fn an_imported_profile_keeps_its_email_and_phone() {
+        let body = br#"{"db_id":1,"profile_id":"p1","email":"a@b.c","phone":"+1 555","token":"t"}"#;
+        let Ok(Route::Partitions(parts)) = write(Call::ImportProfiles, body, 4) else {
+            panic!("not routed")
+        };
+        assert_eq!(parts[0].0, partition_of("p1", 4));
+        assert!(parts[0].1.contains(r#""email":"a@b.c""#), "{}", parts[0].1);
+        assert!(!parts[0].1.contains("token"), "{}", parts[0].1);
+        let batch = br#"{"db_id":1,"profiles":[{"profile_id":"p1","email":"a@b.c"},{"profile_id":"p2","phone":"+1"}]}"#;
+        assert!(matches!(
+            write(Call::ImportProfiles, batch, 4),
+            Ok(Route::Partitions(_))
+        ));
+        assert!(write(Call::ImportProfiles, br#"{"db_id":1,"email":"a@b.c"}"#, 4).is_err());
     }
 
     #[test]
