@@ -124,6 +124,8 @@ fn main() {
     let owns = ["0,3,6,9", "1,4,7,10", "2,5,8,11"];
     let nats_urls = urls(&nats);
     let partitions = PARTITIONS.to_string();
+    // RELCOUNT_BENCH_REPLICAS=1 measures the same without replication.
+    let replicas = std::env::var("RELCOUNT_BENCH_REPLICAS").unwrap_or_else(|_| "3".into());
     let hosts: Vec<Server> = owns
         .iter()
         .map(|owns| {
@@ -137,6 +139,8 @@ fn main() {
                     &partitions,
                     "--owns",
                     owns,
+                    "--replicas",
+                    &replicas,
                 ],
                 &[("RUST_LOG", "warn")],
             )
@@ -158,7 +162,7 @@ fn main() {
     println!("  one server, --data (everysec):    {one_durable:>9.0}");
     let three = write_rate(&host_addrs, clients, span);
     println!(
-        "  3 hosts on 3 NATS nodes (R3):     {three:>9.0}  ({:.2}x one server, memory only)",
+        "  3 hosts on 3 NATS nodes (R{replicas}):     {three:>9.0}  ({:.2}x one server, memory only)",
         three / one
     );
     let many = clients * 4;

@@ -33,6 +33,10 @@ use tracing_subscriber::EnvFilter;
 
 use crate::settings::Settings;
 
+/// The header every API answer carries: its envelope's `error` code (a forwarding
+/// host reads it; a client may too, without parsing the body).
+const CODE_HEADER: &str = "relcount-error";
+
 fn main() -> std::process::ExitCode {
     let settings = Settings::from_args();
     tracing_subscriber::fmt()

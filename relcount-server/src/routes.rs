@@ -161,8 +161,6 @@ fn health(app: &App) -> Answer {
     }
 }
 
-/// The header every API answer carries: its envelope's `error` code.
-const CODE: &str = "relcount-error";
 
 /// An envelope answer; `close` when the request's body was not read (the connection
 /// cannot carry another request).
@@ -171,7 +169,7 @@ fn envelope(status: StatusCode, body: impl Into<Bytes>, code: u32, close: bool) 
     *answer.status_mut() = status;
     let headers = answer.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(CODE, HeaderValue::from(code));
+    headers.insert(crate::CODE_HEADER, HeaderValue::from(code));
     if close {
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }

@@ -46,8 +46,6 @@ pub const MIN_SEQ: &str = "relcount-min-seq";
 pub const WRITTEN: &str = "relcount-written";
 /// The header of a read forwarded by another host (never forwarded again).
 pub const FORWARDED: &str = "relcount-forwarded";
-/// The header every API answer carries: its `error` code.
-const CODE: &str = "relcount-error";
 
 /// A cluster host's settings.
 #[derive(Debug, Clone)]
@@ -614,7 +612,7 @@ impl Cluster {
         let status = res.status().as_u16();
         let code = res
             .headers()
-            .get(CODE)
+            .get(crate::CODE_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(u32::from(status));
