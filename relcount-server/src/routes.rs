@@ -161,7 +161,6 @@ fn health(app: &App) -> Answer {
     }
 }
 
-
 /// An envelope answer; `close` when the request's body was not read (the connection
 /// cannot carry another request).
 fn envelope(status: StatusCode, body: impl Into<Bytes>, code: u32, close: bool) -> Answer {
