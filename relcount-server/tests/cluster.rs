@@ -33,6 +33,18 @@ const INITIATORS: usize = 6;
 /// The cluster tests run one at a time: each starts six processes.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// `POST` of an API call with the token and `extra` headers.
+fn post(
+    addr: &str,
+    path: &str,
+    body: &str,
+    extra: &[(&str, String)],
+) -> Option<(u16, std::collections::HashMap<String, String>, String)> {
+    let mut headers = vec![("Authorization", format!("Bearer {TOKEN}"))];
+    headers.extend(extra.iter().cloned());
+    http(addr, "POST", path, &headers, body)
+}
+
 /// A cluster host: its server and settings, restartable.
 struct Host {
     server: Option<Server>,
@@ -164,14 +176,8 @@ impl Fixture {
     /// certain). Panics on anything else that is not the single engine's refusal.
     fn write_via(&mut self, h: usize, call: &str, body: &Json) -> Option<Json> {
         let addr = self.addr(h);
-        let (status, headers, text) = http(
-            &addr,
-            "POST",
-            &format!("/api/v1.1/{call}"),
-            &[("Authorization", format!("Bearer {TOKEN}"))],
-            &body.to_string(),
-        )
-        .expect("an answer");
+        let (status, headers, text) =
+            post(&addr, &format!("/api/v1.1/{call}"), &body.to_string(), &[]).expect("an answer");
         if status == 503 {
             return None;
         }
@@ -306,15 +312,11 @@ impl Fixture {
                 ] {
                     let h = self.live_host();
                     let addr = self.addr(h);
-                    let (status, _, text) = http(
+                    let (status, _, text) = post(
                         &addr,
-                        "POST",
                         &format!("/api/v1.1/{call}"),
-                        &[
-                            ("Authorization", format!("Bearer {TOKEN}")),
-                            ("relcount-min-seq", min.to_string()),
-                        ],
                         &body.to_string(),
+                        &[("relcount-min-seq", min.to_string())],
                     )
                     .expect("an answer");
                     assert_eq!(status, 200, "{call} {body} via host {h}: {text}");
@@ -418,12 +420,11 @@ fn three_hosts_equal_one_engine() {
     let by_email =
         json!({"rel_id": 1, "profile_a": {"email": "x@y.z"}, "profile_b": {"profile_id": "b1"}});
     for h in 0..3 {
-        let (status, _, text) = http(
+        let (status, _, text) = post(
             &f.addr(h),
-            "POST",
             "/api/v1.1/relations/attach",
-            &[("Authorization", format!("Bearer {TOKEN}"))],
             &by_email.to_string(),
+            &[],
         )
         .expect("an answer");
         assert_eq!(status, 200, "{text}");
@@ -433,12 +434,11 @@ fn three_hosts_equal_one_engine() {
         );
     }
     // So is a read that names its profile otherwise.
-    let (_, _, text) = http(
+    let (_, _, text) = post(
         &f.addr(1),
-        "POST",
         "/api/v1.1/relations/get_counter",
-        &[("Authorization", format!("Bearer {TOKEN}"))],
         &json!({"rel_id": 1, "email": "x@y.z"}).to_string(),
+        &[],
     )
     .expect("an answer");
     assert!(
@@ -576,14 +576,8 @@ fn two_of_three_nats_nodes_down() {
     let body = json!({"rel_id": 9, "profile_a": {"profile_id": "lost"}, "profile_b": {"profile_id": "b0"}});
     let h = f.live_host();
     let addr = f.addr(h);
-    let (status, _, text) = http(
-        &addr,
-        "POST",
-        "/api/v1.1/relations/attach",
-        &[("Authorization", format!("Bearer {TOKEN}"))],
-        &body.to_string(),
-    )
-    .expect("an answer");
+    let (status, _, text) =
+        post(&addr, "/api/v1.1/relations/attach", &body.to_string(), &[]).expect("an answer");
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("did not acknowledge"), "{text}");
     // Reads of caught-up partitions still answer from the hosts' memory.
@@ -691,12 +685,11 @@ fn a_snapshot_older_than_its_stream_is_a_clear_error() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(state.contains("are gone"), "{state}");
-    let (status, _, text) = http(
+    let (status, _, text) = post(
         &f.addr(0),
-        "POST",
         "/api/v1.1/relations/get_counter",
-        &[("Authorization", format!("Bearer {TOKEN}"))],
         &json!({"rel_id": 1, "profile_id": a}).to_string(),
+        &[],
     )
     .expect("an answer");
     assert_eq!(status, 503, "{text}");
@@ -744,15 +737,11 @@ fn review_regressions() {
         0
     );
     let min = f.written[&partition_of("a1")];
-    let (_, _, text) = http(
+    let (_, _, text) = post(
         &f.addr(1),
-        "POST",
         "/api/v1.1/relations/get_counter",
-        &[
-            ("Authorization", format!("Bearer {TOKEN}")),
-            ("relcount-min-seq", min.to_string()),
-        ],
         &json!({"rel_id": 9, "profile_id": "a1"}).to_string(),
+        &[("relcount-min-seq", min.to_string())],
     )
     .expect("an answer");
     assert!(text.contains("\"total\":1"), "{text}");
@@ -782,14 +771,8 @@ fn review_regressions() {
     ));
     let big = format!("{{\"rel_id\":1,\"relations\":[{}]}}", rows.join(","));
     assert_eq!(big.len(), target);
-    let (status, headers, text) = http(
-        &f.addr(2),
-        "POST",
-        "/api/v1.1/relations/import",
-        &[("Authorization", format!("Bearer {TOKEN}"))],
-        &big,
-    )
-    .expect("an answer");
+    let (status, headers, text) =
+        post(&f.addr(2), "/api/v1.1/relations/import", &big, &[]).expect("an answer");
     assert_eq!(status, 200, "{text}");
     assert!(
         text.contains("\"error\":413") && text.contains("smaller batches"),
