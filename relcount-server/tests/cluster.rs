@@ -604,6 +604,19 @@ fn two_of_three_nats_nodes_down() {
     }
     f.workload(100);
     f.compare();
+    // The hosts that lived through the outage still follow the owners' map: a
+    // partition moved now is released by its old owner and forwarded to the new.
+    f.kill_host(0);
+    f.hosts[0].owns.push(1);
+    f.hosts[1].owns.retain(|&p| p != 1);
+    f.start_host(0);
+    let started = Instant::now();
+    while f.owned_by(1).contains(&1) {
+        assert!(started.elapsed() < PATIENCE, "host 1 kept partition 1");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f.workload(50);
+    f.compare();
 }
 
 /// A request through NATS's own protocol: `payload` published to `subject`, the

@@ -338,6 +338,16 @@ impl Log {
         Ok(consumer.messages().await?)
     }
 
+    /// The owners' map's last revision.
+    ///
+    /// # Errors
+    ///
+    /// JetStream's.
+    pub async fn owners_last(&self) -> Result<u64, async_nats::Error> {
+        let mut stream = self.js.get_stream(format!("KV_{OWNERS_BUCKET}")).await?;
+        Ok(stream.info().await?.state.last_sequence)
+    }
+
     /// The control stream.
     ///
     /// # Errors

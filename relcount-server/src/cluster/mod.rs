@@ -156,6 +156,53 @@ fn client_max_payload(js: &jetstream::Context) -> usize {
     }
 }
 
+/// Follows the owners' map for as long as the host runs. Its consumer is made again
+/// (from each partition's last claim) when it ends, fails, or delivers nothing while
+/// claims wait, as a partition's applier does: after a NATS node's loss it may stall.
+async fn follow_owners(cluster: Arc<Cluster>, first: jetstream::consumer::pull::Ordered) {
+    let mut claims = Some(first);
+    let mut seen = 0;
+    loop {
+        let mut current = match claims.take() {
+            Some(c) => c,
+            None => match cluster.log.owners().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot follow the owners' map; retried");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+            },
+        };
+        let mut errors = 0;
+        loop {
+            match tokio::time::timeout(partition::STALL, current.next()).await {
+                Ok(Some(Ok(m))) => {
+                    errors = 0;
+                    let Ok(info) = m.info() else { continue };
+                    let revision = info.stream_sequence;
+                    seen = seen.max(revision);
+                    cluster.owner_changed(&m.subject, &m.payload, revision);
+                }
+                Ok(Some(Err(e))) => {
+                    errors += 1;
+                    tracing::debug!(error = %e, "owners' map");
+                    if errors >= 3 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(None) => break,
+                Err(_) => match cluster.log.owners_last().await {
+                    Ok(last) if last > seen => break,
+                    Ok(_) => {}
+                    Err(_) => break,
+                },
+            }
+        }
+    }
+}
+
 fn plan(setup: &Setup, p: u32) -> Plan {
     Plan {
         dir: setup
@@ -269,27 +316,12 @@ impl Cluster {
             );
             cluster.write_owners()[p as usize] = Some(cluster.setup.advertise.clone());
         }
-        let mut owners = cluster
+        let first = cluster
             .log
             .owners()
             .await
             .map_err(|e| format!("cannot follow the owners' map: {e}"))?;
-        let watcher = Arc::clone(&cluster);
-        tokio::spawn(async move {
-            while let Some(claim) = owners.next().await {
-                match claim {
-                    Ok(m) => {
-                        let Ok(info) = m.info() else { continue };
-                        let revision = info.stream_sequence;
-                        watcher.owner_changed(&m.subject, &m.payload, revision);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "owners' map");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        });
+        tokio::spawn(follow_owners(Arc::clone(&cluster), first));
         Ok(cluster)
     }
 

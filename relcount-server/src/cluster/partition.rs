@@ -428,7 +428,7 @@ async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> R
 
 /// How long a consumer may deliver nothing before the stream is asked whether
 /// records wait.
-const STALL: Duration = Duration::from_secs(2);
+pub const STALL: Duration = Duration::from_secs(2);
 
 /// An ordered consumer of the stream from sequence `from`.
 async fn follow(
