@@ -255,7 +255,9 @@ async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) ->
     }
     #[cfg(feature = "cluster")]
     if let Some(cluster) = &app.cluster {
-        let _permit = permit;
+        // The cluster holds a permit for its CPU work only, not while it waits on the
+        // network.
+        drop(permit);
         let Ok(call) = call.parse::<api::Call>() else {
             return refusal(StatusCode::NOT_FOUND, "unknown call");
         };
@@ -266,6 +268,7 @@ async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) ->
                 Bytes::from(body),
                 min_seq.as_deref(),
                 forwarded,
+                Arc::clone(lane),
             )
             .await;
         if a.status >= 500 {

@@ -312,13 +312,27 @@ impl Fixture {
                 ] {
                     let h = self.live_host();
                     let addr = self.addr(h);
-                    let (status, _, text) = post(
-                        &addr,
-                        &format!("/api/v1.1/{call}"),
-                        &body.to_string(),
-                        &[("relcount-min-seq", min.to_string())],
-                    )
-                    .expect("an answer");
+                    // A host learns a partition's new owner (a host restarted on another
+                    // port, a moved partition) from the owners' map, a moment later: a
+                    // read forwarded meanwhile is refused and sent again, as a client
+                    // would. A host that never learns it fails the test.
+                    let started = Instant::now();
+                    let (status, text) = loop {
+                        let (status, _, text) = post(
+                            &addr,
+                            &format!("/api/v1.1/{call}"),
+                            &body.to_string(),
+                            &[("relcount-min-seq", min.to_string())],
+                        )
+                        .expect("an answer");
+                        let moving = status == 503
+                            && (text.contains("did not answer")
+                                || text.contains("not served here"));
+                        if !moving || started.elapsed() > PATIENCE {
+                            break (status, text);
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    };
                     assert_eq!(status, 200, "{call} {body} via host {h}: {text}");
                     let single = self.oracle.handle(
                         call,
@@ -579,7 +593,12 @@ fn two_of_three_nats_nodes_down() {
     let (status, _, text) =
         post(&addr, "/api/v1.1/relations/attach", &body.to_string(), &[]).expect("an answer");
     assert_eq!(status, 503, "{text}");
-    assert!(text.contains("did not acknowledge"), "{text}");
+    // Either the publish found no quorum, or (when the host had to read the control
+    // stream first) the control stream could not be read: a clear error either way.
+    assert!(
+        text.contains("did not acknowledge") || text.contains("the cluster's log"),
+        "{text}"
+    );
     // Reads of caught-up partitions still answer from the hosts' memory.
     f.compare();
     f.nats[1].start();

@@ -236,13 +236,21 @@ impl Log {
             Some(p) => (p as usize, subject(p)),
             None => (self.partitions as usize, CONTROL_SUBJECT.to_owned()),
         };
-        let _in_order = self.order[lane].lock().await;
+        // The timeout counts from the call, the wait for the partition's turn included.
+        let deadline = Instant::now() + self.timeout;
+        let Ok(_in_order) = tokio::time::timeout(self.timeout, self.order[lane].lock()).await
+        else {
+            return Err(NotLogged::Failed(format!(
+                "the log did not take the write within {} s (earlier writes to its \
+                 partition still wait); it was not logged",
+                self.timeout.as_secs_f64()
+            )));
+        };
         let id = format!(
             "{}-{}",
             self.host,
             self.next_id.fetch_add(1, Ordering::Relaxed)
         );
-        let deadline = Instant::now() + self.timeout;
         let mut wait = Duration::from_millis(50);
         loop {
             let attempt = async {

@@ -35,6 +35,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use relcount::api::{Api, Call};
+use tokio::sync::Semaphore;
 
 use self::log::Log;
 use self::partition::{Partition, Plan, Progress};
@@ -73,6 +74,9 @@ pub struct Setup {
     /// The API's limits.
     pub limits: relcount::api::Limits,
 }
+
+/// JetStream's default duplicate window, within which a message id is stored once.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 /// How often a host reads the control stream's new records into its checking API.
 const FOLLOW_CONTROL: Duration = Duration::from_millis(500);
@@ -226,6 +230,14 @@ impl Cluster {
     pub async fn join(setup: Setup, front: Arc<Api>) -> Result<Arc<Cluster>, String> {
         if setup.partitions == 0 {
             return Err("--partitions must be at least 1".into());
+        }
+        // A retried publish is stored once only within JetStream's duplicate window.
+        if setup.publish_timeout > DUPLICATE_WINDOW {
+            return Err(format!(
+                "--publish-timeout must be at most {} s, JetStream's duplicate window \
+                 (a write retried later could be stored twice)",
+                DUPLICATE_WINDOW.as_secs()
+            ));
         }
         if let Some(p) = setup.owns.iter().find(|&&p| p >= setup.partitions) {
             return Err(format!(
@@ -382,6 +394,11 @@ impl Cluster {
                 .get_raw_message(seq)
                 .await
                 .map_err(|e| format!("cannot read control record {seq}: {e}"))?;
+            // Stamps read from here on are at least this record's sequence, set before
+            // the record is applied: a write checked against it is stamped past it (a
+            // stamp too high is harmless; one too low would apply the write first).
+            self.front_seen
+                .store(seq, std::sync::atomic::Ordering::Release);
             if let Some((call, _, body)) = log::parse(&msg.payload)
                 && call == Call::Define.path()
             {
@@ -389,13 +406,14 @@ impl Cluster {
                 let _ = self.front.handle(call, Some(&auth), body);
             }
             *at = seq;
-            self.front_seen
-                .store(seq, std::sync::atomic::Ordering::Release);
         }
         Ok(())
     }
 
-    /// Serves an API call in cluster mode.
+    /// Serves an API call in cluster mode. `lane` gives the permits for CPU work
+    /// (checking, routing, a local read): one is held for that work only, never while
+    /// the call waits on the network (JetStream's acknowledgment, a forwarded read, a
+    /// partition catching up), so waiting calls never keep others from the cores.
     pub async fn serve(
         &self,
         call: Call,
@@ -403,36 +421,80 @@ impl Cluster {
         body: Bytes,
         min_seq: Option<&str>,
         forwarded: bool,
+        lane: Arc<Semaphore>,
     ) -> Answer {
         if call.is_write() {
-            self.write(call, auth, &body).await
+            self.write(call, auth, body, &lane).await
         } else {
-            self.read(call, auth, body, min_seq, forwarded).await
+            self.read(call, auth, body, min_seq, forwarded, &lane).await
         }
     }
 
-    async fn write(&self, call: Call, auth: Option<&str>, body: &[u8]) -> Answer {
+    /// Checks a write and routes it, on a worker thread under a permit of `lane`.
+    async fn check(
+        &self,
+        call: Call,
+        auth: Option<&str>,
+        body: &Bytes,
+        lane: &Arc<Semaphore>,
+    ) -> Result<(relcount::api::Response, Result<Route, route::Refused>), Answer> {
+        let Ok(permit) = Arc::clone(lane).acquire_owned().await else {
+            return Err(Answer::refused(503, 503, "the server is shutting down"));
+        };
+        let (front, auth, body) = (
+            Arc::clone(&self.front),
+            auth.map(str::to_owned),
+            body.clone(),
+        );
+        let partitions = self.setup.partitions;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let checked = front.validate(call.path(), auth.as_deref(), &body);
+            let route = if checked.code == 0 {
+                route::write(call, &body, partitions)
+            } else {
+                Err(String::new())
+            };
+            (checked, route)
+        })
+        .await
+        .map_err(|_| Answer::refused(500, 500, "internal error"))
+    }
+
+    async fn write(
+        &self,
+        call: Call,
+        auth: Option<&str>,
+        body: Bytes,
+        lane: &Arc<Semaphore>,
+    ) -> Answer {
         let log_error = |e: String| Answer::refused(503, 503, &format!("the cluster's log: {e}"));
         let written = if matches!(call, Call::Define | Call::DeleteProfile) {
-            match self.write_control(call, auth, body).await {
+            match self.write_control(call, auth, &body, lane).await {
                 Ok(w) => w,
                 Err(answer) => return answer,
             }
         } else {
-            let mut checked = self.front.validate(call.path(), auth, body);
+            let (mut checked, mut route) = match self.check(call, auth, &body, lane).await {
+                Ok(c) => c,
+                Err(answer) => return answer,
+            };
             if checked.code == 411 {
                 // A relation type defined through another host may not be here yet.
                 if let Err(e) = self.catch_up_front().await {
                     return log_error(e);
                 }
-                checked = self.front.validate(call.path(), auth, body);
+                (checked, route) = match self.check(call, auth, &body, lane).await {
+                    Ok(c) => c,
+                    Err(answer) => return answer,
+                };
             }
             if checked.code != 0 {
                 return Answer::api(checked);
             }
             // Read after the check: the front was at least this far when it checked.
             let checked_at = self.front_seen.load(std::sync::atomic::Ordering::Acquire);
-            let parts = match route::write(call, body, self.setup.partitions) {
+            let parts = match route {
                 Ok(Route::Partitions(parts)) => parts,
                 Ok(Route::Control(_)) => return Answer::refused(500, 500, "internal error"),
                 Err(text) => return Answer::refused(200, 400, &text),
@@ -495,7 +557,8 @@ impl Cluster {
         &self,
         call: Call,
         auth: Option<&str>,
-        body: &[u8],
+        body: &Bytes,
+        lane: &Arc<Semaphore>,
     ) -> Result<
         (
             relcount::api::Response,
@@ -507,12 +570,14 @@ impl Cluster {
         let mut at = self.front_at.lock().await;
         self.catch_up(&mut at).await.map_err(log_error)?;
         let mut tries = 0;
+        // Only a definition's check depends on the control records before it.
+        let expected = |at: u64| (call == Call::Define).then_some(at);
         let (checked, seq) = loop {
-            let checked = self.front.validate(call.path(), auth, body);
+            let (checked, route) = self.check(call, auth, body, lane).await?;
             if checked.code != 0 {
                 return Err(Answer::api(checked));
             }
-            let control_body = match route::write(call, body, self.setup.partitions) {
+            let control_body = match route {
                 Ok(Route::Control(b)) => b,
                 Ok(Route::Partitions(_)) => {
                     return Err(Answer::refused(500, 500, "internal error"));
@@ -523,7 +588,7 @@ impl Cluster {
             if let Some(answer) = self.too_large(std::iter::once(record.len())) {
                 return Err(answer);
             }
-            match self.log.publish(None, record, Some(*at)).await {
+            match self.log.publish(None, record, expected(*at)).await {
                 Ok(seq) => break (checked, seq),
                 Err(log::NotLogged::Moved) if tries < 20 => {
                     tries += 1;
@@ -553,6 +618,7 @@ impl Cluster {
         body: Bytes,
         min_seq: Option<&str>,
         forwarded: bool,
+        lane: &Arc<Semaphore>,
     ) -> Answer {
         let p = match route::read(&body, self.setup.partitions) {
             Ok(p) => p,
@@ -585,7 +651,11 @@ impl Cluster {
                 return Answer::refused(503, 503, &why);
             }
             let auth = auth.map(str::to_owned);
+            let Ok(permit) = Arc::clone(lane).acquire_owned().await else {
+                return Answer::refused(503, 503, "the server is shutting down");
+            };
             let served = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
                 part.api.handle(call.path(), auth.as_deref(), &body)
             })
             .await;

@@ -233,7 +233,9 @@ pub fn save(dir: &Path, engine: &Engine, at: At) -> Result<(), String> {
 fn apply_call(part: &Partition, token: &str, call: &str, body: &[u8], what: &str) {
     let auth = format!("Bearer {token}");
     let r = part.api.handle(call, Some(&auth), body);
-    if r.code != 0 {
+    // A deletion reaches every partition; those without the profile have nothing to do.
+    let elsewhere = what == "control" && r.code == 404;
+    if r.code != 0 && !elsewhere {
         part.refused
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(partition = part.p, call, code = r.code, body = %r.body, what, "write refused");
@@ -250,16 +252,17 @@ async fn apply_control(
     let mut at = part.at();
     while at.control < upto {
         let seq = at.control + 1;
-        let mut tries = 0;
+        // Retried for as long as it takes (the control stream may be without a quorum
+        // for a while); the partition waits, it does not fail.
+        let mut wait = Duration::from_millis(100);
         let msg = loop {
             match control.get_raw_message(seq).await {
                 Ok(m) => break m,
-                Err(e) if tries < 100 => {
-                    tries += 1;
-                    tracing::debug!(seq, error = %e, "control record not read; retried");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                Err(e) => {
+                    tracing::warn!(partition = part.p, seq, error = %e, "control record not read; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
                 }
-                Err(e) => return Err(format!("cannot read control record {seq}: {e}")),
             }
         };
         match log::parse(&msg.payload) {
@@ -274,19 +277,24 @@ async fn apply_control(
 
 async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> Result<(), String> {
     let name = log::stream_name(part.p);
-    let mut stream = js
-        .get_stream(&name)
-        .await
-        .map_err(|e| format!("no stream {name}: {e}"))?;
-    let info = stream
-        .info()
-        .await
-        .map_err(|e| format!("cannot read {name}'s state: {e}"))?
-        .clone();
-    let control = js
-        .get_stream(log::CONTROL_STREAM)
-        .await
-        .map_err(|e| format!("no control stream: {e}"))?;
+    // NATS may be without a quorum for a while: the partition waits, it does not fail.
+    let mut wait = Duration::from_millis(100);
+    let (mut stream, info, control) = loop {
+        let got = async {
+            let mut stream = js.get_stream(&name).await?;
+            let info = stream.info().await?.clone();
+            let control = js.get_stream(log::CONTROL_STREAM).await?;
+            Ok::<_, async_nats::Error>((stream, info, control))
+        };
+        match got.await {
+            Ok(got) => break got,
+            Err(e) => {
+                tracing::warn!(partition = part.p, error = %e, "cannot read the streams yet; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+        }
+    };
     let start = part.at();
     if info.state.last_sequence < start.seq {
         return Err(format!(

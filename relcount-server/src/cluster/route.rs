@@ -76,6 +76,10 @@ fn imported_id(o: &Object) -> Result<String, Refused> {
 
 fn side(o: &Object, name: &str) -> Result<String, Refused> {
     let raw = o.get(name).ok_or_else(|| format!("{name} is required"))?;
+    // The API takes a bare id string for a side too.
+    if let Ok(id) = serde_json::from_str::<String>(raw.get()) {
+        return Ok(id);
+    }
     named_id(&object(raw.get(), name)?, name)
 }
 
@@ -197,6 +201,15 @@ mod tests {
             "{}",
             parts[0].1
         );
+    }
+
+    #[test]
+    fn a_side_may_be_a_bare_id() {
+        let body = br#"{"rel_id":3,"profile_a":"a1","profile_b":"b1"}"#;
+        let Ok(Route::Partitions(parts)) = write(Call::Attach, body, 8) else {
+            panic!("not routed")
+        };
+        assert_eq!(parts[0].0, partition_of("a1", 8));
     }
 
     #[test]

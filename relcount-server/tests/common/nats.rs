@@ -11,12 +11,15 @@ use std::time::{Duration, Instant};
 
 use super::PATIENCE;
 
-/// A port free at the time of asking.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// `n` distinct ports free at the time of asking: all held open while they are
+/// chosen, so no two are the same.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("bound").port())
+        .collect()
 }
 
 /// One `nats-server` node, killed by its pid when dropped.
@@ -92,8 +95,9 @@ pub fn nats_binary() -> String {
 
 /// Three NATS nodes in one JetStream cluster, routes between all.
 pub fn nats_cluster(dir: &Path) -> Vec<Nats> {
+    let free = free_ports(9);
     let ports: Vec<(u16, u16, u16)> = (0..3)
-        .map(|_| (free_port(), free_port(), free_port()))
+        .map(|i| (free[3 * i], free[3 * i + 1], free[3 * i + 2]))
         .collect();
     let routes: Vec<String> = ports
         .iter()
