@@ -76,21 +76,49 @@ impl Drop for Nats {
     }
 }
 
+/// The `nats-server` binary, installed with apt-get when missing (as root).
 pub fn nats_binary() -> String {
-    for candidate in [
+    static FOUND: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            installed().or_else(|| {
+                // A fresh machine: installed as .ci/run installs it (Debian's package),
+                // so the README's test command needs nothing else.
+                let _ = Command::new("sh")
+                    .args([
+                        "-c",
+                        "command -v apt-get >/dev/null && [ \"$(id -u)\" = 0 ] && \
+                         { apt-get install -y -qq nats-server >/dev/null 2>&1 || \
+                           { apt-get update -qq && apt-get install -y -qq nats-server; }; } \
+                         >/dev/null 2>&1",
+                    ])
+                    .status();
+                installed()
+            })
+        })
+        .clone()
+        .unwrap_or_else(|| {
+            panic!(
+                "nats-server is not installed and could not be installed here \
+                 (apt-get install nats-server, as root)"
+            )
+        })
+}
+
+fn installed() -> Option<String> {
+    [
         "nats-server",
         "/usr/sbin/nats-server",
         "/usr/bin/nats-server",
-    ] {
-        if Command::new(candidate)
+    ]
+    .into_iter()
+    .find(|candidate| {
+        Command::new(candidate)
             .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success())
-        {
-            return candidate.to_owned();
-        }
-    }
-    panic!("nats-server is not installed (apt-get install nats-server; .ci/run does it)");
+    })
+    .map(str::to_owned)
 }
 
 /// Three NATS nodes in one JetStream cluster, routes between all.
