@@ -1,0 +1,262 @@
+//! The `Engine` class: one method per engine call. Each converts its arguments to
+//! owned Rust values holding the GIL, runs the engine call with the GIL released
+//! (`Python::detach`), and converts the answer back holding it again, so Python
+//! threads use one engine in parallel and a reader never waits for the GIL to reach
+//! the engine's lock-free read path.
+
+use std::path::PathBuf;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use relcount::{Error, OwnedMatch, SyncPolicy, Value};
+
+use crate::{convert, errors};
+
+/// An engine: relation types, profiles and their counters, in memory; durable when
+/// made by `Engine.open`.
+#[pyclass(frozen, module = "relcount", name = "Engine")]
+pub(crate) struct Engine {
+    inner: relcount::Engine,
+}
+
+/// Borrowed weights, as the engine's calls take them.
+fn borrowed(weights: &[(String, Value)]) -> Vec<(&str, Value)> {
+    weights.iter().map(|(n, v)| (n.as_str(), *v)).collect()
+}
+
+impl Engine {
+    /// Runs `f` on the engine with the GIL released; an engine error becomes its
+    /// exception.
+    fn call<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&relcount::Engine) -> Result<T, Error> + Send,
+    ) -> PyResult<T> {
+        py.detach(|| f(&self.inner)).map_err(|e| errors::raise(py, &e))
+    }
+
+    /// A write's weights, typed by the relation's schema where a value needs it.
+    fn weights(&self, rel_id: u32, w: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, Value)>> {
+        convert::weights(w, self.inner.relation_type(rel_id).as_ref())
+    }
+}
+
+#[pymethods]
+impl Engine {
+    /// An empty in-memory engine; `shards` (default 64) splits the writers' locks.
+    #[new]
+    #[pyo3(signature = (shards = None))]
+    fn new(shards: Option<usize>) -> PyResult<Self> {
+        let mut builder = relcount::Engine::builder();
+        if let Some(shards) = shards {
+            if !(1..=relcount::limits::MAX_SHARDS).contains(&shards) {
+                return Err(errors::invalid(format!(
+                    "shards must be 1 to {}, got {shards}",
+                    relcount::limits::MAX_SHARDS
+                )));
+            }
+            builder = builder.shards(shards);
+        }
+        Ok(Self {
+            inner: builder.build(),
+        })
+    }
+
+    /// A durable engine on the data directory `path` (made if missing), recovered to
+    /// exactly its acknowledged writes. `fsync` is `"always"` (default: a write that
+    /// returned survives a power loss), `"everysec"` or `"no"`. The directory is
+    /// released when the engine is garbage-collected.
+    #[staticmethod]
+    #[pyo3(signature = (path, fsync = "always"))]
+    fn open(py: Python<'_>, path: PathBuf, fsync: &str) -> PyResult<Self> {
+        let sync: SyncPolicy = fsync
+            .parse()
+            .map_err(|e: Error| errors::raise(py, &e))?;
+        let inner = py
+            .detach(|| relcount::Engine::builder().open(&path, sync))
+            .map_err(|e| errors::raise(py, &e))?;
+        Ok(Self { inner })
+    }
+
+    /// Defines relation type `rel_id` from profiles of `db_b` to profiles of `db_a`.
+    /// `props` maps each property name, in order, to `{"type": "int" | "float" |
+    /// "bool", "sum": bool, "top": n}`. Defining it again with the same schema does
+    /// nothing; with another, raises `SchemaConflict`.
+    fn define(
+        &self,
+        py: Python<'_>,
+        rel_id: u32,
+        db_a: u32,
+        db_b: u32,
+        props: &Bound<'_, PyDict>,
+    ) -> PyResult<()> {
+        let def = convert::definition(rel_id, db_a, db_b, props)?;
+        self.call(py, |e| e.define(def))
+    }
+
+    /// Attaches `profile_b` to `profile_a` with these values, replacing the
+    /// relation's values if it exists. Missing profiles are created.
+    #[pyo3(signature = (rel_id, profile_a, profile_b, weights = None))]
+    fn attach(
+        &self,
+        py: Python<'_>,
+        rel_id: u32,
+        profile_a: &Bound<'_, PyAny>,
+        profile_b: &Bound<'_, PyAny>,
+        weights: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let (a, b) = (convert::profile(profile_a)?, convert::profile(profile_b)?);
+        let w = self.weights(rel_id, weights)?;
+        self.call(py, |e| e.attach(rel_id, a.as_match(), b.as_match(), &borrowed(&w)))
+    }
+
+    /// Adds these deltas to the relation's numbers (a negative one weakens) and sets
+    /// its bools; creates the relation if needed.
+    #[pyo3(signature = (rel_id, profile_a, profile_b, weights = None))]
+    fn strengthen(
+        &self,
+        py: Python<'_>,
+        rel_id: u32,
+        profile_a: &Bound<'_, PyAny>,
+        profile_b: &Bound<'_, PyAny>,
+        weights: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let (a, b) = (convert::profile(profile_a)?, convert::profile(profile_b)?);
+        let w = self.weights(rel_id, weights)?;
+        self.call(py, |e| {
+            e.strengthen(rel_id, a.as_match(), b.as_match(), &borrowed(&w))
+        })
+    }
+
+    /// Overwrites the listed values of the relation, keeping the others; creates the
+    /// relation if needed.
+    #[pyo3(signature = (rel_id, profile_a, profile_b, weights = None))]
+    fn edit(
+        &self,
+        py: Python<'_>,
+        rel_id: u32,
+        profile_a: &Bound<'_, PyAny>,
+        profile_b: &Bound<'_, PyAny>,
+        weights: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let (a, b) = (convert::profile(profile_a)?, convert::profile(profile_b)?);
+        let w = self.weights(rel_id, weights)?;
+        self.call(py, |e| e.edit(rel_id, a.as_match(), b.as_match(), &borrowed(&w)))
+    }
+
+    /// Removes the relation; raises `RelationNotFound` when there is none.
+    fn detach(
+        &self,
+        py: Python<'_>,
+        rel_id: u32,
+        profile_a: &Bound<'_, PyAny>,
+        profile_b: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let (a, b) = (convert::profile(profile_a)?, convert::profile(profile_b)?);
+        self.call(py, |e| e.detach(rel_id, a.as_match(), b.as_match()))
+    }
+
+    /// Deletes a profile of database `db_id` and every relation it takes part in.
+    fn delete_profile(&self, py: Python<'_>, db_id: u32, profile: &Bound<'_, PyAny>) -> PyResult<()> {
+        let p = convert::profile(profile)?;
+        self.call(py, |e| e.delete_profile(db_id, p.as_match()))
+    }
+
+    /// Creates or replaces a profile's data (never its relations). `fields` maps a
+    /// name to a str, an int or a list of tags; `subscriptions` is a list of dicts
+    /// `{"resource_id": 24, "channel": "email", "email": ...}` or `{"resource_id": 24,
+    /// "channel": "sms", "phone": ...}`.
+    #[pyo3(signature = (db_id, profile_id, *, email = None, phone = None, fields = None, subscriptions = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn import_profile(
+        &self,
+        py: Python<'_>,
+        db_id: u32,
+        profile_id: String,
+        email: Option<String>,
+        phone: Option<String>,
+        fields: Option<&Bound<'_, PyDict>>,
+        subscriptions: Option<&Bound<'_, PyList>>,
+    ) -> PyResult<()> {
+        let data = convert::profile_data(email, phone, fields, subscriptions)?;
+        self.call(py, |e| e.import_profile(db_id, &profile_id, data))
+    }
+
+    /// Attaches many relations of one type, all or nothing: `rows` is an iterable of
+    /// `(profile_a_id, profile_b_id, weights)`. A refused row raises its error with
+    /// `.row` set and changes nothing. Returns the number of rows.
+    fn import_relations(&self, py: Python<'_>, rel_id: u32, rows: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let schema = self.inner.relation_type(rel_id);
+        let mut owned = Vec::new();
+        for (i, row) in rows.try_iter()?.enumerate() {
+            let row = row?;
+            let (a, b, w): (String, String, Option<Bound<'_, PyAny>>) = row.extract().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "row {i}: a row is a tuple (profile_a_id, profile_b_id, weights)"
+                ))
+            })?;
+            let w = convert::weights(w.as_ref(), schema.as_ref())
+                .map_err(|e| PyErr::from_type(e.get_type(py), format!("row {i}: {}", e.value(py))))?;
+            owned.push((a, b, w));
+        }
+        self.call(py, |e| {
+            e.import_relations(rel_id, owned.iter().map(|(a, b, w)| (a, b, borrowed(w))))
+        })
+    }
+
+    /// The counters of `profile` for relation type `rel_id`, as the seed's `data`:
+    /// `{"profile_id", "profile_xxh", "total", "props": {name: {"total", "top",
+    /// "sum"}}}`.
+    fn get_counter<'py>(
+        &self,
+        py: Python<'py>,
+        rel_id: u32,
+        profile: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let counter = match convert::profile(profile)? {
+            OwnedMatch::Id(id) => self.call(py, |e| e.get_counter(rel_id, id.as_str()))?,
+            other => self.call(py, |e| e.get_counter(rel_id, other.as_match()))?,
+        };
+        convert::counter(py, &counter)
+    }
+
+    /// One page of `profile`'s relations of type `rel_id`, ordered by initiator id:
+    /// `{"data": [rows], "total_count"}`. `limit` is 1 to 1000.
+    #[pyo3(signature = (rel_id, profile, skip = 0, limit = 100))]
+    fn list<'py>(
+        &self,
+        py: Python<'py>,
+        rel_id: u32,
+        profile: &Bound<'py, PyAny>,
+        skip: usize,
+        limit: usize,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let p = convert::profile(profile)?;
+        let page = self.call(py, |e| e.list(rel_id, p.as_match(), skip, limit))?;
+        convert::page(py, &page)
+    }
+
+    /// Whether database `db_id` holds this profile.
+    fn contains_profile(&self, py: Python<'_>, db_id: u32, profile: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let p = convert::profile(profile)?;
+        Ok(py.detach(|| self.inner.contains_profile(db_id, p.as_match())))
+    }
+
+    /// Folds the write log into a new snapshot (a durable engine only).
+    fn compact(&self, py: Python<'_>) -> PyResult<()> {
+        self.call(py, |e| e.compact().map(|_| ()))
+    }
+
+    /// Live profiles, every database together.
+    #[getter]
+    fn profile_count(&self) -> usize {
+        self.inner.profile_count()
+    }
+
+    /// Relations, every type together.
+    #[getter]
+    fn relation_count(&self) -> u64 {
+        self.inner.relation_count()
+    }
+}
