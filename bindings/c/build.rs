@@ -9,7 +9,8 @@ fn main() {
     let dir = Path::new(&dir);
     println!("cargo::rerun-if-changed=src");
     println!("cargo::rerun-if-changed=cbindgen.toml");
-    let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml parses");
+    let config =
+        cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml parses");
     let header = dir.join("include").join("relcount.h");
     let mut text = Vec::new();
     cbindgen::Builder::new()

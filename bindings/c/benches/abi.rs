@@ -63,15 +63,20 @@ fn abi(c: &mut Criterion) {
     // SAFETY: live handle, two definitions with NUL-terminated names.
     let status = unsafe { relcount_c::rc_define(c_engine, 3, 1, 2, props.as_ptr(), 2) };
     assert_eq!(status, RcStatus::Ok);
-    for i in 0..PROFILES {
+    for (i, a) in ids.iter().enumerate() {
         for j in 0..5 {
             let b = id(PROFILES + (i * 7 + j) % PROFILES);
-            rust.attach(3, id(i).as_str(), b.as_str(), &[("Donate", Value::Int(j as i64))])
-                .expect("attach");
+            rust.attach(
+                3,
+                a.to_str().expect("utf-8"),
+                b.as_str(),
+                &[("Donate", Value::Int(j as i64))],
+            )
+            .expect("attach");
             let b = CString::new(b).expect("no NUL");
             let w = [weight(j as i64)];
             // SAFETY: live handle, NUL-terminated ids, one weight.
-            let status = unsafe { rc_attach(c_engine, 3, ids[i].as_ptr(), b.as_ptr(), w.as_ptr(), 1) };
+            let status = unsafe { rc_attach(c_engine, 3, a.as_ptr(), b.as_ptr(), w.as_ptr(), 1) };
             assert_eq!(status, RcStatus::Ok);
         }
     }
@@ -81,7 +86,9 @@ fn abi(c: &mut Criterion) {
     group.bench_function("rust", |bench| {
         bench.iter(|| {
             i = (i + 1) % PROFILES;
-            let counter = rust.get_counter(3, ids[i].to_str().expect("utf-8")).expect("read");
+            let counter = rust
+                .get_counter(3, ids[i].to_str().expect("utf-8"))
+                .expect("read");
             black_box((counter.total(), counter.sum("Donate")))
         });
     });
@@ -92,9 +99,15 @@ fn abi(c: &mut Criterion) {
             let mut prop = RcProp::default();
             // SAFETY: live handles and valid out-pointers; the counter is freed once.
             unsafe {
-                assert_eq!(rc_get_counter(c_engine, 3, ids[i].as_ptr(), &mut counter), RcStatus::Ok);
+                assert_eq!(
+                    rc_get_counter(c_engine, 3, ids[i].as_ptr(), &mut counter),
+                    RcStatus::Ok
+                );
                 let total = rc_counter_total(counter);
-                assert_eq!(rc_counter_prop(counter, donate.as_ptr(), &mut prop), RcStatus::Ok);
+                assert_eq!(
+                    rc_counter_prop(counter, donate.as_ptr(), &mut prop),
+                    RcStatus::Ok
+                );
                 rc_counter_free(counter);
                 black_box((total, prop.sum.int_lo))
             }
@@ -110,8 +123,13 @@ fn abi(c: &mut Criterion) {
         bench.iter(|| {
             i = (i + 1) % PROFILES;
             v += 1;
-            rust.attach(3, ids[i].to_str().expect("utf-8"), b.as_str(), &[("Donate", Value::Int(v))])
-                .expect("attach");
+            rust.attach(
+                3,
+                ids[i].to_str().expect("utf-8"),
+                b.as_str(),
+                &[("Donate", Value::Int(v))],
+            )
+            .expect("attach");
         });
     });
     group.bench_function("c_abi", |bench| {
@@ -120,7 +138,8 @@ fn abi(c: &mut Criterion) {
             v += 1;
             let w = [weight(v)];
             // SAFETY: live handle, NUL-terminated ids, one weight.
-            let status = unsafe { rc_attach(c_engine, 3, ids[i].as_ptr(), b_c.as_ptr(), w.as_ptr(), 1) };
+            let status =
+                unsafe { rc_attach(c_engine, 3, ids[i].as_ptr(), b_c.as_ptr(), w.as_ptr(), 1) };
             assert_eq!(status, RcStatus::Ok);
         });
     });

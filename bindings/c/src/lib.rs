@@ -22,7 +22,7 @@
 //! - **No panic crosses the boundary.** Each call runs under `catch_unwind`; a panic
 //!   (a bug) answers `RC_STATUS_PANIC` with its message.
 //!
-//! Module layout: [`status`] (codes and the thread's last error), [`args`] (reading
+//! Module layout: `status` (codes and the thread's last error), `args` (reading
 //! the caller's arguments), and the calls in this file.
 
 mod args;
@@ -244,7 +244,12 @@ pub unsafe extern "C" fn rc_define(
 ) -> RcStatus {
     run(|| {
         // SAFETY: the caller's contract.
-        let (e, def) = unsafe { (self::engine(engine)?, prop_defs(rel_id, db_a, db_b, props, count)?) };
+        let (e, def) = unsafe {
+            (
+                self::engine(engine)?,
+                prop_defs(rel_id, db_a, db_b, props, count)?,
+            )
+        };
         Ok(e.define(def)?)
     })
 }
@@ -306,7 +311,17 @@ pub unsafe extern "C" fn rc_attach(
     count: usize,
 ) -> RcStatus {
     // SAFETY: the same contract.
-    unsafe { write(Write::Attach, engine, rel_id, profile_a, profile_b, weights, count) }
+    unsafe {
+        write(
+            Write::Attach,
+            engine,
+            rel_id,
+            profile_a,
+            profile_b,
+            weights,
+            count,
+        )
+    }
 }
 
 /// Adds these deltas to the relation's numbers (a negative one weakens) and sets its
@@ -325,7 +340,17 @@ pub unsafe extern "C" fn rc_strengthen(
     count: usize,
 ) -> RcStatus {
     // SAFETY: the same contract.
-    unsafe { write(Write::Strengthen, engine, rel_id, profile_a, profile_b, weights, count) }
+    unsafe {
+        write(
+            Write::Strengthen,
+            engine,
+            rel_id,
+            profile_a,
+            profile_b,
+            weights,
+            count,
+        )
+    }
 }
 
 /// Overwrites the listed values of the relation, keeping the others; creates the
@@ -344,7 +369,17 @@ pub unsafe extern "C" fn rc_edit(
     count: usize,
 ) -> RcStatus {
     // SAFETY: the same contract.
-    unsafe { write(Write::Edit, engine, rel_id, profile_a, profile_b, weights, count) }
+    unsafe {
+        write(
+            Write::Edit,
+            engine,
+            rel_id,
+            profile_a,
+            profile_b,
+            weights,
+            count,
+        )
+    }
 }
 
 /// Removes the relation (`RC_STATUS_RELATION_NOT_FOUND` when there is none).
@@ -536,8 +571,13 @@ pub unsafe extern "C" fn rc_counter_prop(
 ) -> RcStatus {
     run(|| {
         // SAFETY: the caller's contract.
-        let (c, name, out) =
-            unsafe { (self::counter(counter)?, str_arg(name, "name")?, out_arg(out, "out")?) };
+        let (c, name, out) = unsafe {
+            (
+                self::counter(counter)?,
+                str_arg(name, "name")?,
+                out_arg(out, "out")?,
+            )
+        };
         let p = c.prop(name).ok_or_else(|| Error::UnknownProperty {
             rel_id: c.rel_id(),
             name: name.to_owned(),
@@ -586,8 +626,13 @@ pub unsafe extern "C" fn rc_counter_top(
 ) -> RcStatus {
     run(|| {
         // SAFETY: the caller's contract.
-        let (c, name, out) =
-            unsafe { (self::counter(counter)?, str_arg(name, "name")?, out_arg(out, "out")?) };
+        let (c, name, out) = unsafe {
+            (
+                self::counter(counter)?,
+                str_arg(name, "name")?,
+                out_arg(out, "out")?,
+            )
+        };
         let p = c.prop(name).ok_or_else(|| Error::UnknownProperty {
             rel_id: c.rel_id(),
             name: name.to_owned(),

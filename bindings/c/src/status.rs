@@ -194,7 +194,12 @@ mod tests {
 
     #[test]
     fn a_message_with_a_nul_stops_at_it() {
-        let status = run(|| Err(Failure::new(RcStatus::InvalidArgument, "before\0after".into())));
+        let status = run(|| {
+            Err(Failure::new(
+                RcStatus::InvalidArgument,
+                "before\0after".into(),
+            ))
+        });
         assert_eq!(status, RcStatus::InvalidArgument);
         assert_eq!(last(), "before");
     }

@@ -50,13 +50,14 @@ pub(crate) fn profile(p: &Bound<'_, PyAny>) -> PyResult<OwnedMatch> {
             },
         }
     };
-    let resource_id = match d.get_item("resource_id")? {
-        None => None,
-        Some(v) if v.is_none() => None,
-        Some(v) => Some(v.extract::<u32>().map_err(|_| {
-            invalid(format!("resource_id must be an int from 0 to {}", u32::MAX))
-        })?),
-    };
+    let resource_id =
+        match d.get_item("resource_id")? {
+            None => None,
+            Some(v) if v.is_none() => None,
+            Some(v) => Some(v.extract::<u32>().map_err(|_| {
+                invalid(format!("resource_id must be an int from 0 to {}", u32::MAX))
+            })?),
+        };
     let known = [
         "profile_id",
         "email",
@@ -167,7 +168,12 @@ fn value(name: &str, v: &Bound<'_, PyAny>, schema: Option<&RelationType>) -> PyR
 
 /// A relation type from `define`'s arguments: `props` maps each name (in order) to
 /// `{"type": "int" | "float" | "bool", "sum": bool, "top": n}`.
-pub(crate) fn definition(rel_id: u32, db_a: u32, db_b: u32, props: &Bound<'_, PyDict>) -> PyResult<RelationType> {
+pub(crate) fn definition(
+    rel_id: u32,
+    db_a: u32,
+    db_b: u32,
+    props: &Bound<'_, PyDict>,
+) -> PyResult<RelationType> {
     let mut def = RelationType::new(rel_id, db_a, db_b);
     for (name, spec) in props.iter() {
         let Ok(name) = name.cast::<PyString>() else {
@@ -264,9 +270,11 @@ pub(crate) fn profile_data(
         let value = if let Ok(s) = v.cast::<PyString>() {
             FieldValue::Text(s.to_str()?.to_owned())
         } else if v.is_instance_of::<PyInt>() && !v.is_instance_of::<PyBool>() {
-            FieldValue::Int(v.extract().map_err(|_| {
-                invalid(format!("field {name} is an int outside the int64 range"))
-            })?)
+            FieldValue::Int(
+                v.extract().map_err(|_| {
+                    invalid(format!("field {name} is an int outside the int64 range"))
+                })?,
+            )
         } else if let Ok(tags) = v.cast::<PyList>() {
             FieldValue::Tags(
                 tags.iter()

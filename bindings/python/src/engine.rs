@@ -33,7 +33,8 @@ impl Engine {
         py: Python<'_>,
         f: impl FnOnce(&relcount::Engine) -> Result<T, Error> + Send,
     ) -> PyResult<T> {
-        py.detach(|| f(&self.inner)).map_err(|e| errors::raise(py, &e))
+        py.detach(|| f(&self.inner))
+            .map_err(|e| errors::raise(py, &e))
     }
 
     /// A write's weights, typed by the relation's schema where a value needs it.
@@ -70,9 +71,7 @@ impl Engine {
     #[staticmethod]
     #[pyo3(signature = (path, fsync = "always"))]
     fn open(py: Python<'_>, path: PathBuf, fsync: &str) -> PyResult<Self> {
-        let sync: SyncPolicy = fsync
-            .parse()
-            .map_err(|e: Error| errors::raise(py, &e))?;
+        let sync: SyncPolicy = fsync.parse().map_err(|e: Error| errors::raise(py, &e))?;
         let inner = py
             .detach(|| relcount::Engine::builder().open(&path, sync))
             .map_err(|e| errors::raise(py, &e))?;
@@ -108,7 +107,9 @@ impl Engine {
     ) -> PyResult<()> {
         let (a, b) = (convert::profile(profile_a)?, convert::profile(profile_b)?);
         let w = self.weights(rel_id, weights)?;
-        self.call(py, |e| e.attach(rel_id, a.as_match(), b.as_match(), &borrowed(&w)))
+        self.call(py, |e| {
+            e.attach(rel_id, a.as_match(), b.as_match(), &borrowed(&w))
+        })
     }
 
     /// Adds these deltas to the relation's numbers (a negative one weakens) and sets
@@ -142,7 +143,9 @@ impl Engine {
     ) -> PyResult<()> {
         let (a, b) = (convert::profile(profile_a)?, convert::profile(profile_b)?);
         let w = self.weights(rel_id, weights)?;
-        self.call(py, |e| e.edit(rel_id, a.as_match(), b.as_match(), &borrowed(&w)))
+        self.call(py, |e| {
+            e.edit(rel_id, a.as_match(), b.as_match(), &borrowed(&w))
+        })
     }
 
     /// Removes the relation; raises `RelationNotFound` when there is none.
@@ -158,7 +161,12 @@ impl Engine {
     }
 
     /// Deletes a profile of database `db_id` and every relation it takes part in.
-    fn delete_profile(&self, py: Python<'_>, db_id: u32, profile: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn delete_profile(
+        &self,
+        py: Python<'_>,
+        db_id: u32,
+        profile: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let p = convert::profile(profile)?;
         self.call(py, |e| e.delete_profile(db_id, p.as_match()))
     }
@@ -186,18 +194,25 @@ impl Engine {
     /// Attaches many relations of one type, all or nothing: `rows` is an iterable of
     /// `(profile_a_id, profile_b_id, weights)`. A refused row raises its error with
     /// `.row` set and changes nothing. Returns the number of rows.
-    fn import_relations(&self, py: Python<'_>, rel_id: u32, rows: &Bound<'_, PyAny>) -> PyResult<usize> {
+    fn import_relations(
+        &self,
+        py: Python<'_>,
+        rel_id: u32,
+        rows: &Bound<'_, PyAny>,
+    ) -> PyResult<usize> {
         let schema = self.inner.relation_type(rel_id);
         let mut owned = Vec::new();
         for (i, row) in rows.try_iter()?.enumerate() {
             let row = row?;
-            let (a, b, w): (String, String, Option<Bound<'_, PyAny>>) = row.extract().map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "row {i}: a row is a tuple (profile_a_id, profile_b_id, weights)"
-                ))
+            let (a, b, w): (String, String, Option<Bound<'_, PyAny>>) =
+                row.extract().map_err(|_| {
+                    PyTypeError::new_err(format!(
+                        "row {i}: a row is a tuple (profile_a_id, profile_b_id, weights)"
+                    ))
+                })?;
+            let w = convert::weights(w.as_ref(), schema.as_ref()).map_err(|e| {
+                PyErr::from_type(e.get_type(py), format!("row {i}: {}", e.value(py)))
             })?;
-            let w = convert::weights(w.as_ref(), schema.as_ref())
-                .map_err(|e| PyErr::from_type(e.get_type(py), format!("row {i}: {}", e.value(py))))?;
             owned.push((a, b, w));
         }
         self.call(py, |e| {
@@ -238,7 +253,12 @@ impl Engine {
     }
 
     /// Whether database `db_id` holds this profile.
-    fn contains_profile(&self, py: Python<'_>, db_id: u32, profile: &Bound<'_, PyAny>) -> PyResult<bool> {
+    fn contains_profile(
+        &self,
+        py: Python<'_>,
+        db_id: u32,
+        profile: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
         let p = convert::profile(profile)?;
         Ok(py.detach(|| self.inner.contains_profile(db_id, p.as_match())))
     }

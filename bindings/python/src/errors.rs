@@ -7,26 +7,126 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use relcount::{Error, StorageKind};
 
-create_exception!(relcount, RelcountError, PyException, "Any error of relcount; a refused call changed nothing.");
-create_exception!(relcount, UnknownRelation, RelcountError, "The relation type was never defined.");
-create_exception!(relcount, SchemaConflict, RelcountError, "The relation type is already defined with another schema.");
-create_exception!(relcount, InvalidSchema, RelcountError, "A relation type definition is not valid.");
-create_exception!(relcount, InvalidProfileId, RelcountError, "A profile id is empty or longer than 64 bytes.");
-create_exception!(relcount, ProfileNotFound, RelcountError, "No profile with this id exists in the database.");
-create_exception!(relcount, NoMatch, RelcountError, "No profile answers a lookup by email, phone or custom field.");
-create_exception!(relcount, Ambiguous, RelcountError, "Several profiles answer a lookup that must name one.");
-create_exception!(relcount, InvalidProfileData, RelcountError, "A profile's data (email, phone, fields, subscriptions) is not valid.");
-create_exception!(relcount, RelationNotFound, RelcountError, "Detach of a relation that does not exist.");
-create_exception!(relcount, UnknownProperty, RelcountError, "A weight names a property the relation type does not have.");
-create_exception!(relcount, DuplicateProperty, RelcountError, "The same property is given twice in one call.");
-create_exception!(relcount, WrongType, RelcountError, "A value's type does not match the property's type.");
-create_exception!(relcount, NotFinite, RelcountError, "A float value is NaN or infinite.");
-create_exception!(relcount, IntOverflow, RelcountError, "A strengthen would take an int value out of the int64 range.");
-create_exception!(relcount, FloatOverflow, RelcountError, "A float value would exceed 2^960 in magnitude.");
-create_exception!(relcount, InvalidArgument, RelcountError, "An argument is out of its documented range or shape.");
-create_exception!(relcount, LookupTooBroad, RelcountError, "A custom lookup on tags did not settle within 10,000 profiles.");
-create_exception!(relcount, CapacityExceeded, RelcountError, "The engine ran out of profile slots.");
-create_exception!(relcount, StorageError, RelcountError, "The data directory failed, is corrupted or is in use; `.kind` says which.");
+create_exception!(
+    relcount,
+    RelcountError,
+    PyException,
+    "Any error of relcount; a refused call changed nothing."
+);
+create_exception!(
+    relcount,
+    UnknownRelation,
+    RelcountError,
+    "The relation type was never defined."
+);
+create_exception!(
+    relcount,
+    SchemaConflict,
+    RelcountError,
+    "The relation type is already defined with another schema."
+);
+create_exception!(
+    relcount,
+    InvalidSchema,
+    RelcountError,
+    "A relation type definition is not valid."
+);
+create_exception!(
+    relcount,
+    InvalidProfileId,
+    RelcountError,
+    "A profile id is empty or longer than 64 bytes."
+);
+create_exception!(
+    relcount,
+    ProfileNotFound,
+    RelcountError,
+    "No profile with this id exists in the database."
+);
+create_exception!(
+    relcount,
+    NoMatch,
+    RelcountError,
+    "No profile answers a lookup by email, phone or custom field."
+);
+create_exception!(
+    relcount,
+    Ambiguous,
+    RelcountError,
+    "Several profiles answer a lookup that must name one."
+);
+create_exception!(
+    relcount,
+    InvalidProfileData,
+    RelcountError,
+    "A profile's data (email, phone, fields, subscriptions) is not valid."
+);
+create_exception!(
+    relcount,
+    RelationNotFound,
+    RelcountError,
+    "Detach of a relation that does not exist."
+);
+create_exception!(
+    relcount,
+    UnknownProperty,
+    RelcountError,
+    "A weight names a property the relation type does not have."
+);
+create_exception!(
+    relcount,
+    DuplicateProperty,
+    RelcountError,
+    "The same property is given twice in one call."
+);
+create_exception!(
+    relcount,
+    WrongType,
+    RelcountError,
+    "A value's type does not match the property's type."
+);
+create_exception!(
+    relcount,
+    NotFinite,
+    RelcountError,
+    "A float value is NaN or infinite."
+);
+create_exception!(
+    relcount,
+    IntOverflow,
+    RelcountError,
+    "A strengthen would take an int value out of the int64 range."
+);
+create_exception!(
+    relcount,
+    FloatOverflow,
+    RelcountError,
+    "A float value would exceed 2^960 in magnitude."
+);
+create_exception!(
+    relcount,
+    InvalidArgument,
+    RelcountError,
+    "An argument is out of its documented range or shape."
+);
+create_exception!(
+    relcount,
+    LookupTooBroad,
+    RelcountError,
+    "A custom lookup on tags did not settle within 10,000 profiles."
+);
+create_exception!(
+    relcount,
+    CapacityExceeded,
+    RelcountError,
+    "The engine ran out of profile slots."
+);
+create_exception!(
+    relcount,
+    StorageError,
+    RelcountError,
+    "The data directory failed, is corrupted or is in use; `.kind` says which."
+);
 
 /// Adds the classes to the module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

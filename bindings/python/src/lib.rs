@@ -1,11 +1,11 @@
 //! relcount for Python hosts: the engine as a native module, built with PyO3 and
 //! maturin (`pip install ./bindings/python`), imported as `relcount`.
 //!
-//! - [`engine`]: the `Engine` class, one method per engine call; each releases the GIL
+//! - `engine`: the `Engine` class, one method per engine call; each releases the GIL
 //!   while the engine works, so Python threads read (and write) in parallel.
-//! - [`convert`]: Python values in (profiles, weights, definitions, profile data) and
+//! - `convert`: Python values in (profiles, weights, definitions, profile data) and
 //!   plain Python objects out (a counter and a page in the seed's shape).
-//! - [`errors`]: one exception class per kind of engine error, under `RelcountError`.
+//! - `errors`: one exception class per kind of engine error, under `RelcountError`.
 //!
 //! Data flows one way: Python -> `convert` -> the engine -> `convert` -> Python. The
 //! stubs editors read are `relcount.pyi`, beside this crate's `Cargo.toml`.
