@@ -13,7 +13,9 @@ use std::process::Command;
 /// `cargo build` copies them up to `target/<profile>`).
 fn deps_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    exe.parent().expect("target/<profile>/deps/<test>").to_path_buf()
+    exe.parent()
+        .expect("target/<profile>/deps/<test>")
+        .to_path_buf()
 }
 
 /// The README's C example, written to a file of its own.

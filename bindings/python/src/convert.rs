@@ -10,6 +10,7 @@
 //! engine would refuse raises the engine's error (see `errors`).
 
 use pyo3::exceptions::PyTypeError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
 use relcount::{
@@ -334,34 +335,34 @@ fn py_value<'py>(py: Python<'py>, v: Value) -> PyResult<Bound<'py, PyAny>> {
 /// {name: {"total", "top": [{"profile_id", "value"}] | None, "sum": number | None}}}`.
 pub(crate) fn counter<'py>(py: Python<'py>, c: &Counter) -> PyResult<Bound<'py, PyDict>> {
     let out = PyDict::new(py);
-    out.set_item("profile_id", c.profile_id().as_str().as_ref())?;
-    out.set_item("profile_xxh", format_xxh(c.profile_xxh()))?;
-    out.set_item("total", c.total())?;
+    out.set_item(intern!(py, "profile_id"), c.profile_id().as_str().as_ref())?;
+    out.set_item(intern!(py, "profile_xxh"), format_xxh(c.profile_xxh()))?;
+    out.set_item(intern!(py, "total"), c.total())?;
     let props = PyDict::new(py);
     for p in c.props() {
         let prop = PyDict::new(py);
-        prop.set_item("total", p.total())?;
+        prop.set_item(intern!(py, "total"), p.total())?;
         match p.top() {
-            None => prop.set_item("top", py.None())?,
+            None => prop.set_item(intern!(py, "top"), py.None())?,
             Some(top) => {
                 let list = PyList::empty(py);
                 for item in top {
                     let entry = PyDict::new(py);
-                    entry.set_item("profile_id", item.profile_id.as_str().as_ref())?;
-                    entry.set_item("value", py_value(py, item.value)?)?;
+                    entry.set_item(intern!(py, "profile_id"), item.profile_id.as_str().as_ref())?;
+                    entry.set_item(intern!(py, "value"), py_value(py, item.value)?)?;
                     list.append(entry)?;
                 }
-                prop.set_item("top", list)?;
+                prop.set_item(intern!(py, "top"), list)?;
             }
         }
         match p.sum() {
-            None => prop.set_item("sum", py.None())?,
-            Some(Sum::Int(i)) => prop.set_item("sum", i)?,
-            Some(Sum::Float(x)) => prop.set_item("sum", x)?,
+            None => prop.set_item(intern!(py, "sum"), py.None())?,
+            Some(Sum::Int(i)) => prop.set_item(intern!(py, "sum"), i)?,
+            Some(Sum::Float(x)) => prop.set_item(intern!(py, "sum"), x)?,
         }
         props.set_item(p.name(), prop)?;
     }
-    out.set_item("props", props)?;
+    out.set_item(intern!(py, "props"), props)?;
     Ok(out)
 }
 
@@ -371,23 +372,26 @@ pub(crate) fn page<'py>(py: Python<'py>, page: &Page) -> PyResult<Bound<'py, PyD
     let xxh_a = format_xxh(page.xxh_a);
     for row in &page.rows {
         let r = PyDict::new(py);
-        r.set_item("profile_id_a", page.profile_a.as_str().as_ref())?;
-        r.set_item("xxh_a", &xxh_a)?;
-        r.set_item("profile_id_b", row.profile_b.as_str().as_ref())?;
-        r.set_item("xxh_b", format_xxh(row.xxh_b))?;
-        r.set_item("db_b", page.db_b)?;
+        r.set_item(
+            intern!(py, "profile_id_a"),
+            page.profile_a.as_str().as_ref(),
+        )?;
+        r.set_item(intern!(py, "xxh_a"), &xxh_a)?;
+        r.set_item(intern!(py, "profile_id_b"), row.profile_b.as_str().as_ref())?;
+        r.set_item(intern!(py, "xxh_b"), format_xxh(row.xxh_b))?;
+        r.set_item(intern!(py, "db_b"), page.db_b)?;
         let props = PyDict::new(py);
         for (name, v) in &row.props {
             let valued = PyDict::new(py);
-            valued.set_item("value", py_value(py, *v)?)?;
+            valued.set_item(intern!(py, "value"), py_value(py, *v)?)?;
             props.set_item(name, valued)?;
         }
-        r.set_item("props", props)?;
+        r.set_item(intern!(py, "props"), props)?;
         rows.append(r)?;
     }
     let out = PyDict::new(py);
-    out.set_item("data", rows)?;
-    out.set_item("total_count", page.total_count)?;
+    out.set_item(intern!(py, "data"), rows)?;
+    out.set_item(intern!(py, "total_count"), page.total_count)?;
     Ok(out)
 }
 

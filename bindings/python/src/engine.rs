@@ -1,8 +1,18 @@
 //! The `Engine` class: one method per engine call. Each converts its arguments to
-//! owned Rust values holding the GIL, runs the engine call with the GIL released
-//! (`Python::detach`), and converts the answer back holding it again, so Python
-//! threads use one engine in parallel and a reader never waits for the GIL to reach
-//! the engine's lock-free read path.
+//! owned Rust values holding the GIL, runs the engine call, and converts the answer
+//! back.
+//!
+//! - **Calls that may wait run with the GIL released** (`Python::detach`): writes
+//!   (shard locks, the log's fsync), `list` (a shard lock), imports, `open`,
+//!   `compact`. So a write that waits on the disk or on another writer never stops
+//!   the host's other Python threads, and readers go on during it.
+//! - **`get_counter` and `contains_profile` keep the GIL.** They never wait: one
+//!   lock-free lookup of well under a microsecond, while turning the answer into
+//!   Python objects (which needs the GIL) costs several. Releasing the GIL around the
+//!   lookup bought no parallelism and cost a hand-off per call: measured, two
+//!   threads reading with it released made 0.62x the reads of one thread, and 1.08x
+//!   with it kept (BENCHMARKS.md). On a free-threaded Python (no GIL: the module
+//!   declares `gil_used = false`) reads run in parallel outright.
 
 use std::path::PathBuf;
 
@@ -26,8 +36,8 @@ fn borrowed(weights: &[(String, Value)]) -> Vec<(&str, Value)> {
 }
 
 impl Engine {
-    /// Runs `f` on the engine with the GIL released; an engine error becomes its
-    /// exception.
+    /// Runs `f` (a call that may wait) on the engine with the GIL released; an
+    /// engine error becomes its exception.
     fn call<T: Send>(
         &self,
         py: Python<'_>,
@@ -229,8 +239,13 @@ impl Engine {
         rel_id: u32,
         profile: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
+        // A lookup by id never waits; one by data may take a moment (a tag lookup
+        // intersects postings), so it lets the GIL go.
         let counter = match convert::profile(profile)? {
-            OwnedMatch::Id(id) => self.call(py, |e| e.get_counter(rel_id, id.as_str()))?,
+            OwnedMatch::Id(id) => self
+                .inner
+                .get_counter(rel_id, id.as_str())
+                .map_err(|e| errors::raise(py, &e))?,
             other => self.call(py, |e| e.get_counter(rel_id, other.as_match()))?,
         };
         convert::counter(py, &counter)
@@ -260,7 +275,10 @@ impl Engine {
         profile: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
         let p = convert::profile(profile)?;
-        Ok(py.detach(|| self.inner.contains_profile(db_id, p.as_match())))
+        Ok(match p {
+            OwnedMatch::Id(id) => self.inner.contains_profile(db_id, id.as_str()),
+            other => py.detach(|| self.inner.contains_profile(db_id, other.as_match())),
+        })
     }
 
     /// Folds the write log into a new snapshot (a durable engine only).

@@ -1,8 +1,8 @@
 //! relcount for Python hosts: the engine as a native module, built with PyO3 and
 //! maturin (`pip install ./bindings/python`), imported as `relcount`.
 //!
-//! - `engine`: the `Engine` class, one method per engine call; each releases the GIL
-//!   while the engine works, so Python threads read (and write) in parallel.
+//! - `engine`: the `Engine` class, one method per engine call; calls that may wait
+//!   (writes, `list`, imports) release the GIL while the engine works.
 //! - `convert`: Python values in (profiles, weights, definitions, profile data) and
 //!   plain Python objects out (a counter and a page in the seed's shape).
 //! - `errors`: one exception class per kind of engine error, under `RelcountError`.
@@ -17,7 +17,8 @@ mod errors;
 use pyo3::prelude::*;
 
 /// The `relcount` module: `Engine` and the exception classes.
-#[pymodule]
+// Free-threaded Pythons may run it without a GIL: `Engine` is `Sync` and frozen.
+#[pymodule(gil_used = false)]
 #[pyo3(name = "relcount")]
 fn relcount_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::Engine>()?;
