@@ -6,20 +6,21 @@ Profiles are named by id (a ``str``) or by a dict in the platform's matching mod
 ``{"email_profile": ...}``, ``{"phone": ..., "resource_id": n}`` or
 ``{"field_name": ..., "field_value": str | int}``.
 
-Every call releases the GIL while the engine works. A refused call raises a
+Calls that may wait (writes, ``list``, imports) release the GIL while the engine
+works; ``get_counter`` by id, a lock-free lookup, keeps it. A refused call raises a
 ``RelcountError`` subclass with the engine's message and changes nothing; a value of
 the wrong Python type raises ``TypeError``.
 """
 
 from os import PathLike
-from typing import Iterable, Literal, Mapping, Optional, Sequence, Tuple, TypedDict, Union
+from typing import Iterable, Literal, Optional, Tuple, TypedDict, Union
 
 __version__: str
 
 Value = Union[int, float, bool]
 """A property's value: ``bool`` for bool properties, ``int`` or ``float`` for numbers."""
 
-Profile = Union[str, Mapping[str, Union[str, int, None]]]
+Profile = Union[str, dict[str, Union[str, int, None]]]
 """A profile: its id, or a dict naming it by email, phone or a custom field."""
 
 class PropSpec(TypedDict, total=False):
@@ -78,16 +79,17 @@ class Engine:
     def open(path: Union[str, PathLike[str]], fsync: Literal["always", "everysec", "no"] = "always") -> Engine:
         """A durable engine on the data directory ``path``, recovered to exactly its
         acknowledged writes. The directory is released when the engine is collected."""
-    def define(self, rel_id: int, db_a: int, db_b: int, props: Mapping[str, PropSpec]) -> None:
+    def define(self, rel_id: int, db_a: int, db_b: int, props: dict[str, PropSpec]) -> None:
         """Defines a relation type from profiles of ``db_b`` to profiles of ``db_a``."""
-    def attach(self, rel_id: int, profile_a: Profile, profile_b: Profile, weights: Optional[Mapping[str, Value]] = None) -> None:
+    def attach(self, rel_id: int, profile_a: Profile, profile_b: Profile, weights: Optional[dict[str, Value]] = None) -> None:
         """Attaches with these values, replacing the relation's values."""
-    def strengthen(self, rel_id: int, profile_a: Profile, profile_b: Profile, weights: Optional[Mapping[str, Value]] = None) -> None:
+    def strengthen(self, rel_id: int, profile_a: Profile, profile_b: Profile, weights: Optional[dict[str, Value]] = None) -> None:
         """Adds these deltas (a negative one weakens) and sets the given bools."""
-    def edit(self, rel_id: int, profile_a: Profile, profile_b: Profile, weights: Optional[Mapping[str, Value]] = None) -> None:
+    def edit(self, rel_id: int, profile_a: Profile, profile_b: Profile, weights: Optional[dict[str, Value]] = None) -> None:
         """Overwrites the listed values, keeping the others."""
     def detach(self, rel_id: int, profile_a: Profile, profile_b: Profile) -> None:
-        """Removes the relation."""
+        """Removes the relation: ``ProfileNotFound`` when either profile does not
+        exist, ``RelationNotFound`` when both do and the relation does not."""
     def delete_profile(self, db_id: int, profile: Profile) -> None:
         """Deletes a profile and every relation it takes part in."""
     def import_profile(
@@ -97,11 +99,11 @@ class Engine:
         *,
         email: Optional[str] = None,
         phone: Optional[str] = None,
-        fields: Optional[Mapping[str, Union[str, int, list[str]]]] = None,
+        fields: Optional[dict[str, Union[str, int, list[str]]]] = None,
         subscriptions: Optional[list[Subscription]] = None,
     ) -> None:
         """Creates or replaces a profile's data (never its relations)."""
-    def import_relations(self, rel_id: int, rows: Iterable[Tuple[str, str, Optional[Mapping[str, Value]]]]) -> int:
+    def import_relations(self, rel_id: int, rows: Iterable[Tuple[str, str, Optional[dict[str, Value]]]]) -> int:
         """Attaches many relations, all or nothing; returns the number of rows."""
     def get_counter(self, rel_id: int, profile: Profile) -> Counter:
         """The profile's counters for the relation type."""
@@ -120,9 +122,9 @@ class Engine:
 
 class RelcountError(Exception):
     """Any error of relcount; a refused call changed nothing. ``row`` is set when a
-    row of ``import_relations`` was refused."""
+    row of ``import_relations`` was refused (a ``TypeError`` for a row has it too)."""
 
-    row: int
+    row: Optional[int]
 
 class UnknownRelation(RelcountError): ...
 class SchemaConflict(RelcountError): ...

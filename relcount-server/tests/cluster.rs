@@ -167,6 +167,24 @@ impl Fixture {
         live[self.below(live.len())]
     }
 
+    /// The last lines each host printed, for a failure's message.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for (h, host) in self.hosts.iter().enumerate() {
+            if let Some(server) = &host.server {
+                let printed = server.printed();
+                let lines: Vec<&str> = printed.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(40)..];
+                out.push_str(&format!(
+                    "--- host {h} (owns {:?}):\n{}\n",
+                    host.owns,
+                    tail.join("\n")
+                ));
+            }
+        }
+        out
+    }
+
     fn addr(&self, h: usize) -> String {
         self.hosts[h].server.as_ref().expect("running").addr.clone()
     }
@@ -333,7 +351,12 @@ impl Fixture {
                         }
                         std::thread::sleep(Duration::from_millis(100));
                     };
-                    assert_eq!(status, 200, "{call} {body} via host {h}: {text}");
+                    if status != 200 {
+                        panic!(
+                            "{call} {body} via host {h}: {status} {text}\n{}",
+                            self.logs()
+                        );
+                    }
                     let single = self.oracle.handle(
                         call,
                         Some(&format!("Bearer {TOKEN}")),

@@ -273,7 +273,12 @@ pub(super) fn weights(
                     match kind {
                         // The nearest double; beyond the float range it is refused by
                         // the engine as any other too large float ("within +/-2^960").
-                        Some(PropKind::Float) => {
+                        // So for an unknown relation or property, which the engine then
+                        // names: were the relation defined between this read of its
+                        // schema and the write, the value is still the caller's (a
+                        // float property takes it, another refuses a float), never a
+                        // stand-in that a float property would store.
+                        Some(PropKind::Float) | None => {
                             let x = t.parse::<f64>().unwrap_or(f64::MAX);
                             Value::Float(if x.is_finite() { x } else { f64::MAX.copysign(x) })
                         }
@@ -282,8 +287,6 @@ pub(super) fn weights(
                                 "property {name} is {kind}, got the integer {t}, outside the int64 range"
                             )));
                         }
-                        // Unknown relation or property: the engine names which.
-                        None => Value::Int(0),
                     }
                 }
                 other => {

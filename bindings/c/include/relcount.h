@@ -128,6 +128,8 @@ typedef struct {
 } RcWeight;
 
 // A profile id, copied into the caller's struct: `len` bytes of `id`, then a NUL.
+// Read it by `len`: an id written by another host (Python, the JSON API) may hold a
+// NUL of its own.
 typedef struct {
   // Its length in bytes (1 to `RC_MAX_ID_LEN`).
   uintptr_t len;
@@ -255,7 +257,8 @@ RcStatus rc_edit(const RcEngine *engine,
                  const RcWeight *weights,
                  uintptr_t count);
 
-// Removes the relation (`RC_STATUS_RELATION_NOT_FOUND` when there is none).
+// Removes the relation: `RC_STATUS_PROFILE_NOT_FOUND` when either profile does not
+// exist, `RC_STATUS_RELATION_NOT_FOUND` when both do and the relation does not.
 //
 // # Safety
 //
@@ -330,7 +333,8 @@ RcStatus rc_counter_top(const RcCounter *counter,
 
 // The message of this thread's last call: why it failed, or `""` after a success.
 // The string is the library's: valid until the next call on this thread; copy it to
-// keep it.
+// keep it. During the thread's teardown, when the message is gone, a fixed text
+// saying so.
 const char *rc_last_error(void);
 
 #ifdef __cplusplus

@@ -97,6 +97,8 @@ pub struct RcPropDef {
 }
 
 /// A profile id, copied into the caller's struct: `len` bytes of `id`, then a NUL.
+/// Read it by `len`: an id written by another host (Python, the JSON API) may hold a
+/// NUL of its own.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct RcProfileId {
@@ -382,7 +384,8 @@ pub unsafe extern "C" fn rc_edit(
     }
 }
 
-/// Removes the relation (`RC_STATUS_RELATION_NOT_FOUND` when there is none).
+/// Removes the relation: `RC_STATUS_PROFILE_NOT_FOUND` when either profile does not
+/// exist, `RC_STATUS_RELATION_NOT_FOUND` when both do and the relation does not.
 ///
 /// # Safety
 ///

@@ -116,13 +116,20 @@ thread_local! {
     static LAST: RefCell<CString> = RefCell::new(CString::default());
 }
 
-/// Records the message of this thread's last call.
+/// Records the message of this thread's last call. During the thread's teardown
+/// (an `atexit` handler, a C++ static destructor, a pthread key destructor) its
+/// thread-locals may be gone: the message is then dropped, never a panic (which
+/// could not unwind out of an `extern "C"` function, and would abort the host).
 fn set_last(message: &str) {
-    // A message never holds a NUL of its own (ids that do are refused before); were
-    // one there, the text stops at it.
+    // A message may quote an id holding a NUL (ids are any UTF-8, and a host other
+    // than C may have written one): the text stops at it.
     let text = message.split('\0').next().unwrap_or_default();
     let c = CString::new(text).unwrap_or_default();
-    LAST.with(|last| *last.borrow_mut() = c);
+    let _ = LAST.try_with(|last| {
+        if let Ok(mut last) = last.try_borrow_mut() {
+            *last = c;
+        }
+    });
 }
 
 /// Runs a call's body: `Ok` is `RC_STATUS_OK`; an error or a panic is its status,
@@ -152,11 +159,18 @@ pub(crate) fn run(body: impl FnOnce() -> Result<(), Failure>) -> RcStatus {
 
 /// The message of this thread's last call: why it failed, or `""` after a success.
 /// The string is the library's: valid until the next call on this thread; copy it to
-/// keep it.
+/// keep it. During the thread's teardown, when the message is gone, a fixed text
+/// saying so.
 #[unsafe(no_mangle)]
 pub extern "C" fn rc_last_error() -> *const c_char {
-    LAST.with(|last| last.borrow().as_ptr())
+    LAST.try_with(|last| last.try_borrow().map(|m| m.as_ptr()).ok())
+        .ok()
+        .flatten()
+        .unwrap_or(GONE.as_ptr())
 }
+
+/// What `rc_last_error` answers once the thread's message is gone.
+static GONE: &std::ffi::CStr = c"no message: the thread is ending";
 
 #[cfg(test)]
 mod tests {

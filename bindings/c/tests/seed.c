@@ -4,6 +4,7 @@
  * must answer an error code and a message instead of aborting, then a durable
  * engine reopened. Exits 0 when every check holds; prints the first that fails.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +156,45 @@ static void check_writes(RcEngine *e) {
   rc_counter_free(before);
 }
 
+/*
+ * Calls during teardown (review regression): a handle freed by an atexit handler or
+ * a pthread key destructor, after the thread's own thread-locals are gone, must not
+ * abort the process. An abort fails the test (the exit status is checked).
+ */
+static RcEngine *at_exit_engine = NULL;
+static RcCounter *at_exit_counter = NULL;
+static pthread_key_t teardown_key;
+
+static void free_at_exit(void) {
+  rc_counter_free(at_exit_counter);
+  rc_engine_free(at_exit_engine);
+  (void)rc_last_error();
+  RcEngine *late = NULL;
+  if (rc_engine_new(&late) == RC_STATUS_OK) rc_engine_free(late);
+}
+
+static void free_in_key_destructor(void *counter) {
+  rc_counter_free((RcCounter *)counter);
+  (void)rc_last_error();
+}
+
+static void *teardown_worker(void *engine) {
+  RcCounter *c = NULL;
+  if (rc_get_counter((RcEngine *)engine, 3, A, &c) == RC_STATUS_OK) pthread_setspecific(teardown_key, c);
+  return NULL;
+}
+
+static void check_teardown(void) {
+  CHECK_STATUS(rc_engine_new(&at_exit_engine), RC_STATUS_OK);
+  seed(at_exit_engine);
+  CHECK_STATUS(rc_get_counter(at_exit_engine, 3, A, &at_exit_counter), RC_STATUS_OK);
+  CHECK(atexit(free_at_exit) == 0);
+  CHECK(pthread_key_create(&teardown_key, free_in_key_destructor) == 0);
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, teardown_worker, at_exit_engine) == 0);
+  CHECK(pthread_join(t, NULL) == 0);
+}
+
 int main(int argc, char **argv) {
   RcEngine *e = NULL;
   CHECK_STATUS(rc_engine_new(&e), RC_STATUS_OK);
@@ -164,6 +204,7 @@ int main(int argc, char **argv) {
   check_seed(e); /* the refused calls changed nothing */
   check_writes(e);
   rc_engine_free(e);
+  check_teardown();
 
   /* Durable: the seed survives a reopen of its data directory. */
   if (argc > 1) {

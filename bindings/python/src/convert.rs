@@ -51,14 +51,13 @@ pub(crate) fn profile(p: &Bound<'_, PyAny>) -> PyResult<OwnedMatch> {
             },
         }
     };
-    let resource_id =
-        match d.get_item("resource_id")? {
-            None => None,
-            Some(v) if v.is_none() => None,
-            Some(v) => Some(v.extract::<u32>().map_err(|_| {
-                invalid(format!("resource_id must be an int from 0 to {}", u32::MAX))
-            })?),
-        };
+    let resource_id = match d.get_item("resource_id")? {
+        None => None,
+        Some(v) if v.is_none() => None,
+        // Not an int: TypeError; out of the u32 range: OverflowError, as Python's
+        // own conversions answer.
+        Some(v) => Some(v.extract::<u32>()?),
+    };
     let known = [
         "profile_id",
         "email",
@@ -121,7 +120,14 @@ pub(crate) fn weights(
         )));
     };
     let mut out = Vec::with_capacity(d.len());
-    for (name, v) in d.iter() {
+    // `items()` is a copy: a value's conversion that changes the dict (a `__float__`
+    // of a subclass) cannot disturb the loop.
+    for (name, v) in d
+        .items()
+        .iter()
+        .map(|kv| kv.extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>())
+        .collect::<PyResult<Vec<_>>>()?
+    {
         let Ok(name) = name.cast::<PyString>() else {
             return Err(PyTypeError::new_err(format!(
                 "a weight's name is a str, got {}",
@@ -146,16 +152,33 @@ fn value(name: &str, v: &Bound<'_, PyAny>, schema: Option<&RelationType>) -> PyR
             return Ok(Value::Int(i));
         }
         let kind = schema.and_then(|s| s.props().find(|(n, _)| *n == name).map(|(_, s)| s.kind()));
+        // The double nearest it (beyond the float range, the engine refuses it as any
+        // other too large float).
+        let nearest = || -> PyResult<Value> {
+            Ok(Value::Float(match i.extract::<f64>() {
+                Ok(x) => x,
+                Err(_) if i.lt(0)? => -f64::MAX,
+                Err(_) => f64::MAX,
+            }))
+        };
         return match kind {
-            Some(PropKind::Float) => {
-                let x: f64 = i.extract().unwrap_or(f64::MAX);
-                Ok(Value::Float(x))
-            }
-            Some(kind) => Err(invalid(format!(
-                "property {name} is {kind}, got the integer {i}, outside the int64 range"
+            Some(PropKind::Int) => Err(invalid(format!(
+                "property {name} is int, got the integer {i}, outside the int64 range"
             ))),
-            // An unknown relation or property: the engine names which.
-            None => Ok(Value::Int(0)),
+            Some(PropKind::Bool) => Err(crate::errors::raise(
+                v.py(),
+                &relcount::Error::WrongType {
+                    property: name.to_owned(),
+                    expected: PropKind::Bool,
+                    got: "int",
+                },
+            )),
+            // A float property takes the nearest double. So does an unknown relation
+            // or property: the engine then names which; and should the relation be
+            // defined between this read of its schema and the write, the value is
+            // still the caller's (a float property takes it, any other refuses a
+            // float), never a stand-in.
+            Some(PropKind::Float) | None => nearest(),
         };
     }
     if let Ok(x) = v.cast::<PyFloat>() {
@@ -176,7 +199,12 @@ pub(crate) fn definition(
     props: &Bound<'_, PyDict>,
 ) -> PyResult<RelationType> {
     let mut def = RelationType::new(rel_id, db_a, db_b);
-    for (name, spec) in props.iter() {
+    for (name, spec) in props
+        .items()
+        .iter()
+        .map(|kv| kv.extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>())
+        .collect::<PyResult<Vec<_>>>()?
+    {
         let Ok(name) = name.cast::<PyString>() else {
             return Err(PyTypeError::new_err(format!(
                 "a property's name is a str, got {}",
@@ -213,12 +241,17 @@ fn prop_spec(rel_id: u32, name: &str, spec: &Bound<'_, PyDict>) -> PyResult<Prop
     }
     let kind = match spec.get_item("type")? {
         None => return Err(bad(format!("property {name}: type is required"))),
-        Some(t) => t.extract::<String>().ok(),
+        Some(t) => t.extract::<String>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "property {name}: type is a str, got {}",
+                type_name(&t)
+            ))
+        })?,
     };
-    let mut out = match kind.as_deref() {
-        Some("int") => PropSpec::int(),
-        Some("float") => PropSpec::float(),
-        Some("bool") => PropSpec::bool(),
+    let mut out = match kind.as_str() {
+        "int" => PropSpec::int(),
+        "float" => PropSpec::float(),
+        "bool" => PropSpec::bool(),
         _ => {
             return Err(bad(format!(
                 "property {name}: type must be \"int\", \"float\" or \"bool\""
@@ -227,7 +260,10 @@ fn prop_spec(rel_id: u32, name: &str, spec: &Bound<'_, PyDict>) -> PyResult<Prop
     };
     if let Some(sum) = spec.get_item("sum")? {
         let Ok(sum) = sum.cast::<PyBool>() else {
-            return Err(bad(format!("property {name}: sum must be a bool")));
+            return Err(PyTypeError::new_err(format!(
+                "property {name}: sum is a bool, got {}",
+                type_name(&sum)
+            )));
         };
         if sum.is_true() {
             out = out.sum();
@@ -236,7 +272,12 @@ fn prop_spec(rel_id: u32, name: &str, spec: &Bound<'_, PyDict>) -> PyResult<Prop
     if let Some(top) = spec.get_item("top")?.filter(|t| !t.is_none()) {
         let n = match top.cast::<PyInt>() {
             Ok(n) if !top.is_instance_of::<PyBool>() => n.extract::<u16>().ok(),
-            _ => None,
+            _ => {
+                return Err(PyTypeError::new_err(format!(
+                    "property {name}: top is an int, got {}",
+                    type_name(&top)
+                )));
+            }
         };
         let Some(n) = n else {
             return Err(bad(format!(
@@ -264,7 +305,15 @@ pub(crate) fn profile_data(
         phone,
         ..ProfileData::default()
     };
-    for (name, v) in fields.into_iter().flat_map(|f| f.iter()) {
+    let fields = match fields {
+        Some(f) => f
+            .items()
+            .iter()
+            .map(|kv| kv.extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>())
+            .collect::<PyResult<Vec<_>>>()?,
+        None => Vec::new(),
+    };
+    for (name, v) in fields {
         let name: String = name
             .extract()
             .map_err(|_| PyTypeError::new_err("a field's name is a str"))?;
@@ -300,19 +349,20 @@ pub(crate) fn profile_data(
         let get = |key: &str| -> PyResult<Option<Bound<'_, PyAny>>> { s.get_item(key) };
         let resource_id: u32 = get("resource_id")?
             .ok_or_else(|| invalid("a subscription needs resource_id"))?
-            .extract()
-            .map_err(|_| invalid(format!("resource_id must be an int from 0 to {}", u32::MAX)))?;
+            .extract()?;
         let channel: String = get("channel")?
-            .and_then(|c| c.extract().ok())
-            .ok_or_else(|| invalid("a subscription's channel is \"email\" or \"sms\""))?;
+            .ok_or_else(|| invalid("a subscription needs its channel, \"email\" or \"sms\""))?
+            .extract()
+            .map_err(|_| PyTypeError::new_err("a subscription's channel is a str"))?;
         let (channel, key) = match channel.as_str() {
             "email" => (Channel::Email, "email"),
             "sms" => (Channel::Sms, "phone"),
             _ => return Err(invalid("a subscription's channel is \"email\" or \"sms\"")),
         };
         let address: String = get(key)?
-            .and_then(|a| a.extract().ok())
-            .ok_or_else(|| invalid(format!("a {key} subscription needs its {key} as a str")))?;
+            .ok_or_else(|| invalid(format!("a {key} subscription needs its {key}")))?
+            .extract()
+            .map_err(|_| PyTypeError::new_err(format!("a subscription's {key} is a str")))?;
         data.subscriptions.push(Subscription {
             resource_id,
             channel,

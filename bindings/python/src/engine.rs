@@ -35,6 +35,21 @@ fn borrowed(weights: &[(String, Value)]) -> Vec<(&str, Value)> {
     weights.iter().map(|(n, v)| (n.as_str(), *v)).collect()
 }
 
+/// A row's error of the binding's own (a weight of the wrong type, an int out of
+/// range) as the engine reports a refused row: `row N: ...`, with `.row` set. An
+/// error of another class (a `UnicodeEncodeError` of an id that is not valid text)
+/// keeps its own arguments, with `.row` set.
+fn in_row(py: Python<'_>, row: usize, e: PyErr) -> PyErr {
+    let ours = e.is_instance_of::<PyTypeError>(py) || e.is_instance_of::<errors::RelcountError>(py);
+    let err = if ours {
+        PyErr::from_type(e.get_type(py), format!("row {row}: {}", e.value(py)))
+    } else {
+        e
+    };
+    let _ = err.value(py).setattr("row", row);
+    err
+}
+
 impl Engine {
     /// Runs `f` (a call that may wait) on the engine with the GIL released; an
     /// engine error becomes its exception.
@@ -158,7 +173,8 @@ impl Engine {
         })
     }
 
-    /// Removes the relation; raises `RelationNotFound` when there is none.
+    /// Removes the relation: raises `ProfileNotFound` when either profile does not
+    /// exist, `RelationNotFound` when both do and the relation does not.
     fn detach(
         &self,
         py: Python<'_>,
@@ -214,15 +230,14 @@ impl Engine {
         let mut owned = Vec::new();
         for (i, row) in rows.try_iter()?.enumerate() {
             let row = row?;
-            let (a, b, w): (String, String, Option<Bound<'_, PyAny>>) =
+            let (a, b, w): (Bound<'_, PyAny>, Bound<'_, PyAny>, Option<Bound<'_, PyAny>>) =
                 row.extract().map_err(|_| {
-                    PyTypeError::new_err(format!(
-                        "row {i}: a row is a tuple (profile_a_id, profile_b_id, weights)"
-                    ))
+                    let shape = "a row is a tuple (profile_a_id, profile_b_id, weights)";
+                    in_row(py, i, PyTypeError::new_err(shape))
                 })?;
-            let w = convert::weights(w.as_ref(), schema.as_ref()).map_err(|e| {
-                PyErr::from_type(e.get_type(py), format!("row {i}: {}", e.value(py)))
-            })?;
+            let a: String = a.extract().map_err(|e| in_row(py, i, e))?;
+            let b: String = b.extract().map_err(|e| in_row(py, i, e))?;
+            let w = convert::weights(w.as_ref(), schema.as_ref()).map_err(|e| in_row(py, i, e))?;
             owned.push((a, b, w));
         }
         self.call(py, |e| {

@@ -131,6 +131,8 @@ create_exception!(
 /// Adds the classes to the module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    // `.row` reads None on any error but a refused batch row's (which sets its own).
+    py.get_type::<RelcountError>().setattr("row", py.None())?;
     m.add("RelcountError", py.get_type::<RelcountError>())?;
     m.add("UnknownRelation", py.get_type::<UnknownRelation>())?;
     m.add("SchemaConflict", py.get_type::<SchemaConflict>())?;

@@ -104,8 +104,19 @@ def test_a_refused_row_names_its_row_and_changes_nothing(engine):
         engine.import_relations(3, rows)
     assert raised.value.row == 2
     assert str(raised.value).startswith("row 2: ")
-    with pytest.raises(TypeError, match="row 1"):
+    with pytest.raises(TypeError, match="row 1") as raised:
         engine.import_relations(3, [(A, "b1", {"Donate": 1}), (A, "b2")])
+    assert raised.value.row == 1
+    with pytest.raises(relcount.InvalidArgument, match="row 2: property Donate is int") as raised:
+        engine.import_relations(3, [(A, "b1", None), (A, "b2", {}), (A, "b3", {"Donate": 2**70})])
+    assert raised.value.row == 2
+
+    def rows_that_fail():
+        yield (A, "b1", {"Donate": 1})
+        raise RuntimeError("the source broke")
+
+    with pytest.raises(RuntimeError, match="the source broke"):
+        engine.import_relations(3, rows_that_fail())
     assert state(engine) == before
 
 
