@@ -136,7 +136,9 @@ impl Fixture {
                 "--read-wait",
                 "30",
             ],
-            &[],
+            // The cluster's debug lines (consumers made again, retries) for a failure's
+            // message.
+            &[("RUST_LOG", "info,relcount_server::cluster=debug")],
         ));
     }
 
@@ -174,7 +176,7 @@ impl Fixture {
             if let Some(server) = &host.server {
                 let printed = server.printed();
                 let lines: Vec<&str> = printed.lines().collect();
-                let tail = &lines[lines.len().saturating_sub(40)..];
+                let tail = &lines[lines.len().saturating_sub(80)..];
                 out.push_str(&format!(
                     "--- host {h} (owns {:?}):\n{}\n",
                     host.owns,
@@ -197,6 +199,8 @@ impl Fixture {
         let (status, headers, text) =
             post(&addr, &format!("/api/v1.1/{call}"), &body.to_string(), &[]).expect("an answer");
         if status == 503 {
+            // Shown with the test's output should the caller require the write.
+            eprintln!("{call} via host {h} answered 503: {text}");
             return None;
         }
         assert_eq!(status, 200, "{call} {body}: {text}");
@@ -303,10 +307,9 @@ impl Fixture {
     /// `n` random writes; every one acknowledged.
     fn workload(&mut self, n: usize) {
         for _ in 0..n {
-            assert!(
-                self.random_write().is_some(),
-                "a write was not acknowledged"
-            );
+            if self.random_write().is_none() {
+                panic!("a write was not acknowledged\n{}", self.logs());
+            }
         }
     }
 

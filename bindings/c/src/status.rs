@@ -132,13 +132,25 @@ fn set_last(message: &str) {
     });
 }
 
+/// Empties the message after a success, allocating nothing when it is already empty
+/// (the common case: a success after a success).
+fn clear_last() {
+    let _ = LAST.try_with(|last| {
+        if let Ok(mut last) = last.try_borrow_mut()
+            && !last.as_bytes().is_empty()
+        {
+            *last = CString::default();
+        }
+    });
+}
+
 /// Runs a call's body: `Ok` is `RC_STATUS_OK`; an error or a panic is its status,
 /// with its message kept for `rc_last_error`.
 pub(crate) fn run(body: impl FnOnce() -> Result<(), Failure>) -> RcStatus {
     let outcome = catch_unwind(AssertUnwindSafe(body));
     match outcome {
         Ok(Ok(())) => {
-            set_last("");
+            clear_last();
             RcStatus::Ok
         }
         Ok(Err(failure)) => {

@@ -256,7 +256,7 @@ async fn apply_control(
         // for a while); the partition waits, it does not fail.
         let mut wait = Duration::from_millis(100);
         let msg = loop {
-            match control.get_raw_message(seq).await {
+            match bounded(control.get_raw_message(seq)).await {
                 Ok(m) => break m,
                 Err(e) => {
                     tracing::warn!(partition = part.p, seq, error = %e, "control record not read; retrying");
@@ -325,10 +325,10 @@ async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> R
     // A consumer is made again from the next sequence when it stalls: when the NATS
     // node it reads through goes away, or records wait in the stream while none come.
     loop {
-        let mut messages = match follow(&mut stream, part.at().seq + 1).await {
+        let mut messages = match bounded(follow(&mut stream, part.at().seq + 1)).await {
             Ok(m) => m,
             Err(e) => {
-                tracing::debug!(partition = part.p, error = %e, "cannot follow the stream; retried");
+                tracing::warn!(partition = part.p, error = %e, "cannot follow the stream; retrying");
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 continue;
             }
@@ -349,7 +349,7 @@ async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> R
                 Ok(None) => break,
                 Err(_) => {
                     // Nothing came: fine if nothing is waiting.
-                    match stream.info().await {
+                    match bounded(stream.info()).await {
                         Ok(info) if info.state.last_sequence > part.at().seq => break,
                         Ok(_) => continue,
                         Err(_) => break,
@@ -367,7 +367,7 @@ async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> R
             }
             if seq != at.seq + 1 {
                 // A gap: the consumer skipped records, or they were removed.
-                if let Ok(now) = stream.info().await
+                if let Ok(now) = bounded(stream.info()).await
                     && now.state.first_sequence > at.seq + 1
                 {
                     return Err(format!(
@@ -437,6 +437,24 @@ async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> R
 /// How long a consumer may deliver nothing before the stream is asked whether
 /// records wait.
 pub const STALL: Duration = Duration::from_secs(2);
+
+/// The longest a partition's applier waits for one JetStream request (a record, a
+/// consumer, the stream's state) before it asks again: the client's own request
+/// timeout should end each sooner, and this bound keeps the applier live should one
+/// not. (Known limit: a consumer is made through JetStream's meta leader; while the
+/// cluster elects a new one, after its node was killed, the applier cannot follow its
+/// stream, and on a loaded machine that has lasted over 30 s.)
+const REQUEST: Duration = Duration::from_secs(10);
+
+/// `f`, or a timeout error after [`REQUEST`].
+async fn bounded<T, E: std::fmt::Display>(
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(REQUEST, f).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {REQUEST:?}")),
+    }
+}
 
 /// An ordered consumer of the stream from sequence `from`.
 async fn follow(
