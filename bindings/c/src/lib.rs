@@ -206,13 +206,33 @@ pub unsafe extern "C" fn rc_engine_open(
 /// and no other thread uses it during or after this call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rc_engine_free(engine: *mut RcEngine) {
-    if !engine.is_null() {
+    // SAFETY: the same contract.
+    unsafe { free(engine) }
+}
+
+/// Frees a handle the library made with `Box::into_raw` (NULL does nothing).
+///
+/// # Safety
+///
+/// `handle` is NULL or such a handle, not yet freed, unused during or after this.
+unsafe fn free<T>(handle: *mut T) {
+    if !handle.is_null() {
         let _ = run(|| {
             // SAFETY: the caller's contract: made by Box::into_raw, freed once.
-            drop(unsafe { Box::from_raw(engine) });
+            drop(unsafe { Box::from_raw(handle) });
             Ok(())
         });
     }
+}
+
+/// The value behind a handle, or a NULL failure naming the argument.
+///
+/// # Safety
+///
+/// `handle` is NULL or a live handle.
+unsafe fn live<'a, T>(handle: *const T, name: &str) -> Result<&'a T, Failure> {
+    // SAFETY: the caller's contract.
+    unsafe { handle.as_ref() }.ok_or_else(|| args::null(name))
 }
 
 /// The engine behind a handle.
@@ -222,10 +242,7 @@ pub unsafe extern "C" fn rc_engine_free(engine: *mut RcEngine) {
 /// `engine` is NULL or a live handle.
 unsafe fn engine<'a>(engine: *const RcEngine) -> Result<&'a Engine, Failure> {
     // SAFETY: the caller's contract.
-    match unsafe { engine.as_ref() } {
-        Some(e) => Ok(&e.inner),
-        None => Err(args::null("engine")),
-    }
+    unsafe { live(engine, "engine") }.map(|e| &e.inner)
 }
 
 /// Defines relation type `rel_id` from profiles of `db_b` to profiles of `db_a`, with
@@ -466,13 +483,8 @@ pub unsafe extern "C" fn rc_get_counter(
 /// other thread during or after this call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rc_counter_free(counter: *mut RcCounter) {
-    if !counter.is_null() {
-        let _ = run(|| {
-            // SAFETY: the caller's contract: made by Box::into_raw, freed once.
-            drop(unsafe { Box::from_raw(counter) });
-            Ok(())
-        });
-    }
+    // SAFETY: the same contract.
+    unsafe { free(counter) }
 }
 
 /// The counter behind a handle.
@@ -482,10 +494,7 @@ pub unsafe extern "C" fn rc_counter_free(counter: *mut RcCounter) {
 /// `counter` is NULL or a live handle.
 unsafe fn counter<'a>(counter: *const RcCounter) -> Result<&'a Counter, Failure> {
     // SAFETY: the caller's contract.
-    match unsafe { counter.as_ref() } {
-        Some(c) => Ok(&c.inner),
-        None => Err(args::null("counter")),
-    }
+    unsafe { live(counter, "counter") }.map(|c| &c.inner)
 }
 
 /// An id as the caller's struct holds it.

@@ -120,14 +120,7 @@ pub(crate) fn weights(
         )));
     };
     let mut out = Vec::with_capacity(d.len());
-    // `items()` is a copy: a value's conversion that changes the dict (a `__float__`
-    // of a subclass) cannot disturb the loop.
-    for (name, v) in d
-        .items()
-        .iter()
-        .map(|kv| kv.extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>())
-        .collect::<PyResult<Vec<_>>>()?
-    {
+    for (name, v) in items(d)? {
         let Ok(name) = name.cast::<PyString>() else {
             return Err(PyTypeError::new_err(format!(
                 "a weight's name is a str, got {}",
@@ -199,12 +192,7 @@ pub(crate) fn definition(
     props: &Bound<'_, PyDict>,
 ) -> PyResult<RelationType> {
     let mut def = RelationType::new(rel_id, db_a, db_b);
-    for (name, spec) in props
-        .items()
-        .iter()
-        .map(|kv| kv.extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>())
-        .collect::<PyResult<Vec<_>>>()?
-    {
+    for (name, spec) in items(props)? {
         let Ok(name) = name.cast::<PyString>() else {
             return Err(PyTypeError::new_err(format!(
                 "a property's name is a str, got {}",
@@ -306,11 +294,7 @@ pub(crate) fn profile_data(
         ..ProfileData::default()
     };
     let fields = match fields {
-        Some(f) => f
-            .items()
-            .iter()
-            .map(|kv| kv.extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>())
-            .collect::<PyResult<Vec<_>>>()?,
+        Some(f) => items(f)?,
         None => Vec::new(),
     };
     for (name, v) in fields {
@@ -443,6 +427,12 @@ pub(crate) fn page<'py>(py: Python<'py>, page: &Page) -> PyResult<Bound<'py, PyD
     out.set_item(intern!(py, "data"), rows)?;
     out.set_item(intern!(py, "total_count"), page.total_count)?;
     Ok(out)
+}
+
+/// A dict's pairs, copied first: a value's conversion that changes the dict (a
+/// `__float__` of a subclass) cannot disturb the loop over them.
+fn items<'py>(d: &Bound<'py, PyDict>) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+    d.items().iter().map(|kv| kv.extract()).collect()
 }
 
 /// A Python value's type name, for messages.

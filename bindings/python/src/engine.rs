@@ -30,6 +30,14 @@ pub(crate) struct Engine {
     inner: relcount::Engine,
 }
 
+/// The three writes that take weights.
+#[derive(Clone, Copy)]
+enum Write {
+    Attach,
+    Strengthen,
+    Edit,
+}
+
 /// Borrowed weights, as the engine's calls take them.
 fn borrowed(weights: &[(String, Value)]) -> Vec<(&str, Value)> {
     weights.iter().map(|(n, v)| (n.as_str(), *v)).collect()
@@ -62,9 +70,29 @@ impl Engine {
             .map_err(|e| errors::raise(py, &e))
     }
 
-    /// A write's weights, typed by the relation's schema where a value needs it.
-    fn weights(&self, rel_id: u32, w: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, Value)>> {
-        convert::weights(w, self.inner.relation_type(rel_id).as_ref())
+    /// One of the three writes that take weights: the profiles and the weights
+    /// (typed by the relation's schema where a value needs it) converted, then the
+    /// write with the GIL released.
+    fn write(
+        &self,
+        py: Python<'_>,
+        kind: Write,
+        rel_id: u32,
+        profile_a: &Bound<'_, PyAny>,
+        profile_b: &Bound<'_, PyAny>,
+        weights: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let (a, b) = (convert::profile(profile_a)?, convert::profile(profile_b)?);
+        let schema = self.inner.relation_type(rel_id);
+        let w = convert::weights(weights, schema.as_ref())?;
+        self.call(py, |e| {
+            let (a, b, w) = (a.as_match(), b.as_match(), borrowed(&w));
+            match kind {
+                Write::Attach => e.attach(rel_id, a, b, &w),
+                Write::Strengthen => e.strengthen(rel_id, a, b, &w),
+                Write::Edit => e.edit(rel_id, a, b, &w),
+            }
+        })
     }
 }
 
@@ -130,11 +158,7 @@ impl Engine {
         profile_b: &Bound<'_, PyAny>,
         weights: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let (a, b) = (convert::profile(profile_a)?, convert::profile(profile_b)?);
-        let w = self.weights(rel_id, weights)?;
-        self.call(py, |e| {
-            e.attach(rel_id, a.as_match(), b.as_match(), &borrowed(&w))
-        })
+        self.write(py, Write::Attach, rel_id, profile_a, profile_b, weights)
     }
 
     /// Adds these deltas to the relation's numbers (a negative one weakens) and sets
@@ -148,11 +172,7 @@ impl Engine {
         profile_b: &Bound<'_, PyAny>,
         weights: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let (a, b) = (convert::profile(profile_a)?, convert::profile(profile_b)?);
-        let w = self.weights(rel_id, weights)?;
-        self.call(py, |e| {
-            e.strengthen(rel_id, a.as_match(), b.as_match(), &borrowed(&w))
-        })
+        self.write(py, Write::Strengthen, rel_id, profile_a, profile_b, weights)
     }
 
     /// Overwrites the listed values of the relation, keeping the others; creates the
@@ -166,11 +186,7 @@ impl Engine {
         profile_b: &Bound<'_, PyAny>,
         weights: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let (a, b) = (convert::profile(profile_a)?, convert::profile(profile_b)?);
-        let w = self.weights(rel_id, weights)?;
-        self.call(py, |e| {
-            e.edit(rel_id, a.as_match(), b.as_match(), &borrowed(&w))
-        })
+        self.write(py, Write::Edit, rel_id, profile_a, profile_b, weights)
     }
 
     /// Removes the relation: raises `ProfileNotFound` when either profile does not

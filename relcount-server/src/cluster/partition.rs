@@ -316,11 +316,13 @@ async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> R
             info.state.first_sequence - 1
         ));
     }
-    let target = info.state.last_sequence;
-    if start.seq >= target {
+    let mut applier = Applier {
+        target: info.state.last_sequence,
+        since_snapshot: 0,
+    };
+    if start.seq >= applier.target {
         part.set(Progress::Serving);
     }
-    let mut since_snapshot = 0u64;
     let mut gaps = 0;
     // A consumer is made again from the next sequence when it stalls: when the NATS
     // node it reads through goes away, or records wait in the stream while none come.
@@ -328,8 +330,14 @@ async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> R
         let mut messages = match bounded(follow(&mut stream, part.at().seq + 1)).await {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(partition = part.p, error = %e, "cannot follow the stream; retrying");
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                // A consumer is made through JetStream's meta leader, which may be
+                // being elected again (its node was killed); the stream's own leader
+                // still answers for its records, so they are read one by one meanwhile.
+                tracing::warn!(partition = part.p, error = %e, "cannot follow the stream; reading it by sequence meanwhile");
+                let read = by_sequence(&stream, part, plan, &control, &mut applier).await?;
+                if read == 0 {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
                 continue;
             }
         };
@@ -361,7 +369,7 @@ async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> R
                 .info()
                 .map_err(|e| format!("a record of {name} without its sequence: {e}"))?
                 .stream_sequence;
-            let mut at = part.at();
+            let at = part.at();
             if seq <= at.seq {
                 continue;
             }
@@ -392,39 +400,7 @@ async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> R
                 break;
             }
             gaps = 0;
-            let Some((call, checked_at, body)) = log::parse(&msg.payload) else {
-                return Err(format!("record {seq} of {name} is not a relcount record"));
-            };
-            // The control records the write was checked after come first.
-            apply_control(&control, part, &plan.token, checked_at).await?;
-            if call != MARKER {
-                apply_call(part, &plan.token, call, body, "write");
-            }
-            at = part.at();
-            at.seq = seq;
-            part.applied.send_replace(at);
-            if seq >= target && part.progress() == Progress::CatchingUp {
-                tracing::info!(partition = part.p, seq, "caught up");
-                part.set(Progress::Serving);
-            }
-            since_snapshot += 1;
-            if plan.snapshot_every > 0 && since_snapshot >= plan.snapshot_every {
-                since_snapshot = 0;
-                if let Some(dir) = &plan.dir {
-                    let (engine, dir) = (Arc::clone(part.api.engine()), dir.clone());
-                    let saved = tokio::task::spawn_blocking(move || save(&dir, &engine, at))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    match saved {
-                        Ok(()) => {
-                            tracing::info!(partition = part.p, seq = at.seq, "snapshot saved")
-                        }
-                        Err(e) => {
-                            tracing::error!(partition = part.p, error = %e, "snapshot failed")
-                        }
-                    }
-                }
-            }
+            apply_record(part, plan, &control, &mut applier, seq, &msg.payload).await?;
         }
         tracing::debug!(
             partition = part.p,
@@ -433,6 +409,85 @@ async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> R
         );
     }
 }
+
+/// What the applier tracks between records.
+struct Applier {
+    /// The stream's last sequence when the host took the partition: once applied,
+    /// the partition serves reads.
+    target: u64,
+    /// Records applied since the last snapshot.
+    since_snapshot: u64,
+}
+
+/// Applies record `seq` of the partition's stream (the next one): the control
+/// records it was checked after first, then its call; then the progress, and a
+/// snapshot when one is due.
+async fn apply_record(
+    part: &Arc<Partition>,
+    plan: &Plan,
+    control: &stream::Stream,
+    applier: &mut Applier,
+    seq: u64,
+    payload: &[u8],
+) -> Result<(), String> {
+    let name = log::stream_name(part.p);
+    let Some((call, checked_at, body)) = log::parse(payload) else {
+        return Err(format!("record {seq} of {name} is not a relcount record"));
+    };
+    // The control records the write was checked after come first.
+    apply_control(control, part, &plan.token, checked_at).await?;
+    if call != MARKER {
+        apply_call(part, &plan.token, call, body, "write");
+    }
+    let mut at = part.at();
+    at.seq = seq;
+    part.applied.send_replace(at);
+    if seq >= applier.target && part.progress() == Progress::CatchingUp {
+        tracing::info!(partition = part.p, seq, "caught up");
+        part.set(Progress::Serving);
+    }
+    applier.since_snapshot += 1;
+    if plan.snapshot_every > 0 && applier.since_snapshot >= plan.snapshot_every {
+        applier.since_snapshot = 0;
+        if let Some(dir) = &plan.dir {
+            let (engine, dir) = (Arc::clone(part.api.engine()), dir.clone());
+            let saved = tokio::task::spawn_blocking(move || save(&dir, &engine, at))
+                .await
+                .map_err(|e| e.to_string())?;
+            match saved {
+                Ok(()) => tracing::info!(partition = part.p, seq = at.seq, "snapshot saved"),
+                Err(e) => tracing::error!(partition = part.p, error = %e, "snapshot failed"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies the records after the last applied one, read one by one by sequence
+/// (answered by the stream's leader, no consumer needed), until one cannot be read;
+/// how many were applied. At most [`BY_SEQUENCE`] a turn, so a consumer is tried
+/// again soon.
+async fn by_sequence(
+    stream: &stream::Stream,
+    part: &Arc<Partition>,
+    plan: &Plan,
+    control: &stream::Stream,
+    applier: &mut Applier,
+) -> Result<u64, String> {
+    let mut read = 0;
+    while read < BY_SEQUENCE {
+        let seq = part.at().seq + 1;
+        let Ok(msg) = bounded(stream.get_raw_message(seq)).await else {
+            break; // not written yet, or not readable now: a consumer is tried again
+        };
+        apply_record(part, plan, control, applier, seq, &msg.payload).await?;
+        read += 1;
+    }
+    Ok(read)
+}
+
+/// Most records [`by_sequence`] applies before a consumer is tried again.
+const BY_SEQUENCE: u64 = 1000;
 
 /// How long a consumer may deliver nothing before the stream is asked whether
 /// records wait.
