@@ -327,16 +327,25 @@ async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> R
     // A consumer is made again from the next sequence when it stalls: when the NATS
     // node it reads through goes away, or records wait in the stream while none come.
     loop {
-        let mut messages = match bounded(follow(&mut stream, part.at().seq + 1)).await {
-            Ok(m) => m,
-            Err(e) => {
+        let made = tokio::time::timeout(MAKE_CONSUMER, follow(&mut stream, part.at().seq + 1));
+        let mut messages = match made.await {
+            Ok(Ok(m)) => m,
+            failed => {
                 // A consumer is made through JetStream's meta leader, which may be
-                // being elected again (its node was killed); the stream's own leader
-                // still answers for its records, so they are read one by one meanwhile.
-                tracing::warn!(partition = part.p, error = %e, "cannot follow the stream; reading it by sequence meanwhile");
-                let read = by_sequence(&stream, part, plan, &control, &mut applier).await?;
-                if read == 0 {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                // being elected again (its node was killed). Reading a record by its
+                // sequence needs no consumer, so records are read that way for a
+                // while (every 250 ms when none is new) before a consumer is tried
+                // again. It too fails while the cluster has no meta leader at all.
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no consumer within {MAKE_CONSUMER:?}"),
+                };
+                tracing::warn!(partition = part.p, %error, "cannot make a consumer of the stream; reading it by sequence for a while");
+                let until = tokio::time::Instant::now() + BY_SEQUENCE_FOR;
+                while tokio::time::Instant::now() < until {
+                    if by_sequence(&stream, part, plan, &control, &mut applier).await? == 0 {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
                 }
                 continue;
             }
@@ -463,10 +472,10 @@ async fn apply_record(
     Ok(())
 }
 
-/// Applies the records after the last applied one, read one by one by sequence
-/// (answered by the stream's leader, no consumer needed), until one cannot be read;
-/// how many were applied. At most [`BY_SEQUENCE`] a turn, so a consumer is tried
-/// again soon.
+/// Applies the records after the last applied one, read one by one by sequence (no
+/// consumer needed), until one cannot be read (not written yet, gone, or the cluster
+/// cannot answer now); how many were applied. At most [`BY_SEQUENCE`] a turn. A gap or
+/// a purge is not judged here: the consumer path does that once one can be made.
 async fn by_sequence(
     stream: &stream::Stream,
     part: &Arc<Partition>,
@@ -493,13 +502,19 @@ const BY_SEQUENCE: u64 = 1000;
 /// records wait.
 pub const STALL: Duration = Duration::from_secs(2);
 
-/// The longest a partition's applier waits for one JetStream request (a record, a
-/// consumer, the stream's state) before it asks again: the client's own request
-/// timeout should end each sooner, and this bound keeps the applier live should one
-/// not. (Known limit: a consumer is made through JetStream's meta leader; while the
-/// cluster elects a new one, after its node was killed, the applier cannot follow its
-/// stream, and on a loaded machine that has lasted over 30 s.)
+/// The longest a partition's applier waits for one JetStream request (a record, the
+/// stream's state) before it asks again. The client's request timeout is 10 s too;
+/// this bound keeps the applier live whatever the client does.
 const REQUEST: Duration = Duration::from_secs(10);
+
+/// The longest the applier waits for a consumer to be made (normally a few
+/// milliseconds; a consumer is made through JetStream's meta leader, and after that
+/// leader's node was killed, on a loaded machine, making one timed out again and again
+/// for over 20 s) before it reads records by sequence instead.
+const MAKE_CONSUMER: Duration = Duration::from_secs(3);
+
+/// How long the applier reads records by sequence before it tries a consumer again.
+const BY_SEQUENCE_FOR: Duration = Duration::from_secs(10);
 
 /// `f`, or a timeout error after [`REQUEST`].
 async fn bounded<T, E: std::fmt::Display>(
