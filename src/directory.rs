@@ -12,17 +12,16 @@ use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
-use hashbrown::DefaultHashBuilder;
 
 use crate::error::Error;
 use crate::index::Index;
 use crate::limits::MAX_LOOKUP_CANDIDATES;
+use crate::map::LockFreeMap;
 use crate::profile::{FrozenProfile, Life, Profile, ProfileKey};
 use crate::profile_data::{Normalized, Query};
 #[cfg(test)]
 use crate::profile_id::ProfileId;
 use crate::slots::SlotTable;
-use crate::sync::lock_free_map;
 
 /// A profile's state at a snapshot point, kept by the first change after it.
 #[derive(Debug)]
@@ -36,6 +35,9 @@ enum Before {
 struct Kept {
     /// The point being taken (0: none).
     point: u32,
+    /// The slots in use at the point (every slot below was taken before it): the
+    /// walk of [`Directory::take_point`] visits these and no more.
+    slots: u32,
     before: Vec<(Arc<Profile>, Before)>,
 }
 
@@ -68,7 +70,7 @@ struct Slots {
 /// All live profiles, by id and by the secondary indexes.
 #[derive(Debug)]
 pub(crate) struct Directory {
-    by_key: papaya::HashMap<ProfileKey, Arc<Profile>, DefaultHashBuilder>,
+    by_key: LockFreeMap<ProfileKey, Arc<Profile>>,
     index: Index,
     slots: Mutex<Slots>,
     /// Slot -> profile, shared with the store.
@@ -97,7 +99,7 @@ impl Directory {
     /// other maps, so one guard serves a whole read).
     pub(crate) fn new(collector: &Arc<seize::Collector>) -> Self {
         Directory {
-            by_key: lock_free_map(collector),
+            by_key: LockFreeMap::new(collector),
             index: Index::new(collector),
             slots: Mutex::new(Slots::default()),
             table: Arc::new(SlotTable::default()),
@@ -114,21 +116,22 @@ impl Directory {
 
     /// The live profile `id` of database `db`. Lock-free.
     pub(crate) fn get(&self, key: &ProfileKey) -> Option<Arc<Profile>> {
-        self.by_key.pin().get(key).filter(|p| p.is_live()).cloned()
+        self.by_key
+            .with(key, |p| p.filter(|p| p.is_live()).cloned())
     }
 
     /// The profile `id` of database `db` for a writer holding its shard's lock: live,
     /// being deleted, or missing. (A pending profile is only ever seen by the write
     /// creating it, which holds the same lock until it is live or abandoned.)
     pub(crate) fn lookup(&self, key: &ProfileKey) -> Lookup {
-        match self.by_key.pin().get(key) {
+        self.by_key.with(key, |p| match p {
             Some(p) if p.is_deleted() => Lookup::Deleting,
             Some(p) => {
                 debug_assert!(p.is_live(), "a pending profile outside its write");
                 Lookup::Live(Arc::clone(p))
             }
             None => Lookup::Missing,
-        }
+        })
     }
 
     /// The live profile `id` of database `db`, borrowed for the life of `guard` (which
@@ -139,11 +142,6 @@ impl Directory {
         guard: &'g impl seize::Guard,
     ) -> Option<&'g Arc<Profile>> {
         self.by_key.get(key, guard).filter(|p| p.is_live())
-    }
-
-    /// Number of profiles in the id map (those being created or deleted included).
-    pub(crate) fn len(&self) -> usize {
-        self.by_key.len()
     }
 
     /// Number of live profiles.
@@ -187,12 +185,11 @@ impl Directory {
             (taken, self.table.next_born(n as u64))
         };
         if n > 1 {
-            self.by_key.pin().reserve(n);
+            self.by_key.reserve(n);
         }
         // Made after a point: in no snapshot taken at it.
         let point = self.point.load(std::sync::atomic::Ordering::Acquire);
         let make = |part: Vec<((ProfileKey, u64), (u32, u64))>| -> Vec<Arc<Profile>> {
-            let map = self.by_key.pin();
             part.into_iter()
                 .map(|((key, xxh), (slot, born))| {
                     let profile = Arc::new(Profile {
@@ -206,7 +203,7 @@ impl Directory {
                         point: AtomicU32::new(point),
                     });
                     self.table.put(&profile);
-                    map.insert(key, Arc::clone(&profile));
+                    self.by_key.insert(key, Arc::clone(&profile));
                     profile
                 })
                 .collect()
@@ -346,7 +343,7 @@ impl Directory {
     }
 
     fn forget(&self, profile: &Profile) {
-        self.by_key.pin().remove(&ProfileKey {
+        self.by_key.remove(&ProfileKey {
             db: profile.db,
             id: profile.id.clone(),
         });
@@ -355,14 +352,20 @@ impl Directory {
         slots.free.push(profile.slot);
     }
 
-    /// Every live profile (for state sweeps in tests and tools).
+    /// Every live profile (for state sweeps in tests and tools). Walks the slot table,
+    /// not the id map: iterating papaya's map first finishes every resize under way,
+    /// and a profile deleted and created again in a loop starts resizes as fast as it
+    /// finishes them (and holds back reclamation meanwhile), so that walk need never
+    /// end. The slot table only grows and is walked without a guard.
     pub(crate) fn all(&self) -> Vec<Arc<Profile>> {
-        self.by_key
-            .pin()
-            .values()
-            .filter(|p| p.is_live())
-            .cloned()
-            .collect()
+        let end = self.slots.lock().unwrap_or_else(|e| e.into_inner()).next;
+        let mut all = Vec::new();
+        self.table.each(end, |p| {
+            if p.is_live() {
+                all.push(Arc::clone(p));
+            }
+        });
+        all
     }
 
     /// Starts a snapshot point: from now on the first change to each profile (its
@@ -372,7 +375,11 @@ impl Directory {
     /// change is before the point or sees it) and takes one point at a time.
     pub(crate) fn begin_point(&self, point: u32) {
         debug_assert_ne!(point, 0);
-        self.kept.lock().unwrap_or_else(|e| e.into_inner()).point = point;
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner()).next;
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.point = point;
+        kept.slots = slots;
+        drop(kept);
         self.point
             .store(point, std::sync::atomic::Ordering::Release);
     }
@@ -406,27 +413,34 @@ impl Directory {
     /// live ones with their data then), and ends the point. Runs beside writers:
     /// a profile unchanged since the point is read as it is (checked by its stamp
     /// after the read), a changed one taken from what its first change kept.
+    ///
+    /// The walk visits the slots in use at the point, once each, through the slot
+    /// table (see [`all`](Self::all) for why not the id map): its time is bounded by
+    /// the profiles at the point, and what it keeps by the profiles changed since,
+    /// whatever writers do meanwhile. A profile made since, in a fresh slot or a reused
+    /// one, is stamped at birth and skipped; one released since was kept first.
     pub(crate) fn take_point(&self) -> (Vec<FrozenProfile>, Vec<u32>) {
         use std::sync::atomic::Ordering::{Acquire, Relaxed};
         let point = self.point.load(Acquire);
-        let (mut live, mut deleting) = (Vec::with_capacity(self.len()), Vec::new());
-        for p in self.by_key.pin().values() {
+        let end = self.kept.lock().unwrap_or_else(|e| e.into_inner()).slots;
+        let (mut live, mut deleting) = (Vec::with_capacity(self.live()), Vec::new());
+        self.table.each(end, |p| {
             let (deleted, pending, data) = (p.is_deleted(), p.life.is_pending(), p.data());
             std::sync::atomic::fence(Acquire);
             if p.point.load(Relaxed) == point {
-                continue; // made or changed since the point: see `kept`
+                return; // made or changed since the point: see `kept`
             }
             // No write was under way at the point, so none created a profile then.
             debug_assert!(!pending, "a pending profile made before the point");
             if pending {
-                continue;
+                return;
             }
             if deleted {
                 deleting.push(p.slot);
             } else {
                 live.push((Arc::clone(p), data));
             }
-        }
+        });
         let before = {
             let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
             kept.point = 0;

@@ -14,9 +14,10 @@ use std::sync::Arc;
 
 use hashbrown::DefaultHashBuilder;
 
+use crate::map::LockFreeMap;
 use crate::profile::Profile;
 use crate::profile_data::IndexKey;
-use crate::sync::{Mutex, lock_free_map};
+use crate::sync::Mutex;
 
 /// Largest posting kept as an immutable list.
 pub(crate) const SMALL_MAX: usize = 32;
@@ -26,7 +27,7 @@ const STRIPES: usize = 64;
 #[derive(Debug)]
 pub(crate) enum Posting {
     Small(Arc<[Arc<Profile>]>),
-    Many(Arc<papaya::HashMap<u32, Arc<Profile>, DefaultHashBuilder>>),
+    Many(Arc<LockFreeMap<u32, Arc<Profile>>>),
 }
 
 impl Posting {
@@ -47,13 +48,7 @@ impl Posting {
                     }
                 }
             }
-            Posting::Many(set) => {
-                for p in set.pin().values() {
-                    if !f(p) {
-                        return;
-                    }
-                }
-            }
+            Posting::Many(set) => set.each(|p| f(p)),
         }
     }
 }
@@ -61,7 +56,7 @@ impl Posting {
 /// All entries of all databases.
 #[derive(Debug)]
 pub(crate) struct Index {
-    map: papaya::HashMap<IndexKey, Posting, DefaultHashBuilder>,
+    map: LockFreeMap<IndexKey, Posting>,
     stripes: Box<[Mutex<()>]>,
     stripe_hasher: DefaultHashBuilder,
 }
@@ -69,7 +64,7 @@ pub(crate) struct Index {
 impl Index {
     pub(crate) fn new(collector: &Arc<seize::Collector>) -> Self {
         Index {
-            map: lock_free_map(collector),
+            map: LockFreeMap::new(collector),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             stripe_hasher: DefaultHashBuilder::default(),
         }
@@ -83,45 +78,40 @@ impl Index {
     /// Puts `profile` under `key`.
     pub(crate) fn add(&self, key: IndexKey, profile: &Arc<Profile>) {
         let _serial = self.stripe(&key).lock().unwrap_or_else(|e| e.into_inner());
-        let map = self.map.pin();
-        let next = match map.get(&key) {
-            None => Posting::Small(Arc::from([Arc::clone(profile)])),
+        let next = self.map.with(&key, |posting| match posting {
+            None => Some(Posting::Small(Arc::from([Arc::clone(profile)]))),
             Some(Posting::Many(set)) => {
-                set.pin().insert(profile.slot, Arc::clone(profile));
-                return;
+                set.insert(profile.slot, Arc::clone(profile));
+                None
             }
-            Some(Posting::Small(list)) if list.iter().any(|p| Arc::ptr_eq(p, profile)) => return,
+            Some(Posting::Small(list)) if list.iter().any(|p| Arc::ptr_eq(p, profile)) => None,
             Some(Posting::Small(list)) if list.len() < SMALL_MAX => {
                 let mut v: Vec<Arc<Profile>> = list.to_vec();
                 v.push(Arc::clone(profile));
-                Posting::Small(v.into())
+                Some(Posting::Small(v.into()))
             }
             Some(Posting::Small(list)) => {
-                let set = papaya::HashMap::with_hasher(DefaultHashBuilder::default());
-                {
-                    let s = set.pin();
-                    for p in list.iter().chain([profile]) {
-                        s.insert(p.slot, Arc::clone(p));
-                    }
+                let set = LockFreeMap::iterable();
+                for p in list.iter().chain([profile]) {
+                    set.insert(p.slot, Arc::clone(p));
                 }
-                Posting::Many(Arc::new(set))
+                Some(Posting::Many(Arc::new(set)))
             }
-        };
-        map.insert(key, next);
+        });
+        if let Some(next) = next {
+            self.map.insert(key, next);
+        }
     }
 
     /// Takes `profile` from under `key`.
     pub(crate) fn remove(&self, key: &IndexKey, profile: &Profile) {
         let _serial = self.stripe(key).lock().unwrap_or_else(|e| e.into_inner());
-        let map = self.map.pin();
-        match map.get(key) {
-            None => {}
+        // What becomes of the posting: emptied (`None`), replaced, or kept.
+        let next = self.map.with(key, |posting| match posting {
+            None => Some(None),
             Some(Posting::Many(set)) => {
-                let s = set.pin();
-                s.remove(&profile.slot);
-                if s.is_empty() {
-                    map.remove(key);
-                }
+                set.remove(&profile.slot);
+                set.is_empty().then_some(None)
             }
             Some(Posting::Small(list)) => {
                 let v: Vec<Arc<Profile>> = list
@@ -130,11 +120,18 @@ impl Index {
                     .cloned()
                     .collect();
                 if v.is_empty() {
-                    map.remove(key);
+                    Some(None)
                 } else if v.len() != list.len() {
-                    map.insert(key.clone(), Posting::Small(v.into()));
+                    Some(Some(Posting::Small(v.into())))
+                } else {
+                    None
                 }
             }
+        });
+        match next {
+            Some(None) => self.map.remove(key),
+            Some(Some(posting)) => self.map.insert(key.clone(), posting),
+            None => {}
         }
     }
 

@@ -146,6 +146,7 @@ mod engine;
 mod error;
 mod index;
 pub mod limits;
+mod map;
 mod parallel;
 mod persist;
 mod profile;

@@ -100,6 +100,25 @@ impl SlotTable {
         }
     }
 
+    /// Calls `f` on the profile holding each slot below `end`, in slot order. Takes
+    /// no lock and pins nothing, so it ends after `end` steps whatever writers do
+    /// meanwhile; a slot taken or given back during the walk is seen before or after.
+    pub(crate) fn each(&self, end: u32, mut f: impl FnMut(&Arc<Profile>)) {
+        let chunks = self.chunks.load();
+        let mut left = end as usize;
+        for chunk in chunks.iter() {
+            for cell in chunk.iter().take(left) {
+                if let Some(profile) = &*cell.load() {
+                    f(profile);
+                }
+            }
+            left = left.saturating_sub(CHUNK);
+            if left == 0 {
+                break;
+            }
+        }
+    }
+
     /// Empties `slot`. Called by the directory under its slot lock, before the slot
     /// can be taken again.
     pub(crate) fn clear(&self, slot: u32) {

@@ -1,14 +1,9 @@
-//! The synchronisation primitives: the lock-free maps' constructor, and the mutexes
-//! and atomics of the writer state, behind a shim so the protocols can be
+//! The synchronisation primitives: the mutexes and atomics of the writer state, behind a shim so the protocols can be
 //! model-checked: with `RUSTFLAGS="--cfg relcount_loom"` they are `loom`'s, and
 //! `cargo test --lib loom` explores every interleaving of the tests in `shard.rs` (the
 //! shard lock order) and `directory.rs` (a profile's life). (A crate-specific cfg, as
 //! crossbeam's `crossbeam_loom`, so dependencies that know a plain `loom` cfg are not
 //! switched too.)
-
-use std::sync::Arc;
-
-use hashbrown::DefaultHashBuilder;
 
 // Only the library's own test build takes loom's: the copy of the library its tests
 // link as a dev-dependency (for the `workload` feature) is built without `test` and
@@ -21,18 +16,3 @@ pub(crate) use loom::sync::{Mutex, MutexGuard};
 pub(crate) use std::sync::atomic::{AtomicU8, Ordering};
 #[cfg(not(all(test, relcount_loom)))]
 pub(crate) use std::sync::{Mutex, MutexGuard};
-
-/// A lock-free map reclaiming through `collector`: every such map of an engine shares
-/// one collector, so one guard serves all the lookups of a read.
-pub(crate) fn lock_free_map<K, V>(
-    collector: &Arc<seize::Collector>,
-) -> papaya::HashMap<K, V, DefaultHashBuilder>
-where
-    K: Send + 'static,
-    V: Send + 'static,
-{
-    papaya::HashMap::builder()
-        .hasher(DefaultHashBuilder::default())
-        .shared_collector(Arc::clone(collector))
-        .build()
-}

@@ -1,8 +1,11 @@
 //! A global allocator that counts live heap bytes, so memory per relation is measured,
-//! not estimated. Shared by the demo and the memory bench (`#[path]`-included).
+//! not estimated: in all, and per thread (what one thread allocated less what it
+//! freed, so a test counts its own work while others run). Shared by the demo, the
+//! memory bench and the tests (`#[path]`-included).
 
 #![allow(unreachable_pub, dead_code)] // each includer uses its part
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Counts live bytes, forwarding every call to the system allocator.
@@ -10,6 +13,29 @@ pub struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Bytes this thread allocated less those it freed (a const initialiser and no
+    /// destructor: safe to touch from inside the allocator).
+    static THREAD_NET: Cell<isize> = const { Cell::new(0) };
+    /// Allocations this thread made.
+    static THREAD_ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Bytes this thread allocated less those it freed, since it started.
+pub fn thread_net() -> isize {
+    THREAD_NET.try_with(Cell::get).unwrap_or(0)
+}
+
+/// Allocations this thread made, since it started.
+pub fn thread_allocs() -> u64 {
+    THREAD_ALLOCS.try_with(Cell::get).unwrap_or(0)
+}
+
+fn thread_count(by: isize, allocs: u64) {
+    let _ = THREAD_NET.try_with(|n| n.set(n.get() + by));
+    let _ = THREAD_ALLOCS.try_with(|n| n.set(n.get() + allocs));
+}
 
 /// Live heap bytes now.
 pub fn live() -> usize {
@@ -37,12 +63,14 @@ fn grew(by: usize) {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         grew(layout.size());
+        thread_count(layout.size() as isize, 1);
         // SAFETY: forwarded unchanged; the caller upholds `alloc`'s contract.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        thread_count(-(layout.size() as isize), 0);
         // SAFETY: `ptr` came from `alloc` above with this `layout`.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -50,6 +78,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         grew(new_size);
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        thread_count(new_size as isize - layout.size() as isize, 1);
         // SAFETY: forwarded unchanged; the caller upholds `realloc`'s contract.
         unsafe { System.realloc(ptr, layout, new_size) }
     }

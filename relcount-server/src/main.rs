@@ -145,10 +145,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         tokio::task::spawn_blocking(move || demo::load(&e, relations, durable)).await??;
     }
     let compactor = match settings.data {
-        Some(_) if !clustered => Some(Arc::new(Compactor::start(
-            &engine,
-            std::time::Duration::from_secs(5),
-        )?)),
+        Some(_) if !clustered => Some(Arc::new(Compactor::start(&engine, settings.compact_check)?)),
         _ => None,
     };
     let (token, generated) = match &settings.token {
@@ -198,7 +195,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let workers = settings.workers();
     let app = Arc::new(routes::App {
         api,
-        metrics: metrics::Metrics::new(Arc::clone(&engine)),
+        metrics: metrics::Metrics::new(Arc::clone(&engine), compactor.as_ref().map(Arc::downgrade)),
         body_timeout: settings.body_timeout,
         work: [
             Arc::new(Semaphore::new(workers)),

@@ -2,7 +2,7 @@
 //! (OpenMetrics), through the `prometheus-client` crate. Nothing here names a profile,
 //! a token or a path.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -12,7 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use relcount::Engine;
+use relcount::{Compactor, Engine};
 
 /// A request's call and answer code.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,9 +40,11 @@ pub struct Metrics {
     pub open_connections: Gauge,
 }
 
-/// The engine's numbers, read at each scrape.
+/// The engine's numbers (and its compactor's, while it runs), read at each scrape.
+/// The compactor is held weakly: the server's shutdown stops it by dropping its
+/// last reference.
 #[derive(Debug)]
-struct EngineNumbers(Arc<Engine>);
+struct EngineNumbers(Arc<Engine>, Option<Weak<Compactor>>);
 
 impl Collector for EngineNumbers {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -78,6 +80,15 @@ impl Collector for EngineNumbers {
                 count(rss),
             )?;
         }
+        if let Some(compactor) = self.1.as_ref().and_then(Weak::upgrade) {
+            let metric = encoder.encode_descriptor(
+                "relcount_compactions",
+                "Compactions the server's compactor finished",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(compactor.compactions()).encode(metric)?;
+        }
         if let Some(stats) = engine.log_stats() {
             if let Ok(bytes) = engine.log_bytes() {
                 gauge(
@@ -107,9 +118,9 @@ impl Collector for EngineNumbers {
 }
 
 impl Metrics {
-    /// The metrics of a server over `engine`.
+    /// The metrics of a server over `engine`, compacted by `compactor` if any.
     #[must_use]
-    pub fn new(engine: Arc<Engine>) -> Metrics {
+    pub fn new(engine: Arc<Engine>, compactor: Option<Weak<Compactor>>) -> Metrics {
         let mut registry = Registry::default();
         let requests = Family::<CallCode, Counter>::default();
         registry.register(
@@ -144,7 +155,7 @@ impl Metrics {
             "Connections open now",
             open_connections.clone(),
         );
-        registry.register_collector(Box::new(EngineNumbers(engine)));
+        registry.register_collector(Box::new(EngineNumbers(engine, compactor)));
         Metrics {
             registry,
             requests,

@@ -53,6 +53,11 @@ pub struct Settings {
     #[arg(long, env = "RELCOUNT_COMPACT_MIN_MB")]
     pub compact_min_mb: Option<u64>,
 
+    /// Seconds between the compactor's checks of the log against `--compact-percent`
+    /// and `--compact-min-mb` (a check reads two file sizes).
+    #[arg(long, env = "RELCOUNT_COMPACT_CHECK", default_value = "5", value_parser = seconds)]
+    pub compact_check: Duration,
+
     /// Most connections open at once; one past it is answered 503 and closed. Keep it
     /// below the process's file descriptor limit.
     #[arg(long, env = "RELCOUNT_MAX_CONNECTIONS", default_value_t = 1024)]

@@ -14,7 +14,6 @@ use crate::profile_id::{ProfileHasher, ProfileId, xxh64};
 use crate::resolver::Resolver;
 use crate::schema::{RelationType, Schema};
 use crate::store::Store;
-use crate::sync::lock_free_map;
 use crate::value::Value;
 
 pub use compactor::{AutoCompact, Compactor};
@@ -143,7 +142,12 @@ impl EngineBuilder {
         let directory = Directory::new(&collector);
         let slots = Arc::clone(directory.slot_table());
         Engine {
-            schemas: lock_free_map(&collector),
+            // Definitions are never removed: a plain papaya map (see `map.rs` for
+            // the maps that see removals).
+            schemas: papaya::HashMap::builder()
+                .hasher(DefaultHashBuilder::default())
+                .shared_collector(Arc::clone(&collector))
+                .build(),
             define_lock: Mutex::new(()),
             directory,
             store: Store::new(&collector, self.shards, self.index_above, slots),

@@ -15,17 +15,17 @@ mod shard;
 
 use std::sync::Arc;
 
-use hashbrown::DefaultHashBuilder;
 use smallvec::{SmallVec, smallvec};
 
 use crate::accum::counter::View;
 use crate::accum::target::IdOrder;
 use crate::accum::target::{Packed, Target};
+use crate::map::LockFreeMap;
 use crate::profile::Profile;
 use crate::record::{Record, RecordRef};
 use crate::schema::Schema;
 use crate::slots::SlotTable;
-use crate::sync::{MutexGuard, lock_free_map};
+use crate::sync::MutexGuard;
 use shard::{Shard, Shards};
 
 pub(crate) use shard::Locked;
@@ -86,7 +86,7 @@ pub(crate) struct Store {
     shards: Shards,
     /// Published counters by `(rel_id, recipient hash)`: a read by id finds its
     /// counters in one lookup and checks the id.
-    views: papaya::HashMap<(u32, u64), Published, DefaultHashBuilder>,
+    views: LockFreeMap<(u32, u64), Published>,
     index_above: usize,
     /// Who holds each slot (written by the directory).
     slots: Arc<SlotTable>,
@@ -116,7 +116,7 @@ impl Store {
     ) -> Self {
         Store {
             shards: Shards::new(shards),
-            views: lock_free_map(collector),
+            views: LockFreeMap::new(collector),
             index_above,
             slots,
             relations: std::sync::atomic::AtomicU64::new(0),
@@ -284,8 +284,10 @@ impl Store {
     /// caller marks the new one), so every publication under the key merges its list
     /// instead of replacing it. A mark stays for the target's life.
     fn share_key(&self, shard: &mut Shard, rel_id: u32, pa: &Arc<Profile>) -> bool {
-        let others: Vec<u32> = match self.views.pin().get(&(rel_id, pa.xxh)) {
-            Some(list) => list.iter().map(|v| v.profile.slot).collect(),
+        let others: Vec<u32> = match self.views.with(&(rel_id, pa.xxh), |list| {
+            list.map(|list| list.iter().map(|v| v.profile.slot).collect())
+        }) {
+            Some(slots) => slots,
             None => return false,
         };
         for slot in others {
@@ -317,11 +319,11 @@ impl Store {
         }
         let pkey = (key.0, view.profile.xxh);
         if !shared {
-            self.views.pin().insert(pkey, smallvec![view]);
+            self.views.insert(pkey, smallvec![view]);
             return;
         }
         let mine = |v: &Arc<View>| Arc::ptr_eq(&v.profile, &view.profile);
-        self.views.pin().update_or_insert_with(
+        self.views.update_or_insert_with(
             pkey,
             |list| {
                 let mut next: Published = list.iter().filter(|v| !mine(v)).cloned().collect();
@@ -337,19 +339,20 @@ impl Store {
     /// reading it first and then replacing it is safe.)
     fn unpublish(&self, rel_id: u32, profile: &Arc<Profile>) {
         let key = (rel_id, profile.xxh);
-        let views = self.views.pin();
-        let Some(list) = views.get(&key) else {
+        let Some(rest) = self.views.with(&key, |list| {
+            list.map(|list| -> Published {
+                list.iter()
+                    .filter(|v| !Arc::ptr_eq(&v.profile, profile))
+                    .cloned()
+                    .collect()
+            })
+        }) else {
             return;
         };
-        let rest: Published = list
-            .iter()
-            .filter(|v| !Arc::ptr_eq(&v.profile, profile))
-            .cloned()
-            .collect();
         if rest.is_empty() {
-            views.remove(&key);
+            self.views.remove(&key);
         } else {
-            views.insert(key, rest);
+            self.views.insert(key, rest);
         }
     }
 

@@ -373,3 +373,162 @@ pub fn compactions_beside_a_writer_reopen_exactly(
     let _ = std::fs::remove_dir_all(dir);
     Ok(compactions.load(Ordering::Relaxed))
 }
+
+/// What the writer of [`compactions_beside_churn`] deletes and re-creates in a loop.
+#[derive(Debug, Clone, Copy)]
+pub enum Churn {
+    /// Initiator "b": attach a->b, detach it, delete "b" (database 2).
+    Initiator,
+    /// Recipient "a": attach a->b, delete "a" (database 1).
+    Recipient,
+    /// Initiator "b" imported with data first (an email and a tag), then attached
+    /// and deleted.
+    Imported,
+}
+
+/// What [`compactions_beside_churn`] counted.
+#[derive(Debug)]
+pub struct ChurnReport {
+    /// Writer cycles (each deletes and re-creates one profile) while each compaction
+    /// ran, from its call to its return.
+    pub cycles_during: Vec<u64>,
+    /// Profiles and relations at the end.
+    pub profiles: usize,
+}
+
+/// A writer deletes and re-creates one profile in a loop (as `churn` says) beside
+/// `filler` relations, while `compactions` compactions run in turn on another thread,
+/// each started once the writer has made 100 cycles. A compaction must end before the
+/// writer has made `cap` cycles: its work is bounded by the data at its point, not by
+/// what writers do meanwhile (before the fix, iterating the profile map first finished
+/// every resize under way, and the churn started them as fast as they finished, so it
+/// never ended). Then the directory must reopen to exactly the engine's state.
+pub fn compactions_beside_churn(
+    dir: &Path,
+    shards: usize,
+    churn: Churn,
+    filler: u64,
+    compactions: usize,
+    cap: u64,
+) -> Result<ChurnReport, String> {
+    let _ = std::fs::remove_dir_all(dir);
+    let engine = Engine::builder()
+        .shards(shards)
+        .open(dir, SyncPolicy::No)
+        .map_err(|e| e.to_string())?;
+    engine.define(schema()).map_err(|e| e.to_string())?;
+    for k in 0..filler {
+        let (a, b) = (format!("f{}", k % 500), format!("fb{k}"));
+        engine
+            .attach(
+                1,
+                a.as_str(),
+                b.as_str(),
+                &[("Donate", Value::Int(k as i64))],
+            )
+            .map_err(|e| e.to_string())?;
+    }
+    let data = relcount::ProfileData {
+        email: Some("b@example.com".into()),
+        fields: vec![(
+            "tags".into(),
+            relcount::FieldValue::Tags(vec!["churned".into()]),
+        )],
+        ..Default::default()
+    };
+    let cycle = |i: u64| -> Result<(), Error> {
+        let w = [
+            ("Like", Value::Int(1)),
+            ("Donate", Value::Int(i as i64 % 7)),
+        ];
+        match churn {
+            Churn::Initiator => {
+                engine.attach(1, "a", "b", &w)?;
+                engine.detach(1, "a", "b")?;
+                engine.delete_profile(2, "b")
+            }
+            Churn::Recipient => {
+                engine.attach(1, "a", "b", &w)?;
+                engine.delete_profile(1, "a")
+            }
+            Churn::Imported => {
+                engine.import_profile(2, "b", data.clone())?;
+                engine.attach(1, "a", "b", &w)?;
+                engine.delete_profile(2, "b")
+            }
+        }
+    };
+    let cycles = AtomicU64::new(0);
+    let running = AtomicBool::new(true);
+    let during = std::thread::scope(|s| {
+        let compactor = s.spawn(|| {
+            let mut during = Vec::new();
+            for _ in 0..compactions {
+                let start = cycles.load(Ordering::Acquire) + 100;
+                while cycles.load(Ordering::Acquire) < start {
+                    if !running.load(Ordering::Acquire) {
+                        return Err("the writer stopped".to_string());
+                    }
+                    std::thread::yield_now();
+                }
+                let before = cycles.load(Ordering::Acquire);
+                engine.compact().map_err(|e| format!("compact: {e}"))?;
+                during.push(cycles.load(Ordering::Acquire) - before);
+            }
+            Ok(during)
+        });
+        // The writer runs until the compactor is done, or `cap` cycles past the start.
+        let mut i = 0;
+        let mut result = Ok(());
+        while !compactor.is_finished() {
+            if i >= cap {
+                result = Err(format!(
+                    "{churn:?}, {shards} shards: the compactions had not ended after {i} \
+                     writer cycles"
+                ));
+                break;
+            }
+            if let Err(e) = cycle(i) {
+                result = Err(format!("cycle {i}: {e}"));
+                break;
+            }
+            i += 1;
+            cycles.store(i, Ordering::Release);
+        }
+        running.store(false, Ordering::Release);
+        // A few cycles after the last compaction, so its log has records to replay.
+        for _ in 0..3 {
+            if result.is_ok() {
+                result = cycle(i).map_err(|e| format!("cycle {i}: {e}"));
+                i += 1;
+            }
+        }
+        let during = compactor
+            .join()
+            .map_err(|_| "compactor panicked".to_string())?;
+        result.and(during)
+    })?;
+    let before = observe(&engine);
+    drop(engine);
+    let engine = Engine::builder()
+        .shards(shards)
+        .open(dir, SyncPolicy::No)
+        .map_err(|e| format!("reopen: {e}"))?;
+    let skipped = engine.recovery_skipped();
+    if !skipped.is_empty() {
+        return Err(format!("recovery skipped {skipped:?}"));
+    }
+    let after = observe(&engine);
+    if after != before {
+        return Err(format!(
+            "{churn:?}, {shards} shards: reopened to another state:\nbefore {before:?}\nafter  {after:?}"
+        ));
+    }
+    let profiles = engine.profile_count();
+    drop(engine);
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(ChurnReport {
+        cycles_during: during,
+        profiles,
+    })
+}
