@@ -36,8 +36,8 @@
 //!
 //! ## Semantics
 //!
-//! The contract is the platform's "profile relations" API (the README's *Semantics*
-//! section sums it up): attach replaces a relation's values, strengthen adds
+//! The contract is the platform's "profile relations" API (docs/guide.md's
+//! *Semantics* sums it up, docs/api.md gives its JSON calls): attach replaces a relation's values, strengthen adds
 //! deltas, edit overwrites the listed values, detach removes, and deleting a profile
 //! removes every relation it takes part in. Every write is atomic: it is validated
 //! completely before anything changes, and a refused write changes nothing.
@@ -120,20 +120,8 @@
 //!
 //! ## Where things are
 //!
-//! `value` (typed values and their encodings) and `profile` (a profile and its life):
-//! leaves every other module may import; [`limits`] (every bound and default);
-//! `schema` (relation types), `profile_id` (ids and `profile_xxh`), `record` (one
-//! relation's packed values), `command` (one vocabulary for a change: what the log
-//! stores and replay and snapshot loading execute), `profile_data` (profile data, matching, normalisation),
-//! `directory` and `index` (profiles by id and by data), `store` (the one owner of
-//! the sharded writer state, the published counters and the reverse index), `accum`
-//! (counters: exact sums, top lists, published views, the relation vector), `engine`
-//! (the facade), `persist` (snapshots and the write log), `api` (the
-//! JSON layer: `request` -> `calls` -> `render`), `serde_impls` (feature `serde`),
-//! `workload` (feature `workload`: a reproducible Zipf workload for demos and
-//! benches). Data
-//! flows one way: `api` -> `engine` -> directory, store -> accumulators; persistence
-//! hands commands up through a sink.
+//! DESIGN.md in the repository describes the layout, module by module, and why it is
+//! built this way.
 
 #![forbid(unsafe_code)]
 
@@ -164,10 +152,19 @@ mod value;
 #[cfg(feature = "workload")]
 pub mod workload;
 
-/// The README's examples, compiled and run as doctests (they use the JSON layer too).
+/// The examples of the README and of the pages in `docs/`, compiled and run as
+/// doctests (some use the JSON layer).
 #[cfg(all(doctest, feature = "json"))]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;
+mod doc_pages {
+    #[doc = include_str!("../README.md")]
+    struct Readme;
+    #[doc = include_str!("../docs/guide.md")]
+    struct Guide;
+    #[doc = include_str!("../docs/api.md")]
+    struct Api;
+    #[doc = include_str!("../docs/durability.md")]
+    struct Durability;
+}
 
 pub use accum::{Counter, PropCounter, Sum, TopItem};
 pub use engine::{AutoCompact, Compactor, Engine, EngineBuilder, Page, Row};

@@ -12,7 +12,7 @@
 
 // Profiles.
 
-/// The longest profile id accepted, in bytes (SPEC section 2).
+/// The longest profile id accepted, in bytes (docs/api.md, *Profile ids*).
 pub const MAX_PROFILE_ID_LEN: usize = 64;
 
 /// Most custom fields, subscriptions, or tags in one field, per profile.
@@ -39,7 +39,7 @@ pub const MAX_PROP_NAME_LEN: usize = 64;
 /// The platform's default `top` size.
 pub const DEFAULT_TOP: u16 = 10;
 
-/// Largest `top` size (SPEC section 1).
+/// Largest `top` size (docs/api.md, *Concepts*).
 pub const MAX_TOP: u16 = 1000;
 
 /// Largest float magnitude a property value may have: 2^960 (about 9.7e288).

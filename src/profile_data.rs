@@ -73,7 +73,7 @@ pub struct ProfileData {
     pub subscriptions: Vec<Subscription>,
 }
 
-/// How a call names a profile (SPEC section 6).
+/// How a call names a profile (docs/api.md, *Matching a profile*).
 ///
 /// A `&str` converts to [`Match::Id`], so the id is the default everywhere.
 ///

@@ -1,4 +1,4 @@
-//! SPEC section 2: the hash places a key, it never replaces it. With a degenerate hash
+//! docs/api.md, *Profile ids*: the hash places a key, it never replaces it. With a degenerate hash
 //! every profile collides (same `profile_xxh`, same shard), and the model still holds.
 
 mod common;

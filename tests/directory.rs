@@ -1,5 +1,5 @@
 //! The profile directory, case by case: every matching mode, normalisation, ambiguity,
-//! tags, resources, re-imports and cascading deletes (SPEC sections 3 and 6).
+//! tags, resources, re-imports and cascading deletes (docs/api.md, *Writes* and *Matching a profile*).
 
 use std::sync::Arc;
 
@@ -486,7 +486,7 @@ fn tag_lookup_is_bounded() {
 }
 
 /// Adversarial review (issue 13): `MAX_LOOKUP_CANDIDATES` was documented as the bound
-/// of a *custom lookup on tags* (README: "a custom lookup on tags checks the profiles
+/// of a *custom lookup on tags* (docs/guide.md: "a custom lookup on tags checks the profiles
 /// under its rarest tag, at most 10,000 of them"), but `Directory::find` applies it to
 /// every lookup: a phone (or email) lookup narrowed by `resource_id` that exactly one
 /// profile answers is refused as "lookup too broad ... (every tag given is held by

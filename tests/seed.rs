@@ -1,4 +1,4 @@
-//! The platform's own example (`shared/seed/get_counter.txt`, SPEC section 4): the seed
+//! The platform's own example (docs/api.md, *`relations/get_counter`*): the seed
 //! schema and one relation produce exactly the seed's counters, field by field.
 
 use relcount::{Engine, PropKind, PropSpec, RelationType, Sum, Value, format_xxh};
@@ -97,7 +97,7 @@ fn seed_counter_by_strengthen_and_edit() {
     assert_eq!(c.prop("Subscriber").map(|p| p.total()), Some(1));
 }
 
-/// SPEC section 4: a known profile with no relations answers `total: 0` and zeroed props.
+/// docs/api.md: a known profile with no relations answers `total: 0` and zeroed props.
 #[test]
 fn known_profile_without_relations_is_zeroed() {
     let engine = seed_engine();

@@ -491,7 +491,7 @@ fn quotas_answer_402_and_change_nothing() {
 /// (the client's receive window is full), no timeout applies: the header timeout
 /// runs only while a request head is read, the body timeout only while an API body
 /// is read. So `--max-connections` such clients (no token needed: `GET /metrics`)
-/// lock every other client out, though README says "Headers, bodies and idle
+/// lock every other client out, though the server's README says "Headers, bodies and idle
 /// connections each have a timeout; ... so idle clients cannot lock the others out".
 #[test]
 fn a_client_that_never_reads_its_answers_does_not_hold_its_slot() {

@@ -23,7 +23,7 @@ use crate::profile::Profile;
 use crate::value::{PropKind, Value, numeric_value};
 
 /// One initiator with its value, ordered best first: larger value first, then smaller
-/// profile id first (SPEC section 4).
+/// profile id first (docs/api.md, *`relations/get_counter`*).
 #[derive(Debug, Clone)]
 pub(crate) struct TopEntry {
     /// Order-preserving encoding of the value (see `record::rank`).

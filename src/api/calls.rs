@@ -55,7 +55,7 @@ pub enum Call {
 }
 
 impl Call {
-    /// Every call, in the README's order.
+    /// Every call, in docs/api.md's order.
     pub const ALL: [Call; 10] = [
         Call::GetCounter,
         Call::Get,

@@ -1,4 +1,4 @@
-//! Caps on what writes may create (SPEC section 9): profiles, relations, relation
+//! Caps on what writes may create (docs/api.md, *Limits*): profiles, relations, relation
 //! types and the process's memory. A write that could pass one is refused with 402
 //! before it changes anything.
 //!

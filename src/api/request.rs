@@ -114,7 +114,7 @@ fn need(v: Option<String>, name: &str, mode: &str) -> Result<String, Fail> {
     v.ok_or_else(|| Fail::bad(format!("{name} is required for matching {mode}")))
 }
 
-/// The matching fields of SPEC section 6, as given: read into an [`OwnedMatch`].
+/// The matching fields (docs/api.md, *Matching a profile*), as given: read into an [`OwnedMatch`].
 pub(super) struct Who {
     mode: Mode,
     email: Option<String>,
@@ -168,7 +168,7 @@ impl Who {
                     "matching must be one of email, email_profile, phone, profile_id, custom; got {other:?}"
                 )));
             }
-            // SPEC section 6: email if given, else profile_id if given, else phone.
+            // docs/api.md, *Matching a profile*: email if given, else profile_id if given, else phone.
             None if email.is_some() => Mode::Email,
             None if profile_id.is_some() => Mode::ProfileId,
             None => Mode::Phone,

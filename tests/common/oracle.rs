@@ -1,5 +1,5 @@
 //! The naive oracle: a `BTreeMap` of relations, every counter recomputed from scratch by
-//! scanning, and validation written out plainly from SPEC.md. It shares no code with the
+//! scanning, and validation written out plainly from docs/api.md. It shares no code with the
 //! engine beyond the public types of answers and errors.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -18,10 +18,10 @@ fn deps_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The README's C example, written to a file of its own.
+/// The C example of this crate's README, written to a file of its own.
 fn readme_example() -> PathBuf {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(crate_dir.join("../../README.md")).expect("README.md");
+    let readme = std::fs::read_to_string(crate_dir.join("README.md")).expect("README.md");
     let start = readme.find("```c\n").expect("the README has a C example") + "```c\n".len();
     let len = readme[start..].find("```").expect("the C example ends");
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("readme.c");

@@ -47,11 +47,11 @@ def test_seed_example_answers_the_platforms_data():
 
 
 def test_the_readme_python_example_runs():
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "bindings" / "python" / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
-    assert blocks, "the README has a Python example"
+    assert blocks, "bindings/python/README.md has a Python example"
     for block in blocks:
-        exec(compile(block, "README.md", "exec"), {})
+        exec(compile(block, "bindings/python/README.md", "exec"), {})
 
 
 def test_list_and_matching_by_email():

@@ -308,7 +308,7 @@ mod tests {
 
     #[test]
     fn the_partition_is_the_platforms_xxh_modulo_the_count() {
-        // profile_xxh of this id is 54ec2d76ac22a964 (SPEC section 2).
+        // profile_xxh of this id is 54ec2d76ac22a964 (docs/api.md, *Profile ids*).
         let x = 0x54ec_2d76_ac22_a964_u64;
         assert_eq!(
             u64::from(partition_of("5c910f6bc484d023b1309bee", 12)),
