@@ -115,7 +115,7 @@ pub(crate) struct ProfileKey {
     pub(crate) id: ProfileId,
 }
 
-/// Model checks of the life protocol (run with `--cfg relcount_loom`, see `sync.rs`):
+/// Model checks of the life protocol (built with `--cfg relcount_loom`, see `sync.rs`):
 /// a loom atomic stands in for the published counters' map entry, written and read
 /// with the orderings papaya gives its inserts and removals (release) and its reads
 /// (acquire).

@@ -1,7 +1,7 @@
 //! `Serialize` (feature `serde`) for what reads return, in the platform's JSON shape
 //! (the seed's `get_counter` page), for hosts that answer over an HTTP stack of their
 //! own. The JSON layer ([`api`](crate::api)) writes the same shapes by hand; a test
-//! (`tests/serde.rs`) checks that the two agree on random workloads.
+//! (`tests/it/serde.rs`) checks that the two agree on random workloads.
 //!
 //! - A [`Counter`] is the `data` of `relations/get_counter`:
 //!   `{"profile_id", "profile_xxh", "total", "props": {name: {"total", "top", "sum"}}}`,

@@ -12,6 +12,7 @@
 //! 2. Determinism: writers on disjoint keyspaces; the final state must equal the
 //!    oracle's after replaying each writer's log.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -11,6 +11,10 @@
 //! - SIGTERM or SIGINT: stop accepting, finish the requests in flight (at most
 //!   `--shutdown-timeout`), sync the write log, exit 0.
 
+#![forbid(unsafe_code)]
+// A binary: its `pub` items are for its own modules.
+#![allow(unreachable_pub)]
+
 #[cfg(feature = "cluster")]
 mod cluster;
 mod demo;

@@ -207,7 +207,7 @@ impl Shards {
     }
 }
 
-/// Model checks of the lock protocol (run with `--cfg relcount_loom`, see `sync.rs`).
+/// Model checks of the lock protocol (built with `--cfg relcount_loom`, see `sync.rs`).
 #[cfg(all(test, relcount_loom))]
 mod loom_tests {
     use super::*;

@@ -3,6 +3,8 @@
 //! calls the exported `extern "C"` functions, as a C host does (strings as
 //! NUL-terminated pointers, a counter handle made and freed per call).
 
+#![allow(unsafe_code)] // it calls the C ABI, as a C host would
+
 use std::ffi::CString;
 use std::hint::black_box;
 

@@ -25,6 +25,10 @@
 //! Module layout: `status` (codes and the thread's last error), `args` (reading
 //! the caller's arguments), and the calls in this file.
 
+// A C ABI is raw pointers: every `unsafe` block here carries its `// SAFETY:`
+// (clippy `undocumented_unsafe_blocks`), every `unsafe fn` its `# Safety`.
+#![allow(unsafe_code)]
+
 mod args;
 mod status;
 

@@ -1,7 +1,7 @@
 //! A real `relcount-server` process on a loopback port, and a raw HTTP/1.1 client
 //! that can misbehave as an attacker would (half-sent requests, idle connections).
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 pub mod nats;
 

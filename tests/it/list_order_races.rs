@@ -6,12 +6,10 @@
 //! within one database (a recipient that also initiates, deleted and created again).
 //! Every bound is a count of iterations, never a time.
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{Answer, Op, apply_engine, apply_oracle, pair};
+use crate::common::{Answer, Op, apply_engine, apply_oracle, pair};
 use relcount::workload::Rng;
 use relcount::{Engine, PropSpec, RelationType, SyncPolicy, Value};
 
@@ -276,7 +274,7 @@ fn compactions_and_snapshots_beside_writes_to_a_large_recipient() {
 
 /// Pages of recipients of relation types 1 (db 1 to 2) and 2 (within db 2, so a
 /// recipient initiates too, in its own target and the other's), against the oracle.
-fn compare(engine: &Engine, oracle: &common::oracle::Oracle, step: &str) {
+fn compare(engine: &Engine, oracle: &crate::common::oracle::Oracle, step: &str) {
     let mut ops = Vec::new();
     for (rel, a) in [(1, "r0"), (1, "r1"), (2, "q0"), (2, "q1")] {
         for (skip, limit) in [
@@ -339,7 +337,7 @@ fn repeated_pairs_collisions_and_self_relations_match_the_oracle() {
                     // A batch of rel 2, the recipients among the initiators.
                     let len = [3, 700, 1400][rng.below(3) as usize];
                     let start = rng.below(2500);
-                    let mut rows: Vec<common::BulkRow> = (start..start + len)
+                    let mut rows: Vec<crate::common::BulkRow> = (start..start + len)
                         .flat_map(|i| [(a2.to_string(), b(i), w("W", i as i64))])
                         .collect();
                     rows.push((a2.to_string(), "q0".into(), w("W", 1)));

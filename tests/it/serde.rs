@@ -3,13 +3,11 @@
 //! write kind over a small keyspace, so top lists, sums of both kinds and deletes all
 //! show up. The API's hand-written renderer is the oracle.
 
-mod common;
-#[path = "common/generate.rs"]
-mod generate;
+use crate::generate;
 
 use std::sync::Arc;
 
-use common::{Op, apply_engine, model_schemas};
+use crate::common::{Op, apply_engine, model_schemas};
 use generate::{IDS, id, op_with};
 use proptest::prelude::*;
 use relcount::Engine;

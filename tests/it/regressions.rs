@@ -1,17 +1,7 @@
 //! Named regression tests: each failure found by the model, stress or fuzz tests, kept
 //! with a one-line postmortem.
 
-#![allow(unsafe_code)] // the counting allocator; the library itself denies unsafe
-
-mod common;
-
-#[path = "../examples/support/counting_alloc.rs"]
-mod counting_alloc;
-
-#[global_allocator]
-static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
-
-use common::consistency::{self, Bound};
+use crate::common::consistency::{self, Bound};
 use relcount::{Engine, PropSpec, RelationType, Value};
 
 const SHARD_COUNTS: [usize; 3] = [1, 2, 64];
@@ -860,7 +850,7 @@ fn a_lookup_by_tag_beside_a_holder_deleted_and_recreated_ends() {
 /// this thread: what 20,000 more cycles of each kind of churn leave allocated.
 #[test]
 fn a_profile_deleted_and_recreated_in_a_loop_keeps_memory_flat() {
-    use common::consistency::schema;
+    use crate::common::consistency::schema;
     use relcount::ProfileData;
     let engine = Engine::builder().shards(4).build();
     engine.define(schema()).expect("schema");
@@ -895,9 +885,9 @@ fn a_profile_deleted_and_recreated_in_a_loop_keeps_memory_flat() {
         // A first run fills what a steady churn keeps (the vacated keys, reclamation
         // batches); the second must leave nothing more.
         (0..2_000).for_each(|_| cycle());
-        let before = counting_alloc::thread_net();
+        let before = crate::counting_alloc::thread_net();
         (0..20_000).for_each(|_| cycle());
-        let grown = counting_alloc::thread_net() - before;
+        let grown = crate::counting_alloc::thread_net() - before;
         assert!(
             grown < 256 << 10,
             "{kind}: 20,000 cycles left {grown} bytes allocated"

@@ -1,9 +1,7 @@
 //! docs/api.md, *Profile ids*: the hash places a key, it never replaces it. With a degenerate hash
 //! every profile collides (same `profile_xxh`, same shard), and the model still holds.
 
-mod common;
-
-use common::{Op, Who, check_steps, pair};
+use crate::common::{Op, Who, check_steps, pair};
 use relcount::{Engine, Value};
 
 fn constant(_: &[u8]) -> u64 {
@@ -98,8 +96,7 @@ fn few_distinct_hashes_keep_profiles_apart() {
     check_steps(&engine, oracle, &scenario(), &ids()).unwrap_or_else(|e| panic!("{e}"));
 }
 
-#[path = "common/generate.rs"]
-mod generate;
+use crate::generate;
 
 use proptest::prelude::*;
 

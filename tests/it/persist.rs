@@ -1,15 +1,13 @@
 //! Durability: snapshot round trips, log recovery, crash recovery under SIGKILL, and
 //! corrupted, truncated or foreign files.
 
-mod common;
-#[path = "common/generate.rs"]
-mod generate;
+use crate::generate;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{Answer, Op, apply_engine, apply_oracle, model_schemas, pair, snapshot};
+use crate::common::{Answer, Op, apply_engine, apply_oracle, model_schemas, pair, snapshot};
 use proptest::prelude::*;
 use relcount::workload::Rng;
 use relcount::{Engine, Error, StorageKind, SyncPolicy};
@@ -55,7 +53,7 @@ proptest! {
         prop_assert_eq!(stats.relations, engine.relation_count());
         let loaded = Engine::load_snapshot(&path).expect("load");
         prop_assert_eq!(observe(&loaded), observe(&engine));
-        for who in common::sweep_queries() {
+        for who in crate::common::sweep_queries() {
             for rel in [1, 2] {
                 let op = Op::Get(rel, who.clone());
                 prop_assert_eq!(apply_engine(&loaded, &op), apply_engine(&engine, &op));
@@ -161,7 +159,7 @@ fn crash_child() {
     }
 }
 
-fn oracle_after(k: usize) -> common::oracle::Oracle {
+fn oracle_after(k: usize) -> crate::common::oracle::Oracle {
     let (_, mut oracle) = pair(Engine::new(), relcount::xxh64);
     for op in crash_ops(k) {
         apply_oracle(&mut oracle, &op);
@@ -191,7 +189,7 @@ fn assert_recovers_the_acknowledged(dir: &Path, acked: usize, round: usize) {
         .open(dir, SyncPolicy::Always)
         .expect("recover");
     let ids = candidates();
-    let matches = |k: usize| common::sweep(&engine, &oracle_after(k), &ids);
+    let matches = |k: usize| crate::common::sweep(&engine, &oracle_after(k), &ids);
     if let (Err(e0), Err(e1)) = (matches(acked), matches(acked + 1)) {
         panic!("round {round}: after {acked} acks, neither state matches:\n{e0}\n{e1}");
     }
@@ -229,9 +227,10 @@ fn compaction_crash_child() {
 /// `compactions` times; returns how many writes it acknowledged.
 fn kill_after(child: &str, env: &str, dir: &Path, stop_after: usize, compactions: usize) -> usize {
     let exe = std::env::current_exe().expect("test binary");
+    let name = format!("persist::{child}");
     let mut child = Command::new(&exe)
         .args([
-            child,
+            name.as_str(),
             "--exact",
             "--ignored",
             "--nocapture",
@@ -338,7 +337,7 @@ fn kill_during_recovery() {
     let run = |kill_at: Option<std::time::Duration>| {
         let mut child = Command::new(&exe)
             .args([
-                "recovery_crash_child",
+                "persist::recovery_crash_child",
                 "--exact",
                 "--ignored",
                 "--nocapture",
@@ -375,7 +374,7 @@ fn kill_during_recovery() {
     let engine = Engine::builder()
         .open(&dir, SyncPolicy::No)
         .expect("recover");
-    common::sweep(&engine, &oracle_after(n), &candidates())
+    crate::common::sweep(&engine, &oracle_after(n), &candidates())
         .unwrap_or_else(|e| panic!("after killed recoveries: {e}"));
     assert!(engine.recovery_skipped().is_empty());
     drop(engine);
@@ -459,7 +458,7 @@ fn a_deleted_or_renamed_log_is_refused() {
     let engine = Engine::builder()
         .open(&dir, SyncPolicy::No)
         .expect("reopen");
-    common::sweep(&engine, &oracle_after(300), &candidates())
+    crate::common::sweep(&engine, &oracle_after(300), &candidates())
         .unwrap_or_else(|e| panic!("with every log back: {e}"));
     drop(engine);
     std::fs::remove_dir_all(&dir).ok();
@@ -523,7 +522,7 @@ fn file_size_limit_loses_no_acknowledged_write() {
     std::fs::create_dir_all(&dir).expect("dir");
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg(r#"trap '' XFSZ; ulimit -S -f 65; exec "$0" efbig_child --exact --ignored --nocapture --test-threads=1"#)
+        .arg(r#"trap '' XFSZ; ulimit -S -f 65; exec "$0" persist::efbig_child --exact --ignored --nocapture --test-threads=1"#)
         .arg(&exe)
         .env("RELCOUNT_EFBIG_DIR", &dir)
         .stdin(Stdio::piped())
@@ -660,7 +659,7 @@ fn full_disk_loses_no_acknowledged_write() {
         .arg("--mount")
         .arg("sh")
         .arg("-c")
-        .arg(r#"mount -t tmpfs -o size=128k tmpfs "$1" && exec "$0" enospc_child --exact --ignored --nocapture --test-threads=1"#)
+        .arg(r#"mount -t tmpfs -o size=128k tmpfs "$1" && exec "$0" persist::enospc_child --exact --ignored --nocapture --test-threads=1"#)
         .arg(&exe)
         .arg(&dir)
         .env("RELCOUNT_ENOSPC_DIR", &dir)
@@ -1087,15 +1086,15 @@ fn a_large_target_survives_a_snapshot() {
     let mut ids = vec!["big".to_string()];
     ids.extend((0..7).map(|i| format!("small{i}")));
     for a in &ids {
-        let want = common::own(&engine.get_counter(1, a.as_str()).expect("counter"));
-        let got = common::own(&loaded.get_counter(1, a.as_str()).expect("counter"));
+        let want = crate::common::own(&engine.get_counter(1, a.as_str()).expect("counter"));
+        let got = crate::common::own(&loaded.get_counter(1, a.as_str()).expect("counter"));
         assert_eq!(got, want, "{a}");
         for skip in [0, 4000, 8900] {
             let want = engine.list(1, a.as_str(), skip, 1000).expect("page");
             let got = loaded.list(1, a.as_str(), skip, 1000).expect("page");
             assert_eq!(
-                common::own_page(&got),
-                common::own_page(&want),
+                crate::common::own_page(&got),
+                crate::common::own_page(&want),
                 "{a} from {skip}"
             );
         }
@@ -1195,12 +1194,13 @@ fn a_long_log_replays_in_parallel_to_the_same_state() {
             for id in who.iter() {
                 out.push(format!(
                     "{:?}",
-                    e.get_counter(rel, id.as_str()).map(|c| common::own(&c))
+                    e.get_counter(rel, id.as_str())
+                        .map(|c| crate::common::own(&c))
                 ));
                 out.push(format!(
                     "{:?}",
                     e.list(rel, id.as_str(), 0, 1000)
-                        .map(|p| common::own_page(&p))
+                        .map(|p| crate::common::own_page(&p))
                 ));
             }
         }

@@ -1,14 +1,12 @@
 //! Model tests: random operation sequences applied to the engine and to the naive oracle
-//! (`tests/common/oracle.rs`); every answer is compared after every operation, and the
+//! (`tests/it/common/oracle.rs`); every answer is compared after every operation, and the
 //! whole state is swept after every operation too, so a refused write that changed
 //! anything is caught at once. Run under 1, 2 and 64 shards, and with a top-index
 //! threshold low enough that small targets take the indexed path.
 
-mod common;
-#[path = "common/generate.rs"]
-mod generate;
+use crate::generate;
 
-use common::{Op, check_steps, pair};
+use crate::common::{Op, check_steps, pair};
 use generate::{IDS, id, op_with, wide_id};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;

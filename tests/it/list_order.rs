@@ -1,12 +1,10 @@
 //! `list` on recipients that cross the id order's threshold (1024 relations; dropped
-//! below 512) both ways, against the naive oracle (`tests/common/oracle.rs`): random
+//! below 512) both ways, against the naive oracle (`tests/it/common/oracle.rs`): random
 //! bulk imports, attaches, detaches of runs of initiators and deletes of initiators and
 //! recipients on two recipients with up to 3,000 initiators, and after each of them
 //! random pages of both (and the whole list, by the sweep), compared with the oracle's.
 
-mod common;
-
-use common::{Op, Who, apply_engine, apply_oracle, pair, sweep};
+use crate::common::{Op, Who, apply_engine, apply_oracle, pair, sweep};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use relcount::{Engine, Value};

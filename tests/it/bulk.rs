@@ -4,13 +4,11 @@
 //! it), against the naive oracle applying the same rows one attach at a time, with
 //! single writes and deletes between the batches.
 
-mod common;
-
-use common::{Op, apply_engine, apply_oracle, pair, sweep};
+use crate::common::{Op, apply_engine, apply_oracle, pair, sweep};
 use relcount::workload::Rng;
 use relcount::{Engine, Value};
 
-type Rows = Vec<common::BulkRow>;
+type Rows = Vec<crate::common::BulkRow>;
 
 fn ids(prefix: &str, n: u64) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()

@@ -1,9 +1,7 @@
 //! Every refused call answers a precise error and leaves the engine exactly as it was:
 //! the whole observable state is compared before and after each one.
 
-mod common;
-
-use common::{Op, Who, apply_engine, pair, snapshot};
+use crate::common::{Op, Who, apply_engine, pair, snapshot};
 use relcount::limits::MAX_FLOAT;
 use relcount::{Engine, Error, PropKind, PropSpec, RelationType, Value};
 
@@ -36,7 +34,10 @@ fn populated() -> Engine {
         Op::Attach(1, Who::from("a1"), Who::from(B), w("Like", Value::Int(3))),
         Op::Attach(2, Who::from(B), Who::from("b1"), w("W", Value::Int(5))),
     ] {
-        assert_eq!(apply_engine(&engine, &op), common::Answer::Done(Ok(())));
+        assert_eq!(
+            apply_engine(&engine, &op),
+            crate::common::Answer::Done(Ok(()))
+        );
     }
     engine
 }
@@ -284,10 +285,10 @@ fn refused_writes_change_nothing() {
     for (op, want) in cases {
         let got = apply_engine(&engine, &op);
         let err = match got {
-            common::Answer::Done(r) => r.err(),
-            common::Answer::Counter(r) => r.err(),
-            common::Answer::Page(r) => r.err(),
-            common::Answer::Imported(r) => r.err(),
+            crate::common::Answer::Done(r) => r.err(),
+            crate::common::Answer::Counter(r) => r.err(),
+            crate::common::Answer::Page(r) => r.err(),
+            crate::common::Answer::Imported(r) => r.err(),
         };
         assert_eq!(err.as_ref(), Some(&want), "{op:?}");
         assert!(!want.to_string().is_empty());
