@@ -140,6 +140,153 @@ pub enum Error {
     Storage(StorageError),
 }
 
+/// What kind of error an [`Error`] is, without its details: what a host maps to its
+/// own codes or exception classes (the JSON API, the Python and C bindings do). A
+/// refused row of a batch ([`Error::InRow`]) is of its error's kind.
+///
+/// Unlike [`Error`], this enum is exhaustive, so a host's `match` needs no catch-all
+/// and a kind added in a later version does not compile until it is mapped: adding
+/// one is a breaking change.
+///
+/// ```
+/// use relcount::{Engine, ErrorKind};
+///
+/// let engine = Engine::new();
+/// let e = engine.get_counter(3, "nobody").unwrap_err();
+/// assert_eq!(e.kind(), ErrorKind::UnknownRelation);
+/// assert_eq!(e.kind().name(), "UnknownRelation");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// [`Error::UnknownRelation`].
+    UnknownRelation,
+    /// [`Error::SchemaConflict`].
+    SchemaConflict,
+    /// [`Error::InvalidSchema`].
+    InvalidSchema,
+    /// [`Error::InvalidProfileId`].
+    InvalidProfileId,
+    /// [`Error::ProfileNotFound`].
+    ProfileNotFound,
+    /// [`Error::NoMatch`].
+    NoMatch,
+    /// [`Error::Ambiguous`].
+    Ambiguous,
+    /// [`Error::InvalidProfileData`].
+    InvalidProfileData,
+    /// [`Error::RelationNotFound`].
+    RelationNotFound,
+    /// [`Error::UnknownProperty`].
+    UnknownProperty,
+    /// [`Error::DuplicateProperty`].
+    DuplicateProperty,
+    /// [`Error::WrongType`].
+    WrongType,
+    /// [`Error::NotFinite`].
+    NotFinite,
+    /// [`Error::IntOverflow`].
+    IntOverflow,
+    /// [`Error::FloatOverflow`].
+    FloatOverflow,
+    /// [`Error::InvalidArgument`].
+    InvalidArgument,
+    /// [`Error::LookupTooBroad`].
+    LookupTooBroad,
+    /// [`Error::CapacityExceeded`].
+    CapacityExceeded,
+    /// [`Error::Storage`].
+    Storage,
+}
+
+impl ErrorKind {
+    /// Every kind, in the order of [`Error`]'s variants.
+    pub const ALL: [ErrorKind; 19] = [
+        ErrorKind::UnknownRelation,
+        ErrorKind::SchemaConflict,
+        ErrorKind::InvalidSchema,
+        ErrorKind::InvalidProfileId,
+        ErrorKind::ProfileNotFound,
+        ErrorKind::NoMatch,
+        ErrorKind::Ambiguous,
+        ErrorKind::InvalidProfileData,
+        ErrorKind::RelationNotFound,
+        ErrorKind::UnknownProperty,
+        ErrorKind::DuplicateProperty,
+        ErrorKind::WrongType,
+        ErrorKind::NotFinite,
+        ErrorKind::IntOverflow,
+        ErrorKind::FloatOverflow,
+        ErrorKind::InvalidArgument,
+        ErrorKind::LookupTooBroad,
+        ErrorKind::CapacityExceeded,
+        ErrorKind::Storage,
+    ];
+
+    /// The kind's name, as the variant of [`Error`] is named (`"WrongType"`).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::UnknownRelation => "UnknownRelation",
+            ErrorKind::SchemaConflict => "SchemaConflict",
+            ErrorKind::InvalidSchema => "InvalidSchema",
+            ErrorKind::InvalidProfileId => "InvalidProfileId",
+            ErrorKind::ProfileNotFound => "ProfileNotFound",
+            ErrorKind::NoMatch => "NoMatch",
+            ErrorKind::Ambiguous => "Ambiguous",
+            ErrorKind::InvalidProfileData => "InvalidProfileData",
+            ErrorKind::RelationNotFound => "RelationNotFound",
+            ErrorKind::UnknownProperty => "UnknownProperty",
+            ErrorKind::DuplicateProperty => "DuplicateProperty",
+            ErrorKind::WrongType => "WrongType",
+            ErrorKind::NotFinite => "NotFinite",
+            ErrorKind::IntOverflow => "IntOverflow",
+            ErrorKind::FloatOverflow => "FloatOverflow",
+            ErrorKind::InvalidArgument => "InvalidArgument",
+            ErrorKind::LookupTooBroad => "LookupTooBroad",
+            ErrorKind::CapacityExceeded => "CapacityExceeded",
+            ErrorKind::Storage => "Storage",
+        }
+    }
+}
+
+impl Error {
+    /// What kind of error this is (a refused row's: its error's kind).
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InRow { error, .. } => error.kind(),
+            Error::UnknownRelation { .. } => ErrorKind::UnknownRelation,
+            Error::SchemaConflict { .. } => ErrorKind::SchemaConflict,
+            Error::InvalidSchema { .. } => ErrorKind::InvalidSchema,
+            Error::InvalidProfileId { .. } => ErrorKind::InvalidProfileId,
+            Error::ProfileNotFound { .. } => ErrorKind::ProfileNotFound,
+            Error::NoMatch { .. } => ErrorKind::NoMatch,
+            Error::Ambiguous { .. } => ErrorKind::Ambiguous,
+            Error::InvalidProfileData { .. } => ErrorKind::InvalidProfileData,
+            Error::RelationNotFound { .. } => ErrorKind::RelationNotFound,
+            Error::UnknownProperty { .. } => ErrorKind::UnknownProperty,
+            Error::DuplicateProperty { .. } => ErrorKind::DuplicateProperty,
+            Error::WrongType { .. } => ErrorKind::WrongType,
+            Error::NotFinite { .. } => ErrorKind::NotFinite,
+            Error::IntOverflow { .. } => ErrorKind::IntOverflow,
+            Error::FloatOverflow { .. } => ErrorKind::FloatOverflow,
+            Error::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            Error::LookupTooBroad { .. } => ErrorKind::LookupTooBroad,
+            Error::CapacityExceeded => ErrorKind::CapacityExceeded,
+            Error::Storage(_) => ErrorKind::Storage,
+        }
+    }
+
+    /// The index of the refused row, for an error of a batch ([`Error::InRow`]).
+    #[must_use]
+    pub fn row(&self) -> Option<usize> {
+        match self {
+            Error::InRow { row, .. } => Some(*row),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -168,7 +168,7 @@ mod doc_pages {
 
 pub use accum::{Counter, PropCounter, Sum, TopItem};
 pub use engine::{AutoCompact, Compactor, Engine, EngineBuilder, Page, Row};
-pub use error::{Error, StorageError, StorageKind};
+pub use error::{Error, ErrorKind, StorageError, StorageKind};
 pub use persist::log::LogStats;
 pub use persist::snapshot::SnapshotStats;
 pub use persist::{Skipped, SyncPolicy};

@@ -60,7 +60,7 @@ pub use quota::{Quotas, resident_bytes};
 pub use tokens::TokenScope;
 
 use crate::engine::Engine;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 /// `text` as a JSON string literal (quoted and escaped), for a host that writes an
 /// envelope of its own (a timeout, a shutdown) in the API's shape.
@@ -161,30 +161,29 @@ impl From<Error> for Fail {
     }
 }
 
-/// The platform's code for an error (a refused row, its own error's code). Every
-/// variant is listed, with no catch-all: a new variant does not compile until it is
-/// given its code.
+/// The platform's code for an error (a refused row: its own error's code). Every kind
+/// is listed, with no catch-all: a new kind does not compile until it is given its
+/// code.
 fn code_of(e: &Error) -> u32 {
-    match e {
-        Error::InRow { error, .. } => code_of(error),
-        Error::ProfileNotFound { .. } | Error::NoMatch { .. } => 404,
-        Error::Ambiguous { .. } => 409,
-        Error::RelationNotFound { .. } => 410,
-        Error::UnknownRelation { .. } => 411,
-        Error::SchemaConflict { .. } => 412,
-        Error::CapacityExceeded => 402,
-        Error::Storage(_) => 500,
-        Error::InvalidSchema { .. }
-        | Error::InvalidProfileId { .. }
-        | Error::InvalidProfileData { .. }
-        | Error::UnknownProperty { .. }
-        | Error::DuplicateProperty { .. }
-        | Error::WrongType { .. }
-        | Error::NotFinite { .. }
-        | Error::IntOverflow { .. }
-        | Error::FloatOverflow { .. }
-        | Error::InvalidArgument { .. }
-        | Error::LookupTooBroad { .. } => 400,
+    match e.kind() {
+        ErrorKind::ProfileNotFound | ErrorKind::NoMatch => 404,
+        ErrorKind::Ambiguous => 409,
+        ErrorKind::RelationNotFound => 410,
+        ErrorKind::UnknownRelation => 411,
+        ErrorKind::SchemaConflict => 412,
+        ErrorKind::CapacityExceeded => 402,
+        ErrorKind::Storage => 500,
+        ErrorKind::InvalidSchema
+        | ErrorKind::InvalidProfileId
+        | ErrorKind::InvalidProfileData
+        | ErrorKind::UnknownProperty
+        | ErrorKind::DuplicateProperty
+        | ErrorKind::WrongType
+        | ErrorKind::NotFinite
+        | ErrorKind::IntOverflow
+        | ErrorKind::FloatOverflow
+        | ErrorKind::InvalidArgument
+        | ErrorKind::LookupTooBroad => 400,
     }
 }
 

@@ -83,7 +83,8 @@ typedef enum {
   RC_STATUS_INVALID_UTF8 = 21,
   // A panic (a bug in relcount) was caught at the boundary; please report it.
   RC_STATUS_PANIC = 22,
-  // An engine error of a kind this ABI does not know yet.
+  // Not returned: every engine error has its own code (`ErrorKind` is exhaustive).
+  // Kept so the codes after it never change.
   RC_STATUS_OTHER = 23,
 } RcStatus;
 

@@ -46,16 +46,6 @@ pub(crate) unsafe fn optional_str<'a>(
     })
 }
 
-/// A profile id: a required string (the engine checks its length).
-///
-/// # Safety
-///
-/// As [`str_arg`].
-pub(crate) unsafe fn id_arg<'a>(p: *const c_char, name: &str) -> Result<&'a str, Failure> {
-    // SAFETY: the caller's contract.
-    unsafe { str_arg(p, name) }
-}
-
 /// Where a call writes its answer: a non-NULL pointer, written once with [`Out::set`].
 pub(crate) struct Out<T>(*mut T);
 

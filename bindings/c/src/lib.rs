@@ -37,7 +37,7 @@ use std::path::PathBuf;
 
 pub use status::{RcStatus, rc_last_error};
 
-use args::{id_arg, optional_str, out_arg, prop_defs, str_arg, weights};
+use args::{optional_str, out_arg, prop_defs, str_arg, weights};
 use relcount::{Counter, Engine, Error, Sum, SyncPolicy, Value};
 use status::{Failure, run};
 
@@ -304,8 +304,8 @@ unsafe fn write(
         let (e, a, b, w) = unsafe {
             (
                 self::engine(engine)?,
-                id_arg(profile_a, "profile_a")?,
-                id_arg(profile_b, "profile_b")?,
+                str_arg(profile_a, "profile_a")?,
+                str_arg(profile_b, "profile_b")?,
                 weights(w, count)?,
             )
         };
@@ -423,8 +423,8 @@ pub unsafe extern "C" fn rc_detach(
         let (e, a, b) = unsafe {
             (
                 self::engine(engine)?,
-                id_arg(profile_a, "profile_a")?,
-                id_arg(profile_b, "profile_b")?,
+                str_arg(profile_a, "profile_a")?,
+                str_arg(profile_b, "profile_b")?,
             )
         };
         Ok(e.detach(rel_id, a, b)?)
@@ -445,7 +445,7 @@ pub unsafe extern "C" fn rc_delete_profile(
 ) -> RcStatus {
     run(|| {
         // SAFETY: the caller's contract.
-        let (e, id) = unsafe { (self::engine(engine)?, id_arg(profile_id, "profile_id")?) };
+        let (e, id) = unsafe { (self::engine(engine)?, str_arg(profile_id, "profile_id")?) };
         Ok(e.delete_profile(db_id, id)?)
     })
 }
@@ -469,7 +469,7 @@ pub unsafe extern "C" fn rc_get_counter(
         let (e, a, out) = unsafe {
             (
                 self::engine(engine)?,
-                id_arg(profile_a, "profile_a")?,
+                str_arg(profile_a, "profile_a")?,
                 out_arg(out, "out")?,
             )
         };

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::ffi::{CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use relcount::Error;
+use relcount::{Error, ErrorKind};
 
 /// A call's outcome: `RC_STATUS_OK` (0), or the kind of error (then `rc_last_error`
 /// says what). The kinds are the engine's errors, then the ABI's own.
@@ -59,7 +59,8 @@ pub enum RcStatus {
     InvalidUtf8 = 21,
     /// A panic (a bug in relcount) was caught at the boundary; please report it.
     Panic = 22,
-    /// An engine error of a kind this ABI does not know yet.
+    /// Not returned: every engine error has its own code (`ErrorKind` is exhaustive).
+    /// Kept so the codes after it never change.
     Other = 23,
 }
 
@@ -70,32 +71,28 @@ pub(crate) struct Failure {
 }
 
 impl From<Error> for Failure {
+    /// Every kind is listed: a new one does not compile until it has its status.
     fn from(e: Error) -> Self {
-        let inner = match &e {
-            Error::InRow { error, .. } => &**error,
-            other => other,
-        };
-        let status = match inner {
-            Error::UnknownRelation { .. } => RcStatus::UnknownRelation,
-            Error::SchemaConflict { .. } => RcStatus::SchemaConflict,
-            Error::InvalidSchema { .. } => RcStatus::InvalidSchema,
-            Error::InvalidProfileId { .. } => RcStatus::InvalidProfileId,
-            Error::ProfileNotFound { .. } => RcStatus::ProfileNotFound,
-            Error::NoMatch { .. } => RcStatus::NoMatch,
-            Error::Ambiguous { .. } => RcStatus::Ambiguous,
-            Error::InvalidProfileData { .. } => RcStatus::InvalidProfileData,
-            Error::RelationNotFound { .. } => RcStatus::RelationNotFound,
-            Error::UnknownProperty { .. } => RcStatus::UnknownProperty,
-            Error::DuplicateProperty { .. } => RcStatus::DuplicateProperty,
-            Error::WrongType { .. } => RcStatus::WrongType,
-            Error::NotFinite { .. } => RcStatus::NotFinite,
-            Error::IntOverflow { .. } => RcStatus::IntOverflow,
-            Error::FloatOverflow { .. } => RcStatus::FloatOverflow,
-            Error::InvalidArgument { .. } => RcStatus::InvalidArgument,
-            Error::LookupTooBroad { .. } => RcStatus::LookupTooBroad,
-            Error::CapacityExceeded => RcStatus::CapacityExceeded,
-            Error::Storage(_) => RcStatus::Storage,
-            _ => RcStatus::Other,
+        let status = match e.kind() {
+            ErrorKind::UnknownRelation => RcStatus::UnknownRelation,
+            ErrorKind::SchemaConflict => RcStatus::SchemaConflict,
+            ErrorKind::InvalidSchema => RcStatus::InvalidSchema,
+            ErrorKind::InvalidProfileId => RcStatus::InvalidProfileId,
+            ErrorKind::ProfileNotFound => RcStatus::ProfileNotFound,
+            ErrorKind::NoMatch => RcStatus::NoMatch,
+            ErrorKind::Ambiguous => RcStatus::Ambiguous,
+            ErrorKind::InvalidProfileData => RcStatus::InvalidProfileData,
+            ErrorKind::RelationNotFound => RcStatus::RelationNotFound,
+            ErrorKind::UnknownProperty => RcStatus::UnknownProperty,
+            ErrorKind::DuplicateProperty => RcStatus::DuplicateProperty,
+            ErrorKind::WrongType => RcStatus::WrongType,
+            ErrorKind::NotFinite => RcStatus::NotFinite,
+            ErrorKind::IntOverflow => RcStatus::IntOverflow,
+            ErrorKind::FloatOverflow => RcStatus::FloatOverflow,
+            ErrorKind::InvalidArgument => RcStatus::InvalidArgument,
+            ErrorKind::LookupTooBroad => RcStatus::LookupTooBroad,
+            ErrorKind::CapacityExceeded => RcStatus::CapacityExceeded,
+            ErrorKind::Storage => RcStatus::Storage,
         };
         Failure {
             status,
