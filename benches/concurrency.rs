@@ -1,4 +1,4 @@
-//! Concurrency bench (issue: lock-free reads): throughput and get_counter latency for 1
+//! Concurrency bench: throughput and get_counter latency for 1
 //! and 2 threads, read-heavy (95/5) and write-heavy (50/50) mixes over a Zipf workload,
 //! relcount beside a `DashMap<(rel, profile), counters>` store written the obvious way.
 //!

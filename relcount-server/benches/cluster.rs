@@ -1,4 +1,4 @@
-//! Cluster bench (issue 15): end-to-end write throughput of a 3-host cluster on 3
+//! Cluster bench: end-to-end write throughput of a 3-host cluster on 3
 //! NATS nodes (JetStream R3, file storage), beside one relcount-server (memory only,
 //! and with a data directory); and `get_counter` latency through the partition's
 //! owner, through a host that forwards it, and on one server.

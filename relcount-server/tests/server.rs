@@ -1,5 +1,5 @@
-//! The real `relcount-server` binary on a loopback port, against the attacks of
-//! issue 13 and the API's own behaviour over HTTP. Every wait is bounded; every
+//! The real `relcount-server` binary on a loopback port, against hostile clients
+//! (docs: relcount-server/README.md) and the API's own behaviour over HTTP. Every wait is bounded; every
 //! process started is stopped by its pid.
 
 mod common;
@@ -486,7 +486,7 @@ fn quotas_answer_402_and_change_nothing() {
     assert_eq!(s.metric("relcount_relations"), Some(4.0));
 }
 
-/// Adversarial review (issue 13): a client that pipelines requests and never reads
+/// Postmortem: a client that pipelines requests and never reads
 /// the answers holds its connection forever. Once hyper's write of an answer blocks
 /// (the client's receive window is full), no timeout applies: the header timeout
 /// runs only while a request head is read, the body timeout only while an API body
@@ -543,7 +543,7 @@ fn a_client_that_never_reads_its_answers_does_not_hold_its_slot() {
     drop(stalled);
 }
 
-/// Adversarial review (issue 13): an unknown call is named "other" in its error text
+/// Postmortem: an unknown call is named "other" in its error text
 /// (routes.rs maps every unknown path to the metrics label "other" and passes that
 /// label to `Api::handle`), so the client is told `unknown call "other"` instead of
 /// the name it sent.

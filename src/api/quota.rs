@@ -245,7 +245,7 @@ mod tests {
         assert!(none.reserve(&engine, one).is_err());
     }
 
-    /// Found by adversarial review (issue 13): a reservation with no cap to check
+    /// Postmortem: a reservation with no cap to check
     /// must not touch the engine. It once read `engine.relation_count()`, which then
     /// took every shard's lock in turn, under the ledger's one mutex: every write of
     /// a server without quotas swept all shard locks while holding a global lock, and

@@ -619,7 +619,7 @@ mod fault_tests {
         engine.log.get().expect("a durable engine").faults()
     }
 
-    /// Postmortem (issue: durability under faults): a failed append left its partial
+    /// Postmortem: a failed append left its partial
     /// frame in the log, later acknowledged writes followed it, and recovery cut them
     /// all off as a torn tail. A failed append is now cut back off before it returns.
     #[test]

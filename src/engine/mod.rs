@@ -368,7 +368,7 @@ impl Engine {
         self.store.relation_count()
     }
 
-    /// Test hook (adversarial review): holds shard `shard`'s lock, as a long write,
+    /// Test hook: holds shard `shard`'s lock, as a long write,
     /// import or delete cascade does.
     #[cfg(all(test, feature = "json"))]
     pub(crate) fn hold_shard_for_test(&self, shard: usize) -> crate::store::Held<'_> {

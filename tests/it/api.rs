@@ -473,7 +473,7 @@ fn quotas_hold_under_racing_writers() {
     }
 }
 
-/// Adversarial review (issue 13): with a host's [`relcount::Resolver`], a write that
+/// Postmortem: with a host's [`relcount::Resolver`], a write that
 /// names a profile by email (or phone, or custom field) creates the id the resolver
 /// answers when it is not in the engine yet (the resolver's documented contract), but
 /// the quota counts new profiles only for sides named by `profile_id`

@@ -485,13 +485,13 @@ fn tag_lookup_is_bounded() {
     assert!(lookup("rare, big-b").is_ok());
 }
 
-/// Adversarial review (issue 13): `MAX_LOOKUP_CANDIDATES` was documented as the bound
+/// Postmortem: `MAX_LOOKUP_CANDIDATES` was documented as the bound
 /// of a *custom lookup on tags* (docs/guide.md: "a custom lookup on tags checks the profiles
 /// under its rarest tag, at most 10,000 of them"), but `Directory::find` applies it to
 /// every lookup: a phone (or email) lookup narrowed by `resource_id` that exactly one
 /// profile answers is refused as "lookup too broad ... (every tag given is held by
 /// more)" once more than 10,000 profiles share that number, where it found the
-/// profile before issue 13.
+/// profile when the bound applied to tags alone.
 #[test]
 fn a_phone_lookup_by_resource_is_not_refused_as_a_too_broad_tag_lookup() {
     let e = engine();

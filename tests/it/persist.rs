@@ -264,7 +264,7 @@ fn kill_after(child: &str, env: &str, dir: &Path, stop_after: usize, compactions
     acked.map_or(0, |n| n + 1)
 }
 
-/// SIGKILL while compactions run beside a writer (issue: durability under faults):
+/// SIGKILL while compactions run beside a writer:
 /// the directory reopens to exactly the acknowledged writes (the one in flight may
 /// or may not be there), whatever step of a compaction the kill interrupted.
 #[test]
@@ -509,7 +509,7 @@ fn efbig_child() {
     }
 }
 
-/// Postmortem (issue: durability under faults): with `fsync=always` and a file-size
+/// Postmortem: with `fsync=always` and a file-size
 /// limit (here 65 blocks of 512 bytes, which the sequence meets mid-record), the write that met the limit failed with its partial frame left in
 /// the log; once the limit was lifted, later writes were acknowledged after it, and
 /// recovery cut them all off with the torn tail. A failed append is now cut back off:
@@ -646,7 +646,7 @@ fn enospc_child() {
     engine.compact().expect("the recovered engine compacts");
 }
 
-/// Faults (issue: durability under faults): a full disk (ENOSPC on a tmpfs) refuses
+/// Faults: a full disk (ENOSPC on a tmpfs) refuses
 /// writes part-way through a record and a compaction's snapshot; once space is freed
 /// the directory takes writes, reopens to exactly the acknowledged writes, and
 /// compacts.

@@ -48,7 +48,7 @@ fn recreating_an_id_during_its_delete_never_duplicates_it() {
     assert_eq!(engine.relation_count(), 50);
 }
 
-// ----- issue 18: what the engine accepts comes back exactly ---------------------------
+// ----- what the engine accepts comes back exactly --------------------------------------
 
 mod api_calls {
     use std::sync::Arc;
@@ -377,7 +377,7 @@ fn resource_id_is_refused_where_it_cannot_apply() {
     assert_eq!(r.code, 404, "{}", r.body);
 }
 
-// ----- issue 19: reads never see half a write; snapshots of one point in time -----------
+// ----- reads never see half a write; snapshots of one point in time --------------------
 
 /// Postmortem: `directory.create` put a new profile in the lock-free map before its
 /// first relation's counters were published, so a reader found the profile with
@@ -750,8 +750,8 @@ fn a_bulk_of_short_weightless_rows_survives_a_restart() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Postmortem (issue: a compaction beside a profile deleted and re-created never
-/// finishes): the snapshot walked the profile map, and iterating papaya's map first
+/// Postmortem: a compaction beside a profile deleted and re-created never finished:
+/// the snapshot walked the profile map, and iterating papaya's map first
 /// finishes every resize under way; a profile deleted and re-created in a loop leaves
 /// a tombstone per cycle on its key's probe path and so starts resizes as fast as they
 /// finish, while the walk's guard held back every retired table (20 KB a cycle, until

@@ -282,7 +282,7 @@ fn doubles_round_trip_through_the_json_api() {
     let mut rng = relcount::workload::Rng::new(0x5eed);
     for n in 0..100_000u32 {
         let x = if n % 2 == 0 {
-            // As the issue measured: [0, 1000).
+            // [0, 1000), where the failures were found.
             (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 1000.0
         } else {
             let x = f64::from_bits(rng.next_u64());

@@ -1,4 +1,4 @@
-//! Edges of the Rust API found in review (issue 16), each a named regression test:
+//! Edges of the Rust API, each a named regression test:
 //! counters by name agree with the scan over `props()` after a reordered redefine,
 //! a log replay, a compaction, a snapshot loaded through the builder, and a JSON
 //! define; a truncated snapshot is corrupted data, not an I/O failure; a borrowed id

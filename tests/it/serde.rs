@@ -143,7 +143,7 @@ fn the_seed_counter_and_its_page() {
     assert_eq!(serialised!(&page)["total_count"], json!(1));
 }
 
-/// Review (issue 16): an int sum beyond the 64-bit ranges is written exactly as text,
+/// Postmortem: an int sum beyond the 64-bit ranges is written exactly as text,
 /// and `serde_json::to_value` refuses it with an error rather than rounding it; a sum
 /// that fits goes out as an `i64` or a `u64`, which every format takes.
 #[test]

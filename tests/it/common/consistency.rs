@@ -1,6 +1,6 @@
-//! Concurrency scenarios for what a reader and a snapshot may see (issue: reads that
-//! never see half a write, snapshots of one point in time, compactions that cannot
-//! lose writes). Each runs writers, readers or compactors on one engine until a
+//! Concurrency scenarios for what a reader and a snapshot may see (reads that never
+//! see half a write, snapshots of one point in time, compactions that cannot lose
+//! writes). Each runs writers, readers or compactors on one engine until a
 //! bound (iterations for the regression tests, time for the stress tests) and
 //! returns what it found wrong, if anything.
 
