@@ -18,7 +18,9 @@
 //! A key's probe path then gains at most one tombstone per `len / 8` removals, so a
 //! forced resize (O(len)) comes at most once per `5 log2(capacity) * len / 8`
 //! removals: O(1) amortised whatever the pattern of deletes. Vacant entries are at
-//! most [`VACANT_MIN`] plus an eighth of the live ones.
+//! most an eighth of the live ones, or [`VACANT_MIN`] (1024) in a small map; a tag's
+//! set of holders keeps at most [`VACANT_MIN_ITERABLE`] (8), since an engine holds one
+//! per popular tag.
 
 use std::collections::VecDeque;
 use std::hash::Hash;
@@ -28,8 +30,13 @@ use std::sync::{Arc, Mutex};
 use hashbrown::{DefaultHashBuilder, HashSet};
 use papaya::{Compute, Operation, ResizeMode};
 
-/// Vacant entries kept at least, whatever the map's size.
+/// Vacant entries kept at least, whatever the map's size, in the engine's maps (a few
+/// an engine).
 pub(crate) const VACANT_MIN: usize = 1024;
+
+/// The same for maps made [`iterable`](LockFreeMap::iterable): a tag's set of
+/// holders, of which an engine may hold one per popular tag.
+pub(crate) const VACANT_MIN_ITERABLE: usize = 8;
 
 /// A lock-free map (see the module docs). Reads are papaya's: lock-free, guarded by
 /// the collector the map was made with.
@@ -39,6 +46,8 @@ pub(crate) struct LockFreeMap<K, V> {
     vacated: Mutex<Vacated<K>>,
     /// Entries holding a value.
     occupied: AtomicUsize,
+    /// Vacant entries kept at least (see [`VACANT_MIN`]).
+    vacant_min: usize,
 }
 
 /// The queue of vacated keys, each in it once.
@@ -68,6 +77,7 @@ where
                 .hasher(DefaultHashBuilder::default())
                 .shared_collector(Arc::clone(collector))
                 .build(),
+            VACANT_MIN,
         )
     }
 
@@ -80,11 +90,13 @@ where
                 .hasher(DefaultHashBuilder::default())
                 .resize_mode(ResizeMode::Blocking)
                 .build(),
+            VACANT_MIN_ITERABLE,
         )
     }
 
-    fn build(map: papaya::HashMap<K, Option<V>, DefaultHashBuilder>) -> Self {
+    fn build(map: papaya::HashMap<K, Option<V>, DefaultHashBuilder>, vacant_min: usize) -> Self {
         LockFreeMap {
+            vacant_min,
             map,
             vacated: Mutex::new(Vacated {
                 order: VecDeque::new(),
@@ -147,7 +159,9 @@ where
     }
 
     /// Removes `key`'s value: its entry is vacated in place, and removed for real
-    /// once enough other keys were vacated since (see the module docs).
+    /// once enough other keys were vacated since (see the module docs). Writes of one
+    /// key must be ordered by the caller (every map here is written under the lock of
+    /// the key's shard or index stripe), so that `len` counts exactly.
     pub(crate) fn remove(&self, key: &K) {
         let map = self.map.pin();
         let vacated = map.compute(key.clone(), |entry| match entry {
@@ -164,7 +178,7 @@ where
         if vacated.queued.insert(key.clone()) {
             vacated.order.push_back(key.clone());
         }
-        while vacated.order.len() > VACANT_MIN.max(occupied / 8) {
+        while vacated.order.len() > self.vacant_min.max(occupied / 8) {
             if let Some(old) = vacated.order.pop_front() {
                 vacated.queued.remove(&old);
                 // Removed only if still vacant: a key inserted again keeps its entry.
@@ -219,7 +233,7 @@ mod tests {
     #[test]
     fn vacated_keys_past_the_window_are_removed() {
         let map = LockFreeMap::<u64, u64>::iterable();
-        let n = (VACANT_MIN * 3) as u64;
+        let n = 3_000;
         for k in 0..n {
             map.insert(k, k);
         }
@@ -228,7 +242,10 @@ mod tests {
         }
         assert_eq!(map.len(), 0);
         let entries = map.map.pin().len();
-        assert!(entries <= VACANT_MIN, "{entries} entries left for 0 values");
+        assert!(
+            entries <= VACANT_MIN_ITERABLE,
+            "{entries} entries left for 0 values"
+        );
         let mut seen = 0;
         map.each(|_| {
             seen += 1;

@@ -162,9 +162,9 @@ pub struct Settings {
 
 fn seconds(s: &str) -> Result<Duration, String> {
     match s.parse::<f64>() {
-        Ok(secs) if secs > 0.0 && secs <= 86_400.0 => Ok(Duration::from_secs_f64(secs)),
+        Ok(secs) if (0.001..=86_400.0).contains(&secs) => Ok(Duration::from_secs_f64(secs)),
         _ => Err(format!(
-            "must be a number of seconds from 0 to 86400, got {s:?}"
+            "must be a number of seconds from 0.001 to 86400, got {s:?}"
         )),
     }
 }
