@@ -111,11 +111,13 @@ fn wrk(addr: &str, script: &std::path::Path, connections: usize, span: Duration)
     }
 }
 
-/// `redis-benchmark -t get` with `connections` connections and `requests` requests.
-fn redis_get(port: u16, connections: usize, requests: usize) -> Rate {
+/// `redis-benchmark -t get` with `connections` connections, `threads` client threads
+/// and `requests` requests.
+fn redis_get(port: u16, connections: usize, threads: usize, requests: usize) -> Rate {
     let out = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "get"])
         .args(["-c", &connections.to_string(), "-n", &requests.to_string()])
+        .args(["--threads", &threads.to_string()])
         .args(["-d", "300", "--csv"])
         .output()
         .expect("run redis-benchmark");
@@ -239,25 +241,34 @@ fn main() {
     let port = free_port();
     let redis = Redis::start(port);
 
+    // wrk runs min(2, connections) client threads; Redis is measured with one client
+    // thread (`redis-benchmark`'s default) and with as many as wrk's.
     println!(
-        "| connections | relcount get_counter req/s | p50 | p90 | p99 | Redis GET req/s | p50 | p95 | p99 | relcount / Redis |"
+        "| connections | client | relcount get_counter req/s | p50 | p90 | p99 | Redis GET req/s | p50 | p95 | p99 | relcount / Redis |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for connections in [1, 8, 32] {
         let r = wrk(&server.addr, &script, connections, span);
-        let g = redis_get(port, connections, requests);
-        println!(
-            "| {connections} | {:.0} | {:.3} ms | {:.3} ms | {:.3} ms | {:.0} | {:.3} ms | {:.3} ms | {:.3} ms | {:.2}x |",
-            r.rps,
-            r.p50,
-            r.p90,
-            r.p99,
-            g.rps,
-            g.p50,
-            g.p90,
-            g.p99,
-            r.rps / g.rps
-        );
+        let wrk_threads = connections.min(2);
+        let mut clients = vec![1];
+        if wrk_threads > 1 {
+            clients.push(wrk_threads);
+        }
+        for threads in clients {
+            let g = redis_get(port, connections, threads, requests);
+            println!(
+                "| {connections} | {threads} thread(s) for Redis, {wrk_threads} for wrk | {:.0} | {:.3} ms | {:.3} ms | {:.3} ms | {:.0} | {:.3} ms | {:.3} ms | {:.3} ms | {:.2}x |",
+                r.rps,
+                r.p50,
+                r.p90,
+                r.p99,
+                g.rps,
+                g.p50,
+                g.p90,
+                g.p99,
+                r.rps / g.rps
+            );
+        }
     }
     drop(redis);
 

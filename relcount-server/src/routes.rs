@@ -1,10 +1,11 @@
 //! The routes: `POST /api/v1.1/<call>` (the JSON API), `GET /health`, `GET /metrics`.
 //!
 //! An API request's `Authorization` header is checked before its body is read; the
-//! body is read within the body timeout and the size limit; then the parsing and the
-//! engine's work run on a pool of worker threads (at most `--workers` at once), never
-//! on the threads that serve the network, so a heavy request cannot hold up the others'
-//! I/O.
+//! body is read within the body timeout and the size limit. A small `get_counter`
+//! (which cannot wait, and whose work is bounded) then runs on the connection's own
+//! thread; every other call's parsing and engine work run on a pool of worker threads
+//! (at most `--workers` at once, in two lanes by body size), never on the threads that
+//! serve the network, so a heavy request cannot hold up the others' I/O.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -246,6 +247,13 @@ async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) ->
     if app.closing.load(Ordering::Acquire) {
         return shutting_down();
     }
+    #[cfg(feature = "cluster")]
+    let clustered = app.cluster.is_some();
+    #[cfg(not(feature = "cluster"))]
+    let clustered = false;
+    if !clustered && inline(call, body.len()) {
+        return run(api, call, auth.as_deref(), &body);
+    }
     let lane = &app.work[usize::from(body.len() > LARGE_BODY)];
     let Ok(permit) = Arc::clone(lane).acquire_owned().await else {
         return shutting_down();
@@ -286,20 +294,36 @@ async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) ->
     let api = Arc::clone(api);
     let work = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        api.handle(call, auth.as_deref(), &body)
+        run(&api, call, auth.as_deref(), &body)
     });
-    match work.await {
-        Ok(r) => {
-            if let Some(detail) = &r.detail {
-                tracing::error!(call, code = r.code, %detail, "request failed");
-            }
-            answered(r, false)
-        }
-        Err(e) => {
-            tracing::error!(call, error = %e, "request work ended abnormally");
-            refusal(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-        }
+    work.await.unwrap_or_else(|e| {
+        tracing::error!(call, error = %e, "request work ended abnormally");
+        refusal(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    })
+}
+
+/// Whether a call runs on the connection's own thread instead of a worker's: a
+/// `get_counter` with a small body. It cannot wait (the engine reads counters without
+/// a lock, and the token and the profile are found in lock-free maps), and its work
+/// is bounded (a body of at most [`INLINE_BODY`] bytes; a lookup by tags examines at
+/// most `relcount::limits::MAX_LOOKUP_CANDIDATES` profiles), so it costs less than the
+/// hand-off to a worker and back (most of a small read's time, measured in
+/// BENCHMARKS.md). Every other call can wait (a write on the log, a page on a shard
+/// lock a write holds during its fsync) or has a large body: it keeps its lane.
+fn inline(call: &str, body_len: usize) -> bool {
+    call == api::Call::GetCounter.path() && body_len <= INLINE_BODY
+}
+
+/// The largest body a call run inline may have.
+pub const INLINE_BODY: usize = 4 * 1024;
+
+/// Runs a call and logs a failure's detail (a storage error's paths).
+fn run(api: &Api, call: &'static str, auth: Option<&str>, body: &[u8]) -> (Answer, u32) {
+    let r = api.handle(call, auth, body);
+    if let Some(detail) = &r.detail {
+        tracing::error!(call, code = r.code, %detail, "request failed");
     }
+    answered(r, false)
 }
 
 enum Body {
