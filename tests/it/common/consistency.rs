@@ -285,6 +285,39 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A fresh durable engine on `dir` with `schema()` defined.
+fn open_fresh(dir: &Path, shards: usize) -> Result<Engine, String> {
+    let _ = std::fs::remove_dir_all(dir);
+    let engine = Engine::builder()
+        .shards(shards)
+        .open(dir, SyncPolicy::No)
+        .map_err(|e| e.to_string())?;
+    engine.define(schema()).map_err(|e| e.to_string())?;
+    Ok(engine)
+}
+
+/// Drops `engine` and reopens its directory: the state must be exactly the one
+/// before the drop, with no record skipped. Returns the reopened engine.
+fn reopen_exactly(engine: Engine, dir: &Path, shards: usize, what: &str) -> Result<Engine, String> {
+    let before = observe(&engine);
+    drop(engine);
+    let engine = Engine::builder()
+        .shards(shards)
+        .open(dir, SyncPolicy::No)
+        .map_err(|e| format!("reopen: {e}"))?;
+    let skipped = engine.recovery_skipped();
+    if !skipped.is_empty() {
+        return Err(format!("recovery skipped {skipped:?}"));
+    }
+    let after = observe(&engine);
+    if after != before {
+        return Err(format!(
+            "{what}{shards} shards: reopened to another state:\nbefore {before:?}\nafter  {after:?}"
+        ));
+    }
+    Ok(engine)
+}
+
 /// A writer churning a few pairs while `compactors` threads compact in a loop; then
 /// the engine is dropped and its directory reopened: the state must be exactly the
 /// one before the drop, with nothing skipped. `Bound::Iterations` counts
@@ -295,12 +328,7 @@ pub fn compactions_beside_a_writer_reopen_exactly(
     compactors: usize,
     bound: Bound,
 ) -> Result<u64, String> {
-    let _ = std::fs::remove_dir_all(dir);
-    let engine = Engine::builder()
-        .shards(shards)
-        .open(dir, SyncPolicy::No)
-        .map_err(|e| e.to_string())?;
-    engine.define(schema()).map_err(|e| e.to_string())?;
+    let engine = open_fresh(dir, shards)?;
     // Relations that stay, so encoding a snapshot takes long enough for the writer
     // to run beside it.
     for k in 0..BACKGROUND {
@@ -353,23 +381,7 @@ pub fn compactions_beside_a_writer_reopen_exactly(
         result
     });
     written?;
-    let before = observe(&engine);
-    drop(engine);
-    let engine = Engine::builder()
-        .shards(shards)
-        .open(dir, SyncPolicy::No)
-        .map_err(|e| format!("reopen: {e}"))?;
-    let skipped = engine.recovery_skipped();
-    if !skipped.is_empty() {
-        return Err(format!("recovery skipped {skipped:?}"));
-    }
-    let after = observe(&engine);
-    if after != before {
-        return Err(format!(
-            "reopened to another state (shards {shards}):\nbefore {before:?}\nafter  {after:?}"
-        ));
-    }
-    drop(engine);
+    drop(reopen_exactly(engine, dir, shards, "")?);
     let _ = std::fs::remove_dir_all(dir);
     Ok(compactions.load(Ordering::Relaxed))
 }
@@ -400,9 +412,9 @@ pub struct ChurnReport {
 /// `filler` relations, while `compactions` compactions run in turn on another thread,
 /// each started once the writer has made 100 cycles. A compaction must end before the
 /// writer has made `cap` cycles: its work is bounded by the data at its point, not by
-/// what writers do meanwhile (before the fix, iterating the profile map first finished
-/// every resize under way, and the churn started them as fast as they finished, so it
-/// never ended). Then the directory must reopen to exactly the engine's state.
+/// what writers do meanwhile (a walk of the papaya profile map would first finish every
+/// resize under way, and the churn starts them as fast as they finish). Then the
+/// directory must reopen to exactly the engine's state.
 pub fn compactions_beside_churn(
     dir: &Path,
     shards: usize,
@@ -411,12 +423,7 @@ pub fn compactions_beside_churn(
     compactions: usize,
     cap: u64,
 ) -> Result<ChurnReport, String> {
-    let _ = std::fs::remove_dir_all(dir);
-    let engine = Engine::builder()
-        .shards(shards)
-        .open(dir, SyncPolicy::No)
-        .map_err(|e| e.to_string())?;
-    engine.define(schema()).map_err(|e| e.to_string())?;
+    let engine = open_fresh(dir, shards)?;
     for k in 0..filler {
         let (a, b) = (format!("f{}", k % 500), format!("fb{k}"));
         engine
@@ -508,22 +515,7 @@ pub fn compactions_beside_churn(
             .map_err(|_| "compactor panicked".to_string())?;
         result.and(during)
     })?;
-    let before = observe(&engine);
-    drop(engine);
-    let engine = Engine::builder()
-        .shards(shards)
-        .open(dir, SyncPolicy::No)
-        .map_err(|e| format!("reopen: {e}"))?;
-    let skipped = engine.recovery_skipped();
-    if !skipped.is_empty() {
-        return Err(format!("recovery skipped {skipped:?}"));
-    }
-    let after = observe(&engine);
-    if after != before {
-        return Err(format!(
-            "{churn:?}, {shards} shards: reopened to another state:\nbefore {before:?}\nafter  {after:?}"
-        ));
-    }
+    let engine = reopen_exactly(engine, dir, shards, &format!("{churn:?}, "))?;
     let profiles = engine.profile_count();
     drop(engine);
     let _ = std::fs::remove_dir_all(dir);
