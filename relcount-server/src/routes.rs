@@ -251,7 +251,7 @@ async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) ->
     let clustered = app.cluster.is_some();
     #[cfg(not(feature = "cluster"))]
     let clustered = false;
-    if !clustered && inline(call, body.len()) {
+    if !clustered && inline(call, &body) {
         return run(api, call, auth.as_deref(), &body);
     }
     let lane = &app.work[usize::from(body.len() > LARGE_BODY)];
@@ -303,15 +303,24 @@ async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) ->
 }
 
 /// Whether a call runs on the connection's own thread instead of a worker's: a
-/// `get_counter` with a small body. It cannot wait (the engine reads counters without
-/// a lock, and the token and the profile are found in lock-free maps), and its work
-/// is bounded (a body of at most [`INLINE_BODY`] bytes; a lookup by tags examines at
-/// most `relcount::limits::MAX_LOOKUP_CANDIDATES` profiles), so it costs less than the
-/// hand-off to a worker and back (most of a small read's time, measured in
-/// BENCHMARKS.md). Every other call can wait (a write on the log, a page on a shard
-/// lock a write holds during its fsync) or has a large body: it keeps its lane.
-fn inline(call: &str, body_len: usize) -> bool {
-    call == api::Call::GetCounter.path() && body_len <= INLINE_BODY
+/// `get_counter` of at most [`INLINE_BODY`] bytes that names its profile by id. It
+/// cannot wait (the engine reads counters without a lock, and the token, the relation
+/// type and the profile are found in lock-free maps) and its work is O(1) beside its
+/// small body, so it costs less than the hand-off to a worker and back (most of a
+/// small read's time, measured in BENCHMARKS.md). A lookup by email, phone or a custom
+/// field keeps its lane: one by tags may examine 10,000 profiles. The test is on the
+/// raw body, before it is parsed, and errs toward the lane: a body that mentions
+/// `email`, `phone` or `field_` anywhere, or holds a `\u` escape (which could spell
+/// those keys), goes to a worker. Every other call can wait (a write on the log, a
+/// page on a shard lock a write holds during its fsync) or has a large body: it keeps
+/// its lane too.
+fn inline(call: &str, body: &[u8]) -> bool {
+    const BY_DATA: [&[u8]; 4] = [b"email", b"phone", b"field_", b"\\u"];
+    call == api::Call::GetCounter.path()
+        && body.len() <= INLINE_BODY
+        && !BY_DATA
+            .iter()
+            .any(|word| body.windows(word.len()).any(|w| w == *word))
 }
 
 /// The largest body a call run inline may have.
@@ -345,4 +354,42 @@ async fn read_body(mut body: Incoming, max: usize, metrics: &Metrics) -> Result<
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a small `get_counter` naming its profile by id runs on the connection's
+    /// thread; a lookup by data, an escape that could spell one, a large body and
+    /// every other call go to a worker.
+    #[test]
+    fn only_small_reads_by_id_run_inline() {
+        let get = api::Call::GetCounter.path();
+        let by_id = br#"{"rel_id": 3, "profile_id": "5c910f6bc484d023b1309bee"}"#;
+        assert!(inline(get, by_id));
+        assert!(inline(
+            get,
+            br#"{"rel_id": 3, "matching": "profile_id", "profile_id": "a"}"#
+        ));
+        for by_data in [
+            &br#"{"rel_id": 3, "email": "a@b.c"}"#[..],
+            br#"{"rel_id": 3, "matching": "phone", "phone": "+1 555"}"#,
+            br#"{"rel_id": 3, "matching": "custom", "field_name": "T", "field_value": "x, y"}"#,
+            br#"{"rel_id": 3, "\u0066ield_name": "T", "field_value": "x"}"#,
+        ] {
+            assert!(
+                !inline(get, by_data),
+                "{}",
+                String::from_utf8_lossy(by_data)
+            );
+        }
+        let large = format!(
+            r#"{{"rel_id": 3, "profile_id": "{}"}}"#,
+            "a".repeat(INLINE_BODY)
+        );
+        assert!(!inline(get, large.as_bytes()));
+        assert!(!inline(api::Call::Get.path(), by_id));
+        assert!(!inline(api::Call::Attach.path(), by_id));
+    }
 }
