@@ -1,9 +1,10 @@
 //! The routes: `POST /api/v1.1/<call>` (the JSON API), `GET /health`, `GET /metrics`.
 //!
 //! An API request's `Authorization` header is checked before its body is read; the
-//! body is read within the body timeout and the size limit. A small `get_counter`
-//! (which cannot wait, and whose work is bounded) then runs on the connection's own
-//! thread; every other call's parsing and engine work run on a pool of worker threads
+//! body is read within the body timeout and the size limit. A small `get_counter` by
+//! id (which cannot wait, and whose work is small: `Api::handle_if_cheap`) then runs on
+//! the connection's own thread; every other call's parsing and engine work run on a
+//! pool of worker threads
 //! (at most `--workers` at once, in two lanes by body size), never on the threads that
 //! serve the network, so a heavy request cannot hold up the others' I/O.
 
@@ -251,8 +252,13 @@ async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) ->
     let clustered = app.cluster.is_some();
     #[cfg(not(feature = "cluster"))]
     let clustered = false;
-    if !clustered && inline(call, &body) {
-        return run(api, call, auth.as_deref(), &body);
+    // A small read that cannot wait runs here, on the connection's thread: the
+    // hand-off to a worker and back costs more than the call (BENCHMARKS.md). Then
+    // the connection yields, so a client pipelining such reads cannot keep the thread
+    // from the other connections' I/O.
+    if !clustered && let Some(r) = api.handle_if_cheap(call, auth.as_deref(), &body) {
+        tokio::task::yield_now().await;
+        return finished(call, r);
     }
     let lane = &app.work[usize::from(body.len() > LARGE_BODY)];
     let Ok(permit) = Arc::clone(lane).acquire_owned().await else {
@@ -294,7 +300,7 @@ async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) ->
     let api = Arc::clone(api);
     let work = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        run(&api, call, auth.as_deref(), &body)
+        finished(call, api.handle(call, auth.as_deref(), &body))
     });
     work.await.unwrap_or_else(|e| {
         tracing::error!(call, error = %e, "request work ended abnormally");
@@ -302,33 +308,8 @@ async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) ->
     })
 }
 
-/// Whether a call runs on the connection's own thread instead of a worker's: a
-/// `get_counter` of at most [`INLINE_BODY`] bytes that names its profile by id. It
-/// cannot wait (the engine reads counters without a lock, and the token, the relation
-/// type and the profile are found in lock-free maps) and its work is O(1) beside its
-/// small body, so it costs less than the hand-off to a worker and back (most of a
-/// small read's time, measured in BENCHMARKS.md). A lookup by email, phone or a custom
-/// field keeps its lane: one by tags may examine 10,000 profiles. The test is on the
-/// raw body, before it is parsed, and errs toward the lane: a body that mentions
-/// `email`, `phone` or `field_` anywhere, or holds a `\u` escape (which could spell
-/// those keys), goes to a worker. Every other call can wait (a write on the log, a
-/// page on a shard lock a write holds during its fsync) or has a large body: it keeps
-/// its lane too.
-fn inline(call: &str, body: &[u8]) -> bool {
-    const BY_DATA: [&[u8]; 4] = [b"email", b"phone", b"field_", b"\\u"];
-    call == api::Call::GetCounter.path()
-        && body.len() <= INLINE_BODY
-        && !BY_DATA
-            .iter()
-            .any(|word| body.windows(word.len()).any(|w| w == *word))
-}
-
-/// The largest body a call run inline may have.
-pub const INLINE_BODY: usize = 4 * 1024;
-
-/// Runs a call and logs a failure's detail (a storage error's paths).
-fn run(api: &Api, call: &'static str, auth: Option<&str>, body: &[u8]) -> (Answer, u32) {
-    let r = api.handle(call, auth, body);
+/// The answer to a call, a failure's detail (a storage error's paths) logged.
+fn finished(call: &'static str, r: api::Response) -> (Answer, u32) {
     if let Some(detail) = &r.detail {
         tracing::error!(call, code = r.code, %detail, "request failed");
     }
@@ -354,42 +335,4 @@ async fn read_body(mut body: Incoming, max: usize, metrics: &Metrics) -> Result<
         }
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Only a small `get_counter` naming its profile by id runs on the connection's
-    /// thread; a lookup by data, an escape that could spell one, a large body and
-    /// every other call go to a worker.
-    #[test]
-    fn only_small_reads_by_id_run_inline() {
-        let get = api::Call::GetCounter.path();
-        let by_id = br#"{"rel_id": 3, "profile_id": "5c910f6bc484d023b1309bee"}"#;
-        assert!(inline(get, by_id));
-        assert!(inline(
-            get,
-            br#"{"rel_id": 3, "matching": "profile_id", "profile_id": "a"}"#
-        ));
-        for by_data in [
-            &br#"{"rel_id": 3, "email": "a@b.c"}"#[..],
-            br#"{"rel_id": 3, "matching": "phone", "phone": "+1 555"}"#,
-            br#"{"rel_id": 3, "matching": "custom", "field_name": "T", "field_value": "x, y"}"#,
-            br#"{"rel_id": 3, "\u0066ield_name": "T", "field_value": "x"}"#,
-        ] {
-            assert!(
-                !inline(get, by_data),
-                "{}",
-                String::from_utf8_lossy(by_data)
-            );
-        }
-        let large = format!(
-            r#"{{"rel_id": 3, "profile_id": "{}"}}"#,
-            "a".repeat(INLINE_BODY)
-        );
-        assert!(!inline(get, large.as_bytes()));
-        assert!(!inline(api::Call::Get.path(), by_id));
-        assert!(!inline(api::Call::Attach.path(), by_id));
-    }
 }

@@ -147,6 +147,72 @@ pub(super) fn serve(
     body: &[u8],
     dry: bool,
 ) -> Result<String, Fail> {
+    let (call, scope, f) = open(api, call, authorization, body)?;
+    match call {
+        Call::GetCounter => get_counter(api, &scope, f),
+        Call::Get => list(api, &scope, f),
+        Call::Attach | Call::Strengthen | Call::Edit => write(api, &scope, call, f, dry),
+        Call::Detach => detach(api, &scope, f, dry),
+        Call::Define => define(api, &scope, f, dry),
+        Call::ImportRelations => import_relations(api, &scope, f, dry),
+        Call::ImportProfiles => import(api, &scope, f, dry),
+        Call::DeleteProfile => delete(api, &scope, f, dry),
+    }
+}
+
+/// Serves `call` only if its work is small and it cannot wait (see
+/// [`Api::handle_if_cheap`]): `None` when it must go to [`serve`] instead.
+pub(super) fn serve_if_cheap(
+    api: &Api,
+    call: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Option<Result<String, Fail>> {
+    if call != Call::GetCounter.path() || body.len() > CHEAP_BODY {
+        return None;
+    }
+    let (_, scope, mut f) = match open(api, call, authorization, body) {
+        Ok(opened) => opened,
+        Err(fail) => return Some(Err(fail)),
+    };
+    let counter = (|| {
+        let rel_id = f.req_u32("rel_id")?;
+        allow(&scope, rel_id, false)?;
+        let who = Who::read(&mut f)?;
+        f.finish()?;
+        // A lookup by data may examine many profiles; a large counter renders many
+        // entries: both go to a worker (an unknown relation type is answered here).
+        let small = api
+            .engine
+            .counter_entries(rel_id)
+            .is_none_or(|n| n <= CHEAP_ENTRIES);
+        if !matches!(who, OwnedMatch::Id(_)) || !small {
+            return Ok(None);
+        }
+        Ok(Some(api.engine.get_counter(rel_id, &who)?))
+    })();
+    match counter {
+        Ok(Some(counter)) => Some(Ok(render_counter(&counter))),
+        Ok(None) => None,
+        Err(fail) => Some(Err(fail)),
+    }
+}
+
+/// The largest body [`serve_if_cheap`] serves.
+pub(super) const CHEAP_BODY: usize = 4 * 1024;
+
+/// The most entries (properties and top-list items) of a counter [`serve_if_cheap`]
+/// renders.
+pub(super) const CHEAP_ENTRIES: usize = 64;
+
+/// The prologue of every call: the header's token, the body's size, the call's name,
+/// the body read as JSON, and the token's rights.
+fn open(
+    api: &Api,
+    call: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Result<(Call, TokenScope, Fields), Fail> {
     check_header(api, authorization)?;
     let limits = &api.limits;
     if body.len() > limits.max_body_bytes {
@@ -172,16 +238,7 @@ pub(super) fn serve(
         .tokens
         .scope(&token)
         .ok_or_else(|| Fail::new(401, "API token required: the token given is not registered"))?;
-    match call {
-        Call::GetCounter => get_counter(api, &scope, f),
-        Call::Get => list(api, &scope, f),
-        Call::Attach | Call::Strengthen | Call::Edit => write(api, &scope, call, f, dry),
-        Call::Detach => detach(api, &scope, f, dry),
-        Call::Define => define(api, &scope, f, dry),
-        Call::ImportRelations => import_relations(api, &scope, f, dry),
-        Call::ImportProfiles => import(api, &scope, f, dry),
-        Call::DeleteProfile => delete(api, &scope, f, dry),
-    }
+    Ok((call, scope, f))
 }
 
 /// Checks the ids among `who` as the engine would take them (1 to 64 bytes), for a

@@ -280,6 +280,42 @@ impl Api {
         self.answer(calls::serve(self, call, authorization, body, false))
     }
 
+    /// Handles a call as [`handle`](Self::handle) does, but only when it is cheap and
+    /// cannot wait: a `relations/get_counter` of at most 4 KiB that names its profile
+    /// by id, of a relation type whose counter has at most 64 entries (properties and
+    /// top-list items), or one refused while it is read. Its work is then a parse of a
+    /// small body, lock-free lookups and a small answer, so a server may run it on the
+    /// thread that serves the connection instead of handing it to a worker. `None`:
+    /// the call may take longer (a lookup by email, phone or field may examine many
+    /// profiles, a large counter renders many entries, other calls may wait on locks
+    /// or the log); pass it to [`handle`](Self::handle), which reads it again.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use relcount::{Engine, PropSpec, RelationType, api::{Api, TokenScope}};
+    ///
+    /// let engine = Arc::new(Engine::new());
+    /// engine.define(RelationType::new(3, 1, 2).prop("Like", PropSpec::int().sum()))?;
+    /// engine.attach(3, "a", "b", &[("Like", 2.into())])?;
+    /// let api = Api::new(engine);
+    /// api.add_token("t", TokenScope::full());
+    /// let by_id = br#"{"rel_id": 3, "profile_id": "a"}"#;
+    /// let r = api.handle_if_cheap("relations/get_counter", Some("Bearer t"), by_id);
+    /// assert_eq!(r.map(|r| r.code), Some(0));
+    /// let by_email = br#"{"rel_id": 3, "email": "a@example.com"}"#;
+    /// assert!(api.handle_if_cheap("relations/get_counter", Some("Bearer t"), by_email).is_none());
+    /// # Ok::<(), relcount::Error>(())
+    /// ```
+    #[must_use]
+    pub fn handle_if_cheap(
+        &self,
+        call: &str,
+        authorization: Option<&str>,
+        body: &[u8],
+    ) -> Option<Response> {
+        calls::serve_if_cheap(self, call, authorization, body).map(|served| self.answer(served))
+    }
+
     /// Reads and checks a call exactly as [`handle`](Self::handle) does (the token and
     /// its rights, every field, weights against the relation type's schema, a
     /// definition against the one in place) and stops before the engine is touched:

@@ -318,6 +318,18 @@ impl Engine {
         self.resolver.is_some()
     }
 
+    /// The most entries a counter of `rel_id` holds: one a property, and its top
+    /// list's size (`None` when `rel_id` is not defined).
+    #[cfg(feature = "json")]
+    pub(crate) fn counter_entries(&self, rel_id: u32) -> Option<usize> {
+        self.schemas.pin().get(&rel_id).map(|s| {
+            s.props
+                .iter()
+                .map(|p| 1 + p.spec.top_size().map_or(0, usize::from))
+                .sum()
+        })
+    }
+
     /// How many relation types are defined.
     #[must_use]
     pub fn relation_type_count(&self) -> usize {

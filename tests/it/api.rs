@@ -525,3 +525,107 @@ fn a_resolver_cannot_create_profiles_past_the_profile_cap() {
         engine.profile_count()
     );
 }
+
+/// `handle_if_cheap` answers exactly as `handle` whenever it answers, and declines
+/// (for a worker to run) a lookup by data, a counter of more than 64 entries, a body
+/// over 4 KiB and every other call: what a server runs on its I/O threads is small.
+#[test]
+fn handle_if_cheap_answers_as_handle_or_declines() {
+    use relcount::api::{Api, TokenScope};
+    use relcount::{Engine, ProfileData, PropSpec, RelationType};
+    let engine = std::sync::Arc::new(Engine::new());
+    engine
+        .define(
+            RelationType::new(3, 1, 2)
+                .prop("Donate", PropSpec::int().top(10))
+                .prop("Like", PropSpec::int().sum()),
+        )
+        .expect("small");
+    let mut heavy = RelationType::new(4, 1, 2);
+    for i in 0..32 {
+        heavy = heavy.prop(format!("P{i}").as_str(), PropSpec::float().sum().top(1000));
+    }
+    engine.define(heavy).expect("heavy");
+    engine
+        .attach(3, "a", "b", &[("Donate", 5.into())])
+        .expect("attach");
+    engine
+        .attach(4, "a", "b", &[("P0", 1.5.into())])
+        .expect("attach");
+    let data = ProfileData {
+        email: Some("a@example.com".into()),
+        ..Default::default()
+    };
+    engine.import_profile(1, "a", data).expect("import");
+    let api = Api::new(engine);
+    api.add_token("t", TokenScope::full());
+    api.add_token("other", TokenScope::full().rel_ids([9]));
+    let get = "relations/get_counter";
+    let cheap = |call: &str, auth: Option<&str>, body: &str| {
+        let r = api.handle_if_cheap(call, auth, body.as_bytes());
+        if let Some(r) = &r {
+            let full = api.handle(call, auth, body.as_bytes());
+            assert_eq!((r.code, &r.body), (full.code, &full.body), "{body}");
+        }
+        r.map(|r| r.code)
+    };
+    let t = Some("Bearer t");
+    // Answered here: reads by id of a small counter, and refusals found while reading.
+    assert_eq!(
+        cheap(get, t, r#"{"rel_id": 3, "profile_id": "a"}"#),
+        Some(0)
+    );
+    assert_eq!(
+        cheap(
+            get,
+            t,
+            r#"{"rel_id": 3, "matching": "profile_id", "profile_id": "a"}"#
+        ),
+        Some(0)
+    );
+    assert_eq!(
+        cheap(get, t, r#"{"rel_id": 3, "profile_id": "nobody"}"#),
+        Some(404)
+    );
+    assert_eq!(
+        cheap(get, t, r#"{"rel_id": 8, "profile_id": "a"}"#),
+        Some(411)
+    );
+    assert_eq!(
+        cheap(get, t, r#"{"rel_id": 3, "profile_id": "a""#),
+        Some(400)
+    );
+    assert_eq!(
+        cheap(get, None, r#"{"rel_id": 3, "profile_id": "a"}"#),
+        Some(401)
+    );
+    assert_eq!(
+        cheap(
+            get,
+            Some("Bearer other"),
+            r#"{"rel_id": 3, "profile_id": "a"}"#
+        ),
+        Some(403)
+    );
+    // Declined: lookups by data, however spelled; a large counter; a large body;
+    // every other call.
+    for body in [
+        r#"{"rel_id": 3, "email": "a@example.com"}"#,
+        r#"{"rel_id": 3, "matching": "email_profile", "email": "a@example.com"}"#,
+        r#"{"rel_id": 3, "matching": "phone", "phone": "+15550000"}"#,
+        r#"{"rel_id": 3, "matching": "custom", "field_name": "T", "field_value": "x"}"#,
+        r#"{"rel_id": 3, "matching": "custom", "\u0066ield_name": "T", "field_value": "x"}"#,
+        r#"{"rel_id": 4, "profile_id": "a"}"#,
+    ] {
+        assert_eq!(cheap(get, t, body), None, "{body}");
+    }
+    let large = format!(
+        r#"{{"rel_id": 3, "profile_id": "a", "pad": "{}"}}"#,
+        "x".repeat(5000)
+    );
+    assert_eq!(cheap(get, t, &large), None);
+    assert_eq!(
+        cheap("relations/get", t, r#"{"rel_id": 3, "profile_id": "a"}"#),
+        None
+    );
+}
