@@ -199,7 +199,7 @@ pub(super) fn serve_if_cheap(
 }
 
 /// The largest body [`serve_if_cheap`] serves.
-pub(super) const CHEAP_BODY: usize = 4 * 1024;
+pub(super) const CHEAP_BODY: usize = 512;
 
 /// The most entries (properties and top-list items) of a counter [`serve_if_cheap`]
 /// renders.

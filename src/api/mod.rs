@@ -281,7 +281,7 @@ impl Api {
     }
 
     /// Handles a call as [`handle`](Self::handle) does, but only when it is cheap and
-    /// cannot wait: a `relations/get_counter` of at most 4 KiB that names its profile
+    /// cannot wait: a `relations/get_counter` of at most 512 bytes that names its profile
     /// by id, of a relation type whose counter has at most 64 entries (properties and
     /// top-list items), or one refused while it is read. Its work is then a parse of a
     /// small body, lock-free lookups and a small answer, so a server may run it on the
