@@ -571,42 +571,25 @@ fn handle_if_cheap_answers_as_handle_or_declines() {
     };
     let t = Some("Bearer t");
     // Answered here: reads by id of a small counter, and refusals found while reading.
-    assert_eq!(
-        cheap(get, t, r#"{"rel_id": 3, "profile_id": "a"}"#),
-        Some(0)
-    );
-    assert_eq!(
-        cheap(
-            get,
+    for (auth, body, code) in [
+        (t, r#"{"rel_id": 3, "profile_id": "a"}"#, 0),
+        (
             t,
-            r#"{"rel_id": 3, "matching": "profile_id", "profile_id": "a"}"#
+            r#"{"rel_id": 3, "matching": "profile_id", "profile_id": "a"}"#,
+            0,
         ),
-        Some(0)
-    );
-    assert_eq!(
-        cheap(get, t, r#"{"rel_id": 3, "profile_id": "nobody"}"#),
-        Some(404)
-    );
-    assert_eq!(
-        cheap(get, t, r#"{"rel_id": 8, "profile_id": "a"}"#),
-        Some(411)
-    );
-    assert_eq!(
-        cheap(get, t, r#"{"rel_id": 3, "profile_id": "a""#),
-        Some(400)
-    );
-    assert_eq!(
-        cheap(get, None, r#"{"rel_id": 3, "profile_id": "a"}"#),
-        Some(401)
-    );
-    assert_eq!(
-        cheap(
-            get,
+        (t, r#"{"rel_id": 3, "profile_id": "nobody"}"#, 404),
+        (t, r#"{"rel_id": 8, "profile_id": "a"}"#, 411),
+        (t, r#"{"rel_id": 3, "profile_id": "a""#, 400),
+        (None, r#"{"rel_id": 3, "profile_id": "a"}"#, 401),
+        (
             Some("Bearer other"),
-            r#"{"rel_id": 3, "profile_id": "a"}"#
+            r#"{"rel_id": 3, "profile_id": "a"}"#,
+            403,
         ),
-        Some(403)
-    );
+    ] {
+        assert_eq!(cheap(get, auth, body), Some(code), "{body}");
+    }
     // Declined: lookups by data, however spelled; a large counter; a large body;
     // every other call.
     for body in [
