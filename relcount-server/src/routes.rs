@@ -4,9 +4,9 @@
 //! body is read within the body timeout and the size limit. A small `get_counter` by
 //! id (which cannot wait, and whose work is small: `Api::handle_if_cheap`) then runs on
 //! the connection's own thread; every other call's parsing and engine work run on a
-//! pool of worker threads
-//! (at most `--workers` at once, in two lanes by body size), never on the threads that
-//! serve the network, so a heavy request cannot hold up the others' I/O.
+//! pool of worker threads (at most `--workers` at once, in two lanes by body size),
+//! never on the threads that serve the network, so a heavy request cannot hold up the
+//! others' I/O.
 
 use std::convert::Infallible;
 use std::sync::Arc;

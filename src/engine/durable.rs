@@ -426,7 +426,11 @@ impl Engine {
                 (true, Some(log)) => log.rotate()?,
                 _ => (0, None),
             };
-            let mut schemas: Vec<_> = self.schemas.pin().values().map(|s| s.def.clone()).collect();
+            let mut schemas = Vec::new();
+            self.schemas.each(|s| {
+                schemas.push(s.def.clone());
+                true
+            });
             schemas.sort_by_key(|d| d.rel_id());
             self.store.begin_point(&held, point);
             self.directory.begin_point(point);

@@ -3,11 +3,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use hashbrown::DefaultHashBuilder;
-
 use crate::directory::Directory;
 use crate::error::Error;
 use crate::limits::{DEFAULT_SHARDS, DEFAULT_TOP_INDEX_THRESHOLD, MAX_SHARDS};
+use crate::map::LockFreeMap;
 use crate::profile::ProfileKey;
 use crate::profile_data::Match;
 use crate::profile_id::{ProfileHasher, ProfileId, xxh64};
@@ -53,7 +52,7 @@ mod write;
 pub struct Engine {
     /// One reclamation domain for every lock-free map, so a read pins once.
     collector: Arc<seize::Collector>,
-    schemas: papaya::HashMap<u32, Arc<Schema>, DefaultHashBuilder>,
+    schemas: LockFreeMap<u32, Arc<Schema>>,
     define_lock: Mutex<()>,
     directory: Directory,
     store: Store,
@@ -142,12 +141,7 @@ impl EngineBuilder {
         let directory = Directory::new(&collector);
         let slots = Arc::clone(directory.slot_table());
         Engine {
-            // Definitions are never removed: a plain papaya map (see `map.rs` for
-            // the maps that see removals).
-            schemas: papaya::HashMap::builder()
-                .hasher(DefaultHashBuilder::default())
-                .shared_collector(Arc::clone(&collector))
-                .build(),
+            schemas: LockFreeMap::new(&collector),
             define_lock: Mutex::new(()),
             directory,
             store: Store::new(&collector, self.shards, self.index_above, slots),
@@ -265,8 +259,8 @@ impl Engine {
     pub fn define(&self, def: RelationType) -> Result<(), Error> {
         let _serial = self.define_lock.lock().unwrap_or_else(|e| e.into_inner());
         let rel_id = def.rel_id();
-        if let Some(existing) = self.schemas.pin().get(&rel_id) {
-            return if existing.same_as(&def) {
+        if let Some(same) = self.schemas.with(&rel_id, |s| s.map(|s| s.same_as(&def))) {
+            return if same {
                 Ok(())
             } else {
                 Err(Error::SchemaConflict { rel_id })
@@ -274,7 +268,7 @@ impl Engine {
         }
         let schema = Schema::compile(def)?;
         self.log(|| crate::command::Command::Define(schema.def.clone()))?;
-        self.schemas.pin().insert(rel_id, Arc::new(schema));
+        self.schemas.insert(rel_id, Arc::new(schema));
         Ok(())
     }
 
@@ -284,9 +278,12 @@ impl Engine {
     ///
     /// As [`define`](Self::define)'s, but never a storage error.
     pub fn check_definition(&self, def: &RelationType) -> Result<(), Error> {
-        match self.schemas.pin().get(&def.rel_id()) {
-            Some(existing) if existing.same_as(def) => Ok(()),
-            Some(_) => Err(Error::SchemaConflict {
+        match self
+            .schemas
+            .with(&def.rel_id(), |s| s.map(|s| s.same_as(def)))
+        {
+            Some(true) => Ok(()),
+            Some(false) => Err(Error::SchemaConflict {
                 rel_id: def.rel_id(),
             }),
             None => Schema::compile(def.clone()).map(|_| ()),
@@ -308,7 +305,7 @@ impl Engine {
     /// The definition of `rel_id`, if defined.
     #[must_use]
     pub fn relation_type(&self, rel_id: u32) -> Option<RelationType> {
-        self.schemas.pin().get(&rel_id).map(|s| s.def.clone())
+        self.schemas.with(&rel_id, |s| s.map(|s| s.def.clone()))
     }
 
     /// Whether a host's [`Resolver`](crate::Resolver) names profiles (a write may then
@@ -322,11 +319,13 @@ impl Engine {
     /// list's size (`None` when `rel_id` is not defined).
     #[cfg(feature = "json")]
     pub(crate) fn counter_entries(&self, rel_id: u32) -> Option<usize> {
-        self.schemas.pin().get(&rel_id).map(|s| {
-            s.props
-                .iter()
-                .map(|p| 1 + p.spec.top_size().map_or(0, usize::from))
-                .sum()
+        self.schemas.with(&rel_id, |s| {
+            s.map(|s| {
+                s.props
+                    .iter()
+                    .map(|p| 1 + p.spec.top_size().map_or(0, usize::from))
+                    .sum()
+            })
         })
     }
 
@@ -338,9 +337,7 @@ impl Engine {
 
     fn schema(&self, rel_id: u32) -> Result<Arc<Schema>, Error> {
         self.schemas
-            .pin()
-            .get(&rel_id)
-            .cloned()
+            .with(&rel_id, |s| s.cloned())
             .ok_or(Error::UnknownRelation { rel_id })
     }
 

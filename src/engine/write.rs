@@ -274,13 +274,13 @@ impl Engine {
             })?;
             // Marked deleted before anything is removed (see `directory::Life`).
             self.directory.unlink(&profile);
-            let rel_ids: Vec<u32> = self
-                .schemas
-                .pin()
-                .values()
-                .filter(|s| s.db_a() == db_id)
-                .map(|s| s.rel_id())
-                .collect();
+            let mut rel_ids: Vec<u32> = Vec::new();
+            self.schemas.each(|s| {
+                if s.db_a() == db_id {
+                    rel_ids.push(s.rel_id());
+                }
+                true
+            });
             let cascade = self
                 .store
                 .remove_profile(&mut held, &profile, rel_ids.into_iter());
