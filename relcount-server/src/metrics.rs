@@ -27,6 +27,8 @@ pub struct CallCode {
 /// Every metric the server keeps.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Unique in the process: the key of this instance's handles in [`Metrics::answered`].
+    id: u64,
     registry: Registry,
     /// Requests answered, by call and code.
     pub requests: Family<CallCode, Counter>,
@@ -38,6 +40,14 @@ pub struct Metrics {
     pub refused_connections: Counter,
     /// Connections open now.
     pub open_connections: Gauge,
+}
+
+/// One (metrics, call, code)'s counter and histogram, as a thread keeps them.
+struct Handles {
+    /// The metrics' id, the code and the call.
+    key: (u64, u32, &'static str),
+    requests: Counter,
+    latency: Histogram,
 }
 
 /// The engine's numbers (and its compactor's, while it runs), read at each scrape.
@@ -156,7 +166,9 @@ impl Metrics {
             open_connections.clone(),
         );
         registry.register_collector(Box::new(EngineNumbers(engine, compactor)));
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Metrics {
+            id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             registry,
             requests,
             latency,
@@ -167,11 +179,34 @@ impl Metrics {
     }
 
     /// Counts one answered request.
+    ///
+    /// Each thread keeps the handles of the (call, code) pairs it has counted, so a
+    /// request touches the two metrics' atomics and no family's lock or hash.
     pub fn answered(&self, call: &'static str, code: u32, seconds: f64) {
-        self.requests.get_or_create(&CallCode { call, code }).inc();
-        self.latency
-            .get_or_create(&CallCode { call, code })
-            .observe(seconds);
+        thread_local! {
+            static HANDLES: std::cell::RefCell<Vec<Handles>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let key = (self.id, code, call);
+        HANDLES.with_borrow_mut(|handles| {
+            let i = match handles.iter().position(|h| h.key == key) {
+                Some(i) => i,
+                None => {
+                    // Bounded: a thread counts few pairs (calls times codes).
+                    if handles.len() >= 256 {
+                        handles.clear();
+                    }
+                    let label = CallCode { call, code };
+                    handles.push(Handles {
+                        key,
+                        requests: self.requests.get_or_create(&label).clone(),
+                        latency: self.latency.get_or_create(&label).clone(),
+                    });
+                    handles.len() - 1
+                }
+            };
+            handles[i].requests.inc();
+            handles[i].latency.observe(seconds);
+        });
     }
 
     /// The text of a scrape.

@@ -170,7 +170,14 @@ fn envelope(status: StatusCode, body: impl Into<Bytes>, code: u32, close: bool) 
     *answer.status_mut() = status;
     let headers = answer.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(crate::CODE_HEADER, HeaderValue::from(code));
+    headers.insert(
+        crate::CODE_HEADER,
+        if code == 0 {
+            HeaderValue::from_static("0")
+        } else {
+            HeaderValue::from(code)
+        },
+    );
     if close {
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
@@ -194,51 +201,48 @@ fn refusal(status: StatusCode, text: &str) -> (Answer, u32) {
 
 async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) -> (Answer, u32) {
     let api = &app.api;
+    let (head, body) = req.into_parts();
     // A header that is not text cannot be `Bearer <token>`: checked as empty.
-    let auth = req
-        .headers()
+    let auth = head
+        .headers
         .get(AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or("").to_owned());
-    if let Err(refused) = api.check_header(auth.as_deref()) {
+        .map(|v| v.to_str().unwrap_or(""));
+    if let Err(refused) = api.check_header(auth) {
         return answered(refused, true);
     }
     #[cfg(feature = "cluster")]
     let (min_seq, forwarded) = (
-        req.headers()
+        head.headers
             .get(crate::cluster::MIN_SEQ)
             .map(|v| v.to_str().unwrap_or("?").to_owned()),
-        req.headers().contains_key(crate::cluster::FORWARDED),
+        head.headers.contains_key(crate::cluster::FORWARDED),
     );
     let max = api.limits().max_body_bytes;
-    let declared = req
-        .headers()
+    let declared = head
+        .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         return answered(api.too_large(), true);
     }
-    let body = match tokio::time::timeout(
-        app.body_timeout,
-        read_body(req.into_body(), max, &app.metrics),
-    )
-    .await
-    {
-        Err(_) => {
-            return refusal(
-                StatusCode::REQUEST_TIMEOUT,
-                &format!(
-                    "request body not received within {} s",
-                    app.body_timeout.as_secs_f64()
-                ),
-            );
-        }
-        Ok(Err(Body::TooLarge)) => return answered(api.too_large(), true),
-        Ok(Err(Body::Broken)) => {
-            return refusal(StatusCode::BAD_REQUEST, "request body could not be read");
-        }
-        Ok(Ok(body)) => body,
-    };
+    let body =
+        match tokio::time::timeout(app.body_timeout, read_body(body, max, &app.metrics)).await {
+            Err(_) => {
+                return refusal(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!(
+                        "request body not received within {} s",
+                        app.body_timeout.as_secs_f64()
+                    ),
+                );
+            }
+            Ok(Err(Body::TooLarge)) => return answered(api.too_large(), true),
+            Ok(Err(Body::Broken)) => {
+                return refusal(StatusCode::BAD_REQUEST, "request body could not be read");
+            }
+            Ok(Ok(body)) => body,
+        };
     let shutting_down = || {
         refusal(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -256,7 +260,7 @@ async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) ->
     // hand-off to a worker and back costs more than the call (BENCHMARKS.md). Then
     // the connection yields, so a client pipelining such reads cannot keep the thread
     // from the other connections' I/O.
-    if !clustered && let Some(r) = api.handle_if_cheap(call, auth.as_deref(), &body) {
+    if !clustered && let Some(r) = api.handle_if_cheap(call, auth, &body) {
         tokio::task::yield_now().await;
         return finished(call, r);
     }
@@ -278,7 +282,7 @@ async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) ->
         let a = cluster
             .serve(
                 call,
-                auth.as_deref(),
+                auth,
                 Bytes::from(body),
                 min_seq.as_deref(),
                 forwarded,
@@ -298,6 +302,7 @@ async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) ->
         return (answer, a.code);
     }
     let api = Arc::clone(api);
+    let auth = auth.map(str::to_owned);
     let work = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         finished(call, api.handle(call, auth.as_deref(), &body))
