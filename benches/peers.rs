@@ -17,7 +17,7 @@ mod peers;
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use peers::{Answer, Limit, Naive, Sqlite, relcount_answer};
+use peers::{Answer, Limit, Naive, Simple, Sqlite, relcount_answer};
 use relcount::workload::{GenRelation, Rng, Workload, Zipf};
 use relcount::{Engine, Value};
 
@@ -50,6 +50,7 @@ fn fan_in(n: usize) -> Vec<GenRelation> {
 struct Stores {
     engine: Engine,
     naive: Naive,
+    simple: Simple,
     sqlite: Sqlite,
     limit: Limit,
 }
@@ -58,6 +59,7 @@ fn stores(rels: &[GenRelation]) -> Stores {
     let engine = Engine::new();
     engine.define(Workload::seed_schema(3)).expect("schema");
     let mut naive = Naive::default();
+    let mut simple = Simple::default();
     let sqlite = Sqlite::new();
     sqlite.conn.execute_batch("BEGIN").expect("begin");
     for r in rels {
@@ -65,6 +67,7 @@ fn stores(rels: &[GenRelation]) -> Stores {
             .attach(3, r.a.as_str(), r.b.as_str(), &r.weights())
             .expect("attach");
         naive.attach(r);
+        simple.attach(r);
         sqlite.attach(r);
     }
     sqlite.conn.execute_batch("COMMIT").expect("commit");
@@ -75,6 +78,7 @@ fn stores(rels: &[GenRelation]) -> Stores {
     Stores {
         engine,
         naive,
+        simple,
         sqlite,
         limit,
     }
@@ -87,6 +91,7 @@ fn bench_get(c: &mut Criterion, name: &str, s: &Stores, reads: &[String], check:
             let want = s.naive.get(a);
             assert_eq!(relcount_answer(&s.engine, a), want, "relcount {a}");
             assert_eq!(s.sqlite.get(a), want, "sqlite {a}");
+            assert_eq!(s.simple.get(a), want, "simple {a}");
             assert_eq!(s.limit.get(a), want, "limit {a}");
         }
     }
@@ -111,6 +116,7 @@ fn bench_get(c: &mut Criterion, name: &str, s: &Stores, reads: &[String], check:
     };
     run("relcount", &|a| relcount_answer(&s.engine, a));
     run("limit", &|a| s.limit.get(a));
+    run("simple", &|a| s.simple.get(a));
     if s.naive.targets.values().map(Vec::len).max().unwrap_or(0) <= 100_000 {
         run("naive", &|a| s.naive.get(a));
     }
@@ -156,9 +162,41 @@ fn writes(c: &mut Criterion) {
     };
     let w = Workload::new(ranks, 1_000_000, 42);
     let base: Vec<GenRelation> = w.relations(n).collect();
-    let s = stores(&base);
     let fresh: Vec<GenRelation> = Workload::new(ranks, 1_000_000, 43).relations(n).collect();
-    let mut g = c.benchmark_group("writes");
+    write_group(c, "writes", &base, &fresh);
+}
+
+/// The hot-recipient load: 1M relations, Zipf s = 1 over 100k recipients, so a few
+/// recipients hold tens of thousands of relations (the store v3 issue's measurement).
+fn writes_hot(c: &mut Criterion) {
+    let (ranks, n) = if quick() {
+        (10_000, 20_000)
+    } else {
+        (100_000, 1_000_000)
+    };
+    let w = Workload::with_exponent(ranks, 1_000_000, 42, 1.0);
+    let base: Vec<GenRelation> = w.relations(n).collect();
+    let fresh: Vec<GenRelation> = Workload::with_exponent(ranks, 1_000_000, 43, 1.0)
+        .relations(n)
+        .collect();
+    write_group(c, "writes_hot", &base, &fresh);
+}
+
+/// Attach (`fresh`), strengthen, edit and detach (`base`) in group `name`, on stores
+/// loaded with `base`; every store's answers checked equal first.
+fn write_group(c: &mut Criterion, name: &str, base: &[GenRelation], fresh: &[GenRelation]) {
+    let mut s = stores(base);
+    let mut recipients: Vec<&String> = s.naive.targets.keys().collect();
+    recipients.sort_unstable_by_key(|a| std::cmp::Reverse(s.naive.targets[*a].len()));
+    // The largest recipients and a spread of the others.
+    let step = (recipients.len() / 40).max(1);
+    for a in recipients.iter().take(10).chain(recipients.iter().step_by(step)) {
+        let want = s.naive.get(a);
+        assert_eq!(relcount_answer(&s.engine, a), want, "relcount {a}");
+        assert_eq!(s.simple.get(a), want, "simple {a}");
+        assert_eq!(s.sqlite.get(a), want, "sqlite {a}");
+    }
+    let mut g = c.benchmark_group(name);
     let mut i = 0usize;
     let mut next = |v: &[GenRelation]| {
         i = (i + 1) % v.len();
@@ -166,14 +204,17 @@ fn writes(c: &mut Criterion) {
     };
     g.bench_function(BenchmarkId::new("attach", "relcount"), |b| {
         b.iter(|| {
-            let r = next(&fresh);
+            let r = next(fresh);
             s.engine
                 .attach(3, r.a.as_str(), r.b.as_str(), &r.weights())
                 .expect("attach")
         })
     });
     g.bench_function(BenchmarkId::new("attach", "sqlite"), |b| {
-        b.iter(|| s.sqlite.attach(&next(&fresh)))
+        b.iter(|| s.sqlite.attach(&next(fresh)))
+    });
+    g.bench_function(BenchmarkId::new("attach", "simple"), |b| {
+        b.iter(|| s.simple.attach(&next(fresh)))
     });
     let mut limit: hashbrown::HashMap<
         (String, String),
@@ -185,13 +226,13 @@ fn writes(c: &mut Criterion) {
         .collect();
     g.bench_function(BenchmarkId::new("attach", "limit"), |b| {
         b.iter(|| {
-            let r = next(&fresh);
+            let r = next(fresh);
             limit.insert((r.a, r.b), (r.donate, r.like, r.subscriber))
         })
     });
     g.bench_function(BenchmarkId::new("strengthen", "relcount"), |b| {
         b.iter(|| {
-            let r = next(&base);
+            let r = next(base);
             s.engine
                 .strengthen(
                     3,
@@ -202,16 +243,23 @@ fn writes(c: &mut Criterion) {
                 .expect("strengthen")
         })
     });
+    g.bench_function(BenchmarkId::new("strengthen", "simple"), |b| {
+        b.iter(|| {
+            let mut r = next(base);
+            r.donate = r.donate % 3 - 1;
+            s.simple.strengthen(&r)
+        })
+    });
     g.bench_function(BenchmarkId::new("strengthen", "sqlite"), |b| {
         b.iter(|| {
-            let mut r = next(&base);
+            let mut r = next(base);
             r.donate = r.donate % 3 - 1;
             s.sqlite.strengthen(&r)
         })
     });
     g.bench_function(BenchmarkId::new("edit", "relcount"), |b| {
         b.iter(|| {
-            let r = next(&base);
+            let r = next(base);
             s.engine
                 .edit(
                     3,
@@ -225,7 +273,7 @@ fn writes(c: &mut Criterion) {
     // Detach, then attach back so the set stays the same size: timed as a pair.
     g.bench_function(BenchmarkId::new("detach_reattach", "relcount"), |b| {
         b.iter(|| {
-            let r = next(&base);
+            let r = next(base);
             let _ = s.engine.detach(3, r.a.as_str(), r.b.as_str());
             s.engine
                 .attach(3, r.a.as_str(), r.b.as_str(), &r.weights())
@@ -234,7 +282,7 @@ fn writes(c: &mut Criterion) {
     });
     g.bench_function(BenchmarkId::new("detach_reattach", "sqlite"), |b| {
         b.iter(|| {
-            let r = next(&base);
+            let r = next(base);
             s.sqlite.detach(&r.a, &r.b);
             s.sqlite.attach(&r)
         })
@@ -245,6 +293,6 @@ fn writes(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30);
-    targets = get_counter, writes
+    targets = get_counter, writes, writes_hot
 }
 criterion_main!(benches);

@@ -135,13 +135,21 @@ impl Workload {
     /// A workload with `a_count` recipients and `b_count` initiators, seeded by `seed`.
     #[must_use]
     pub fn new(a_count: usize, b_count: u64, seed: u64) -> Self {
+        Self::with_exponent(a_count, b_count, seed, FAN_IN_EXPONENT)
+    }
+
+    /// The same with the fan-in's Zipf exponent `s` (with `s = 1` over 100k
+    /// recipients, a few hold tens of thousands of relations each: a hot-recipient
+    /// load).
+    #[must_use]
+    pub fn with_exponent(a_count: usize, b_count: u64, seed: u64, s: f64) -> Self {
         Workload {
             rel_id: 3,
             db_a: 1,
             db_b: 2,
             b_count: b_count.max(1),
             seed,
-            zipf: Zipf::new(a_count.max(1), FAN_IN_EXPONENT),
+            zipf: Zipf::new(a_count.max(1), s),
         }
     }
 

@@ -81,6 +81,82 @@ impl Naive {
     }
 }
 
+/// The straightforward incremental store, as a careful engineer writes it in an
+/// afternoon: a map of recipients, each with a map of its relations, running totals
+/// and an ordered set of `(value, initiator)` for its top. One thread, nothing
+/// published, no concurrency: what a purpose-built engine must beat.
+#[derive(Default)]
+pub struct Simple {
+    pub targets: hashbrown::HashMap<String, SimpleTarget, BuildHasherDefault<Xxh>>,
+}
+
+/// One recipient of [`Simple`].
+#[derive(Default)]
+pub struct SimpleTarget {
+    rels: hashbrown::HashMap<String, (i64, i64, bool), BuildHasherDefault<Xxh>>,
+    like_sum: i128,
+    sub_total: u64,
+    /// Donate's values, best first: `(Reverse(value), initiator)`.
+    top: std::collections::BTreeSet<(std::cmp::Reverse<i64>, String)>,
+}
+
+impl SimpleTarget {
+    fn take(&mut self, b: &str, old: (i64, i64, bool)) {
+        self.like_sum -= i128::from(old.1);
+        self.sub_total -= u64::from(old.2);
+        self.top.remove(&(std::cmp::Reverse(old.0), b.to_owned()));
+    }
+
+    fn put(&mut self, b: &str, new: (i64, i64, bool)) {
+        self.like_sum += i128::from(new.1);
+        self.sub_total += u64::from(new.2);
+        self.top.insert((std::cmp::Reverse(new.0), b.to_owned()));
+    }
+}
+
+impl Simple {
+    /// Sets the relation's values, as `attach` does.
+    pub fn attach(&mut self, r: &GenRelation) {
+        let t = self.targets.entry_ref(r.a.as_str()).or_default();
+        let new = (r.donate, r.like, r.subscriber);
+        if let Some(old) = t.rels.insert(r.b.clone(), new) {
+            t.take(&r.b, old);
+        }
+        t.put(&r.b, new);
+    }
+
+    /// Adds `r.donate` to the relation's Donate (creating it with only that value
+    /// otherwise, Like 0), as `strengthen` does.
+    pub fn strengthen(&mut self, r: &GenRelation) {
+        let t = self.targets.entry_ref(r.a.as_str()).or_default();
+        let old = t.rels.get(r.b.as_str()).copied();
+        let new = match old {
+            Some(old) => {
+                t.take(&r.b, old);
+                (old.0 + r.donate, old.1, old.2)
+            }
+            None => (r.donate, 0, false),
+        };
+        t.rels.insert(r.b.clone(), new);
+        t.put(&r.b, new);
+    }
+
+    pub fn get(&self, a: &str) -> Answer {
+        let t = &self.targets[a];
+        Answer {
+            total: t.rels.len() as u64,
+            like_sum: t.like_sum,
+            sub_total: t.sub_total,
+            top: t
+                .top
+                .iter()
+                .take(10)
+                .map(|(v, b)| (b.clone(), v.0))
+                .collect(),
+        }
+    }
+}
+
 /// SQLite in memory, indexed on (rel_id, profile_a): the same answer by COUNT, SUM and
 /// ORDER BY ... LIMIT 10.
 pub struct Sqlite {
