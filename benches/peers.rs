@@ -190,7 +190,11 @@ fn write_group(c: &mut Criterion, name: &str, base: &[GenRelation], fresh: &[Gen
     recipients.sort_unstable_by_key(|a| std::cmp::Reverse(s.naive.targets[*a].len()));
     // The largest recipients and a spread of the others.
     let step = (recipients.len() / 40).max(1);
-    for a in recipients.iter().take(10).chain(recipients.iter().step_by(step)) {
+    for a in recipients
+        .iter()
+        .take(10)
+        .chain(recipients.iter().step_by(step))
+    {
         let want = s.naive.get(a);
         assert_eq!(relcount_answer(&s.engine, a), want, "relcount {a}");
         assert_eq!(s.simple.get(a), want, "simple {a}");

@@ -121,6 +121,20 @@ impl ProfileId {
         }
     }
 
+    /// The 12 packed bytes of a 24-hex id (`None` for any other id). Packed ids
+    /// order as their strings do, so comparing them compares the ids.
+    pub(crate) fn packed(&self) -> Option<[u8; 12]> {
+        match &self.0 {
+            Repr::Hex(packed) => Some(*packed),
+            Repr::Text(_) => None,
+        }
+    }
+
+    /// The id of 24 hex characters whose packed bytes are `packed`.
+    pub(crate) fn from_packed(packed: [u8; 12]) -> Self {
+        ProfileId(Repr::Hex(packed))
+    }
+
     /// True when the id is stored in the compact 12-byte form.
     #[must_use]
     pub fn is_compact(&self) -> bool {

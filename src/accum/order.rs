@@ -1,7 +1,9 @@
 //! The id order of a large target's relations: their positions in the target's
-//! `Packed`, sorted by initiator, in leaves shared copy on write. A page reads the
-//! leaves' lengths up to its first row and then its rows (O(n/B + page)); a write
-//! changes one leaf (O(log n + B)).
+//! `Packed`, sorted by initiator, in leaves shared copy on write. Each entry holds its
+//! initiator's key inline where the key fits (a 24-hex id's 12 packed bytes), so a
+//! search compares within the leaf without leaving it. A page reads the leaves'
+//! lengths up to its first row and then its rows (O(n/B + page)); a write changes one
+//! leaf (O(log n + B)).
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -14,30 +16,71 @@ pub(crate) const LEAF_MAX: usize = if cfg!(test) { 32 } else { 1024 };
 /// the leaves split.
 const LEAF_FILL: usize = LEAF_MAX * 3 / 4;
 
+/// The bit of an entry's word that says it holds an inline key; the others are its
+/// position (so positions stay below 2^31).
+const INLINE: u32 = 1 << 31;
+
+/// One entry of a leaf: a position, and its key's inline form when it has one.
+#[derive(Debug, Clone, Copy)]
+struct Entry<I> {
+    /// The position, with [`INLINE`] set when `inline` holds the key.
+    word: u32,
+    inline: I,
+}
+
+impl<I: Copy> Entry<I> {
+    fn new(pos: u32, inline: Option<I>, none: I) -> Self {
+        debug_assert!(pos < INLINE, "a position past 2^31");
+        match inline {
+            Some(inline) => Entry {
+                word: pos | INLINE,
+                inline,
+            },
+            None => Entry {
+                word: pos,
+                inline: none,
+            },
+        }
+    }
+
+    fn pos(&self) -> u32 {
+        self.word & !INLINE
+    }
+
+    fn inline(&self) -> Option<&I> {
+        (self.word & INLINE != 0).then_some(&self.inline)
+    }
+}
+
 /// Positions of relations (indexes into a target's `Packed`), in the order of their
-/// initiators' keys. The entries' keys are not stored, only each leaf's last one: a
-/// search finds its leaf among those keys (no lookup), then compares within the leaf
-/// through `cmp`, which compares the key of the relation at a position with the key
-/// searched for (the target compares `(id, slot)` of the initiators, found through
-/// the slot table), and a removal or a move finds its entry in the leaf by position.
+/// initiators' keys. Each entry holds its position and, when the key has one, its
+/// inline form `I` (fixed-size, `Copy`); only each leaf's last full key `K` is kept
+/// besides. A search finds its leaf among those keys (no lookup), then compares within
+/// the leaf through `cmp`, which compares the key of the entry (given its position and
+/// inline form) with the key searched for: from the inline forms when both have one,
+/// else through the caller's lookup (the target finds initiators in the slot table).
 ///
 /// Leaves hold 1 to [`LEAF_MAX`] entries each, at least a quarter of it when there are
 /// two or more. A clone (what a page or a write after one costs) copies the list of
 /// leaves and their last keys, not the leaves; a change copies the one leaf it changes
 /// if it is shared.
 #[derive(Debug, Clone)]
-pub(crate) struct Order<K> {
-    leaves: Vec<Arc<Vec<u32>>>,
+pub(crate) struct Order<K, I> {
+    leaves: Vec<Arc<Vec<Entry<I>>>>,
     /// The key of each leaf's last entry.
     last: Vec<K>,
 }
 
-impl<K: Ord + Clone> Order<K> {
-    /// An order of `sorted`, positions already in key order; `key_of` gives the key of
-    /// a position.
-    pub(crate) fn build(sorted: Vec<u32>, key_of: impl Fn(u32) -> K) -> Self {
-        let mut leaves: Vec<Arc<Vec<u32>>> = Vec::with_capacity(sorted.len() / LEAF_FILL + 1);
-        for part in sorted.chunks(LEAF_FILL) {
+impl<K: Ord + Clone, I: Copy + Default> Order<K, I> {
+    /// An order of `sorted`, positions (with their inline keys) already in key order;
+    /// `key_of` gives the key of a position.
+    pub(crate) fn build(sorted: Vec<(u32, Option<I>)>, key_of: impl Fn(u32) -> K) -> Self {
+        let entries: Vec<Entry<I>> = sorted
+            .into_iter()
+            .map(|(pos, inline)| Entry::new(pos, inline, I::default()))
+            .collect();
+        let mut leaves: Vec<Arc<Vec<Entry<I>>>> = Vec::with_capacity(entries.len() / LEAF_FILL + 1);
+        for part in entries.chunks(LEAF_FILL) {
             match leaves.last_mut() {
                 // A short last part joins the leaf before (3/4 + 1/4 fits in one).
                 Some(last) if part.len() < LEAF_MAX / 4 => {
@@ -50,7 +93,7 @@ impl<K: Ord + Clone> Order<K> {
         }
         let last = leaves
             .iter()
-            .filter_map(|l| l.last().map(|&p| key_of(p)))
+            .filter_map(|l| l.last().map(|e| key_of(e.pos())))
             .collect();
         Order { leaves, last }
     }
@@ -63,7 +106,7 @@ impl<K: Ord + Clone> Order<K> {
     /// Every position, in key order.
     #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        self.leaves.iter().flat_map(|l| l.iter().copied())
+        self.leaves.iter().flat_map(|l| l.iter().map(Entry::pos))
     }
 
     /// The leaf where the searched key is or belongs: the first whose last key is not
@@ -73,37 +116,52 @@ impl<K: Ord + Clone> Order<K> {
         i.min(self.leaves.len() - 1)
     }
 
-    /// Where the entry of the searched key (`below` tells a key below it) at position
-    /// `pos` is: `(leaf, index)`.
-    fn find(&self, below: impl Fn(&K) -> bool, pos: u32) -> Option<(usize, usize)> {
+    /// Where the entry of the searched key (`below` tells a key below it, `cmp`
+    /// compares an entry's key with it) at position `pos` is: `(leaf, index)`. Found
+    /// by binary search in its leaf; by a scan of the leaf only if the entry there is
+    /// not at `pos` (an order out of step, which the caller then rebuilds).
+    fn find(
+        &self,
+        below: impl Fn(&K) -> bool,
+        cmp: impl Fn(u32, Option<&I>) -> Ordering,
+        pos: u32,
+    ) -> Option<(usize, usize)> {
         if self.leaves.is_empty() {
             return None;
         }
         let l = self.leaf_for(below);
-        let i = self.leaves[l].iter().position(|&p| p == pos)?;
+        let leaf = &self.leaves[l];
+        let i = leaf.partition_point(|e| cmp(e.pos(), e.inline()) == Ordering::Less);
+        if leaf.get(i).is_some_and(|e| e.pos() == pos) {
+            return Some((l, i));
+        }
+        let i = leaf.iter().position(|e| e.pos() == pos)?;
         Some((l, i))
     }
 
-    /// Inserts `pos` in its key's place (`below` tells a key below it, `cmp` compares
-    /// the key at a position with it, `key_of` gives a position's key); `false` (and
-    /// nothing inserted) if an entry has that key already.
+    /// Inserts `pos` (with its key's inline form, if it has one) in its key's place
+    /// (`below` tells a key below it, `cmp` compares an entry's key with it, `key_of`
+    /// gives a position's key); `false` (and nothing inserted) if an entry has that key
+    /// already.
     pub(crate) fn insert(
         &mut self,
         pos: u32,
+        inline: Option<I>,
         below: impl Fn(&K) -> bool,
-        cmp: impl Fn(u32) -> Ordering,
+        cmp: impl Fn(u32, Option<&I>) -> Ordering,
         key_of: impl Fn(u32) -> K,
     ) -> bool {
+        let entry = Entry::new(pos, inline, I::default());
         if self.leaves.is_empty() {
-            self.leaves.push(Arc::new(vec![pos]));
+            self.leaves.push(Arc::new(vec![entry]));
             self.last.push(key_of(pos));
             return true;
         }
         let l = self.leaf_for(below);
-        let i = self.leaves[l].partition_point(|&p| cmp(p) == Ordering::Less);
+        let i = self.leaves[l].partition_point(|e| cmp(e.pos(), e.inline()) == Ordering::Less);
         if self.leaves[l]
             .get(i)
-            .is_some_and(|&p| cmp(p) == Ordering::Equal)
+            .is_some_and(|e| cmp(e.pos(), e.inline()) == Ordering::Equal)
         {
             return false;
         }
@@ -112,35 +170,38 @@ impl<K: Ord + Clone> Order<K> {
         if leaf.len() == leaf.capacity() {
             leaf.reserve_exact((leaf.len() / 8).max(8).min(LEAF_MAX + 1 - leaf.len()));
         }
-        leaf.insert(i, pos);
+        leaf.insert(i, entry);
         if i + 1 == leaf.len() {
             self.last[l] = key_of(pos);
         }
         if leaf.len() > LEAF_MAX {
             let upper = leaf.split_off(leaf.len() / 2);
             leaf.shrink_to(leaf.len() + leaf.len() / 8);
-            let upper_last = std::mem::replace(&mut self.last[l], key_of(leaf[leaf.len() - 1]));
+            let upper_last =
+                std::mem::replace(&mut self.last[l], key_of(leaf[leaf.len() - 1].pos()));
             self.leaves.insert(l + 1, Arc::new(upper));
             self.last.insert(l + 1, upper_last);
         }
         true
     }
 
-    /// Removes the entry at position `pos`, of the key `below` tells (`key_of` gives
-    /// a position's key); `false` if there is none.
+    /// Removes the entry at position `pos`, of the key `below` and `cmp` tell (as in
+    /// [`insert`](Self::insert); `key_of` gives a position's key); `false` if there is
+    /// none.
     pub(crate) fn remove(
         &mut self,
         below: impl Fn(&K) -> bool,
+        cmp: impl Fn(u32, Option<&I>) -> Ordering,
         pos: u32,
         key_of: impl Fn(u32) -> K,
     ) -> bool {
-        let Some((l, i)) = self.find(below, pos) else {
+        let Some((l, i)) = self.find(below, cmp, pos) else {
             return false;
         };
         let leaf = Arc::make_mut(&mut self.leaves[l]);
         leaf.remove(i);
         if i == leaf.len() && i > 0 {
-            self.last[l] = key_of(leaf[i - 1]);
+            self.last[l] = key_of(leaf[i - 1].pos());
         }
         if leaf.capacity() > 2 * leaf.len() + 8 {
             leaf.shrink_to(leaf.len() + leaf.len() / 8);
@@ -149,13 +210,21 @@ impl<K: Ord + Clone> Order<K> {
         true
     }
 
-    /// Moves the entry of the key `below` tells from position `old` to `new`; `false`
-    /// if there is no such entry.
-    pub(crate) fn set(&mut self, below: impl Fn(&K) -> bool, old: u32, new: u32) -> bool {
-        let Some((l, i)) = self.find(below, old) else {
+    /// Moves the entry of the key `below` and `cmp` tell from position `old` to
+    /// `new`; `false` if there is no such entry.
+    pub(crate) fn set(
+        &mut self,
+        below: impl Fn(&K) -> bool,
+        cmp: impl Fn(u32, Option<&I>) -> Ordering,
+        old: u32,
+        new: u32,
+    ) -> bool {
+        let Some((l, i)) = self.find(below, cmp, old) else {
             return false;
         };
-        Arc::make_mut(&mut self.leaves[l])[i] = new;
+        debug_assert!(new < INLINE, "a position past 2^31");
+        let e = &mut Arc::make_mut(&mut self.leaves[l])[i];
+        e.word = (e.word & INLINE) | new;
         true
     }
 
@@ -181,7 +250,7 @@ impl<K: Ord + Clone> Order<K> {
         if left.len() > LEAF_MAX {
             let upper = left.split_off(left.len() / 2);
             left.shrink_to(left.len() + left.len() / 8);
-            self.last[j] = key_of(left[left.len() - 1]);
+            self.last[j] = key_of(left[left.len() - 1].pos());
             self.leaves.insert(j + 1, Arc::new(upper));
             self.last.insert(j + 1, right_last);
         } else {
@@ -205,7 +274,7 @@ impl<K: Ord + Clone> Order<K> {
                 continue;
             }
             let take = (leaf.len() - skip).min(limit - out.len());
-            out.extend_from_slice(&leaf[skip..skip + take]);
+            out.extend(leaf[skip..skip + take].iter().map(Entry::pos));
             *touched += take;
             skip = 0;
         }
@@ -225,7 +294,7 @@ impl<K: Ord + Clone> Order<K> {
             if len == 0 || len > LEAF_MAX || (n > 1 && len < LEAF_MAX / 4) {
                 return Err(format!("leaf {i} of {n} holds {len}"));
             }
-            if leaf.last().map(|&p| key_of(p)).as_ref() != Some(&self.last[i]) {
+            if leaf.last().map(|e| key_of(e.pos())).as_ref() != Some(&self.last[i]) {
                 return Err(format!("leaf {i}'s last key is stale"));
             }
         }
@@ -245,9 +314,25 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
-    /// Keys by position: `keys[p]` is the key of the entry at position `p`.
-    fn by<'a>(keys: &'a [u16], key: u16) -> impl Fn(u32) -> Ordering + 'a {
-        move |p| keys[p as usize].cmp(&key)
+    /// Keys by position: `keys[p]` is the key of the entry at position `p`. An
+    /// entry's inline form, when it has one, must be its key (checked), and is what
+    /// is compared then.
+    fn by<'a>(keys: &'a [u16], key: u16) -> impl Fn(u32, Option<&u16>) -> Ordering + 'a {
+        move |p, inline| {
+            let k = match inline {
+                Some(&k) => {
+                    assert_eq!(k, keys[p as usize], "an inline key out of step");
+                    k
+                }
+                None => keys[p as usize],
+            };
+            k.cmp(&key)
+        }
+    }
+
+    /// Odd keys are held inline, even ones compared through `keys`: both paths, mixed.
+    fn inline(k: u16) -> Option<u16> {
+        (k % 2 == 1).then_some(k)
     }
 
     proptest! {
@@ -272,15 +357,18 @@ mod tests {
                     keys.push(k);
                 }
             }
-            let mut order = Order::build(oracle.values().copied().collect(), |p| keys[p as usize]);
-            let mut copies: Vec<(Order<u16>, Vec<u32>)> = Vec::new();
+            let mut order = Order::build(
+                oracle.iter().map(|(&k, &p)| (p, inline(k))).collect(),
+                |p| keys[p as usize],
+            );
+            let mut copies: Vec<(Order<u16, u16>, Vec<u32>)> = Vec::new();
             for (op, k, x) in ops {
                 match op {
                     0 => {
                         let fresh = !oracle.contains_key(&k);
                         keys.push(k);
                         let pos = (keys.len() - 1) as u32;
-                        let inserted = order.insert(pos, |x| *x < k, by(&keys, k), |p| keys[p as usize]);
+                        let inserted = order.insert(pos, inline(k), |x| *x < k, by(&keys, k), |p| keys[p as usize]);
                         prop_assert_eq!(inserted, fresh);
                         if fresh {
                             oracle.insert(k, pos);
@@ -292,19 +380,19 @@ mod tests {
                         // Remove the key at or after k (or k itself, if absent).
                         let k = oracle.range(k..).next().map_or(k, |(&k, _)| k);
                         let pos = oracle.remove(&k);
-                        let removed = order.remove(|x| *x < k, pos.unwrap_or(u32::MAX), |p| keys[p as usize]);
+                        let removed = order.remove(|x| *x < k, by(&keys, k), pos.unwrap_or(u32::MAX >> 1), |p| keys[p as usize]);
                         prop_assert_eq!(removed, pos.is_some());
                     }
                     _ => {
                         // Move an entry: its key gets a new position (same key).
                         let k = oracle.range(k..).next().map_or(k, |(&k, _)| k);
                         let old = oracle.get(&k).copied();
-                        let found = order.find(|x| *x < k, old.unwrap_or(u32::MAX)).is_some();
+                        let found = order.find(|x| *x < k, by(&keys, k), old.unwrap_or(u32::MAX >> 1)).is_some();
                         prop_assert_eq!(found, old.is_some());
                         if let Some(old) = old {
                             keys.push(k);
                             let pos = (keys.len() - 1) as u32;
-                            prop_assert!(order.set(|x| *x < k, old, pos));
+                            prop_assert!(order.set(|x| *x < k, by(&keys, k), old, pos));
                             oracle.insert(k, pos);
                         }
                         if x % 64 == 0 {
@@ -335,7 +423,8 @@ mod tests {
     #[test]
     fn built_orders_have_their_shape() {
         for n in 0..(4 * LEAF_MAX) {
-            let order = Order::build((0..n as u32).collect(), |p| p);
+            let order: Order<u32, u32> =
+                Order::build((0..n as u32).map(|p| (p, Some(p))).collect(), |p| p);
             assert_eq!(
                 order.iter().collect::<Vec<_>>(),
                 (0..n as u32).collect::<Vec<_>>()

@@ -22,8 +22,9 @@ use crate::value::rank;
 /// `None` only for a slot found free, which a target's lock rules out).
 pub(crate) type IdKey = (Option<ProfileId>, u32);
 
-/// A target's id order.
-pub(crate) type IdOrder = Order<IdKey>;
+/// A target's id order: entries keyed by their initiator's `(id, slot)`, holding a
+/// 24-hex id's packed bytes inline.
+pub(crate) type IdOrder = Order<IdKey, [u8; 12]>;
 
 /// Targets with at most this many relations find one by scanning their slots (one or
 /// two cache lines); larger ones keep a position map, dropped again below half of it.
@@ -225,7 +226,7 @@ pub(crate) struct Target {
     positions: Option<hashbrown::HashMap<u32, u32>>,
     /// The indexes in `rels` by initiator `(id, slot)`, for targets past
     /// [`ORDER_ABOVE`]. Shared (copy on write) with a page being read, as `rels` is.
-    order: Option<Arc<Order<IdKey>>>,
+    order: Option<Arc<IdOrder>>,
     /// Per property index: the ordered index of a large target's top property.
     indexes: Vec<Option<TopIndex>>,
     view: Arc<View>,
@@ -265,7 +266,7 @@ impl Target {
 
     /// The id order of the relations, if the target is large enough to keep one:
     /// shared, as [`relations`](Self::relations) are, and of the same moment.
-    pub(crate) fn order(&self) -> Option<&Arc<Order<IdKey>>> {
+    pub(crate) fn order(&self) -> Option<&Arc<IdOrder>> {
         self.order.as_ref()
     }
 
@@ -373,6 +374,7 @@ impl Target {
                 self.indexes[i].as_mut(),
                 &change,
                 scan,
+                slots,
             ) {
                 state.top = Some(next.into());
             }
@@ -477,7 +479,7 @@ impl Target {
             let valued = usize::try_from(state.total).unwrap_or(usize::MAX);
             let list = if valued > index_above {
                 let index = TopIndex::build(scan_valued(rels, &schema, i, slots));
-                let list = index.first(size);
+                let list = index.first(size, slots);
                 self.indexes[i] = Some(index);
                 list
             } else {
@@ -528,8 +530,9 @@ impl Target {
                 if let Some(order) = &mut self.order {
                     let placed = Arc::make_mut(order).insert(
                         at,
+                        b.id.packed(),
                         below(&b.id, slot),
-                        by_key(rels, slots, Some(&b.id), slot),
+                        by_key(rels, slots, &b.id, slot),
                         key_of(rels, slots),
                     );
                     debug_assert!(placed, "an initiator with two relations");
@@ -553,11 +556,21 @@ impl Target {
                     // Before the move: every position the searches read is valid.
                     let order = Arc::make_mut(order);
                     let end = rels.len() - 1;
-                    let mut kept = order.remove(below(&b.id, slot), at as u32, key_of(rels, slots));
+                    let mut kept = order.remove(
+                        below(&b.id, slot),
+                        by_key(rels, slots, &b.id, slot),
+                        at as u32,
+                        key_of(rels, slots),
+                    );
                     if kept && at != end {
                         let last = rels.get(end).0;
                         kept = slots.with(last, |moved| match moved {
-                            Some(moved) => order.set(below(&moved.id, last), end as u32, at as u32),
+                            Some(moved) => order.set(
+                                below(&moved.id, last),
+                                by_key(rels, slots, &moved.id, last),
+                                end as u32,
+                                at as u32,
+                            ),
                             None => false,
                         });
                     }
@@ -584,20 +597,29 @@ impl Target {
 }
 
 /// Compares the key `(id, slot)` of the initiator of the relation at a position of
-/// `rels` with `(id, slot)`: the id order's comparison. The initiators hold their slots
-/// (under the target's lock), so the slot table names them; were one missing, its key
-/// would be `(None, slot)`, still one total order.
+/// `rels` (with its id's packed bytes when the order holds them inline) with
+/// `(id, slot)`: the id order's comparison. Two 24-hex ids compare by their inline
+/// bytes, in the leaf, and only an equal id reads the relation's slot; any other id is
+/// found through the slot table. The initiators hold their slots (under the target's
+/// lock), so the slot table names them; were one missing, its key would be
+/// `(None, slot)`, still one total order.
 fn by_key<'a>(
     rels: &'a Packed,
     slots: &'a SlotTable,
-    id: Option<&'a ProfileId>,
+    id: &'a ProfileId,
     slot: u32,
-) -> impl Fn(u32) -> Ordering + 'a {
-    move |p| {
+) -> impl Fn(u32, Option<&[u8; 12]>) -> Ordering + 'a {
+    let packed = id.packed();
+    move |p, inline| {
+        if let (Some(inline), Some(packed)) = (inline, &packed) {
+            return inline
+                .cmp(packed)
+                .then_with(|| rels.get(p as usize).0.cmp(&slot));
+        }
         let s = rels.get(p as usize).0;
         slots.with(s, |other| {
             debug_assert!(other.is_some(), "a relation from a free slot");
-            (other.map(|o| &o.id), s).cmp(&(id, slot))
+            (other.map(|o| &o.id), s).cmp(&(Some(id), slot))
         })
     }
 }
@@ -617,7 +639,7 @@ fn key_of<'a>(rels: &'a Packed, slots: &'a SlotTable) -> impl Fn(u32) -> IdKey +
 }
 
 /// The id order of `rels`, in one sort: each initiator looked up once.
-fn order_of(rels: &Packed, slots: &SlotTable) -> Order<IdKey> {
+fn order_of(rels: &Packed, slots: &SlotTable) -> IdOrder {
     let mut keyed: Vec<(Option<Arc<Profile>>, u32, u32)> = (0u32..)
         .zip(rels.slots())
         .map(|(at, s)| (slots.get(s), s, at))
@@ -626,7 +648,10 @@ fn order_of(rels: &Packed, slots: &SlotTable) -> Order<IdKey> {
         (x.0.as_ref().map(|p| &p.id), x.1).cmp(&(y.0.as_ref().map(|p| &p.id), y.1))
     });
     Order::build(
-        keyed.into_iter().map(|k| k.2).collect(),
+        keyed
+            .into_iter()
+            .map(|(p, _, at)| (at, p.and_then(|p| p.id.packed())))
+            .collect(),
         key_of(rels, slots),
     )
 }

@@ -20,6 +20,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::profile::Profile;
+use crate::profile_id::ProfileId;
+use crate::slots::SlotTable;
 use crate::value::{PropKind, Value, numeric_value};
 
 /// One initiator with its value, ordered best first: larger value first, then smaller
@@ -81,38 +83,126 @@ pub(crate) fn select_top(mut entries: Vec<TopEntry>, n: usize) -> Vec<TopEntry> 
     entries
 }
 
-/// The ordered index of a large target's valued relations, for one property.
+/// An indexed relation whose initiator has a 24-hex id, held inline: its rank, the
+/// id's packed bytes and its slot, 24 bytes and no pointer. Ordered as [`TopEntry`]
+/// (best first, ties by id), so a search compares within the tree's nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HexKey {
+    rank: u64,
+    id: [u8; 12],
+    slot: u32,
+}
+
+impl Ord for HexKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .rank
+            .cmp(&self.rank)
+            .then_with(|| self.id.cmp(&other.id))
+            .then_with(|| self.slot.cmp(&other.slot))
+    }
+}
+
+impl PartialOrd for HexKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The ordered index of a large target's valued relations, for one property: those
+/// whose initiators have 24-hex ids keyed inline ([`HexKey`]), the others (any other
+/// id) as [`TopEntry`]s, compared through their profiles. The best entries are the
+/// two sets merged.
 #[derive(Debug, Default)]
-pub(crate) struct TopIndex(BTreeSet<TopEntry>);
+pub(crate) struct TopIndex {
+    hex: BTreeSet<HexKey>,
+    other: BTreeSet<TopEntry>,
+}
 
 impl TopIndex {
     pub(crate) fn build(entries: Vec<TopEntry>) -> Self {
-        TopIndex(entries.into_iter().collect())
+        let mut index = TopIndex::default();
+        for e in entries {
+            index.insert(&e.profile, e.rank);
+        }
+        index
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.0.len()
+        self.hex.len() + self.other.len()
+    }
+
+    fn insert(&mut self, profile: &Arc<Profile>, rank: u64) {
+        match profile.id.packed() {
+            Some(id) => self.hex.insert(HexKey {
+                rank,
+                id,
+                slot: profile.slot,
+            }),
+            None => self.other.insert(TopEntry {
+                rank,
+                profile: Arc::clone(profile),
+            }),
+        };
+    }
+
+    fn remove(&mut self, profile: &Arc<Profile>, rank: u64) -> bool {
+        match profile.id.packed() {
+            Some(id) => self.hex.remove(&HexKey {
+                rank,
+                id,
+                slot: profile.slot,
+            }),
+            None => self.other.remove(&TopEntry {
+                rank,
+                profile: Arc::clone(profile),
+            }),
+        }
     }
 
     fn replace(&mut self, profile: &Arc<Profile>, old: Option<u64>, new: Option<u64>) {
         if let Some(rank) = old {
-            let removed = self.0.remove(&TopEntry {
-                rank,
-                profile: Arc::clone(profile),
-            });
+            let removed = self.remove(profile, rank);
             debug_assert!(removed, "index out of step with the relations");
         }
         if let Some(rank) = new {
-            self.0.insert(TopEntry {
-                rank,
-                profile: Arc::clone(profile),
-            });
+            self.insert(profile, rank);
         }
     }
 
-    /// The best `n` entries, best first.
-    pub(crate) fn first(&self, n: usize) -> Vec<TopEntry> {
-        self.0.iter().take(n).cloned().collect()
+    /// The best `n` entries, best first; the profiles of inline entries found in
+    /// `slots` (each initiator holds its slot while its relation is in the target).
+    pub(crate) fn first(&self, n: usize, slots: &SlotTable) -> Vec<TopEntry> {
+        let mut out = Vec::with_capacity(n.min(self.len()));
+        let mut hex = self.hex.iter().peekable();
+        let mut other = self.other.iter().peekable();
+        while out.len() < n {
+            let take_hex = match (hex.peek(), other.peek()) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(h), Some(o)) => {
+                    o.rank
+                        .cmp(&h.rank)
+                        .then_with(|| ProfileId::from_packed(h.id).cmp(&o.profile.id))
+                        == Ordering::Less
+                }
+            };
+            if take_hex {
+                let Some(h) = hex.next() else { break };
+                let profile = slots.get(h.slot);
+                debug_assert!(profile.is_some(), "an index entry from a free slot");
+                if let Some(profile) = profile {
+                    out.push(TopEntry {
+                        rank: h.rank,
+                        profile,
+                    });
+                }
+            } else if let Some(o) = other.next() {
+                out.push(o.clone());
+            }
+        }
+        out
     }
 }
 
@@ -128,13 +218,14 @@ pub(crate) struct TopChange<'a> {
 
 /// Applies `change` to the index (if any) and returns the new list, or `None` when the
 /// list is unchanged. `scan` lists every valued relation after the change; it is called
-/// only for targets without an index.
+/// only for targets without an index. `slots` names the index's initiators.
 pub(crate) fn next_list(
     list: &[TopEntry],
     n: usize,
     index: Option<&mut TopIndex>,
     change: &TopChange<'_>,
     scan: impl FnOnce() -> Vec<TopEntry>,
+    slots: &SlotTable,
 ) -> Option<Vec<TopEntry>> {
     if change.old == change.new {
         return None;
@@ -152,7 +243,7 @@ pub(crate) fn next_list(
     if member.is_some() && unlisted_before {
         // A member moved or left while others wait outside: only a refill is exact.
         let refill = match index {
-            Some(index) => index.first(n),
+            Some(index) => index.first(n, slots),
             None => select_top(scan(), n),
         };
         return Some(refill);
@@ -179,12 +270,21 @@ mod tests {
     use crate::directory::Directory;
 
     /// A target with an index never scans its relations to refill: the best member
-    /// leaves ten times over, each list is exact, and `scan` is never called.
+    /// leaves ten times over, each list is exact, and `scan` is never called. Ids of
+    /// both forms (24 hex characters, kept inline, and others), so that the index's
+    /// two sets merge, ties between forms included.
     #[test]
     fn an_indexed_target_refills_without_scanning() {
         let directory = Directory::for_test();
         let profiles: Vec<Arc<Profile>> = (0..40u64)
-            .map(|i| directory.create_for_test(2, &format!("p{i:02}"), i))
+            .map(|i| {
+                let id = if i % 2 == 0 {
+                    format!("{:024x}", i * 0x1_0000_0001)
+                } else {
+                    format!("{i:02}")
+                };
+                directory.create_for_test(2, &id, i)
+            })
             .collect();
         // Ranks with ties, so the id order counts too.
         let mut valued: Vec<TopEntry> = profiles
@@ -212,7 +312,8 @@ mod tests {
                 scans += 1;
                 valued.clone()
             };
-            list = next_list(&list, n, Some(&mut index), &change, scan).expect("a refill");
+            let slots = directory.slot_table();
+            list = next_list(&list, n, Some(&mut index), &change, scan, slots).expect("a refill");
             assert_eq!(list, select_top(valued.clone(), n), "round {round}");
         }
         assert_eq!(scans, 0, "refills come from the index");

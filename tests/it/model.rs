@@ -21,9 +21,15 @@ fn candidates() -> Vec<String> {
     IDS.iter().map(|s| s.to_string()).collect()
 }
 
+/// 24-hex ids (held inline by the id order and the top index) and, among them in id
+/// order, ids of other forms (compared through their profiles), so that both paths
+/// and their meeting are exercised.
 fn wide_candidates() -> Vec<String> {
     let mut c: Vec<String> = (0u8..14).map(|i| format!("{i:024x}")).collect();
     c.push("5c910f6bc484d023b1309bee".into());
+    c.push("00000000000000000000000A".into());
+    c.push("000000000000000000000003x".into());
+    c.push("0000000000000000000000".into());
     c
 }
 
