@@ -319,7 +319,9 @@ impl Target {
         let old = self.place(b, new, slots);
         self.sync_order(slots);
         let rels = &*self.rels;
-        let schema = Arc::clone(&self.view.schema);
+        // Borrowed, not cloned: the schema's count is shared by every target of the
+        // relation type, and a write touches no shared count.
+        let schema: &Schema = &self.view.schema;
         for (i, def) in schema.props.iter().enumerate() {
             let state = &mut props[i];
             let kind = def.spec.kind();
@@ -329,8 +331,8 @@ impl Target {
                 state.total = state.total + u64::from(is) - u64::from(was);
                 continue;
             }
-            let o = old.as_ref().and_then(|r| r.raw(&schema, i));
-            let n = new.and_then(|r| r.raw(&schema, i));
+            let o = old.as_ref().and_then(|r| r.raw(schema, i));
+            let n = new.and_then(|r| r.raw(schema, i));
             if o == n {
                 continue;
             }
@@ -367,7 +369,7 @@ impl Target {
                 valued_before,
             };
             let list = state.top.as_deref().unwrap_or_default();
-            let scan = || scan_best(rels, &schema, i, usize::from(size), slots);
+            let scan = || scan_best(rels, schema, i, usize::from(size), slots);
             if let Some(next) = top::next_list(
                 list,
                 usize::from(size),
@@ -381,7 +383,7 @@ impl Target {
             let valued = usize::try_from(state.total).unwrap_or(usize::MAX);
             match &self.indexes[i] {
                 None if valued > index_above => {
-                    self.indexes[i] = Some(TopIndex::build(scan_valued(rels, &schema, i, slots)));
+                    self.indexes[i] = Some(TopIndex::build(scan_valued(rels, schema, i, slots)));
                 }
                 Some(_) if valued < index_above / 2 => self.indexes[i] = None,
                 _ => {}

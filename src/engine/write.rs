@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::profile::Profile;
 use crate::profile_data::Match;
 use crate::record::{Record, WriteKind};
+use crate::schema::Schema;
 use crate::store::Locked;
 use crate::value::Value;
 
@@ -94,7 +95,23 @@ impl Engine {
         profile_b: &Match<'_>,
         weights: &[(N, Value)],
     ) -> Result<(), Error> {
-        let schema = self.schema(rel_id)?;
+        // The schema is borrowed under the map's guard for the write, not cloned: its
+        // count is shared by every writer of the relation type.
+        self.schemas.with(&rel_id, |schema| match schema {
+            Some(schema) => self.write_with(schema, kind, profile_a, profile_b, weights),
+            None => Err(Error::UnknownRelation { rel_id }),
+        })
+    }
+
+    fn write_with<N: AsRef<str>>(
+        &self,
+        schema: &Arc<Schema>,
+        kind: WriteKind,
+        profile_a: &Match<'_>,
+        profile_b: &Match<'_>,
+        weights: &[(N, Value)],
+    ) -> Result<(), Error> {
+        let rel_id = schema.rel_id();
         let changes = schema.resolve(weights)?;
         let (a, b, mut locked, found_a, found_b) = loop {
             let a = self.named(schema.db_a(), profile_a)?;
@@ -111,7 +128,7 @@ impl Engine {
             (Some(pa), Some(pb)) => self.store.relation(&mut locked, rel_id, (pa, a.shard), pb),
             _ => None,
         };
-        let record = Record::next(&schema, old, kind, &changes)?;
+        let record = Record::next(schema, old, kind, &changes)?;
         // Missing profiles are created pending: found by no read until the relation
         // that creates them is published with them (see `directory`).
         let mut created: SmallVec<[Arc<Profile>; 2]> = SmallVec::new();
@@ -156,7 +173,7 @@ impl Engine {
         }
         self.store.set(
             &mut locked,
-            &schema,
+            schema,
             (&pa, a.shard),
             (&pb, b.shard),
             Some(record),

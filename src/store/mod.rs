@@ -516,9 +516,11 @@ impl Store {
     /// Moves the lock-free count of relations from `before` to `now` (one target's).
     fn count_relations(&self, now: u64, before: u64) {
         use std::sync::atomic::Ordering::AcqRel;
-        if now >= before {
+        // A write that changes no count (a strengthen, an edit, a re-attach) touches
+        // no shared word.
+        if now > before {
             self.relations.fetch_add(now - before, AcqRel);
-        } else {
+        } else if now < before {
             self.relations.fetch_sub(before - now, AcqRel);
         }
     }
