@@ -139,6 +139,23 @@ impl<K: Ord + Clone, I: Copy + Default> Order<K, I> {
         Some((l, i))
     }
 
+    /// The position of the entry of the searched key (`below` tells a key below it,
+    /// `cmp` compares an entry's key with it), if there is one.
+    pub(crate) fn find_pos(
+        &self,
+        below: impl Fn(&K) -> bool,
+        cmp: impl Fn(u32, Option<&I>) -> Ordering,
+    ) -> Option<u32> {
+        if self.leaves.is_empty() {
+            return None;
+        }
+        let leaf = &self.leaves[self.leaf_for(below)];
+        let i = leaf.partition_point(|e| cmp(e.pos(), e.inline()) == Ordering::Less);
+        leaf.get(i)
+            .filter(|e| cmp(e.pos(), e.inline()) == Ordering::Equal)
+            .map(Entry::pos)
+    }
+
     /// Inserts `pos` (with its key's inline form, if it has one) in its key's place
     /// (`below` tells a key below it, `cmp` compares an entry's key with it, `key_of`
     /// gives a position's key); `false` (and nothing inserted) if an entry has that key

@@ -222,7 +222,8 @@ pub(crate) struct Target {
     /// The relations. Shared (copy on write) with a snapshot or a page being read: the
     /// first write after copies them, a write with nobody else holding them does not.
     rels: Arc<Packed>,
-    /// Initiator slot -> index in `rels`, for targets past [`SCAN_AT_MOST`].
+    /// Initiator slot -> index in `rels`, for targets past [`SCAN_AT_MOST`] that
+    /// keep no id order (those find a relation in the order, by its initiator's id).
     positions: Option<hashbrown::HashMap<u32, u32>>,
     /// The indexes in `rels` by initiator `(id, slot)`, for targets past
     /// [`ORDER_ABOVE`]. Shared (copy on write) with a page being read, as `rels` is.
@@ -247,16 +248,26 @@ impl Target {
         }
     }
 
-    fn position(&self, slot: u32) -> Option<usize> {
+    /// Where `b`'s relation is in `rels`: found in the id order by `b`'s id (a
+    /// binary search of inline keys) where the target keeps one, else in the
+    /// position map, else by scanning at most [`SCAN_AT_MOST`] slots.
+    fn position(&self, b: &Profile, slots: &SlotTable) -> Option<usize> {
+        if let Some(order) = &self.order {
+            let found = order.find_pos(
+                below(&b.id, b.slot),
+                by_key(&self.rels, slots, &b.id, b.slot),
+            );
+            return found.map(|at| at as usize);
+        }
         match &self.positions {
-            Some(map) => map.get(&slot).map(|&at| at as usize),
-            None => self.rels.slots().position(|s| s == slot),
+            Some(map) => map.get(&b.slot).map(|&at| at as usize),
+            None => self.rels.slots().position(|s| s == b.slot),
         }
     }
 
-    /// The relation initiated by `slot`, if any.
-    pub(crate) fn get(&self, slot: u32) -> Option<RecordRef<'_>> {
-        Some(self.rels.get(self.position(slot)?).1)
+    /// The relation initiated by `b`, if any (`slots` names the initiators).
+    pub(crate) fn get(&self, b: &Profile, slots: &SlotTable) -> Option<RecordRef<'_>> {
+        Some(self.rels.get(self.position(b, slots)?).1)
     }
 
     /// Number of relations.
@@ -419,8 +430,11 @@ impl Target {
         }
         Arc::make_mut(&mut self.rels).reserve(rows.len());
         // The id order is built again after the batch, in one sort (O(target log
-        // target), as a quarter of it is placed), not kept row by row.
-        self.order = None;
+        // target), as a quarter of it is placed), not kept row by row; the rows find
+        // their relations in a position map meanwhile.
+        if self.order.take().is_some() {
+            self.positions = Some(position_map(&self.rels));
+        }
         for (i, (slot, b, rec)) in rows.iter().enumerate() {
             debug_assert_eq!(*slot, b.slot);
             if self.place(b, Some(rec), slots).is_none() {
@@ -494,6 +508,8 @@ impl Target {
 
     /// Builds the id order of a target that grew past [`ORDER_ABOVE`] relations
     /// (O(n log n), once a crossing), drops that of one that shrank below half of it.
+    /// A target with an order keeps no position map, one without keeps it past
+    /// [`SCAN_AT_MOST`] relations.
     fn sync_order(&mut self, slots: &SlotTable) {
         let n = self.rels.len();
         match &self.order {
@@ -503,6 +519,11 @@ impl Target {
             Some(_) if n < ORDER_ABOVE / 2 => self.order = None,
             _ => {}
         }
+        match (&self.order, &self.positions) {
+            (Some(_), Some(_)) => self.positions = None,
+            (None, None) if n > SCAN_AT_MOST => self.positions = Some(position_map(&self.rels)),
+            _ => {}
+        }
         debug_assert!(self.order.as_ref().is_none_or(|o| o.len() == n));
     }
 
@@ -510,7 +531,7 @@ impl Target {
     /// position map and the id order (if any) in step; returns the old record.
     fn place(&mut self, b: &Profile, new: Option<&Record>, slots: &SlotTable) -> Option<Record> {
         let slot = b.slot;
-        let at = self.position(slot);
+        let at = self.position(b, slots);
         match (at, new) {
             (None, None) => return None,
             // The same values again: nothing to change (nor to copy, if a page or a
@@ -546,9 +567,8 @@ impl Target {
                     Some(map) => {
                         map.insert(slot, at);
                     }
-                    None if rels.len() > SCAN_AT_MOST => {
-                        self.positions =
-                            Some((0..).zip(rels.slots()).map(|(i, s)| (s, i)).collect());
+                    None if self.order.is_none() && rels.len() > SCAN_AT_MOST => {
+                        self.positions = Some(position_map(rels));
                     }
                     None => {}
                 }
@@ -638,6 +658,11 @@ fn key_of<'a>(rels: &'a Packed, slots: &'a SlotTable) -> impl Fn(u32) -> IdKey +
         let s = rels.get(p as usize).0;
         (slots.with(s, |o| o.map(|o| o.id.clone())), s)
     }
+}
+
+/// Initiator slot -> index of every relation of `rels`.
+fn position_map(rels: &Packed) -> hashbrown::HashMap<u32, u32> {
+    (0..).zip(rels.slots()).map(|(i, s)| (s, i)).collect()
 }
 
 /// The id order of `rels`, in one sort: each initiator looked up once.
@@ -816,7 +841,7 @@ mod tests {
                 prop_assert_eq!(view.total, oracle.len() as u64);
                 prop_assert_eq!(target.len(), oracle.len());
                 for b in &bs {
-                    let got = target.get(b.slot).map(RecordRef::to_record);
+                    let got = target.get(b, directory.slot_table()).map(RecordRef::to_record);
                     prop_assert_eq!(got.as_ref(), oracle.get(&b.slot));
                 }
             }
@@ -890,12 +915,17 @@ mod tests {
                 if len > ORDER_ABOVE {
                     prop_assert!(target.order.is_some(), "no order at {}", len);
                 }
+                // One way to find a relation, not two: an ordered target keeps no
+                // position map.
+                prop_assert!(target.order.is_none() || target.positions.is_none());
                 if len < ORDER_ABOVE / 2 {
                     prop_assert!(target.order.is_none(), "an order at {}", len);
                 }
-                for (&k, rec) in &oracle {
-                    let got = target.get(bs[usize::from(k)].slot).map(RecordRef::to_record);
-                    prop_assert_eq!(got.as_ref(), Some(rec));
+                // Every initiator, with a relation or not: found (in the order, the
+                // position map or the slots) exactly when it has one.
+                for (k, b) in bs.iter().enumerate() {
+                    let got = target.get(b, &slots).map(RecordRef::to_record);
+                    prop_assert_eq!(got.as_ref(), oracle.get(&(k as u16)));
                 }
                 if let Some(order) = &target.order {
                     let rels = &*target.rels;
@@ -968,7 +998,9 @@ mod tests {
             "the holder keeps its moment"
         );
         assert_eq!(
-            target.get(b.slot).map(RecordRef::to_record),
+            target
+                .get(&b, directory.slot_table())
+                .map(RecordRef::to_record),
             Some(record(&schema, 6))
         );
     }

@@ -159,7 +159,7 @@ impl Store {
             .shard(shard_a)
             .targets
             .get(&(rel_id, a.slot))
-            .and_then(|t| t.get(b.slot))
+            .and_then(|t| t.get(b, &self.slots))
     }
 
     /// Sets (`Some`) or removes (`None`) the relation from `pb` to `pa` under the locks
@@ -446,7 +446,7 @@ impl Store {
             let Some(target) = shard.targets.get_mut(&key) else {
                 continue; // the recipient was deleted meanwhile
             };
-            if target.get(profile.slot).is_none() {
+            if target.get(profile, &self.slots).is_none() {
                 continue;
             }
             let (before, shared) = (target.len(), target.shares_key);
