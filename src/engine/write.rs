@@ -95,12 +95,10 @@ impl Engine {
         profile_b: &Match<'_>,
         weights: &[(N, Value)],
     ) -> Result<(), Error> {
-        // The schema is borrowed under the map's guard for the write, not cloned: its
-        // count is shared by every writer of the relation type.
-        self.schemas.with(&rel_id, |schema| match schema {
-            Some(schema) => self.write_with(schema, kind, profile_a, profile_b, weights),
-            None => Err(Error::UnknownRelation { rel_id }),
-        })
+        // Cloned, not borrowed under the map's guard: a write may wait on the log's
+        // fsync, and a guard held that long would hold back every map's reclamation.
+        let schema = self.schema(rel_id)?;
+        self.write_with(&schema, kind, profile_a, profile_b, weights)
     }
 
     fn write_with<N: AsRef<str>>(
