@@ -39,3 +39,4 @@ mod serde;
 mod sums;
 #[cfg(feature = "json")]
 mod validate;
+mod write_work;
