@@ -182,12 +182,18 @@ fn writes_hot(c: &mut Criterion) {
     write_group(c, "writes_hot", &base, &fresh);
 }
 
+/// Every recipient, the largest first.
+fn recipients_by_size(naive: &Naive) -> Vec<String> {
+    let mut recipients: Vec<String> = naive.targets.keys().cloned().collect();
+    recipients.sort_unstable_by_key(|a| (std::cmp::Reverse(naive.targets[a].len()), a.clone()));
+    recipients
+}
+
 /// Attach (`fresh`), strengthen, edit and detach (`base`) in group `name`, on stores
 /// loaded with `base`; every store's answers checked equal first.
 fn write_group(c: &mut Criterion, name: &str, base: &[GenRelation], fresh: &[GenRelation]) {
     let mut s = stores(base);
-    let mut recipients: Vec<&String> = s.naive.targets.keys().collect();
-    recipients.sort_unstable_by_key(|a| std::cmp::Reverse(s.naive.targets[*a].len()));
+    let recipients = recipients_by_size(&s.naive);
     // The largest recipients and a spread of the others.
     let step = (recipients.len() / 40).max(1);
     for a in recipients
@@ -282,6 +288,33 @@ fn write_group(c: &mut Criterion, name: &str, base: &[GenRelation], fresh: &[Gen
             s.engine
                 .attach(3, r.a.as_str(), r.b.as_str(), &r.weights())
                 .expect("reattach")
+        })
+    });
+    // A new relation into the largest recipient against one into recipients of 10 or
+    // fewer (each detached again, so the sizes stay): what a recipient's size adds.
+    let largest = recipients_by_size(&s.naive)[0].clone();
+    let small: Vec<String> = recipients_by_size(&s.naive)
+        .into_iter()
+        .filter(|a| s.naive.targets[a].len() <= 10)
+        .take(1_000)
+        .collect();
+    let mut k = 0u64;
+    let mut attach_detach = |a: &str| {
+        k += 1;
+        let b = format!("{:024x}", 0xF00D_0000_0000 + k % 1_000);
+        s.engine
+            .attach(3, a, b.as_str(), &[("Donate", Value::Int(7))])
+            .expect("attach");
+        s.engine.detach(3, a, b.as_str()).expect("detach");
+    };
+    g.bench_function(BenchmarkId::new("attach_detach", "relcount_largest"), |b| {
+        b.iter(|| attach_detach(&largest))
+    });
+    let mut j = 0usize;
+    g.bench_function(BenchmarkId::new("attach_detach", "relcount_small"), |b| {
+        b.iter(|| {
+            j = (j + 1) % small.len();
+            attach_detach(&small[j])
         })
     });
     g.bench_function(BenchmarkId::new("detach_reattach", "sqlite"), |b| {
