@@ -11,7 +11,6 @@ use crate::error::Error;
 use crate::profile::Profile;
 use crate::profile_data::Match;
 use crate::record::{Record, WriteKind};
-use crate::schema::Schema;
 use crate::store::Locked;
 use crate::value::Value;
 
@@ -98,18 +97,6 @@ impl Engine {
         // Cloned, not borrowed under the map's guard: a write may wait on the log's
         // fsync, and a guard held that long would hold back every map's reclamation.
         let schema = self.schema(rel_id)?;
-        self.write_with(&schema, kind, profile_a, profile_b, weights)
-    }
-
-    fn write_with<N: AsRef<str>>(
-        &self,
-        schema: &Arc<Schema>,
-        kind: WriteKind,
-        profile_a: &Match<'_>,
-        profile_b: &Match<'_>,
-        weights: &[(N, Value)],
-    ) -> Result<(), Error> {
-        let rel_id = schema.rel_id();
         let changes = schema.resolve(weights)?;
         let (a, b, mut locked, found_a, found_b) = loop {
             let a = self.named(schema.db_a(), profile_a)?;
@@ -126,7 +113,7 @@ impl Engine {
             (Some(pa), Some(pb)) => self.store.relation(&mut locked, rel_id, (pa, a.shard), pb),
             _ => None,
         };
-        let record = Record::next(schema, old, kind, &changes)?;
+        let record = Record::next(&schema, old, kind, &changes)?;
         // Missing profiles are created pending: found by no read until the relation
         // that creates them is published with them (see `directory`).
         let mut created: SmallVec<[Arc<Profile>; 2]> = SmallVec::new();
@@ -171,7 +158,7 @@ impl Engine {
         }
         self.store.set(
             &mut locked,
-            schema,
+            &schema,
             (&pa, a.shard),
             (&pb, b.shard),
             Some(record),
