@@ -28,8 +28,8 @@ struct Entry<I> {
     inline: I,
 }
 
-impl<I: Copy> Entry<I> {
-    fn new(pos: u32, inline: Option<I>, none: I) -> Self {
+impl<I: Copy + Default> Entry<I> {
+    fn new(pos: u32, inline: Option<I>) -> Self {
         // An ordered recipient holds fewer than 2^31 relations: 2^31 would be 60 GB of
         // records for the seed schema alone, past any machine this engine runs on.
         // Checked in release too: a larger position would corrupt its entry.
@@ -41,7 +41,7 @@ impl<I: Copy> Entry<I> {
             },
             None => Entry {
                 word: pos,
-                inline: none,
+                inline: I::default(),
             },
         }
     }
@@ -80,7 +80,7 @@ impl<K: Ord + Clone, I: Copy + Default> Order<K, I> {
     pub(crate) fn build(sorted: Vec<(u32, Option<I>)>, key_of: impl Fn(u32) -> K) -> Self {
         let entries: Vec<Entry<I>> = sorted
             .into_iter()
-            .map(|(pos, inline)| Entry::new(pos, inline, I::default()))
+            .map(|(pos, inline)| Entry::new(pos, inline))
             .collect();
         let mut leaves: Vec<Arc<Vec<Entry<I>>>> = Vec::with_capacity(entries.len() / LEAF_FILL + 1);
         for part in entries.chunks(LEAF_FILL) {
@@ -119,10 +119,27 @@ impl<K: Ord + Clone, I: Copy + Default> Order<K, I> {
         i.min(self.leaves.len() - 1)
     }
 
-    /// Where the entry of the searched key (`below` tells a key below it, `cmp`
-    /// compares an entry's key with it) at position `pos` is: `(leaf, index)`. Found
-    /// by binary search in its leaf; by a scan of the leaf only if the entry there is
-    /// not at `pos` (an order out of step, which the caller then rebuilds).
+    /// Where the searched key is or belongs (`below` tells a key below it, `cmp`
+    /// compares an entry's key with it): `(leaf, index)`, and whether the entry there
+    /// has that key. There must be a leaf.
+    fn search(
+        &self,
+        below: impl Fn(&K) -> bool,
+        cmp: impl Fn(u32, Option<&I>) -> Ordering,
+    ) -> (usize, usize, bool) {
+        let l = self.leaf_for(below);
+        let leaf = &self.leaves[l];
+        let i = leaf.partition_point(|e| cmp(e.pos(), e.inline()) == Ordering::Less);
+        let found = leaf
+            .get(i)
+            .is_some_and(|e| cmp(e.pos(), e.inline()) == Ordering::Equal);
+        (l, i, found)
+    }
+
+    /// Where the entry of the searched key (as in [`search`](Self::search)) at
+    /// position `pos` is: `(leaf, index)`. Found by binary search in its leaf; by a
+    /// scan of the leaf only if the entry there is not at `pos` (an order out of step,
+    /// which the caller then rebuilds).
     fn find(
         &self,
         below: impl Fn(&K) -> bool,
@@ -132,9 +149,8 @@ impl<K: Ord + Clone, I: Copy + Default> Order<K, I> {
         if self.leaves.is_empty() {
             return None;
         }
-        let l = self.leaf_for(below);
+        let (l, i, _) = self.search(below, cmp);
         let leaf = &self.leaves[l];
-        let i = leaf.partition_point(|e| cmp(e.pos(), e.inline()) == Ordering::Less);
         if leaf.get(i).is_some_and(|e| e.pos() == pos) {
             return Some((l, i));
         }
@@ -142,8 +158,8 @@ impl<K: Ord + Clone, I: Copy + Default> Order<K, I> {
         Some((l, i))
     }
 
-    /// The position of the entry of the searched key (`below` tells a key below it,
-    /// `cmp` compares an entry's key with it), if there is one.
+    /// The position of the entry of the searched key (as in
+    /// [`search`](Self::search)), if there is one.
     pub(crate) fn find_pos(
         &self,
         below: impl Fn(&K) -> bool,
@@ -152,11 +168,8 @@ impl<K: Ord + Clone, I: Copy + Default> Order<K, I> {
         if self.leaves.is_empty() {
             return None;
         }
-        let leaf = &self.leaves[self.leaf_for(below)];
-        let i = leaf.partition_point(|e| cmp(e.pos(), e.inline()) == Ordering::Less);
-        leaf.get(i)
-            .filter(|e| cmp(e.pos(), e.inline()) == Ordering::Equal)
-            .map(Entry::pos)
+        let (l, i, found) = self.search(below, cmp);
+        found.then(|| self.leaves[l][i].pos())
     }
 
     /// Inserts `pos` (with its key's inline form, if it has one) in its key's place
@@ -171,18 +184,14 @@ impl<K: Ord + Clone, I: Copy + Default> Order<K, I> {
         cmp: impl Fn(u32, Option<&I>) -> Ordering,
         key_of: impl Fn(u32) -> K,
     ) -> bool {
-        let entry = Entry::new(pos, inline, I::default());
+        let entry = Entry::new(pos, inline);
         if self.leaves.is_empty() {
             self.leaves.push(Arc::new(vec![entry]));
             self.last.push(key_of(pos));
             return true;
         }
-        let l = self.leaf_for(below);
-        let i = self.leaves[l].partition_point(|e| cmp(e.pos(), e.inline()) == Ordering::Less);
-        if self.leaves[l]
-            .get(i)
-            .is_some_and(|e| cmp(e.pos(), e.inline()) == Ordering::Equal)
-        {
+        let (l, i, found) = self.search(below, cmp);
+        if found {
             return false;
         }
         let leaf = Arc::make_mut(&mut self.leaves[l]);
