@@ -292,11 +292,12 @@ fn write_group(c: &mut Criterion, name: &str, base: &[GenRelation], fresh: &[Gen
     });
     // A new relation into the largest recipient against one into recipients of 10 or
     // fewer (each detached again, so the sizes stay): what a recipient's size adds.
-    let largest = recipients_by_size(&s.naive)[0].clone();
-    let small: Vec<String> = recipients_by_size(&s.naive)
-        .into_iter()
-        .filter(|a| s.naive.targets[a].len() <= 10)
+    let largest = recipients[0].clone();
+    let small: Vec<String> = recipients
+        .iter()
+        .filter(|a| s.naive.targets[*a].len() <= 10)
         .take(1_000)
+        .cloned()
         .collect();
     let mut k = 0u64;
     let mut attach_detach = |a: &str| {
