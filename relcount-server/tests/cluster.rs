@@ -647,6 +647,29 @@ fn two_of_three_nats_nodes_down() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+    // The control stream too (definitions and profile deletions go through it): a
+    // probe profile of its own each try, since a refused deletion may be logged.
+    for k in 0.. {
+        let id = format!("control-probe{k}");
+        let probe = json!({"rel_id": 9, "profile_a": {"profile_id": id}, "profile_b": {"profile_id": "b0"}});
+        while f.write("relations/attach", &probe).is_none() {
+            assert!(
+                started.elapsed() < PATIENCE * 2,
+                "partitions did not recover"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if f.write("profiles/delete", &json!({"db_id": 1, "profile_id": id}))
+            .is_some()
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < PATIENCE * 2,
+            "the control stream did not recover"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     f.workload(100);
     f.compare();
     // The hosts that lived through the outage still follow the owners' map: a

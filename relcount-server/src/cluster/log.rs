@@ -126,6 +126,12 @@ impl Log {
         }
     }
 
+    /// How long a publish, or a read the log's callers retry, may take.
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The JetStream context.
     #[must_use]
     pub fn js(&self) -> &jetstream::Context {

@@ -25,7 +25,7 @@ pub mod route;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use bytes::Bytes;
@@ -380,7 +380,34 @@ impl Cluster {
     }
 
     /// [`catch_up_front`](Self::catch_up_front) with its lock held by the caller.
+    ///
+    /// Reading is idempotent, so a failed read (a stream leader in election after its
+    /// node died, a request timed out) is made again until the log's timeout, as a
+    /// publish is: a write is refused only when the control stream stays unreadable.
     async fn catch_up(&self, at: &mut u64) -> Result<(), String> {
+        let deadline = Instant::now() + self.log.timeout();
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let failed = match tokio::time::timeout(left, self.catch_up_once(at)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => e,
+                Err(_) => format!(
+                    "the control stream could not be read within {} s",
+                    self.log.timeout().as_secs_f64()
+                ),
+            };
+            if Instant::now() + wait >= deadline {
+                return Err(failed);
+            }
+            tracing::debug!(%failed, "reading the control stream again");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// One attempt of [`catch_up`](Self::catch_up): `at` keeps the records applied.
+    async fn catch_up_once(&self, at: &mut u64) -> Result<(), String> {
         let mut control = self.log.control().await.map_err(|e| e.to_string())?;
         let last = control
             .info()
