@@ -6,7 +6,8 @@ use smallvec::SmallVec;
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use crate::accum::counter::{PropState, SumState, View};
+use crate::accum::block::{Block, Words};
+use crate::accum::counter::{Counters, PropState, SumState};
 use crate::accum::order::Order;
 use crate::accum::top::{self, TopChange, TopEntry, TopIndex};
 use crate::limits::MAX_PROPS;
@@ -230,7 +231,12 @@ pub(crate) struct Target {
     order: Option<Arc<IdOrder>>,
     /// Per property index: the ordered index of a large target's top property.
     indexes: Vec<Option<TopIndex>>,
-    view: Arc<View>,
+    /// The counters as the writer keeps them, written to `block` after each write.
+    counters: Counters,
+    /// The published counters (see `accum::block`).
+    block: Arc<Block>,
+    /// Whether `block` was handed out to be published.
+    published: bool,
     /// Whether another recipient's counters are (or were) published under the same
     /// `(rel_id, hash)`: set and read by the store.
     pub(crate) shares_key: bool,
@@ -243,7 +249,13 @@ impl Target {
             positions: None,
             order: None,
             indexes: Vec::new(),
-            view: Arc::new(View::empty(schema, profile)),
+            counters: Counters::empty(schema),
+            block: Arc::new(Block::new(
+                schema,
+                profile,
+                usize::from(max_top(schema).min(1)),
+            )),
+            published: false,
             shares_key: false,
         }
     }
@@ -281,9 +293,10 @@ impl Target {
         self.order.as_ref()
     }
 
-    /// The counters as last published.
-    pub(crate) fn view(&self) -> &Arc<View> {
-        &self.view
+    /// The published counters: the block readers read (its schema and recipient
+    /// never change).
+    pub(crate) fn block(&self) -> &Arc<Block> {
+        &self.block
     }
 
     /// The relations, shared: they stay as they are for whoever holds them.
@@ -292,30 +305,54 @@ impl Target {
     }
 
     /// Sets the relation initiated by `b` to `new` (`None` removes it), updates every
-    /// counter incrementally and returns the new view to publish. Top properties with
-    /// more than `index_above` valued relations keep an ordered index; the initiators
-    /// of a small target's relations are found in `slots` when its top list refills.
+    /// counter incrementally and writes them to the block. Returns a block to publish
+    /// when readers do not have this one yet: the target's first, or one that
+    /// replaced a block a top list outgrew. Top properties with more than
+    /// `index_above` valued relations keep an ordered index; the initiators of a small
+    /// target's relations are found in `slots` when its top list refills.
     pub(crate) fn apply(
         &mut self,
         b: &Arc<Profile>,
         new: Option<Record>,
         index_above: usize,
         slots: &SlotTable,
-    ) -> Arc<View> {
-        let mut props: Box<[PropState]> = self.view.props.clone();
-        self.change(&mut props, b, new.as_ref(), index_above, slots);
-        self.set_view(props)
+    ) -> Option<Arc<Block>> {
+        let mut counters = std::mem::take(&mut self.counters);
+        self.change(&mut counters.props, b, new.as_ref(), index_above, slots);
+        self.counters = counters;
+        self.write_block()
     }
 
-    /// Publishes `props` as the target's counters (with its current total).
-    fn set_view(&mut self, props: Box<[PropState]>) -> Arc<View> {
-        self.view = Arc::new(View {
-            schema: Arc::clone(&self.view.schema),
-            profile: Arc::clone(&self.view.profile),
-            total: self.rels.len() as u64,
-            props,
-        });
-        Arc::clone(&self.view)
+    /// Writes the counters to the block in place (see `accum::block`), or to a new
+    /// one with room for the longest top list (twice the room needed, up to the
+    /// schema's top size) when they outgrew it; returns the block to publish, if
+    /// readers do not have it yet.
+    fn write_block(&mut self) -> Option<Arc<Block>> {
+        let mut words = Words::new();
+        let total = self.rels.len() as u64;
+        let need = self.counters.longest_top();
+        if need > self.block.cap() {
+            let schema = &self.block.schema;
+            let cap = need
+                .next_power_of_two()
+                .min(usize::from(max_top(schema)))
+                .max(need);
+            let block = Block::new(schema, &self.block.profile, cap);
+            self.counters.encode(schema, total, cap, &mut words);
+            block.latch.write(&words);
+            self.block = Arc::new(block);
+            self.published = false;
+        } else {
+            let cap = self.block.cap();
+            self.counters
+                .encode(&self.block.schema, total, cap, &mut words);
+            self.block.latch.write(&words);
+        }
+        if self.published {
+            return None;
+        }
+        self.published = true;
+        Some(Arc::clone(&self.block))
     }
 
     /// What [`apply`](Self::apply) does, on counters `props` not yet published.
@@ -332,7 +369,7 @@ impl Target {
         let rels = &*self.rels;
         // Borrowed, not cloned: the schema's count is shared by every target of the
         // relation type, and a write touches no shared count.
-        let schema: &Schema = &self.view.schema;
+        let schema: &Schema = &self.block.schema;
         for (i, def) in schema.props.iter().enumerate() {
             let state = &mut props[i];
             let kind = def.spec.kind();
@@ -379,17 +416,18 @@ impl Target {
                 new: n.map(|raw| rank(kind, raw)),
                 valued_before,
             };
-            let list = state.top.as_deref().unwrap_or_default();
-            let scan = || scan_best(rels, schema, i, usize::from(size), slots);
-            if let Some(next) = top::next_list(
-                list,
-                usize::from(size),
-                self.indexes[i].as_mut(),
-                &change,
-                scan,
-                slots,
-            ) {
-                state.top = Some(next.into());
+            let scan = |out: &mut Vec<TopEntry>| {
+                scan_best(rels, schema, i, usize::from(size), slots, out);
+            };
+            if let Some(list) = &mut state.top {
+                top::update_list(
+                    list,
+                    usize::from(size),
+                    self.indexes[i].as_mut(),
+                    &change,
+                    scan,
+                    slots,
+                );
             }
             let valued = usize::try_from(state.total).unwrap_or(usize::MAX);
             match &self.indexes[i] {
@@ -405,8 +443,8 @@ impl Target {
 
     /// Sets many relations at once, in order (a later record for the same initiator
     /// replaces an earlier one, as one write after another would), and returns the
-    /// new view to publish with the indexes in `rows` of the records that added a
-    /// relation (their initiators were not in the target before). A batch at least a
+    /// block to publish (as [`apply`](Self::apply)) with the indexes in `rows` of the
+    /// records that added a relation (their initiators were not in the target before). A batch at least a
     /// quarter of the target's size is placed first and then counted once, from the
     /// records (O(target)); a smaller one goes through [`apply`](Self::apply) row by
     /// row (O(rows)), so a batch never costs more than the larger of the two.
@@ -415,18 +453,19 @@ impl Target {
         rows: &[(u32, &Arc<Profile>, &Record)],
         index_above: usize,
         slots: &SlotTable,
-    ) -> (Arc<View>, Vec<usize>) {
+    ) -> (Option<Arc<Block>>, Vec<usize>) {
         let mut added = Vec::new();
         if rows.len() * 4 < self.len() {
-            let mut props: Box<[PropState]> = self.view.props.clone();
+            let mut counters = std::mem::take(&mut self.counters);
             for (i, (_, b, rec)) in rows.iter().enumerate() {
                 let before = self.len();
-                self.change(&mut props, b, Some(rec), index_above, slots);
+                self.change(&mut counters.props, b, Some(rec), index_above, slots);
                 if self.len() > before {
                     added.push(i);
                 }
             }
-            return (self.set_view(props), added);
+            self.counters = counters;
+            return (self.write_block(), added);
         }
         Arc::make_mut(&mut self.rels).reserve(rows.len());
         // The id order is built again after the batch, in one sort (O(target log
@@ -446,21 +485,20 @@ impl Target {
         Arc::make_mut(&mut self.rels).fit();
         self.sync_order(slots);
         self.recount(index_above, slots);
-        (Arc::clone(&self.view), added)
+        (self.write_block(), added)
     }
 
     /// Recomputes every counter from the relations, and the top indexes of the
     /// properties past `index_above` valued relations: what incremental updates
     /// would have reached, in one pass a property.
     fn recount(&mut self, index_above: usize, slots: &SlotTable) {
-        let schema = Arc::clone(&self.view.schema);
+        let schema = Arc::clone(&self.block.schema);
         let rels = &*self.rels;
-        let mut view = View::empty(&schema, &self.view.profile);
-        view.total = rels.len() as u64;
+        let mut counters = Counters::empty(&schema);
         self.indexes.clear();
         self.indexes.resize_with(schema.props.len(), || None);
         for (i, def) in schema.props.iter().enumerate() {
-            let state = &mut view.props[i];
+            let state = &mut counters.props[i];
             if def.spec.kind() == PropKind::Bool {
                 state.total = rels.iter().filter(|(_, r)| r.is_true(i)).count() as u64;
                 continue;
@@ -499,11 +537,13 @@ impl Target {
                 self.indexes[i] = Some(index);
                 list
             } else {
-                top::select_top(scan_best(rels, &schema, i, size, slots), size)
+                let mut list = Vec::new();
+                scan_best(rels, &schema, i, size, slots, &mut list);
+                top::select_top(list, size)
             };
-            state.top = Some(list.into());
+            state.top = Some(list);
         }
-        self.view = Arc::new(view);
+        self.counters = counters;
     }
 
     /// Builds the id order of a target that grew past [`ORDER_ABOVE`] relations
@@ -618,6 +658,16 @@ impl Target {
     }
 }
 
+/// The largest top size of `schema`'s properties (0 when none keeps a top).
+fn max_top(schema: &Schema) -> u16 {
+    schema
+        .props
+        .iter()
+        .filter_map(|d| d.spec.top_size())
+        .max()
+        .unwrap_or(0)
+}
+
 /// Compares the key `(id, slot)` of the initiator of the relation at a position of
 /// `rels` (with its id's packed bytes when the order holds them inline) with
 /// `(id, slot)`: the id order's comparison. Two 24-hex ids compare by their inline
@@ -683,27 +733,59 @@ fn order_of(rels: &Packed, slots: &SlotTable) -> IdOrder {
     )
 }
 
-/// The relations that can be in the top `n` of property `i`, as top entries: every
-/// valued one whose rank is at least the n-th best (ties with it included, as ids
-/// order them). Ranks are read from the packed records; only those relations' initiators
-/// are looked up in `slots` (a refill of a top 10 among 64 resolves about 10, not 64).
+/// The best `n` relations of property `i` (fewer if fewer are valued), as top
+/// entries pushed to `out`, in no order: every valued one above the n-th best rank,
+/// then those tied with it, by id. Ranks are read from the packed records; only those
+/// relations' initiators are looked up in `slots` (a refill of a top 10 among 64
+/// resolves about 10, not 64).
 fn scan_best(
     rels: &Packed,
     schema: &Schema,
     i: usize,
     n: usize,
     slots: &SlotTable,
-) -> Vec<TopEntry> {
-    let mut ranked = ranked(rels, schema, i);
+    out: &mut Vec<TopEntry>,
+) {
     if n == 0 {
-        return Vec::new();
+        return;
     }
-    if ranked.len() > n {
-        let (_, nth, _) = ranked.select_nth_unstable_by(n - 1, |x, y| y.0.cmp(&x.0));
-        let cut = nth.0;
-        ranked.retain(|&(r, _)| r >= cut);
+    // On the stack for targets below the default index threshold (64), which are
+    // the ones that scan.
+    let kind = schema.props[i].spec.kind();
+    let mut ranked: SmallVec<[(u64, u32); 64]> = rels
+        .iter()
+        .filter_map(|(slot, rec)| Some((rank(kind, rec.raw(schema, i)?), slot)))
+        .collect();
+    let entry = |(rank, slot): (u64, u32)| {
+        let profile = slots.get(slot);
+        debug_assert!(profile.is_some(), "a relation from a free slot");
+        Some(TopEntry {
+            rank,
+            profile: profile?,
+        })
+    };
+    if ranked.len() <= n {
+        out.extend(ranked.into_iter().filter_map(entry));
+        return;
     }
-    entries(ranked, slots)
+    let (_, nth, _) = ranked.select_nth_unstable_by(n - 1, |x, y| y.0.cmp(&x.0));
+    let cut = nth.0;
+    // Those above the n-th rank, then as many of those tied with it as fit, by id:
+    // never more than `n` entries, so a list at its full size takes no more room.
+    out.extend(
+        ranked
+            .iter()
+            .filter(|&&(r, _)| r > cut)
+            .filter_map(|&e| entry(e)),
+    );
+    let mut ties: SmallVec<[TopEntry; 64]> = ranked
+        .iter()
+        .filter(|&&(r, _)| r == cut)
+        .filter_map(|&e| entry(e))
+        .collect();
+    ties.sort_unstable();
+    let room = n.saturating_sub(out.len());
+    out.extend(ties.into_iter().take(room));
 }
 
 /// Every relation of the target with a value for property `i`, as top entries.
@@ -833,13 +915,18 @@ mod tests {
             for (who, link, v) in ops {
                 let b = &bs[usize::from(who)];
                 let rec = link.then(|| record(&schema, v));
-                let view = target.apply(b, rec.clone(), 4, directory.slot_table());
+                target.apply(b, rec.clone(), 4, directory.slot_table());
                 match rec {
                     Some(rec) => oracle.insert(b.slot, rec),
                     None => oracle.remove(&b.slot),
                 };
-                prop_assert_eq!(view.total, oracle.len() as u64);
                 prop_assert_eq!(target.len(), oracle.len());
+                // The block readers read says so too.
+                let slots = directory.slot_table();
+                let read = crate::accum::counter::Counter::read(target.block(), |s| {
+                    slots.get(s).map(|p| p.id.clone())
+                });
+                prop_assert_eq!(read.map(|c| c.total()), Some(oracle.len() as u64));
                 for b in &bs {
                     let got = target.get(b, directory.slot_table()).map(RecordRef::to_record);
                     prop_assert_eq!(got.as_ref(), oracle.get(&b.slot));
@@ -951,8 +1038,8 @@ mod tests {
         let rec = record(&schema, 5);
         let rows: Vec<(u32, &Arc<Profile>, &Record)> =
             (0..1000).map(|_| (b.slot, &b, &rec)).collect();
-        let (view, added) = target.apply_many(&rows, 4, directory.slot_table());
-        assert_eq!((view.total, added), (1, vec![0]));
+        let (_, added) = target.apply_many(&rows, 4, directory.slot_table());
+        assert_eq!((target.len(), added), (1, vec![0]));
         let chunk = &target.rels.head;
         assert!(target.rels.tail.is_empty());
         assert!(chunk.slots.capacity() <= 9, "{}", chunk.slots.capacity());

@@ -35,16 +35,6 @@ pub(crate) struct TopEntry {
 }
 
 impl TopEntry {
-    /// The entry's value, for a property of `kind`.
-    pub(crate) fn value(&self, kind: PropKind) -> Value {
-        let raw = match kind {
-            PropKind::Float if self.rank >> 63 == 1 => self.rank & !(1 << 63),
-            PropKind::Float => !self.rank,
-            _ => self.rank ^ (1 << 63),
-        };
-        numeric_value(kind, raw)
-    }
-
     fn is(&self, profile: &Profile) -> bool {
         self.profile.slot == profile.slot
     }
@@ -73,14 +63,29 @@ impl PartialEq for TopEntry {
 
 impl Eq for TopEntry {}
 
+/// The value whose order-preserving encoding is `rank`, for a property of `kind`.
+pub(crate) fn value_of(rank: u64, kind: PropKind) -> Value {
+    let raw = match kind {
+        PropKind::Float if rank >> 63 == 1 => rank & !(1 << 63),
+        PropKind::Float => !rank,
+        _ => rank ^ (1 << 63),
+    };
+    numeric_value(kind, raw)
+}
+
 /// The best `n` of `entries`, best first.
 pub(crate) fn select_top(mut entries: Vec<TopEntry>, n: usize) -> Vec<TopEntry> {
+    keep_best(&mut entries, n);
+    entries
+}
+
+/// Keeps the best `n` of `entries`, best first, in place.
+pub(crate) fn keep_best(entries: &mut Vec<TopEntry>, n: usize) {
     if entries.len() > n {
         entries.select_nth_unstable(n);
         entries.truncate(n);
     }
     entries.sort_unstable();
-    entries
 }
 
 /// An indexed relation whose initiator has a 24-hex id, held inline: its rank, the
@@ -174,6 +179,13 @@ impl TopIndex {
     /// `slots` (each initiator holds its slot while its relation is in the target).
     pub(crate) fn first(&self, n: usize, slots: &SlotTable) -> Vec<TopEntry> {
         let mut out = Vec::with_capacity(n.min(self.len()));
+        self.first_into(n, slots, &mut out);
+        out
+    }
+
+    /// [`first`](Self::first) into `out` (cleared first, its room reused).
+    fn first_into(&self, n: usize, slots: &SlotTable, out: &mut Vec<TopEntry>) {
+        out.clear();
         let mut hex = self.hex.iter().peekable();
         let mut other = self.other.iter().peekable();
         while out.len() < n {
@@ -202,7 +214,6 @@ impl TopIndex {
                 out.push(o.clone());
             }
         }
-        out
     }
 }
 
@@ -216,52 +227,64 @@ pub(crate) struct TopChange<'a> {
     pub(crate) valued_before: u64,
 }
 
-/// Applies `change` to the index (if any) and returns the new list, or `None` when the
-/// list is unchanged. `scan` lists every valued relation after the change; it is called
-/// only for targets without an index. `slots` names the index's initiators.
-pub(crate) fn next_list(
-    list: &[TopEntry],
+/// Applies `change` to the index (if any) and to `list` in place (its room reused: a
+/// list at its full size allocates nothing); whether the list changed. `scan` puts in
+/// the list it is given (empty) the valued relations after the change that can be in
+/// the top (at least the best `n`); it is called only for targets without an index.
+/// `slots` names the index's initiators.
+pub(crate) fn update_list(
+    list: &mut Vec<TopEntry>,
     n: usize,
     index: Option<&mut TopIndex>,
     change: &TopChange<'_>,
-    scan: impl FnOnce() -> Vec<TopEntry>,
+    scan: impl FnOnce(&mut Vec<TopEntry>),
     slots: &SlotTable,
-) -> Option<Vec<TopEntry>> {
+) -> bool {
     if change.old == change.new {
-        return None;
+        return false;
     }
     let index = index.map(|index| {
         index.replace(change.profile, change.old, change.new);
         &*index
     });
     let member = list.iter().position(|e| e.is(change.profile));
+    let unlisted_before = change.valued_before > list.len() as u64;
+    if member.is_some() && unlisted_before {
+        // A member moved or left while others wait outside: only a refill is exact.
+        match index {
+            Some(index) => index.first_into(n, slots, list),
+            None => {
+                list.clear();
+                scan(list);
+                keep_best(list, n);
+            }
+        }
+        return true;
+    }
     let new_entry = change.new.map(|rank| TopEntry {
         rank,
         profile: Arc::clone(change.profile),
     });
-    let unlisted_before = change.valued_before > list.len() as u64;
-    if member.is_some() && unlisted_before {
-        // A member moved or left while others wait outside: only a refill is exact.
-        let refill = match index {
-            Some(index) => index.first(n, slots),
-            None => select_top(scan(), n),
-        };
-        return Some(refill);
+    let enters = new_entry
+        .as_ref()
+        .is_some_and(|e| list.len() < n || list.last().is_some_and(|last| e < last));
+    if member.is_none() && !enters {
+        return false;
     }
-    let enters = |e: &TopEntry, len: usize| len < n || list.last().is_some_and(|last| e < last);
-    if member.is_none() && !new_entry.as_ref().is_some_and(|e| enters(e, list.len())) {
-        return None;
-    }
-    let mut next: Vec<TopEntry> = list.to_vec();
     if let Some(i) = member {
-        next.remove(i);
+        list.remove(i);
     }
     if let Some(entry) = new_entry {
-        let at = next.partition_point(|e| e < &entry);
-        next.insert(at, entry);
-        next.truncate(n);
+        let at = list.partition_point(|e| e < &entry);
+        if at < n {
+            // Make room first, so a full list never grows past `n`.
+            if list.len() == n {
+                list.pop();
+            }
+            list.insert(at, entry);
+        }
     }
-    Some(next)
+    true
 }
 
 #[cfg(test)]
@@ -308,12 +331,19 @@ mod tests {
                 new: None,
                 valued_before: valued.len() as u64 + 1,
             };
-            let scan = || {
+            let scan = |out: &mut Vec<TopEntry>| {
                 scans += 1;
-                valued.clone()
+                out.extend(valued.iter().cloned());
             };
             let slots = directory.slot_table();
-            list = next_list(&list, n, Some(&mut index), &change, scan, slots).expect("a refill");
+            assert!(update_list(
+                &mut list,
+                n,
+                Some(&mut index),
+                &change,
+                scan,
+                slots
+            ));
             assert_eq!(list, select_top(valued.clone(), n), "round {round}");
         }
         assert_eq!(scans, 0, "refills come from the index");

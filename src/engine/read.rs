@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use super::{Engine, Page, Row};
-use crate::accum::counter::{Counter, View};
+use crate::accum::block::Block;
+use crate::accum::counter::Counter;
 use crate::accum::target::{IdOrder, Packed};
 use crate::error::{Error, StorageKind, fail};
 use crate::limits::MAX_LIST_LIMIT;
@@ -32,46 +33,72 @@ impl Engine {
             .schemas
             .get(&rel_id, &guard)
             .ok_or(Error::UnknownRelation { rel_id })?;
-        let view = match profile_a.into() {
-            // The common case: one lookup by (rel_id, hash), a check of the id, and no
-            // reference count but the counter's own. A profile with no counters (or
-            // not live) is looked up in the directory to say which.
-            Match::Id(id) => {
-                let a = self.name(schema.db_a(), id)?;
-                let key = (a.key.db, &a.key.id, a.hash);
-                if let Some(view) = self.store.view_by_id(rel_id, key, &guard) {
-                    return Ok(Counter::new(Arc::clone(view)));
+        let m = profile_a.into();
+        for _ in 0..READ_TRIES {
+            let found = match m {
+                // The common case: one lookup by (rel_id, hash), a check of the id, and
+                // no reference count but the block's own. A profile with no counters
+                // (or not live) is looked up in the directory to say which.
+                Match::Id(id) => {
+                    let a = self.name(schema.db_a(), id)?;
+                    let key = (a.key.db, &a.key.id, a.hash);
+                    match self.store.block_by_id(rel_id, key, &guard) {
+                        Some(block) => Ok(block),
+                        None => {
+                            let profile = self
+                                .directory
+                                .get_in(&a.key, &guard)
+                                .ok_or_else(|| Self::not_found(&a))?;
+                            self.block_of(schema, profile, &guard)?
+                        }
+                    }
                 }
-                let profile = self
-                    .directory
-                    .get_in(&a.key, &guard)
-                    .ok_or_else(|| Self::not_found(&a))?;
-                self.view_of(schema, profile, &guard)?
+                m => {
+                    let profile = self.find_profile(schema.db_a(), &m, &guard)?;
+                    self.block_of(schema, &profile, &guard)?
+                }
+            };
+            let block = match found {
+                Ok(block) => block,
+                Err(profile) => {
+                    return Ok(Counter::empty(Arc::new(Block::new(schema, &profile, 0))));
+                }
+            };
+            let slots = self.store.slots();
+            let resolve = |slot| slots.with(slot, |b| b.map(|b| b.id.clone()));
+            if let Some(counter) = Counter::read(block, resolve) {
+                return Ok(counter);
             }
-            m => {
-                let profile = self.find_profile(schema.db_a(), &m, &guard)?;
-                self.view_of(schema, &profile, &guard)?
+            // The block is no longer published (see `Counter::read`): its recipient
+            // was deleted, or a top list outgrew it and a new one replaced it.
+            if block.profile.is_deleted() {
+                return Err(Self::not_found_id(block.profile.db, &block.profile.id));
             }
-        };
-        Ok(Counter::new(view))
+        }
+        Err(fail(
+            StorageKind::Internal,
+            None,
+            "the counters were replaced under every read",
+        ))
     }
 
-    /// The published counters of a profile found live. With none published, the
-    /// profile has no relation, or its delete removed them after it was found (or
-    /// freed its slot for another profile, whose counters these are not): a deleted
-    /// profile answers "not found", never counters it did not have. (A delete marks
-    /// the profile before it removes any counter, so a reader that sees them removed
-    /// sees the mark.)
-    fn view_of(
+    /// The published block of a profile found live (`Ok(Err(profile))`: it has none,
+    /// and [`get_counter`](Self::get_counter) answers zeroed counters). With none
+    /// published, the profile has no relation, or its delete removed them after it
+    /// was found (or freed its slot for another profile, whose counters these are
+    /// not): a deleted profile answers "not found", never counters it did not have.
+    /// (A delete marks the profile before it removes any counter, so a reader that
+    /// sees them removed sees the mark.)
+    fn block_of<'g>(
         &self,
         schema: &Arc<Schema>,
         profile: &Arc<Profile>,
-        guard: &impl seize::Guard,
-    ) -> Result<Arc<View>, Error> {
-        match self.store.view(schema.rel_id(), profile, guard) {
-            Some(view) => Ok(Arc::clone(view)),
+        guard: &'g impl seize::Guard,
+    ) -> Result<Result<&'g Arc<Block>, Arc<Profile>>, Error> {
+        match self.store.block(schema.rel_id(), profile, guard) {
+            Some(block) => Ok(Ok(block)),
             _ if profile.is_deleted() => Err(Self::not_found_id(profile.db, &profile.id)),
-            _ => Ok(Arc::new(View::empty(schema, profile))),
+            _ => Ok(Err(Arc::clone(profile))),
         }
     }
 
@@ -119,19 +146,19 @@ impl Engine {
         touched: &mut usize,
     ) -> Result<Page, Error> {
         let counter = self.get_counter(rel_id, profile_a)?;
-        let a = &counter.view().profile;
+        let a = &counter.block().profile;
         // The relations name initiators by slot. Read without the lock, a slot freed
         // and taken again since the moment (a delete, then a create) is seen and the
         // page read again; after a few such races, the slots are read under the lock.
         for _ in 0..PAGE_TRIES {
             let Some(moment) = self.store.relations(rel_id, a) else {
-                return Self::empty_page(counter.view());
+                return Self::empty_page(counter.block());
             };
             let (frozen, generation) = (&moment.frozen, moment.generation);
             let slots = self.store.slots();
             let resolve = |slot| slots.get(slot).filter(|b| b.born < generation);
             let read = Read {
-                view: &frozen.view,
+                block: &frozen.block,
                 rels: &frozen.rels,
                 order: moment.order.as_deref(),
             };
@@ -141,13 +168,13 @@ impl Engine {
         }
         let locked = self
             .store
-            .read_locked(rel_id, a, |view, rels, order, slots| {
-                let read = Read { view, rels, order };
+            .read_locked(rel_id, a, |block, rels, order, slots| {
+                let read = Read { block, rels, order };
                 read.page(skip, limit, |slot| slots.get(slot), touched)
             });
         match locked {
             Some(Some(page)) => Ok(page),
-            None => Self::empty_page(counter.view()),
+            None => Self::empty_page(counter.block()),
             Some(None) => Err(fail(
                 StorageKind::Internal,
                 None,
@@ -158,15 +185,15 @@ impl Engine {
 
     /// The page of a recipient found with no relation: empty, unless its delete
     /// removed them since it was found.
-    fn empty_page(view: &View) -> Result<Page, Error> {
-        let profile = &view.profile;
+    fn empty_page(block: &Block) -> Result<Page, Error> {
+        let profile = &block.profile;
         if profile.is_deleted() {
             return Err(Self::not_found_id(profile.db, &profile.id));
         }
         Ok(Page {
             profile_a: profile.id.clone(),
             xxh_a: profile.xxh,
-            db_b: view.schema.db_b(),
+            db_b: block.schema.db_b(),
             total_count: 0,
             rows: Vec::new(),
         })
@@ -176,10 +203,15 @@ impl Engine {
 /// Optimistic reads of a page before one under the lock (see [`Engine::list`]).
 const PAGE_TRIES: usize = 3;
 
+/// Lookups of a profile's counters, each read from the block found: a read is made
+/// again only when the block it found was replaced (a top list outgrew it) and an
+/// initiator of its top list deleted since, so a few suffice.
+const READ_TRIES: usize = 16;
+
 /// One target at one moment, as a page reads it: its counters, its relations and
 /// their id order if it keeps one (all three of the same moment).
 struct Read<'a> {
-    view: &'a View,
+    block: &'a Block,
     rels: &'a Packed,
     order: Option<&'a IdOrder>,
 }
@@ -216,7 +248,7 @@ impl Read<'_> {
                 select(rels, skip, limit, resolve)?
             }
         };
-        let schema = &self.view.schema;
+        let schema = &self.block.schema;
         let rows = page
             .into_iter()
             .map(|(b, i)| {
@@ -233,8 +265,8 @@ impl Read<'_> {
             })
             .collect();
         Some(Page {
-            profile_a: self.view.profile.id.clone(),
-            xxh_a: self.view.profile.xxh,
+            profile_a: self.block.profile.id.clone(),
+            xxh_a: self.block.profile.xxh,
             db_b: schema.db_b(),
             total_count: rels.len() as u64,
             rows,

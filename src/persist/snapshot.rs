@@ -148,9 +148,9 @@ fn encode<W: Write>(f: &Frozen, out: W) -> std::io::Result<(W, SnapshotStats)> {
         f.profiles.iter().map(|(p, _)| (p.slot, &**p)).collect();
     let gone = |p: &Profile| f.deleting.contains(&p.slot);
     for target in &f.targets {
-        let view = &target.view;
-        let schema = &view.schema;
-        if gone(&view.profile) {
+        let block = &target.block;
+        let schema = &block.schema;
+        if gone(&block.profile) {
             continue;
         }
         let rels: Vec<_> = target
@@ -162,7 +162,7 @@ fn encode<W: Write>(f: &Frozen, out: W) -> std::io::Result<(W, SnapshotStats)> {
             let e = &mut w.frame;
             e.u8(3);
             e.u32(schema.rel_id());
-            e.str(&view.profile.id.as_str());
+            e.str(&block.profile.id.as_str());
             e.u32(chunk.len() as u32);
             for (b, rec) in chunk {
                 e.str(&b.id.as_str());

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use smallvec::{SmallVec, smallvec};
 
-use crate::accum::counter::View;
+use crate::accum::block::Block;
 use crate::accum::target::IdOrder;
 use crate::accum::target::{Packed, Target};
 use crate::map::LockFreeMap;
@@ -36,7 +36,7 @@ pub(crate) type TargetKey = (u32, u32);
 /// The counters published under one `(rel_id, profile hash)`: one recipient's, or each
 /// one's when ids' hashes collide (colliding profiles share a shard, so one lock orders
 /// every change to the list).
-pub(crate) type Published = SmallVec<[Arc<View>; 1]>;
+pub(crate) type Published = SmallVec<[Arc<Block>; 1]>;
 
 /// The lock of one shard, held.
 pub(crate) struct Held<'a>(MutexGuard<'a, Shard>);
@@ -68,7 +68,8 @@ pub(crate) struct BulkRow {
 /// One target's counters and relations at one moment, held without a lock: later
 /// writes copy the relations rather than change them.
 pub(crate) struct Frozen {
-    pub(crate) view: Arc<View>,
+    /// The target's block: its schema and recipient.
+    pub(crate) block: Arc<Block>,
     pub(crate) rels: Arc<Packed>,
 }
 
@@ -178,12 +179,12 @@ impl Store {
         let target = self.target_of(shard, schema, pa, key);
         let shared = target.shares_key;
         let before = target.len();
-        let view = target.apply(pb, record, self.index_above, &self.slots);
-        let after = view.total;
-        self.publish(shard, key, before, view, shared);
+        let fresh = target.apply(pb, record, self.index_above, &self.slots);
+        let after = target.len();
+        self.publish(shard, key, (before, after), pa, fresh, shared);
         // Only a relation that appears or disappears changes the reverse index.
         let initiated = &mut locked.shard(shard_b).initiated;
-        match after.cmp(&(before as u64)) {
+        match after.cmp(&before) {
             std::cmp::Ordering::Greater => initiated.insert(pb.slot, key),
             std::cmp::Ordering::Less => initiated.remove(pb.slot, key),
             std::cmp::Ordering::Equal => {}
@@ -251,12 +252,13 @@ impl Store {
                 let b = row(i).b as usize;
                 (ends.slots[b], &ends.profiles[b], &row(i).record)
             }));
-            let (view, new) = target.apply_many(&pairs, self.index_above, &self.slots);
+            let (fresh, new) = target.apply_many(&pairs, self.index_above, &self.slots);
+            let after = target.len();
             for j in new {
                 let b = row(run[j]).b as usize;
                 added.push((ends.slots[b], ends.shards[b], key));
             }
-            self.publish(shard, key, before, view, shared);
+            self.publish(shard, key, (before, after), pa, fresh, shared);
         }
     }
 
@@ -285,7 +287,7 @@ impl Store {
     /// instead of replacing it. A mark stays for the target's life.
     fn share_key(&self, shard: &mut Shard, rel_id: u32, pa: &Arc<Profile>) -> bool {
         let others: Vec<u32> = match self.views.with(&(rel_id, pa.xxh), |list| {
-            list.map(|list| list.iter().map(|v| v.profile.slot).collect())
+            list.map(|list| list.iter().map(|b| b.profile.slot).collect())
         }) {
             Some(slots) => slots,
             None => return false,
@@ -298,39 +300,44 @@ impl Store {
         true
     }
 
-    /// Publishes a target's new counters (keeping the shard's relation count, given
-    /// the target's relations before the write), or drops the target once it has no
-    /// relation. A target alone under its `(rel_id, hash)` (`shared` false: all but
-    /// colliding ids) replaces the key's list with one plain insert.
+    /// After a write to recipient `pa`'s target, which had `before` relations and has
+    /// `now`: keeps the relation count, drops the target once it has no relation, and
+    /// publishes `fresh`, a block readers do not have yet (the counters of a write
+    /// are in the target's block already). A target alone under its `(rel_id, hash)`
+    /// (`shared` false: all but colliding ids) replaces the key's list with one plain
+    /// insert.
     fn publish(
         &self,
         shard: &mut Shard,
         key: TargetKey,
-        before: usize,
-        view: Arc<View>,
+        (before, now): (usize, usize),
+        pa: &Arc<Profile>,
+        fresh: Option<Arc<Block>>,
         shared: bool,
     ) {
-        let now = view.total;
-        self.count_relations(now, before as u64);
+        self.count_relations(now as u64, before as u64);
         if now == 0 {
             shard.targets.remove(&key);
-            self.unpublish(key.0, &view.profile);
+            self.unpublish(key.0, pa);
             return;
         }
-        let pkey = (key.0, view.profile.xxh);
+        let Some(block) = fresh else {
+            return;
+        };
+        let pkey = (key.0, pa.xxh);
         if !shared {
-            self.views.insert(pkey, smallvec![view]);
+            self.views.insert(pkey, smallvec![block]);
             return;
         }
-        let mine = |v: &Arc<View>| Arc::ptr_eq(&v.profile, &view.profile);
+        let mine = |b: &Arc<Block>| Arc::ptr_eq(&b.profile, pa);
         self.views.update_or_insert_with(
             pkey,
             |list| {
-                let mut next: Published = list.iter().filter(|v| !mine(v)).cloned().collect();
-                next.push(Arc::clone(&view));
+                let mut next: Published = list.iter().filter(|b| !mine(b)).cloned().collect();
+                next.push(Arc::clone(&block));
                 next
             },
-            || smallvec![Arc::clone(&view)],
+            || smallvec![Arc::clone(&block)],
         );
     }
 
@@ -342,7 +349,7 @@ impl Store {
         let Some(rest) = self.views.with(&key, |list| {
             list.map(|list| -> Published {
                 list.iter()
-                    .filter(|v| !Arc::ptr_eq(&v.profile, profile))
+                    .filter(|b| !Arc::ptr_eq(&b.profile, profile))
                     .cloned()
                     .collect()
             })
@@ -358,31 +365,31 @@ impl Store {
 
     /// The published counters of `profile_a` (live or not) for `rel_id`, for as long
     /// as `guard` lives: one lock-free lookup, then a check of the profile.
-    pub(crate) fn view<'g>(
+    pub(crate) fn block<'g>(
         &self,
         rel_id: u32,
         profile_a: &Arc<Profile>,
         guard: &'g impl seize::Guard,
-    ) -> Option<&'g Arc<View>> {
+    ) -> Option<&'g Arc<Block>> {
         self.views
             .get(&(rel_id, profile_a.xxh), guard)?
             .iter()
-            .find(|v| Arc::ptr_eq(&v.profile, profile_a))
+            .find(|b| Arc::ptr_eq(&b.profile, profile_a))
     }
 
     /// The published counters of the live profile `id` of database `db`, whose hash is
     /// `xxh`, for `rel_id`: one lock-free lookup, then a check of the id. `None` when
     /// the profile is unknown, has no relation, or is not live.
-    pub(crate) fn view_by_id<'g>(
+    pub(crate) fn block_by_id<'g>(
         &self,
         rel_id: u32,
         (db, id, xxh): (u32, &crate::profile_id::ProfileId, u64),
         guard: &'g impl seize::Guard,
-    ) -> Option<&'g Arc<View>> {
+    ) -> Option<&'g Arc<Block>> {
         self.views
             .get(&(rel_id, xxh), guard)?
             .iter()
-            .find(|v| v.profile.db == db && v.profile.id == *id && v.profile.is_live())
+            .find(|b| b.profile.db == db && b.profile.id == *id && b.profile.is_live())
     }
 
     /// The first part of a profile's delete, under the lock of its shard (`held`),
@@ -401,7 +408,7 @@ impl Store {
         for rel_id in rel_ids {
             let key = (rel_id, profile.slot);
             if let Some(target) = shard.targets.remove(&key) {
-                self.unpublish(rel_id, &target.view().profile);
+                self.unpublish(rel_id, &target.block().profile);
                 self.count_relations(0, target.len() as u64);
                 // Each initiator holds its slot while its relation is here (under
                 // this lock): the table names it.
@@ -450,8 +457,10 @@ impl Store {
                 continue;
             }
             let (before, shared) = (target.len(), target.shares_key);
-            let view = target.apply(profile, None, self.index_above, &self.slots);
-            self.publish(&mut shard, key, before, view, shared);
+            let pa = Arc::clone(&target.block().profile);
+            let fresh = target.apply(profile, None, self.index_above, &self.slots);
+            let after = target.len();
+            self.publish(&mut shard, key, (before, after), &pa, fresh, shared);
         }
     }
 
@@ -480,7 +489,7 @@ impl Store {
         let target = own_target(&shard, rel_id, a)?;
         Some(Listing {
             frozen: Frozen {
-                view: Arc::clone(target.view()),
+                block: Arc::clone(target.block()),
                 rels: Arc::clone(target.relations()),
             },
             order: target.order().cloned(),
@@ -495,12 +504,12 @@ impl Store {
         &self,
         rel_id: u32,
         a: &Arc<Profile>,
-        read: impl FnOnce(&Arc<View>, &Packed, Option<&IdOrder>, &SlotTable) -> R,
+        read: impl FnOnce(&Arc<Block>, &Packed, Option<&IdOrder>, &SlotTable) -> R,
     ) -> Option<R> {
         let shard = self.shards.lock(self.shards.of(a.xxh));
         let target = own_target(&shard, rel_id, a)?;
         let order = target.order().map(|o| &**o);
-        Some(read(target.view(), target.relations(), order, &self.slots))
+        Some(read(target.block(), target.relations(), order, &self.slots))
     }
 
     /// The slot table the relations name initiators by.
@@ -549,5 +558,5 @@ fn own_target<'s>(shard: &'s Shard, rel_id: u32, a: &Arc<Profile>) -> Option<&'s
     shard
         .targets
         .get(&(rel_id, a.slot))
-        .filter(|t| Arc::ptr_eq(&t.view().profile, a))
+        .filter(|t| Arc::ptr_eq(&t.block().profile, a))
 }

@@ -98,7 +98,7 @@ impl Shard {
         self.targets
             .values()
             .map(|t| Frozen {
-                view: Arc::clone(t.view()),
+                block: Arc::clone(t.block()),
                 rels: Arc::clone(t.relations()),
             })
             .collect()

@@ -1,0 +1,262 @@
+//! The published counters of one target: a block of atomic words that its writer
+//! updates in place and readers copy without ever waiting for the writer.
+//!
+//! # Format
+//!
+//! One copy of a target's counters is a run of `u64` words, for its schema and a top
+//! capacity `cap` (the same for every top property of the block):
+//!
+//! | words | what |
+//! |---|---|
+//! | 1 | relations of the target |
+//! | 1 a property | numeric: relations with a value; bool: relations where it is true |
+//! | 2 an int sum | the exact `i128` sum, low word then high word |
+//! | 1 a float sum | the bits of the `f64` nearest the exact sum (the writer keeps the exact expansion) |
+//! | 1 + 2 `cap` a top | its length, then `cap` pairs (rank, initiator slot), best first |
+//!
+//! A property's words follow in that order (its count, its sum if kept, its top if
+//! kept), properties in schema order. All zeros is the empty target. For the seed
+//! schema (`Donate` int top 10, `Like` int sum, `Subscriber` bool) a copy is
+//! `1 + (1 + 1 + 2 cap) + (1 + 2) + 1` words.
+//!
+//! # Read protocol
+//!
+//! A block holds two copies and a sequence `seq`; readers read copy `seq & 1`. The
+//! writer (one at a time: it holds the target's shard lock) writes the whole new state
+//! into the other, idle copy, then advances `seq` (release), which flips readers to
+//! it. A reader loads `seq` (acquire), copies the copy it names, then (after an
+//! acquire fence) loads `seq` again: unchanged, the copy is whole; changed, it reads
+//! again. A write begins with a release fence, so a reader that saw any word of a
+//! write to the copy it was reading also sees the flip before it, and retries.
+//!
+//! So a reader never waits for a writer: a writer stopped in the middle of a write (on
+//! two cores it can be descheduled there) writes the idle copy, which nobody reads. A
+//! reader retries only when a write completed (flipped) while it copied, and then at
+//! most once for each write completed meanwhile; it can be made to retry again and
+//! again only by a writer completing writes to the same target faster than the reader
+//! copies a few hundred bytes. The loom model below checks that a copy returned is
+//! never torn.
+//!
+//! A block is replaced (a new one published) only when a top list outgrows its
+//! capacity; a reader holding the old one reads its last state, the target's state
+//! until the replacement.
+
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use crate::profile::Profile;
+use crate::schema::Schema;
+use crate::sync::{AtomicU64, Ordering, fence};
+use crate::value::PropKind;
+
+/// One copy's words, as a writer builds it or a reader copies it (on the stack for
+/// schemas of a few properties with short top lists).
+pub(crate) type Words = SmallVec<[u64; 48]>;
+
+/// Two copies of `width` words and the sequence that names the one readers read.
+#[derive(Debug)]
+pub(crate) struct Latch {
+    seq: AtomicU64,
+    /// Copy 0, then copy 1.
+    words: Box<[AtomicU64]>,
+}
+
+impl Latch {
+    /// Two zeroed copies of `width` words.
+    pub(crate) fn new(width: usize) -> Self {
+        Latch {
+            seq: AtomicU64::new(0),
+            words: (0..2 * width).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Words in one copy.
+    pub(crate) fn width(&self) -> usize {
+        self.words.len() / 2
+    }
+
+    fn copy_at(&self, seq: u64) -> &[AtomicU64] {
+        let w = self.width();
+        let at = (seq & 1) as usize * w;
+        &self.words[at..at + w]
+    }
+
+    /// Writes `state` (one copy's words) into the idle copy, then flips readers to it.
+    /// One writer at a time: the caller holds the lock that orders the block's writes.
+    pub(crate) fn write(&self, state: &[u64]) {
+        debug_assert_eq!(state.len(), self.width());
+        let seq = self.seq.load(Ordering::Relaxed);
+        // Orders the last flip before these stores: a reader that sees one of them
+        // sees that flip (it was reading the copy being overwritten), and retries.
+        fence(Ordering::Release);
+        for (word, &v) in self.copy_at(seq + 1).iter().zip(state) {
+            word.store(v, Ordering::Relaxed);
+        }
+        self.seq.store(seq + 1, Ordering::Release);
+    }
+
+    /// Starts a read: the sequence naming the copy to read.
+    pub(crate) fn begin(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    /// Copies the copy `seq` names into `out`; whole only if [`valid`](Self::valid)
+    /// says so after.
+    pub(crate) fn copy(&self, seq: u64, out: &mut Words) {
+        out.clear();
+        out.extend(self.copy_at(seq).iter().map(|w| w.load(Ordering::Relaxed)));
+    }
+
+    /// Whether no write completed since [`begin`](Self::begin) returned `seq`: then
+    /// what was copied (and anything read after it that a write to the block would
+    /// have changed first) is of one moment.
+    pub(crate) fn valid(&self, seq: u64) -> bool {
+        fence(Ordering::Acquire);
+        self.seq.load(Ordering::Relaxed) == seq
+    }
+}
+
+/// Where one property's words are in a copy.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Place {
+    /// Its count.
+    pub(crate) count: usize,
+    /// Its sum (two words for an int, one for a float), if it keeps one.
+    pub(crate) sum: Option<(usize, PropKind)>,
+    /// Its top list's length word (the pairs follow), if it keeps one.
+    pub(crate) top: Option<usize>,
+}
+
+/// The places of every property of `schema`, in order, for a top capacity `cap`, and
+/// the width of a copy (see the module's *Format*).
+pub(crate) fn places(schema: &Schema, cap: usize) -> (SmallVec<[Place; 8]>, usize) {
+    let mut at = 1;
+    let mut out = SmallVec::new();
+    for def in &schema.props {
+        let kind = def.spec.kind();
+        let count = at;
+        at += 1;
+        let sum = (def.spec.has_sum() && kind != PropKind::Bool).then(|| {
+            let s = at;
+            at += if kind == PropKind::Int { 2 } else { 1 };
+            (s, kind)
+        });
+        let top = def.spec.top_size().map(|_| {
+            let t = at;
+            at += 1 + 2 * cap;
+            t
+        });
+        out.push(Place { count, sum, top });
+    }
+    (out, at)
+}
+
+/// A target's published counters: its schema and recipient (which never change) and
+/// its counters in a [`Latch`].
+#[derive(Debug)]
+pub(crate) struct Block {
+    pub(crate) schema: Arc<Schema>,
+    pub(crate) profile: Arc<Profile>,
+    /// Top pairs room per top property.
+    cap: usize,
+    pub(crate) latch: Latch,
+}
+
+impl Block {
+    /// A block of zeroed (empty) counters with room for `cap` top entries a property.
+    pub(crate) fn new(schema: &Arc<Schema>, profile: &Arc<Profile>, cap: usize) -> Self {
+        let (_, width) = places(schema, cap);
+        Block {
+            schema: Arc::clone(schema),
+            profile: Arc::clone(profile),
+            cap,
+            latch: Latch::new(width),
+        }
+    }
+
+    /// Top pairs room per top property.
+    pub(crate) fn cap(&self) -> usize {
+        self.cap
+    }
+}
+
+/// Model checks of the read protocol (built with `--cfg relcount_loom`, see
+/// `sync.rs`): a writer writes states whose words are all equal; a reader's copy that
+/// [`Latch::valid`] accepts is never a mix of two states.
+#[cfg(all(test, relcount_loom))]
+mod loom_tests {
+    use super::Latch;
+    use loom::sync::Arc;
+
+    #[test]
+    fn a_valid_copy_is_never_torn() {
+        loom::model(|| {
+            let latch = Arc::new(Latch::new(2));
+            let l = Arc::clone(&latch);
+            let writer = loom::thread::spawn(move || {
+                l.write(&[1, 1]);
+                l.write(&[2, 2]);
+                l.write(&[3, 3]);
+            });
+            let mut copy = super::Words::new();
+            let seq = latch.begin();
+            latch.copy(seq, &mut copy);
+            if latch.valid(seq) {
+                assert_eq!(copy[0], copy[1], "a torn copy: {copy:?}");
+                assert!(copy[0] <= 3);
+            }
+            writer.join().expect("writer");
+        });
+    }
+
+    /// An initiator named by a top entry is resolved after the copy (`Counter::read`):
+    /// a delete first writes the block without the entry, then frees the slot (and a
+    /// create takes it). A reader whose copy still lists the entry and whose second
+    /// check passes resolves the slot to the profile that held it then.
+    #[test]
+    fn a_slot_resolved_after_a_valid_copy_is_the_listed_one() {
+        use crate::sync::{AtomicU64, Ordering};
+        loom::model(|| {
+            // The block lists initiator 7 (word 1 = its slot's holder at listing).
+            let latch = Arc::new(Latch::new(1));
+            latch.write(&[7]);
+            let slot = Arc::new(AtomicU64::new(7));
+            let (l, s) = (Arc::clone(&latch), Arc::clone(&slot));
+            let deleter = loom::thread::spawn(move || {
+                l.write(&[0]); // the relation removed: no entry
+                s.store(0, Ordering::Release); // the slot freed
+                s.store(9, Ordering::Release); // and taken by another profile
+            });
+            let mut copy = super::Words::new();
+            let seq = latch.begin();
+            latch.copy(seq, &mut copy);
+            if latch.valid(seq) && copy[0] == 7 {
+                let holder = slot.load(Ordering::Acquire);
+                if latch.valid(seq) {
+                    assert_eq!(holder, 7, "resolved to a later holder");
+                }
+            }
+            deleter.join().expect("deleter");
+        });
+    }
+
+    /// A reader that starts after a write completed sees it (or a later one).
+    #[test]
+    fn a_read_after_a_write_sees_it() {
+        loom::model(|| {
+            let latch = Arc::new(Latch::new(1));
+            let l = Arc::clone(&latch);
+            let writer = loom::thread::spawn(move || {
+                l.write(&[1]);
+                l.write(&[2]);
+            });
+            writer.join().expect("writer");
+            let mut copy = super::Words::new();
+            let seq = latch.begin();
+            latch.copy(seq, &mut copy);
+            assert!(latch.valid(seq));
+            assert_eq!(copy.as_slice(), [2]);
+        });
+    }
+}
