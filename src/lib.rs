@@ -53,11 +53,13 @@
 //!
 //! - **A [`Counter`] is a snapshot of one profile's counters for one relation type,
 //!   taken between two writes**: its `total`, every property's `total`, `sum` and `top`
-//!   come from the same moment. Writers build the next counters aside and publish them
-//!   with one atomic pointer swap; a reader never sees half a write.
+//!   come from the same moment. A writer writes the next counters into the idle one of
+//!   two copies and flips readers to it with one atomic store; a reader checks that no
+//!   flip happened while it copied, so it never sees half a write (and never waits for
+//!   one: the copy being written is not the one it reads).
 //! - **Reads take no lock.** [`Engine::get_counter`] pins one epoch guard, finds the
 //!   relation type and then the counters in one lookup by `(rel_id, XXH64 of the id)`
-//!   in lock-free maps (`papaya`), checks the id, and clones one `Arc`; it never waits
+//!   in lock-free maps (`papaya`), checks the id, and copies the counters; it never waits
 //!   for a writer, and a writer never waits for it. [`Engine::list`] takes the
 //!   recipient's shard lock only to take its relations (two reference counts; the
 //!   next write copies them instead of changing them) and sorts the page without it,
@@ -65,7 +67,7 @@
 //! - **Linearizable per profile.** Writes to one recipient are serialised (a lock per
 //!   shard of profiles) and published before the call returns: once a write returns,
 //!   every later read sees it, and a read never sees a write that has not started.
-//!   Each write takes effect at one instant (its publication), so reads of one
+//!   Each write takes effect at one instant (its flip), so reads of one
 //!   profile, by any matching mode, are linearizable with the writes to it.
 //! - **A profile is seen with the write that created it.** A write naming a new id
 //!   creates the profile invisibly, publishes its first relation's counters (or, for

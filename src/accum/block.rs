@@ -4,7 +4,8 @@
 //! # Format
 //!
 //! One copy of a target's counters is a run of `u64` words, for its schema and a top
-//! capacity `cap` (the same for every top property of the block):
+//! capacity `cap` (the same for every top property of the block). The head, whose
+//! layout depends on the schema alone:
 //!
 //! | words | what |
 //! |---|---|
@@ -12,12 +13,18 @@
 //! | 1 a property | numeric: relations with a value; bool: relations where it is true |
 //! | 2 an int sum | the exact `i128` sum, low word then high word |
 //! | 1 a float sum | the bits of the `f64` nearest the exact sum (the writer keeps the exact expansion) |
-//! | 1 + 2 `cap` a top | its length, then `cap` pairs (rank, initiator slot), best first |
 //!
-//! A property's words follow in that order (its count, its sum if kept, its top if
-//! kept), properties in schema order. All zeros is the empty target. For the seed
-//! schema (`Donate` int top 10, `Like` int sum, `Subscriber` bool) a copy is
-//! `1 + (1 + 1 + 2 cap) + (1 + 2) + 1` words.
+//! (each property's count, then its sum if it keeps one, properties in schema order),
+//! then the tops, one per property that keeps a top, in schema order:
+//!
+//! | words | what |
+//! |---|---|
+//! | 1 | the list's length |
+//! | 2 `cap` | `cap` pairs (rank, initiator slot), best first |
+//!
+//! All zeros is the empty target. For the seed schema (`Donate` int top 10, `Like` int
+//! sum, `Subscriber` bool) the head is `1 + 1 + (1 + 2) + 1 = 6` words and a copy
+//! `7 + 2 cap`. A block that grows its `cap` keeps its head as it was.
 //!
 //! # Read protocol
 //!
@@ -96,6 +103,14 @@ impl Latch {
         self.seq.store(seq + 1, Ordering::Release);
     }
 
+    /// The state last written, into `out` (the writer's own read: the caller holds the
+    /// lock that orders the block's writes, so nobody changes it meanwhile).
+    pub(crate) fn current(&self, out: &mut Words) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        out.clear();
+        out.extend(self.copy_at(seq).iter().map(|w| w.load(Ordering::Relaxed)));
+    }
+
     /// Starts a read: the sequence naming the copy to read.
     pub(crate) fn begin(&self) -> u64 {
         self.seq.load(Ordering::Acquire)
@@ -128,28 +143,50 @@ pub(crate) struct Place {
     pub(crate) top: Option<usize>,
 }
 
-/// The places of every property of `schema`, in order, for a top capacity `cap`, and
-/// the width of a copy (see the module's *Format*).
-pub(crate) fn places(schema: &Schema, cap: usize) -> (SmallVec<[Place; 8]>, usize) {
-    let mut at = 1;
-    let mut out = SmallVec::new();
-    for def in &schema.props {
-        let kind = def.spec.kind();
-        let count = at;
-        at += 1;
-        let sum = (def.spec.has_sum() && kind != PropKind::Bool).then(|| {
-            let s = at;
-            at += if kind == PropKind::Int { 2 } else { 1 };
-            (s, kind)
-        });
-        let top = def.spec.top_size().map(|_| {
-            let t = at;
-            at += 1 + 2 * cap;
-            t
-        });
-        out.push(Place { count, sum, top });
+/// A copy's layout for a schema and a top capacity (see the module's *Format*).
+#[derive(Debug)]
+pub(crate) struct Layout {
+    /// Every property's place, in schema order.
+    pub(crate) places: SmallVec<[Place; 8]>,
+    /// Words of the head (relations, counts and sums), whatever the capacity.
+    pub(crate) head: usize,
+    /// Words of a copy.
+    pub(crate) width: usize,
+}
+
+impl Layout {
+    /// The layout of `schema`'s counters with room for `cap` top entries a property.
+    pub(crate) fn of(schema: &Schema, cap: usize) -> Layout {
+        let mut at = 1;
+        let mut places: SmallVec<[Place; 8]> = SmallVec::new();
+        for def in &schema.props {
+            let kind = def.spec.kind();
+            let count = at;
+            at += 1;
+            let sum = (def.spec.has_sum() && kind != PropKind::Bool).then(|| {
+                let s = at;
+                at += if kind == PropKind::Int { 2 } else { 1 };
+                (s, kind)
+            });
+            places.push(Place {
+                count,
+                sum,
+                top: None,
+            });
+        }
+        let head = at;
+        for (place, def) in places.iter_mut().zip(&schema.props) {
+            if def.spec.top_size().is_some() {
+                place.top = Some(at);
+                at += 1 + 2 * cap;
+            }
+        }
+        Layout {
+            places,
+            head,
+            width: at,
+        }
     }
-    (out, at)
 }
 
 /// A target's published counters: its schema and recipient (which never change) and
@@ -166,7 +203,7 @@ pub(crate) struct Block {
 impl Block {
     /// A block of zeroed (empty) counters with room for `cap` top entries a property.
     pub(crate) fn new(schema: &Arc<Schema>, profile: &Arc<Profile>, cap: usize) -> Self {
-        let (_, width) = places(schema, cap);
+        let width = Layout::of(schema, cap).width;
         Block {
             schema: Arc::clone(schema),
             profile: Arc::clone(profile),

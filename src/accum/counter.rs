@@ -7,116 +7,72 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::accum::block::{Block, Words, places};
+use crate::accum::block::{Block, Layout, Words};
 use crate::accum::exact_sum::ExactSum;
 use crate::accum::top::{self, TopEntry};
 use crate::profile_id::ProfileId;
 use crate::schema::{PropDef, Schema};
 use crate::value::{PropKind, Value};
 
-/// The counters of one target as its writer keeps them (only writers holding the
-/// target's shard lock touch them): what the block publishes, with the exact float
-/// sums and the top lists' profiles the block does not hold.
+/// What the writer of a target keeps beside its block (only writers holding the
+/// target's shard lock touch it): what the block's words cannot hold. The totals and
+/// sums are in the block alone; the writer reads them back from it (`Latch::current`).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    /// Per property, in schema order.
-    pub(crate) props: Box<[PropState]>,
-}
-
-/// The counters of one property.
-#[derive(Debug, Clone)]
-pub(crate) struct PropState {
-    /// Numeric: relations with a value. Bool: relations where it is true.
-    pub(crate) total: u64,
-    pub(crate) sum: SumState,
-    /// Best first; `None` when the property keeps no top.
-    pub(crate) top: Option<Vec<TopEntry>>,
-}
-
-/// The running sum of one property.
-#[derive(Debug, Clone)]
-pub(crate) enum SumState {
-    /// The property keeps no sum.
-    Off,
-    /// Exact: |sum| < 2^63 * 2^64 for any number of relations a machine can hold.
-    Int(WideInt),
-    /// Exact expansion, and its correctly rounded value (boxed: float sums are rarer,
-    /// and this keeps every property's counters at 56 bytes).
-    Float(Box<(ExactSum, f64)>),
-}
-
-/// An `i128` stored as two `u64` halves: the same value, but 8-byte aligned, so a
-/// property's counters do not grow to 16-byte alignment.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct WideInt([u64; 2]);
-
-impl WideInt {
-    pub(crate) fn get(self) -> i128 {
-        (i128::from(self.0[1] as i64) << 64) | i128::from(self.0[0])
-    }
-
-    pub(crate) fn set(&mut self, v: i128) {
-        self.0 = [v as u64, (v >> 64) as u64];
-    }
+    /// Per property that keeps a top, in schema order: its list, best first, with the
+    /// initiators' profiles (a tie of rank compares their ids).
+    pub(crate) tops: Box<[Vec<TopEntry>]>,
+    /// Per float property that keeps a sum, in schema order: the exact sum (the block
+    /// holds its rounded value).
+    pub(crate) exacts: Box<[ExactSum]>,
 }
 
 impl Counters {
-    /// Zeroed counters for `schema`.
+    /// Empty counters for `schema`.
     pub(crate) fn empty(schema: &Schema) -> Counters {
-        let props = schema
+        let tops = schema
             .props
             .iter()
-            .map(|def| PropState {
-                total: 0,
-                sum: match (def.spec.has_sum(), def.spec.kind()) {
-                    (false, _) | (_, PropKind::Bool) => SumState::Off,
-                    (true, PropKind::Int) => SumState::Int(WideInt::default()),
-                    (true, PropKind::Float) => {
-                        SumState::Float(Box::new((ExactSum::default(), 0.0)))
-                    }
-                },
-                top: def.spec.top_size().map(|_| Vec::new()),
-            })
+            .filter(|d| d.spec.top_size().is_some())
+            .map(|_| Vec::new())
             .collect();
-        Counters { props }
+        let exacts = schema
+            .props
+            .iter()
+            .filter(|d| d.spec.has_sum() && d.spec.kind() == PropKind::Float)
+            .map(|_| ExactSum::default())
+            .collect();
+        Counters { tops, exacts }
     }
 
     /// The longest top list.
     pub(crate) fn longest_top(&self) -> usize {
-        self.props
-            .iter()
-            .filter_map(|p| p.top.as_ref().map(Vec::len))
-            .max()
-            .unwrap_or(0)
+        self.tops.iter().map(Vec::len).max().unwrap_or(0)
     }
 
-    /// One copy's words (the block's *Format*) of these counters and `total`
-    /// relations, for a top capacity `cap` at least [`longest_top`](Self::longest_top).
-    pub(crate) fn encode(&self, schema: &Schema, total: u64, cap: usize, out: &mut Words) {
-        let (places, width) = places(schema, cap);
-        out.clear();
-        out.resize(width, 0);
-        out[0] = total;
-        for (state, place) in self.props.iter().zip(&places) {
-            out[place.count] = state.total;
-            match (&state.sum, place.sum) {
-                (SumState::Int(sum), Some((at, _))) => {
-                    out[at] = sum.0[0];
-                    out[at + 1] = sum.0[1];
-                }
-                (SumState::Float(f), Some((at, _))) => out[at] = f.1.to_bits(),
-                _ => {}
-            }
-            if let (Some(list), Some(at)) = (&state.top, place.top) {
-                debug_assert!(list.len() <= cap);
-                out[at] = list.len() as u64;
-                for (j, e) in list.iter().enumerate().take(cap) {
-                    out[at + 1 + 2 * j] = e.rank;
-                    out[at + 2 + 2 * j] = u64::from(e.profile.slot);
-                }
+    /// Writes the top lists into a copy's words laid out by `layout` (its head
+    /// already written), as (rank, initiator slot) pairs.
+    pub(crate) fn encode_tops(&self, layout: &Layout, words: &mut Words) {
+        words.resize(layout.width, 0);
+        let tops = layout.places.iter().filter_map(|p| p.top);
+        for (list, at) in self.tops.iter().zip(tops) {
+            words[at] = list.len() as u64;
+            for (j, e) in list.iter().enumerate() {
+                words[at + 1 + 2 * j] = e.rank;
+                words[at + 2 + 2 * j] = u64::from(e.profile.slot);
             }
         }
     }
+}
+
+/// The `i128` held in two words, low first.
+pub(crate) fn wide(lo: u64, hi: u64) -> i128 {
+    (i128::from(hi as i64) << 64) | i128::from(lo)
+}
+
+/// `v` as two words, low first.
+pub(crate) fn split(v: i128) -> (u64, u64) {
+    (v as u64, (v >> 64) as u64)
 }
 
 /// A sum as read from a counter: exact for int properties, correctly rounded for float.
@@ -176,7 +132,7 @@ impl Counter {
         block: &Arc<Block>,
         resolve: impl Fn(u32) -> Option<ProfileId>,
     ) -> Option<Counter> {
-        let (places, _) = places(&block.schema, block.cap());
+        let layout = Layout::of(&block.schema, block.cap());
         let mut words = Words::new();
         loop {
             let seq = block.latch.begin();
@@ -184,7 +140,7 @@ impl Counter {
             if !block.latch.valid(seq) {
                 continue;
             }
-            let counter = Self::decode(block, &places, &words, &resolve);
+            let counter = Self::decode(block, &layout, &words, &resolve);
             // An initiator is resolved after the copy: were its slot freed and taken
             // since, the delete that freed it first removed its relation here (a
             // write to the block), and this sees that write.
@@ -197,24 +153,25 @@ impl Counter {
 
     /// The counters of a known profile with no relation.
     pub(crate) fn empty(block: Arc<Block>) -> Counter {
-        let (places, width) = places(&block.schema, block.cap());
-        let words: Words = std::iter::repeat_n(0, width).collect();
-        Self::decode(&block, &places, &words, &|_| None).expect("no top entry")
+        let layout = Layout::of(&block.schema, block.cap());
+        let words: Words = std::iter::repeat_n(0, layout.width).collect();
+        Self::decode(&block, &layout, &words, &|_| None).expect("no top entry")
     }
 
     fn decode(
         block: &Arc<Block>,
-        places: &[crate::accum::block::Place],
+        layout: &Layout,
         words: &[u64],
         resolve: &impl Fn(u32) -> Option<ProfileId>,
     ) -> Option<Counter> {
         let mut tops = Vec::new();
-        let props = places
+        let props = layout
+            .places
             .iter()
             .map(|place| {
                 let sum = place.sum.map(|(at, kind)| match kind {
                     PropKind::Float => Sum::Float(f64::from_bits(words[at])),
-                    _ => Sum::Int(WideInt([words[at], words[at + 1]]).get()),
+                    _ => Sum::Int(wide(words[at], words[at + 1])),
                 });
                 let top = match place.top {
                     None => None,
@@ -414,7 +371,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wide_int_holds_every_i128() {
+    fn two_words_hold_every_i128() {
         for v in [
             0,
             1,
@@ -424,16 +381,15 @@ mod tests {
             i128::from(i64::MIN) * 3,
             1 << 100,
         ] {
-            let mut w = WideInt::default();
-            w.set(v);
-            assert_eq!(w.get(), v);
+            let (lo, hi) = split(v);
+            assert_eq!(wide(lo, hi), v);
         }
     }
 
     #[test]
     fn counters_stay_compact() {
-        // Every property of every recipient carries these; keep them small.
-        assert_eq!(std::mem::size_of::<PropState>(), 56);
+        // Every recipient carries these; keep them small.
+        assert_eq!(std::mem::size_of::<Counters>(), 32);
         assert_eq!(std::mem::size_of::<TopEntry>(), 16);
     }
 }

@@ -6,8 +6,8 @@ use smallvec::SmallVec;
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use crate::accum::block::{Block, Words};
-use crate::accum::counter::{Counters, PropState, SumState};
+use crate::accum::block::{Block, Layout, Words};
+use crate::accum::counter::{Counters, split, wide};
 use crate::accum::order::Order;
 use crate::accum::top::{self, TopChange, TopEntry, TopIndex};
 use crate::limits::MAX_PROPS;
@@ -231,7 +231,8 @@ pub(crate) struct Target {
     order: Option<Arc<IdOrder>>,
     /// Per property index: the ordered index of a large target's top property.
     indexes: Vec<Option<TopIndex>>,
-    /// The counters as the writer keeps them, written to `block` after each write.
+    /// What the block cannot hold of the counters (top lists with their profiles,
+    /// exact float sums).
     counters: Counters,
     /// The published counters (see `accum::block`).
     block: Arc<Block>,
@@ -317,19 +318,27 @@ impl Target {
         index_above: usize,
         slots: &SlotTable,
     ) -> Option<Arc<Block>> {
+        let mut words = Words::new();
+        self.block.latch.current(&mut words);
         let mut counters = std::mem::take(&mut self.counters);
-        self.change(&mut counters.props, b, new.as_ref(), index_above, slots);
+        self.change(
+            &mut counters,
+            &mut words,
+            b,
+            new.as_ref(),
+            index_above,
+            slots,
+        );
         self.counters = counters;
-        self.write_block()
+        self.write_block(words)
     }
 
-    /// Writes the counters to the block in place (see `accum::block`), or to a new
-    /// one with room for the longest top list (twice the room needed, up to the
-    /// schema's top size) when they outgrew it; returns the block to publish, if
-    /// readers do not have it yet.
-    fn write_block(&mut self) -> Option<Arc<Block>> {
-        let mut words = Words::new();
-        let total = self.rels.len() as u64;
+    /// Writes the counters to the block in place (see `accum::block`): `words` holds
+    /// the new head (relations, counts, sums; anything after it is dropped), the top
+    /// lists are laid after it. A new block takes them when a top list outgrew the
+    /// room (twice the room needed, up to the schema's top size). Returns the block to
+    /// publish, if readers do not have it yet.
+    fn write_block(&mut self, mut words: Words) -> Option<Arc<Block>> {
         let need = self.counters.longest_top();
         if need > self.block.cap() {
             let schema = &self.block.schema;
@@ -337,17 +346,15 @@ impl Target {
                 .next_power_of_two()
                 .min(usize::from(max_top(schema)))
                 .max(need);
-            let block = Block::new(schema, &self.block.profile, cap);
-            self.counters.encode(schema, total, cap, &mut words);
-            block.latch.write(&words);
-            self.block = Arc::new(block);
+            self.block = Arc::new(Block::new(schema, &self.block.profile, cap));
             self.published = false;
-        } else {
-            let cap = self.block.cap();
-            self.counters
-                .encode(&self.block.schema, total, cap, &mut words);
-            self.block.latch.write(&words);
         }
+        let layout = Layout::of(&self.block.schema, self.block.cap());
+        words.truncate(layout.head);
+        words.resize(layout.head, 0);
+        words[0] = self.rels.len() as u64;
+        self.counters.encode_tops(&layout, &mut words);
+        self.block.latch.write(&words);
         if self.published {
             return None;
         }
@@ -355,10 +362,12 @@ impl Target {
         Some(Arc::clone(&self.block))
     }
 
-    /// What [`apply`](Self::apply) does, on counters `props` not yet published.
+    /// What [`apply`](Self::apply) does, on `counters` and the head of a copy's
+    /// `words` (see `accum::block`), not yet written to the block.
     fn change(
         &mut self,
-        props: &mut [PropState],
+        counters: &mut Counters,
+        words: &mut Words,
         b: &Arc<Profile>,
         new: Option<&Record>,
         index_above: usize,
@@ -370,13 +379,20 @@ impl Target {
         // Borrowed, not cloned: the schema's count is shared by every target of the
         // relation type, and a write touches no shared count.
         let schema: &Schema = &self.block.schema;
-        for (i, def) in schema.props.iter().enumerate() {
-            let state = &mut props[i];
+        let layout = Layout::of(schema, 0);
+        let (mut tops, mut exacts) = (counters.tops.iter_mut(), counters.exacts.iter_mut());
+        for (i, (def, place)) in schema.props.iter().zip(&layout.places).enumerate() {
             let kind = def.spec.kind();
+            let list = def.spec.top_size().and_then(|_| tops.next());
+            let exact = place
+                .sum
+                .filter(|&(_, k)| k == PropKind::Float)
+                .and_then(|_| exacts.next());
+            let count = &mut words[place.count];
             if kind == PropKind::Bool {
                 let was = old.as_ref().is_some_and(|r| r.is_true(i));
                 let is = new.is_some_and(|r| r.is_true(i));
-                state.total = state.total + u64::from(is) - u64::from(was);
+                *count = *count + u64::from(is) - u64::from(was);
                 continue;
             }
             let o = old.as_ref().and_then(|r| r.raw(schema, i));
@@ -384,27 +400,27 @@ impl Target {
             if o == n {
                 continue;
             }
-            let valued_before = state.total;
-            state.total = state.total + u64::from(n.is_some()) - u64::from(o.is_some());
-            match &mut state.sum {
-                SumState::Off => {}
-                SumState::Int(sum) => {
-                    let old = o.map_or(0, |raw| i128::from(raw as i64));
-                    let new = n.map_or(0, |raw| i128::from(raw as i64));
-                    sum.set(sum.get() - old + new);
-                }
-                SumState::Float(f) => {
-                    let (exact, rounded) = &mut **f;
+            let valued_before = *count;
+            *count = valued_before + u64::from(n.is_some()) - u64::from(o.is_some());
+            let valued = usize::try_from(*count).unwrap_or(usize::MAX);
+            match (place.sum, exact) {
+                (Some((at, PropKind::Float)), Some(exact)) => {
                     if let Some(raw) = o {
                         exact.add(-f64::from_bits(raw));
                     }
                     if let Some(raw) = n {
                         exact.add(f64::from_bits(raw));
                     }
-                    *rounded = exact.value();
+                    words[at] = exact.value().to_bits();
                 }
+                (Some((at, _)), _) => {
+                    let old = o.map_or(0, |raw| i128::from(raw as i64));
+                    let new = n.map_or(0, |raw| i128::from(raw as i64));
+                    (words[at], words[at + 1]) = split(wide(words[at], words[at + 1]) - old + new);
+                }
+                (None, _) => {}
             }
-            let Some(size) = def.spec.top_size() else {
+            let (Some(size), Some(list)) = (def.spec.top_size(), list) else {
                 continue;
             };
             if self.indexes.len() <= i {
@@ -419,17 +435,14 @@ impl Target {
             let scan = |out: &mut Vec<TopEntry>| {
                 scan_best(rels, schema, i, usize::from(size), slots, out);
             };
-            if let Some(list) = &mut state.top {
-                top::update_list(
-                    list,
-                    usize::from(size),
-                    self.indexes[i].as_mut(),
-                    &change,
-                    scan,
-                    slots,
-                );
-            }
-            let valued = usize::try_from(state.total).unwrap_or(usize::MAX);
+            top::update_list(
+                list,
+                usize::from(size),
+                self.indexes[i].as_mut(),
+                &change,
+                scan,
+                slots,
+            );
             match &self.indexes[i] {
                 None if valued > index_above => {
                     self.indexes[i] = Some(TopIndex::build(scan_valued(rels, schema, i, slots)));
@@ -456,16 +469,18 @@ impl Target {
     ) -> (Option<Arc<Block>>, Vec<usize>) {
         let mut added = Vec::new();
         if rows.len() * 4 < self.len() {
+            let mut words = Words::new();
+            self.block.latch.current(&mut words);
             let mut counters = std::mem::take(&mut self.counters);
             for (i, (_, b, rec)) in rows.iter().enumerate() {
                 let before = self.len();
-                self.change(&mut counters.props, b, Some(rec), index_above, slots);
+                self.change(&mut counters, &mut words, b, Some(rec), index_above, slots);
                 if self.len() > before {
                     added.push(i);
                 }
             }
             self.counters = counters;
-            return (self.write_block(), added);
+            return (self.write_block(words), added);
         }
         Arc::make_mut(&mut self.rels).reserve(rows.len());
         // The id order is built again after the batch, in one sort (O(target log
@@ -484,54 +499,57 @@ impl Target {
         // give it back (O(target), as the count below).
         Arc::make_mut(&mut self.rels).fit();
         self.sync_order(slots);
-        self.recount(index_above, slots);
-        (self.write_block(), added)
+        let words = self.recount(index_above, slots);
+        (self.write_block(words), added)
     }
 
-    /// Recomputes every counter from the relations, and the top indexes of the
-    /// properties past `index_above` valued relations: what incremental updates
-    /// would have reached, in one pass a property.
-    fn recount(&mut self, index_above: usize, slots: &SlotTable) {
+    /// Recomputes every counter from the relations (returned as a copy's head, the
+    /// top lists and exact sums kept), and the top indexes of the properties past
+    /// `index_above` valued relations: what incremental updates would have reached, in
+    /// one pass a property.
+    fn recount(&mut self, index_above: usize, slots: &SlotTable) -> Words {
         let schema = Arc::clone(&self.block.schema);
         let rels = &*self.rels;
+        let layout = Layout::of(&schema, 0);
+        let mut words: Words = std::iter::repeat_n(0, layout.head).collect();
         let mut counters = Counters::empty(&schema);
+        let (mut tops, mut exacts) = (counters.tops.iter_mut(), counters.exacts.iter_mut());
         self.indexes.clear();
         self.indexes.resize_with(schema.props.len(), || None);
-        for (i, def) in schema.props.iter().enumerate() {
-            let state = &mut counters.props[i];
+        for (i, (def, place)) in schema.props.iter().zip(&layout.places).enumerate() {
             if def.spec.kind() == PropKind::Bool {
-                state.total = rels.iter().filter(|(_, r)| r.is_true(i)).count() as u64;
+                words[place.count] = rels.iter().filter(|(_, r)| r.is_true(i)).count() as u64;
                 continue;
             }
             let values = || rels.iter().filter_map(|(_, r)| r.raw(&schema, i));
-            match &mut state.sum {
-                SumState::Off => state.total = values().count() as u64,
-                SumState::Int(sum) => {
-                    let (mut n, mut total) = (0u64, 0i128);
-                    for raw in values() {
-                        n += 1;
-                        total += i128::from(raw as i64);
-                    }
-                    state.total = n;
-                    sum.set(total);
-                }
-                SumState::Float(f) => {
-                    let (exact, rounded) = &mut **f;
-                    let mut n = 0u64;
+            let mut n = 0u64;
+            match place.sum {
+                None => n = values().count() as u64,
+                Some((at, PropKind::Float)) => {
+                    let exact = exacts.next().expect("an exact sum a float sum");
                     for raw in values() {
                         n += 1;
                         exact.add(f64::from_bits(raw));
                     }
-                    state.total = n;
-                    *rounded = exact.value();
+                    words[at] = exact.value().to_bits();
+                }
+                Some((at, _)) => {
+                    let mut total = 0i128;
+                    for raw in values() {
+                        n += 1;
+                        total += i128::from(raw as i64);
+                    }
+                    (words[at], words[at + 1]) = split(total);
                 }
             }
+            words[place.count] = n;
             let Some(size) = def.spec.top_size() else {
                 continue;
             };
             let size = usize::from(size);
-            let valued = usize::try_from(state.total).unwrap_or(usize::MAX);
-            let list = if valued > index_above {
+            let valued = usize::try_from(n).unwrap_or(usize::MAX);
+            let list = tops.next().expect("a list a top");
+            *list = if valued > index_above {
                 let index = TopIndex::build(scan_valued(rels, &schema, i, slots));
                 let list = index.first(size, slots);
                 self.indexes[i] = Some(index);
@@ -541,9 +559,9 @@ impl Target {
                 scan_best(rels, &schema, i, size, slots, &mut list);
                 top::select_top(list, size)
             };
-            state.top = Some(list);
         }
         self.counters = counters;
+        words
     }
 
     /// Builds the id order of a target that grew past [`ORDER_ABOVE`] relations

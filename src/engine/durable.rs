@@ -452,8 +452,8 @@ impl Engine {
 
     /// Writes a snapshot of the whole engine to `path`, crash-safely (temporary file,
     /// fsync, rename, fsync of the directory). The snapshot is of one point in time even
-    /// while writers run: they pause while immutable views are collected (O(targets),
-    /// no copying), then encoding runs beside them.
+    /// while writers run: they pause while the relations are collected (O(targets),
+    /// reference counts, no copying), then encoding runs beside them.
     ///
     /// # Errors
     ///

@@ -33,7 +33,7 @@ const MAX_FRAME: usize = 64 << 20;
 /// Relations per target record: a larger target is split over several.
 const TARGET_CHUNK: usize = 4096;
 
-/// The engine's state at one point in time: immutable pieces collected under every
+/// The engine's state at one point in time: shared pieces collected under every
 /// shard lock (reference counts only, no copying), encoded after the locks are gone.
 /// Everything that decides what the snapshot holds is fixed at that point: a profile
 /// whose delete started before it is left out with all its relations (the state once
@@ -46,7 +46,8 @@ pub(crate) struct Frozen {
     /// Slots of the profiles whose delete was under way at the point (unique among
     /// the profiles the targets below refer to, which all existed then).
     pub(crate) deleting: hashbrown::HashSet<u32>,
-    /// Every target's counters and relations at the point.
+    /// Every target's relations at the point (its block for its schema and
+    /// recipient; the counters are counted again from the relations as they load).
     pub(crate) targets: Vec<store::Frozen>,
     /// The first log the snapshot does not cover.
     pub(crate) next_seq: u64,
