@@ -23,6 +23,8 @@ use crate::profile_data::{Normalized, Query};
 use crate::profile_id::ProfileId;
 use crate::slots::SlotTable;
 
+/// Profile slots an engine hands out (2^31: slots 0 to 2^31 - 1).
+pub(crate) const MAX_SLOTS: u32 = 1 << 31;
 /// A profile's state at a snapshot point, kept by the first change after it.
 #[derive(Debug)]
 enum Before {
@@ -171,9 +173,12 @@ impl Directory {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             let reused = n.min(slots.free.len());
             let fresh = u32::try_from(n - reused).map_err(|_| Error::CapacityExceeded)?;
+            // Slots stay below 2^31: a block names an initiator by its slot beside a
+            // flag bit (`accum::top::initiator_words`).
             let next = slots
                 .next
                 .checked_add(fresh)
+                .filter(|&next| next <= MAX_SLOTS)
                 .ok_or(Error::CapacityExceeded)?;
             let keep = slots.free.len() - reused;
             let mut taken = slots.free.split_off(keep);

@@ -131,7 +131,7 @@ pub enum Error {
         /// Why it was refused.
         error: Box<Error>,
     },
-    /// The engine ran out of profile slots (2^32 - 1 live profiles).
+    /// The engine ran out of profile slots (2^31 profiles, live or being deleted).
     CapacityExceeded,
     /// Reading or writing the data directory failed, or a file in it is corrupted,
     /// truncated or not a relcount file. A write refused this way changed nothing. The
@@ -350,7 +350,7 @@ impl fmt::Display for Error {
                 crate::limits::MAX_LOOKUP_CANDIDATES
             ),
             Error::InRow { row, error } => write!(f, "row {row}: {error}"),
-            Error::CapacityExceeded => f.write_str("no profile slot left (2^32 - 1 profiles)"),
+            Error::CapacityExceeded => f.write_str("no profile slot left (2^31 profiles)"),
             Error::Storage(e) => write!(f, "storage: {e}"),
         }
     }

@@ -58,10 +58,17 @@ pub struct ProfileId(Repr);
 #[derive(Clone)]
 enum Repr {
     /// 24 lowercase hex characters, packed two to a byte.
-    Hex([u8; 12]),
+    Hex(Packed),
     /// Any other id.
     Text(Box<str>),
 }
+
+/// The 12 packed bytes of a 24-hex id, 4-byte aligned: an id is copied in three
+/// aligned words (at an odd offset after the enum's tag, its copies were split into
+/// loads the CPU could not forward from the stores before them).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(align(4))]
+struct Packed([u8; 12]);
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
@@ -96,7 +103,7 @@ impl ProfileId {
             return Err(Error::InvalidProfileId { len: id.len() });
         }
         Ok(match pack_hex24(id.as_bytes()) {
-            Some(packed) => ProfileId(Repr::Hex(packed)),
+            Some(packed) => ProfileId(Repr::Hex(Packed(packed))),
             None => ProfileId(Repr::Text(id.into())),
         })
     }
@@ -109,7 +116,7 @@ impl ProfileId {
     #[must_use]
     pub fn as_str(&self) -> ProfileStr<'_> {
         match &self.0 {
-            Repr::Hex(packed) => {
+            Repr::Hex(Packed(packed)) => {
                 let mut buf = [0u8; 24];
                 for (i, b) in packed.iter().enumerate() {
                     buf[2 * i] = HEX_DIGITS[usize::from(b >> 4)];
@@ -125,13 +132,22 @@ impl ProfileId {
     /// order as their strings do, so comparing them compares the ids.
     pub(crate) fn packed(&self) -> Option<[u8; 12]> {
         match &self.0 {
-            Repr::Hex(packed) => Some(*packed),
+            Repr::Hex(Packed(packed)) => Some(*packed),
             Repr::Text(_) => None,
         }
     }
 
     /// The id of 24 hex characters whose packed bytes are `packed`.
     pub(crate) fn from_packed(packed: [u8; 12]) -> Self {
+        ProfileId(Repr::Hex(Packed(packed)))
+    }
+
+    /// The id of 24 hex characters whose packed bytes are `head` then `tail` (each
+    /// little endian).
+    pub(crate) fn from_halves(head: u64, tail: u32) -> Self {
+        let mut packed = Packed([0; 12]);
+        packed.0[..8].copy_from_slice(&head.to_le_bytes());
+        packed.0[8..].copy_from_slice(&tail.to_le_bytes());
         ProfileId(Repr::Hex(packed))
     }
 

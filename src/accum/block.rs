@@ -20,19 +20,22 @@
 //! | words | what |
 //! |---|---|
 //! | 1 | the list's length |
-//! | 2 `cap` | `cap` pairs (rank, initiator slot), best first |
+//! | 3 `cap` | `cap` entries, best first: the value's rank, then the initiator in two words |
 //!
-//! All zeros is the empty target. For the seed schema (`Donate` int top 10, `Like` int
-//! sum, `Subscriber` bool) the head is `1 + 1 + (1 + 2) + 1 = 6` words and a copy
-//! `7 + 2 cap`. A block that grows its `cap` keeps its head as it was.
+//! An initiator with a 24-hex id is held inline: the first 8 of its id's 12 packed
+//! bytes, then the last 4 above its slot; any other as `TEXT_ID` beside its slot, its
+//! id found in the slot table by the reader (`accum::top::initiator_words`). All zeros
+//! is the empty target. For the seed schema (`Donate` int top 10, `Like` int sum,
+//! `Subscriber` bool) the head is `1 + 1 + (1 + 2) + 1 = 6` words and a copy
+//! `7 + 3 cap`. A block that grows its `cap` keeps its head as it was.
 //!
 //! # Read protocol
 //!
 //! A block holds two copies and a sequence `seq`; readers read copy `seq & 1`. The
 //! writer (one at a time: it holds the target's shard lock) writes the whole new state
 //! into the other, idle copy, then advances `seq` (release), which flips readers to
-//! it. A reader loads `seq` (acquire), copies the copy it names, then (after an
-//! acquire fence) loads `seq` again: unchanged, the copy is whole; changed, it reads
+//! it. A reader loads `seq` (acquire), reads the copy it names (decoding as it goes,
+//! `Counter::read`), then (after an acquire fence) loads `seq` again: unchanged, the copy is whole; changed, it reads
 //! again. A write begins with a release fence, so a reader that saw any word of a
 //! write to the copy it was reading also sees the flip before it, and retries.
 //!
@@ -42,7 +45,8 @@
 //! most once for each write completed meanwhile; it can be made to retry again and
 //! again only by a writer completing writes to the same target faster than the reader
 //! copies a few hundred bytes. The loom model below checks that a copy returned is
-//! never torn.
+//! never torn. An initiator whose id is not inline is resolved after the copy and the
+//! sequence checked once more (`Counter::read`).
 //!
 //! A block is replaced (a new one published) only when a top list outgrows its
 //! capacity; a reader holding the old one reads its last state, the target's state
@@ -116,15 +120,21 @@ impl Latch {
         self.seq.load(Ordering::Acquire)
     }
 
-    /// Copies the copy `seq` names into `out`; whole only if [`valid`](Self::valid)
-    /// says so after.
-    pub(crate) fn copy(&self, seq: u64, out: &mut Words) {
-        out.clear();
-        out.extend(self.copy_at(seq).iter().map(|w| w.load(Ordering::Relaxed)));
+    /// Word `at` of the copy `seq` names; what a reader reads is whole only if
+    /// [`valid`](Self::valid) says so after.
+    #[cfg(all(test, relcount_loom))]
+    pub(crate) fn word(&self, seq: u64, at: usize) -> u64 {
+        self.copy_at(seq)[at].load(Ordering::Relaxed)
+    }
+
+    /// The copy `seq` names, for a reader to read word by word (relaxed loads): what
+    /// it reads is whole only if [`valid`](Self::valid) says so after.
+    pub(crate) fn copy_of(&self, seq: u64) -> &[AtomicU64] {
+        self.copy_at(seq)
     }
 
     /// Whether no write completed since [`begin`](Self::begin) returned `seq`: then
-    /// what was copied (and anything read after it that a write to the block would
+    /// what was read of the copy (and anything read after it that a write to the block would
     /// have changed first) is of one moment.
     pub(crate) fn valid(&self, seq: u64) -> bool {
         fence(Ordering::Acquire);
@@ -139,53 +149,64 @@ pub(crate) struct Place {
     pub(crate) count: usize,
     /// Its sum (two words for an int, one for a float), if it keeps one.
     pub(crate) sum: Option<(usize, PropKind)>,
-    /// Its top list's length word (the pairs follow), if it keeps one.
+    /// Its top list's length word (the entries follow, 3 words each), if it keeps one.
     pub(crate) top: Option<usize>,
 }
 
-/// A copy's layout for a schema and a top capacity (see the module's *Format*).
-#[derive(Debug)]
+/// A copy's layout for a schema and a top capacity (see the module's *Format*): its
+/// sizes, and each property's place as [`places`](Self::places) walks them (no
+/// allocation: a read and a write each walk the schema's few properties).
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Layout {
-    /// Every property's place, in schema order.
-    pub(crate) places: SmallVec<[Place; 8]>,
     /// Words of the head (relations, counts and sums), whatever the capacity.
     pub(crate) head: usize,
     /// Words of a copy.
     pub(crate) width: usize,
+    /// Top entries a property has room for.
+    pub(crate) cap: usize,
+}
+
+/// Words of a property's sum in the head: 2 for an int, 1 for a float, else 0.
+fn sum_words(def: &crate::schema::PropDef) -> usize {
+    match (def.spec.has_sum(), def.spec.kind()) {
+        (true, PropKind::Int) => 2,
+        (true, PropKind::Float) => 1,
+        _ => 0,
+    }
 }
 
 impl Layout {
     /// The layout of `schema`'s counters with room for `cap` top entries a property.
     pub(crate) fn of(schema: &Schema, cap: usize) -> Layout {
-        let mut at = 1;
-        let mut places: SmallVec<[Place; 8]> = SmallVec::new();
-        for def in &schema.props {
+        let head = 1 + schema.props.iter().map(|d| 1 + sum_words(d)).sum::<usize>();
+        let tops = schema
+            .props
+            .iter()
+            .filter(|d| d.spec.top_size().is_some())
+            .count();
+        Layout {
+            head,
+            width: head + tops * (1 + 3 * cap),
+            cap,
+        }
+    }
+
+    /// Every property's place, in schema order.
+    pub(crate) fn places<'s>(&self, schema: &'s Schema) -> impl Iterator<Item = Place> + 's {
+        let (mut at, mut top_at, cap) = (1, self.head, self.cap);
+        schema.props.iter().map(move |def| {
             let kind = def.spec.kind();
             let count = at;
-            at += 1;
-            let sum = (def.spec.has_sum() && kind != PropKind::Bool).then(|| {
-                let s = at;
-                at += if kind == PropKind::Int { 2 } else { 1 };
-                (s, kind)
+            let n = sum_words(def);
+            let sum = (n > 0).then_some((at + 1, kind));
+            at += 1 + n;
+            let top = def.spec.top_size().map(|_| {
+                let t = top_at;
+                top_at += 1 + 3 * cap;
+                t
             });
-            places.push(Place {
-                count,
-                sum,
-                top: None,
-            });
-        }
-        let head = at;
-        for (place, def) in places.iter_mut().zip(&schema.props) {
-            if def.spec.top_size().is_some() {
-                place.top = Some(at);
-                at += 1 + 2 * cap;
-            }
-        }
-        Layout {
-            places,
-            head,
-            width: at,
-        }
+            Place { count, sum, top }
+        })
     }
 }
 
@@ -195,26 +216,31 @@ impl Layout {
 pub(crate) struct Block {
     pub(crate) schema: Arc<Schema>,
     pub(crate) profile: Arc<Profile>,
-    /// Top pairs room per top property.
-    cap: usize,
+    /// Its copies' layout (computed once: every read and write uses it).
+    layout: Layout,
     pub(crate) latch: Latch,
 }
 
 impl Block {
     /// A block of zeroed (empty) counters with room for `cap` top entries a property.
     pub(crate) fn new(schema: &Arc<Schema>, profile: &Arc<Profile>, cap: usize) -> Self {
-        let width = Layout::of(schema, cap).width;
+        let layout = Layout::of(schema, cap);
         Block {
             schema: Arc::clone(schema),
             profile: Arc::clone(profile),
-            cap,
-            latch: Latch::new(width),
+            latch: Latch::new(layout.width),
+            layout,
         }
     }
 
-    /// Top pairs room per top property.
+    /// Top entries a property has room for.
     pub(crate) fn cap(&self) -> usize {
-        self.cap
+        self.layout.cap
+    }
+
+    /// Its copies' layout.
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
     }
 }
 
@@ -236,9 +262,8 @@ mod loom_tests {
                 l.write(&[2, 2]);
                 l.write(&[3, 3]);
             });
-            let mut copy = super::Words::new();
             let seq = latch.begin();
-            latch.copy(seq, &mut copy);
+            let copy = [latch.word(seq, 0), latch.word(seq, 1)];
             if latch.valid(seq) {
                 assert_eq!(copy[0], copy[1], "a torn copy: {copy:?}");
                 assert!(copy[0] <= 3);
@@ -265,10 +290,9 @@ mod loom_tests {
                 s.store(0, Ordering::Release); // the slot freed
                 s.store(9, Ordering::Release); // and taken by another profile
             });
-            let mut copy = super::Words::new();
             let seq = latch.begin();
-            latch.copy(seq, &mut copy);
-            if latch.valid(seq) && copy[0] == 7 {
+            let listed = latch.word(seq, 0);
+            if latch.valid(seq) && listed == 7 {
                 let holder = slot.load(Ordering::Acquire);
                 if latch.valid(seq) {
                     assert_eq!(holder, 7, "resolved to a later holder");
@@ -289,11 +313,10 @@ mod loom_tests {
                 l.write(&[2]);
             });
             writer.join().expect("writer");
-            let mut copy = super::Words::new();
             let seq = latch.begin();
-            latch.copy(seq, &mut copy);
+            let read = latch.word(seq, 0);
             assert!(latch.valid(seq));
-            assert_eq!(copy.as_slice(), [2]);
+            assert_eq!(read, 2);
         });
     }
 }

@@ -12,6 +12,7 @@ use crate::accum::exact_sum::ExactSum;
 use crate::accum::top::{self, TopEntry};
 use crate::profile_id::ProfileId;
 use crate::schema::{PropDef, Schema};
+use crate::sync::Ordering;
 use crate::value::{PropKind, Value};
 
 /// What the writer of a target keeps beside its block (only writers holding the
@@ -51,15 +52,16 @@ impl Counters {
     }
 
     /// Writes the top lists into a copy's words laid out by `layout` (its head
-    /// already written), as (rank, initiator slot) pairs.
-    pub(crate) fn encode_tops(&self, layout: &Layout, words: &mut Words) {
+    /// already written): each entry's rank and initiator, read from the entry alone.
+    pub(crate) fn encode_tops(&self, schema: &Schema, layout: &Layout, words: &mut Words) {
         words.resize(layout.width, 0);
-        let tops = layout.places.iter().filter_map(|p| p.top);
+        let tops = layout.places(schema).filter_map(|p| p.top);
         for (list, at) in self.tops.iter().zip(tops) {
             words[at] = list.len() as u64;
             for (j, e) in list.iter().enumerate() {
-                words[at + 1 + 2 * j] = e.rank;
-                words[at + 2 + 2 * j] = u64::from(e.profile.slot);
+                let w = at + 1 + 3 * j;
+                words[w] = e.rank;
+                words[w + 1..w + 3].copy_from_slice(&e.named);
             }
         }
     }
@@ -113,92 +115,121 @@ pub struct Counter {
     tops: Vec<(ProfileId, u64)>,
 }
 
-/// One property's counters as read.
+/// One property's counters as read (its definition says which it keeps).
 #[derive(Debug, Clone)]
 struct ReadProp {
     total: u64,
-    sum: Option<Sum>,
-    /// Its top list's range in [`Counter::tops`], if it keeps one.
-    top: Option<(u32, u32)>,
+    /// The sum's words: an int's low and high, a float's bits and 0.
+    sum: [u64; 2],
+    /// Its top list's range in [`Counter::tops`] (start, length).
+    top: (u32, u32),
 }
 
 impl Counter {
-    /// Reads `block`'s counters (see `accum::block`, *Read protocol*), naming the top
-    /// lists' initiators by `resolve` (a slot to its profile's id). `None` when a slot
-    /// names no profile while no write to the block completed meanwhile: the block is
-    /// no longer published (its recipient's delete removed it, then an initiator's
-    /// delete freed the slot), and the caller looks the counters up again.
+    /// Reads `block`'s counters (see `accum::block`, *Read protocol*); the top lists'
+    /// initiators are held inline but for ids that are not 24 hex characters, which
+    /// `resolve` names (a slot to its profile's id). `None` when such a slot names no
+    /// profile while no write to the block completed meanwhile: the block is no longer
+    /// published (its recipient's delete removed it, or a top list outgrew it, then an
+    /// initiator's delete freed the slot), and the caller looks the counters up again.
     pub(crate) fn read(
         block: &Arc<Block>,
         resolve: impl Fn(u32) -> Option<ProfileId>,
     ) -> Option<Counter> {
-        let layout = Layout::of(&block.schema, block.cap());
-        let mut words = Words::new();
+        let layout = *block.layout();
+        let mut counter = Counter {
+            block: Arc::clone(block),
+            total: 0,
+            props: SmallVec::new(),
+            tops: Vec::new(),
+        };
+        // Top entries whose ids are not inline: (index in `tops`, slot).
+        let mut named: SmallVec<[(u32, u32); 4]> = SmallVec::new();
         loop {
             let seq = block.latch.begin();
-            block.latch.copy(seq, &mut words);
+            let copy = block.latch.copy_of(seq);
+            counter.decode(&layout, |at| copy[at].load(Ordering::Relaxed), &mut named);
             if !block.latch.valid(seq) {
                 continue;
             }
-            let counter = Self::decode(block, &layout, &words, &resolve);
-            // An initiator is resolved after the copy: were its slot freed and taken
-            // since, the delete that freed it first removed its relation here (a
-            // write to the block), and this sees that write.
+            if named.is_empty() {
+                return Some(counter);
+            }
+            // An initiator not held inline is resolved after the copy: were its slot
+            // freed and taken since, the delete that freed it first removed its
+            // relation here (a write to the block), and the check below sees it.
+            let mut all = true;
+            for &(i, slot) in &named {
+                match resolve(slot) {
+                    Some(id) => counter.tops[i as usize].0 = id,
+                    None => all = false,
+                }
+            }
             if !block.latch.valid(seq) {
                 continue;
             }
-            return counter;
+            return all.then_some(counter);
         }
     }
 
     /// The counters of a known profile with no relation.
     pub(crate) fn empty(block: Arc<Block>) -> Counter {
-        let layout = Layout::of(&block.schema, block.cap());
-        let words: Words = std::iter::repeat_n(0, layout.width).collect();
-        Self::decode(&block, &layout, &words, &|_| None).expect("no top entry")
+        let layout = *block.layout();
+        let mut counter = Counter {
+            block,
+            total: 0,
+            props: SmallVec::new(),
+            tops: Vec::new(),
+        };
+        counter.decode(&layout, |_| 0, &mut SmallVec::new());
+        counter
     }
 
+    /// Fills the counters from the words `word` gives (a copy laid out by `layout`),
+    /// read as they come: whole only if the copy was (the caller checks). Entries
+    /// whose ids are not inline get a placeholder id, and their places and slots go
+    /// to `named`.
     fn decode(
-        block: &Arc<Block>,
+        &mut self,
         layout: &Layout,
-        words: &[u64],
-        resolve: &impl Fn(u32) -> Option<ProfileId>,
-    ) -> Option<Counter> {
-        let mut tops = Vec::new();
-        let props = layout
-            .places
-            .iter()
-            .map(|place| {
-                let sum = place.sum.map(|(at, kind)| match kind {
-                    PropKind::Float => Sum::Float(f64::from_bits(words[at])),
-                    _ => Sum::Int(wide(words[at], words[at + 1])),
-                });
-                let top = match place.top {
-                    None => None,
-                    Some(at) => {
-                        let len = (words[at] as usize).min(block.cap());
-                        let start = tops.len() as u32;
-                        for j in 0..len {
-                            let rank = words[at + 1 + 2 * j];
-                            let id = resolve(words[at + 2 + 2 * j] as u32)?;
-                            tops.push((id, rank));
+        word: impl Fn(usize) -> u64,
+        named: &mut SmallVec<[(u32, u32); 4]>,
+    ) {
+        self.props.clear();
+        self.tops.clear();
+        named.clear();
+        self.total = word(0);
+        let cap = self.block.cap();
+        for place in layout.places(&self.block.schema) {
+            let sum = match place.sum {
+                Some((at, PropKind::Int)) => [word(at), word(at + 1)],
+                Some((at, _)) => [word(at), 0],
+                None => [0, 0],
+            };
+            let mut top = (0, 0);
+            if let Some(at) = place.top {
+                // A torn copy (checked after) may hold any length: bounded by the room.
+                let len = (word(at) as usize).min(cap);
+                top = (self.tops.len() as u32, len as u32);
+                self.tops.reserve_exact(len);
+                for j in 0..len {
+                    let w = at + 1 + 3 * j;
+                    let id = match top::inline_id([word(w + 1), word(w + 2)]) {
+                        Ok((head, tail)) => ProfileId::from_halves(head, tail),
+                        Err(slot) => {
+                            named.push((self.tops.len() as u32, slot));
+                            ProfileId::from_packed([0; 12])
                         }
-                        Some((start, len as u32))
-                    }
-                };
-                Some(ReadProp {
-                    total: words[place.count],
-                    sum,
-                    top,
-                })
-            })
-            .collect::<Option<_>>()?;
-        Some(Counter {
-            block: Arc::clone(block),
-            total: words[0],
-            props,
-            tops,
-        })
+                    };
+                    self.tops.push((id, word(w)));
+                }
+            }
+            self.props.push(ReadProp {
+                total: word(place.count),
+                sum,
+                top,
+            });
+        }
     }
 
     /// The block the counters were read from (its schema and recipient).
@@ -327,7 +358,16 @@ impl<'a> PropCounter<'a> {
     /// The sum of the values, when the property keeps one.
     #[must_use]
     pub fn sum(&self) -> Option<Sum> {
-        self.state.sum
+        let spec = &self.def.spec;
+        if !spec.has_sum() {
+            return None;
+        }
+        let [lo, hi] = self.state.sum;
+        match spec.kind() {
+            PropKind::Int => Some(Sum::Int(wide(lo, hi))),
+            PropKind::Float => Some(Sum::Float(f64::from_bits(lo))),
+            PropKind::Bool => None,
+        }
     }
 
     /// The top initiators, best first, when the property keeps a top list.
@@ -335,7 +375,8 @@ impl<'a> PropCounter<'a> {
     pub fn top(&self) -> Option<impl ExactSizeIterator<Item = TopItem<'a>> + use<'a>> {
         let kind = self.kind();
         let tops = self.tops;
-        self.state.top.map(move |(start, len)| {
+        let (start, len) = self.state.top;
+        self.def.spec.top_size().map(move |_| {
             tops[start as usize..(start + len) as usize]
                 .iter()
                 .map(move |(id, rank)| TopItem {
@@ -390,6 +431,6 @@ mod tests {
     fn counters_stay_compact() {
         // Every recipient carries these; keep them small.
         assert_eq!(std::mem::size_of::<Counters>(), 32);
-        assert_eq!(std::mem::size_of::<TopEntry>(), 16);
+        assert_eq!(std::mem::size_of::<TopEntry>(), 32);
     }
 }

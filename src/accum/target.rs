@@ -349,11 +349,12 @@ impl Target {
             self.block = Arc::new(Block::new(schema, &self.block.profile, cap));
             self.published = false;
         }
-        let layout = Layout::of(&self.block.schema, self.block.cap());
+        let layout = *self.block.layout();
         words.truncate(layout.head);
         words.resize(layout.head, 0);
         words[0] = self.rels.len() as u64;
-        self.counters.encode_tops(&layout, &mut words);
+        self.counters
+            .encode_tops(&self.block.schema, &layout, &mut words);
         self.block.latch.write(&words);
         if self.published {
             return None;
@@ -379,9 +380,9 @@ impl Target {
         // Borrowed, not cloned: the schema's count is shared by every target of the
         // relation type, and a write touches no shared count.
         let schema: &Schema = &self.block.schema;
-        let layout = Layout::of(schema, 0);
+        let layout = *self.block.layout();
         let (mut tops, mut exacts) = (counters.tops.iter_mut(), counters.exacts.iter_mut());
-        for (i, (def, place)) in schema.props.iter().zip(&layout.places).enumerate() {
+        for (i, (def, place)) in schema.props.iter().zip(layout.places(schema)).enumerate() {
             let kind = def.spec.kind();
             let list = def.spec.top_size().and_then(|_| tops.next());
             let exact = place
@@ -516,7 +517,7 @@ impl Target {
         let (mut tops, mut exacts) = (counters.tops.iter_mut(), counters.exacts.iter_mut());
         self.indexes.clear();
         self.indexes.resize_with(schema.props.len(), || None);
-        for (i, (def, place)) in schema.props.iter().zip(&layout.places).enumerate() {
+        for (i, (def, place)) in schema.props.iter().zip(layout.places(&schema)).enumerate() {
             if def.spec.kind() == PropKind::Bool {
                 words[place.count] = rels.iter().filter(|(_, r)| r.is_true(i)).count() as u64;
                 continue;
@@ -777,10 +778,7 @@ fn scan_best(
     let entry = |(rank, slot): (u64, u32)| {
         let profile = slots.get(slot);
         debug_assert!(profile.is_some(), "a relation from a free slot");
-        Some(TopEntry {
-            rank,
-            profile: profile?,
-        })
+        Some(TopEntry::new(rank, profile?))
     };
     if ranked.len() <= n {
         out.extend(ranked.into_iter().filter_map(entry));
@@ -827,10 +825,7 @@ fn entries(ranked: Vec<(u64, u32)>, slots: &SlotTable) -> Vec<TopEntry> {
         .filter_map(|(rank, slot)| {
             let profile = slots.get(slot);
             debug_assert!(profile.is_some(), "a relation from a free slot");
-            Some(TopEntry {
-                rank,
-                profile: profile?,
-            })
+            Some(TopEntry::new(rank, profile?))
         })
         .collect()
 }

@@ -32,9 +32,49 @@ pub(crate) struct TopEntry {
     pub(crate) rank: u64,
     /// The initiator.
     pub(crate) profile: Arc<Profile>,
+    /// The initiator as a block names it ([`initiator_words`]), kept here so that
+    /// writing a block reads no profile.
+    pub(crate) named: [u64; 2],
+}
+
+/// Set in the second word of [`initiator_words`] when the id is not held inline.
+pub(crate) const TEXT_ID: u64 = 1 << 31;
+
+/// How a block names an initiator in two words: a 24-hex id's 12 packed bytes (the
+/// first 8, then the last 4 above the slot), or, for any other id, [`TEXT_ID`] beside
+/// the slot (the reader finds the id in the slot table). Slots are below 2^31.
+pub(crate) fn initiator_words(profile: &Profile) -> [u64; 2] {
+    let slot = u64::from(profile.slot);
+    debug_assert!(slot < TEXT_ID);
+    match profile.id.packed() {
+        Some(id) => {
+            let (head, tail) = id.split_at(8);
+            let head = u64::from_le_bytes(head.try_into().expect("8 bytes"));
+            let tail = u64::from(u32::from_le_bytes(tail.try_into().expect("4 bytes")));
+            [head, tail << 32 | slot]
+        }
+        None => [0, TEXT_ID | slot],
+    }
+}
+
+/// The packed id of [`initiator_words`] as its first 8 and last 4 bytes (little
+/// endian), or `Err(slot)` when the id is not inline.
+pub(crate) fn inline_id([head, tail]: [u64; 2]) -> Result<(u64, u32), u32> {
+    if tail & TEXT_ID != 0 {
+        return Err((tail & (TEXT_ID - 1)) as u32);
+    }
+    Ok((head, (tail >> 32) as u32))
 }
 
 impl TopEntry {
+    pub(crate) fn new(rank: u64, profile: Arc<Profile>) -> Self {
+        TopEntry {
+            rank,
+            named: initiator_words(&profile),
+            profile,
+        }
+    }
+
     fn is(&self, profile: &Profile) -> bool {
         self.profile.slot == profile.slot
     }
@@ -144,10 +184,7 @@ impl TopIndex {
                 id,
                 slot: profile.slot,
             }),
-            None => self.other.insert(TopEntry {
-                rank,
-                profile: Arc::clone(profile),
-            }),
+            None => self.other.insert(TopEntry::new(rank, Arc::clone(profile))),
         };
     }
 
@@ -158,10 +195,7 @@ impl TopIndex {
                 id,
                 slot: profile.slot,
             }),
-            None => self.other.remove(&TopEntry {
-                rank,
-                profile: Arc::clone(profile),
-            }),
+            None => self.other.remove(&TopEntry::new(rank, Arc::clone(profile))),
         }
     }
 
@@ -205,10 +239,7 @@ impl TopIndex {
                 let profile = slots.get(h.slot);
                 debug_assert!(profile.is_some(), "an index entry from a free slot");
                 if let Some(profile) = profile {
-                    out.push(TopEntry {
-                        rank: h.rank,
-                        profile,
-                    });
+                    out.push(TopEntry::new(h.rank, profile));
                 }
             } else if let Some(o) = other.next() {
                 out.push(o.clone());
@@ -261,10 +292,9 @@ pub(crate) fn update_list(
         }
         return true;
     }
-    let new_entry = change.new.map(|rank| TopEntry {
-        rank,
-        profile: Arc::clone(change.profile),
-    });
+    let new_entry = change
+        .new
+        .map(|rank| TopEntry::new(rank, Arc::clone(change.profile)));
     let enters = new_entry
         .as_ref()
         .is_some_and(|e| list.len() < n || list.last().is_some_and(|last| e < last));
@@ -313,10 +343,7 @@ mod tests {
         let mut valued: Vec<TopEntry> = profiles
             .iter()
             .enumerate()
-            .map(|(i, p)| TopEntry {
-                rank: i as u64 / 3,
-                profile: Arc::clone(p),
-            })
+            .map(|(i, p)| TopEntry::new(i as u64 / 3, Arc::clone(p)))
             .collect();
         let n = 3;
         let mut list = select_top(valued.clone(), n);
