@@ -75,8 +75,10 @@ impl TopEntry {
         }
     }
 
+    /// Whether the entry is `profile`'s: its slot, read from the entry itself (the
+    /// entry's profile is not read, so a scan of the list touches no profile).
     fn is(&self, profile: &Profile) -> bool {
-        self.profile.slot == profile.slot
+        (self.named[1] & (TEXT_ID - 1)) as u32 == profile.slot
     }
 }
 
@@ -321,6 +323,35 @@ pub(crate) fn update_list(
 mod tests {
     use super::*;
     use crate::directory::Directory;
+
+    /// How a block names an initiator: a 24-hex id comes back whole from its words,
+    /// any other id as its slot; either way the words give the slot `is` compares.
+    #[test]
+    fn initiators_named_in_two_words_come_back() {
+        let directory = Directory::for_test();
+        for (i, id) in [
+            "0123456789abcdeffedcba98",
+            "ffffffffffffffffffffffff",
+            "b-17",
+            "x",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let p = directory.create_for_test(2, id, i as u64);
+            let words = initiator_words(&p);
+            match inline_id(words) {
+                Ok((head, tail)) => {
+                    assert_eq!(ProfileId::from_halves(head, tail), p.id, "{id}");
+                }
+                Err(slot) => {
+                    assert!(p.id.packed().is_none(), "{id} is not inline");
+                    assert_eq!(slot, p.slot);
+                }
+            }
+            assert!(TopEntry::new(7, Arc::clone(&p)).is(&p), "{id}");
+        }
+    }
 
     /// A target with an index never scans its relations to refill: the best member
     /// leaves ten times over, each list is exact, and `scan` is never called. Ids of
