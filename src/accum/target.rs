@@ -336,14 +336,15 @@ impl Target {
     /// Writes the counters to the block in place (see `accum::block`): `words` holds
     /// the new head (relations, counts, sums; anything after it is dropped), the top
     /// lists are laid after it. A new block takes them when a top list outgrew the
-    /// room (twice the room needed, up to the schema's top size). Returns the block to
-    /// publish, if readers do not have it yet.
+    /// room (half again the room needed, up to the schema's top size). Returns the
+    /// block to publish, if readers do not have it yet.
     fn write_block(&mut self, mut words: Words) -> Option<Arc<Block>> {
         let need = self.counters.longest_top();
         if need > self.block.cap() {
             let schema = &self.block.schema;
-            let cap = need
-                .next_power_of_two()
+            // Half again the room needed (so a growing list replaces its block
+            // O(log n) times), up to the schema's top size.
+            let cap = (need + need / 2)
                 .min(usize::from(max_top(schema)))
                 .max(need);
             self.block = Arc::new(Block::new(schema, &self.block.profile, cap));
@@ -780,6 +781,7 @@ fn scan_best(
         debug_assert!(profile.is_some(), "a relation from a free slot");
         Some(TopEntry::new(rank, profile?))
     };
+    out.reserve_exact(n.min(ranked.len()));
     if ranked.len() <= n {
         out.extend(ranked.into_iter().filter_map(entry));
         return;

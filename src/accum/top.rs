@@ -222,6 +222,7 @@ impl TopIndex {
     /// [`first`](Self::first) into `out` (cleared first, its room reused).
     fn first_into(&self, n: usize, slots: &SlotTable, out: &mut Vec<TopEntry>) {
         out.clear();
+        out.reserve_exact(n.min(self.len()));
         let mut hex = self.hex.iter().peekable();
         let mut other = self.other.iter().peekable();
         while out.len() < n {
@@ -312,6 +313,11 @@ pub(crate) fn update_list(
             // Make room first, so a full list never grows past `n`.
             if list.len() == n {
                 list.pop();
+            }
+            // Room for one more, not twice the room: a list never grows past `n`, and
+            // every recipient keeps one.
+            if list.len() == list.capacity() {
+                list.reserve_exact(1);
             }
             list.insert(at, entry);
         }
