@@ -61,6 +61,9 @@ use crate::schema::Schema;
 use crate::sync::{AtomicU64, Ordering, fence};
 use crate::value::PropKind;
 
+/// The bit of a block's sequence set when it is retired ([`Latch::retire`]).
+const RETIRED: u64 = 1 << 63;
+
 /// One copy's words, as a writer builds it or a reader copies it (on the stack for
 /// schemas of a few properties with short top lists).
 pub(crate) type Words = SmallVec<[u64; 48]>;
@@ -115,9 +118,24 @@ impl Latch {
         out.extend(self.copy_at(seq).iter().map(|w| w.load(Ordering::Relaxed)));
     }
 
-    /// Starts a read: the sequence naming the copy to read.
-    pub(crate) fn begin(&self) -> u64 {
-        self.seq.load(Ordering::Acquire)
+    /// Starts a read: the sequence naming the copy to read, or `None` once the
+    /// block is [retired](Self::retire).
+    pub(crate) fn begin(&self) -> Option<u64> {
+        let seq = self.seq.load(Ordering::Acquire);
+        (seq & RETIRED == 0).then_some(seq)
+    }
+
+    /// Marks the block as no longer written (replaced or unpublished): every read
+    /// that began before and checks [`valid`](Self::valid) after fails, and every
+    /// read that begins after is refused, so the reader looks the counters up again.
+    /// A block that is no longer written cannot vouch for a slot resolved after its
+    /// copy: the delete that frees the slot of an initiator it lists writes the new
+    /// block, not this one. The writer retires it before any later write can free a
+    /// slot (under the same lock), so a reader that resolves a slot taken since sees
+    /// the mark.
+    pub(crate) fn retire(&self) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq | RETIRED, Ordering::Release);
     }
 
     /// Word `at` of the copy `seq` names; what a reader reads is whole only if
@@ -262,7 +280,7 @@ mod loom_tests {
                 l.write(&[2, 2]);
                 l.write(&[3, 3]);
             });
-            let seq = latch.begin();
+            let seq = latch.begin().expect("not retired");
             let copy = [latch.word(seq, 0), latch.word(seq, 1)];
             if latch.valid(seq) {
                 assert_eq!(copy[0], copy[1], "a torn copy: {copy:?}");
@@ -290,7 +308,7 @@ mod loom_tests {
                 s.store(0, Ordering::Release); // the slot freed
                 s.store(9, Ordering::Release); // and taken by another profile
             });
-            let seq = latch.begin();
+            let seq = latch.begin().expect("not retired");
             let listed = latch.word(seq, 0);
             if latch.valid(seq) && listed == 7 {
                 let holder = slot.load(Ordering::Acquire);
@@ -299,6 +317,35 @@ mod loom_tests {
                 }
             }
             deleter.join().expect("deleter");
+        });
+    }
+
+    /// A block replaced or unpublished is retired before any later write frees a slot
+    /// it lists: a reader that resolves the slot to its next holder after a valid
+    /// copy of the old block sees the retirement at its second check.
+    #[test]
+    fn a_retired_block_never_vouches_for_a_later_holder() {
+        use crate::sync::{AtomicU64, Ordering};
+        loom::model(|| {
+            let latch = Arc::new(Latch::new(1));
+            latch.write(&[7]);
+            let slot = Arc::new(AtomicU64::new(7));
+            let (l, s) = (Arc::clone(&latch), Arc::clone(&slot));
+            let writer = loom::thread::spawn(move || {
+                l.retire(); // replaced: later writes go to another block
+                s.store(0, Ordering::Release); // the listed initiator's slot freed
+                s.store(9, Ordering::Release); // and taken again
+            });
+            if let Some(seq) = latch.begin() {
+                let listed = latch.word(seq, 0);
+                if latch.valid(seq) && listed == 7 {
+                    let holder = slot.load(Ordering::Acquire);
+                    if latch.valid(seq) {
+                        assert_eq!(holder, 7, "resolved to a later holder");
+                    }
+                }
+            }
+            writer.join().expect("writer");
         });
     }
 
@@ -313,7 +360,7 @@ mod loom_tests {
                 l.write(&[2]);
             });
             writer.join().expect("writer");
-            let seq = latch.begin();
+            let seq = latch.begin().expect("not retired");
             let read = latch.word(seq, 0);
             assert!(latch.valid(seq));
             assert_eq!(read, 2);

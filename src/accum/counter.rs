@@ -129,9 +129,9 @@ impl Counter {
     /// Reads `block`'s counters (see `accum::block`, *Read protocol*); the top lists'
     /// initiators are held inline but for ids that are not 24 hex characters, which
     /// `resolve` names (a slot to its profile's id). `None` when such a slot names no
-    /// profile while no write to the block completed meanwhile: the block is no longer
-    /// published (its recipient's delete removed it, or a top list outgrew it, then an
-    /// initiator's delete freed the slot), and the caller looks the counters up again.
+    /// profile while no write to the block completed meanwhile, or when the block is
+    /// retired (replaced or unpublished, see `Latch::retire`): the caller looks the
+    /// counters up again.
     pub(crate) fn read(
         block: &Arc<Block>,
         resolve: impl Fn(u32) -> Option<ProfileId>,
@@ -146,7 +146,9 @@ impl Counter {
         // Top entries whose ids are not inline: (index in `tops`, slot).
         let mut named: SmallVec<[(u32, u32); 4]> = SmallVec::new();
         loop {
-            let seq = block.latch.begin();
+            let Some(seq) = block.latch.begin() else {
+                return None; // retired: the caller looks the counters up again
+            };
             let copy = block.latch.copy_of(seq);
             counter.decode(&layout, |at| copy[at].load(Ordering::Relaxed), &mut named);
             if !block.latch.valid(seq) {

@@ -19,6 +19,13 @@ use crate::slots::SlotTable;
 use crate::value::PropKind;
 use crate::value::rank;
 
+/// A block a write leaves the store to publish (readers do not have it yet), and the
+/// block it replaces, to retire once it is published (`Latch::retire`).
+pub(crate) struct Fresh {
+    pub(crate) block: Arc<Block>,
+    pub(crate) replaced: Option<Arc<Block>>,
+}
+
 /// The key of a relation in the id order: its initiator's id and slot (the id is
 /// `None` only for a slot found free, which a target's lock rules out).
 pub(crate) type IdKey = (Option<ProfileId>, u32);
@@ -317,7 +324,7 @@ impl Target {
         new: Option<Record>,
         index_above: usize,
         slots: &SlotTable,
-    ) -> Option<Arc<Block>> {
+    ) -> Option<Fresh> {
         let mut words = Words::new();
         self.block.latch.current(&mut words);
         let mut counters = std::mem::take(&mut self.counters);
@@ -338,8 +345,9 @@ impl Target {
     /// lists are laid after it. A new block takes them when a top list outgrew the
     /// room (half again the room needed, up to the schema's top size). Returns the
     /// block to publish, if readers do not have it yet.
-    fn write_block(&mut self, mut words: Words) -> Option<Arc<Block>> {
+    fn write_block(&mut self, mut words: Words) -> Option<Fresh> {
         let need = self.counters.longest_top();
+        let mut replaced = None;
         if need > self.block.cap() {
             let schema = &self.block.schema;
             // Half again the room needed (so a growing list replaces its block
@@ -347,7 +355,10 @@ impl Target {
             let cap = (need + need / 2)
                 .min(usize::from(max_top(schema)))
                 .max(need);
-            self.block = Arc::new(Block::new(schema, &self.block.profile, cap));
+            let block = Arc::new(Block::new(schema, &self.block.profile, cap));
+            let old = std::mem::replace(&mut self.block, block);
+            // Never published: readers never had it, nothing to retire.
+            replaced = self.published.then_some(old);
             self.published = false;
         }
         let layout = *self.block.layout();
@@ -361,7 +372,10 @@ impl Target {
             return None;
         }
         self.published = true;
-        Some(Arc::clone(&self.block))
+        Some(Fresh {
+            block: Arc::clone(&self.block),
+            replaced,
+        })
     }
 
     /// What [`apply`](Self::apply) does, on `counters` and the head of a copy's
@@ -468,7 +482,7 @@ impl Target {
         rows: &[(u32, &Arc<Profile>, &Record)],
         index_above: usize,
         slots: &SlotTable,
-    ) -> (Option<Arc<Block>>, Vec<usize>) {
+    ) -> (Option<Fresh>, Vec<usize>) {
         let mut added = Vec::new();
         if rows.len() * 4 < self.len() {
             let mut words = Words::new();

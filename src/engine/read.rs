@@ -484,3 +484,89 @@ mod tests {
         assert_eq!(touched, ORDER_ABOVE, "a small recipient is read whole");
     }
 }
+
+/// Regressions of the counter block's reads, found by review.
+#[cfg(test)]
+mod block_reads {
+    use super::*;
+    use crate::schema::{PropSpec, RelationType};
+    use crate::value::Value;
+
+    /// The block a reader found for `a` (what `get_counter` holds while it reads).
+    fn found(engine: &Engine, a: &str) -> Arc<Block> {
+        let guard = engine.collector.enter();
+        let a = engine.name(1, a).expect("a");
+        let key = (a.key.db, &a.key.id, a.hash);
+        Arc::clone(engine.store.block_by_id(1, key, &guard).expect("published"))
+    }
+
+    /// A read of what `block` lists in its top: `None` when the read is refused.
+    fn top_of(engine: &Engine, block: &Arc<Block>) -> Option<Vec<String>> {
+        let slots = engine.store.slots();
+        let counter = Counter::read(block, |s| slots.with(s, |b| b.map(|b| b.id.clone())))?;
+        let top = counter.top("v").expect("a top");
+        Some(top.map(|t| t.profile_id.to_string()).collect())
+    }
+
+    fn engine() -> Engine {
+        let engine = Engine::builder().shards(2).build();
+        engine
+            .define(RelationType::new(1, 1, 2).prop("v", PropSpec::int().top(10)))
+            .expect("schema");
+        engine
+    }
+
+    /// Found by review: a block replaced when its top list outgrew it is no longer
+    /// written, so a reader holding it resolved its text-id initiator's slot, freed
+    /// and taken by another profile since, to that profile ("u-2", which never had a
+    /// relation to "a"). A replaced block is retired: the read is refused, and
+    /// `get_counter` looks up again.
+    #[test]
+    fn a_replaced_block_never_names_a_later_holder_of_a_slot() {
+        let engine = engine();
+        engine
+            .attach(1, "a", "t-1", &[("v", Value::Int(5))])
+            .expect("attach");
+        let old = found(&engine, "a");
+        assert_eq!(top_of(&engine, &old), Some(vec!["t-1".to_string()]));
+        // A second entry: the block is replaced (room for 1, then more).
+        engine
+            .attach(1, "a", "0123456789abcdef01234567", &[("v", Value::Int(7))])
+            .expect("attach");
+        assert!(!Arc::ptr_eq(&old, &found(&engine, "a")), "replaced");
+        engine.detach(1, "a", "t-1").expect("detach");
+        engine.delete_profile(2, "t-1").expect("delete");
+        engine
+            .attach(1, "z", "u-2", &[("v", Value::Int(1))])
+            .expect("takes the slot");
+        assert_eq!(top_of(&engine, &old), None, "a retired block is refused");
+        let now = engine.get_counter(1, "a").expect("a");
+        let top: Vec<String> = now
+            .top("v")
+            .expect("a top")
+            .map(|t| t.profile_id.to_string())
+            .collect();
+        assert_eq!(top, ["0123456789abcdef01234567"]);
+    }
+
+    /// Found by review: the same with the recipient deleted (its block unpublished,
+    /// never written again): a reader holding it is refused, and "a" is not found.
+    #[test]
+    fn an_unpublished_block_never_names_a_later_holder_of_a_slot() {
+        let engine = engine();
+        engine
+            .attach(1, "a", "t-1", &[("v", Value::Int(5))])
+            .expect("attach");
+        let old = found(&engine, "a");
+        engine.delete_profile(1, "a").expect("delete a");
+        engine.delete_profile(2, "t-1").expect("delete t");
+        engine
+            .attach(1, "z", "u-2", &[("v", Value::Int(1))])
+            .expect("takes the slot");
+        assert_eq!(top_of(&engine, &old), None, "a retired block is refused");
+        assert!(matches!(
+            engine.get_counter(1, "a"),
+            Err(Error::ProfileNotFound { .. })
+        ));
+    }
+}

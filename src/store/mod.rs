@@ -19,7 +19,7 @@ use smallvec::{SmallVec, smallvec};
 
 use crate::accum::block::Block;
 use crate::accum::target::IdOrder;
-use crate::accum::target::{Packed, Target};
+use crate::accum::target::{Fresh, Packed, Target};
 use crate::map::LockFreeMap;
 use crate::profile::Profile;
 use crate::record::{Record, RecordRef};
@@ -303,28 +303,44 @@ impl Store {
     /// After a write to recipient `pa`'s target, which had `before` relations and has
     /// `now`: keeps the relation count, drops the target once it has no relation, and
     /// publishes `fresh`, a block readers do not have yet (the counters of a write
-    /// are in the target's block already). A target alone under its `(rel_id, hash)`
-    /// (`shared` false: all but colliding ids) replaces the key's list with one plain
-    /// insert.
+    /// are in the target's block already). A block no longer published (replaced, or
+    /// its target dropped) is retired once readers can no longer find it, before the
+    /// lock is released (see `Latch::retire`). A target alone under its
+    /// `(rel_id, hash)` (`shared` false: all but colliding ids) replaces the key's
+    /// list with one plain insert.
     fn publish(
         &self,
         shard: &mut Shard,
         key: TargetKey,
         (before, now): (usize, usize),
         pa: &Arc<Profile>,
-        fresh: Option<Arc<Block>>,
+        fresh: Option<Fresh>,
         shared: bool,
     ) {
         self.count_relations(now as u64, before as u64);
+        let replaced = fresh.as_ref().and_then(|f| f.replaced.clone());
         if now == 0 {
-            shard.targets.remove(&key);
+            let gone = shard.targets.remove(&key);
             self.unpublish(key.0, pa);
+            if let Some(target) = gone {
+                target.block().latch.retire();
+            }
+            if let Some(old) = replaced {
+                old.latch.retire();
+            }
             return;
         }
-        let Some(block) = fresh else {
+        let Some(Fresh { block, replaced }) = fresh else {
             return;
         };
-        let pkey = (key.0, pa.xxh);
+        self.show(pkey_of(key.0, pa), pa, block, shared);
+        if let Some(old) = replaced {
+            old.latch.retire();
+        }
+    }
+
+    /// Puts `block`, `pa`'s, in the map under `pkey`.
+    fn show(&self, pkey: (u32, u64), pa: &Arc<Profile>, block: Arc<Block>, shared: bool) {
         if !shared {
             self.views.insert(pkey, smallvec![block]);
             return;
@@ -409,6 +425,7 @@ impl Store {
             let key = (rel_id, profile.slot);
             if let Some(target) = shard.targets.remove(&key) {
                 self.unpublish(rel_id, &target.block().profile);
+                target.block().latch.retire();
                 self.count_relations(0, target.len() as u64);
                 // Each initiator holds its slot while its relation is here (under
                 // this lock): the table names it.
@@ -533,6 +550,11 @@ impl Store {
             self.relations.fetch_sub(before - now, AcqRel);
         }
     }
+}
+
+/// The key a recipient's blocks are published under: `(rel_id, its hash)`.
+fn pkey_of(rel_id: u32, pa: &Profile) -> (u32, u64) {
+    (rel_id, pa.xxh)
 }
 
 /// The held shards that have work, with their work, dealt to `threads` parts.

@@ -945,3 +945,87 @@ fn tag_sets_keep_few_vacant_entries_beside_churned_holders() {
     assert!(grown < 512 << 10, "30 rounds left {grown} bytes allocated");
     assert_eq!(engine.profile_count(), TAGS * 34);
 }
+
+/// Found by review (store v3's counter block): a reader holding a block that is no
+/// longer written (replaced when its top list outgrew it, or unpublished with its
+/// recipient) resolved a text-id initiator's slot, freed and taken since, to its new
+/// holder: "a" listed `u{k}`, which was only ever attached to "z". Readers check that
+/// every text-id entry of "a" is `t{value}`, beside a writer that replaces and drops
+/// blocks and recycles slots in a loop.
+#[test]
+fn a_read_never_names_a_later_holder_of_a_top_initiators_slot() {
+    use relcount::{PropSpec, RelationType};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    let rounds: [fn(&Engine, i64); 2] = [
+        |e, k| {
+            let t = format!("t{k}");
+            e.attach(1, "a", t.as_str(), &[("Donate", Value::Int(k))])
+                .expect("attach");
+            e.delete_profile(1, "a").expect("delete a");
+            e.delete_profile(2, t.as_str()).expect("delete t");
+            let u = format!("u{k}");
+            e.attach(1, "z", u.as_str(), &[("Donate", Value::Int(k))])
+                .expect("takes t's slot");
+        },
+        |e, k| {
+            let (t, h) = (format!("t{k}"), format!("{k:024x}"));
+            e.attach(1, "a", t.as_str(), &[("Donate", Value::Int(k))])
+                .expect("attach");
+            // A second entry: the block is replaced.
+            e.attach(1, "a", h.as_str(), &[("Donate", Value::Int(k))])
+                .expect("attach");
+            e.detach(1, "a", t.as_str()).expect("detach");
+            e.delete_profile(2, t.as_str()).expect("delete t");
+            let u = format!("u{k}");
+            e.attach(1, "z", u.as_str(), &[("Donate", Value::Int(k))])
+                .expect("takes t's slot");
+            e.detach(1, "a", h.as_str()).expect("detach h");
+        },
+    ];
+    for round in rounds {
+        let engine = Engine::builder().shards(4).build();
+        engine
+            .define(RelationType::new(1, 1, 2).prop("Donate", PropSpec::int().top(10)))
+            .expect("schema");
+        let stop = AtomicBool::new(false);
+        let found = std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut k = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    round(&engine, k);
+                    k += 1;
+                }
+            });
+            let readers: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        let end = Instant::now() + Duration::from_secs(2);
+                        while Instant::now() < end {
+                            let Ok(c) = engine.get_counter(1, "a") else {
+                                continue;
+                            };
+                            for t in c.top("Donate").expect("a top") {
+                                let Value::Int(v) = t.value else {
+                                    return Some(format!("{:?}", t.value));
+                                };
+                                let id = t.profile_id.to_string();
+                                if id.len() != 24 && id != format!("t{v}") {
+                                    return Some(format!("{id} with value {v}: {c:?}"));
+                                }
+                            }
+                        }
+                        None
+                    })
+                })
+                .collect();
+            let found: Vec<String> = readers
+                .into_iter()
+                .filter_map(|r| r.join().expect("reader"))
+                .collect();
+            stop.store(true, Ordering::Relaxed);
+            found
+        });
+        assert!(found.is_empty(), "{found:?}");
+    }
+}
