@@ -290,51 +290,21 @@ mod loom_tests {
         });
     }
 
-    /// An initiator named by a top entry is resolved after the copy (`Counter::read`):
-    /// a delete first writes the block without the entry, then frees the slot (and a
-    /// create takes it). A reader whose copy still lists the entry and whose second
-    /// check passes resolves the slot to the profile that held it then.
-    #[test]
-    fn a_slot_resolved_after_a_valid_copy_is_the_listed_one() {
+    /// A block lists initiator 7 (its one word); `before_free` is what the writer does
+    /// to the block before the slot it lists is freed and taken by another profile
+    /// (9). A reader whose copy lists 7 and whose second check passes resolves the
+    /// slot to 7, the holder when it was listed.
+    fn resolved_slot_is_the_listed_one(before_free: fn(&Latch)) {
         use crate::sync::{AtomicU64, Ordering};
-        loom::model(|| {
-            // The block lists initiator 7 (word 1 = its slot's holder at listing).
-            let latch = Arc::new(Latch::new(1));
-            latch.write(&[7]);
-            let slot = Arc::new(AtomicU64::new(7));
-            let (l, s) = (Arc::clone(&latch), Arc::clone(&slot));
-            let deleter = loom::thread::spawn(move || {
-                l.write(&[0]); // the relation removed: no entry
-                s.store(0, Ordering::Release); // the slot freed
-                s.store(9, Ordering::Release); // and taken by another profile
-            });
-            let seq = latch.begin().expect("not retired");
-            let listed = latch.word(seq, 0);
-            if latch.valid(seq) && listed == 7 {
-                let holder = slot.load(Ordering::Acquire);
-                if latch.valid(seq) {
-                    assert_eq!(holder, 7, "resolved to a later holder");
-                }
-            }
-            deleter.join().expect("deleter");
-        });
-    }
-
-    /// A block replaced or unpublished is retired before any later write frees a slot
-    /// it lists: a reader that resolves the slot to its next holder after a valid
-    /// copy of the old block sees the retirement at its second check.
-    #[test]
-    fn a_retired_block_never_vouches_for_a_later_holder() {
-        use crate::sync::{AtomicU64, Ordering};
-        loom::model(|| {
+        loom::model(move || {
             let latch = Arc::new(Latch::new(1));
             latch.write(&[7]);
             let slot = Arc::new(AtomicU64::new(7));
             let (l, s) = (Arc::clone(&latch), Arc::clone(&slot));
             let writer = loom::thread::spawn(move || {
-                l.retire(); // replaced: later writes go to another block
-                s.store(0, Ordering::Release); // the listed initiator's slot freed
-                s.store(9, Ordering::Release); // and taken again
+                before_free(&l);
+                s.store(0, Ordering::Release); // the slot freed
+                s.store(9, Ordering::Release); // and taken by another profile
             });
             if let Some(seq) = latch.begin() {
                 let listed = latch.word(seq, 0);
@@ -347,6 +317,20 @@ mod loom_tests {
             }
             writer.join().expect("writer");
         });
+    }
+
+    /// An initiator not held inline is resolved after the copy (`Counter::read`): a
+    /// delete first writes the block without the entry, then frees the slot.
+    #[test]
+    fn a_slot_resolved_after_a_valid_copy_is_the_listed_one() {
+        resolved_slot_is_the_listed_one(|l| l.write(&[0]));
+    }
+
+    /// A block replaced or unpublished is no longer written: it is retired before any
+    /// later write frees a slot it lists.
+    #[test]
+    fn a_retired_block_never_vouches_for_a_later_holder() {
+        resolved_slot_is_the_listed_one(Latch::retire);
     }
 
     /// A reader that starts after a write completed sees it (or a later one).
