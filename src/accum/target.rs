@@ -19,6 +19,18 @@ use crate::slots::SlotTable;
 use crate::value::PropKind;
 use crate::value::rank;
 
+/// Where an initiator's relation is, as the caller already knows it (found under the
+/// same lock, with no write since): a write then does not search for it again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Known {
+    /// Not looked up: the target finds it.
+    Unknown,
+    /// At this index of the relations.
+    At(usize),
+    /// The initiator has no relation here.
+    Absent,
+}
+
 /// A block a write leaves the store to publish (readers do not have it yet), and the
 /// block it replaces, to retire once it is published (`Latch::retire`).
 pub(crate) struct Fresh {
@@ -285,9 +297,17 @@ impl Target {
         }
     }
 
+    /// The relation initiated by `b`, if any, and where it is (`slots` names the
+    /// initiators).
+    pub(crate) fn find(&self, b: &Profile, slots: &SlotTable) -> Option<(usize, RecordRef<'_>)> {
+        let at = self.position(b, slots)?;
+        Some((at, self.rels.get(at).1))
+    }
+
     /// The relation initiated by `b`, if any (`slots` names the initiators).
+    #[cfg(test)]
     pub(crate) fn get(&self, b: &Profile, slots: &SlotTable) -> Option<RecordRef<'_>> {
-        Some(self.rels.get(self.position(b, slots)?).1)
+        Some(self.find(b, slots)?.1)
     }
 
     /// Number of relations.
@@ -320,7 +340,7 @@ impl Target {
     /// target's relations are found in `slots` when its top list refills.
     pub(crate) fn apply(
         &mut self,
-        b: &Arc<Profile>,
+        b: (&Arc<Profile>, Known),
         new: Option<Record>,
         index_above: usize,
         slots: &SlotTable,
@@ -384,12 +404,12 @@ impl Target {
         &mut self,
         counters: &mut Counters,
         words: &mut Words,
-        b: &Arc<Profile>,
+        (b, known): (&Arc<Profile>, Known),
         new: Option<&Record>,
         index_above: usize,
         slots: &SlotTable,
     ) {
-        let old = self.place(b, new, slots);
+        let old = self.place(b, known, new, slots);
         self.sync_order(slots);
         let rels = &*self.rels;
         // Borrowed, not cloned: the schema's count is shared by every target of the
@@ -490,6 +510,7 @@ impl Target {
             let mut counters = std::mem::take(&mut self.counters);
             for (i, (_, b, rec)) in rows.iter().enumerate() {
                 let before = self.len();
+                let b = (*b, Known::Unknown);
                 self.change(&mut counters, &mut words, b, Some(rec), index_above, slots);
                 if self.len() > before {
                     added.push(i);
@@ -507,7 +528,7 @@ impl Target {
         }
         for (i, (slot, b, rec)) in rows.iter().enumerate() {
             debug_assert_eq!(*slot, b.slot);
-            if self.place(b, Some(rec), slots).is_none() {
+            if self.place(b, Known::Unknown, Some(rec), slots).is_none() {
                 added.push(i);
             }
         }
@@ -603,9 +624,20 @@ impl Target {
 
     /// Puts `new` in place of `b`'s relation (`None` removes it), keeping the
     /// position map and the id order (if any) in step; returns the old record.
-    fn place(&mut self, b: &Profile, new: Option<&Record>, slots: &SlotTable) -> Option<Record> {
+    fn place(
+        &mut self,
+        b: &Profile,
+        known: Known,
+        new: Option<&Record>,
+        slots: &SlotTable,
+    ) -> Option<Record> {
         let slot = b.slot;
-        let at = self.position(b, slots);
+        let at = match known {
+            Known::Unknown => self.position(b, slots),
+            Known::At(at) => Some(at),
+            Known::Absent => None,
+        };
+        debug_assert_eq!(at, self.position(b, slots), "a known position out of date");
         match (at, new) {
             (None, None) => return None,
             // The same values again: nothing to change (nor to copy, if a page or a
@@ -944,7 +976,7 @@ mod tests {
             for (who, link, v) in ops {
                 let b = &bs[usize::from(who)];
                 let rec = link.then(|| record(&schema, v));
-                target.apply(b, rec.clone(), 4, directory.slot_table());
+                target.apply((b, Known::Unknown), rec.clone(), 4, directory.slot_table());
                 match rec {
                     Some(rec) => oracle.insert(b.slot, rec),
                     None => oracle.remove(&b.slot),
@@ -990,11 +1022,11 @@ mod tests {
                 let rec = record(&schema, v);
                 match op {
                     0 | 1 => {
-                        target.apply(&bs[usize::from(i)], Some(rec.clone()), 4, &slots);
+                        target.apply((&bs[usize::from(i)], Known::Unknown), Some(rec.clone()), 4, &slots);
                         oracle.insert(i, rec);
                     }
                     2 | 3 => {
-                        target.apply(&bs[usize::from(i)], None, 4, &slots);
+                        target.apply((&bs[usize::from(i)], Known::Unknown), None, 4, &slots);
                         oracle.remove(&i);
                     }
                     4 => {
@@ -1002,7 +1034,7 @@ mod tests {
                         let j = (i + n) % 120;
                         if i == j { continue; }
                         for k in [i, j] {
-                            target.apply(&bs[usize::from(k)], None, 4, &slots);
+                            target.apply((&bs[usize::from(k)], Known::Unknown), None, 4, &slots);
                             oracle.remove(&k);
                             directory.abandon(&bs[usize::from(k)]);
                         }
@@ -1099,14 +1131,29 @@ mod tests {
     #[test]
     fn shared_relations_are_copied_only_by_a_change() {
         let (directory, schema, b, mut target) = one_pair();
-        target.apply(&b, Some(record(&schema, 5)), 4, directory.slot_table());
+        target.apply(
+            (&b, Known::Unknown),
+            Some(record(&schema, 5)),
+            4,
+            directory.slot_table(),
+        );
         let held = Arc::clone(target.relations());
-        target.apply(&b, Some(record(&schema, 5)), 4, directory.slot_table());
+        target.apply(
+            (&b, Known::Unknown),
+            Some(record(&schema, 5)),
+            4,
+            directory.slot_table(),
+        );
         assert!(
             Arc::ptr_eq(&held, target.relations()),
             "the same values copy nothing"
         );
-        target.apply(&b, Some(record(&schema, 6)), 4, directory.slot_table());
+        target.apply(
+            (&b, Known::Unknown),
+            Some(record(&schema, 6)),
+            4,
+            directory.slot_table(),
+        );
         assert!(!Arc::ptr_eq(&held, target.relations()), "a change copies");
         assert_eq!(
             held.get(0).1.to_record(),

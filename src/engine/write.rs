@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::profile::Profile;
 use crate::profile_data::Match;
 use crate::record::{Record, WriteKind};
-use crate::store::Locked;
+use crate::store::{Known, Locked};
 use crate::value::Value;
 
 impl Engine {
@@ -109,9 +109,10 @@ impl Engine {
                 break (a, b, locked, found_a, found_b);
             }
         };
-        let old = match (&found_a, &found_b) {
+        let (old, known) = match (&found_a, &found_b) {
             (Some(pa), Some(pb)) => self.store.relation(&mut locked, rel_id, (pa, a.shard), pb),
-            _ => None,
+            // A profile created by this write has no relation yet.
+            _ => (None, Known::Absent),
         };
         let record = Record::next(&schema, old, kind, &changes)?;
         // Missing profiles are created pending: found by no read until the relation
@@ -161,7 +162,7 @@ impl Engine {
             &schema,
             (&pa, a.shard),
             (&pb, b.shard),
-            Some(record),
+            (Some(record), known),
         );
         for p in created.iter().filter(|p| recipient(p)) {
             self.directory.activate(p);
@@ -224,11 +225,10 @@ impl Engine {
         };
         let pa = pa.ok_or_else(|| Self::not_found(&a))?;
         let pb = pb.ok_or_else(|| Self::not_found(&b))?;
-        if self
+        let (found, known) = self
             .store
-            .relation(&mut locked, rel_id, (&pa, a.shard), &pb)
-            .is_none()
-        {
+            .relation(&mut locked, rel_id, (&pa, a.shard), &pb);
+        if found.is_none() {
             return Err(Error::RelationNotFound {
                 rel_id,
                 profile_a: a.key.id.to_string(),
@@ -240,8 +240,8 @@ impl Engine {
             a: a.key.id.to_string(),
             b: b.key.id.to_string(),
         })?;
-        self.store
-            .set(&mut locked, &schema, (&pa, a.shard), (&pb, b.shard), None);
+        let (ends, change) = (((&pa, a.shard), (&pb, b.shard)), (None, known));
+        self.store.set(&mut locked, &schema, ends.0, ends.1, change);
         Ok(())
     }
 

@@ -28,6 +28,7 @@ use crate::slots::SlotTable;
 use crate::sync::MutexGuard;
 use shard::{Shard, Shards};
 
+pub(crate) use crate::accum::target::Known;
 pub(crate) use shard::Locked;
 
 /// `(rel_id, recipient slot)`: one counter.
@@ -148,23 +149,30 @@ impl Store {
         (0..self.shards.count()).map(|i| self.lock(i)).collect()
     }
 
-    /// The values of the relation from `b` to `a` (`a` living in `shard_a`, locked).
+    /// The values of the relation from `b` to `a` (`a` living in `shard_a`, locked),
+    /// and where it is: a [`set`](Self::set) under the same locks takes it, and does
+    /// not search again.
     pub(crate) fn relation<'l>(
         &self,
         locked: &'l mut Locked<'_>,
         rel_id: u32,
         (a, shard_a): (&Profile, usize),
         b: &Profile,
-    ) -> Option<RecordRef<'l>> {
-        locked
+    ) -> (Option<RecordRef<'l>>, Known) {
+        let found = locked
             .shard(shard_a)
             .targets
             .get(&(rel_id, a.slot))
-            .and_then(|t| t.get(b, &self.slots))
+            .and_then(|t| t.find(b, &self.slots));
+        match found {
+            Some((at, rec)) => (Some(rec), Known::At(at)),
+            None => (None, Known::Absent),
+        }
     }
 
     /// Sets (`Some`) or removes (`None`) the relation from `pb` to `pa` under the locks
-    /// of both ends, publishes `pa`'s new counters and keeps `pb`'s reverse index in
+    /// of both ends (`known`: where it is, as [`relation`](Self::relation) found it
+    /// under them), publishes `pa`'s new counters and keeps `pb`'s reverse index in
     /// step.
     pub(crate) fn set(
         &self,
@@ -172,14 +180,14 @@ impl Store {
         schema: &Arc<Schema>,
         (pa, shard_a): (&Arc<Profile>, usize),
         (pb, shard_b): (&Arc<Profile>, usize),
-        record: Option<Record>,
+        (record, known): (Option<Record>, Known),
     ) {
         let key = (schema.rel_id(), pa.slot);
         let shard = locked.shard(shard_a);
         let target = self.target_of(shard, schema, pa, key);
         let shared = target.shares_key;
         let before = target.len();
-        let fresh = target.apply(pb, record, self.index_above, &self.slots);
+        let fresh = target.apply((pb, known), record, self.index_above, &self.slots);
         let after = target.len();
         self.publish(shard, key, (before, after), pa, fresh, shared);
         // Only a relation that appears or disappears changes the reverse index.
@@ -470,12 +478,13 @@ impl Store {
             let Some(target) = shard.targets.get_mut(&key) else {
                 continue; // the recipient was deleted meanwhile
             };
-            if target.get(profile, &self.slots).is_none() {
+            let Some((at, _)) = target.find(profile, &self.slots) else {
                 continue;
-            }
+            };
             let (before, shared) = (target.len(), target.shares_key);
             let pa = Arc::clone(&target.block().profile);
-            let fresh = target.apply(profile, None, self.index_above, &self.slots);
+            let b = (profile, Known::At(at));
+            let fresh = target.apply(b, None, self.index_above, &self.slots);
             let after = target.len();
             self.publish(&mut shard, key, (before, after), &pa, fresh, shared);
         }
