@@ -35,8 +35,8 @@
 //! writer (one at a time: it holds the target's shard lock) writes the whole new state
 //! into the other, idle copy, then advances `seq` (release), which flips readers to
 //! it. A reader loads `seq` (acquire), reads the copy it names (decoding as it goes,
-//! `Counter::read`), then (after an acquire fence) loads `seq` again: unchanged, the copy is whole; changed, it reads
-//! again. A write begins with a release fence, so a reader that saw any word of a
+//! `Counter::read`), then (after an acquire fence) loads `seq` again: unchanged, the
+//! copy is whole; changed, it reads again. A write begins with a release fence, so a reader that saw any word of a
 //! write to the copy it was reading also sees the flip before it, and retries.
 //!
 //! So a reader never waits for a writer: a writer stopped in the middle of a write (on
@@ -49,8 +49,8 @@
 //! sequence checked once more (`Counter::read`).
 //!
 //! A block is replaced (a new one published) only when a top list outgrows its
-//! capacity; a reader holding the old one reads its last state, the target's state
-//! until the replacement.
+//! capacity. A block replaced or unpublished is retired ([`Latch::retire`]): a reader
+//! holding it is refused, and looks the counters up again.
 
 use std::sync::Arc;
 
@@ -90,7 +90,9 @@ impl Latch {
         self.words.len() / 2
     }
 
-    fn copy_at(&self, seq: u64) -> &[AtomicU64] {
+    /// The copy `seq` names, for a reader to read word by word (relaxed loads): what
+    /// it reads is whole only if [`valid`](Self::valid) says so after.
+    pub(crate) fn copy_of(&self, seq: u64) -> &[AtomicU64] {
         let w = self.width();
         let at = (seq & 1) as usize * w;
         &self.words[at..at + w]
@@ -104,7 +106,7 @@ impl Latch {
         // Orders the last flip before these stores: a reader that sees one of them
         // sees that flip (it was reading the copy being overwritten), and retries.
         fence(Ordering::Release);
-        for (word, &v) in self.copy_at(seq + 1).iter().zip(state) {
+        for (word, &v) in self.copy_of(seq + 1).iter().zip(state) {
             word.store(v, Ordering::Relaxed);
         }
         self.seq.store(seq + 1, Ordering::Release);
@@ -115,7 +117,7 @@ impl Latch {
     pub(crate) fn current(&self, out: &mut Words) {
         let seq = self.seq.load(Ordering::Relaxed);
         out.clear();
-        out.extend(self.copy_at(seq).iter().map(|w| w.load(Ordering::Relaxed)));
+        out.extend(self.copy_of(seq).iter().map(|w| w.load(Ordering::Relaxed)));
     }
 
     /// Starts a read: the sequence naming the copy to read, or `None` once the
@@ -142,18 +144,12 @@ impl Latch {
     /// [`valid`](Self::valid) says so after.
     #[cfg(all(test, relcount_loom))]
     pub(crate) fn word(&self, seq: u64, at: usize) -> u64 {
-        self.copy_at(seq)[at].load(Ordering::Relaxed)
-    }
-
-    /// The copy `seq` names, for a reader to read word by word (relaxed loads): what
-    /// it reads is whole only if [`valid`](Self::valid) says so after.
-    pub(crate) fn copy_of(&self, seq: u64) -> &[AtomicU64] {
-        self.copy_at(seq)
+        self.copy_of(seq)[at].load(Ordering::Relaxed)
     }
 
     /// Whether no write completed since [`begin`](Self::begin) returned `seq`: then
-    /// what was read of the copy (and anything read after it that a write to the block would
-    /// have changed first) is of one moment.
+    /// what was read of the copy (and anything read after it that a write to the
+    /// block would have changed first) is of one moment.
     pub(crate) fn valid(&self, seq: u64) -> bool {
         fence(Ordering::Acquire);
         self.seq.load(Ordering::Relaxed) == seq

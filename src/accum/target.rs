@@ -822,11 +822,7 @@ fn scan_best(
         .iter()
         .filter_map(|(slot, rec)| Some((rank(kind, rec.raw(schema, i)?), slot)))
         .collect();
-    let entry = |(rank, slot): (u64, u32)| {
-        let profile = slots.get(slot);
-        debug_assert!(profile.is_some(), "a relation from a free slot");
-        Some(TopEntry::new(rank, profile?))
-    };
+    let entry = |ranked: (u64, u32)| entry(ranked, slots);
     out.reserve_exact(n.min(ranked.len()));
     if ranked.len() <= n {
         out.extend(ranked.into_iter().filter_map(entry));
@@ -870,12 +866,15 @@ fn ranked(rels: &Packed, schema: &Schema, i: usize) -> Vec<(u64, u32)> {
 fn entries(ranked: Vec<(u64, u32)>, slots: &SlotTable) -> Vec<TopEntry> {
     ranked
         .into_iter()
-        .filter_map(|(rank, slot)| {
-            let profile = slots.get(slot);
-            debug_assert!(profile.is_some(), "a relation from a free slot");
-            Some(TopEntry::new(rank, profile?))
-        })
+        .filter_map(|ranked| entry(ranked, slots))
         .collect()
+}
+
+/// The top entry of a ranked slot, its initiator found in `slots`.
+fn entry((rank, slot): (u64, u32), slots: &SlotTable) -> Option<TopEntry> {
+    let profile = slots.get(slot);
+    debug_assert!(profile.is_some(), "a relation from a free slot");
+    Some(TopEntry::new(rank, profile?))
 }
 
 #[cfg(test)]

@@ -61,9 +61,14 @@ pub(crate) fn initiator_words(profile: &Profile) -> [u64; 2] {
 /// endian), or `Err(slot)` when the id is not inline.
 pub(crate) fn inline_id([head, tail]: [u64; 2]) -> Result<(u64, u32), u32> {
     if tail & TEXT_ID != 0 {
-        return Err((tail & (TEXT_ID - 1)) as u32);
+        return Err(slot_of(tail));
     }
     Ok((head, (tail >> 32) as u32))
+}
+
+/// The slot in the second word of [`initiator_words`], whatever the id's form.
+fn slot_of(tail: u64) -> u32 {
+    (tail & (TEXT_ID - 1)) as u32
 }
 
 impl TopEntry {
@@ -78,7 +83,7 @@ impl TopEntry {
     /// Whether the entry is `profile`'s: its slot, read from the entry itself (the
     /// entry's profile is not read, so a scan of the list touches no profile).
     fn is(&self, profile: &Profile) -> bool {
-        (self.named[1] & (TEXT_ID - 1)) as u32 == profile.slot
+        slot_of(self.named[1]) == profile.slot
     }
 }
 
@@ -214,7 +219,7 @@ impl TopIndex {
     /// The best `n` entries, best first; the profiles of inline entries found in
     /// `slots` (each initiator holds its slot while its relation is in the target).
     pub(crate) fn first(&self, n: usize, slots: &SlotTable) -> Vec<TopEntry> {
-        let mut out = Vec::with_capacity(n.min(self.len()));
+        let mut out = Vec::new();
         self.first_into(n, slots, &mut out);
         out
     }

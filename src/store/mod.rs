@@ -326,29 +326,34 @@ impl Store {
         shared: bool,
     ) {
         self.count_relations(now as u64, before as u64);
-        let replaced = fresh.as_ref().and_then(|f| f.replaced.clone());
+        let (block, replaced) = match fresh {
+            Some(Fresh { block, replaced }) => (Some(block), replaced),
+            None => (None, None),
+        };
         if now == 0 {
             let gone = shard.targets.remove(&key);
             self.unpublish(key.0, pa);
-            if let Some(target) = gone {
-                target.block().latch.retire();
-            }
-            if let Some(old) = replaced {
+            for old in gone
+                .as_ref()
+                .map(Target::block)
+                .into_iter()
+                .chain(&replaced)
+            {
                 old.latch.retire();
             }
             return;
         }
-        let Some(Fresh { block, replaced }) = fresh else {
-            return;
-        };
-        self.show(pkey_of(key.0, pa), pa, block, shared);
+        if let Some(block) = block {
+            self.show(key.0, pa, block, shared);
+        }
         if let Some(old) = replaced {
             old.latch.retire();
         }
     }
 
-    /// Puts `block`, `pa`'s, in the map under `pkey`.
-    fn show(&self, pkey: (u32, u64), pa: &Arc<Profile>, block: Arc<Block>, shared: bool) {
+    /// Puts `block`, `pa`'s counters for `rel_id`, where readers find them.
+    fn show(&self, rel_id: u32, pa: &Arc<Profile>, block: Arc<Block>, shared: bool) {
+        let pkey = (rel_id, pa.xxh);
         if !shared {
             self.views.insert(pkey, smallvec![block]);
             return;
@@ -559,11 +564,6 @@ impl Store {
             self.relations.fetch_sub(before - now, AcqRel);
         }
     }
-}
-
-/// The key a recipient's blocks are published under: `(rel_id, its hash)`.
-fn pkey_of(rel_id: u32, pa: &Profile) -> (u32, u64) {
-    (rel_id, pa.xxh)
 }
 
 /// The held shards that have work, with their work, dealt to `threads` parts.
