@@ -243,7 +243,7 @@ impl Log {
             None => (self.partitions as usize, CONTROL_SUBJECT.to_owned()),
         };
         // The timeout counts from the call, the wait for the partition's turn included.
-        let deadline = Instant::now() + self.timeout;
+        let mut retry = Retry::within(self.timeout);
         let Ok(_in_order) = tokio::time::timeout(self.timeout, self.order[lane].lock()).await
         else {
             return Err(NotLogged::Failed(format!(
@@ -257,7 +257,6 @@ impl Log {
             self.host,
             self.next_id.fetch_add(1, Ordering::Relaxed)
         );
-        let mut wait = Duration::from_millis(50);
         loop {
             let attempt = async {
                 let mut publish = jetstream::message::PublishMessage::build()
@@ -269,8 +268,7 @@ impl Log {
                 let ack = self.js.send_publish(subject.clone(), publish).await?;
                 ack.await
             };
-            let left = deadline.saturating_duration_since(Instant::now());
-            let failed = match tokio::time::timeout(left, attempt).await {
+            let failed = match tokio::time::timeout(retry.left(), attempt).await {
                 Ok(Ok(ack)) => return Ok(ack.sequence),
                 Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
                     return Err(NotLogged::Moved);
@@ -291,16 +289,14 @@ impl Log {
                 }
                 Err(_) => "no acknowledgment".to_owned(),
             };
-            if Instant::now() + wait >= deadline {
+            tracing::debug!(%failed, ?p, "publish retried");
+            if !retry.pause().await {
                 return Err(NotLogged::Failed(format!(
                     "the log did not acknowledge the write within {} s (last: {failed}); \
                      it may or may not be applied",
                     self.timeout.as_secs_f64()
                 )));
             }
-            tracing::debug!(%failed, ?p, "publish retried");
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_millis(500));
         }
     }
 
@@ -369,6 +365,42 @@ impl Log {
     /// JetStream's.
     pub async fn control(&self) -> Result<stream::Stream, async_nats::Error> {
         Ok(self.js.get_stream(CONTROL_STREAM).await?)
+    }
+}
+
+/// The pauses between attempts of an idempotent call, until a deadline: 50 ms,
+/// doubling up to 500 ms.
+#[derive(Debug)]
+pub struct Retry {
+    deadline: Instant,
+    wait: Duration,
+}
+
+impl Retry {
+    /// Attempts for `timeout` from now.
+    #[must_use]
+    pub fn within(timeout: Duration) -> Self {
+        Retry {
+            deadline: Instant::now() + timeout,
+            wait: Duration::from_millis(50),
+        }
+    }
+
+    /// The time left for an attempt.
+    #[must_use]
+    pub fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Waits before the next attempt; `false` (without waiting) when the wait would
+    /// pass the deadline.
+    pub async fn pause(&mut self) -> bool {
+        if Instant::now() + self.wait >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(Duration::from_millis(500));
+        true
     }
 }
 

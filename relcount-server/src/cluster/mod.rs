@@ -25,7 +25,7 @@ pub mod route;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream;
 use bytes::Bytes;
@@ -385,11 +385,9 @@ impl Cluster {
     /// node died, a request timed out) is made again until the log's timeout, as a
     /// publish is: a write is refused only when the control stream stays unreadable.
     async fn catch_up(&self, at: &mut u64) -> Result<(), String> {
-        let deadline = Instant::now() + self.log.timeout();
-        let mut wait = Duration::from_millis(50);
+        let mut retry = log::Retry::within(self.log.timeout());
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let failed = match tokio::time::timeout(left, self.catch_up_once(at)).await {
+            let failed = match tokio::time::timeout(retry.left(), self.catch_up_once(at)).await {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(e)) => e,
                 Err(_) => format!(
@@ -397,12 +395,10 @@ impl Cluster {
                     self.log.timeout().as_secs_f64()
                 ),
             };
-            if Instant::now() + wait >= deadline {
+            tracing::debug!(%failed, "reading the control stream again");
+            if !retry.pause().await {
                 return Err(failed);
             }
-            tracing::debug!(%failed, "reading the control stream again");
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_millis(500));
         }
     }
 
