@@ -240,8 +240,8 @@ impl Engine {
             a: a.key.id.to_string(),
             b: b.key.id.to_string(),
         })?;
-        let (ends, change) = (((&pa, a.shard), (&pb, b.shard)), (None, known));
-        self.store.set(&mut locked, &schema, ends.0, ends.1, change);
+        let (a, b) = ((&pa, a.shard), (&pb, b.shard));
+        self.store.set(&mut locked, &schema, a, b, (None, known));
         Ok(())
     }
 
