@@ -205,6 +205,32 @@ impl Layout {
         }
     }
 
+    /// Where the length word of the `k`-th top list (in schema order) is.
+    pub(crate) fn top_at(&self, k: usize) -> usize {
+        self.head + k * (1 + 3 * self.cap)
+    }
+
+    /// Lays `words`, a copy laid out as `self`, out as `to` (the same schema, another
+    /// capacity): the head stays, each top list moves to its place in `to`. Every list
+    /// must fit `to`'s capacity.
+    pub(crate) fn relayout(&self, words: &mut Words, to: &Layout) {
+        debug_assert_eq!(self.head, to.head);
+        let tops = (self.width - self.head) / (1 + 3 * self.cap);
+        let mut out: Words = words[..self.head].iter().copied().collect();
+        out.resize(to.width, 0);
+        for k in 0..tops {
+            let (from, at) = (self.top_at(k), to.top_at(k));
+            let len = usize::try_from(words[from]).unwrap_or(usize::MAX);
+            assert!(
+                len <= to.cap,
+                "a top list of {len} relaid into room for {}",
+                to.cap
+            );
+            out[at..=at + 3 * len].copy_from_slice(&words[from..=from + 3 * len]);
+        }
+        *words = out;
+    }
+
     /// Every property's place, in schema order.
     pub(crate) fn places<'s>(&self, schema: &'s Schema) -> impl Iterator<Item = Place> + 's {
         let (mut at, mut top_at, cap) = (1, self.head, self.cap);

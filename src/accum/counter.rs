@@ -7,22 +7,20 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::accum::block::{Block, Layout, Words};
+use crate::accum::block::{Block, Layout};
 use crate::accum::exact_sum::ExactSum;
-use crate::accum::top::{self, TopEntry};
+use crate::accum::top;
 use crate::profile_id::ProfileId;
 use crate::schema::{PropDef, Schema};
 use crate::sync::Ordering;
 use crate::value::{PropKind, Value};
 
 /// What the writer of a target keeps beside its block (only writers holding the
-/// target's shard lock touch it): what the block's words cannot hold. The totals and
-/// sums are in the block alone; the writer reads them back from it (`Latch::current`).
+/// target's shard lock touch it): what the block's words cannot hold. The totals, sums
+/// and top lists are in the block alone; the writer reads them back from it
+/// (`Latch::current`).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    /// Per property that keeps a top, in schema order: its list, best first, with the
-    /// initiators' profiles (a tie of rank compares their ids).
-    pub(crate) tops: Box<[Vec<TopEntry>]>,
     /// Per float property that keeps a sum, in schema order: the exact sum (the block
     /// holds its rounded value).
     pub(crate) exacts: Box<[ExactSum]>,
@@ -31,39 +29,13 @@ pub(crate) struct Counters {
 impl Counters {
     /// Empty counters for `schema`.
     pub(crate) fn empty(schema: &Schema) -> Counters {
-        let tops = schema
-            .props
-            .iter()
-            .filter(|d| d.spec.top_size().is_some())
-            .map(|_| Vec::new())
-            .collect();
         let exacts = schema
             .props
             .iter()
             .filter(|d| d.spec.has_sum() && d.spec.kind() == PropKind::Float)
             .map(|_| ExactSum::default())
             .collect();
-        Counters { tops, exacts }
-    }
-
-    /// The longest top list.
-    pub(crate) fn longest_top(&self) -> usize {
-        self.tops.iter().map(Vec::len).max().unwrap_or(0)
-    }
-
-    /// Writes the top lists into a copy's words laid out by `layout` (its head
-    /// already written): each entry's rank and initiator, read from the entry alone.
-    pub(crate) fn encode_tops(&self, schema: &Schema, layout: &Layout, words: &mut Words) {
-        words.resize(layout.width, 0);
-        let tops = layout.places(schema).filter_map(|p| p.top);
-        for (list, at) in self.tops.iter().zip(tops) {
-            words[at] = list.len() as u64;
-            for (j, e) in list.iter().enumerate() {
-                let w = at + 1 + 3 * j;
-                words[w] = e.rank;
-                words[w + 1..w + 3].copy_from_slice(&e.named);
-            }
-        }
+        Counters { exacts }
     }
 }
 
@@ -412,6 +384,7 @@ pub struct TopItem<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::accum::top::TopEntry;
 
     #[test]
     fn two_words_hold_every_i128() {
@@ -432,7 +405,7 @@ mod tests {
     #[test]
     fn counters_stay_compact() {
         // Every recipient carries these; keep them small.
-        assert_eq!(std::mem::size_of::<Counters>(), 32);
-        assert_eq!(std::mem::size_of::<TopEntry>(), 32);
+        assert_eq!(std::mem::size_of::<Counters>(), 16);
+        assert_eq!(std::mem::size_of::<TopEntry>(), 24);
     }
 }

@@ -3,13 +3,14 @@
 //! updated incrementally on every write.
 
 use smallvec::SmallVec;
+use std::cell::Cell;
 use std::cmp::Ordering;
 use std::sync::Arc;
 
 use crate::accum::block::{Block, Layout, Words};
 use crate::accum::counter::{Counters, split, wide};
 use crate::accum::order::Order;
-use crate::accum::top::{self, TopChange, TopEntry, TopIndex};
+use crate::accum::top::{self, Ranking, TopChange, TopEntry, TopIndex};
 use crate::limits::MAX_PROPS;
 use crate::profile::Profile;
 use crate::profile_id::ProfileId;
@@ -29,6 +30,64 @@ pub(crate) enum Known {
     At(usize),
     /// The initiator has no relation here.
     Absent,
+}
+
+/// A copy of a target's counters as a write builds it: its words, laid out for a
+/// top capacity (`accum::block`, *Format*), which grows when a list outgrows it.
+struct Draft {
+    words: Words,
+    layout: Layout,
+}
+
+impl Draft {
+    /// The `k`-th top list's length word and length.
+    fn list(&self, k: usize) -> (usize, usize) {
+        let at = self.layout.top_at(k);
+        (at, usize::try_from(self.words[at]).unwrap_or(usize::MAX))
+    }
+
+    /// Entry `j` of the list whose length word is at `at`.
+    fn entry(&self, at: usize, j: usize) -> TopEntry {
+        TopEntry::from_words(&self.words[at + 1 + 3 * j..at + 4 + 3 * j])
+    }
+
+    /// Writes `list` as the `k`-th top list, first laying the copy out for more room
+    /// if it does not fit: half again the room needed (so a growing list replaces its
+    /// block O(log n) times), up to the schema's top size.
+    fn put_list(&mut self, k: usize, list: &[TopEntry], schema: &Schema) {
+        let need = list.len();
+        if need > self.layout.cap {
+            let cap = (need + need / 2)
+                .min(usize::from(max_top(schema)))
+                .max(need);
+            let to = Layout::of(schema, cap);
+            self.layout.relayout(&mut self.words, &to);
+            self.layout = to;
+        }
+        let at = self.layout.top_at(k);
+        self.words[at] = need as u64;
+        for (j, e) in list.iter().enumerate() {
+            let w = at + 1 + 3 * j;
+            self.words[w] = e.rank;
+            self.words[w + 1..w + 3].copy_from_slice(&e.named);
+        }
+    }
+}
+
+thread_local! {
+    /// A list to edit a top list in, its room kept for the thread's next write (a top
+    /// list lives in its block's words alone).
+    static SCRATCH: Cell<Vec<TopEntry>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's scratch list (empty).
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<TopEntry>) -> R) -> R {
+    // Taken, not borrowed: a nested or interleaved use gets a fresh list.
+    let mut list = SCRATCH.with(Cell::take);
+    list.clear();
+    let r = f(&mut list);
+    SCRATCH.with(|s| s.set(list));
+    r
 }
 
 /// A block a write leaves the store to publish (readers do not have it yet), and the
@@ -345,49 +404,50 @@ impl Target {
         index_above: usize,
         slots: &SlotTable,
     ) -> Option<Fresh> {
-        let mut words = Words::new();
-        self.block.latch.current(&mut words);
+        let mut draft = self.draft();
         let mut counters = std::mem::take(&mut self.counters);
         self.change(
             &mut counters,
-            &mut words,
+            &mut draft,
             b,
             new.as_ref(),
             index_above,
             slots,
         );
         self.counters = counters;
-        self.write_block(words)
+        self.write_block(draft)
     }
 
-    /// Writes the counters to the block in place (see `accum::block`): `words` holds
-    /// the new head (relations, counts, sums; anything after it is dropped), the top
-    /// lists are laid after it. A new block takes them when a top list outgrew the
-    /// room (half again the room needed, up to the schema's top size). Returns the
-    /// block to publish, if readers do not have it yet.
-    fn write_block(&mut self, mut words: Words) -> Option<Fresh> {
-        let need = self.counters.longest_top();
+    /// The block's current counters, to change.
+    fn draft(&self) -> Draft {
+        let mut words = Words::new();
+        self.block.latch.current(&mut words);
+        Draft {
+            words,
+            layout: *self.block.layout(),
+        }
+    }
+
+    /// Writes `draft` to the block in place (see `accum::block`), with the relations'
+    /// count. A new block takes it when it outgrew the block's room. Returns the block
+    /// to publish, if readers do not have it yet.
+    fn write_block(&mut self, mut draft: Draft) -> Option<Fresh> {
         let mut replaced = None;
-        if need > self.block.cap() {
-            let schema = &self.block.schema;
-            // Half again the room needed (so a growing list replaces its block
-            // O(log n) times), up to the schema's top size.
-            let cap = (need + need / 2)
-                .min(usize::from(max_top(schema)))
-                .max(need);
-            let block = Arc::new(Block::new(schema, &self.block.profile, cap));
+        if draft.layout.cap > self.block.cap() {
+            let block = Arc::new(Block::new(
+                &self.block.schema,
+                &self.block.profile,
+                draft.layout.cap,
+            ));
             let old = std::mem::replace(&mut self.block, block);
             // Never published: readers never had it, nothing to retire.
             replaced = self.published.then_some(old);
             self.published = false;
+        } else if draft.layout.cap < self.block.cap() {
+            draft.layout.relayout(&mut draft.words, self.block.layout());
         }
-        let layout = *self.block.layout();
-        words.truncate(layout.head);
-        words.resize(layout.head, 0);
-        words[0] = self.rels.len() as u64;
-        self.counters
-            .encode_tops(&self.block.schema, &layout, &mut words);
-        self.block.latch.write(&words);
+        draft.words[0] = self.rels.len() as u64;
+        self.block.latch.write(&draft.words);
         if self.published {
             return None;
         }
@@ -398,12 +458,12 @@ impl Target {
         })
     }
 
-    /// What [`apply`](Self::apply) does, on `counters` and the head of a copy's
-    /// `words` (see `accum::block`), not yet written to the block.
+    /// What [`apply`](Self::apply) does, on `counters` and `draft`, not yet written
+    /// to the block.
     fn change(
         &mut self,
         counters: &mut Counters,
-        words: &mut Words,
+        draft: &mut Draft,
         (b, known): (&Arc<Profile>, Known),
         new: Option<&Record>,
         index_above: usize,
@@ -416,10 +476,14 @@ impl Target {
         // relation type, and a write touches no shared count.
         let schema: &Schema = &self.block.schema;
         let layout = *self.block.layout();
-        let (mut tops, mut exacts) = (counters.tops.iter_mut(), counters.exacts.iter_mut());
+        let ranking = Ranking(slots);
+        let mut exacts = counters.exacts.iter_mut();
+        let mut tops = 0..;
         for (i, (def, place)) in schema.props.iter().zip(layout.places(schema)).enumerate() {
             let kind = def.spec.kind();
-            let list = def.spec.top_size().and_then(|_| tops.next());
+            // The property's place among the top lists, if it keeps one.
+            let k = def.spec.top_size().and_then(|_| tops.next());
+            let words = &mut draft.words;
             let exact = place
                 .sum
                 .filter(|&(_, k)| k == PropKind::Float)
@@ -456,9 +520,10 @@ impl Target {
                 }
                 (None, _) => {}
             }
-            let (Some(size), Some(list)) = (def.spec.top_size(), list) else {
+            let (Some(size), Some(k)) = (def.spec.top_size(), k) else {
                 continue;
             };
+            let size = usize::from(size);
             if self.indexes.len() <= i {
                 self.indexes.resize_with(i + 1, || None);
             }
@@ -468,17 +533,23 @@ impl Target {
                 new: n.map(|raw| rank(kind, raw)),
                 valued_before,
             };
-            let scan = |out: &mut Vec<TopEntry>| {
-                scan_best(rels, schema, i, usize::from(size), slots, out);
-            };
-            top::update_list(
-                list,
-                usize::from(size),
-                self.indexes[i].as_mut(),
-                &change,
-                scan,
-                slots,
-            );
+            if let Some(index) = &mut self.indexes[i] {
+                index.replace(b, change.old, change.new);
+            }
+            let (at, len) = draft.list(k);
+            let last = len.checked_sub(1).map(|j| draft.entry(at, j));
+            let members = (0..len).map(|j| draft.entry(at, j).slot());
+            if change.touches(size, members, len, last, ranking) {
+                with_scratch(|list| {
+                    list.extend((0..len).map(|j| draft.entry(at, j)));
+                    let scan = |out: &mut Vec<TopEntry>| {
+                        scan_best(rels, schema, i, size, slots, out);
+                    };
+                    let index = self.indexes[i].as_ref();
+                    top::update_list(list, size, index, &change, scan, ranking);
+                    draft.put_list(k, list, schema);
+                });
+            }
             match &self.indexes[i] {
                 None if valued > index_above => {
                     self.indexes[i] = Some(TopIndex::build(scan_valued(rels, schema, i, slots)));
@@ -505,19 +576,18 @@ impl Target {
     ) -> (Option<Fresh>, Vec<usize>) {
         let mut added = Vec::new();
         if rows.len() * 4 < self.len() {
-            let mut words = Words::new();
-            self.block.latch.current(&mut words);
+            let mut draft = self.draft();
             let mut counters = std::mem::take(&mut self.counters);
             for (i, (_, b, rec)) in rows.iter().enumerate() {
                 let before = self.len();
                 let b = (*b, Known::Unknown);
-                self.change(&mut counters, &mut words, b, Some(rec), index_above, slots);
+                self.change(&mut counters, &mut draft, b, Some(rec), index_above, slots);
                 if self.len() > before {
                     added.push(i);
                 }
             }
             self.counters = counters;
-            return (self.write_block(words), added);
+            return (self.write_block(draft), added);
         }
         Arc::make_mut(&mut self.rels).reserve(rows.len());
         // The id order is built again after the batch, in one sort (O(target log
@@ -536,21 +606,26 @@ impl Target {
         // give it back (O(target), as the count below).
         Arc::make_mut(&mut self.rels).fit();
         self.sync_order(slots);
-        let words = self.recount(index_above, slots);
-        (self.write_block(words), added)
+        let draft = self.recount(index_above, slots);
+        (self.write_block(draft), added)
     }
 
-    /// Recomputes every counter from the relations (returned as a copy's head, the
-    /// top lists and exact sums kept), and the top indexes of the properties past
-    /// `index_above` valued relations: what incremental updates would have reached, in
-    /// one pass a property.
-    fn recount(&mut self, index_above: usize, slots: &SlotTable) -> Words {
+    /// Recomputes every counter from the relations (returned as a copy, the exact
+    /// sums kept), and the top indexes of the properties past `index_above` valued
+    /// relations: what incremental updates would have reached, in one pass a property.
+    fn recount(&mut self, index_above: usize, slots: &SlotTable) -> Draft {
         let schema = Arc::clone(&self.block.schema);
         let rels = &*self.rels;
+        let ranking = Ranking(slots);
         let layout = Layout::of(&schema, 0);
-        let mut words: Words = std::iter::repeat_n(0, layout.head).collect();
+        let mut draft = Draft {
+            words: std::iter::repeat_n(0, layout.width).collect(),
+            layout,
+        };
+        let words = &mut draft.words;
         let mut counters = Counters::empty(&schema);
-        let (mut tops, mut exacts) = (counters.tops.iter_mut(), counters.exacts.iter_mut());
+        let mut exacts = counters.exacts.iter_mut();
+        let mut lists: Vec<Vec<TopEntry>> = Vec::new();
         self.indexes.clear();
         self.indexes.resize_with(schema.props.len(), || None);
         for (i, (def, place)) in schema.props.iter().zip(layout.places(&schema)).enumerate() {
@@ -585,20 +660,23 @@ impl Target {
             };
             let size = usize::from(size);
             let valued = usize::try_from(n).unwrap_or(usize::MAX);
-            let list = tops.next().expect("a list a top");
-            *list = if valued > index_above {
+            lists.push(if valued > index_above {
                 let index = TopIndex::build(scan_valued(rels, &schema, i, slots));
-                let list = index.first(size, slots);
+                let mut list = Vec::new();
+                index.first_into(size, &mut list);
                 self.indexes[i] = Some(index);
                 list
             } else {
                 let mut list = Vec::new();
                 scan_best(rels, &schema, i, size, slots, &mut list);
-                top::select_top(list, size)
-            };
+                top::select_top(list, size, ranking)
+            });
+        }
+        for (k, list) in lists.iter().enumerate() {
+            draft.put_list(k, list, &schema);
         }
         self.counters = counters;
-        words
+        draft
     }
 
     /// Builds the id order of a target that grew past [`ORDER_ABOVE`] relations
@@ -843,14 +921,28 @@ fn scan_best(
         .filter(|&&(r, _)| r == cut)
         .filter_map(|&e| entry(e))
         .collect();
-    ties.sort_unstable();
+    ties.sort_unstable_by(|a, b| Ranking(slots).cmp(a, b));
     let room = n.saturating_sub(out.len());
     out.extend(ties.into_iter().take(room));
 }
 
-/// Every relation of the target with a value for property `i`, as top entries.
-fn scan_valued(rels: &Packed, schema: &Schema, i: usize, slots: &SlotTable) -> Vec<TopEntry> {
-    entries(ranked(rels, schema, i), slots)
+/// Every relation of the target with a value for property `i`, as `(rank,
+/// initiator)`, the initiators found in `slots` (each holds its slot while its relation
+/// is in the target, under the target's lock).
+fn scan_valued(
+    rels: &Packed,
+    schema: &Schema,
+    i: usize,
+    slots: &SlotTable,
+) -> Vec<(u64, Arc<Profile>)> {
+    ranked(rels, schema, i)
+        .into_iter()
+        .filter_map(|(rank, slot)| {
+            let profile = slots.get(slot);
+            debug_assert!(profile.is_some(), "a relation from a free slot");
+            Some((rank, profile?))
+        })
+        .collect()
 }
 
 /// `(rank, initiator slot)` of every relation with a value for property `i`.
@@ -861,20 +953,12 @@ fn ranked(rels: &Packed, schema: &Schema, i: usize) -> Vec<(u64, u32)> {
         .collect()
 }
 
-/// Top entries of ranked slots, their initiators found in `slots` (each holds its slot
-/// while its relation is in the target, under the target's lock).
-fn entries(ranked: Vec<(u64, u32)>, slots: &SlotTable) -> Vec<TopEntry> {
-    ranked
-        .into_iter()
-        .filter_map(|ranked| entry(ranked, slots))
-        .collect()
-}
-
 /// The top entry of a ranked slot, its initiator found in `slots`.
 fn entry((rank, slot): (u64, u32), slots: &SlotTable) -> Option<TopEntry> {
-    let profile = slots.get(slot);
-    debug_assert!(profile.is_some(), "a relation from a free slot");
-    Some(TopEntry::new(rank, profile?))
+    slots.with(slot, |profile| {
+        debug_assert!(profile.is_some(), "a relation from a free slot");
+        Some(TopEntry::new(rank, profile?))
+    })
 }
 
 #[cfg(test)]

@@ -24,16 +24,14 @@ use crate::profile_id::ProfileId;
 use crate::slots::SlotTable;
 use crate::value::{PropKind, Value, numeric_value};
 
-/// One initiator with its value, ordered best first: larger value first, then smaller
-/// profile id first (docs/api.md, *`relations/get_counter`*).
-#[derive(Debug, Clone)]
+/// One initiator with its value, as a block lists it: the value's rank and the
+/// initiator in two words ([`initiator_words`]). 24 bytes and no pointer: a list is
+/// kept only in its block's words, and read back from them by the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TopEntry {
     /// Order-preserving encoding of the value (see `record::rank`).
     pub(crate) rank: u64,
-    /// The initiator.
-    pub(crate) profile: Arc<Profile>,
-    /// The initiator as a block names it ([`initiator_words`]), kept here so that
-    /// writing a block reads no profile.
+    /// The initiator as a block names it ([`initiator_words`]).
     pub(crate) named: [u64; 2],
 }
 
@@ -44,17 +42,23 @@ pub(crate) const TEXT_ID: u64 = 1 << 31;
 /// first 8, then the last 4 above the slot), or, for any other id, [`TEXT_ID`] beside
 /// the slot (the reader finds the id in the slot table). Slots are below 2^31.
 pub(crate) fn initiator_words(profile: &Profile) -> [u64; 2] {
-    let slot = u64::from(profile.slot);
-    debug_assert!(slot < TEXT_ID);
     match profile.id.packed() {
-        Some(id) => {
-            let (head, tail) = id.split_at(8);
-            let head = u64::from_le_bytes(head.try_into().expect("8 bytes"));
-            let tail = u64::from(u32::from_le_bytes(tail.try_into().expect("4 bytes")));
-            [head, tail << 32 | slot]
+        Some(id) => hex_words(id, profile.slot),
+        None => {
+            debug_assert!(u64::from(profile.slot) < TEXT_ID);
+            [0, TEXT_ID | u64::from(profile.slot)]
         }
-        None => [0, TEXT_ID | slot],
     }
+}
+
+/// [`initiator_words`] of the 24-hex id whose packed bytes are `id`, holding `slot`.
+fn hex_words(id: [u8; 12], slot: u32) -> [u64; 2] {
+    let slot = u64::from(slot);
+    debug_assert!(slot < TEXT_ID);
+    let (head, tail) = id.split_at(8);
+    let head = u64::from_le_bytes(head.try_into().expect("8 bytes"));
+    let tail = u64::from(u32::from_le_bytes(tail.try_into().expect("4 bytes")));
+    [head, tail << 32 | slot]
 }
 
 /// The packed id of [`initiator_words`] as its first 8 and last 4 bytes (little
@@ -72,43 +76,83 @@ fn slot_of(tail: u64) -> u32 {
 }
 
 impl TopEntry {
-    pub(crate) fn new(rank: u64, profile: Arc<Profile>) -> Self {
+    pub(crate) fn new(rank: u64, profile: &Profile) -> Self {
         TopEntry {
             rank,
-            named: initiator_words(&profile),
-            profile,
+            named: initiator_words(profile),
         }
+    }
+
+    /// The entry read from a block's three words (rank, then the initiator).
+    pub(crate) fn from_words(words: &[u64]) -> Self {
+        TopEntry {
+            rank: words[0],
+            named: [words[1], words[2]],
+        }
+    }
+
+    /// The entry's initiator slot.
+    pub(crate) fn slot(&self) -> u32 {
+        slot_of(self.named[1])
     }
 
     /// Whether the entry is `profile`'s: its slot, read from the entry itself (the
     /// entry's profile is not read, so a scan of the list touches no profile).
     fn is(&self, profile: &Profile) -> bool {
-        slot_of(self.named[1]) == profile.slot
+        self.slot() == profile.slot
     }
 }
 
-impl Ord for TopEntry {
-    fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .rank
-            .cmp(&self.rank)
-            .then_with(|| self.profile.id.cmp(&other.profile.id))
+/// The order of top entries, best first: larger value first, then smaller profile id
+/// first (docs/api.md, *`relations/get_counter`*). Ranks and 24-hex ids compare in the
+/// entries themselves; only a tie of ranks involving another id's form reads the
+/// profiles, from the slot table (each initiator holds its slot while its relation is
+/// in the target, under the target's lock).
+#[derive(Clone, Copy)]
+pub(crate) struct Ranking<'a>(pub(crate) &'a SlotTable);
+
+impl Ranking<'_> {
+    pub(crate) fn cmp(&self, a: &TopEntry, b: &TopEntry) -> Ordering {
+        b.rank.cmp(&a.rank).then_with(|| self.cmp_ids(a, b))
+    }
+
+    fn cmp_ids(&self, a: &TopEntry, b: &TopEntry) -> Ordering {
+        match (inline_id(a.named), inline_id(b.named)) {
+            (Ok((ah, at)), Ok((bh, bt))) => packed_bytes(ah, at).cmp(&packed_bytes(bh, bt)),
+            (Ok((h, t)), Err(slot)) => {
+                self.with_id(slot, |id| ProfileId::from_halves(h, t).cmp(id))
+            }
+            (Err(slot), Ok((h, t))) => {
+                self.with_id(slot, |id| id.cmp(&ProfileId::from_halves(h, t)))
+            }
+            (Err(x), Err(y)) => self.with_id(x, |a| self.with_id(y, |b| a.cmp(b))),
+        }
+        .then_with(|| a.slot().cmp(&b.slot()))
+    }
+
+    /// `f` of the id of the profile holding `slot` (always one: see the type's doc;
+    /// were it none, the entries compare by slot alone).
+    fn with_id(&self, slot: u32, f: impl FnOnce(&ProfileId) -> Ordering) -> Ordering {
+        self.0.with(slot, |p| {
+            debug_assert!(p.is_some(), "a top entry from a free slot");
+            p.map_or(Ordering::Equal, |p| f(&p.id))
+        })
+    }
+
+    /// Whether `a` comes before `b`.
+    pub(crate) fn before(&self, a: &TopEntry, b: &TopEntry) -> bool {
+        self.cmp(a, b) == Ordering::Less
     }
 }
 
-impl PartialOrd for TopEntry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
+/// The 12 packed bytes of an inline id's halves, in their order (a 24-hex id's order
+/// is its packed bytes' order).
+fn packed_bytes(head: u64, tail: u32) -> [u8; 12] {
+    let mut id = [0; 12];
+    id[..8].copy_from_slice(&head.to_le_bytes());
+    id[8..].copy_from_slice(&tail.to_le_bytes());
+    id
 }
-
-impl PartialEq for TopEntry {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for TopEntry {}
 
 /// The value whose order-preserving encoding is `rank`, for a property of `kind`.
 pub(crate) fn value_of(rank: u64, kind: PropKind) -> Value {
@@ -121,23 +165,27 @@ pub(crate) fn value_of(rank: u64, kind: PropKind) -> Value {
 }
 
 /// The best `n` of `entries`, best first.
-pub(crate) fn select_top(mut entries: Vec<TopEntry>, n: usize) -> Vec<TopEntry> {
-    keep_best(&mut entries, n);
+pub(crate) fn select_top(
+    mut entries: Vec<TopEntry>,
+    n: usize,
+    ranking: Ranking<'_>,
+) -> Vec<TopEntry> {
+    keep_best(&mut entries, n, ranking);
     entries
 }
 
 /// Keeps the best `n` of `entries`, best first, in place.
-pub(crate) fn keep_best(entries: &mut Vec<TopEntry>, n: usize) {
+pub(crate) fn keep_best(entries: &mut Vec<TopEntry>, n: usize, ranking: Ranking<'_>) {
     if entries.len() > n {
-        entries.select_nth_unstable(n);
+        entries.select_nth_unstable_by(n, |a, b| ranking.cmp(a, b));
         entries.truncate(n);
     }
-    entries.sort_unstable();
+    entries.sort_unstable_by(|a, b| ranking.cmp(a, b));
 }
 
 /// An indexed relation whose initiator has a 24-hex id, held inline: its rank, the
-/// id's packed bytes and its slot, 24 bytes and no pointer. Ordered as [`TopEntry`]
-/// (best first, ties by id), so a search compares within the tree's nodes.
+/// id's packed bytes and its slot, 24 bytes and no pointer. Ordered best first, ties
+/// by id (as [`Ranking`]), so a search compares within the tree's nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct HexKey {
     rank: u64,
@@ -161,21 +209,53 @@ impl PartialOrd for HexKey {
     }
 }
 
+/// An indexed relation whose initiator's id is of another form: its rank and its
+/// profile, ordered as [`HexKey`] through the profile's id.
+#[derive(Debug, Clone)]
+struct OtherKey {
+    rank: u64,
+    profile: Arc<Profile>,
+}
+
+impl Ord for OtherKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .rank
+            .cmp(&self.rank)
+            .then_with(|| self.profile.id.cmp(&other.profile.id))
+    }
+}
+
+impl PartialOrd for OtherKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for OtherKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for OtherKey {}
+
 /// The ordered index of a large target's valued relations, for one property: those
 /// whose initiators have 24-hex ids keyed inline ([`HexKey`]), the others (any other
-/// id) as [`TopEntry`]s, compared through their profiles. The best entries are the
+/// id) as [`OtherKey`]s, compared through their profiles. The best entries are the
 /// two sets merged.
 #[derive(Debug, Default)]
 pub(crate) struct TopIndex {
     hex: BTreeSet<HexKey>,
-    other: BTreeSet<TopEntry>,
+    other: BTreeSet<OtherKey>,
 }
 
 impl TopIndex {
-    pub(crate) fn build(entries: Vec<TopEntry>) -> Self {
+    /// The index of the valued relations `(rank, initiator)`.
+    pub(crate) fn build(entries: impl IntoIterator<Item = (u64, Arc<Profile>)>) -> Self {
         let mut index = TopIndex::default();
-        for e in entries {
-            index.insert(&e.profile, e.rank);
+        for (rank, profile) in entries {
+            index.insert(&profile, rank);
         }
         index
     }
@@ -191,7 +271,10 @@ impl TopIndex {
                 id,
                 slot: profile.slot,
             }),
-            None => self.other.insert(TopEntry::new(rank, Arc::clone(profile))),
+            None => self.other.insert(OtherKey {
+                rank,
+                profile: Arc::clone(profile),
+            }),
         };
     }
 
@@ -202,11 +285,16 @@ impl TopIndex {
                 id,
                 slot: profile.slot,
             }),
-            None => self.other.remove(&TopEntry::new(rank, Arc::clone(profile))),
+            None => self.other.remove(&OtherKey {
+                rank,
+                profile: Arc::clone(profile),
+            }),
         }
     }
 
-    fn replace(&mut self, profile: &Arc<Profile>, old: Option<u64>, new: Option<u64>) {
+    /// Moves `profile`'s relation from rank `old` to rank `new` (`None`: not in the
+    /// index).
+    pub(crate) fn replace(&mut self, profile: &Arc<Profile>, old: Option<u64>, new: Option<u64>) {
         if let Some(rank) = old {
             let removed = self.remove(profile, rank);
             debug_assert!(removed, "index out of step with the relations");
@@ -216,18 +304,11 @@ impl TopIndex {
         }
     }
 
-    /// The best `n` entries, best first; the profiles of inline entries found in
-    /// `slots` (each initiator holds its slot while its relation is in the target).
-    pub(crate) fn first(&self, n: usize, slots: &SlotTable) -> Vec<TopEntry> {
-        let mut out = Vec::new();
-        self.first_into(n, slots, &mut out);
-        out
-    }
-
-    /// [`first`](Self::first) into `out` (cleared first, its room reused).
-    fn first_into(&self, n: usize, slots: &SlotTable, out: &mut Vec<TopEntry>) {
+    /// The best `n` entries, best first, into `out` (cleared first, its room reused).
+    /// Reads no profile for 24-hex ids: the entries name them from the keys.
+    pub(crate) fn first_into(&self, n: usize, out: &mut Vec<TopEntry>) {
         out.clear();
-        out.reserve_exact(n.min(self.len()));
+        out.reserve(n.min(self.len()));
         let mut hex = self.hex.iter().peekable();
         let mut other = self.other.iter().peekable();
         while out.len() < n {
@@ -244,13 +325,12 @@ impl TopIndex {
             };
             if take_hex {
                 let Some(h) = hex.next() else { break };
-                let profile = slots.get(h.slot);
-                debug_assert!(profile.is_some(), "an index entry from a free slot");
-                if let Some(profile) = profile {
-                    out.push(TopEntry::new(h.rank, profile));
-                }
+                out.push(TopEntry {
+                    rank: h.rank,
+                    named: hex_words(h.id, h.slot),
+                });
             } else if let Some(o) = other.next() {
-                out.push(o.clone());
+                out.push(TopEntry::new(o.rank, &o.profile));
             }
         }
     }
@@ -266,46 +346,67 @@ pub(crate) struct TopChange<'a> {
     pub(crate) valued_before: u64,
 }
 
-/// Applies `change` to the index (if any) and to `list` in place (its room reused: a
-/// list at its full size allocates nothing); whether the list changed. `scan` puts in
-/// the list it is given (empty) the valued relations after the change that can be in
-/// the top (at least the best `n`); it is called only for targets without an index.
-/// `slots` names the index's initiators.
+impl TopChange<'_> {
+    /// The entry the relation has after the change, if valued.
+    fn new_entry(&self) -> Option<TopEntry> {
+        self.new.map(|rank| TopEntry::new(rank, self.profile))
+    }
+
+    /// Whether the change can alter `list` (best first, at most `n` entries), the
+    /// list given as its entries' slots and its last entry: only a member's change, or
+    /// a value that enters. Decides without building the list.
+    pub(crate) fn touches(
+        &self,
+        n: usize,
+        mut slots: impl Iterator<Item = u32>,
+        len: usize,
+        last: Option<TopEntry>,
+        ranking: Ranking<'_>,
+    ) -> bool {
+        if self.old == self.new {
+            return false;
+        }
+        slots.any(|s| s == self.profile.slot)
+            || self
+                .new_entry()
+                .is_some_and(|e| len < n || last.is_some_and(|last| ranking.before(&e, &last)))
+    }
+}
+
+/// Applies `change` to `list` in place (its room reused: a list at its full size
+/// allocates nothing); whether the list changed. `index`, if the target keeps one,
+/// already holds the change. `scan` puts in the list it is given (empty) the valued
+/// relations after the change that can be in the top (at least the best `n`); it is
+/// called only for targets without an index.
 pub(crate) fn update_list(
     list: &mut Vec<TopEntry>,
     n: usize,
-    index: Option<&mut TopIndex>,
+    index: Option<&TopIndex>,
     change: &TopChange<'_>,
     scan: impl FnOnce(&mut Vec<TopEntry>),
-    slots: &SlotTable,
+    ranking: Ranking<'_>,
 ) -> bool {
     if change.old == change.new {
         return false;
     }
-    let index = index.map(|index| {
-        index.replace(change.profile, change.old, change.new);
-        &*index
-    });
     let member = list.iter().position(|e| e.is(change.profile));
     let unlisted_before = change.valued_before > list.len() as u64;
     if member.is_some() && unlisted_before {
         // A member moved or left while others wait outside: only a refill is exact.
         match index {
-            Some(index) => index.first_into(n, slots, list),
+            Some(index) => index.first_into(n, list),
             None => {
                 list.clear();
                 scan(list);
-                keep_best(list, n);
+                keep_best(list, n, ranking);
             }
         }
         return true;
     }
-    let new_entry = change
-        .new
-        .map(|rank| TopEntry::new(rank, Arc::clone(change.profile)));
+    let new_entry = change.new_entry();
     let enters = new_entry
         .as_ref()
-        .is_some_and(|e| list.len() < n || list.last().is_some_and(|last| e < last));
+        .is_some_and(|e| list.len() < n || list.last().is_some_and(|last| ranking.before(e, last)));
     if member.is_none() && !enters {
         return false;
     }
@@ -313,16 +414,11 @@ pub(crate) fn update_list(
         list.remove(i);
     }
     if let Some(entry) = new_entry {
-        let at = list.partition_point(|e| e < &entry);
+        let at = list.partition_point(|e| ranking.before(e, &entry));
         if at < n {
             // Make room first, so a full list never grows past `n`.
             if list.len() == n {
                 list.pop();
-            }
-            // Room for one more, not twice the room: a list never grows past `n`, and
-            // every recipient keeps one.
-            if list.len() == list.capacity() {
-                list.reserve_exact(1);
             }
             list.insert(at, entry);
         }
@@ -360,7 +456,41 @@ mod tests {
                     assert_eq!(slot, p.slot);
                 }
             }
-            assert!(TopEntry::new(7, Arc::clone(&p)).is(&p), "{id}");
+            assert!(TopEntry::new(7, &p).is(&p), "{id}");
+        }
+    }
+
+    /// The ranking compares entries as (rank descending, id ascending) over every
+    /// pair of id forms: 24 hex characters (inline), others (through the slot
+    /// table), and a mix of the two.
+    #[test]
+    fn the_ranking_orders_by_rank_then_id() {
+        let directory = Directory::for_test();
+        let ids = [
+            "0123456789abcdeffedcba98",
+            "0123456789abcdeffedcba99",
+            "ffffffffffffffffffffffff",
+            "00000000000000000000000a",
+            "0123456789abcdeffedcba98x",
+            "0",
+            "g",
+            "b-17",
+            "A",
+        ];
+        let profiles: Vec<Arc<Profile>> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| directory.create_for_test(2, id, i as u64))
+            .collect();
+        let ranking = Ranking(directory.slot_table());
+        for (i, a) in profiles.iter().enumerate() {
+            for b in &profiles {
+                for (ra, rb) in [(5, 5), (5, 6), (6, 5)] {
+                    let (x, y) = (TopEntry::new(ra, a), TopEntry::new(rb, b));
+                    let want = rb.cmp(&ra).then_with(|| a.id.cmp(&b.id));
+                    assert_eq!(ranking.cmp(&x, &y), want, "{} {ra} / {} {rb}", ids[i], b.id);
+                }
+            }
         }
     }
 
@@ -382,38 +512,53 @@ mod tests {
             })
             .collect();
         // Ranks with ties, so the id order counts too.
+        let rank_of = |i: usize| i as u64 / 3;
         let mut valued: Vec<TopEntry> = profiles
             .iter()
             .enumerate()
-            .map(|(i, p)| TopEntry::new(i as u64 / 3, Arc::clone(p)))
+            .map(|(i, p)| TopEntry::new(rank_of(i), p))
             .collect();
+        let ranking = Ranking(directory.slot_table());
         let n = 3;
-        let mut list = select_top(valued.clone(), n);
-        let mut index = TopIndex::build(valued.clone());
+        let mut list = select_top(valued.clone(), n, ranking);
+        let mut index = TopIndex::build(
+            profiles
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (rank_of(i), Arc::clone(p))),
+        );
         let mut scans = 0;
         for round in 0..10 {
-            let best = list[0].clone();
-            valued.retain(|e| e.profile.slot != best.profile.slot);
+            let best = list[0];
+            valued.retain(|e| e.slot() != best.slot());
+            let profile = profiles
+                .iter()
+                .find(|p| p.slot == best.slot())
+                .expect("a listed profile");
             let change = TopChange {
-                profile: &best.profile,
+                profile,
                 old: Some(best.rank),
                 new: None,
                 valued_before: valued.len() as u64 + 1,
             };
             let scan = |out: &mut Vec<TopEntry>| {
                 scans += 1;
-                out.extend(valued.iter().cloned());
+                out.extend(valued.iter().copied());
             };
-            let slots = directory.slot_table();
+            index.replace(profile, change.old, change.new);
             assert!(update_list(
                 &mut list,
                 n,
-                Some(&mut index),
+                Some(&index),
                 &change,
                 scan,
-                slots
+                ranking
             ));
-            assert_eq!(list, select_top(valued.clone(), n), "round {round}");
+            assert_eq!(
+                list,
+                select_top(valued.clone(), n, ranking),
+                "round {round}"
+            );
         }
         assert_eq!(scans, 0, "refills come from the index");
         assert_eq!(index.len(), valued.len());
