@@ -303,12 +303,15 @@ pub(crate) struct Target {
     rels: Arc<Packed>,
     /// Initiator slot -> index in `rels`, for targets past [`SCAN_AT_MOST`] that
     /// keep no id order (those find a relation in the order, by its initiator's id).
-    positions: Option<hashbrown::HashMap<u32, u32>>,
+    /// Boxed: most targets have none, and every target carries the field.
+    positions: Option<Box<hashbrown::HashMap<u32, u32>>>,
     /// The indexes in `rels` by initiator `(id, slot)`, for targets past
     /// [`ORDER_ABOVE`]. Shared (copy on write) with a page being read, as `rels` is.
     order: Option<Arc<IdOrder>>,
     /// Per property index: the ordered index of a large target's top property.
-    indexes: Vec<Option<TopIndex>>,
+    /// Per property index: the ordered index of a large target's top property (empty
+    /// until a property keeps one).
+    indexes: Box<[Option<TopIndex>]>,
     /// What the block cannot hold of the counters (top lists with their profiles,
     /// exact float sums).
     counters: Counters,
@@ -327,7 +330,7 @@ impl Target {
             rels: Arc::new(Packed::new(schema.stride())),
             positions: None,
             order: None,
-            indexes: Vec::new(),
+            indexes: Box::default(),
             counters: Counters::empty(schema),
             block: Arc::new(Block::new(
                 schema,
@@ -524,8 +527,8 @@ impl Target {
                 continue;
             };
             let size = usize::from(size);
-            if self.indexes.len() <= i {
-                self.indexes.resize_with(i + 1, || None);
+            if self.indexes.is_empty() && valued > index_above {
+                self.indexes = schema.props.iter().map(|_| None).collect();
             }
             let change = TopChange {
                 profile: b,
@@ -533,7 +536,7 @@ impl Target {
                 new: n.map(|raw| rank(kind, raw)),
                 valued_before,
             };
-            if let Some(index) = &mut self.indexes[i] {
+            if let Some(Some(index)) = self.indexes.get_mut(i) {
                 index.replace(b, change.old, change.new);
             }
             let (at, len) = draft.list(k);
@@ -545,19 +548,21 @@ impl Target {
                     let scan = |out: &mut Vec<TopEntry>| {
                         scan_best(rels, schema, i, size, slots, out);
                     };
-                    let index = self.indexes[i].as_ref();
+                    let index = self.indexes.get(i).and_then(Option::as_ref);
                     top::update_list(list, size, index, &change, scan, ranking);
                     draft.put_list(k, list, schema);
                 });
             }
-            match &self.indexes[i] {
-                None if valued > index_above => {
-                    self.indexes[i] = Some(TopIndex::build(scan_valued(rels, schema, i, slots)));
+            if let Some(index) = self.indexes.get_mut(i) {
+                match index {
+                    None if valued > index_above => {
+                        *index = Some(TopIndex::build(scan_valued(rels, schema, i, slots)));
+                    }
+                    Some(_) if valued < index_above / 2 => *index = None,
+                    _ => {}
                 }
-                Some(_) if valued < index_above / 2 => self.indexes[i] = None,
-                _ => {}
+                debug_assert!(index.as_ref().is_none_or(|x| x.len() == valued));
             }
-            debug_assert!(self.indexes[i].as_ref().is_none_or(|x| x.len() == valued));
         }
     }
 
@@ -626,8 +631,7 @@ impl Target {
         let mut counters = Counters::empty(&schema);
         let mut exacts = counters.exacts.iter_mut();
         let mut lists: Vec<Vec<TopEntry>> = Vec::new();
-        self.indexes.clear();
-        self.indexes.resize_with(schema.props.len(), || None);
+        self.indexes = schema.props.iter().map(|_| None).collect();
         for (i, (def, place)) in schema.props.iter().zip(layout.places(&schema)).enumerate() {
             if def.spec.kind() == PropKind::Bool {
                 words[place.count] = rels.iter().filter(|(_, r)| r.is_true(i)).count() as u64;
@@ -855,8 +859,8 @@ fn key_of<'a>(rels: &'a Packed, slots: &'a SlotTable) -> impl Fn(u32) -> IdKey +
 }
 
 /// Initiator slot -> index of every relation of `rels`.
-fn position_map(rels: &Packed) -> hashbrown::HashMap<u32, u32> {
-    (0..).zip(rels.slots()).map(|(i, s)| (s, i)).collect()
+fn position_map(rels: &Packed) -> Box<hashbrown::HashMap<u32, u32>> {
+    Box::new((0..).zip(rels.slots()).map(|(i, s)| (s, i)).collect())
 }
 
 /// The id order of `rels`, in one sort: each initiator looked up once.
@@ -1176,6 +1180,13 @@ mod tests {
     /// Found by review: a batch reserved room for every row, repeats of a pair
     /// included, and kept it: 200,000 rows of one pair left 7 MB behind one relation.
     /// The room a batch does not use is given back.
+    /// Every recipient with relations carries one (beside its key, in its shard's
+    /// table); what only large targets need is boxed.
+    #[test]
+    fn a_target_stays_compact() {
+        assert_eq!(std::mem::size_of::<Target>(), 72);
+    }
+
     #[test]
     fn a_batch_of_repeats_keeps_no_spare_room() {
         let (directory, schema, b, mut target) = one_pair();
