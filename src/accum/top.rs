@@ -1,7 +1,8 @@
 //! Top-N initiators by value, kept exact under every write.
 //!
-//! The list itself lives in the published counter (see `accum::counter`), so reading it
-//! costs nothing. Keeping it exact is the writer's job, with a hybrid structure:
+//! The list itself lives in the recipient's block alone (see `accum::block`), so
+//! reading it costs a copy of its words; the writer reads it back from the block to
+//! edit it. Keeping it exact is the writer's job, with a hybrid structure:
 //!
 //! - A write whose initiator neither was in the list nor enters it changes nothing.
 //! - A write that moves an entry within the list, or brings one in, edits the list in
