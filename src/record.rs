@@ -7,7 +7,8 @@ use crate::limits::MAX_FLOAT;
 use crate::schema::{Changes, Schema};
 use crate::value::{PropKind, Value, numeric_value, raw_of};
 
-/// The values of one relation, as the words a target stores them in.
+/// The values of one relation, as words (a target stores word 0 in its flags column,
+/// packed to the schema's size, and the others in its numeric column).
 ///
 /// Word 0 holds the presence bits (low half: bit `i` says property `i` has a value) and
 /// the bool values (high half: bit `i` holds bool property `i`). Then one raw 64-bit
@@ -16,9 +17,13 @@ use crate::value::{PropKind, Value, numeric_value, raw_of};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Record(SmallVec<[u64; 3]>);
 
-/// A record borrowed from where it is stored (a target's packed words).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RecordRef<'a>(&'a [u64]);
+/// A record borrowed from where it is stored (a target's packed columns): its word 0
+/// (presence and bools, as [`Record`]'s), then its numeric words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordRef<'a> {
+    head: u64,
+    nums: &'a [u64],
+}
 
 /// The three writes that set values (detach removes the record instead).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,13 +37,14 @@ pub(crate) enum WriteKind {
 }
 
 impl<'a> RecordRef<'a> {
-    /// The record stored in `words` (one record's [`Schema::stride`] words).
-    pub(crate) fn new(words: &'a [u64]) -> Self {
-        RecordRef(words)
+    /// The record whose word 0 is `head` and numeric words `nums` (the
+    /// [`Schema::stride`] words but the first).
+    pub(crate) fn new(head: u64, nums: &'a [u64]) -> Self {
+        RecordRef { head, nums }
     }
 
     fn present(self) -> u64 {
-        self.0[0] & u64::from(u32::MAX)
+        self.head & u64::from(u32::MAX)
     }
 
     /// The value of property `index`, if it has one.
@@ -48,30 +54,38 @@ impl<'a> RecordRef<'a> {
         }
         let prop = &schema.props[index];
         Some(match prop.spec.kind() {
-            PropKind::Bool => Value::Bool(self.0[0] & (1 << (32 + index)) != 0),
-            kind => numeric_value(kind, self.0[1 + usize::from(prop.slot)]),
+            PropKind::Bool => Value::Bool(self.head & (1 << (32 + index)) != 0),
+            kind => numeric_value(kind, self.nums[usize::from(prop.slot)]),
         })
     }
 
     /// The raw word of numeric property `index`, if it has a value.
     pub(crate) fn raw(self, schema: &Schema, index: usize) -> Option<u64> {
         (self.present() & (1 << index) != 0)
-            .then(|| self.0[1 + usize::from(schema.props[index].slot)])
+            .then(|| self.nums[usize::from(schema.props[index].slot)])
     }
 
     /// Whether bool property `index` is set and true.
     pub(crate) fn is_true(self, index: usize) -> bool {
-        self.present() & (self.0[0] >> 32) & (1 << index) != 0
+        self.present() & (self.head >> 32) & (1 << index) != 0
     }
 
-    /// Its words, as stored.
-    pub(crate) fn words(self) -> &'a [u64] {
-        self.0
+    /// Its word 0: presence bits (low half) and bool values (high half).
+    pub(crate) fn head(self) -> u64 {
+        self.head
+    }
+
+    /// Its numeric words, by slot.
+    pub(crate) fn nums(self) -> &'a [u64] {
+        self.nums
     }
 
     /// An owned copy.
     pub(crate) fn to_record(self) -> Record {
-        Record(SmallVec::from_slice(self.0))
+        let mut words = SmallVec::with_capacity(1 + self.nums.len());
+        words.push(self.head);
+        words.extend_from_slice(self.nums);
+        Record(words)
     }
 }
 
@@ -82,12 +96,7 @@ impl Record {
 
     /// The record, borrowed.
     pub(crate) fn view(&self) -> RecordRef<'_> {
-        RecordRef(&self.0)
-    }
-
-    /// Its words, to store ([`Schema::stride`] of them).
-    pub(crate) fn words(&self) -> &[u64] {
-        &self.0
+        RecordRef::new(self.0[0], &self.0[1..])
     }
 
     /// The value of property `index`, if it has one.

@@ -118,18 +118,91 @@ pub(crate) const ORDER_ABOVE: usize = if cfg!(test) { 48 } else { 1024 };
 /// chunk boundaries).
 const CHUNK: usize = if cfg!(test) { 16 } else { 4096 };
 
-/// Up to [`CHUNK`] relations: the initiators' slots and their records at a fixed
-/// stride of words, in the same order.
+/// Up to [`CHUNK`] relations, in three columns in the same order: the initiators'
+/// slots, the records' flags (presence bits and bool values, sized to the schema) and
+/// their numeric words (a fixed number a record).
 #[derive(Debug, Clone, Default)]
 struct Chunk {
     slots: Vec<u32>,
-    words: Vec<u64>,
+    flags: Vec<u8>,
+    nums: Vec<u64>,
 }
 
-/// One target's relations, packed: the initiators' slots, and their records at a fixed
-/// stride of words (see `record::Record`), in the same order. No allocation and no
-/// reference count per relation: `4 + 8 * stride` bytes each (28 for the seed schema),
-/// plus the last chunk's spare capacity.
+/// The record's columns of a schema: how wide a record is in each.
+#[derive(Debug, Clone, Copy)]
+struct Columns {
+    /// Properties: a record's flags are `2 * props` bits (presence, then bool
+    /// values), in `flag_bytes` bytes.
+    props: u8,
+    flag_bytes: u8,
+    /// Numeric words a record ([`Schema::stride`] less the flags' word).
+    nums: u8,
+}
+
+impl Columns {
+    fn of(stride: usize, props: usize) -> Self {
+        Columns {
+            props: u8::try_from(props).expect("at most MAX_PROPS properties"),
+            flag_bytes: u8::try_from((2 * props).div_ceil(8)).expect("at most 8 bytes"),
+            nums: u8::try_from(stride - 1).expect("at most MAX_PROPS words"),
+        }
+    }
+
+    fn mask(self) -> u64 {
+        (1u64 << self.props) - 1
+    }
+
+    /// A record's word 0 (presence bits low, bool values from bit 32) as its flags'
+    /// bytes (presence bits, then the bool values), little endian.
+    fn pack(self, head: u64) -> [u8; 8] {
+        let (m, n) = (self.mask(), self.props);
+        ((head & m) | (((head >> 32) & m) << n)).to_le_bytes()
+    }
+
+    /// The word 0 of the record whose flags' bytes are `bytes`.
+    fn unpack(self, bytes: &[u8]) -> u64 {
+        let mut word = [0u8; 8];
+        word[..bytes.len()].copy_from_slice(bytes);
+        let (f, m, n) = (u64::from_le_bytes(word), self.mask(), self.props);
+        (f & m) | (((f >> n) & m) << 32)
+    }
+}
+
+impl Chunk {
+    /// Relation `at`'s record.
+    fn record(&self, at: usize, cols: Columns) -> RecordRef<'_> {
+        let (fb, nw) = (usize::from(cols.flag_bytes), usize::from(cols.nums));
+        let head = cols.unpack(&self.flags[at * fb..(at + 1) * fb]);
+        RecordRef::new(head, &self.nums[at * nw..(at + 1) * nw])
+    }
+
+    /// Writes `rec` as relation `at`'s record.
+    fn put(&mut self, at: usize, rec: RecordRef<'_>, cols: Columns) {
+        let (fb, nw) = (usize::from(cols.flag_bytes), usize::from(cols.nums));
+        self.flags[at * fb..(at + 1) * fb].copy_from_slice(&cols.pack(rec.head())[..fb]);
+        self.nums[at * nw..(at + 1) * nw].copy_from_slice(rec.nums());
+    }
+
+    /// Room for exactly `more` relations more.
+    fn reserve_exact(&mut self, more: usize, cols: Columns) {
+        self.slots.reserve_exact(more);
+        self.flags
+            .reserve_exact(more * usize::from(cols.flag_bytes));
+        self.nums.reserve_exact(more * usize::from(cols.nums));
+    }
+
+    /// Room for `keep` relations (at least its own), the rest given back.
+    fn shrink_to(&mut self, keep: usize, cols: Columns) {
+        self.slots.shrink_to(keep);
+        self.flags.shrink_to(keep * usize::from(cols.flag_bytes));
+        self.nums.shrink_to(keep * usize::from(cols.nums));
+    }
+}
+
+/// One target's relations, packed in columns: the initiators' slots, the records'
+/// flags and their numeric words (see `record::Record`), in the same order. No
+/// allocation and no reference count per relation: `4 + ceil(2 props / 8) + 8
+/// numeric` bytes each (21 for the seed schema), plus the last chunk's spare capacity.
 ///
 /// Stored in chunks of [`CHUNK`] relations: relation `i` is in chunk `i / CHUNK`,
 /// every chunk but the last is full, and a removal moves the last relation into the
@@ -144,15 +217,17 @@ pub(crate) struct Packed {
     /// Chunks 1 and up (a boxed slice: no room kept, and nothing allocated for a
     /// target of one chunk).
     tail: Box<[Arc<Chunk>]>,
-    stride: usize,
+    cols: Columns,
 }
 
 impl Packed {
-    fn new(stride: usize) -> Self {
+    /// No relations, for records of `stride` words ([`Schema::stride`]) of `props`
+    /// properties.
+    fn new(stride: usize, props: usize) -> Self {
         Packed {
             head: Chunk::default(),
             tail: Box::default(),
-            stride,
+            cols: Columns::of(stride, props),
         }
     }
 
@@ -189,8 +264,7 @@ impl Packed {
     /// Relation `i`'s initiator slot and record.
     pub(crate) fn get(&self, i: usize) -> (u32, RecordRef<'_>) {
         let (c, at) = (self.chunk(i / CHUNK), i % CHUNK);
-        let words = &c.words[at * self.stride..(at + 1) * self.stride];
-        (c.slots[at], RecordRef::new(words))
+        (c.slots[at], c.record(at, self.cols))
     }
 
     fn chunks(&self) -> impl Iterator<Item = &Chunk> {
@@ -199,11 +273,12 @@ impl Packed {
 
     /// Every relation: initiator slot and record.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, RecordRef<'_>)> {
-        self.chunks().flat_map(|c| {
+        let cols = self.cols;
+        self.chunks().flat_map(move |c| {
             c.slots
                 .iter()
-                .copied()
-                .zip(c.words.chunks_exact(self.stride).map(RecordRef::new))
+                .enumerate()
+                .map(move |(at, &slot)| (slot, c.record(at, cols)))
         })
     }
 
@@ -215,32 +290,26 @@ impl Packed {
     /// Room for `more` relations beyond the current ones in the last chunk, exactly
     /// (chunks to come are made as they fill).
     fn reserve(&mut self, more: usize) {
-        let stride = self.stride;
-        let last = self.last();
+        let (cols, last) = (self.cols, self.last());
         let c = self.chunk_mut(last);
         let room = more.min(CHUNK - c.slots.len());
-        c.slots.reserve_exact(room);
-        c.words.reserve_exact(room * stride);
+        c.reserve_exact(room, cols);
     }
 
     /// Gives back the last chunk's spare room past a quarter of its relations (what
     /// growth by quarters leaves at most).
     fn fit(&mut self) {
-        let (stride, last) = (self.stride, self.last());
+        let (cols, last) = (self.cols, self.last());
         let c = self.chunk(last);
         let len = c.slots.len();
         if c.slots.capacity() > len + len / 4 + 8 {
-            let c = self.chunk_mut(last);
-            let keep = len + len / 4;
-            c.slots.shrink_to(keep);
-            c.words.shrink_to(keep * stride);
+            self.chunk_mut(last).shrink_to(len + len / 4, cols);
         }
     }
 
     fn set(&mut self, i: usize, rec: &Record) {
-        let stride = self.stride;
-        let (c, at) = (self.chunk_mut(i / CHUNK), i % CHUNK);
-        c.words[at * stride..(at + 1) * stride].copy_from_slice(rec.words());
+        let cols = self.cols;
+        self.chunk_mut(i / CHUNK).put(i % CHUNK, rec.view(), cols);
     }
 
     fn push(&mut self, slot: u32, rec: &Record) {
@@ -249,48 +318,54 @@ impl Packed {
             tail.push(Arc::new(Chunk::default()));
             self.tail = tail.into_boxed_slice();
         }
-        let (stride, last) = (self.stride, self.last());
+        let (cols, last) = (self.cols, self.last());
         let c = self.chunk_mut(last);
         // Grow by a quarter, not double: a target's spare room stays near an eighth of
         // its last chunk on average (doubling leaves about a third), and a push still
         // costs O(1) amortised.
         if c.slots.len() == c.slots.capacity() {
             let more = (c.slots.len() / 4).max(2).min(CHUNK - c.slots.len());
-            c.slots.reserve_exact(more);
-            c.words.reserve_exact(more * stride);
+            c.reserve_exact(more, cols);
         }
+        let rec = rec.view();
         c.slots.push(slot);
-        c.words.extend_from_slice(rec.words());
+        c.flags
+            .extend_from_slice(&cols.pack(rec.head())[..usize::from(cols.flag_bytes)]);
+        c.nums.extend_from_slice(rec.nums());
     }
 
     /// Removes relation `i` by moving the last one into its place; returns the slot of
     /// the one that moved, if any did.
     fn swap_remove(&mut self, i: usize) -> Option<u32> {
         let end = self.len() - 1;
-        let (stride, last) = (self.stride, self.last());
+        let (cols, last) = (self.cols, self.last());
         let tail = self.chunk_mut(last);
-        let slot = tail.slots.pop().expect("a relation");
-        let from = tail.words.len() - stride;
-        // A record is at most 1 + MAX_PROPS words: moved without an allocation.
-        let moved: Option<SmallVec<[u64; 1 + MAX_PROPS]>> =
-            (i != end).then(|| SmallVec::from_slice(&tail.words[from..]));
-        tail.words.truncate(from);
+        let left = tail.slots.len() - 1;
+        // A record is at most MAX_PROPS numeric words: moved without an allocation.
+        let moved: Option<(u32, u64, SmallVec<[u64; MAX_PROPS]>)> = (i != end).then(|| {
+            let rec = tail.record(left, cols);
+            (
+                tail.slots[left],
+                rec.head(),
+                SmallVec::from_slice(rec.nums()),
+            )
+        });
+        tail.slots.truncate(left);
+        tail.flags.truncate(left * usize::from(cols.flag_bytes));
+        tail.nums.truncate(left * usize::from(cols.nums));
         // Give back room a shrinking chunk no longer needs.
-        let left = tail.slots.len();
         if tail.slots.capacity() > 2 * left + 8 {
-            let keep = left + left / 4;
-            tail.slots.shrink_to(keep);
-            tail.words.shrink_to(keep * stride);
+            tail.shrink_to(left + left / 4, cols);
         }
         if left == 0 && last > 0 {
             let mut chunks = std::mem::take(&mut self.tail).into_vec();
             chunks.pop();
             self.tail = chunks.into_boxed_slice();
         }
-        let words = moved?;
+        let (slot, head, nums) = moved?;
         let (c, at) = (self.chunk_mut(i / CHUNK), i % CHUNK);
         c.slots[at] = slot;
-        c.words[at * stride..(at + 1) * stride].copy_from_slice(&words);
+        c.put(at, RecordRef::new(head, &nums), cols);
         Some(slot)
     }
 }
@@ -327,7 +402,7 @@ pub(crate) struct Target {
 impl Target {
     pub(crate) fn new(schema: &Arc<Schema>, profile: &Arc<Profile>) -> Self {
         Target {
-            rels: Arc::new(Packed::new(schema.stride())),
+            rels: Arc::new(Packed::new(schema.stride(), schema.props.len())),
             positions: None,
             order: None,
             indexes: Box::default(),
@@ -724,7 +799,7 @@ impl Target {
             (None, None) => return None,
             // The same values again: nothing to change (nor to copy, if a page or a
             // snapshot shares the relations).
-            (Some(at), Some(rec)) if self.rels.get(at).1.words() == rec.words() => {
+            (Some(at), Some(rec)) if self.rels.get(at).1 == rec.view() => {
                 return Some(rec.clone());
             }
             _ => {}
@@ -1006,7 +1081,7 @@ mod tests {
         #[test]
         fn packed_behaves_like_a_vec(ops in prop::collection::vec((0u8..4, any::<u16>(), any::<i64>()), 0..600)) {
             let schema = schema();
-            let mut packed = Packed::new(schema.stride());
+            let mut packed = Packed::new(schema.stride(), schema.props.len());
             let mut oracle: Vec<(u32, Record)> = Vec::new();
             // Copies taken along the way (as a snapshot or a page takes them): later
             // writes never show in them.
@@ -1198,7 +1273,32 @@ mod tests {
         let chunk = &target.rels.head;
         assert!(target.rels.tail.is_empty());
         assert!(chunk.slots.capacity() <= 9, "{}", chunk.slots.capacity());
-        assert!(chunk.words.capacity() <= 9 * schema.stride());
+        assert!(chunk.nums.capacity() <= 9 * (schema.stride() - 1));
+        assert!(chunk.flags.capacity() <= 9);
+    }
+
+    /// A record's word 0 survives its flags' columns for every count of properties:
+    /// presence and bool bits at both ends, in as few bytes as `2 * props` bits take.
+    #[test]
+    fn flags_pack_to_the_schema_and_back() {
+        for props in 1..=MAX_PROPS {
+            let cols = Columns::of(1 + props, props);
+            let fb = usize::from(cols.flag_bytes);
+            assert_eq!(fb, (2 * props).div_ceil(8));
+            let all = (1u64 << props) - 1;
+            for head in [
+                0,
+                1,
+                all,
+                all << 32 | all,
+                1 << 32 | 1,
+                1 << (31 + props) | all,
+            ] {
+                let bytes = cols.pack(head);
+                assert!(bytes[fb..].iter().all(|&b| b == 0), "{props}: {head:#x}");
+                assert_eq!(cols.unpack(&bytes[..fb]), head, "{props}: {head:#x}");
+            }
+        }
     }
 
     /// A write to relations a snapshot shares copies the first chunk (inline), the
@@ -1206,7 +1306,7 @@ mod tests {
     #[test]
     fn a_shared_write_copies_one_chunk() {
         let schema = schema();
-        let mut packed = Packed::new(schema.stride());
+        let mut packed = Packed::new(schema.stride(), schema.props.len());
         for i in 0..(4 * CHUNK as u32) {
             packed.push(i, &record(&schema, 1));
         }
