@@ -706,7 +706,8 @@ impl Target {
         let mut counters = Counters::empty(&schema);
         let mut exacts = counters.exacts.iter_mut();
         let mut lists: Vec<Vec<TopEntry>> = Vec::new();
-        self.indexes = schema.props.iter().map(|_| None).collect();
+        // Allocated only for a property that keeps an index (most targets keep none).
+        self.indexes = Box::default();
         for (i, (def, place)) in schema.props.iter().zip(layout.places(&schema)).enumerate() {
             if def.spec.kind() == PropKind::Bool {
                 words[place.count] = rels.iter().filter(|(_, r)| r.is_true(i)).count() as u64;
@@ -743,6 +744,9 @@ impl Target {
                 let index = TopIndex::build(scan_valued(rels, &schema, i, slots));
                 let mut list = Vec::new();
                 index.first_into(size, &mut list);
+                if self.indexes.is_empty() {
+                    self.indexes = schema.props.iter().map(|_| None).collect();
+                }
                 self.indexes[i] = Some(index);
                 list
             } else {
@@ -1275,6 +1279,30 @@ mod tests {
         assert!(chunk.slots.capacity() <= 9, "{}", chunk.slots.capacity());
         assert!(chunk.nums.capacity() <= 9 * (schema.stride() - 1));
         assert!(chunk.flags.capacity() <= 9);
+    }
+
+    /// A target placed by a batch (an import, a snapshot's load) carries room for
+    /// top indexes only when a property keeps one, as a target written row by row.
+    #[test]
+    fn a_batch_placed_small_target_keeps_no_index_room() {
+        let (directory, schema, _, mut indexed) = one_pair();
+        let a2 = directory.create_for_test(1, "a2", 8);
+        let mut small = Target::new(&schema, &a2);
+        let bs: Vec<Arc<Profile>> = (0..8u64)
+            .map(|i| directory.create_for_test(2, &format!("b{i}"), i))
+            .collect();
+        let recs: Vec<Record> = (0..8).map(|v| record(&schema, v)).collect();
+        let rows: Vec<(u32, &Arc<Profile>, &Record)> =
+            bs.iter().zip(&recs).map(|(b, r)| (b.slot, b, r)).collect();
+        indexed.apply_many(&rows, 4, directory.slot_table());
+        assert_eq!(
+            indexed.indexes.iter().flatten().count(),
+            1,
+            "8 valued past 4"
+        );
+        small.apply_many(&rows, 64, directory.slot_table());
+        assert_eq!(small.len(), 8);
+        assert!(small.indexes.is_empty(), "no index, no room");
     }
 
     /// A record's word 0 survives its flags' columns for every count of properties:
