@@ -93,8 +93,8 @@ impl Engine {
         N: AsRef<str>,
     {
         let schema = self.schema(rel_id)?;
-        let batch = self.batch(&schema, rows.into_iter().map(|(a, b, w)| (a, b, Ok(w))))?;
-        self.apply_batch(&schema, batch)
+        let batch = self.batch(schema, rows.into_iter().map(|(a, b, w)| (a, b, Ok(w))))?;
+        self.apply_batch(schema, batch)
     }
 
     /// Replays a logged bulk import.
@@ -118,11 +118,11 @@ impl Engine {
                 .collect::<Result<Vec<_>, Error>>()
         };
         let batch = self.batch(
-            &schema,
+            schema,
             rows.iter()
                 .map(|r| (r.a.as_str(), r.b.as_str(), weights(r))),
         )?;
-        self.apply_batch(&schema, batch)
+        self.apply_batch(schema, batch)
     }
 
     /// Validates and names every row (nothing is looked up or changed yet).

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use crate::directory::Directory;
 use crate::error::Error;
 use crate::limits::{DEFAULT_SHARDS, DEFAULT_TOP_INDEX_THRESHOLD, MAX_SHARDS};
-use crate::map::LockFreeMap;
 use crate::profile::ProfileKey;
 use crate::profile_data::Match;
 use crate::profile_id::{ProfileHasher, ProfileId, xxh64};
@@ -14,6 +13,7 @@ use crate::resolver::Resolver;
 use crate::schema::{RelationType, Schema};
 use crate::store::Store;
 use crate::value::Value;
+use schemas::Schemas;
 
 pub use compactor::{AutoCompact, Compactor};
 
@@ -22,6 +22,7 @@ mod compactor;
 mod durable;
 mod profiles;
 mod read;
+mod schemas;
 mod write;
 
 /// The relation counter engine. `Send + Sync`: share it with an `Arc` and call it from
@@ -52,7 +53,7 @@ mod write;
 pub struct Engine {
     /// One reclamation domain for every lock-free map, so a read pins once.
     collector: Arc<seize::Collector>,
-    schemas: LockFreeMap<u32, Arc<Schema>>,
+    schemas: Schemas,
     define_lock: Mutex<()>,
     directory: Directory,
     store: Store,
@@ -141,7 +142,7 @@ impl EngineBuilder {
         let directory = Directory::new(&collector);
         let slots = Arc::clone(directory.slot_table());
         Engine {
-            schemas: LockFreeMap::new(&collector),
+            schemas: Schemas::new(&collector),
             define_lock: Mutex::new(()),
             directory,
             store: Store::new(&collector, self.shards, self.index_above, slots),
@@ -259,7 +260,7 @@ impl Engine {
     pub fn define(&self, def: RelationType) -> Result<(), Error> {
         let _serial = self.define_lock.lock().unwrap_or_else(|e| e.into_inner());
         let rel_id = def.rel_id();
-        if let Some(same) = self.schemas.with(&rel_id, |s| s.map(|s| s.same_as(&def))) {
+        if let Some(same) = self.schemas.with(rel_id, |s| s.map(|s| s.same_as(&def))) {
             return if same {
                 Ok(())
             } else {
@@ -268,7 +269,7 @@ impl Engine {
         }
         let schema = Schema::compile(def)?;
         self.log(|| crate::command::Command::Define(schema.def.clone()))?;
-        self.schemas.insert(rel_id, Arc::new(schema));
+        self.schemas.insert(schema);
         Ok(())
     }
 
@@ -280,7 +281,7 @@ impl Engine {
     pub fn check_definition(&self, def: &RelationType) -> Result<(), Error> {
         match self
             .schemas
-            .with(&def.rel_id(), |s| s.map(|s| s.same_as(def)))
+            .with(def.rel_id(), |s| s.map(|s| s.same_as(def)))
         {
             Some(true) => Ok(()),
             Some(false) => Err(Error::SchemaConflict {
@@ -305,7 +306,7 @@ impl Engine {
     /// The definition of `rel_id`, if defined.
     #[must_use]
     pub fn relation_type(&self, rel_id: u32) -> Option<RelationType> {
-        self.schemas.with(&rel_id, |s| s.map(|s| s.def.clone()))
+        self.schemas.with(rel_id, |s| s.map(|s| s.def.clone()))
     }
 
     /// Whether a host's [`Resolver`](crate::Resolver) names profiles (a write may then
@@ -319,7 +320,7 @@ impl Engine {
     /// list's size (`None` when `rel_id` is not defined).
     #[cfg(feature = "json")]
     pub(crate) fn counter_entries(&self, rel_id: u32) -> Option<usize> {
-        self.schemas.with(&rel_id, |s| {
+        self.schemas.with(rel_id, |s| {
             s.map(|s| {
                 s.props
                     .iter()
@@ -335,9 +336,10 @@ impl Engine {
         self.schemas.len()
     }
 
-    fn schema(&self, rel_id: u32) -> Result<Arc<Schema>, Error> {
+    /// The schema of `rel_id`, borrowed (see `engine::schemas`: no reference count).
+    fn schema(&self, rel_id: u32) -> Result<&Arc<Schema>, Error> {
         self.schemas
-            .with(&rel_id, |s| s.cloned())
+            .get(rel_id)
             .ok_or(Error::UnknownRelation { rel_id })
     }
 

@@ -31,7 +31,7 @@ impl Engine {
         let guard = self.collector.enter();
         let schema = self
             .schemas
-            .get(&rel_id, &guard)
+            .get_in(rel_id, &guard)
             .ok_or(Error::UnknownRelation { rel_id })?;
         let m = profile_a.into();
         for _ in 0..READ_TRIES {

@@ -94,8 +94,8 @@ impl Engine {
         profile_b: &Match<'_>,
         weights: &[(N, Value)],
     ) -> Result<(), Error> {
-        // Cloned, not borrowed under the map's guard: a write may wait on the log's
-        // fsync, and a guard held that long would hold back every map's reclamation.
+        // Borrowed from the registry, which keeps it for the engine's life: no guard
+        // held across the log's fsync, and no reference count every writer shares.
         let schema = self.schema(rel_id)?;
         let changes = schema.resolve(weights)?;
         let (a, b, mut locked, found_a, found_b) = loop {
@@ -114,7 +114,7 @@ impl Engine {
             // A profile created by this write has no relation yet.
             _ => (None, Known::Absent),
         };
-        let record = Record::next(&schema, old, kind, &changes)?;
+        let record = Record::next(schema, old, kind, &changes)?;
         // Missing profiles are created pending: found by no read until the relation
         // that creates them is published with them (see `directory`).
         let mut created: SmallVec<[Arc<Profile>; 2]> = SmallVec::new();
@@ -159,7 +159,7 @@ impl Engine {
         }
         self.store.set(
             &mut locked,
-            &schema,
+            schema,
             (&pa, a.shard),
             (&pb, b.shard),
             (Some(record), known),
@@ -241,7 +241,7 @@ impl Engine {
             b: b.key.id.to_string(),
         })?;
         let (a, b) = ((&pa, a.shard), (&pb, b.shard));
-        self.store.set(&mut locked, &schema, a, b, (None, known));
+        self.store.set(&mut locked, schema, a, b, (None, known));
         Ok(())
     }
 
