@@ -383,12 +383,10 @@ pub(crate) struct Target {
     /// The indexes in `rels` by initiator `(id, slot)`, for targets past
     /// [`ORDER_ABOVE`]. Shared (copy on write) with a page being read, as `rels` is.
     order: Option<Arc<IdOrder>>,
-    /// Per property index: the ordered index of a large target's top property.
     /// Per property index: the ordered index of a large target's top property (empty
     /// until a property keeps one).
     indexes: Box<[Option<TopIndex>]>,
-    /// What the block cannot hold of the counters (top lists with their profiles,
-    /// exact float sums).
+    /// What the block cannot hold of the counters (exact float sums).
     counters: Counters,
     /// The published counters (see `accum::block`).
     block: Arc<Block>,
