@@ -600,8 +600,8 @@ impl Target {
                 continue;
             };
             let size = usize::from(size);
-            if self.indexes.is_empty() && valued > index_above {
-                self.indexes = schema.props.iter().map(|_| None).collect();
+            if valued > index_above {
+                make_index_room(&mut self.indexes, schema);
             }
             let change = TopChange {
                 profile: b,
@@ -742,9 +742,7 @@ impl Target {
                 let index = TopIndex::build(scan_valued(rels, &schema, i, slots));
                 let mut list = Vec::new();
                 index.first_into(size, &mut list);
-                if self.indexes.is_empty() {
-                    self.indexes = schema.props.iter().map(|_| None).collect();
-                }
+                make_index_room(&mut self.indexes, &schema);
                 self.indexes[i] = Some(index);
                 list
             } else {
@@ -880,6 +878,14 @@ impl Target {
             (None, None) => {}
         }
         old
+    }
+}
+
+/// Gives `indexes` a place per property of `schema` if it has none yet (a target
+/// makes them only once a property keeps an index).
+fn make_index_room(indexes: &mut Box<[Option<TopIndex>]>, schema: &Schema) {
+    if indexes.is_empty() {
+        *indexes = schema.props.iter().map(|_| None).collect();
     }
 }
 
