@@ -370,8 +370,20 @@ impl TopChange<'_> {
         slots.any(|s| s == self.profile.slot)
             || self
                 .new_entry()
-                .is_some_and(|e| len < n || last.is_some_and(|last| ranking.before(&e, &last)))
+                .is_some_and(|e| enters(&e, n, len, last.as_ref(), ranking))
     }
+}
+
+/// Whether `entry` has a place in a list of `len` entries (at most `n`) whose last is
+/// `last`: the list has room, or `entry` comes before its last.
+fn enters(
+    entry: &TopEntry,
+    n: usize,
+    len: usize,
+    last: Option<&TopEntry>,
+    ranking: Ranking<'_>,
+) -> bool {
+    len < n || last.is_some_and(|last| ranking.before(entry, last))
 }
 
 /// Applies `change` to `list` in place (its room reused: a list at its full size
@@ -405,10 +417,10 @@ pub(crate) fn update_list(
         return true;
     }
     let new_entry = change.new_entry();
-    let enters = new_entry
+    let entering = new_entry
         .as_ref()
-        .is_some_and(|e| list.len() < n || list.last().is_some_and(|last| ranking.before(e, last)));
-    if member.is_none() && !enters {
+        .is_some_and(|e| enters(e, n, list.len(), list.last(), ranking));
+    if member.is_none() && !entering {
         return false;
     }
     if let Some(i) = member {
