@@ -145,10 +145,7 @@ impl ProfileId {
     /// The id of 24 hex characters whose packed bytes are `head` then `tail` (each
     /// little endian).
     pub(crate) fn from_halves(head: u64, tail: u32) -> Self {
-        let mut packed = Packed([0; 12]);
-        packed.0[..8].copy_from_slice(&head.to_le_bytes());
-        packed.0[8..].copy_from_slice(&tail.to_le_bytes());
-        ProfileId(Repr::Hex(packed))
+        ProfileId(Repr::Hex(Packed(packed_from_halves(head, tail))))
     }
 
     /// True when the id is stored in the compact 12-byte form.
@@ -203,6 +200,15 @@ impl PartialOrd for ProfileId {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
+}
+
+/// The 12 packed bytes of a 24-hex id held as `head` then `tail` (each little
+/// endian); packed ids order as their strings do.
+pub(crate) fn packed_from_halves(head: u64, tail: u32) -> [u8; 12] {
+    let mut packed = [0; 12];
+    packed[..8].copy_from_slice(&head.to_le_bytes());
+    packed[8..].copy_from_slice(&tail.to_le_bytes());
+    packed
 }
 
 impl fmt::Display for ProfileId {

@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::profile::Profile;
-use crate::profile_id::ProfileId;
+use crate::profile_id::{ProfileId, packed_from_halves};
 use crate::slots::SlotTable;
 use crate::value::{PropKind, Value, numeric_value};
 
@@ -119,7 +119,9 @@ impl Ranking<'_> {
 
     fn cmp_ids(&self, a: &TopEntry, b: &TopEntry) -> Ordering {
         match (inline_id(a.named), inline_id(b.named)) {
-            (Ok((ah, at)), Ok((bh, bt))) => packed_bytes(ah, at).cmp(&packed_bytes(bh, bt)),
+            (Ok((ah, at)), Ok((bh, bt))) => {
+                packed_from_halves(ah, at).cmp(&packed_from_halves(bh, bt))
+            }
             (Ok((h, t)), Err(slot)) => {
                 self.with_id(slot, |id| ProfileId::from_halves(h, t).cmp(id))
             }
@@ -144,15 +146,6 @@ impl Ranking<'_> {
     pub(crate) fn before(&self, a: &TopEntry, b: &TopEntry) -> bool {
         self.cmp(a, b) == Ordering::Less
     }
-}
-
-/// The 12 packed bytes of an inline id's halves, in their order (a 24-hex id's order
-/// is its packed bytes' order).
-fn packed_bytes(head: u64, tail: u32) -> [u8; 12] {
-    let mut id = [0; 12];
-    id[..8].copy_from_slice(&head.to_le_bytes());
-    id[8..].copy_from_slice(&tail.to_le_bytes());
-    id
 }
 
 /// The value whose order-preserving encoding is `rank`, for a property of `kind`.
