@@ -260,7 +260,7 @@ impl Engine {
     pub fn define(&self, def: RelationType) -> Result<(), Error> {
         let _serial = self.define_lock.lock().unwrap_or_else(|e| e.into_inner());
         let rel_id = def.rel_id();
-        if let Some(same) = self.schemas.with(rel_id, |s| s.map(|s| s.same_as(&def))) {
+        if let Some(same) = self.schemas.get(rel_id).map(|s| s.same_as(&def)) {
             return if same {
                 Ok(())
             } else {
@@ -279,10 +279,7 @@ impl Engine {
     ///
     /// As [`define`](Self::define)'s, but never a storage error.
     pub fn check_definition(&self, def: &RelationType) -> Result<(), Error> {
-        match self
-            .schemas
-            .with(def.rel_id(), |s| s.map(|s| s.same_as(def)))
-        {
+        match self.schemas.get(def.rel_id()).map(|s| s.same_as(def)) {
             Some(true) => Ok(()),
             Some(false) => Err(Error::SchemaConflict {
                 rel_id: def.rel_id(),
@@ -306,7 +303,7 @@ impl Engine {
     /// The definition of `rel_id`, if defined.
     #[must_use]
     pub fn relation_type(&self, rel_id: u32) -> Option<RelationType> {
-        self.schemas.with(rel_id, |s| s.map(|s| s.def.clone()))
+        self.schemas.get(rel_id).map(|s| s.def.clone())
     }
 
     /// Whether a host's [`Resolver`](crate::Resolver) names profiles (a write may then
@@ -320,13 +317,11 @@ impl Engine {
     /// list's size (`None` when `rel_id` is not defined).
     #[cfg(feature = "json")]
     pub(crate) fn counter_entries(&self, rel_id: u32) -> Option<usize> {
-        self.schemas.with(rel_id, |s| {
-            s.map(|s| {
-                s.props
-                    .iter()
-                    .map(|p| 1 + p.spec.top_size().map_or(0, usize::from))
-                    .sum()
-            })
+        self.schemas.get(rel_id).map(|s| {
+            s.props
+                .iter()
+                .map(|p| 1 + p.spec.top_size().map_or(0, usize::from))
+                .sum()
         })
     }
 

@@ -61,11 +61,6 @@ impl Schemas {
         self.at(place as usize)
     }
 
-    /// `f` of the schema of `rel_id`, if defined.
-    pub(crate) fn with<R>(&self, rel_id: u32, f: impl FnOnce(Option<&Arc<Schema>>) -> R) -> R {
-        f(self.get(rel_id))
-    }
-
     /// Adds the schema of a relation type not defined yet. The caller serialises
     /// definitions (`Engine::define` holds its lock).
     ///
