@@ -233,18 +233,18 @@ impl Layout {
 
     /// Every property's place, in schema order.
     pub(crate) fn places<'s>(&self, schema: &'s Schema) -> impl Iterator<Item = Place> + 's {
-        let (mut at, mut top_at, cap) = (1, self.head, self.cap);
+        let (layout, mut at, mut tops) = (*self, 1, 0..);
         schema.props.iter().map(move |def| {
             let kind = def.spec.kind();
             let count = at;
             let n = sum_words(def);
             let sum = (n > 0).then_some((at + 1, kind));
             at += 1 + n;
-            let top = def.spec.top_size().map(|_| {
-                let t = top_at;
-                top_at += 1 + 3 * cap;
-                t
-            });
+            let top = def
+                .spec
+                .top_size()
+                .and_then(|_| tops.next())
+                .map(|k| layout.top_at(k));
             Place { count, sum, top }
         })
     }
