@@ -508,6 +508,16 @@ mod block_reads {
         Some(top.map(|t| t.profile_id.to_string()).collect())
     }
 
+    /// Deletes "t-1", lets "u-2" take its slot, and checks a read of `old` (a block
+    /// that listed "t-1") is refused.
+    fn slot_retaken_and_refused(engine: &Engine, old: &Arc<Block>) {
+        engine.delete_profile(2, "t-1").expect("delete t");
+        engine
+            .attach(1, "z", "u-2", &[("v", Value::Int(1))])
+            .expect("takes the slot");
+        assert_eq!(top_of(engine, old), None, "a retired block is refused");
+    }
+
     fn engine() -> Engine {
         let engine = Engine::builder().shards(2).build();
         engine
@@ -535,11 +545,7 @@ mod block_reads {
             .expect("attach");
         assert!(!Arc::ptr_eq(&old, &found(&engine, "a")), "replaced");
         engine.detach(1, "a", "t-1").expect("detach");
-        engine.delete_profile(2, "t-1").expect("delete");
-        engine
-            .attach(1, "z", "u-2", &[("v", Value::Int(1))])
-            .expect("takes the slot");
-        assert_eq!(top_of(&engine, &old), None, "a retired block is refused");
+        slot_retaken_and_refused(&engine, &old);
         let now = engine.get_counter(1, "a").expect("a");
         let top: Vec<String> = now
             .top("v")
@@ -559,11 +565,7 @@ mod block_reads {
             .expect("attach");
         let old = found(&engine, "a");
         engine.delete_profile(1, "a").expect("delete a");
-        engine.delete_profile(2, "t-1").expect("delete t");
-        engine
-            .attach(1, "z", "u-2", &[("v", Value::Int(1))])
-            .expect("takes the slot");
-        assert_eq!(top_of(&engine, &old), None, "a retired block is refused");
+        slot_retaken_and_refused(&engine, &old);
         assert!(matches!(
             engine.get_counter(1, "a"),
             Err(Error::ProfileNotFound { .. })
