@@ -5,7 +5,7 @@
 //!
 //! [`Engine::execute`]: crate::engine::Engine
 
-use crate::profile_data::ProfileData;
+use crate::profile::data::ProfileData;
 use crate::record::WriteKind;
 use crate::schema::RelationType;
 use crate::value::Value;

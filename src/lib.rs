@@ -134,20 +134,15 @@ mod command;
 mod directory;
 mod engine;
 mod error;
-mod index;
 pub mod limits;
 mod map;
 mod parallel;
 mod persist;
 mod profile;
-mod profile_data;
-mod profile_id;
 mod record;
-mod resolver;
 mod schema;
 #[cfg(feature = "serde")]
 mod serde_impls;
-mod slots;
 mod store;
 mod sync;
 mod value;
@@ -169,13 +164,13 @@ mod doc_pages {
 }
 
 pub use accum::{Counter, PropCounter, Sum, TopItem};
+pub use directory::resolver::{Resolution, Resolver};
 pub use engine::{AutoCompact, Compactor, Engine, EngineBuilder, Page, Row};
 pub use error::{Error, ErrorKind, StorageError, StorageKind};
 pub use persist::log::LogStats;
 pub use persist::snapshot::SnapshotStats;
 pub use persist::{Skipped, SyncPolicy};
-pub use profile_data::{Channel, FieldValue, Match, OwnedMatch, ProfileData, Subscription};
-pub use profile_id::{ProfileHasher, ProfileId, ProfileStr, format_xxh, xxh64};
-pub use resolver::{Resolution, Resolver};
+pub use profile::data::{Channel, FieldValue, Match, OwnedMatch, ProfileData, Subscription};
+pub use profile::id::{ProfileHasher, ProfileId, ProfileStr, format_xxh, xxh64};
 pub use schema::{PropSpec, RelationType};
 pub use value::{PropKind, Value};

@@ -35,7 +35,7 @@ use serde::ser::{Serialize, SerializeMap, SerializeSeq, SerializeStruct, Seriali
 
 use crate::accum::{Counter, PropCounter, Sum, TopItem};
 use crate::engine::{Page, Row};
-use crate::profile_id::{ProfileId, format_xxh};
+use crate::profile::id::{ProfileId, format_xxh};
 use crate::value::Value;
 
 impl Serialize for ProfileId {

@@ -10,7 +10,7 @@ use smallvec::SmallVec;
 use crate::accum::block::{Block, Layout};
 use crate::accum::exact_sum::ExactSum;
 use crate::accum::top;
-use crate::profile_id::ProfileId;
+use crate::profile::id::ProfileId;
 use crate::schema::{PropDef, Schema};
 use crate::sync::Ordering;
 use crate::value::{PropKind, Value};

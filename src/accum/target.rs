@@ -13,10 +13,10 @@ use crate::accum::order::Order;
 use crate::accum::top::{self, Ranking, TopChange, TopEntry, TopIndex};
 use crate::limits::MAX_PROPS;
 use crate::profile::Profile;
-use crate::profile_id::ProfileId;
+use crate::profile::id::ProfileId;
+use crate::profile::slots::SlotTable;
 use crate::record::{Record, RecordRef};
 use crate::schema::Schema;
-use crate::slots::SlotTable;
 use crate::value::PropKind;
 use crate::value::rank;
 

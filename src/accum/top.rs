@@ -21,8 +21,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::profile::Profile;
-use crate::profile_id::{ProfileId, packed_from_halves};
-use crate::slots::SlotTable;
+use crate::profile::id::{ProfileId, packed_from_halves};
+use crate::profile::slots::SlotTable;
 use crate::value::{PropKind, Value, numeric_value};
 
 /// One initiator with its value, as a block lists it: the value's rank and the

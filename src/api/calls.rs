@@ -12,7 +12,7 @@ use super::render::{WRITE_OK, render_counter, render_page};
 use super::request::{Fields, Who, bearer, by_id, given, profile, weights};
 use super::{Api, Fail, TokenScope};
 use crate::limits::MAX_PROPS;
-use crate::profile_data::OwnedMatch;
+use crate::profile::data::OwnedMatch;
 use crate::schema::{PropSpec, RelationType};
 use crate::value::{PropKind, Value};
 
@@ -581,7 +581,7 @@ fn import(api: &Api, scope: &TokenScope, mut f: Fields, dry: bool) -> Result<Str
     if dry {
         for (_, id, data) in &batch {
             crate::ProfileId::new(id)?;
-            crate::profile_data::Normalized::new(data)?;
+            crate::profile::data::Normalized::new(data)?;
         }
         return Ok(WRITE_OK.to_owned());
     }

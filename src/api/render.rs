@@ -5,7 +5,7 @@ use std::fmt::Write;
 use super::json;
 use crate::accum::counter::{Counter, Sum};
 use crate::engine::Page;
-use crate::profile_id::format_xxh;
+use crate::profile::id::format_xxh;
 use crate::value::Value;
 
 /// A read's `error_text`.

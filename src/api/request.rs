@@ -7,7 +7,7 @@ use super::Fail;
 use super::json::{self, Json};
 use crate::api::Api;
 use crate::limits::MAX_PROPS;
-use crate::profile_data::{Channel, FieldValue, OwnedMatch, ProfileData, Subscription};
+use crate::profile::data::{Channel, FieldValue, OwnedMatch, ProfileData, Subscription};
 use crate::value::{PropKind, Value};
 
 /// A JSON object's fields, taken one by one; whatever is left at the end is unknown.

@@ -10,7 +10,7 @@ use crate::error::{Error, StorageKind, fail, io_err};
 use crate::persist::log::{self, Log, LogStats};
 use crate::persist::snapshot::{self, Frozen, SnapshotStats};
 use crate::persist::{Skipped, SyncPolicy, snapshot_path};
-use crate::profile_data::Match;
+use crate::profile::data::Match;
 use crate::value::Value;
 
 impl EngineBuilder {

@@ -4,12 +4,12 @@
 use std::sync::{Arc, Mutex};
 
 use crate::directory::Directory;
+use crate::directory::resolver::Resolver;
 use crate::error::Error;
 use crate::limits::{DEFAULT_SHARDS, DEFAULT_TOP_INDEX_THRESHOLD, MAX_SHARDS};
 use crate::profile::ProfileKey;
-use crate::profile_data::Match;
-use crate::profile_id::{ProfileHasher, ProfileId, xxh64};
-use crate::resolver::Resolver;
+use crate::profile::data::Match;
+use crate::profile::id::{ProfileHasher, ProfileId, xxh64};
 use crate::schema::{RelationType, Schema};
 use crate::store::Store;
 use crate::value::Value;
@@ -220,7 +220,7 @@ struct Named {
     /// The lookup that found it in the directory's indexes, checked again under the
     /// profile's lock (its data may have changed since). `None` for a profile named
     /// by id or by the host's resolver: only those may be created by a write.
-    query: Option<crate::profile_data::Query>,
+    query: Option<crate::profile::data::Query>,
 }
 
 impl Engine {

@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use super::{Engine, Named};
 use crate::command::Command;
+use crate::directory::resolver::Resolution;
 use crate::directory::{Found, Lookup};
 use crate::error::Error;
+use crate::profile::data::{Match, Normalized, ProfileData, Query};
+use crate::profile::id::ProfileId;
 use crate::profile::{Profile, ProfileKey};
-use crate::profile_data::{Match, Normalized, ProfileData, Query};
-use crate::profile_id::ProfileId;
-use crate::resolver::Resolution;
 
 impl Engine {
     /// A profile id of database `db`, hashed and placed, not looked up.

@@ -10,7 +10,7 @@ use crate::accum::target::{IdOrder, Packed};
 use crate::error::{Error, StorageKind, fail};
 use crate::limits::MAX_LIST_LIMIT;
 use crate::profile::Profile;
-use crate::profile_data::Match;
+use crate::profile::data::Match;
 use crate::schema::Schema;
 
 impl Engine {

@@ -9,7 +9,7 @@ use crate::command::Command;
 use crate::directory::Lookup;
 use crate::error::Error;
 use crate::profile::Profile;
-use crate::profile_data::Match;
+use crate::profile::data::Match;
 use crate::record::{Record, WriteKind};
 use crate::store::{Known, Locked};
 use crate::value::Value;

@@ -3,7 +3,7 @@
 //! what is left before it allocates, so a corrupted or hostile file can never make it
 //! allocate without bound or panic.
 
-use crate::profile_data::{Channel, FieldValue, ProfileData, Subscription};
+use crate::profile::data::{Channel, FieldValue, ProfileData, Subscription};
 use crate::schema::{PropSpec, RelationType};
 use crate::value::{PropKind, Value};
 

@@ -967,7 +967,7 @@ pub(crate) fn truncate(path: &Path, len: u64) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile_data::ProfileData;
+    use crate::profile::data::ProfileData;
     use crate::schema::RelationType;
     use crate::value::Value;
 

@@ -22,9 +22,9 @@ use crate::accum::target::IdOrder;
 use crate::accum::target::{Fresh, Packed, Target};
 use crate::map::LockFreeMap;
 use crate::profile::Profile;
+use crate::profile::slots::SlotTable;
 use crate::record::{Record, RecordRef};
 use crate::schema::Schema;
-use crate::slots::SlotTable;
 use crate::sync::MutexGuard;
 use shard::{Shard, Shards};
 
@@ -412,7 +412,7 @@ impl Store {
     pub(crate) fn block_by_id<'g>(
         &self,
         rel_id: u32,
-        (db, id, xxh): (u32, &crate::profile_id::ProfileId, u64),
+        (db, id, xxh): (u32, &crate::profile::id::ProfileId, u64),
         guard: &'g impl seize::Guard,
     ) -> Option<&'g Arc<Block>> {
         self.views

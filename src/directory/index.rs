@@ -16,7 +16,7 @@ use hashbrown::DefaultHashBuilder;
 
 use crate::map::LockFreeMap;
 use crate::profile::Profile;
-use crate::profile_data::IndexKey;
+use crate::profile::data::IndexKey;
 use crate::sync::Mutex;
 
 /// Largest posting kept as an immutable list.

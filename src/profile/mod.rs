@@ -10,13 +10,17 @@
 //! finds it live finds all of that too, so a profile is never seen without the write
 //! that created it.
 
+pub(crate) mod data;
+pub(crate) mod id;
+pub(crate) mod slots;
+
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 
 use arc_swap::ArcSwapOption;
 
-use crate::profile_data::Normalized;
-use crate::profile_id::ProfileId;
+use self::data::Normalized;
+use self::id::ProfileId;
 use crate::sync::{AtomicU8, Ordering};
 
 /// One live profile.

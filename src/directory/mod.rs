@@ -8,20 +8,23 @@
 //! Profiles themselves, and their life `Pending -> Live -> Deleted`, are in
 //! `profile`; the directory creates, activates, finds and removes them.
 
+pub(crate) mod index;
+pub(crate) mod resolver;
+
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
 
+use crate::directory::index::Index;
 use crate::error::Error;
-use crate::index::Index;
 use crate::limits::MAX_LOOKUP_CANDIDATES;
 use crate::map::LockFreeMap;
-use crate::profile::{FrozenProfile, Life, Profile, ProfileKey};
-use crate::profile_data::{Normalized, Query};
+use crate::profile::data::{Normalized, Query};
 #[cfg(test)]
-use crate::profile_id::ProfileId;
-use crate::slots::SlotTable;
+use crate::profile::id::ProfileId;
+use crate::profile::slots::SlotTable;
+use crate::profile::{FrozenProfile, Life, Profile, ProfileKey};
 
 /// Profile slots an engine hands out (2^31: slots 0 to 2^31 - 1).
 pub(crate) const MAX_SLOTS: u32 = 1 << 31;

@@ -1,7 +1,7 @@
 //! Pluggable profile lookup: a host that keeps its profiles in its own store can answer
 //! the non-id matching modes itself; the built-in directory is the default.
 
-use crate::profile_data::Match;
+use crate::profile::data::Match;
 
 /// What a [`Resolver`] found for a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
