@@ -187,11 +187,6 @@ where
         }
     }
 
-    /// Makes room for `additional` more keys.
-    pub(crate) fn reserve(&self, additional: usize) {
-        self.map.pin().reserve(additional);
-    }
-
     /// Calls `f` on each value until it returns `false`. Ends after one pass over the
     /// table for a map made [`iterable`](Self::iterable) (no resize to finish first).
     pub(crate) fn each(&self, mut f: impl FnMut(&V) -> bool) {

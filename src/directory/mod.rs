@@ -8,6 +8,7 @@
 //! Profiles themselves, and their life `Pending -> Live -> Deleted`, are in
 //! `profile`; the directory creates, activates, finds and removes them.
 
+mod ids;
 pub(crate) mod index;
 pub(crate) mod resolver;
 
@@ -16,10 +17,10 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
 
+use self::ids::{IdTable, IdWriter};
 use crate::directory::index::Index;
 use crate::error::Error;
 use crate::limits::MAX_LOOKUP_CANDIDATES;
-use crate::map::LockFreeMap;
 use crate::profile::data::{Normalized, Query};
 #[cfg(test)]
 use crate::profile::id::ProfileId;
@@ -66,16 +67,20 @@ impl Lookup {
     }
 }
 
+/// What the slot lock guards: slots handed out and given back, and the right to
+/// change the id table.
 #[derive(Debug, Default)]
 struct Slots {
     next: u32,
     free: Vec<u32>,
+    ids: IdWriter,
 }
 
 /// All live profiles, by id and by the secondary indexes.
 #[derive(Debug)]
 pub(crate) struct Directory {
-    by_key: LockFreeMap<ProfileKey, Arc<Profile>>,
+    /// `(db, id)` -> slot, read without a lock; changed under the slot lock.
+    ids: IdTable,
     index: Index,
     slots: Mutex<Slots>,
     /// Slot -> profile, shared with the store.
@@ -104,7 +109,7 @@ impl Directory {
     /// other maps, so one guard serves a whole read).
     pub(crate) fn new(collector: &Arc<seize::Collector>) -> Self {
         Directory {
-            by_key: LockFreeMap::new(collector),
+            ids: IdTable::default(),
             index: Index::new(collector),
             slots: Mutex::new(Slots::default()),
             table: Arc::new(SlotTable::default()),
@@ -119,34 +124,37 @@ impl Directory {
         &self.table
     }
 
+    /// What `f` makes of the profile of `key` (live, pending or being deleted), if
+    /// the directory holds one. Lock-free: one probe of the id table, then the slot
+    /// table.
+    fn with<R>(&self, key: &ProfileKey, f: impl Fn(&Arc<Profile>) -> R) -> Option<R> {
+        let hash = self.ids.hash(key.db, &key.id);
+        self.ids.find(hash, |slot| {
+            self.table.with_arc(slot, |p| {
+                p.filter(|p| p.db == key.db && p.id == key.id).map(&f)
+            })
+        })
+    }
+
     /// The live profile `id` of database `db`. Lock-free.
     pub(crate) fn get(&self, key: &ProfileKey) -> Option<Arc<Profile>> {
-        self.by_key
-            .with(key, |p| p.filter(|p| p.is_live()).cloned())
+        self.with(key, |p| p.is_live().then(|| Arc::clone(p)))
+            .flatten()
     }
 
     /// The profile `id` of database `db` for a writer holding its shard's lock: live,
     /// being deleted, or missing. (A pending profile is only ever seen by the write
     /// creating it, which holds the same lock until it is live or abandoned.)
     pub(crate) fn lookup(&self, key: &ProfileKey) -> Lookup {
-        self.by_key.with(key, |p| match p {
-            Some(p) if p.is_deleted() => Lookup::Deleting,
-            Some(p) => {
+        self.with(key, |p| {
+            if p.is_deleted() {
+                Lookup::Deleting
+            } else {
                 debug_assert!(p.is_live(), "a pending profile outside its write");
                 Lookup::Live(Arc::clone(p))
             }
-            None => Lookup::Missing,
         })
-    }
-
-    /// The live profile `id` of database `db`, borrowed for the life of `guard` (which
-    /// must come from the shared collector). Lock-free, and touches no reference count.
-    pub(crate) fn get_in<'g>(
-        &self,
-        key: &ProfileKey,
-        guard: &'g impl seize::Guard,
-    ) -> Option<&'g Arc<Profile>> {
-        self.by_key.get(key, guard).filter(|p| p.is_live())
+        .unwrap_or(Lookup::Missing)
     }
 
     /// Number of live profiles.
@@ -190,11 +198,17 @@ impl Directory {
             if let Some(&max) = taken.iter().max() {
                 self.table.grow(max);
             }
+            // The entries go in first: until its profile is in the slot table, an
+            // entry is checked and passed over by whoever probes it.
+            if n > 1 {
+                self.ids.reserve(&mut slots.ids, n);
+            }
+            for ((key, _), &slot) in items.iter().zip(&taken) {
+                let hash = self.ids.hash(key.db, &key.id);
+                self.ids.insert(&mut slots.ids, hash, slot);
+            }
             (taken, self.table.next_born(n as u64))
         };
-        if n > 1 {
-            self.by_key.reserve(n);
-        }
         // Made after a point: in no snapshot taken at it.
         let point = self.point.load(std::sync::atomic::Ordering::Acquire);
         let make = |part: Vec<((ProfileKey, u64), (u32, u64))>| -> Vec<Arc<Profile>> {
@@ -203,7 +217,7 @@ impl Directory {
                     let profile = Arc::new(Profile {
                         slot,
                         db: key.db,
-                        id: key.id.clone(),
+                        id: key.id,
                         xxh,
                         born,
                         life: Life::pending(),
@@ -211,7 +225,6 @@ impl Directory {
                         point: AtomicU32::new(point),
                     });
                     self.table.put(&profile);
-                    self.by_key.insert(key, Arc::clone(&profile));
                     profile
                 })
                 .collect()
@@ -351,11 +364,9 @@ impl Directory {
     }
 
     fn forget(&self, profile: &Profile) {
-        self.by_key.remove(&ProfileKey {
-            db: profile.db,
-            id: profile.id.clone(),
-        });
+        let hash = self.ids.hash(profile.db, &profile.id);
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        self.ids.remove(&mut slots.ids, hash, profile.slot);
         self.table.clear(profile.slot);
         slots.free.push(profile.slot);
     }

@@ -80,8 +80,7 @@ impl Engine {
             _ => self.named(db, m)?,
         };
         self.directory
-            .get_in(&named.key, guard)
-            .cloned()
+            .get(&named.key)
             .ok_or_else(|| Self::not_found(&named))
     }
 

@@ -47,9 +47,9 @@ impl Engine {
                         None => {
                             let profile = self
                                 .directory
-                                .get_in(&a.key, &guard)
+                                .get(&a.key)
                                 .ok_or_else(|| Self::not_found(&a))?;
-                            self.block_of(schema, profile, &guard)?
+                            self.block_of(schema, &profile, &guard)?
                         }
                     }
                 }

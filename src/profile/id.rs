@@ -59,8 +59,9 @@ pub struct ProfileId(Repr);
 enum Repr {
     /// 24 lowercase hex characters, packed two to a byte.
     Hex(Packed),
-    /// Any other id.
-    Text(Box<str>),
+    /// Any other id, behind a thin pointer: an id is 16 bytes in either form (a
+    /// profile, a key and a command hold one), and the platform's ids are hex.
+    Text(Box<Box<str>>),
 }
 
 /// The 12 packed bytes of a 24-hex id, 4-byte aligned: an id is copied in three
@@ -104,7 +105,7 @@ impl ProfileId {
         }
         Ok(match pack_hex24(id.as_bytes()) {
             Some(packed) => ProfileId(Repr::Hex(Packed(packed))),
-            None => ProfileId(Repr::Text(id.into())),
+            None => ProfileId(Repr::Text(Box::new(id.into()))),
         })
     }
 
@@ -415,6 +416,20 @@ mod tests {
         let upper = ProfileId::new("0123456789ABCDEF01234567").unwrap();
         assert!(!upper.is_compact());
         assert_ne!(id, upper);
+    }
+
+    /// An id is 16 bytes in either form (a profile, a key and a command each hold
+    /// one), and text ids hash, compare and read back as their strings.
+    #[test]
+    fn ids_are_16_bytes_in_either_form() {
+        assert_eq!(std::mem::size_of::<ProfileId>(), 16);
+        let text = ProfileId::new("user-42@example").unwrap();
+        assert!(!text.is_compact());
+        assert_eq!(&*text.as_str(), "user-42@example");
+        assert_eq!(text, ProfileId::new("user-42@example").unwrap());
+        use std::hash::BuildHasher;
+        let state = std::collections::hash_map::RandomState::new();
+        assert_eq!(state.hash_one(&text), state.hash_one("user-42@example"));
     }
 
     #[test]

@@ -63,6 +63,16 @@ impl SlotTable {
         }
     }
 
+    /// Runs `f` on the profile holding `slot`, if any, as its `Arc` (for a caller
+    /// that may keep it), without taking a reference count unless `f` does.
+    pub(crate) fn with_arc<R>(&self, slot: u32, f: impl FnOnce(Option<&Arc<Profile>>) -> R) -> R {
+        let chunks = self.chunks.load();
+        match cell(&chunks, slot) {
+            Some(cell) => f(cell.load().as_ref()),
+            None => f(None),
+        }
+    }
+
     /// The `born` of the next profile created: every profile born before a reader
     /// read this held its slot then.
     pub(crate) fn generation(&self) -> u64 {
