@@ -195,7 +195,7 @@ impl IdTable {
         let tables = self.tables.load();
         let tables = if (w.used + 1) * 8 > tables.new.capacity() * 7 {
             drop(tables);
-            self.grow(w, w.live + 1);
+            self.grow(w, (w.live + 1) * 2);
             self.tables.load()
         } else {
             tables
@@ -230,15 +230,16 @@ impl IdTable {
         if (w.used + n) * 8 > capacity * 7 {
             self.grow(w, (w.live + n) * 8 / 7 + 1);
             self.finish(w);
+            debug_assert!((w.used + n) * 8 <= self.tables.load().new.capacity() * 7);
         }
     }
 
-    /// Starts copying into a new table of at least `2 * need` entries (finishing
-    /// any copy under way first).
-    fn grow(&self, w: &mut IdWriter, need: usize) {
+    /// Starts copying into a new table of at least `room` entries (finishing any
+    /// copy under way first).
+    fn grow(&self, w: &mut IdWriter, room: usize) {
         self.finish(w);
         let current = Arc::clone(&self.tables.load().new);
-        let capacity = (need * 2).max(MIN_CAPACITY).next_power_of_two();
+        let capacity = room.max(MIN_CAPACITY).next_power_of_two();
         // Copy the old table within capacity / 8 changes: the new one holds at most
         // half its capacity from the copy and an eighth from changes meanwhile.
         w.step = (current.capacity() * 8).div_ceil(capacity).max(8);
