@@ -166,8 +166,43 @@ impl Directory {
     /// The caller holds its shard's lock, saw it missing, and activates or
     /// [`abandon`](Self::abandon)s it before releasing the lock.
     pub(crate) fn create(&self, key: ProfileKey, xxh: u64) -> Result<Arc<Profile>, Error> {
-        let mut made = self.create_many(vec![(key, xxh)], 1)?;
-        Ok(made.pop().expect("one profile made"))
+        // `create_many` for one, without its lists: a new profile allocates itself
+        // alone (and the tables' amortised growth).
+        let hash = self.ids.hash(key.db, &key.id);
+        let (slot, born) = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = match slots.free.pop() {
+                Some(slot) => slot,
+                None if slots.next < MAX_SLOTS => {
+                    slots.next += 1;
+                    self.table.grow(slots.next - 1);
+                    slots.next - 1
+                }
+                None => return Err(Error::CapacityExceeded),
+            };
+            self.ids.insert(&mut slots.ids, hash, slot);
+            (slot, self.table.next_born(1))
+        };
+        Ok(self.make(key, xxh, slot, born))
+    }
+
+    /// The profile of `key` in `slot`, pending, put in the slot table (its id-table
+    /// entry is in already).
+    fn make(&self, key: ProfileKey, xxh: u64, slot: u32, born: u64) -> Arc<Profile> {
+        // Made after a point: in no snapshot taken at it.
+        let point = self.point.load(std::sync::atomic::Ordering::Acquire);
+        let profile = Arc::new(Profile {
+            slot,
+            db: key.db,
+            id: key.id,
+            xxh,
+            born,
+            life: Life::pending(),
+            data: ArcSwapOption::empty(),
+            point: AtomicU32::new(point),
+        });
+        self.table.put(&profile);
+        profile
     }
 
     /// Creates many profiles, pending, as [`create`](Self::create) does one: their
@@ -209,24 +244,9 @@ impl Directory {
             }
             (taken, self.table.next_born(n as u64))
         };
-        // Made after a point: in no snapshot taken at it.
-        let point = self.point.load(std::sync::atomic::Ordering::Acquire);
         let make = |part: Vec<((ProfileKey, u64), (u32, u64))>| -> Vec<Arc<Profile>> {
             part.into_iter()
-                .map(|((key, xxh), (slot, born))| {
-                    let profile = Arc::new(Profile {
-                        slot,
-                        db: key.db,
-                        id: key.id,
-                        xxh,
-                        born,
-                        life: Life::pending(),
-                        data: ArcSwapOption::empty(),
-                        point: AtomicU32::new(point),
-                    });
-                    self.table.put(&profile);
-                    profile
-                })
+                .map(|((key, xxh), (slot, born))| self.make(key, xxh, slot, born))
                 .collect()
         };
         let work: Vec<_> = items

@@ -165,3 +165,64 @@ fn an_attach_into_a_large_recipient_allocates_as_one_into_a_small_one() {
         "largest {large:.2} against small {small:.2}"
     );
 }
+
+/// An attach whose initiator is new creates it: the profile is its one allocation
+/// more than an attach from an initiator that exists (store v3 step 2: creating a
+/// profile allocates nothing but itself, and the tables' amortised growth).
+#[test]
+fn an_attach_creating_its_initiator_allocates_the_profile_alone() {
+    let (engine, rows) = hot();
+    let mut sizes: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for r in &rows {
+        *sizes.entry(r.a.as_str()).or_default() += 1;
+    }
+    let small: Vec<&str> = sizes
+        .iter()
+        .filter(|(_, n)| (2..=10).contains(*n))
+        .map(|(a, _)| *a)
+        .take(2_000)
+        .collect();
+    assert!(small.len() >= 500, "{} small recipients", small.len());
+    let ids = |base: usize| -> Vec<String> {
+        (0..small.len())
+            .map(|i| format!("{:024x}", base + i))
+            .collect()
+    };
+    let (existing, new) = (ids(0xF00D_0000), ids(0xBEEF_0000));
+    engine
+        .import_profiles(
+            existing
+                .iter()
+                .map(|id| (2, id.as_str(), relcount::ProfileData::default())),
+        )
+        .expect("profiles");
+    let attach = |a: &str, b: &str| {
+        engine
+            .attach(
+                3,
+                a,
+                b,
+                &[("Donate", Value::Int(7)), ("Like", Value::Int(1))],
+            )
+            .expect("attach");
+    };
+    let count = |initiators: &[String]| {
+        let before = thread_allocs();
+        for (a, b) in small.iter().zip(initiators) {
+            attach(a, b);
+        }
+        (thread_allocs() - before) as f64 / small.len() as f64
+    };
+    let from_existing = count(&existing);
+    // The other half of each recipient's new relations: the same recipients, so
+    // their growth is alike.
+    let from_new = count(&new);
+    eprintln!(
+        "allocations an attach: from an existing initiator {from_existing:.2}, \
+         creating it {from_new:.2}"
+    );
+    assert!(
+        from_new <= from_existing + 1.25,
+        "creating the initiator: {from_new:.2} against {from_existing:.2}"
+    );
+}
