@@ -1,6 +1,8 @@
 //! Profile directory bench: the cost of finding a profile by every matching mode (a
 //! `get_counter` through each), and of a cascading delete as a function of the deleted
-//! profile's own relations, in engines of two sizes.
+//! profile's own relations, in engines of two sizes; the cost of finding a profile by
+//! id among millions (the id table, far larger than the cache) and of creating one (an
+//! attach from a new initiator against one from an existing initiator).
 //!
 //! `cargo bench --bench directory`; `cargo bench --bench directory -- --test` runs each
 //! once (what .ci/run does).
@@ -165,5 +167,87 @@ fn cascades(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lookups, cascades);
+/// Id-only profiles in the big engine: enough that the id table and the profiles are
+/// far larger than the cache.
+fn big_profiles() -> usize {
+    if std::env::args().any(|a| a == "--test" || a == "--quick") {
+        20_000
+    } else {
+        4_000_000
+    }
+}
+
+fn b_id(i: u64) -> String {
+    format!(
+        "{:024x}",
+        0xB000_0000_0000_0000_u64 ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    )
+}
+
+/// A profile found by id among millions (`contains_profile`: the id validated, then
+/// one directory lookup), present and absent; then an attach whose initiator exists
+/// against one that creates it, into the same recipients.
+fn profiles_by_id(c: &mut Criterion) {
+    let n = big_profiles() as u64;
+    let w = Workload::new(10_000, 1_000_000, 42);
+    let e = Engine::new();
+    e.define(Workload::seed_schema(w.rel_id)).expect("schema");
+    let ids: Vec<String> = (0..n).map(b_id).collect();
+    e.import_profiles(
+        ids.iter()
+            .map(|id| (w.db_b, id.as_str(), ProfileData::default())),
+    )
+    .expect("import");
+    let recipients: Vec<String> = (0..10_000).map(|i| w.a_id(i)).collect();
+    e.import_profiles(
+        recipients
+            .iter()
+            .map(|id| (w.db_a, id.as_str(), ProfileData::default())),
+    )
+    .expect("import");
+    let mut g = c.benchmark_group("profile_by_id");
+    let mut i = 0u64;
+    g.bench_function(BenchmarkId::new("present", "4M_profiles"), |b| {
+        b.iter(|| {
+            // In order: the bench's own strings stream from memory; the table
+            // entries and profiles they name are scattered all the same.
+            i = (i + 1) % n;
+            assert!(e.contains_profile(w.db_b, ids[i as usize].as_str()));
+        })
+    });
+    // Ids no profile has: the new initiators of the attach bench below.
+    let fresh: Vec<String> = (0..n * 3 / 4).map(|k| b_id(n + k)).collect();
+    let mut k = 0usize;
+    g.bench_function(BenchmarkId::new("absent", "4M_profiles"), |b| {
+        b.iter(|| {
+            k = (k + 1) % fresh.len();
+            assert!(!e.contains_profile(w.db_b, fresh[k].as_str()));
+        })
+    });
+    g.finish();
+
+    let weights = [("Donate", Value::Int(5)), ("Like", Value::Int(1))];
+    let mut g = c.benchmark_group("attach_from");
+    // Each iteration a new relation (until the lists run out, far past what
+    // criterion asks): initiators taken in order, existing ones or fresh ones, into
+    // recipients in the same order.
+    let attach_from = |initiators: &[String], next: &mut usize| {
+        let j = *next % initiators.len();
+        *next += 1;
+        let a = &recipients[j % recipients.len()];
+        e.attach(w.rel_id, a.as_str(), initiators[j].as_str(), &weights)
+            .expect("attach")
+    };
+    let mut next = 0;
+    g.bench_function(BenchmarkId::new("existing_initiator", "4M_profiles"), |b| {
+        b.iter(|| attach_from(&ids, &mut next))
+    });
+    let mut next = 0;
+    g.bench_function(BenchmarkId::new("new_initiator", "4M_profiles"), |b| {
+        b.iter(|| attach_from(&fresh, &mut next))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, lookups, cascades, profiles_by_id);
 criterion_main!(benches);
