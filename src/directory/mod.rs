@@ -15,8 +15,6 @@ pub(crate) mod resolver;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwapOption;
-
 use self::ids::{IdTable, IdWriter};
 use crate::directory::index::Index;
 use crate::error::Error;
@@ -198,7 +196,6 @@ impl Directory {
             xxh,
             born,
             life: Life::pending(),
-            data: ArcSwapOption::empty(),
             point: AtomicU32::new(point),
         });
         self.table.put(&profile);
@@ -286,7 +283,7 @@ impl Directory {
     }
 
     fn unindex(&self, profile: &Profile) {
-        if let Some(old) = profile.data.swap(None) {
+        if let Some(old) = self.table.swap_data(profile.slot, None) {
             for key in old.keys(profile.db) {
                 self.index.remove(&key, profile);
             }
@@ -299,11 +296,9 @@ impl Directory {
     /// never under neither.
     pub(crate) fn set_data(&self, profile: &Arc<Profile>, data: Normalized) {
         self.keep_before(profile);
-        let old_keys = profile
-            .data
-            .load()
-            .as_ref()
-            .map(|d| d.keys(profile.db))
+        let old_keys = self
+            .table
+            .with_data(profile.slot, |d| d.map(|d| d.keys(profile.db)))
             .unwrap_or_default();
         let new_keys = data.keys(profile.db);
         for key in &new_keys {
@@ -313,7 +308,8 @@ impl Directory {
         }
         // Empty data is no data: an id-only profile keeps no allocation for it.
         let empty = data == Normalized::default();
-        profile.data.store((!empty).then(|| Arc::new(data)));
+        self.table
+            .swap_data(profile.slot, (!empty).then(|| Arc::new(data)));
         for key in &old_keys {
             if !new_keys.contains(key) {
                 self.index.remove(key, profile);
@@ -355,7 +351,12 @@ impl Directory {
                         return false;
                     }
                 }
-                let hit = p.is_live() && p.data.load().as_ref().is_some_and(|d| d.matches(query));
+                // The data first, then the life: a profile still live after its slot's
+                // data was read held that data (see `profile::slots`).
+                let hit = self
+                    .table
+                    .with_data(p.slot, |d| d.is_some_and(|d| d.matches(query)))
+                    && p.is_live();
                 if hit {
                     match &found {
                         Some(f) if Arc::ptr_eq(f, p) => {}
@@ -373,6 +374,13 @@ impl Directory {
             }
         }
         found.map_or(Found::None, Found::One)
+    }
+
+    /// The data of `profile`, found live: `None` if it is no longer live (its slot
+    /// may hold another's data by now), else its data if it has any. Lock-free.
+    pub(crate) fn data(&self, profile: &Profile) -> Option<Option<Arc<Normalized>>> {
+        let data = self.table.data(profile.slot);
+        profile.is_live().then_some(data)
     }
 
     /// Ends a delete: no relation refers to the profile any more, so its id may be
@@ -439,7 +447,7 @@ impl Directory {
         let before = if profile.is_deleted() {
             Before::Deleting
         } else {
-            Before::Live(profile.data())
+            Before::Live(self.table.data(profile.slot))
         };
         kept.before.push((Arc::clone(profile), before));
         profile.point.store(point, Relaxed);
@@ -464,7 +472,8 @@ impl Directory {
         let end = self.kept.lock().unwrap_or_else(|e| e.into_inner()).slots;
         let (mut live, mut deleting) = (Vec::with_capacity(self.live()), Vec::new());
         self.table.each(end, |p| {
-            let (deleted, pending, data) = (p.is_deleted(), p.life.is_pending(), p.data());
+            let (deleted, pending, data) =
+                (p.is_deleted(), p.life.is_pending(), self.table.data(p.slot));
             std::sync::atomic::fence(Acquire);
             if p.point.load(Relaxed) == point {
                 return; // made or changed since the point: see `kept`

@@ -176,7 +176,12 @@ impl Engine {
     ) -> Result<ProfileData, Error> {
         let guard = self.collector.enter();
         let profile = self.find_profile(db_id, &profile.into(), &guard)?;
-        Ok(profile.data().map(|d| d.to_data()).unwrap_or_default())
+        // Deleted since it was found: its slot's data may be another's by now.
+        let data = self
+            .directory
+            .data(&profile)
+            .ok_or_else(|| Self::not_found_id(profile.db, &profile.id))?;
+        Ok(data.map(|d| d.to_data()).unwrap_or_default())
     }
 
     /// Imports several profiles, all or nothing: every one is validated before any is

@@ -1,4 +1,4 @@
-//! A profile as the engine holds it: its slot, database, id, hash and data, and the
+//! A profile as the engine holds it: its slot, database, id and hash, and the
 //! one atomic (its life) that orders what a reader may see of it. A leaf: the
 //! directory, the indexes, the slot table and the accumulators all hold profiles, and
 //! this module imports none of them.
@@ -16,8 +16,6 @@ pub(crate) mod slots;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
-
-use arc_swap::ArcSwapOption;
 
 use self::data::Normalized;
 use self::id::ProfileId;
@@ -42,9 +40,6 @@ pub(crate) struct Profile {
     /// deletes answer "not found", and a write that would re-create the id waits for
     /// the delete to finish, so one id never has two profiles at once.
     pub(crate) life: Life,
-    /// Email, phone, fields and subscriptions; `None` for a profile only ever named by
-    /// id. Replaced whole by an import, read without a lock.
-    pub(crate) data: ArcSwapOption<Normalized>,
     /// The snapshot point (see `Directory::begin_point`) this profile was created
     /// after or changed after, its state at the point kept aside; another value when
     /// it has not changed since the last point began.
@@ -101,11 +96,6 @@ impl Profile {
     /// Whether it is visible: its creating write has published, and no delete started.
     pub(crate) fn is_live(&self) -> bool {
         self.life.is_live()
-    }
-
-    /// The profile's current data, if it was ever imported.
-    pub(crate) fn data(&self) -> Option<Arc<Normalized>> {
-        self.data.load_full()
     }
 }
 
@@ -167,5 +157,15 @@ mod loom_tests {
             }
             deleter.join().expect("deleter");
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// DESIGN.md's *How big is a profile?* counts these bytes one by one: 48 of
+    /// fields, 64 with the `Arc`'s counts.
+    #[test]
+    fn a_profile_is_48_bytes() {
+        assert_eq!(std::mem::size_of::<super::Profile>(), 48);
     }
 }

@@ -11,18 +11,38 @@
 //! slot's profile. A reader that looked at relations under a lock it has since
 //! released checks the profile's `born` against the [`generation`](SlotTable::generation)
 //! it read under the lock: a profile born since may have taken a freed slot.
+//!
+//! Beside each chunk's profiles, a column of their data (email, phone, fields,
+//! subscriptions), made the first time a profile of the chunk is given data: a
+//! profile only ever named by id costs nothing for it when its chunk holds none.
+//! A slot's data is removed (under the profile's shard lock) when its delete starts,
+//! before the slot can be given back; so a reader that read a slot's data and then
+//! finds the profile it looked for still live read that profile's data (the delete
+//! marks the profile before anything after it can change the slot).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::profile::Profile;
+use crate::profile::data::Normalized;
 
 const CHUNK_BITS: u32 = 12;
 const CHUNK: usize = 1 << CHUNK_BITS;
 
-type Chunk = Arc<[ArcSwapOption<Profile>]>;
+/// The profiles of [`CHUNK`] consecutive slots, and their data once one has any.
+#[derive(Debug)]
+struct Cells {
+    profiles: Box<[ArcSwapOption<Profile>]>,
+    data: OnceLock<Box<[ArcSwapOption<Normalized>]>>,
+}
+
+type Chunk = Arc<Cells>;
+
+fn empty_cells<T>() -> Box<[ArcSwapOption<T>]> {
+    (0..CHUNK).map(|_| ArcSwapOption::empty()).collect()
+}
 
 /// Slot -> profile, for every slot in use.
 #[derive(Debug)]
@@ -44,7 +64,13 @@ impl Default for SlotTable {
 /// The cell of `slot` in `chunks`, if its chunk exists.
 fn cell(chunks: &[Chunk], slot: u32) -> Option<&ArcSwapOption<Profile>> {
     let chunk = chunks.get((slot >> CHUNK_BITS) as usize)?;
-    Some(&chunk[slot as usize & (CHUNK - 1)])
+    Some(&chunk.profiles[slot as usize & (CHUNK - 1)])
+}
+
+/// The data cell of `slot` in `chunks`, if its chunk has a data column.
+fn data_cell(chunks: &[Chunk], slot: u32) -> Option<&ArcSwapOption<Normalized>> {
+    let chunk = chunks.get((slot >> CHUNK_BITS) as usize)?;
+    Some(&chunk.data.get()?[slot as usize & (CHUNK - 1)])
 }
 
 impl SlotTable {
@@ -93,7 +119,10 @@ impl SlotTable {
         if chunks.len() < needed {
             let mut grown = Vec::clone(&chunks);
             grown.resize_with(needed, || {
-                (0..CHUNK).map(|_| ArcSwapOption::empty()).collect()
+                Arc::new(Cells {
+                    profiles: empty_cells(),
+                    data: OnceLock::new(),
+                })
             });
             self.chunks.store(Arc::new(grown));
         }
@@ -117,7 +146,7 @@ impl SlotTable {
         let chunks = self.chunks.load();
         let mut left = end as usize;
         for chunk in chunks.iter() {
-            for cell in chunk.iter().take(left) {
+            for cell in chunk.profiles.iter().take(left) {
                 if let Some(profile) = &*cell.load() {
                     f(profile);
                 }
@@ -130,10 +159,51 @@ impl SlotTable {
     }
 
     /// Empties `slot`. Called by the directory under its slot lock, before the slot
-    /// can be taken again.
+    /// can be taken again (its data was removed when the profile's delete started).
     pub(crate) fn clear(&self, slot: u32) {
-        if let Some(cell) = cell(&self.chunks.load(), slot) {
+        let chunks = self.chunks.load();
+        debug_assert!(
+            data_cell(&chunks, slot).is_none_or(|d| d.load().is_none()),
+            "a slot given back with data"
+        );
+        if let Some(cell) = cell(&chunks, slot) {
             cell.store(None);
         }
+    }
+
+    /// The data of the profile in `slot`, if it has any. A reader checks after that
+    /// the profile it meant is still live (see the module docs).
+    pub(crate) fn data(&self, slot: u32) -> Option<Arc<Normalized>> {
+        data_cell(&self.chunks.load(), slot)?.load_full()
+    }
+
+    /// Runs `f` on the data of the profile in `slot`, without a reference count.
+    pub(crate) fn with_data<R>(&self, slot: u32, f: impl FnOnce(Option<&Normalized>) -> R) -> R {
+        let chunks = self.chunks.load();
+        match data_cell(&chunks, slot) {
+            Some(cell) => f(cell.load().as_deref()),
+            None => f(None),
+        }
+    }
+
+    /// Replaces the data of the profile in `slot` (which the table has room for),
+    /// returning the old. Called under the profile's shard lock; makes the chunk's
+    /// data column when `data` is its first.
+    pub(crate) fn swap_data(
+        &self,
+        slot: u32,
+        data: Option<Arc<Normalized>>,
+    ) -> Option<Arc<Normalized>> {
+        let chunks = self.chunks.load();
+        let Some(chunk) = chunks.get((slot >> CHUNK_BITS) as usize) else {
+            debug_assert!(false, "data for a slot the table has no room for");
+            return None;
+        };
+        let column = match (chunk.data.get(), &data) {
+            (Some(column), _) => column,
+            (None, None) => return None,
+            (None, Some(_)) => chunk.data.get_or_init(empty_cells),
+        };
+        column[slot as usize & (CHUNK - 1)].swap(data)
     }
 }
