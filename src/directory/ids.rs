@@ -24,15 +24,19 @@
 //!
 //! **Growth** is a step a write: when entries and tombstones fill seven eighths of
 //! the table, a new table is made (twice the live entries, rounded up to a power of
-//! two) and every later insert or removal copies a few of the old table's entries
-//! over, enough to finish before the new table is an eighth fuller. Meanwhile
-//! readers look in the new table, then the old; inserts go to the new one, removals
-//! to both. No write pays for a whole resize, and a table never holds more than the
-//! live entries and a bounded share of tombstones.
+//! two, and at least an eighth of the old one) and every later insert or removal
+//! copies a few of the old table's entries over (at most 64), enough to finish before
+//! the new table is an eighth fuller. Meanwhile readers look in the new table, then
+//! the old; inserts go to the new one, removals to both. A table's memory comes in
+//! pieces of [`PIECE`] entries, each allocated (and zeroed) by the first write that
+//! places an entry in it, so making a table of millions costs a write no more than
+//! its list of pieces. No write pays for a whole resize; a table holds the live
+//! entries and at most as many again in tombstones, and after a mass delete it
+//! shrinks by up to eight times a copy.
 
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use hashbrown::DefaultHashBuilder;
@@ -45,6 +49,10 @@ const EMPTY: u64 = 0;
 const TOMB: u64 = u64::MAX;
 /// The smallest table made.
 const MIN_CAPACITY: usize = 16;
+/// Entries in a piece of a table (64 KiB), allocated when first written.
+const PIECE_BITS: u32 = 13;
+/// See [`PIECE_BITS`].
+const PIECE: usize = 1 << PIECE_BITS;
 
 /// The entry of `slot` under `tag`. Slots are below 2^31, so `slot + 1` is neither
 /// zero nor `TOMB`'s low half.
@@ -57,21 +65,48 @@ fn tag_of(hash: u64) -> u32 {
     (hash >> 32) as u32
 }
 
-/// One table: a power-of-two number of entries.
+/// One table: a power-of-two number of entries, in pieces of [`PIECE`] made when
+/// first written (a piece not made yet reads as empty).
 #[derive(Debug)]
 struct Raw {
-    entries: Box<[AtomicU64]>,
+    pieces: Box<[OnceLock<Box<[AtomicU64]>>]>,
+    capacity: usize,
 }
 
 impl Raw {
     fn new(capacity: usize) -> Raw {
         Raw {
-            entries: (0..capacity).map(|_| AtomicU64::new(EMPTY)).collect(),
+            pieces: (0..capacity.div_ceil(PIECE))
+                .map(|_| OnceLock::new())
+                .collect(),
+            capacity,
         }
     }
 
     fn capacity(&self) -> usize {
-        self.entries.len()
+        self.capacity
+    }
+
+    fn load(&self, at: usize, order: Ordering) -> u64 {
+        self.pieces[at >> PIECE_BITS]
+            .get()
+            .map_or(EMPTY, |piece| piece[at & (PIECE - 1)].load(order))
+    }
+
+    /// Writes entry `at`, making its piece first if need be. A writer's call.
+    fn store(&self, at: usize, e: u64) {
+        let piece = self.pieces[at >> PIECE_BITS].get_or_init(|| {
+            (0..PIECE.min(self.capacity))
+                .map(|_| AtomicU64::new(EMPTY))
+                .collect()
+        });
+        piece[at & (PIECE - 1)].store(e, Ordering::Release);
+    }
+
+    /// Pieces made (each [`PIECE`] entries, or the whole table if smaller).
+    #[cfg(test)]
+    fn pieces_made(&self) -> usize {
+        self.pieces.iter().filter(|p| p.get().is_some()).count()
     }
 
     /// Where an entry of `tag` is placed, or its probe starts.
@@ -86,7 +121,7 @@ impl Raw {
         (0..capacity)
             .map(move |step| {
                 let at = (home + step) & (capacity - 1);
-                (at, self.entries[at].load(Ordering::Acquire))
+                (at, self.load(at, Ordering::Acquire))
             })
             .take_while(|&(_, e)| e != EMPTY)
     }
@@ -105,9 +140,9 @@ impl Raw {
         let home = self.home(tag_of(e));
         for step in 0..capacity {
             let at = (home + step) & (capacity - 1);
-            let was = self.entries[at].load(Ordering::Relaxed);
+            let was = self.load(at, Ordering::Relaxed);
             if was == EMPTY || was == TOMB {
-                self.entries[at].store(e, Ordering::Release);
+                self.store(at, e);
                 return was == EMPTY;
             }
         }
@@ -118,7 +153,7 @@ impl Raw {
     fn remove(&self, e: u64) -> bool {
         match self.probe(tag_of(e)).find(|&(_, x)| x == e) {
             Some((at, _)) => {
-                self.entries[at].store(TOMB, Ordering::Release);
+                self.store(at, TOMB);
                 true
             }
             None => false,
@@ -239,7 +274,12 @@ impl IdTable {
     fn grow(&self, w: &mut IdWriter, room: usize) {
         self.finish(w);
         let current = Arc::clone(&self.tables.load().new);
-        let capacity = room.max(MIN_CAPACITY).next_power_of_two();
+        // At least an eighth of the old table: a copy then takes at most 64 entries a
+        // change, and a table emptied by a mass delete shrinks over a few copies.
+        let capacity = room
+            .max(current.capacity() / 8)
+            .max(MIN_CAPACITY)
+            .next_power_of_two();
         // Copy the old table within capacity / 8 changes: the new one holds at most
         // half its capacity from the copy and an eighth from changes meanwhile.
         w.step = (current.capacity() * 8).div_ceil(capacity).max(8);
@@ -260,7 +300,7 @@ impl IdTable {
         };
         let end = (w.cursor + w.step).min(old.capacity());
         for at in w.cursor..end {
-            let e = old.entries[at].load(Ordering::Relaxed);
+            let e = old.load(at, Ordering::Relaxed);
             if e != EMPTY && e != TOMB && tables.new.place(e) {
                 w.used += 1;
             }
@@ -450,6 +490,68 @@ mod tests {
             }
             done.store(true, Ordering::Release);
         });
+    }
+
+    /// A table's memory is made as it is written: the write that starts a copy into
+    /// a table of millions makes only the few pieces its copy step writes to.
+    #[test]
+    fn a_new_table_is_made_piece_by_piece() {
+        let raw = super::Raw::new(1 << 24);
+        assert_eq!(raw.pieces_made(), 0);
+        assert_eq!(raw.find(7, &mut |_| Some(())), None);
+        let mut m = Model::new();
+        let mut big_copies = 0;
+        for n in 0..300_000 {
+            m.insert(n);
+            let tables = m.table.tables.load();
+            // The insert that started a copy: its step wrote at most `step` entries,
+            // and the insert one more.
+            let started = tables.old.is_some() && m.writer.cursor <= m.writer.step;
+            if started && tables.new.capacity() > 4 * super::PIECE {
+                assert!(
+                    tables.new.pieces_made() <= m.writer.step + 1,
+                    "{} pieces made at once",
+                    tables.new.pieces_made()
+                );
+                big_copies += 1;
+            }
+        }
+        assert!(big_copies >= 2, "{big_copies} copies of a big table");
+        let n = 300_000;
+        for k in (0..n).step_by(97) {
+            m.check(k);
+        }
+    }
+
+    /// After a mass delete, churn shrinks the table over a few copies, none of which
+    /// copies more than 64 entries a change.
+    #[test]
+    fn a_table_emptied_shrinks_a_step_at_a_time() {
+        let mut m = Model::new();
+        for n in 0..100_000 {
+            m.insert(n);
+        }
+        let peak = m.table.capacity();
+        for n in 0..100_000 {
+            m.remove(n);
+        }
+        for n in 100_000..2_000_000 {
+            m.insert(n);
+            m.remove(n);
+            assert!(
+                m.writer.step <= 64,
+                "a copy of {} entries a change",
+                m.writer.step
+            );
+        }
+        m.insert(7);
+        assert!(
+            m.table.capacity() * 8 < peak,
+            "{} of {peak}",
+            m.table.capacity()
+        );
+        m.check(7);
+        m.check(8);
     }
 
     /// A key removed and inserted again in a loop takes its entry back: the table

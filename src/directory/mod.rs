@@ -400,10 +400,8 @@ impl Directory {
     }
 
     /// Every live profile (for state sweeps in tests and tools). Walks the slot table,
-    /// not the id map: iterating papaya's map first finishes every resize under way,
-    /// and a profile deleted and created again in a loop starts resizes as fast as it
-    /// finishes them (and holds back reclamation meanwhile), so that walk need never
-    /// end. The slot table only grows and is walked without a guard.
+    /// which only grows and is walked without a guard, over the slots handed out: its
+    /// time is bounded by them whatever writers do meanwhile.
     pub(crate) fn all(&self) -> Vec<Arc<Profile>> {
         let end = self.slots.lock().unwrap_or_else(|e| e.into_inner()).next;
         let mut all = Vec::new();

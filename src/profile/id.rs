@@ -155,12 +155,13 @@ impl ProfileId {
         matches!(self.0, Repr::Hex(_))
     }
 
-    /// Heap bytes this id owns beyond its inline size (0 for compact ids).
+    /// Heap bytes this id owns beyond its inline size (0 for compact ids; for
+    /// another id its text and the 16-byte box that points to it).
     #[must_use]
     pub fn heap_bytes(&self) -> usize {
         match &self.0 {
             Repr::Hex(_) => 0,
-            Repr::Text(s) => s.len(),
+            Repr::Text(s) => s.len() + std::mem::size_of::<Box<str>>(),
         }
     }
 }
@@ -430,6 +431,7 @@ mod tests {
         use std::hash::BuildHasher;
         let state = std::collections::hash_map::RandomState::new();
         assert_eq!(state.hash_one(&text), state.hash_one("user-42@example"));
+        assert_eq!(text.heap_bytes(), "user-42@example".len() + 16);
     }
 
     #[test]
