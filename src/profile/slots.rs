@@ -2,8 +2,9 @@
 //!
 //! Relations name their initiator by its `u32` slot (4 bytes and no reference count
 //! per relation); whoever needs the initiator's id or hash reads it here. The table is
-//! a list of fixed chunks of `ArcSwapOption` cells (8 bytes a slot), the list itself
-//! behind an `ArcSwap` that only grows: a lookup is two atomic loads and never waits.
+//! fixed chunks of 4,096 `ArcSwapOption` cells (8 bytes a slot), made once and never
+//! moved: a lookup is two acquire loads to find the chunk, then the cell's load, and
+//! never waits.
 //!
 //! Writes (a slot taken or given back) come from the directory, one at a time under
 //! its slot lock. A slot is given back only when no relation names it any more, so a
@@ -20,16 +21,21 @@
 //! finds the profile it looked for still live read that profile's data (the delete
 //! marks the profile before anything after it can change the slot).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwapOption;
 
 use crate::profile::Profile;
 use crate::profile::data::Normalized;
 
 const CHUNK_BITS: u32 = 12;
 const CHUNK: usize = 1 << CHUNK_BITS;
+/// Chunks in a group.
+const GROUP_BITS: u32 = 10;
+const GROUP: usize = 1 << GROUP_BITS;
+/// Groups: enough for 2^31 slots, the most a directory hands out.
+const GROUPS: usize = 1 << (31 - CHUNK_BITS - GROUP_BITS);
 
 /// The profiles of [`CHUNK`] consecutive slots, and their data once one has any.
 #[derive(Debug)]
@@ -38,16 +44,21 @@ struct Cells {
     data: OnceLock<Box<[ArcSwapOption<Normalized>]>>,
 }
 
-type Chunk = Arc<Cells>;
-
 fn empty_cells<T>() -> Box<[ArcSwapOption<T>]> {
     (0..CHUNK).map(|_| ArcSwapOption::empty()).collect()
 }
 
 /// Slot -> profile, for every slot in use.
+///
+/// Chunks are made once and never moved or dropped while the table lives: groups of
+/// [`GROUP`] chunks, each group made with its first chunk. Finding a slot's chunk is
+/// two acquire loads of cells that never change once set (no reference count, no
+/// lock).
 #[derive(Debug)]
 pub(crate) struct SlotTable {
-    chunks: ArcSwap<Vec<Chunk>>,
+    groups: Box<[OnceLock<Box<[OnceLock<Cells>]>>]>,
+    /// Chunks made (all those below): changed under the directory's slot lock.
+    made: AtomicUsize,
     /// Profiles created so far: the next profile's `born`.
     generation: AtomicU64,
 }
@@ -55,35 +66,42 @@ pub(crate) struct SlotTable {
 impl Default for SlotTable {
     fn default() -> Self {
         SlotTable {
-            chunks: ArcSwap::from_pointee(Vec::new()),
+            groups: (0..GROUPS).map(|_| OnceLock::new()).collect(),
+            made: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
         }
     }
 }
 
-/// The cell of `slot` in `chunks`, if its chunk exists.
-fn cell(chunks: &[Chunk], slot: u32) -> Option<&ArcSwapOption<Profile>> {
-    let chunk = chunks.get((slot >> CHUNK_BITS) as usize)?;
-    Some(&chunk.profiles[slot as usize & (CHUNK - 1)])
-}
+impl SlotTable {
+    /// Chunk `n`, if made.
+    fn chunk(&self, n: usize) -> Option<&Cells> {
+        self.groups.get(n >> GROUP_BITS)?.get()?[n & (GROUP - 1)].get()
+    }
 
-/// The data cell of `slot` in `chunks`, if its chunk has a data column.
-fn data_cell(chunks: &[Chunk], slot: u32) -> Option<&ArcSwapOption<Normalized>> {
-    let chunk = chunks.get((slot >> CHUNK_BITS) as usize)?;
-    Some(&chunk.data.get()?[slot as usize & (CHUNK - 1)])
+    /// The cell of `slot`, if its chunk is made.
+    fn cell(&self, slot: u32) -> Option<&ArcSwapOption<Profile>> {
+        let chunk = self.chunk((slot >> CHUNK_BITS) as usize)?;
+        Some(&chunk.profiles[slot as usize & (CHUNK - 1)])
+    }
+
+    /// The data cell of `slot`, if its chunk has a data column.
+    fn data_cell(&self, slot: u32) -> Option<&ArcSwapOption<Normalized>> {
+        let chunk = self.chunk((slot >> CHUNK_BITS) as usize)?;
+        Some(&chunk.data.get()?[slot as usize & (CHUNK - 1)])
+    }
 }
 
 impl SlotTable {
     /// The profile holding `slot`, if any.
     pub(crate) fn get(&self, slot: u32) -> Option<Arc<Profile>> {
-        cell(&self.chunks.load(), slot)?.load_full()
+        self.cell(slot)?.load_full()
     }
 
     /// Runs `f` on the profile holding `slot`, if any, without taking a reference
     /// count (for comparisons in a hot loop).
     pub(crate) fn with<R>(&self, slot: u32, f: impl FnOnce(Option<&Profile>) -> R) -> R {
-        let chunks = self.chunks.load();
-        match cell(&chunks, slot) {
+        match self.cell(slot) {
             Some(cell) => f(cell.load().as_deref()),
             None => f(None),
         }
@@ -92,8 +110,7 @@ impl SlotTable {
     /// Runs `f` on the profile holding `slot`, if any, as its `Arc` (for a caller
     /// that may keep it), without taking a reference count unless `f` does.
     pub(crate) fn with_arc<R>(&self, slot: u32, f: impl FnOnce(Option<&Arc<Profile>>) -> R) -> R {
-        let chunks = self.chunks.load();
-        match cell(&chunks, slot) {
+        match self.cell(slot) {
             Some(cell) => f(cell.load().as_ref()),
             None => f(None),
         }
@@ -114,27 +131,25 @@ impl SlotTable {
     /// Makes room for slots up to `slot`. Called by the directory under its slot
     /// lock, the only place the table grows.
     pub(crate) fn grow(&self, slot: u32) {
-        let chunks = self.chunks.load();
         let needed = (slot >> CHUNK_BITS) as usize + 1;
-        if chunks.len() < needed {
-            let mut grown = Vec::clone(&chunks);
-            grown.resize_with(needed, || {
-                Arc::new(Cells {
-                    profiles: empty_cells(),
-                    data: OnceLock::new(),
-                })
+        let made = self.made.load(Ordering::Relaxed);
+        for n in made..needed {
+            let group = self.groups[n >> GROUP_BITS]
+                .get_or_init(|| (0..GROUP).map(|_| OnceLock::new()).collect());
+            group[n & (GROUP - 1)].get_or_init(|| Cells {
+                profiles: empty_cells(),
+                data: OnceLock::new(),
             });
-            self.chunks.store(Arc::new(grown));
         }
+        self.made.store(made.max(needed), Ordering::Relaxed);
     }
 
     /// Puts `profile` in its slot, which the table has room for (see
     /// [`grow`](Self::grow)) and which no other profile holds: so it may be called
     /// outside the slot lock, from several threads at once.
     pub(crate) fn put(&self, profile: &Arc<Profile>) {
-        let chunks = self.chunks.load();
-        debug_assert!(cell(&chunks, profile.slot).is_some(), "put before grow");
-        if let Some(cell) = cell(&chunks, profile.slot) {
+        debug_assert!(self.cell(profile.slot).is_some(), "put before grow");
+        if let Some(cell) = self.cell(profile.slot) {
             cell.store(Some(Arc::clone(profile)));
         }
     }
@@ -143,9 +158,8 @@ impl SlotTable {
     /// no lock and pins nothing, so it ends after `end` steps whatever writers do
     /// meanwhile; a slot taken or given back during the walk is seen before or after.
     pub(crate) fn each(&self, end: u32, mut f: impl FnMut(&Arc<Profile>)) {
-        let chunks = self.chunks.load();
         let mut left = end as usize;
-        for chunk in chunks.iter() {
+        for chunk in (0..).map_while(|n| self.chunk(n)) {
             for cell in chunk.profiles.iter().take(left) {
                 if let Some(profile) = &*cell.load() {
                     f(profile);
@@ -161,12 +175,11 @@ impl SlotTable {
     /// Empties `slot`. Called by the directory under its slot lock, before the slot
     /// can be taken again (its data was removed when the profile's delete started).
     pub(crate) fn clear(&self, slot: u32) {
-        let chunks = self.chunks.load();
         debug_assert!(
-            data_cell(&chunks, slot).is_none_or(|d| d.load().is_none()),
+            self.data_cell(slot).is_none_or(|d| d.load().is_none()),
             "a slot given back with data"
         );
-        if let Some(cell) = cell(&chunks, slot) {
+        if let Some(cell) = self.cell(slot) {
             cell.store(None);
         }
     }
@@ -174,13 +187,12 @@ impl SlotTable {
     /// The data of the profile in `slot`, if it has any. A reader checks after that
     /// the profile it meant is still live (see the module docs).
     pub(crate) fn data(&self, slot: u32) -> Option<Arc<Normalized>> {
-        data_cell(&self.chunks.load(), slot)?.load_full()
+        self.data_cell(slot)?.load_full()
     }
 
     /// Runs `f` on the data of the profile in `slot`, without a reference count.
     pub(crate) fn with_data<R>(&self, slot: u32, f: impl FnOnce(Option<&Normalized>) -> R) -> R {
-        let chunks = self.chunks.load();
-        match data_cell(&chunks, slot) {
+        match self.data_cell(slot) {
             Some(cell) => f(cell.load().as_deref()),
             None => f(None),
         }
@@ -194,8 +206,7 @@ impl SlotTable {
         slot: u32,
         data: Option<Arc<Normalized>>,
     ) -> Option<Arc<Normalized>> {
-        let chunks = self.chunks.load();
-        let Some(chunk) = chunks.get((slot >> CHUNK_BITS) as usize) else {
+        let Some(chunk) = self.chunk((slot >> CHUNK_BITS) as usize) else {
             debug_assert!(false, "data for a slot the table has no room for");
             return None;
         };
