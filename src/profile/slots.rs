@@ -48,6 +48,9 @@ fn empty_cells<T>() -> Box<[ArcSwapOption<T>]> {
     (0..CHUNK).map(|_| ArcSwapOption::empty()).collect()
 }
 
+/// [`GROUP`] chunks, each made when first needed.
+type Group = Box<[OnceLock<Cells>]>;
+
 /// Slot -> profile, for every slot in use.
 ///
 /// Chunks are made once and never moved or dropped while the table lives: groups of
@@ -56,7 +59,7 @@ fn empty_cells<T>() -> Box<[ArcSwapOption<T>]> {
 /// lock).
 #[derive(Debug)]
 pub(crate) struct SlotTable {
-    groups: Box<[OnceLock<Box<[OnceLock<Cells>]>>]>,
+    groups: Box<[OnceLock<Group>]>,
     /// Chunks made (all those below): changed under the directory's slot lock.
     made: AtomicUsize,
     /// Profiles created so far: the next profile's `born`.
