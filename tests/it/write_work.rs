@@ -100,6 +100,54 @@ fn writes_to_existing_relations_allocate_nothing() {
     }
 }
 
+/// Each recipient's relations in `rows`.
+fn sizes(rows: &[GenRelation]) -> std::collections::HashMap<&str, usize> {
+    let mut sizes = std::collections::HashMap::new();
+    for r in rows {
+        *sizes.entry(r.a.as_str()).or_default() += 1;
+    }
+    sizes
+}
+
+/// Up to 2,000 recipients of 2 to 10 relations (at least 500).
+fn small_recipients<'a>(sizes: &std::collections::HashMap<&'a str, usize>) -> Vec<&'a str> {
+    let small: Vec<&str> = sizes
+        .iter()
+        .filter(|(_, n)| (2..=10).contains(*n))
+        .map(|(a, _)| *a)
+        .take(2_000)
+        .collect();
+    assert!(small.len() >= 500, "{} small recipients", small.len());
+    small
+}
+
+/// `n` new 24-hex initiator ids from `base`, created id-only in database 2 when
+/// `create`.
+fn initiators(engine: &Engine, base: usize, n: usize, create: bool) -> Vec<String> {
+    let ids: Vec<String> = (0..n).map(|i| format!("{:024x}", base + i)).collect();
+    if create {
+        engine
+            .import_profiles(
+                ids.iter()
+                    .map(|id| (2, id.as_str(), relcount::ProfileData::default())),
+            )
+            .expect("profiles");
+    }
+    ids
+}
+
+/// An attach of a new relation (7 and 1) into the seed schema.
+fn attach(engine: &Engine, a: &str, b: &str) {
+    engine
+        .attach(
+            3,
+            a,
+            b,
+            &[("Donate", Value::Int(7)), ("Like", Value::Int(1))],
+        )
+        .expect("attach");
+}
+
 /// An attach of a new relation into the largest recipient (an id order of thousands
 /// and a top index) allocates no more than one into the smallest ones: its inserts
 /// compare keys held in place and grow their leaves by an eighth at a time, so the
@@ -107,48 +155,21 @@ fn writes_to_existing_relations_allocate_nothing() {
 #[test]
 fn an_attach_into_a_large_recipient_allocates_as_one_into_a_small_one() {
     let (engine, rows) = hot();
-    let mut sizes: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for r in &rows {
-        *sizes.entry(r.a.as_str()).or_default() += 1;
-    }
+    let sizes = sizes(&rows);
     let largest = sizes
         .iter()
         .max_by_key(|(_, n)| **n)
         .map(|(a, _)| *a)
         .expect("a");
-    let small: Vec<&str> = sizes
-        .iter()
-        .filter(|(_, n)| (2..=10).contains(*n))
-        .map(|(a, _)| *a)
-        .take(2_000)
-        .collect();
+    let small = small_recipients(&sizes);
     assert!(
         sizes[largest] > 2_000,
         "the largest holds {}",
         sizes[largest]
     );
-    assert!(small.len() >= 500, "{} small recipients", small.len());
     // New initiators, created beforehand, so that only the relation is counted.
-    let fresh: Vec<String> = (0..small.len())
-        .map(|i| format!("{:024x}", 0xF00D_0000 + i))
-        .collect();
-    engine
-        .import_profiles(
-            fresh
-                .iter()
-                .map(|id| (2, id.as_str(), relcount::ProfileData::default())),
-        )
-        .expect("profiles");
-    let attach = |a: &str, b: &str| {
-        engine
-            .attach(
-                3,
-                a,
-                b,
-                &[("Donate", Value::Int(7)), ("Like", Value::Int(1))],
-            )
-            .expect("attach");
-    };
+    let fresh = initiators(&engine, 0xF00D_0000, small.len(), true);
+    let attach = |a: &str, b: &str| attach(&engine, a, b);
     let before = thread_allocs();
     for b in &fresh {
         attach(largest, b);
@@ -172,44 +193,14 @@ fn an_attach_into_a_large_recipient_allocates_as_one_into_a_small_one() {
 #[test]
 fn an_attach_creating_its_initiator_allocates_the_profile_alone() {
     let (engine, rows) = hot();
-    let mut sizes: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for r in &rows {
-        *sizes.entry(r.a.as_str()).or_default() += 1;
-    }
-    let small: Vec<&str> = sizes
-        .iter()
-        .filter(|(_, n)| (2..=10).contains(*n))
-        .map(|(a, _)| *a)
-        .take(2_000)
-        .collect();
-    assert!(small.len() >= 500, "{} small recipients", small.len());
-    let ids = |base: usize| -> Vec<String> {
-        (0..small.len())
-            .map(|i| format!("{:024x}", base + i))
-            .collect()
-    };
-    let (existing, new) = (ids(0xF00D_0000), ids(0xBEEF_0000));
-    engine
-        .import_profiles(
-            existing
-                .iter()
-                .map(|id| (2, id.as_str(), relcount::ProfileData::default())),
-        )
-        .expect("profiles");
-    let attach = |a: &str, b: &str| {
-        engine
-            .attach(
-                3,
-                a,
-                b,
-                &[("Donate", Value::Int(7)), ("Like", Value::Int(1))],
-            )
-            .expect("attach");
-    };
+    let sizes = sizes(&rows);
+    let small = small_recipients(&sizes);
+    let existing = initiators(&engine, 0xF00D_0000, small.len(), true);
+    let new = initiators(&engine, 0xBEEF_0000, small.len(), false);
     let count = |initiators: &[String]| {
         let before = thread_allocs();
         for (a, b) in small.iter().zip(initiators) {
-            attach(a, b);
+            attach(&engine, a, b);
         }
         (thread_allocs() - before) as f64 / small.len() as f64
     };
