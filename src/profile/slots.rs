@@ -31,11 +31,9 @@ use crate::profile::data::Normalized;
 
 const CHUNK_BITS: u32 = 12;
 const CHUNK: usize = 1 << CHUNK_BITS;
-/// Chunks in a group.
-const GROUP_BITS: u32 = 10;
-const GROUP: usize = 1 << GROUP_BITS;
-/// Groups: enough for 2^31 slots, the most a directory hands out.
-const GROUPS: usize = 1 << (31 - CHUNK_BITS - GROUP_BITS);
+/// Groups of chunks, group `g` holding `2^g`: enough for 2^31 slots, the most a
+/// directory hands out (2^19 chunks).
+const GROUPS: usize = 20;
 
 /// The profiles of [`CHUNK`] consecutive slots, and their data once one has any.
 #[derive(Debug)]
@@ -48,13 +46,21 @@ fn empty_cells<T>() -> Box<[ArcSwapOption<T>]> {
     (0..CHUNK).map(|_| ArcSwapOption::empty()).collect()
 }
 
-/// [`GROUP`] chunks, each made when first needed.
+/// A group's chunks, each made when first needed.
 type Group = Box<[OnceLock<Cells>]>;
+
+/// The group of chunk `n`, and its place in the group: chunks `2^g - 1` to
+/// `2^(g+1) - 2` are group `g`'s.
+fn group_of(n: usize) -> (usize, usize) {
+    let g = (usize::BITS - 1 - (n + 1).leading_zeros()) as usize;
+    (g, n + 1 - (1 << g))
+}
 
 /// Slot -> profile, for every slot in use.
 ///
-/// Chunks are made once and never moved or dropped while the table lives: groups of
-/// [`GROUP`] chunks, each group made with its first chunk. Finding a slot's chunk is
+/// Chunks are made once and never moved or dropped while the table lives: in groups
+/// of 1, 2, 4... chunks, each group made with its first chunk (an empty table is
+/// its list of 20 groups; a small one, a group of one chunk). Finding a slot's chunk is
 /// two acquire loads of cells that never change once set (no reference count, no
 /// lock).
 #[derive(Debug)]
@@ -79,7 +85,8 @@ impl Default for SlotTable {
 impl SlotTable {
     /// Chunk `n`, if made.
     fn chunk(&self, n: usize) -> Option<&Cells> {
-        self.groups.get(n >> GROUP_BITS)?.get()?[n & (GROUP - 1)].get()
+        let (g, i) = group_of(n);
+        self.groups.get(g)?.get()?[i].get()
     }
 
     /// The cell of `slot`, if its chunk is made.
@@ -137,9 +144,10 @@ impl SlotTable {
         let needed = (slot >> CHUNK_BITS) as usize + 1;
         let made = self.made.load(Ordering::Relaxed);
         for n in made..needed {
-            let group = self.groups[n >> GROUP_BITS]
-                .get_or_init(|| (0..GROUP).map(|_| OnceLock::new()).collect());
-            group[n & (GROUP - 1)].get_or_init(|| Cells {
+            let (g, i) = group_of(n);
+            let group =
+                self.groups[g].get_or_init(|| (0..1 << g).map(|_| OnceLock::new()).collect());
+            group[i].get_or_init(|| Cells {
                 profiles: empty_cells(),
                 data: OnceLock::new(),
             });
@@ -219,5 +227,69 @@ impl SlotTable {
             (None, Some(_)) => chunk.data.get_or_init(empty_cells),
         };
         column[slot as usize & (CHUNK - 1)].swap(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CHUNK, GROUPS, SlotTable, group_of};
+    use crate::profile::id::ProfileId;
+    use crate::profile::{Life, Profile};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU32;
+
+    /// Chunks fill groups of 1, 2, 4... in order, each place once, and the last of
+    /// 2^31 slots has a group.
+    #[test]
+    fn chunks_map_to_groups_in_order() {
+        let mut want = (0, 0);
+        for n in 0..5000 {
+            assert_eq!(group_of(n), want, "chunk {n}");
+            want = if want.1 + 1 == 1 << want.0 {
+                (want.0 + 1, 0)
+            } else {
+                (want.0, want.1 + 1)
+            };
+        }
+        let last = ((1usize << 31) - 1) / CHUNK;
+        assert_eq!(group_of(last).0, GROUPS - 1);
+    }
+
+    /// Slots at the edges of chunks and groups hold their profile and data, and a
+    /// walk sees exactly the slots below its end.
+    #[test]
+    fn slots_at_chunk_and_group_edges_hold_their_profiles() {
+        let table = SlotTable::default();
+        let edges: Vec<u32> = [1usize, 2, 3, 7, 8, 15]
+            .iter()
+            .flat_map(|&chunks| [chunks * CHUNK - 1, chunks * CHUNK])
+            .map(|s| s as u32)
+            .collect();
+        let max = *edges.iter().max().expect("edges");
+        table.grow(max);
+        for &slot in &edges {
+            table.put(&Arc::new(Profile {
+                slot,
+                db: 1,
+                id: ProfileId::new(&format!("p{slot}")).expect("an id"),
+                xxh: 7,
+                born: u64::from(slot),
+                life: Life::pending(),
+                point: AtomicU32::new(0),
+            }));
+        }
+        for &slot in &edges {
+            let id = table.with(slot, |p| p.map(|p| p.id.to_string()));
+            assert_eq!(id, Some(format!("p{slot}")), "slot {slot}");
+        }
+        assert!(table.with(max + 1, |p| p.is_none()));
+        let mut seen = Vec::new();
+        table.each(8 * CHUNK as u32, |p| seen.push(p.slot));
+        let below: Vec<u32> = edges
+            .iter()
+            .copied()
+            .filter(|&s| s < 8 * CHUNK as u32)
+            .collect();
+        assert_eq!(seen, below);
     }
 }
