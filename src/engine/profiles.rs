@@ -7,10 +7,14 @@ use super::{Engine, Named};
 use crate::command::Command;
 use crate::directory::resolver::Resolution;
 use crate::directory::{Found, Lookup};
-use crate::error::Error;
+use crate::error::{Error, StorageKind, fail};
 use crate::profile::data::{Match, Normalized, ProfileData, Query};
 use crate::profile::id::ProfileId;
 use crate::profile::{Profile, ProfileKey};
+
+/// Reads a `profile_data` by data makes before it gives up: each is retried only when
+/// the profile found was re-imported without that data between lookup and read.
+const PROFILE_DATA_TRIES: usize = 16;
 
 impl Engine {
     /// A profile id of database `db`, hashed and placed, not looked up.
@@ -175,13 +179,34 @@ impl Engine {
         profile: impl Into<Match<'a>>,
     ) -> Result<ProfileData, Error> {
         let guard = self.collector.enter();
-        let profile = self.find_profile(db_id, &profile.into(), &guard)?;
-        // Deleted since it was found: its slot's data may be another's by now.
-        let data = self
-            .directory
-            .data(&profile)
-            .ok_or_else(|| Self::not_found_id(profile.db, &profile.id))?;
-        Ok(data.map(|d| d.to_data()).unwrap_or_default())
+        let m = profile.into();
+        // A profile named by its data answers with data it matches: one imported
+        // between the lookup and the read is looked up again.
+        let query = match Query::of(&m)? {
+            Some(query) if self.resolver.is_none() => Some(query),
+            _ => None,
+        };
+        for _ in 0..PROFILE_DATA_TRIES {
+            let profile = self.find_profile(db_id, &m, &guard)?;
+            // Deleted since it was found: its slot's data may be another's by now.
+            let data = self
+                .directory
+                .data(&profile)
+                .ok_or_else(|| Self::not_found_id(profile.db, &profile.id))?;
+            let matches = match (&query, &data) {
+                (None, _) => true,
+                (Some(query), Some(data)) => data.matches(query),
+                (Some(_), None) => false,
+            };
+            if matches {
+                return Ok(data.map(|d| d.to_data()).unwrap_or_default());
+            }
+        }
+        Err(fail(
+            StorageKind::Internal,
+            None,
+            "the profile's data changed under every read",
+        ))
     }
 
     /// Imports several profiles, all or nothing: every one is validated before any is

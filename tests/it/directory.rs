@@ -533,3 +533,47 @@ fn a_phone_lookup_by_resource_is_not_refused_as_a_too_broad_tag_lookup() {
         Err(err) => panic!("one profile answers phone {shared} in resource 7: {err}"),
     }
 }
+
+/// `profile_data` of a profile named by its email answers data holding that email
+/// (or no match), never data the profile was re-imported with between the lookup and
+/// the read: a reader races a writer that re-imports the profile with and without
+/// the email. (Found by the review of store v3 step 2; before the fix it failed in
+/// each of three runs, answering the profile's newer data, without the email.)
+#[test]
+fn profile_data_by_email_answers_data_holding_that_email() {
+    let e = engine();
+    let with = ProfileData {
+        email: Some("ann@example.com".into()),
+        ..Default::default()
+    };
+    let without = ProfileData {
+        phone: Some("+7 900 000 00 01".into()),
+        ..Default::default()
+    };
+    e.import_profile(1, "ann", with.clone()).expect("import");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (mut answered, mut missed) = (0u32, 0u32);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..20_000 {
+                let data = if i % 2 == 0 { &without } else { &with };
+                e.import_profile(1, "ann", data.clone()).expect("import");
+            }
+            stop.store(true, std::sync::atomic::Ordering::Release);
+        });
+        while !stop.load(std::sync::atomic::Ordering::Acquire) {
+            match e.profile_data(1, email("ann@example.com")) {
+                Ok(data) => {
+                    assert_eq!(data.email.as_deref(), Some("ann@example.com"), "{data:?}");
+                    answered += 1;
+                }
+                Err(Error::NoMatch { .. }) => missed += 1,
+                Err(other) => panic!("{other}"),
+            }
+        }
+    });
+    assert!(
+        answered > 0,
+        "{answered} answered, {missed} without a match"
+    );
+}
