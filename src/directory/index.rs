@@ -5,9 +5,11 @@
 //! or a CRM id names one profile), replaced whole on change; past [`SMALL_MAX`]
 //! profiles (a popular tag) it becomes a concurrent set updated in place, so adding one
 //! profile never copies a large posting. Writers of one entry are serialised by a
-//! striped lock; readers never take it. A lookup only *proposes* candidates: each one is
-//! checked against the profile's current data, so a reader racing an import never
-//! accepts a stale match.
+//! striped lock; readers never take it. A posting names profiles by slot (4 bytes, no
+//! reference count): a profile's entries are removed before its slot is given back,
+//! so a slot is under an entry only while its profile holds that data. A lookup only
+//! *proposes* candidates: each one is checked against the current data of the profile
+//! in its slot, so a reader racing an import or a delete never accepts a stale match.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -15,7 +17,6 @@ use std::sync::Arc;
 use hashbrown::DefaultHashBuilder;
 
 use crate::map::LockFreeMap;
-use crate::profile::Profile;
 use crate::profile::data::IndexKey;
 use crate::sync::Mutex;
 
@@ -23,11 +24,12 @@ use crate::sync::Mutex;
 pub(crate) const SMALL_MAX: usize = 32;
 const STRIPES: usize = 64;
 
-/// The profiles under one index entry.
+/// The slots of the profiles under one index entry.
 #[derive(Debug)]
 pub(crate) enum Posting {
-    Small(Arc<[Arc<Profile>]>),
-    Many(Arc<LockFreeMap<u32, Arc<Profile>>>),
+    Small(Arc<[u32]>),
+    /// Each slot keyed by itself.
+    Many(Arc<LockFreeMap<u32, u32>>),
 }
 
 impl Posting {
@@ -38,17 +40,17 @@ impl Posting {
         }
     }
 
-    /// Calls `f` on each profile until it returns `false`.
-    pub(crate) fn each(&self, mut f: impl FnMut(&Arc<Profile>) -> bool) {
+    /// Calls `f` on each slot until it returns `false`.
+    pub(crate) fn each(&self, mut f: impl FnMut(u32) -> bool) {
         match self {
             Posting::Small(list) => {
-                for p in list.iter() {
-                    if !f(p) {
+                for &slot in list.iter() {
+                    if !f(slot) {
                         return;
                     }
                 }
             }
-            Posting::Many(set) => set.each(|p| f(p)),
+            Posting::Many(set) => set.each(|&slot| f(slot)),
         }
     }
 }
@@ -75,25 +77,25 @@ impl Index {
         &self.stripes[h % STRIPES]
     }
 
-    /// Puts `profile` under `key`.
-    pub(crate) fn add(&self, key: IndexKey, profile: &Arc<Profile>) {
+    /// Puts the profile in `slot` under `key`.
+    pub(crate) fn add(&self, key: IndexKey, slot: u32) {
         let _serial = self.stripe(&key).lock().unwrap_or_else(|e| e.into_inner());
         let next = self.map.with(&key, |posting| match posting {
-            None => Some(Posting::Small(Arc::from([Arc::clone(profile)]))),
+            None => Some(Posting::Small(Arc::from([slot]))),
             Some(Posting::Many(set)) => {
-                set.insert(profile.slot, Arc::clone(profile));
+                set.insert(slot, slot);
                 None
             }
-            Some(Posting::Small(list)) if list.iter().any(|p| Arc::ptr_eq(p, profile)) => None,
+            Some(Posting::Small(list)) if list.contains(&slot) => None,
             Some(Posting::Small(list)) if list.len() < SMALL_MAX => {
-                let mut v: Vec<Arc<Profile>> = list.to_vec();
-                v.push(Arc::clone(profile));
+                let mut v: Vec<u32> = list.to_vec();
+                v.push(slot);
                 Some(Posting::Small(v.into()))
             }
             Some(Posting::Small(list)) => {
                 let set = LockFreeMap::iterable();
-                for p in list.iter().chain([profile]) {
-                    set.insert(p.slot, Arc::clone(p));
+                for &s in list.iter().chain([&slot]) {
+                    set.insert(s, s);
                 }
                 Some(Posting::Many(Arc::new(set)))
             }
@@ -103,22 +105,18 @@ impl Index {
         }
     }
 
-    /// Takes `profile` from under `key`.
-    pub(crate) fn remove(&self, key: &IndexKey, profile: &Profile) {
+    /// Takes the profile in `slot` from under `key`.
+    pub(crate) fn remove(&self, key: &IndexKey, slot: u32) {
         let _serial = self.stripe(key).lock().unwrap_or_else(|e| e.into_inner());
         // What becomes of the posting: emptied (`None`), replaced, or kept.
         let next = self.map.with(key, |posting| match posting {
             None => Some(None),
             Some(Posting::Many(set)) => {
-                set.remove(&profile.slot);
+                set.remove(&slot);
                 set.is_empty().then_some(None)
             }
             Some(Posting::Small(list)) => {
-                let v: Vec<Arc<Profile>> = list
-                    .iter()
-                    .filter(|p| !std::ptr::eq(&***p, profile))
-                    .cloned()
-                    .collect();
+                let v: Vec<u32> = list.iter().copied().filter(|&s| s != slot).collect();
                 if v.is_empty() {
                     Some(None)
                 } else if v.len() != list.len() {

@@ -285,7 +285,7 @@ impl Directory {
     fn unindex(&self, profile: &Profile) {
         if let Some(old) = self.table.swap_data(profile.slot, None) {
             for key in old.keys(profile.db) {
-                self.index.remove(&key, profile);
+                self.index.remove(&key, profile.slot);
             }
         }
     }
@@ -303,7 +303,7 @@ impl Directory {
         let new_keys = data.keys(profile.db);
         for key in &new_keys {
             if !old_keys.contains(key) {
-                self.index.add(key.clone(), profile);
+                self.index.add(key.clone(), profile.slot);
             }
         }
         // Empty data is no data: an id-only profile keeps no allocation for it.
@@ -312,7 +312,7 @@ impl Directory {
             .swap_data(profile.slot, (!empty).then(|| Arc::new(data)));
         for key in &old_keys {
             if !new_keys.contains(key) {
-                self.index.remove(key, profile);
+                self.index.remove(key, profile.slot);
             }
         }
     }
@@ -341,7 +341,7 @@ impl Directory {
             .map(|p| (false, p))
             .chain(rarest.map(|p| (true, p)));
         for (tags, posting) in postings {
-            posting.each(|p| {
+            posting.each(|slot| {
                 // Only a tag's holders are capped: the profiles under one email, phone
                 // or field value are the few that share it.
                 if tags {
@@ -351,17 +351,21 @@ impl Directory {
                         return false;
                     }
                 }
-                // The data first, then the life: a profile still live after its slot's
-                // data was read held that data (see `profile::slots`).
-                let hit = self
-                    .table
-                    .with_data(p.slot, |d| d.is_some_and(|d| d.matches(query)))
-                    && p.is_live();
-                if hit {
+                // The slot's profile, then the slot's data, then that profile's life:
+                // a profile still live after its slot's data was read held that data
+                // (see `profile::slots`).
+                let hit = self.table.with_arc(slot, |p| {
+                    let p = p?;
+                    let matches = self
+                        .table
+                        .with_data(slot, |d| d.is_some_and(|d| d.matches(query)));
+                    (matches && p.is_live()).then(|| Arc::clone(p))
+                });
+                if let Some(p) = hit {
                     match &found {
-                        Some(f) if Arc::ptr_eq(f, p) => {}
+                        Some(f) if Arc::ptr_eq(f, &p) => {}
                         Some(_) => many = true,
-                        None => found = Some(Arc::clone(p)),
+                        None => found = Some(p),
                     }
                 }
                 !many

@@ -577,3 +577,55 @@ fn profile_data_by_email_answers_data_holding_that_email() {
         "{answered} answered, {missed} without a match"
     );
 }
+
+/// A lookup by email answers the profile holding that email, never one that took its
+/// slot: a writer creates `ann` with the email, waits for the reader to find her,
+/// deletes her, then creates `bob` (without it) in the slot she gave back and deletes
+/// him, while a reader asks for the email's counter. Postings name profiles by slot,
+/// so a reader that paired one profile's data with the next holder of the slot would
+/// answer `bob`. (A race of a few nanoseconds: this guards the order of the reads,
+/// which `Directory::find` documents, without catching every misordering.)
+#[test]
+fn a_lookup_by_email_never_answers_the_next_holder_of_the_slot() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let e = engine();
+    let with = ProfileData {
+        email: Some("ann@example.com".into()),
+        ..Default::default()
+    };
+    let like = [("Like", Value::Int(1))];
+    let stop = AtomicBool::new(false);
+    let answered = AtomicU32::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..20_000 {
+                e.attach(1, "ann", "b", &like).expect("attach ann");
+                e.import_profile(1, "ann", with.clone()).expect("import");
+                // Until the reader found her (or a while): its next lookups race what
+                // follows.
+                let seen = answered.load(Ordering::Acquire);
+                for _ in 0..100_000 {
+                    if answered.load(Ordering::Acquire) != seen {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+                e.delete_profile(1, "ann").expect("delete ann");
+                e.attach(1, "bob", "b", &like).expect("attach bob");
+                e.delete_profile(1, "bob").expect("delete bob");
+            }
+            stop.store(true, Ordering::Release);
+        });
+        while !stop.load(Ordering::Acquire) {
+            match e.get_counter(1, email("ann@example.com")) {
+                Ok(c) => {
+                    assert_eq!(c.profile_id().as_str(), "ann");
+                    answered.fetch_add(1, Ordering::Release);
+                }
+                Err(Error::NoMatch { .. } | Error::ProfileNotFound { .. }) => {}
+                Err(other) => panic!("{other}"),
+            }
+        }
+    });
+    assert!(answered.into_inner() > 0, "the reader never found ann");
+}
