@@ -250,12 +250,14 @@ impl Layout {
     }
 }
 
-/// A target's published counters: its schema and recipient (which never change) and
-/// its counters in a [`Latch`].
+/// A target's published counters: its schema and recipient with the recipient's hash
+/// (which never change) and its counters in a [`Latch`].
 #[derive(Debug)]
 pub(crate) struct Block {
     pub(crate) schema: Arc<Schema>,
     pub(crate) profile: Arc<Profile>,
+    /// The recipient's hash, which places its counters (`profile_xxh`).
+    pub(crate) xxh: u64,
     /// Its copies' layout (computed once: every read and write uses it).
     layout: Layout,
     pub(crate) latch: Latch,
@@ -263,11 +265,17 @@ pub(crate) struct Block {
 
 impl Block {
     /// A block of zeroed (empty) counters with room for `cap` top entries a property.
-    pub(crate) fn new(schema: &Arc<Schema>, profile: &Arc<Profile>, cap: usize) -> Self {
+    /// The recipient `profile`, whose hash is `xxh`.
+    pub(crate) fn new(
+        schema: &Arc<Schema>,
+        (profile, xxh): (&Arc<Profile>, u64),
+        cap: usize,
+    ) -> Self {
         let layout = Layout::of(schema, cap);
         Block {
             schema: Arc::clone(schema),
             profile: Arc::clone(profile),
+            xxh,
             latch: Latch::new(layout.width),
             layout,
         }

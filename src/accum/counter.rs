@@ -226,7 +226,7 @@ impl Counter {
     /// The profile's XXH64 (print it with [`format_xxh`](crate::format_xxh)).
     #[must_use]
     pub fn profile_xxh(&self) -> u64 {
-        self.block.profile.xxh
+        self.block.xxh
     }
 
     /// Relations attached to the profile for this relation type.

@@ -398,7 +398,8 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    pub(crate) fn new(schema: &Arc<Schema>, profile: &Arc<Profile>) -> Self {
+    /// The empty target of recipient `profile`, whose hash is `xxh`.
+    pub(crate) fn new(schema: &Arc<Schema>, profile: (&Arc<Profile>, u64)) -> Self {
         Target {
             rels: Arc::new(Packed::new(schema.stride(), schema.props.len())),
             positions: None,
@@ -512,7 +513,7 @@ impl Target {
         if draft.layout.cap > self.block.cap() {
             let block = Arc::new(Block::new(
                 &self.block.schema,
-                &self.block.profile,
+                (&self.block.profile, self.block.xxh),
                 draft.layout.cap,
             ));
             let old = std::mem::replace(&mut self.block, block);
@@ -1072,9 +1073,9 @@ mod tests {
     ) {
         let directory = crate::directory::Directory::for_test();
         let schema = schema();
-        let a = directory.create_for_test(1, "a", 7);
-        let b = directory.create_for_test(2, "b", 7);
-        let target = Target::new(&schema, &a);
+        let a = directory.create_for_test(1, "a");
+        let b = directory.create_for_test(2, "b");
+        let target = Target::new(&schema, (&a, 0));
         (directory, schema, b, target)
     }
 
@@ -1138,10 +1139,10 @@ mod tests {
         fn target_finds_every_relation(ops in prop::collection::vec((0u8..40, any::<bool>(), -3i64..3), 0..400)) {
             let directory = crate::directory::Directory::for_test();
             let schema = schema();
-            let a = directory.create_for_test(1, "a", 1);
+            let a = directory.create_for_test(1, "a");
             let bs: Vec<Arc<Profile>> =
-                (0..40).map(|i| directory.create_for_test(2, &format!("b{i}"), 2)).collect();
-            let mut target = Target::new(&schema, &a);
+                (0..40).map(|i| directory.create_for_test(2, &format!("b{i}"))).collect();
+            let mut target = Target::new(&schema, (&a, 0));
             let mut oracle: hashbrown::HashMap<u32, Record> = hashbrown::HashMap::new();
             for (who, link, v) in ops {
                 let b = &bs[usize::from(who)];
@@ -1182,11 +1183,11 @@ mod tests {
             let directory = crate::directory::Directory::for_test();
             let schema = schema();
             let slots = Arc::clone(directory.slot_table());
-            let a = directory.create_for_test(1, "a", 1);
+            let a = directory.create_for_test(1, "a");
             let name = |i: u16| if i.is_multiple_of(3) { format!("b{i}") } else { format!("{:024x}", u64::from(i) * 0x9E37_79B1) };
             let mut bs: Vec<Arc<Profile>> =
-                (0..120).map(|i| directory.create_for_test(2, &name(i), 2)).collect();
-            let mut target = Target::new(&schema, &a);
+                (0..120).map(|i| directory.create_for_test(2, &name(i))).collect();
+            let mut target = Target::new(&schema, (&a, 0));
             let mut oracle: hashbrown::HashMap<u16, Record> = hashbrown::HashMap::new();
             for (op, i, n, v) in ops {
                 let rec = record(&schema, v);
@@ -1209,7 +1210,7 @@ mod tests {
                             directory.abandon(&bs[usize::from(k)]);
                         }
                         for k in [j, i] {
-                            bs[usize::from(k)] = directory.create_for_test(2, &name(k), 2);
+                            bs[usize::from(k)] = directory.create_for_test(2, &name(k));
                         }
                     }
                     _ => {
@@ -1290,10 +1291,10 @@ mod tests {
     #[test]
     fn a_batch_placed_small_target_keeps_no_index_room() {
         let (directory, schema, _, mut indexed) = one_pair();
-        let a2 = directory.create_for_test(1, "a2", 8);
-        let mut small = Target::new(&schema, &a2);
+        let a2 = directory.create_for_test(1, "a2");
+        let mut small = Target::new(&schema, (&a2, 0));
         let bs: Vec<Arc<Profile>> = (0..8u64)
-            .map(|i| directory.create_for_test(2, &format!("b{i}"), i))
+            .map(|i| directory.create_for_test(2, &format!("b{i}")))
             .collect();
         let recs: Vec<Record> = (0..8).map(|v| record(&schema, v)).collect();
         let rows: Vec<(u32, &Arc<Profile>, &Record)> =

@@ -442,16 +442,13 @@ mod tests {
     #[test]
     fn initiators_named_in_two_words_come_back() {
         let directory = Directory::for_test();
-        for (i, id) in [
+        for id in [
             "0123456789abcdeffedcba98",
             "ffffffffffffffffffffffff",
             "b-17",
             "x",
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let p = directory.create_for_test(2, id, i as u64);
+        ] {
+            let p = directory.create_for_test(2, id);
             let words = initiator_words(&p);
             match inline_id(words) {
                 Ok((head, tail)) => {
@@ -485,8 +482,7 @@ mod tests {
         ];
         let profiles: Vec<Arc<Profile>> = ids
             .iter()
-            .enumerate()
-            .map(|(i, id)| directory.create_for_test(2, id, i as u64))
+            .map(|id| directory.create_for_test(2, id))
             .collect();
         let ranking = Ranking(directory.slot_table());
         for (i, a) in profiles.iter().enumerate() {
@@ -514,7 +510,7 @@ mod tests {
                 } else {
                     format!("{i:02}")
                 };
-                directory.create_for_test(2, &id, i)
+                directory.create_for_test(2, &id)
             })
             .collect();
         // Ranks with ties, so the id order counts too.

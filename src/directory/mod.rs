@@ -163,7 +163,7 @@ impl Directory {
     /// Creates the profile, pending: no read finds it until [`activate`](Self::activate).
     /// The caller holds its shard's lock, saw it missing, and activates or
     /// [`abandon`](Self::abandon)s it before releasing the lock.
-    pub(crate) fn create(&self, key: ProfileKey, xxh: u64) -> Result<Arc<Profile>, Error> {
+    pub(crate) fn create(&self, key: ProfileKey) -> Result<Arc<Profile>, Error> {
         // `create_many` for one, without its lists: a new profile allocates itself
         // alone (and the tables' amortised growth).
         let hash = self.ids.hash(key.db, &key.id);
@@ -181,19 +181,18 @@ impl Directory {
             self.ids.insert(&mut slots.ids, hash, slot);
             (slot, self.table.next_born(1))
         };
-        Ok(self.make(key, xxh, slot, born))
+        Ok(self.make(key, slot, born))
     }
 
     /// The profile of `key` in `slot`, pending, put in the slot table (its id-table
     /// entry is in already).
-    fn make(&self, key: ProfileKey, xxh: u64, slot: u32, born: u64) -> Arc<Profile> {
+    fn make(&self, key: ProfileKey, slot: u32, born: u64) -> Arc<Profile> {
         // Made after a point: in no snapshot taken at it.
         let point = self.point.load(std::sync::atomic::Ordering::Acquire);
         let profile = Arc::new(Profile {
             slot,
             db: key.db,
             id: key.id,
-            xxh,
             born,
             life: Life::pending(),
             point: AtomicU32::new(point),
@@ -208,7 +207,7 @@ impl Directory {
     /// stay so (the caller holds the locks of their shards).
     pub(crate) fn create_many(
         &self,
-        items: Vec<(ProfileKey, u64)>,
+        items: Vec<ProfileKey>,
         threads: usize,
     ) -> Result<Vec<Arc<Profile>>, Error> {
         let n = items.len();
@@ -235,15 +234,15 @@ impl Directory {
             if n > 1 {
                 self.ids.reserve(&mut slots.ids, n);
             }
-            for ((key, _), &slot) in items.iter().zip(&taken) {
+            for (key, &slot) in items.iter().zip(&taken) {
                 let hash = self.ids.hash(key.db, &key.id);
                 self.ids.insert(&mut slots.ids, hash, slot);
             }
             (taken, self.table.next_born(n as u64))
         };
-        let make = |part: Vec<((ProfileKey, u64), (u32, u64))>| -> Vec<Arc<Profile>> {
+        let make = |part: Vec<(ProfileKey, (u32, u64))>| -> Vec<Arc<Profile>> {
             part.into_iter()
-                .map(|((key, xxh), (slot, born))| self.make(key, xxh, slot, born))
+                .map(|(key, (slot, born))| self.make(key, slot, born))
                 .collect()
         };
         let work: Vec<_> = items
@@ -522,10 +521,9 @@ impl Directory {
         Directory::new(&Arc::new(seize::Collector::new()))
     }
 
-    /// Creates profile `name` of database `db`, placed by `xxh`.
-    pub(crate) fn create_for_test(&self, db: u32, name: &str, xxh: u64) -> Arc<Profile> {
+    /// Creates profile `name` of database `db`.
+    pub(crate) fn create_for_test(&self, db: u32, name: &str) -> Arc<Profile> {
         let id = ProfileId::new(name).expect("a valid test id");
-        self.create(ProfileKey { db, id }, xxh)
-            .expect("a free slot")
+        self.create(ProfileKey { db, id }).expect("a free slot")
     }
 }

@@ -329,10 +329,7 @@ impl Engine {
         };
         let mut table: Vec<Option<Arc<Profile>>> = found.into_iter().map(Lookup::live).collect();
         let missing: Vec<usize> = (0..table.len()).filter(|&i| table[i].is_none()).collect();
-        let keys = missing
-            .iter()
-            .map(|&i| (named[i].key.clone(), named[i].hash))
-            .collect();
+        let keys = missing.iter().map(|&i| named[i].key.clone()).collect();
         let created = self.directory.create_many(keys, threads)?;
         for (&i, p) in missing.iter().zip(&created) {
             table[i] = Some(Arc::clone(p));

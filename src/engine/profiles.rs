@@ -245,7 +245,7 @@ impl Engine {
             };
             let (profile, new) = match found.live() {
                 Some(profile) => (profile, false),
-                None => (self.directory.create(named.key.clone(), named.hash)?, true),
+                None => (self.directory.create(named.key.clone())?, true),
             };
             let logged = self.log(|| Command::Import {
                 db: named.key.db,

@@ -11,6 +11,7 @@ use crate::error::{Error, StorageKind, fail};
 use crate::limits::MAX_LIST_LIMIT;
 use crate::profile::Profile;
 use crate::profile::data::Match;
+use crate::profile::id::ProfileHasher;
 use crate::schema::Schema;
 
 impl Engine {
@@ -61,7 +62,12 @@ impl Engine {
             let block = match found {
                 Ok(block) => block,
                 Err(profile) => {
-                    return Ok(Counter::empty(Arc::new(Block::new(schema, &profile, 0))));
+                    let xxh = self.store.xxh(&profile);
+                    return Ok(Counter::empty(Arc::new(Block::new(
+                        schema,
+                        (&profile, xxh),
+                        0,
+                    ))));
                 }
             };
             let slots = self.store.slots();
@@ -161,6 +167,7 @@ impl Engine {
                 block: &frozen.block,
                 rels: &frozen.rels,
                 order: moment.order.as_deref(),
+                hasher: self.hasher,
             };
             if let Some(page) = read.page(skip, limit, resolve, touched) {
                 return Ok(page);
@@ -169,7 +176,12 @@ impl Engine {
         let locked = self
             .store
             .read_locked(rel_id, a, |block, rels, order, slots| {
-                let read = Read { block, rels, order };
+                let read = Read {
+                    block,
+                    rels,
+                    order,
+                    hasher: self.hasher,
+                };
                 read.page(skip, limit, |slot| slots.get(slot), touched)
             });
         match locked {
@@ -192,7 +204,7 @@ impl Engine {
         }
         Ok(Page {
             profile_a: profile.id.clone(),
-            xxh_a: profile.xxh,
+            xxh_a: block.xxh,
             db_b: block.schema.db_b(),
             total_count: 0,
             rows: Vec::new(),
@@ -214,6 +226,8 @@ struct Read<'a> {
     block: &'a Block,
     rels: &'a Packed,
     order: Option<&'a IdOrder>,
+    /// Places an initiator by its id (`xxh_b`).
+    hasher: ProfileHasher,
 }
 
 impl Read<'_> {
@@ -255,7 +269,7 @@ impl Read<'_> {
                 let rec = rels.get(i).1;
                 Row {
                     profile_b: b.id.clone(),
-                    xxh_b: b.xxh,
+                    xxh_b: (self.hasher)(b.id.as_str().as_bytes()),
                     props: (0..schema.props.len())
                         .filter_map(|j| {
                             Some((schema.props[j].name.to_string(), rec.get(schema, j)?))
@@ -266,7 +280,7 @@ impl Read<'_> {
             .collect();
         Some(Page {
             profile_a: self.block.profile.id.clone(),
-            xxh_a: self.block.profile.xxh,
+            xxh_a: self.block.xxh,
             db_b: schema.db_b(),
             total_count: rels.len() as u64,
             rows,

@@ -121,7 +121,7 @@ impl Engine {
         let pa = match found_a {
             Some(p) => p,
             None => {
-                let p = self.directory.create(a.key.clone(), a.hash)?;
+                let p = self.directory.create(a.key.clone())?;
                 created.push(Arc::clone(&p));
                 p
             }
@@ -130,7 +130,7 @@ impl Engine {
             Some(p) => p,
             // A relation from a profile to itself (one database on both ends).
             None if b.key == a.key => Arc::clone(&pa),
-            None => match self.directory.create(b.key.clone(), b.hash) {
+            None => match self.directory.create(b.key.clone()) {
                 Ok(p) => {
                     created.push(Arc::clone(&p));
                     p

@@ -28,10 +28,10 @@ pub(crate) struct Profile {
     pub(crate) slot: u32,
     /// The database it belongs to.
     pub(crate) db: u32,
-    /// Its id.
+    /// Its id. (The hash that places it, XXH64 of the id, is not kept: whoever needs
+    /// it has it from the id that named the profile, from the counters' block, or
+    /// computes it.)
     pub(crate) id: ProfileId,
-    /// The hash that places it (XXH64 of the id, unless a test injected another hash).
-    pub(crate) xxh: u64,
     /// Profiles created before it (see `slots`: tells a profile that took a freed
     /// slot from the one a reader saw there).
     pub(crate) born: u64,
@@ -162,10 +162,10 @@ mod loom_tests {
 
 #[cfg(test)]
 mod tests {
-    /// DESIGN.md's *How big is a profile?* counts these bytes one by one: 48 of
-    /// fields, 64 with the `Arc`'s counts.
+    /// DESIGN.md's *How big is a profile?* counts these bytes one by one: 40 of
+    /// fields, 56 with the `Arc`'s counts.
     #[test]
-    fn a_profile_is_48_bytes() {
-        assert_eq!(std::mem::size_of::<super::Profile>(), 48);
+    fn a_profile_is_40_bytes() {
+        assert_eq!(std::mem::size_of::<super::Profile>(), 40);
     }
 }

@@ -272,7 +272,6 @@ mod tests {
                 slot,
                 db: 1,
                 id: ProfileId::new(&format!("p{slot}")).expect("an id"),
-                xxh: 7,
                 born: u64::from(slot),
                 life: Life::pending(),
                 point: AtomicU32::new(0),

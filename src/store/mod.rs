@@ -22,6 +22,7 @@ use crate::accum::target::IdOrder;
 use crate::accum::target::{Fresh, Packed, Target};
 use crate::map::LockFreeMap;
 use crate::profile::Profile;
+use crate::profile::id::ProfileHasher;
 use crate::profile::slots::SlotTable;
 use crate::record::{Record, RecordRef};
 use crate::schema::Schema;
@@ -92,6 +93,8 @@ pub(crate) struct Store {
     index_above: usize,
     /// Who holds each slot (written by the directory).
     slots: Arc<SlotTable>,
+    /// The hash that places a profile, from its id (profiles do not keep it).
+    hasher: ProfileHasher,
     /// Relations held, changed under the lock of the shard whose target changes, read
     /// with no lock (a quota check on every write).
     relations: std::sync::atomic::AtomicU64,
@@ -109,18 +112,21 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// `shards` must be a power of two; published counters reclaim through
     /// `collector` (shared with the engine's other maps, so one guard serves a read);
-    /// relations name their initiators by the slots of `slots`.
+    /// relations name their initiators by the slots of `slots`; `hasher` places a
+    /// profile by its id.
     pub(crate) fn new(
         collector: &Arc<seize::Collector>,
         shards: usize,
         index_above: usize,
         slots: Arc<SlotTable>,
+        hasher: ProfileHasher,
     ) -> Self {
         Store {
             shards: Shards::new(shards),
             views: LockFreeMap::new(collector),
             index_above,
             slots,
+            hasher,
             relations: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -279,22 +285,32 @@ impl Store {
         pa: &Arc<Profile>,
         key: TargetKey,
     ) -> &'s mut Target {
-        let shared = !shard.targets.contains_key(&key) && self.share_key(shard, key.0, pa);
-        let target = shard
-            .targets
-            .entry(key)
-            .or_insert_with(|| Target::new(schema, pa));
-        target.shares_key |= shared;
-        target
+        // Made with the recipient's hash, computed from its id here, once a target.
+        let made = (!shard.targets.contains_key(&key)).then(|| {
+            let xxh = self.xxh(pa);
+            let mut target = Target::new(schema, (pa, xxh));
+            target.shares_key = self.share_key(shard, key.0, xxh);
+            target
+        });
+        match made {
+            Some(target) => shard.targets.entry(key).insert(target).into_mut(),
+            None => shard.targets.get_mut(&key).expect("present"),
+        }
     }
 
-    /// Before `pa` gets a target for `rel_id`: if other recipients' counters are
+    /// The hash that places `profile` (the one its id was named by).
+    pub(crate) fn xxh(&self, profile: &Profile) -> u64 {
+        (self.hasher)(profile.id.as_str().as_bytes())
+    }
+
+    /// Before a recipient whose hash is `xxh` gets a target for `rel_id`: if other
+    /// recipients' counters are
     /// published under the same `(rel_id, hash)` (ids whose hashes collide, all living
     /// in this shard), marks their targets as sharing the key and returns true (the
     /// caller marks the new one), so every publication under the key merges its list
     /// instead of replacing it. A mark stays for the target's life.
-    fn share_key(&self, shard: &mut Shard, rel_id: u32, pa: &Arc<Profile>) -> bool {
-        let others: Vec<u32> = match self.views.with(&(rel_id, pa.xxh), |list| {
+    fn share_key(&self, shard: &mut Shard, rel_id: u32, xxh: u64) -> bool {
+        let others: Vec<u32> = match self.views.with(&(rel_id, xxh), |list| {
             list.map(|list| list.iter().map(|b| b.profile.slot).collect())
         }) {
             Some(slots) => slots,
@@ -332,7 +348,10 @@ impl Store {
         };
         if now == 0 {
             let gone = shard.targets.remove(&key);
-            self.unpublish(key.0, pa);
+            let xxh = gone
+                .as_ref()
+                .map_or_else(|| self.xxh(pa), |t| t.block().xxh);
+            self.unpublish((key.0, xxh), pa);
             for old in gone
                 .as_ref()
                 .map(Target::block)
@@ -353,7 +372,7 @@ impl Store {
 
     /// Puts `block`, `pa`'s counters for `rel_id`, where readers find them.
     fn show(&self, rel_id: u32, pa: &Arc<Profile>, block: Arc<Block>, shared: bool) {
-        let pkey = (rel_id, pa.xxh);
+        let pkey = (rel_id, block.xxh);
         if !shared {
             self.views.insert(pkey, smallvec![block]);
             return;
@@ -370,11 +389,11 @@ impl Store {
         );
     }
 
-    /// Removes `profile`'s counters for `rel_id` from what readers see. (Every change
-    /// to one key's list is made under the lock of the shard its profiles live in, so
-    /// reading it first and then replacing it is safe.)
-    fn unpublish(&self, rel_id: u32, profile: &Arc<Profile>) {
-        let key = (rel_id, profile.xxh);
+    /// Removes `profile`'s counters, published under `key` (`rel_id` and its hash),
+    /// from what readers see. (Every change to one key's list is made under the lock
+    /// of the shard its profiles live in, so reading it first and then replacing it is
+    /// safe.)
+    fn unpublish(&self, key: (u32, u64), profile: &Arc<Profile>) {
         let Some(rest) = self.views.with(&key, |list| {
             list.map(|list| -> Published {
                 list.iter()
@@ -401,7 +420,7 @@ impl Store {
         guard: &'g impl seize::Guard,
     ) -> Option<&'g Arc<Block>> {
         self.views
-            .get(&(rel_id, profile_a.xxh), guard)?
+            .get(&(rel_id, self.xxh(profile_a)), guard)?
             .iter()
             .find(|b| Arc::ptr_eq(&b.profile, profile_a))
     }
@@ -437,7 +456,7 @@ impl Store {
         for rel_id in rel_ids {
             let key = (rel_id, profile.slot);
             if let Some(target) = shard.targets.remove(&key) {
-                self.unpublish(rel_id, &target.block().profile);
+                self.unpublish((rel_id, target.block().xxh), &target.block().profile);
                 target.block().latch.retire();
                 self.count_relations(0, target.len() as u64);
                 // Each initiator holds its slot while its relation is here (under
@@ -448,7 +467,7 @@ impl Store {
                     .filter_map(|(slot, _)| {
                         let b = self.slots.get(slot);
                         debug_assert!(b.is_some(), "a relation from a free slot");
-                        Some((slot, self.shards.of(b?.xxh)))
+                        Some((slot, self.shards.of(self.xxh(&*b?))))
                     })
                     .collect();
                 as_recipient.push((key, initiators));
@@ -479,7 +498,7 @@ impl Store {
             let Some(a) = self.slots.get(key.1) else {
                 continue;
             };
-            let mut shard = self.shards.lock(self.shards.of(a.xxh));
+            let mut shard = self.shards.lock(self.shards.of(self.xxh(&a)));
             let Some(target) = shard.targets.get_mut(&key) else {
                 continue; // the recipient was deleted meanwhile
             };
@@ -516,7 +535,7 @@ impl Store {
     /// profile was born at or after the generation took a slot freed since, and the
     /// page must be read again.
     pub(crate) fn relations(&self, rel_id: u32, a: &Arc<Profile>) -> Option<Listing> {
-        let shard = self.shards.lock(self.shards.of(a.xxh));
+        let shard = self.shards.lock(self.shards.of(self.xxh(a)));
         let target = own_target(&shard, rel_id, a)?;
         Some(Listing {
             frozen: Frozen {
@@ -537,7 +556,7 @@ impl Store {
         a: &Arc<Profile>,
         read: impl FnOnce(&Arc<Block>, &Packed, Option<&IdOrder>, &SlotTable) -> R,
     ) -> Option<R> {
-        let shard = self.shards.lock(self.shards.of(a.xxh));
+        let shard = self.shards.lock(self.shards.of(self.xxh(a)));
         let target = own_target(&shard, rel_id, a)?;
         let order = target.order().map(|o| &**o);
         Some(read(target.block(), target.relations(), order, &self.slots))
