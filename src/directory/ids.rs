@@ -292,13 +292,19 @@ impl IdTable {
     }
 
     /// Copies the next [`step`](IdWriter::step) entries of the old table, if a copy
-    /// is under way; drops the old table once all are copied.
+    /// is under way (a change's share of the work).
     fn help(&self, w: &mut IdWriter) {
+        self.copy(w, w.step);
+    }
+
+    /// Copies the next `step` entries of the old table, if a copy is under way; drops
+    /// the old table once all are copied.
+    fn copy(&self, w: &mut IdWriter, step: usize) {
         let tables = self.tables.load();
         let Some(old) = &tables.old else {
             return;
         };
-        let end = (w.cursor + w.step).min(old.capacity());
+        let end = w.cursor.saturating_add(step).min(old.capacity());
         for at in w.cursor..end {
             let e = old.load(at, Ordering::Relaxed);
             if e != EMPTY && e != TOMB && tables.new.place(e) {
@@ -315,10 +321,8 @@ impl IdTable {
 
     /// Finishes the copy under way, if any.
     fn finish(&self, w: &mut IdWriter) {
-        while self.tables.load().old.is_some() {
-            w.step = usize::MAX / 2;
-            self.help(w);
-        }
+        self.copy(w, usize::MAX);
+        debug_assert!(self.tables.load().old.is_none());
     }
 
     /// Entries the tables hold room for (both, during a copy): their memory is 8

@@ -25,7 +25,8 @@ use crate::profile::id::ProfileId;
 use crate::profile::slots::SlotTable;
 use crate::profile::{FrozenProfile, Life, Profile, ProfileKey};
 
-/// Profile slots an engine hands out (2^31: slots 0 to 2^31 - 1).
+/// Profile slots an engine hands out (2^31: slots 0 to 2^31 - 1): a block names an
+/// initiator by its slot beside a flag bit (`accum::top::initiator_words`).
 pub(crate) const MAX_SLOTS: u32 = 1 << 31;
 /// A profile's state at a snapshot point, kept by the first change after it.
 #[derive(Debug)]
@@ -72,6 +73,24 @@ struct Slots {
     next: u32,
     free: Vec<u32>,
     ids: IdWriter,
+}
+
+impl Slots {
+    /// Whether `n` more profiles fit: in freed slots first, then in fresh ones below
+    /// [`MAX_SLOTS`].
+    fn room(&self, n: usize) -> bool {
+        n.saturating_sub(self.free.len()) <= (MAX_SLOTS - self.next) as usize
+    }
+
+    /// The slot a new profile takes (there is [`room`](Self::room)): the last one
+    /// freed, else the next fresh one, which `table` then has room for.
+    fn take(&mut self, table: &SlotTable) -> u32 {
+        self.free.pop().unwrap_or_else(|| {
+            self.next += 1;
+            table.grow(self.next - 1);
+            self.next - 1
+        })
+    }
 }
 
 /// All live profiles, by id and by the secondary indexes.
@@ -164,20 +183,15 @@ impl Directory {
     /// The caller holds its shard's lock, saw it missing, and activates or
     /// [`abandon`](Self::abandon)s it before releasing the lock.
     pub(crate) fn create(&self, key: ProfileKey) -> Result<Arc<Profile>, Error> {
-        // `create_many` for one, without its lists: a new profile allocates itself
-        // alone (and the tables' amortised growth).
+        // What `create_many` does, for one and without its lists: a new profile
+        // allocates itself alone (and the tables' amortised growth).
         let hash = self.ids.hash(key.db, &key.id);
         let (slot, born) = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            let slot = match slots.free.pop() {
-                Some(slot) => slot,
-                None if slots.next < MAX_SLOTS => {
-                    slots.next += 1;
-                    self.table.grow(slots.next - 1);
-                    slots.next - 1
-                }
-                None => return Err(Error::CapacityExceeded),
-            };
+            if !slots.room(1) {
+                return Err(Error::CapacityExceeded);
+            }
+            let slot = slots.take(&self.table);
             self.ids.insert(&mut slots.ids, hash, slot);
             (slot, self.table.next_born(1))
         };
@@ -213,22 +227,10 @@ impl Directory {
         let n = items.len();
         let (slots, born) = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            let reused = n.min(slots.free.len());
-            let fresh = u32::try_from(n - reused).map_err(|_| Error::CapacityExceeded)?;
-            // Slots stay below 2^31: a block names an initiator by its slot beside a
-            // flag bit (`accum::top::initiator_words`).
-            let next = slots
-                .next
-                .checked_add(fresh)
-                .filter(|&next| next <= MAX_SLOTS)
-                .ok_or(Error::CapacityExceeded)?;
-            let keep = slots.free.len() - reused;
-            let mut taken = slots.free.split_off(keep);
-            taken.extend(slots.next..next);
-            slots.next = next;
-            if let Some(&max) = taken.iter().max() {
-                self.table.grow(max);
+            if !slots.room(n) {
+                return Err(Error::CapacityExceeded);
             }
+            let taken: Vec<u32> = (0..n).map(|_| slots.take(&self.table)).collect();
             // The entries go in first: until its profile is in the slot table, an
             // entry is checked and passed over by whoever probes it.
             if n > 1 {

@@ -111,10 +111,7 @@ impl SlotTable {
     /// Runs `f` on the profile holding `slot`, if any, without taking a reference
     /// count (for comparisons in a hot loop).
     pub(crate) fn with<R>(&self, slot: u32, f: impl FnOnce(Option<&Profile>) -> R) -> R {
-        match self.cell(slot) {
-            Some(cell) => f(cell.load().as_deref()),
-            None => f(None),
-        }
+        self.with_arc(slot, |p| f(p.map(|p| &**p)))
     }
 
     /// Runs `f` on the profile holding `slot`, if any, as its `Arc` (for a caller
