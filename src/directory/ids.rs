@@ -31,8 +31,9 @@
 //! pieces of [`PIECE`] entries, each allocated (and zeroed) by the first write that
 //! places an entry in it, so making a table of millions costs a write no more than
 //! its list of pieces. No write pays for a whole resize; a table holds the live
-//! entries and at most as many again in tombstones, and after a mass delete it
-//! shrinks by up to eight times a copy.
+//! entries and at most as many again in tombstones. A removal that leaves fewer live
+//! entries than a sixteenth of the table starts a copy into a smaller one (up to
+//! eight times smaller a copy), so a mass delete gives the memory back by itself.
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -254,6 +255,11 @@ impl IdTable {
         );
         if in_new || in_old {
             w.live -= 1;
+        }
+        let capacity = tables.new.capacity();
+        if tables.old.is_none() && capacity > MIN_CAPACITY && w.live * 16 < capacity {
+            drop(tables);
+            self.grow(w, (w.live + 1) * 2);
         }
     }
 
@@ -556,6 +562,32 @@ mod tests {
         );
         m.check(7);
         m.check(8);
+    }
+
+    /// Deletes alone give a table's memory back: emptied, it shrinks to its least
+    /// size, a copy of at most 64 entries a change at a time, and finds what is left.
+    #[test]
+    fn a_table_emptied_by_removals_alone_shrinks() {
+        let mut m = Model::new();
+        for n in 0..100_000 {
+            m.insert(n);
+        }
+        let peak = m.table.capacity();
+        for n in 0..100_000 {
+            m.remove(n);
+            assert!(m.writer.step <= 64, "a copy of {} entries", m.writer.step);
+            if n % 4_999 == 0 {
+                m.check(n + 1);
+                m.check(n);
+            }
+        }
+        assert!(
+            m.table.capacity() <= 64,
+            "{} entries left of {peak}",
+            m.table.capacity()
+        );
+        m.insert(3);
+        m.check(3);
     }
 
     /// A key removed and inserted again in a loop takes its entry back: the table
