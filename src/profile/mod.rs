@@ -10,6 +10,7 @@
 //! finds it live finds all of that too, so a profile is never seen without the write
 //! that created it.
 
+pub(crate) mod cell;
 pub(crate) mod data;
 pub(crate) mod id;
 pub(crate) mod slots;
