@@ -590,7 +590,7 @@ fn a_lookup_by_email_never_answers_the_next_holder_of_the_slot() {
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     let e = engine();
     let data = |i: u32| ProfileData {
-        email: Some(if i % 2 == 0 {
+        email: Some(if i.is_multiple_of(2) {
             "ann@example.com".to_string()
         } else {
             format!("other{i}@example.com")
@@ -627,5 +627,8 @@ fn a_lookup_by_email_never_answers_the_next_holder_of_the_slot() {
             });
         }
     });
-    assert!(answered.into_inner() > 0, "the readers never found the email");
+    assert!(
+        answered.into_inner() > 0,
+        "the readers never found the email"
+    );
 }
