@@ -266,11 +266,7 @@ pub(crate) struct Block {
 impl Block {
     /// A block of zeroed (empty) counters with room for `cap` top entries a property.
     /// The recipient `profile`, whose hash is `xxh`.
-    pub(crate) fn new(
-        schema: &Arc<Schema>,
-        (profile, xxh): (&Arc<Profile>, u64),
-        cap: usize,
-    ) -> Self {
+    pub(crate) fn new(schema: &Arc<Schema>, profile: &Arc<Profile>, xxh: u64, cap: usize) -> Self {
         let layout = Layout::of(schema, cap);
         Block {
             schema: Arc::clone(schema),

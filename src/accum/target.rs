@@ -399,7 +399,7 @@ pub(crate) struct Target {
 
 impl Target {
     /// The empty target of recipient `profile`, whose hash is `xxh`.
-    pub(crate) fn new(schema: &Arc<Schema>, profile: (&Arc<Profile>, u64)) -> Self {
+    pub(crate) fn new(schema: &Arc<Schema>, profile: &Arc<Profile>, xxh: u64) -> Self {
         Target {
             rels: Arc::new(Packed::new(schema.stride(), schema.props.len())),
             positions: None,
@@ -409,6 +409,7 @@ impl Target {
             block: Arc::new(Block::new(
                 schema,
                 profile,
+                xxh,
                 usize::from(max_top(schema).min(1)),
             )),
             published: false,
@@ -513,7 +514,8 @@ impl Target {
         if draft.layout.cap > self.block.cap() {
             let block = Arc::new(Block::new(
                 &self.block.schema,
-                (&self.block.profile, self.block.xxh),
+                &self.block.profile,
+                self.block.xxh,
                 draft.layout.cap,
             ));
             let old = std::mem::replace(&mut self.block, block);
@@ -1075,7 +1077,7 @@ mod tests {
         let schema = schema();
         let a = directory.create_for_test(1, "a");
         let b = directory.create_for_test(2, "b");
-        let target = Target::new(&schema, (&a, 0));
+        let target = Target::new(&schema, &a, 0);
         (directory, schema, b, target)
     }
 
@@ -1142,7 +1144,7 @@ mod tests {
             let a = directory.create_for_test(1, "a");
             let bs: Vec<Arc<Profile>> =
                 (0..40).map(|i| directory.create_for_test(2, &format!("b{i}"))).collect();
-            let mut target = Target::new(&schema, (&a, 0));
+            let mut target = Target::new(&schema, &a, 0);
             let mut oracle: hashbrown::HashMap<u32, Record> = hashbrown::HashMap::new();
             for (who, link, v) in ops {
                 let b = &bs[usize::from(who)];
@@ -1187,7 +1189,7 @@ mod tests {
             let name = |i: u16| if i.is_multiple_of(3) { format!("b{i}") } else { format!("{:024x}", u64::from(i) * 0x9E37_79B1) };
             let mut bs: Vec<Arc<Profile>> =
                 (0..120).map(|i| directory.create_for_test(2, &name(i))).collect();
-            let mut target = Target::new(&schema, (&a, 0));
+            let mut target = Target::new(&schema, &a, 0);
             let mut oracle: hashbrown::HashMap<u16, Record> = hashbrown::HashMap::new();
             for (op, i, n, v) in ops {
                 let rec = record(&schema, v);
@@ -1292,7 +1294,7 @@ mod tests {
     fn a_batch_placed_small_target_keeps_no_index_room() {
         let (directory, schema, _, mut indexed) = one_pair();
         let a2 = directory.create_for_test(1, "a2");
-        let mut small = Target::new(&schema, (&a2, 0));
+        let mut small = Target::new(&schema, &a2, 0);
         let bs: Vec<Arc<Profile>> = (0..8u64)
             .map(|i| directory.create_for_test(2, &format!("b{i}")))
             .collect();

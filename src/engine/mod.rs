@@ -57,7 +57,6 @@ pub struct Engine {
     define_lock: Mutex<()>,
     directory: Directory,
     store: Store,
-    hasher: ProfileHasher,
     resolver: Option<Arc<dyn Resolver>>,
     /// The write log, once the engine was opened on a data directory.
     log: std::sync::OnceLock<crate::persist::log::Log>,
@@ -153,7 +152,6 @@ impl EngineBuilder {
                 self.hasher,
             ),
             collector,
-            hasher: self.hasher,
             resolver: self.resolver,
             log: std::sync::OnceLock::new(),
             data_dir: std::sync::OnceLock::new(),

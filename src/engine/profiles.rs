@@ -23,7 +23,7 @@ impl Engine {
     }
 
     fn name_id(&self, db: u32, id: ProfileId, query: Option<Query>) -> Result<Named, Error> {
-        let hash = (self.hasher)(id.as_str().as_bytes());
+        let hash = id.hash_with(self.store.hasher());
         Ok(Named {
             key: ProfileKey { db, id },
             hash,

@@ -63,11 +63,8 @@ impl Engine {
                 Ok(block) => block,
                 Err(profile) => {
                     let xxh = self.store.xxh(&profile);
-                    return Ok(Counter::empty(Arc::new(Block::new(
-                        schema,
-                        (&profile, xxh),
-                        0,
-                    ))));
+                    let block = Block::new(schema, &profile, xxh, 0);
+                    return Ok(Counter::empty(Arc::new(block)));
                 }
             };
             let slots = self.store.slots();
@@ -167,7 +164,7 @@ impl Engine {
                 block: &frozen.block,
                 rels: &frozen.rels,
                 order: moment.order.as_deref(),
-                hasher: self.hasher,
+                hasher: self.store.hasher(),
             };
             if let Some(page) = read.page(skip, limit, resolve, touched) {
                 return Ok(page);
@@ -180,7 +177,7 @@ impl Engine {
                     block,
                     rels,
                     order,
-                    hasher: self.hasher,
+                    hasher: self.store.hasher(),
                 };
                 read.page(skip, limit, |slot| slots.get(slot), touched)
             });
@@ -269,7 +266,7 @@ impl Read<'_> {
                 let rec = rels.get(i).1;
                 Row {
                     profile_b: b.id.clone(),
-                    xxh_b: (self.hasher)(b.id.as_str().as_bytes()),
+                    xxh_b: b.id.hash_with(self.hasher),
                     props: (0..schema.props.len())
                         .filter_map(|j| {
                             Some((schema.props[j].name.to_string(), rec.get(schema, j)?))

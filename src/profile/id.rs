@@ -129,6 +129,12 @@ impl ProfileId {
         }
     }
 
+    /// The hash that places the profile of this id: `hasher` (the engine's, XXH64
+    /// unless a test injected another) over the id's text.
+    pub(crate) fn hash_with(&self, hasher: ProfileHasher) -> u64 {
+        hasher(self.as_str().as_bytes())
+    }
+
     /// The 12 packed bytes of a 24-hex id (`None` for any other id). Packed ids
     /// order as their strings do, so comparing them compares the ids.
     pub(crate) fn packed(&self) -> Option<[u8; 12]> {

@@ -288,7 +288,7 @@ impl Store {
         // Made with the recipient's hash, computed from its id here, once a target.
         let made = (!shard.targets.contains_key(&key)).then(|| {
             let xxh = self.xxh(pa);
-            let mut target = Target::new(schema, (pa, xxh));
+            let mut target = Target::new(schema, pa, xxh);
             target.shares_key = self.share_key(shard, key.0, xxh);
             target
         });
@@ -300,7 +300,12 @@ impl Store {
 
     /// The hash that places `profile` (the one its id was named by).
     pub(crate) fn xxh(&self, profile: &Profile) -> u64 {
-        (self.hasher)(profile.id.as_str().as_bytes())
+        profile.id.hash_with(self.hasher)
+    }
+
+    /// The function that hashes ids (the engine's: one for every use).
+    pub(crate) fn hasher(&self) -> ProfileHasher {
+        self.hasher
     }
 
     /// Before a recipient whose hash is `xxh` gets a target for `rel_id`: if other
