@@ -12,10 +12,10 @@
 // link as a dev-dependency (for the `workload` feature) is built without `test` and
 // keeps std's, as every other build does.
 #[cfg(all(test, relcount_loom))]
-pub(crate) use loom::sync::atomic::{AtomicU8, AtomicU64, Ordering, fence};
+pub(crate) use loom::sync::atomic::{AtomicU64, Ordering, fence};
 #[cfg(all(test, relcount_loom))]
 pub(crate) use loom::sync::{Mutex, MutexGuard};
 #[cfg(not(all(test, relcount_loom)))]
-pub(crate) use std::sync::atomic::{AtomicU8, AtomicU64, Ordering, fence};
+pub(crate) use std::sync::atomic::{AtomicU64, Ordering, fence};
 #[cfg(not(all(test, relcount_loom)))]
 pub(crate) use std::sync::{Mutex, MutexGuard};

@@ -255,7 +255,7 @@ impl Layout {
 #[derive(Debug)]
 pub(crate) struct Block {
     pub(crate) schema: Arc<Schema>,
-    pub(crate) profile: Arc<Profile>,
+    pub(crate) profile: Profile,
     /// The recipient's hash, which places its counters (`profile_xxh`).
     pub(crate) xxh: u64,
     /// Its copies' layout (computed once: every read and write uses it).
@@ -266,11 +266,11 @@ pub(crate) struct Block {
 impl Block {
     /// A block of zeroed (empty) counters with room for `cap` top entries a property.
     /// The recipient `profile`, whose hash is `xxh`.
-    pub(crate) fn new(schema: &Arc<Schema>, profile: &Arc<Profile>, xxh: u64, cap: usize) -> Self {
+    pub(crate) fn new(schema: &Arc<Schema>, profile: &Profile, xxh: u64, cap: usize) -> Self {
         let layout = Layout::of(schema, cap);
         Block {
             schema: Arc::clone(schema),
-            profile: Arc::clone(profile),
+            profile: profile.clone(),
             xxh,
             latch: Latch::new(layout.width),
             layout,

@@ -399,7 +399,7 @@ pub(crate) struct Target {
 
 impl Target {
     /// The empty target of recipient `profile`, whose hash is `xxh`.
-    pub(crate) fn new(schema: &Arc<Schema>, profile: &Arc<Profile>, xxh: u64) -> Self {
+    pub(crate) fn new(schema: &Arc<Schema>, profile: &Profile, xxh: u64) -> Self {
         Target {
             rels: Arc::new(Packed::new(schema.stride(), schema.props.len())),
             positions: None,
@@ -477,7 +477,7 @@ impl Target {
     /// target's relations are found in `slots` when its top list refills.
     pub(crate) fn apply(
         &mut self,
-        b: (&Arc<Profile>, Known),
+        b: (&Profile, Known),
         new: Option<Record>,
         index_above: usize,
         slots: &SlotTable,
@@ -543,7 +543,7 @@ impl Target {
         &mut self,
         counters: &mut Counters,
         draft: &mut Draft,
-        (b, known): (&Arc<Profile>, Known),
+        (b, known): (&Profile, Known),
         new: Option<&Record>,
         index_above: usize,
         slots: &SlotTable,
@@ -651,7 +651,7 @@ impl Target {
     /// row (O(rows)), so a batch never costs more than the larger of the two.
     pub(crate) fn apply_many(
         &mut self,
-        rows: &[(u32, &Arc<Profile>, &Record)],
+        rows: &[(u32, &Profile, &Record)],
         index_above: usize,
         slots: &SlotTable,
     ) -> (Option<Fresh>, Vec<usize>) {
@@ -951,7 +951,7 @@ fn position_map(rels: &Packed) -> Box<hashbrown::HashMap<u32, u32>> {
 
 /// The id order of `rels`, in one sort: each initiator looked up once.
 fn order_of(rels: &Packed, slots: &SlotTable) -> IdOrder {
-    let mut keyed: Vec<(Option<Arc<Profile>>, u32, u32)> = (0u32..)
+    let mut keyed: Vec<(Option<Profile>, u32, u32)> = (0u32..)
         .zip(rels.slots())
         .map(|(at, s)| (slots.get(s), s, at))
         .collect();
@@ -1019,12 +1019,7 @@ fn scan_best(
 /// Every relation of the target with a value for property `i`, as `(rank,
 /// initiator)`, the initiators found in `slots` (each holds its slot while its relation
 /// is in the target, under the target's lock).
-fn scan_valued(
-    rels: &Packed,
-    schema: &Schema,
-    i: usize,
-    slots: &SlotTable,
-) -> Vec<(u64, Arc<Profile>)> {
+fn scan_valued(rels: &Packed, schema: &Schema, i: usize, slots: &SlotTable) -> Vec<(u64, Profile)> {
     ranked(rels, schema, i)
         .into_iter()
         .filter_map(|(rank, slot)| {
@@ -1067,12 +1062,7 @@ mod tests {
     }
 
     /// A directory with recipient `a` and initiator `b`, and `a`'s empty target.
-    fn one_pair() -> (
-        crate::directory::Directory,
-        Arc<Schema>,
-        Arc<Profile>,
-        Target,
-    ) {
+    fn one_pair() -> (crate::directory::Directory, Arc<Schema>, Profile, Target) {
         let directory = crate::directory::Directory::for_test();
         let schema = schema();
         let a = directory.create_for_test(1, "a");
@@ -1142,7 +1132,7 @@ mod tests {
             let directory = crate::directory::Directory::for_test();
             let schema = schema();
             let a = directory.create_for_test(1, "a");
-            let bs: Vec<Arc<Profile>> =
+            let bs: Vec<Profile> =
                 (0..40).map(|i| directory.create_for_test(2, &format!("b{i}"))).collect();
             let mut target = Target::new(&schema, &a, 0);
             let mut oracle: hashbrown::HashMap<u32, Record> = hashbrown::HashMap::new();
@@ -1187,7 +1177,7 @@ mod tests {
             let slots = Arc::clone(directory.slot_table());
             let a = directory.create_for_test(1, "a");
             let name = |i: u16| if i.is_multiple_of(3) { format!("b{i}") } else { format!("{:024x}", u64::from(i) * 0x9E37_79B1) };
-            let mut bs: Vec<Arc<Profile>> =
+            let mut bs: Vec<Profile> =
                 (0..120).map(|i| directory.create_for_test(2, &name(i))).collect();
             let mut target = Target::new(&schema, &a, 0);
             let mut oracle: hashbrown::HashMap<u16, Record> = hashbrown::HashMap::new();
@@ -1217,7 +1207,7 @@ mod tests {
                     }
                     _ => {
                         // A batch: the run i..i+n, twice, the second time changed.
-                        let mut rows: Vec<(u32, &Arc<Profile>, Record)> = Vec::new();
+                        let mut rows: Vec<(u32, &Profile, Record)> = Vec::new();
                         for rep in 0..2 {
                             for k in i..i + n {
                                 let k = k % 120;
@@ -1226,7 +1216,7 @@ mod tests {
                                 oracle.insert(k, rec);
                             }
                         }
-                        let rows: Vec<(u32, &Arc<Profile>, &Record)> =
+                        let rows: Vec<(u32, &Profile, &Record)> =
                             rows.iter().map(|(s, b, r)| (*s, *b, r)).collect();
                         target.apply_many(&rows, 4, &slots);
                     }
@@ -1277,8 +1267,7 @@ mod tests {
     fn a_batch_of_repeats_keeps_no_spare_room() {
         let (directory, schema, b, mut target) = one_pair();
         let rec = record(&schema, 5);
-        let rows: Vec<(u32, &Arc<Profile>, &Record)> =
-            (0..1000).map(|_| (b.slot, &b, &rec)).collect();
+        let rows: Vec<(u32, &Profile, &Record)> = (0..1000).map(|_| (b.slot, &b, &rec)).collect();
         let (_, added) = target.apply_many(&rows, 4, directory.slot_table());
         assert_eq!((target.len(), added), (1, vec![0]));
         let chunk = &target.rels.head;
@@ -1295,11 +1284,11 @@ mod tests {
         let (directory, schema, _, mut indexed) = one_pair();
         let a2 = directory.create_for_test(1, "a2");
         let mut small = Target::new(&schema, &a2, 0);
-        let bs: Vec<Arc<Profile>> = (0..8u64)
+        let bs: Vec<Profile> = (0..8u64)
             .map(|i| directory.create_for_test(2, &format!("b{i}")))
             .collect();
         let recs: Vec<Record> = (0..8).map(|v| record(&schema, v)).collect();
-        let rows: Vec<(u32, &Arc<Profile>, &Record)> =
+        let rows: Vec<(u32, &Profile, &Record)> =
             bs.iter().zip(&recs).map(|(b, r)| (b.slot, b, r)).collect();
         indexed.apply_many(&rows, 4, directory.slot_table());
         assert_eq!(

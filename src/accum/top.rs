@@ -18,7 +18,6 @@
 
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use crate::profile::Profile;
 use crate::profile::id::{ProfileId, packed_from_halves};
@@ -208,7 +207,7 @@ impl PartialOrd for HexKey {
 #[derive(Debug, Clone)]
 struct OtherKey {
     rank: u64,
-    profile: Arc<Profile>,
+    profile: Profile,
 }
 
 impl Ord for OtherKey {
@@ -246,7 +245,7 @@ pub(crate) struct TopIndex {
 
 impl TopIndex {
     /// The index of the valued relations `(rank, initiator)`.
-    pub(crate) fn build(entries: impl IntoIterator<Item = (u64, Arc<Profile>)>) -> Self {
+    pub(crate) fn build(entries: impl IntoIterator<Item = (u64, Profile)>) -> Self {
         let mut index = TopIndex::default();
         for (rank, profile) in entries {
             index.insert(&profile, rank);
@@ -258,7 +257,7 @@ impl TopIndex {
         self.hex.len() + self.other.len()
     }
 
-    fn insert(&mut self, profile: &Arc<Profile>, rank: u64) {
+    fn insert(&mut self, profile: &Profile, rank: u64) {
         match profile.id.packed() {
             Some(id) => self.hex.insert(HexKey {
                 rank,
@@ -267,12 +266,12 @@ impl TopIndex {
             }),
             None => self.other.insert(OtherKey {
                 rank,
-                profile: Arc::clone(profile),
+                profile: profile.clone(),
             }),
         };
     }
 
-    fn remove(&mut self, profile: &Arc<Profile>, rank: u64) -> bool {
+    fn remove(&mut self, profile: &Profile, rank: u64) -> bool {
         match profile.id.packed() {
             Some(id) => self.hex.remove(&HexKey {
                 rank,
@@ -281,14 +280,14 @@ impl TopIndex {
             }),
             None => self.other.remove(&OtherKey {
                 rank,
-                profile: Arc::clone(profile),
+                profile: profile.clone(),
             }),
         }
     }
 
     /// Moves `profile`'s relation from rank `old` to rank `new` (`None`: not in the
     /// index).
-    pub(crate) fn replace(&mut self, profile: &Arc<Profile>, old: Option<u64>, new: Option<u64>) {
+    pub(crate) fn replace(&mut self, profile: &Profile, old: Option<u64>, new: Option<u64>) {
         if let Some(rank) = old {
             let removed = self.remove(profile, rank);
             debug_assert!(removed, "index out of step with the relations");
@@ -333,7 +332,7 @@ impl TopIndex {
 /// One relation's value of a top property changing from `old` to `new` (ranks; `None`
 /// for no value).
 pub(crate) struct TopChange<'a> {
-    pub(crate) profile: &'a Arc<Profile>,
+    pub(crate) profile: &'a Profile,
     pub(crate) old: Option<u64>,
     pub(crate) new: Option<u64>,
     /// Valued relations of the target before the change.
@@ -480,7 +479,7 @@ mod tests {
             "b-17",
             "A",
         ];
-        let profiles: Vec<Arc<Profile>> = ids
+        let profiles: Vec<Profile> = ids
             .iter()
             .map(|id| directory.create_for_test(2, id))
             .collect();
@@ -503,7 +502,7 @@ mod tests {
     #[test]
     fn an_indexed_target_refills_without_scanning() {
         let directory = Directory::for_test();
-        let profiles: Vec<Arc<Profile>> = (0..40u64)
+        let profiles: Vec<Profile> = (0..40u64)
             .map(|i| {
                 let id = if i % 2 == 0 {
                     format!("{:024x}", i * 0x1_0000_0001)
@@ -527,7 +526,7 @@ mod tests {
             profiles
                 .iter()
                 .enumerate()
-                .map(|(i, p)| (rank_of(i), Arc::clone(p))),
+                .map(|(i, p)| (rank_of(i), p.clone())),
         );
         let mut scans = 0;
         for round in 0..10 {

@@ -19,11 +19,12 @@ use self::ids::{IdTable, IdWriter};
 use crate::directory::index::Index;
 use crate::error::Error;
 use crate::limits::MAX_LOOKUP_CANDIDATES;
+use crate::profile::cell::Life;
 use crate::profile::data::{Normalized, Query};
 #[cfg(test)]
 use crate::profile::id::ProfileId;
 use crate::profile::slots::SlotTable;
-use crate::profile::{FrozenProfile, Life, Profile, ProfileKey};
+use crate::profile::{FrozenProfile, Profile, ProfileKey};
 
 /// Profile slots an engine hands out (2^31: slots 0 to 2^31 - 1): a block names an
 /// initiator by its slot beside a flag bit (`accum::top::initiator_words`).
@@ -43,14 +44,14 @@ struct Kept {
     /// The slots in use at the point (every slot below was taken before it): the
     /// walk of [`Directory::take_point`] visits these and no more.
     slots: u32,
-    before: Vec<(Arc<Profile>, Before)>,
+    before: Vec<(Profile, Before)>,
 }
 
 /// What a writer finds under an id.
 #[derive(Debug)]
 pub(crate) enum Lookup {
     /// A live profile.
-    Live(Arc<Profile>),
+    Live(Profile),
     /// A profile whose delete is under way.
     Deleting,
     /// No profile.
@@ -58,7 +59,7 @@ pub(crate) enum Lookup {
 }
 
 impl Lookup {
-    pub(crate) fn live(self) -> Option<Arc<Profile>> {
+    pub(crate) fn live(self) -> Option<Profile> {
         match self {
             Lookup::Live(p) => Some(p),
             _ => None,
@@ -113,7 +114,7 @@ pub(crate) struct Directory {
 /// What a lookup other than by id found.
 #[derive(Debug)]
 pub(crate) enum Found {
-    One(Arc<Profile>),
+    One(Profile),
     None,
     Many,
     /// The lookup examined [`MAX_LOOKUP_CANDIDATES`] profiles without settling (a
@@ -144,18 +145,23 @@ impl Directory {
     /// What `f` makes of the profile of `key` (live, pending or being deleted), if
     /// the directory holds one. Lock-free: one probe of the id table, then the slot
     /// table.
-    fn with<R>(&self, key: &ProfileKey, f: impl Fn(&Arc<Profile>) -> R) -> Option<R> {
+    fn with<R>(&self, key: &ProfileKey, f: impl Fn(Profile, Life) -> R) -> Option<R> {
         let hash = self.ids.hash(key.db, &key.id);
         self.ids.find(hash, |slot| {
-            self.table.with_arc(slot, |p| {
-                p.filter(|p| p.db == key.db && p.id == key.id).map(&f)
-            })
+            let (born, life) = self.table.holds(slot, key.db, &key.id)?;
+            let profile = Profile {
+                slot,
+                db: key.db,
+                id: key.id.clone(),
+                born,
+            };
+            Some(f(profile, life))
         })
     }
 
     /// The live profile `id` of database `db`. Lock-free.
-    pub(crate) fn get(&self, key: &ProfileKey) -> Option<Arc<Profile>> {
-        self.with(key, |p| p.is_live().then(|| Arc::clone(p)))
+    pub(crate) fn get(&self, key: &ProfileKey) -> Option<Profile> {
+        self.with(key, |p, life| (life == Life::Live).then_some(p))
             .flatten()
     }
 
@@ -163,12 +169,12 @@ impl Directory {
     /// being deleted, or missing. (A pending profile is only ever seen by the write
     /// creating it, which holds the same lock until it is live or abandoned.)
     pub(crate) fn lookup(&self, key: &ProfileKey) -> Lookup {
-        self.with(key, |p| {
-            if p.is_deleted() {
+        self.with(key, |p, life| {
+            if life == Life::Deleted {
                 Lookup::Deleting
             } else {
-                debug_assert!(p.is_live(), "a pending profile outside its write");
-                Lookup::Live(Arc::clone(p))
+                debug_assert_eq!(life, Life::Live, "a pending profile outside its write");
+                Lookup::Live(p)
             }
         })
         .unwrap_or(Lookup::Missing)
@@ -182,7 +188,7 @@ impl Directory {
     /// Creates the profile, pending: no read finds it until [`activate`](Self::activate).
     /// The caller holds its shard's lock, saw it missing, and activates or
     /// [`abandon`](Self::abandon)s it before releasing the lock.
-    pub(crate) fn create(&self, key: ProfileKey) -> Result<Arc<Profile>, Error> {
+    pub(crate) fn create(&self, key: ProfileKey) -> Result<Profile, Error> {
         // What `create_many` does, for one and without its lists: a new profile
         // allocates itself alone (and the tables' amortised growth).
         let hash = self.ids.hash(key.db, &key.id);
@@ -200,18 +206,16 @@ impl Directory {
 
     /// The profile of `key` in `slot`, pending, put in the slot table (its id-table
     /// entry is in already).
-    fn make(&self, key: ProfileKey, slot: u32, born: u64) -> Arc<Profile> {
+    fn make(&self, key: ProfileKey, slot: u32, born: u64) -> Profile {
         // Made after a point: in no snapshot taken at it.
         let point = self.point.load(std::sync::atomic::Ordering::Acquire);
-        let profile = Arc::new(Profile {
+        let profile = Profile {
             slot,
             db: key.db,
             id: key.id,
             born,
-            life: Life::pending(),
-            point: AtomicU32::new(point),
-        });
-        self.table.put(&profile);
+        };
+        self.table.put(&profile, point);
         profile
     }
 
@@ -223,7 +227,7 @@ impl Directory {
         &self,
         items: Vec<ProfileKey>,
         threads: usize,
-    ) -> Result<Vec<Arc<Profile>>, Error> {
+    ) -> Result<Vec<Profile>, Error> {
         let n = items.len();
         let (slots, born) = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
@@ -242,7 +246,7 @@ impl Directory {
             }
             (taken, self.table.next_born(n as u64))
         };
-        let make = |part: Vec<(ProfileKey, (u32, u64))>| -> Vec<Arc<Profile>> {
+        let make = |part: Vec<(ProfileKey, (u32, u64))>| -> Vec<Profile> {
             part.into_iter()
                 .map(|(key, (slot, born))| self.make(key, slot, born))
                 .collect()
@@ -260,15 +264,15 @@ impl Directory {
 
     /// Makes a created profile visible, with everything published for it so far.
     pub(crate) fn activate(&self, profile: &Profile) {
-        debug_assert!(profile.life.is_pending());
+        debug_assert_eq!(self.table.life(profile), Life::Pending);
         self.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        profile.life.activate();
+        self.table.set_life(profile, Life::Live);
     }
 
     /// Undoes a [`create`](Self::create) whose write was refused (the log could not
     /// take it): the profile was never visible; its id and slot are free again.
     pub(crate) fn abandon(&self, profile: &Profile) {
-        debug_assert!(profile.life.is_pending());
+        debug_assert_eq!(self.table.life(profile), Life::Pending);
         self.unindex(profile);
         self.forget(profile);
     }
@@ -276,9 +280,9 @@ impl Directory {
     /// Starts a delete: reads no longer find the profile (by id or by any index), and
     /// writes wait for the delete to end before they re-create its id. The caller holds
     /// the profile's shard lock.
-    pub(crate) fn unlink(&self, profile: &Arc<Profile>) {
+    pub(crate) fn unlink(&self, profile: &Profile) {
         self.keep_before(profile);
-        profile.life.mark_deleted();
+        self.table.set_life(profile, Life::Deleted);
         self.live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.unindex(profile);
     }
@@ -295,7 +299,7 @@ impl Directory {
     /// profile's shard lock. New entries go in before the data changes and old ones
     /// come out after, so a concurrent lookup finds the profile under old or new data,
     /// never under neither.
-    pub(crate) fn set_data(&self, profile: &Arc<Profile>, data: Normalized) {
+    pub(crate) fn set_data(&self, profile: &Profile, data: Normalized) {
         self.keep_before(profile);
         let old_keys = self
             .table
@@ -333,7 +337,7 @@ impl Directory {
             .map(|k| self.index.get(k, guard))
             .collect::<Option<Vec<_>>>()
             .and_then(|postings| postings.into_iter().min_by_key(|p| p.len()));
-        let mut found: Option<Arc<Profile>> = None;
+        let mut found: Option<Profile> = None;
         let mut many = false;
         let mut examined = 0usize;
         let mut broad = false;
@@ -355,16 +359,15 @@ impl Directory {
                 // The slot's profile, then the slot's data, then that profile's life:
                 // a profile still live after its slot's data was read held that data
                 // (see `profile::slots`).
-                let hit = self.table.with_arc(slot, |p| {
-                    let p = p?;
+                let hit = self.table.read(slot).and_then(|(p, _)| {
                     let matches = self
                         .table
                         .with_data(slot, |d| d.is_some_and(|d| d.matches(query)));
-                    (matches && p.is_live()).then(|| Arc::clone(p))
+                    (matches && self.table.is_live(&p)).then_some(p)
                 });
                 if let Some(p) = hit {
                     match &found {
-                        Some(f) if Arc::ptr_eq(f, &p) => {}
+                        Some(f) if f.same(&p) => {}
                         Some(_) => many = true,
                         None => found = Some(p),
                     }
@@ -385,13 +388,13 @@ impl Directory {
     /// may hold another's data by now), else its data if it has any. Lock-free.
     pub(crate) fn data(&self, profile: &Profile) -> Option<Option<Arc<Normalized>>> {
         let data = self.table.data(profile.slot);
-        profile.is_live().then_some(data)
+        self.table.is_live(profile).then_some(data)
     }
 
     /// Ends a delete: no relation refers to the profile any more, so its id may be
     /// created again and its slot reused. The caller holds the profile's shard lock.
-    pub(crate) fn release(&self, profile: &Arc<Profile>) {
-        debug_assert!(profile.is_deleted());
+    pub(crate) fn release(&self, profile: &Profile) {
+        debug_assert_eq!(self.table.life(profile), Life::Deleted);
         self.keep_before(profile);
         self.forget(profile);
     }
@@ -400,19 +403,19 @@ impl Directory {
         let hash = self.ids.hash(profile.db, &profile.id);
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         self.ids.remove(&mut slots.ids, hash, profile.slot);
-        self.table.clear(profile.slot);
+        self.table.free(profile);
         slots.free.push(profile.slot);
     }
 
     /// Every live profile (for state sweeps in tests and tools). Walks the slot table,
     /// which only grows and is walked without a guard, over the slots handed out: its
     /// time is bounded by them whatever writers do meanwhile.
-    pub(crate) fn all(&self) -> Vec<Arc<Profile>> {
+    pub(crate) fn all(&self) -> Vec<Profile> {
         let end = self.slots.lock().unwrap_or_else(|e| e.into_inner()).next;
         let mut all = Vec::new();
-        self.table.each(end, |p| {
-            if p.is_live() {
-                all.push(Arc::clone(p));
+        self.table.each(end, |p, life| {
+            if life == Life::Live {
+                all.push(p);
             }
         });
         all
@@ -436,24 +439,24 @@ impl Directory {
 
     /// Keeps `profile`'s state at the point being taken, if this is its first change
     /// since. The caller holds the profile's shard lock, and changes it next.
-    fn keep_before(&self, profile: &Arc<Profile>) {
-        use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+    fn keep_before(&self, profile: &Profile) {
+        use std::sync::atomic::Ordering::{Acquire, Release};
         let point = self.point.load(Acquire);
-        if point == 0 || profile.point.load(Relaxed) == point {
+        if point == 0 || self.table.point(profile.slot) == point {
             return;
         }
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         // The point ended meanwhile: its walk is over.
-        if kept.point != point || profile.point.load(Relaxed) == point {
+        if kept.point != point || self.table.point(profile.slot) == point {
             return;
         }
-        let before = if profile.is_deleted() {
+        let before = if self.table.is_deleted(profile) {
             Before::Deleting
         } else {
             Before::Live(self.table.data(profile.slot))
         };
-        kept.before.push((Arc::clone(profile), before));
-        profile.point.store(point, Relaxed);
+        kept.before.push((profile.clone(), before));
+        self.table.set_point(profile.slot, point);
         // Pairs with the fence of `take_point`'s walk: a walk that sees the change
         // about to be made sees this stamp, and takes the state kept instead.
         std::sync::atomic::fence(Release);
@@ -470,15 +473,18 @@ impl Directory {
     /// whatever writers do meanwhile. A profile made since, in a fresh slot or a reused
     /// one, is stamped at birth and skipped; one released since was kept first.
     pub(crate) fn take_point(&self) -> (Vec<FrozenProfile>, Vec<u32>) {
-        use std::sync::atomic::Ordering::{Acquire, Relaxed};
+        use std::sync::atomic::Ordering::Acquire;
         let point = self.point.load(Acquire);
         let end = self.kept.lock().unwrap_or_else(|e| e.into_inner()).slots;
         let (mut live, mut deleting) = (Vec::with_capacity(self.live()), Vec::new());
-        self.table.each(end, |p| {
-            let (deleted, pending, data) =
-                (p.is_deleted(), p.life.is_pending(), self.table.data(p.slot));
+        self.table.each(end, |p, life| {
+            let (deleted, pending, data) = (
+                life == Life::Deleted,
+                life == Life::Pending,
+                self.table.data(p.slot),
+            );
             std::sync::atomic::fence(Acquire);
-            if p.point.load(Relaxed) == point {
+            if self.table.point(p.slot) == point {
                 return; // made or changed since the point: see `kept`
             }
             // No write was under way at the point, so none created a profile then.
@@ -489,7 +495,7 @@ impl Directory {
             if deleted {
                 deleting.push(p.slot);
             } else {
-                live.push((Arc::clone(p), data));
+                live.push((p, data));
             }
         });
         let before = {
@@ -500,9 +506,9 @@ impl Directory {
         };
         // A profile read by the walk before its first change is kept too (the same
         // state): the kept one stands.
-        let changed: hashbrown::HashSet<*const Profile> =
-            before.iter().map(|(p, _)| Arc::as_ptr(p)).collect();
-        live.retain(|(p, _)| !changed.contains(&Arc::as_ptr(p)));
+        let changed: hashbrown::HashSet<(u32, u64)> =
+            before.iter().map(|(p, _)| (p.slot, p.born)).collect();
+        live.retain(|(p, _)| !changed.contains(&(p.slot, p.born)));
         for (p, state) in before {
             match state {
                 Before::Live(data) => live.push((p, data)),
@@ -524,7 +530,7 @@ impl Directory {
     }
 
     /// Creates profile `name` of database `db`.
-    pub(crate) fn create_for_test(&self, db: u32, name: &str) -> Arc<Profile> {
+    pub(crate) fn create_for_test(&self, db: u32, name: &str) -> Profile {
         let id = ProfileId::new(name).expect("a valid test id");
         self.create(ProfileKey { db, id }).expect("a free slot")
     }

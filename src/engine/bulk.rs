@@ -26,9 +26,9 @@ struct Batch {
 struct Found<'a> {
     held: Vec<store::Held<'a>>,
     /// The profiles, in the order they were named.
-    table: Vec<Arc<Profile>>,
+    table: Vec<Profile>,
     /// The ones made, with their places in `table`.
-    created: Vec<Arc<Profile>>,
+    created: Vec<Profile>,
     missing: Vec<usize>,
 }
 
@@ -327,12 +327,12 @@ impl Engine {
             drop(held);
             std::thread::yield_now();
         };
-        let mut table: Vec<Option<Arc<Profile>>> = found.into_iter().map(Lookup::live).collect();
+        let mut table: Vec<Option<Profile>> = found.into_iter().map(Lookup::live).collect();
         let missing: Vec<usize> = (0..table.len()).filter(|&i| table[i].is_none()).collect();
         let keys = missing.iter().map(|&i| named[i].key.clone()).collect();
         let created = self.directory.create_many(keys, threads)?;
         for (&i, p) in missing.iter().zip(&created) {
-            table[i] = Some(Arc::clone(p));
+            table[i] = Some(p.clone());
         }
         Ok(Found {
             held,
@@ -343,7 +343,7 @@ impl Engine {
     }
 
     /// The log record of a batch: profiles by id, weights by property index.
-    fn bulk_command(schema: &Schema, table: &[Arc<Profile>], rows: &[store::BulkRow]) -> Command {
+    fn bulk_command(schema: &Schema, table: &[Profile], rows: &[store::BulkRow]) -> Command {
         let names = schema.props.iter().map(|p| p.name.to_string()).collect();
         let rows = rows
             .iter()

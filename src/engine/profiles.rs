@@ -1,8 +1,6 @@
 //! Naming profiles: turning a [`Match`] into the profile it names (the directory's
 //! indexes or the host's [`Resolver`]), and importing profile data.
 
-use std::sync::Arc;
-
 use super::{Engine, Named};
 use crate::command::Command;
 use crate::directory::resolver::Resolution;
@@ -71,7 +69,7 @@ impl Engine {
         db: u32,
         m: &Match<'_>,
         guard: &impl seize::Guard,
-    ) -> Result<Arc<Profile>, Error> {
+    ) -> Result<Profile, Error> {
         let named = match Query::of(m)? {
             Some(query) if self.resolver.is_none() => {
                 return match self.directory.find(db, &query, guard) {
@@ -93,7 +91,7 @@ impl Engine {
     /// data, or another may have gained it, between the lookup and the lock; the
     /// write then names its profile again. (Data changes under the same lock, so
     /// the answer holds for as long as the lock is held.)
-    pub(super) fn still_named(&self, named: &Named, found: Option<&Arc<Profile>>) -> bool {
+    pub(super) fn still_named(&self, named: &Named, found: Option<&Profile>) -> bool {
         let Some(query) = &named.query else {
             return true;
         };
@@ -101,7 +99,7 @@ impl Engine {
             return false;
         };
         let guard = self.collector.enter();
-        matches!(self.directory.find(named.key.db, query, &guard), Found::One(p) if Arc::ptr_eq(&p, found))
+        matches!(self.directory.find(named.key.db, query, &guard), Found::One(p) if p.same(found))
     }
 
     pub(super) fn not_found(named: &Named) -> Error {

@@ -74,7 +74,7 @@ impl Engine {
             }
             // The block is no longer published (see `Counter::read`): its recipient
             // was deleted, or a top list outgrew it and a new one replaced it.
-            if block.profile.is_deleted() {
+            if self.store.slots().is_deleted(&block.profile) {
                 return Err(Self::not_found_id(block.profile.db, &block.profile.id));
             }
         }
@@ -95,13 +95,15 @@ impl Engine {
     fn block_of<'g>(
         &self,
         schema: &Arc<Schema>,
-        profile: &Arc<Profile>,
+        profile: &Profile,
         guard: &'g impl seize::Guard,
-    ) -> Result<Result<&'g Arc<Block>, Arc<Profile>>, Error> {
+    ) -> Result<Result<&'g Arc<Block>, Profile>, Error> {
         match self.store.block(schema.rel_id(), profile, guard) {
             Some(block) => Ok(Ok(block)),
-            _ if profile.is_deleted() => Err(Self::not_found_id(profile.db, &profile.id)),
-            _ => Ok(Err(Arc::clone(profile))),
+            _ if self.store.slots().is_deleted(profile) => {
+                Err(Self::not_found_id(profile.db, &profile.id))
+            }
+            _ => Ok(Err(profile.clone())),
         }
     }
 
@@ -155,7 +157,7 @@ impl Engine {
         // page read again; after a few such races, the slots are read under the lock.
         for _ in 0..PAGE_TRIES {
             let Some(moment) = self.store.relations(rel_id, a) else {
-                return Self::empty_page(counter.block());
+                return self.empty_page(counter.block());
             };
             let (frozen, generation) = (&moment.frozen, moment.generation);
             let slots = self.store.slots();
@@ -183,7 +185,7 @@ impl Engine {
             });
         match locked {
             Some(Some(page)) => Ok(page),
-            None => Self::empty_page(counter.block()),
+            None => self.empty_page(counter.block()),
             Some(None) => Err(fail(
                 StorageKind::Internal,
                 None,
@@ -194,9 +196,9 @@ impl Engine {
 
     /// The page of a recipient found with no relation: empty, unless its delete
     /// removed them since it was found.
-    fn empty_page(block: &Block) -> Result<Page, Error> {
+    fn empty_page(&self, block: &Block) -> Result<Page, Error> {
         let profile = &block.profile;
-        if profile.is_deleted() {
+        if self.store.slots().is_deleted(profile) {
             return Err(Self::not_found_id(profile.db, &profile.id));
         }
         Ok(Page {
@@ -236,11 +238,11 @@ impl Read<'_> {
         &self,
         skip: usize,
         limit: usize,
-        resolve: impl Fn(u32) -> Option<Arc<Profile>>,
+        resolve: impl Fn(u32) -> Option<Profile>,
         touched: &mut usize,
     ) -> Option<Page> {
         let rels = self.rels;
-        let page: Vec<(Arc<Profile>, usize)> = match self.order {
+        let page: Vec<(Profile, usize)> = match self.order {
             Some(order) => {
                 let mut page = Vec::new();
                 for at in order.page(skip, limit, touched) {
@@ -292,15 +294,14 @@ fn select(
     rels: &Packed,
     skip: usize,
     limit: usize,
-    resolve: impl Fn(u32) -> Option<Arc<Profile>>,
-) -> Option<Vec<(Arc<Profile>, usize)>> {
-    let mut all: Vec<(Arc<Profile>, usize)> = Vec::with_capacity(rels.len());
+    resolve: impl Fn(u32) -> Option<Profile>,
+) -> Option<Vec<(Profile, usize)>> {
+    let mut all: Vec<(Profile, usize)> = Vec::with_capacity(rels.len());
     for (i, slot) in rels.slots().enumerate() {
         all.push((resolve(slot)?, i));
     }
-    let by_id = |x: &(Arc<Profile>, usize), y: &(Arc<Profile>, usize)| {
-        (&x.0.id, x.0.slot).cmp(&(&y.0.id, y.0.slot))
-    };
+    let by_id =
+        |x: &(Profile, usize), y: &(Profile, usize)| (&x.0.id, x.0.slot).cmp(&(&y.0.id, y.0.slot));
     let end = skip.saturating_add(limit).min(all.len());
     let start = skip.min(end);
     if end < all.len() {

@@ -1,7 +1,5 @@
 //! The writes: attach, strengthen, edit, detach and the cascading profile delete.
 
-use std::sync::Arc;
-
 use smallvec::SmallVec;
 
 use super::{Engine, Named};
@@ -117,22 +115,22 @@ impl Engine {
         let record = Record::next(schema, old, kind, &changes)?;
         // Missing profiles are created pending: found by no read until the relation
         // that creates them is published with them (see `directory`).
-        let mut created: SmallVec<[Arc<Profile>; 2]> = SmallVec::new();
+        let mut created: SmallVec<[Profile; 2]> = SmallVec::new();
         let pa = match found_a {
             Some(p) => p,
             None => {
                 let p = self.directory.create(a.key.clone())?;
-                created.push(Arc::clone(&p));
+                created.push(p.clone());
                 p
             }
         };
         let pb = match found_b {
             Some(p) => p,
             // A relation from a profile to itself (one database on both ends).
-            None if b.key == a.key => Arc::clone(&pa),
+            None if b.key == a.key => pa.clone(),
             None => match self.directory.create(b.key.clone()) {
                 Ok(p) => {
-                    created.push(Arc::clone(&p));
+                    created.push(p.clone());
                     p
                 }
                 Err(e) => return Err(self.abandon(&created, e)),
@@ -153,7 +151,7 @@ impl Engine {
         // A created initiator becomes visible just before the counters that name it
         // (a counter never names a profile that cannot be found); a created recipient
         // just after them (it is never found without them).
-        let recipient = |p: &Arc<Profile>| Arc::ptr_eq(p, &pa);
+        let recipient = |p: &Profile| p.same(&pa);
         for p in created.iter().filter(|p| !recipient(p)) {
             self.directory.activate(p);
         }
@@ -173,11 +171,7 @@ impl Engine {
     /// Locks the shards of both ends and looks both up: live or missing, never being
     /// deleted (a write that would re-create an id whose delete is under way lets the
     /// cascade, which needs these locks, finish first).
-    fn lock_named(
-        &self,
-        a: &Named,
-        b: &Named,
-    ) -> (Locked<'_>, Option<Arc<Profile>>, Option<Arc<Profile>>) {
+    fn lock_named(&self, a: &Named, b: &Named) -> (Locked<'_>, Option<Profile>, Option<Profile>) {
         loop {
             let locked = self.store.lock_pair(a.shard, b.shard);
             match (self.directory.lookup(&a.key), self.directory.lookup(&b.key)) {
@@ -191,7 +185,7 @@ impl Engine {
     }
 
     /// Undoes the creation of profiles whose write was refused; returns `e`.
-    pub(super) fn abandon(&self, created: &[Arc<Profile>], e: Error) -> Error {
+    pub(super) fn abandon(&self, created: &[Profile], e: Error) -> Error {
         for p in created {
             self.directory.abandon(p);
         }
@@ -274,7 +268,7 @@ impl Engine {
                 db: db_id,
                 id: profile.id.to_string(),
             })?;
-            // Marked deleted before anything is removed (see `directory::Life`).
+            // Marked deleted before anything is removed (see `profile::cell`).
             self.directory.unlink(&profile);
             let mut rel_ids: Vec<u32> = Vec::new();
             self.schemas.each(|s| {

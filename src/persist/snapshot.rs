@@ -146,7 +146,7 @@ fn encode<W: Write>(f: &Frozen, out: W) -> std::io::Result<(W, SnapshotStats)> {
     // held by a live profile (in `by_slot`) or by one being deleted (not in it: its
     // relations are left out).
     let by_slot: hashbrown::HashMap<u32, &Profile> =
-        f.profiles.iter().map(|(p, _)| (p.slot, &**p)).collect();
+        f.profiles.iter().map(|(p, _)| (p.slot, p)).collect();
     let gone = |p: &Profile| f.deleting.contains(&p.slot);
     for target in &f.targets {
         let block = &target.block;

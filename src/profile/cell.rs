@@ -1,6 +1,3 @@
-// Not wired in yet (branch slab-cell): the next step of store v3 step 2 uses it.
-#![allow(dead_code)]
-
 //! A profile held in its slot (store v3 step 2's slab): four atomic words, no
 //! allocation and no reference count of its own.
 //!
@@ -201,31 +198,41 @@ mod tests {
     }
 
     /// Readers racing a writer that gives the slot back and takes it again, each time
-    /// for a profile whose words all equal its birth number, never see a mix.
+    /// for a profile whose words all equal its birth number, never see a mix. The
+    /// writer waits (a while) for the reader to see each profile, so the reads race
+    /// the give-back and retaking that follow.
     #[test]
     fn readers_never_see_two_profiles_mixed() {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         let cell = Cell::default();
-        let done = std::sync::atomic::AtomicBool::new(false);
+        let done = AtomicBool::new(false);
+        let seen = AtomicU64::new(0);
         std::thread::scope(|s| {
             s.spawn(|| {
-                for born in 1..200_000u64 {
+                for born in 1..20_000u64 {
                     cell.take(born, born as u32, [born, born << 2 | HEX], 0);
                     cell.set_life(born, Life::Live);
+                    let before = seen.load(Ordering::Acquire);
+                    for _ in 0..10_000 {
+                        if seen.load(Ordering::Acquire) != before {
+                            break;
+                        }
+                        std::hint::spin_loop();
+                    }
                     cell.set_life(born, Life::Deleted);
                     cell.free(born);
                 }
-                done.store(true, std::sync::atomic::Ordering::Release);
+                done.store(true, Ordering::Release);
             });
-            let mut seen = 0u64;
-            while !done.load(std::sync::atomic::Ordering::Acquire) {
+            while !done.load(Ordering::Acquire) {
                 if let Some(p) = cell.read() {
                     assert_eq!(u64::from(p.db), p.born & 0xffff_ffff, "{p:?}");
                     assert_eq!(p.id, [p.born, p.born << 2 | HEX], "{p:?}");
-                    seen += 1;
+                    seen.fetch_add(1, Ordering::Release);
                 }
             }
-            assert!(seen > 0);
         });
+        assert!(seen.into_inner() > 0);
     }
 }
 

@@ -144,6 +144,35 @@ impl ProfileId {
         }
     }
 
+    /// The id as a slot's cell holds it (`cell::IdWords`): a 24-hex id's packed bytes,
+    /// its first 8 then its last 4 above [`cell::HEX`]; any other id as
+    /// [`cell::TEXT`] alone (its text kept beside the cell).
+    pub(crate) fn words(&self) -> crate::profile::cell::IdWords {
+        use crate::profile::cell::{HEX, TEXT};
+        match &self.0 {
+            Repr::Hex(Packed(p)) => {
+                let head = u64::from_le_bytes(p[..8].try_into().expect("8 bytes"));
+                let tail = u32::from_le_bytes(p[8..].try_into().expect("4 bytes"));
+                [head, u64::from(tail) << 32 | HEX]
+            }
+            Repr::Text(_) => [0, TEXT],
+        }
+    }
+
+    /// The 24-hex id a cell's words hold (`None` for the words of a text id).
+    pub(crate) fn from_words([head, tail]: crate::profile::cell::IdWords) -> Option<Self> {
+        (tail & crate::profile::cell::HEX != 0)
+            .then(|| Self::from_halves(head, (tail >> 32) as u32))
+    }
+
+    /// The text of an id that is not a 24-hex id.
+    pub(crate) fn text(&self) -> Option<&str> {
+        match &self.0 {
+            Repr::Hex(_) => None,
+            Repr::Text(s) => Some(s),
+        }
+    }
+
     /// The id of 24 hex characters whose packed bytes are `packed`.
     pub(crate) fn from_packed(packed: [u8; 12]) -> Self {
         ProfileId(Repr::Hex(Packed(packed)))

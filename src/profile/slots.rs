@@ -27,7 +27,9 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwapOption;
 
 use crate::profile::Profile;
+use crate::profile::cell::{Cell, Life};
 use crate::profile::data::Normalized;
+use crate::profile::id::ProfileId;
 
 const CHUNK_BITS: u32 = 12;
 const CHUNK: usize = 1 << CHUNK_BITS;
@@ -35,10 +37,12 @@ const CHUNK: usize = 1 << CHUNK_BITS;
 /// directory hands out (2^19 chunks).
 const GROUPS: usize = 20;
 
-/// The profiles of [`CHUNK`] consecutive slots, and their data once one has any.
+/// The cells of [`CHUNK`] consecutive slots, the text of their ids that are not
+/// 24-hex ids once one is, and their data once one has any.
 #[derive(Debug)]
 struct Cells {
-    profiles: Box<[ArcSwapOption<Profile>]>,
+    cells: Box<[Cell]>,
+    texts: OnceLock<Box<[ArcSwapOption<Box<str>>]>>,
     data: OnceLock<Box<[ArcSwapOption<Normalized>]>>,
 }
 
@@ -50,7 +54,7 @@ fn empty_cells<T>() -> Box<[ArcSwapOption<T>]> {
 type Group = Box<[OnceLock<Cells>]>;
 
 /// The group of chunk `n`, and its place in the group: chunks `2^g - 1` to
-/// `2^(g+1) - 2` are group `g`'s.
+/// `2^(g+1) - 2` are group `g`.
 fn group_of(n: usize) -> (usize, usize) {
     let g = (usize::BITS - 1 - (n + 1).leading_zeros()) as usize;
     (g, n + 1 - (1 << g))
@@ -89,37 +93,126 @@ impl SlotTable {
         self.groups.get(g)?.get()?[i].get()
     }
 
+    fn chunk_of(&self, slot: u32) -> Option<&Cells> {
+        self.chunk((slot >> CHUNK_BITS) as usize)
+    }
+
     /// The cell of `slot`, if its chunk is made.
-    fn cell(&self, slot: u32) -> Option<&ArcSwapOption<Profile>> {
-        let chunk = self.chunk((slot >> CHUNK_BITS) as usize)?;
-        Some(&chunk.profiles[slot as usize & (CHUNK - 1)])
+    fn cell(&self, slot: u32) -> Option<&Cell> {
+        Some(&self.chunk_of(slot)?.cells[slot as usize & (CHUNK - 1)])
+    }
+
+    /// The text cell of `slot`, if its chunk has a text column.
+    fn text_cell(&self, slot: u32) -> Option<&ArcSwapOption<Box<str>>> {
+        Some(&self.chunk_of(slot)?.texts.get()?[slot as usize & (CHUNK - 1)])
     }
 
     /// The data cell of `slot`, if its chunk has a data column.
     fn data_cell(&self, slot: u32) -> Option<&ArcSwapOption<Normalized>> {
-        let chunk = self.chunk((slot >> CHUNK_BITS) as usize)?;
-        Some(&chunk.data.get()?[slot as usize & (CHUNK - 1)])
+        Some(&self.chunk_of(slot)?.data.get()?[slot as usize & (CHUNK - 1)])
     }
 }
 
 impl SlotTable {
-    /// The profile holding `slot`, if any.
-    pub(crate) fn get(&self, slot: u32) -> Option<Arc<Profile>> {
-        self.cell(slot)?.load_full()
+    /// The profile holding `slot`, if any, and its life then. Lock-free; a profile
+    /// given back meanwhile is read whole before or after.
+    pub(crate) fn read(&self, slot: u32) -> Option<(Profile, Life)> {
+        let cell = self.cell(slot)?;
+        loop {
+            let seen = cell.read()?;
+            let id = match ProfileId::from_words(seen.id) {
+                Some(id) => id,
+                None => {
+                    // Read after the words: the text of the profile born `seen.born`
+                    // if it still holds the slot after (see `cell`).
+                    let text = self.text_cell(slot)?.load_full();
+                    match (text, cell.life(seen.born)) {
+                        (Some(text), life) if life != Life::Free => {
+                            ProfileId::new(&text).expect("a stored id is valid")
+                        }
+                        _ => continue,
+                    }
+                }
+            };
+            let profile = Profile {
+                slot,
+                db: seen.db,
+                id,
+                born: seen.born,
+            };
+            return Some((profile, seen.life));
+        }
     }
 
-    /// Runs `f` on the profile holding `slot`, if any, without taking a reference
-    /// count (for comparisons in a hot loop).
+    /// The profile holding `slot`, if any (live, pending or being deleted).
+    pub(crate) fn get(&self, slot: u32) -> Option<Profile> {
+        self.read(slot).map(|(profile, _)| profile)
+    }
+
+    /// Runs `f` on the profile holding `slot`, if any.
     pub(crate) fn with<R>(&self, slot: u32, f: impl FnOnce(Option<&Profile>) -> R) -> R {
-        self.with_arc(slot, |p| f(p.map(|p| &**p)))
+        f(self.get(slot).as_ref())
     }
 
-    /// Runs `f` on the profile holding `slot`, if any, as its `Arc` (for a caller
-    /// that may keep it), without taking a reference count unless `f` does.
-    pub(crate) fn with_arc<R>(&self, slot: u32, f: impl FnOnce(Option<&Arc<Profile>>) -> R) -> R {
-        match self.cell(slot) {
-            Some(cell) => f(cell.load().as_ref()),
-            None => f(None),
+    /// The birth number and life of the profile holding `slot` if it is `id` of
+    /// database `db` (the id table's check of a tag's match). Lock-free.
+    pub(crate) fn holds(&self, slot: u32, db: u32, id: &ProfileId) -> Option<(u64, Life)> {
+        let cell = self.cell(slot)?;
+        let seen = cell.read()?;
+        if seen.db != db || seen.id != id.words() {
+            return None;
+        }
+        if let Some(text) = id.text() {
+            let same = self
+                .text_cell(slot)?
+                .load()
+                .as_deref()
+                .is_some_and(|t| **t == *text);
+            if !same {
+                return None;
+            }
+        }
+        // The words and the text were the profile's born `seen.born` if it still
+        // holds the slot.
+        match cell.life(seen.born) {
+            Life::Free => None,
+            life => Some((seen.born, life)),
+        }
+    }
+
+    /// The life of `profile`: [`Life::Free`] once its slot is given back.
+    pub(crate) fn life(&self, profile: &Profile) -> Life {
+        self.cell(profile.slot)
+            .map_or(Life::Free, |cell| cell.life(profile.born))
+    }
+
+    /// Whether `profile` is visible: created and published, its delete not started.
+    pub(crate) fn is_live(&self, profile: &Profile) -> bool {
+        self.life(profile) == Life::Live
+    }
+
+    /// Whether `profile` is gone or going: its delete started or ended.
+    pub(crate) fn is_deleted(&self, profile: &Profile) -> bool {
+        matches!(self.life(profile), Life::Deleted | Life::Free)
+    }
+
+    /// Moves `profile` to `life` (live, or deleted when its delete starts). The
+    /// caller holds its shard's lock.
+    pub(crate) fn set_life(&self, profile: &Profile, life: Life) {
+        if let Some(cell) = self.cell(profile.slot) {
+            cell.set_life(profile.born, life);
+        }
+    }
+
+    /// The snapshot stamp of the profile in `slot`.
+    pub(crate) fn point(&self, slot: u32) -> u32 {
+        self.cell(slot).map_or(0, Cell::point)
+    }
+
+    /// Stamps the profile in `slot`. The caller holds its shard's lock.
+    pub(crate) fn set_point(&self, slot: u32, point: u32) {
+        if let Some(cell) = self.cell(slot) {
+            cell.set_point(point);
         }
     }
 
@@ -145,50 +238,58 @@ impl SlotTable {
             let group =
                 self.groups[g].get_or_init(|| (0..1 << g).map(|_| OnceLock::new()).collect());
             group[i].get_or_init(|| Cells {
-                profiles: empty_cells(),
+                cells: (0..CHUNK).map(|_| Cell::default()).collect(),
+                texts: OnceLock::new(),
                 data: OnceLock::new(),
             });
         }
         self.made.store(made.max(needed), Ordering::Relaxed);
     }
 
-    /// Puts `profile` in its slot, which the table has room for (see
-    /// [`grow`](Self::grow)) and which no other profile holds: so it may be called
-    /// outside the slot lock, from several threads at once.
-    pub(crate) fn put(&self, profile: &Arc<Profile>) {
-        debug_assert!(self.cell(profile.slot).is_some(), "put before grow");
-        if let Some(cell) = self.cell(profile.slot) {
-            cell.store(Some(Arc::clone(profile)));
+    /// Puts `profile`, pending and stamped with `point`, in its slot, which the table
+    /// has room for (see [`grow`](Self::grow)) and which no profile holds: so it may
+    /// be called outside the slot lock, from several threads at once.
+    pub(crate) fn put(&self, profile: &Profile, point: u32) {
+        let Some(chunk) = self.chunk_of(profile.slot) else {
+            debug_assert!(false, "put before grow");
+            return;
+        };
+        let at = profile.slot as usize & (CHUNK - 1);
+        if let Some(text) = profile.id.text() {
+            chunk.texts.get_or_init(empty_cells)[at].store(Some(Arc::new(text.into())));
+        }
+        chunk.cells[at].take(profile.born, profile.db, profile.id.words(), point);
+    }
+
+    /// Calls `f` on the profile holding each slot below `end`, and its life, in slot
+    /// order. Takes no lock and pins nothing, so it ends after `end` steps whatever
+    /// writers do meanwhile; a slot taken or given back during the walk is seen
+    /// before or after.
+    pub(crate) fn each(&self, end: u32, mut f: impl FnMut(Profile, Life)) {
+        for slot in 0..end {
+            if self.cell(slot).is_none() {
+                return;
+            }
+            if let Some((profile, life)) = self.read(slot) {
+                f(profile, life);
+            }
         }
     }
 
-    /// Calls `f` on the profile holding each slot below `end`, in slot order. Takes
-    /// no lock and pins nothing, so it ends after `end` steps whatever writers do
-    /// meanwhile; a slot taken or given back during the walk is seen before or after.
-    pub(crate) fn each(&self, end: u32, mut f: impl FnMut(&Arc<Profile>)) {
-        let mut left = end as usize;
-        for chunk in (0..).map_while(|n| self.chunk(n)) {
-            for cell in chunk.profiles.iter().take(left) {
-                if let Some(profile) = &*cell.load() {
-                    f(profile);
-                }
-            }
-            left = left.saturating_sub(CHUNK);
-            if left == 0 {
-                break;
-            }
-        }
-    }
-
-    /// Empties `slot`. Called by the directory under its slot lock, before the slot
-    /// can be taken again (its data was removed when the profile's delete started).
-    pub(crate) fn clear(&self, slot: u32) {
+    /// Gives `profile`'s slot back. Called by the directory under its slot lock,
+    /// before the slot can be taken again (its data was removed when the profile's
+    /// delete started).
+    pub(crate) fn free(&self, profile: &Profile) {
         debug_assert!(
-            self.data_cell(slot).is_none_or(|d| d.load().is_none()),
+            self.data_cell(profile.slot)
+                .is_none_or(|d| d.load().is_none()),
             "a slot given back with data"
         );
-        if let Some(cell) = self.cell(slot) {
-            cell.store(None);
+        if let Some(cell) = self.cell(profile.slot) {
+            cell.free(profile.born);
+        }
+        if let Some(text) = self.text_cell(profile.slot) {
+            text.store(None);
         }
     }
 
@@ -230,10 +331,9 @@ impl SlotTable {
 #[cfg(test)]
 mod tests {
     use super::{CHUNK, GROUPS, SlotTable, group_of};
+    use crate::profile::Profile;
+    use crate::profile::cell::Life;
     use crate::profile::id::ProfileId;
-    use crate::profile::{Life, Profile};
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicU32;
 
     /// Chunks fill groups of 1, 2, 4... in order, each place once, and the last of
     /// 2^31 slots has a group.
@@ -265,22 +365,35 @@ mod tests {
         let max = *edges.iter().max().expect("edges");
         table.grow(max);
         for &slot in &edges {
-            table.put(&Arc::new(Profile {
+            let id = if slot % 2 == 0 {
+                format!("p{slot}")
+            } else {
+                format!("{slot:024x}")
+            };
+            let profile = Profile {
                 slot,
                 db: 1,
-                id: ProfileId::new(&format!("p{slot}")).expect("an id"),
+                id: ProfileId::new(&id).expect("an id"),
                 born: u64::from(slot),
-                life: Life::pending(),
-                point: AtomicU32::new(0),
-            }));
+            };
+            table.put(&profile, 0);
         }
         for &slot in &edges {
-            let id = table.with(slot, |p| p.map(|p| p.id.to_string()));
-            assert_eq!(id, Some(format!("p{slot}")), "slot {slot}");
+            let (p, life) = table.read(slot).expect("held");
+            assert_eq!(life, Life::Pending);
+            assert_eq!((p.slot, p.born, p.db), (slot, u64::from(slot), 1));
+            let want = if slot % 2 == 0 {
+                format!("p{slot}")
+            } else {
+                format!("{slot:024x}")
+            };
+            assert_eq!(p.id.to_string(), want, "slot {slot}");
+            assert_eq!(table.holds(slot, 1, &p.id), Some((p.born, Life::Pending)));
+            assert_eq!(table.holds(slot, 2, &p.id), None);
         }
-        assert!(table.with(max + 1, |p| p.is_none()));
+        assert!(table.get(max + 1).is_none());
         let mut seen = Vec::new();
-        table.each(8 * CHUNK as u32, |p| seen.push(p.slot));
+        table.each(8 * CHUNK as u32, |p, _| seen.push(p.slot));
         let below: Vec<u32> = edges
             .iter()
             .copied()

@@ -54,7 +54,7 @@ pub(crate) struct Cascade {
 /// The profiles a bulk import names, with each one's slot and shard (read once, when
 /// each was looked up or made, rather than from the profile at every row).
 pub(crate) struct BulkProfiles<'a> {
-    pub(crate) profiles: &'a [Arc<Profile>],
+    pub(crate) profiles: &'a [Profile],
     pub(crate) slots: &'a [u32],
     pub(crate) shards: &'a [usize],
 }
@@ -184,8 +184,8 @@ impl Store {
         &self,
         locked: &mut Locked<'_>,
         schema: &Arc<Schema>,
-        (pa, shard_a): (&Arc<Profile>, usize),
-        (pb, shard_b): (&Arc<Profile>, usize),
+        (pa, shard_a): (&Profile, usize),
+        (pb, shard_b): (&Profile, usize),
         (record, known): (Option<Record>, Known),
     ) {
         let key = (schema.rel_id(), pa.slot);
@@ -254,7 +254,7 @@ impl Store {
         let row = |i: u32| &rows[i as usize];
         // Stable: each recipient's rows stay in batch order.
         mine.sort_by_key(|&i| row(i).a);
-        let mut pairs: Vec<(u32, &Arc<Profile>, &Record)> = Vec::new();
+        let mut pairs: Vec<(u32, &Profile, &Record)> = Vec::new();
         for run in mine.chunk_by(|&x, &y| row(x).a == row(y).a) {
             let a = row(run[0]).a as usize;
             let (pa, key) = (&ends.profiles[a], (schema.rel_id(), ends.slots[a]));
@@ -282,7 +282,7 @@ impl Store {
         &self,
         shard: &'s mut Shard,
         schema: &Arc<Schema>,
-        pa: &Arc<Profile>,
+        pa: &Profile,
         key: TargetKey,
     ) -> &'s mut Target {
         // Made with the recipient's hash, computed from its id here, once a target.
@@ -342,7 +342,7 @@ impl Store {
         shard: &mut Shard,
         key: TargetKey,
         (before, now): (usize, usize),
-        pa: &Arc<Profile>,
+        pa: &Profile,
         fresh: Option<Fresh>,
         shared: bool,
     ) {
@@ -376,13 +376,13 @@ impl Store {
     }
 
     /// Puts `block`, `pa`'s counters for `rel_id`, where readers find them.
-    fn show(&self, rel_id: u32, pa: &Arc<Profile>, block: Arc<Block>, shared: bool) {
+    fn show(&self, rel_id: u32, pa: &Profile, block: Arc<Block>, shared: bool) {
         let pkey = (rel_id, block.xxh);
         if !shared {
             self.views.insert(pkey, smallvec![block]);
             return;
         }
-        let mine = |b: &Arc<Block>| Arc::ptr_eq(&b.profile, pa);
+        let mine = |b: &Arc<Block>| b.profile.same(pa);
         self.views.update_or_insert_with(
             pkey,
             |list| {
@@ -398,11 +398,11 @@ impl Store {
     /// from what readers see. (Every change to one key's list is made under the lock
     /// of the shard its profiles live in, so reading it first and then replacing it is
     /// safe.)
-    fn unpublish(&self, key: (u32, u64), profile: &Arc<Profile>) {
+    fn unpublish(&self, key: (u32, u64), profile: &Profile) {
         let Some(rest) = self.views.with(&key, |list| {
             list.map(|list| -> Published {
                 list.iter()
-                    .filter(|b| !Arc::ptr_eq(&b.profile, profile))
+                    .filter(|b| !b.profile.same(profile))
                     .cloned()
                     .collect()
             })
@@ -421,13 +421,13 @@ impl Store {
     pub(crate) fn block<'g>(
         &self,
         rel_id: u32,
-        profile_a: &Arc<Profile>,
+        profile_a: &Profile,
         guard: &'g impl seize::Guard,
     ) -> Option<&'g Arc<Block>> {
         self.views
             .get(&(rel_id, self.xxh(profile_a)), guard)?
             .iter()
-            .find(|b| Arc::ptr_eq(&b.profile, profile_a))
+            .find(|b| b.profile.same(profile_a))
     }
 
     /// The published counters of the live profile `id` of database `db`, whose hash is
@@ -442,7 +442,7 @@ impl Store {
         self.views
             .get(&(rel_id, xxh), guard)?
             .iter()
-            .find(|b| b.profile.db == db && b.profile.id == *id && b.profile.is_live())
+            .find(|b| b.profile.db == db && b.profile.id == *id && self.slots.is_live(&b.profile))
     }
 
     /// The first part of a profile's delete, under the lock of its shard (`held`),
@@ -472,7 +472,7 @@ impl Store {
                     .filter_map(|(slot, _)| {
                         let b = self.slots.get(slot);
                         debug_assert!(b.is_some(), "a relation from a free slot");
-                        Some((slot, self.shards.of(self.xxh(&*b?))))
+                        Some((slot, self.shards.of(self.xxh(&b?))))
                     })
                     .collect();
                 as_recipient.push((key, initiators));
@@ -489,7 +489,7 @@ impl Store {
     /// target's counters published anew). The profile is marked deleted, so no write
     /// adds a relation to or from it meanwhile, and its slot is not released before
     /// this returns, so a relation from that slot is this profile's.
-    pub(crate) fn finish(&self, cascade: Cascade, profile: &Arc<Profile>) {
+    pub(crate) fn finish(&self, cascade: Cascade, profile: &Profile) {
         for (key, initiators) in cascade.as_recipient {
             for (slot, shard) in initiators {
                 self.shards.lock(shard).initiated.remove(slot, key);
@@ -511,7 +511,7 @@ impl Store {
                 continue;
             };
             let (before, shared) = (target.len(), target.shares_key);
-            let pa = Arc::clone(&target.block().profile);
+            let pa = target.block().profile.clone();
             let b = (profile, Known::At(at));
             let fresh = target.apply(b, None, self.index_above, &self.slots);
             let after = target.len();
@@ -539,7 +539,7 @@ impl Store {
     /// when `a` has no relation. The relations name initiators by slot: one whose
     /// profile was born at or after the generation took a slot freed since, and the
     /// page must be read again.
-    pub(crate) fn relations(&self, rel_id: u32, a: &Arc<Profile>) -> Option<Listing> {
+    pub(crate) fn relations(&self, rel_id: u32, a: &Profile) -> Option<Listing> {
         let shard = self.shards.lock(self.shards.of(self.xxh(a)));
         let target = own_target(&shard, rel_id, a)?;
         Some(Listing {
@@ -558,7 +558,7 @@ impl Store {
     pub(crate) fn read_locked<R>(
         &self,
         rel_id: u32,
-        a: &Arc<Profile>,
+        a: &Profile,
         read: impl FnOnce(&Arc<Block>, &Packed, Option<&IdOrder>, &SlotTable) -> R,
     ) -> Option<R> {
         let shard = self.shards.lock(self.shards.of(self.xxh(a)));
@@ -609,9 +609,9 @@ fn spread<'h, 'g, W>(
 
 /// `a`'s target for `rel_id` in its (locked) shard; `None` when it has none, or when
 /// its slot was freed and the target under it is another recipient's.
-fn own_target<'s>(shard: &'s Shard, rel_id: u32, a: &Arc<Profile>) -> Option<&'s Target> {
+fn own_target<'s>(shard: &'s Shard, rel_id: u32, a: &Profile) -> Option<&'s Target> {
     shard
         .targets
         .get(&(rel_id, a.slot))
-        .filter(|t| Arc::ptr_eq(&t.block().profile, a))
+        .filter(|t| t.block().profile.same(a))
 }
