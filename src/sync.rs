@@ -1,7 +1,7 @@
 //! The synchronisation primitives: the mutexes and atomics of the writer state, behind
 //! a shim so the protocols can be model-checked. Built with `--cfg relcount_loom` they
 //! are `loom`'s, and the tests named `loom` (in `store/shard.rs`: the shard lock order;
-//! `profile.rs`: a profile's life; `accum/block.rs`: the counter block's two copies)
+//! `profile/cell.rs`: a profile's life and the reading of its slot; `accum/block.rs`: the counter block's two copies)
 //! explore every interleaving. `.ci/run` builds the library's unit tests that way with
 //! `cargo rustc -p relcount --lib --profile test -- --cfg relcount_loom`, which passes
 //! the cfg to this crate alone, so no dependency is rebuilt. (A crate-specific cfg, as

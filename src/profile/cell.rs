@@ -284,4 +284,32 @@ mod loom_tests {
             writer.join().expect("writer");
         });
     }
+
+    /// A delete marks the profile, then removes its counters: a reader that found it
+    /// live and then finds the counters gone sees the mark ("not found"), never an
+    /// empty counter.
+    #[test]
+    fn loom_removed_counters_come_with_the_mark() {
+        loom::model(|| {
+            let cell = Arc::new(Cell::default());
+            cell.take(1, 1, [1, HEX], 0);
+            cell.set_life(1, Life::Live);
+            let counters = Arc::new(loom::sync::atomic::AtomicU64::new(1));
+            let (c, n) = (Arc::clone(&cell), Arc::clone(&counters));
+            let deleter = loom::thread::spawn(move || {
+                c.set_life(1, Life::Deleted);
+                n.store(0, loom::sync::atomic::Ordering::Release);
+            });
+            if cell.life(1) == Life::Live
+                && counters.load(loom::sync::atomic::Ordering::Acquire) == 0
+            {
+                assert_eq!(
+                    cell.life(1),
+                    Life::Deleted,
+                    "counters removed without the mark"
+                );
+            }
+            deleter.join().expect("deleter");
+        });
+    }
 }
