@@ -5,8 +5,9 @@
 //! readers; a profile is only created or removed by a writer that holds the lock of the
 //! profile's shard, so two writers never race to create the same profile.
 //!
-//! Profiles themselves, and their life `Pending -> Live -> Deleted`, are in
-//! `profile`; the directory creates, activates, finds and removes them.
+//! Profiles themselves live in the slot table's cells (`profile::slots`), their life
+//! `Pending -> Live -> Deleted` with them; the directory creates, activates, finds and
+//! removes them, and hands out copies (slot, database, id, birth).
 
 mod ids;
 pub(crate) mod index;

@@ -60,8 +60,10 @@ pub(crate) struct Seen {
     pub(crate) id: IdWords,
 }
 
-/// One slot's profile (see the module docs).
+/// One slot's profile (see the module docs). Aligned to its size, so a cell never
+/// straddles two cache lines: a lookup by id reads the id table's line and the cell's.
 #[derive(Debug)]
+#[repr(align(32))]
 pub(crate) struct Cell {
     /// Birth number << 2 | life.
     state: AtomicU64,
@@ -172,6 +174,13 @@ impl Cell {
 #[cfg(test)]
 mod tests {
     use super::{Cell, HEX, Life, TEXT};
+
+    /// A cell is 32 bytes, aligned to them (DESIGN.md, *How big is a profile?*).
+    #[test]
+    fn a_cell_is_32_bytes_in_one_line() {
+        assert_eq!(std::mem::size_of::<Cell>(), 32);
+        assert_eq!(std::mem::align_of::<Cell>(), 32);
+    }
 
     /// A cell taken, made live, deleted and given back answers each state, and a
     /// reader holding an older birth number sees its profile gone.

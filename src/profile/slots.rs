@@ -1,25 +1,29 @@
-//! The slot table: which profile holds each slot, read without a lock.
+//! The slot table: the profile holding each slot, read without a lock.
 //!
 //! Relations name their initiator by its `u32` slot (4 bytes and no reference count
 //! per relation); whoever needs the initiator's id or hash reads it here. The table is
-//! fixed chunks of 4,096 `ArcSwapOption` cells (8 bytes a slot), made once and never
-//! moved: a lookup is two acquire loads to find the chunk, then the cell's load, and
-//! never waits.
+//! fixed chunks of 4,096 cells, made once and never moved, each cell the profile itself
+//! (`cell`: 32 bytes of atomic words, no allocation): a lookup is two acquire loads to
+//! find the chunk, then the cell's words read as a sequence lock reads them, and never
+//! waits. An id that is not a 24-hex id keeps its text in a column beside the cells,
+//! made the first time the chunk holds one.
 //!
 //! Writes (a slot taken or given back) come from the directory, one at a time under
 //! its slot lock. A slot is given back only when no relation names it any more, so a
 //! reader holding the lock of a shard whose relations name a slot always finds that
 //! slot's profile. A reader that looked at relations under a lock it has since
 //! released checks the profile's `born` against the [`generation`](SlotTable::generation)
-//! it read under the lock: a profile born since may have taken a freed slot.
+//! it read under the lock: a profile born since may have taken a freed slot. A holder
+//! of a profile (a copy: slot, database, id, birth) asks its life here, by slot and
+//! birth: a slot given back answers that its profile is gone, whoever took it since.
 //!
 //! Beside each chunk's profiles, a column of their data (email, phone, fields,
 //! subscriptions), made the first time a profile of the chunk is given data: a
 //! profile only ever named by id costs nothing for it when its chunk holds none.
 //! A slot's data is removed (under the profile's shard lock) when its delete starts,
-//! before the slot can be given back; so a reader that read a slot's data and then
-//! finds the profile it looked for still live read that profile's data (the delete
-//! marks the profile before anything after it can change the slot).
+//! before the slot can be given back; so a reader that read a slot's profile, then
+//! its data, and then finds that profile still live read that profile's data (the
+//! delete marks the profile before anything after it can change the slot).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
