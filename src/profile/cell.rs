@@ -104,15 +104,25 @@ impl Cell {
     /// profile's shard lock.
     pub(crate) fn set_life(&self, born: u64, life: Life) {
         debug_assert!(matches!(life, Life::Live | Life::Deleted));
-        debug_assert_eq!(self.state.load(Ordering::Relaxed) >> 2, born);
+        // A stale copy never changes a later holder of the slot.
+        if self.state.load(Ordering::Relaxed) >> 2 != born {
+            debug_assert!(false, "the life of a profile no longer in its slot");
+            return;
+        }
         self.state.store(born << 2 | life as u64, Ordering::Release);
     }
 
     /// Gives the cell back (its profile's delete ended, or its creation was
-    /// abandoned): the profile born `born` is gone for every reader.
-    pub(crate) fn free(&self, born: u64) {
-        debug_assert_eq!(self.state.load(Ordering::Relaxed) >> 2, born);
+    /// abandoned): the profile born `born` is gone for every reader. False (and
+    /// nothing changed) if the cell holds another profile.
+    pub(crate) fn free(&self, born: u64) -> bool {
+        // A stale copy never frees a later holder of the slot.
+        if self.state.load(Ordering::Relaxed) >> 2 != born {
+            debug_assert!(false, "freeing a profile no longer in its slot");
+            return false;
+        }
         self.state.store(born << 2, Ordering::Release);
+        true
     }
 
     /// The life of the profile born `born`: [`Life::Free`] once its slot is given
@@ -143,11 +153,12 @@ impl Cell {
             fence(Ordering::Acquire);
             let after = self.state.load(Ordering::Relaxed);
             // Its life may move on meanwhile (pending, live, deleted): the words are
-            // the same profile's as long as its birth number is.
+            // the same profile's as long as its birth number is, and its life the one
+            // read first (acquire: what was published before it is seen).
             if after >> 2 == before >> 2 && Life::of(after) != Life::Free {
                 return Some(Seen {
-                    born: after >> 2,
-                    life: Life::of(after),
+                    born: before >> 2,
+                    life: Life::of(before),
                     db: (meta >> 32) as u32,
                     id,
                 });

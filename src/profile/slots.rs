@@ -118,8 +118,9 @@ impl SlotTable {
 }
 
 impl SlotTable {
-    /// The profile holding `slot`, if any, and its life then. Lock-free; a profile
-    /// given back meanwhile is read whole before or after.
+    /// The profile holding `slot`, if any, and its life as first read (acquire: what
+    /// was published before that life is seen). Lock-free; a profile given back
+    /// meanwhile is read whole before or after.
     pub(crate) fn read(&self, slot: u32) -> Option<(Profile, Life)> {
         let cell = self.cell(slot)?;
         loop {
@@ -289,10 +290,10 @@ impl SlotTable {
                 .is_none_or(|d| d.load().is_none()),
             "a slot given back with data"
         );
-        if let Some(cell) = self.cell(profile.slot) {
-            cell.free(profile.born);
-        }
-        if let Some(text) = self.text_cell(profile.slot) {
+        let freed = self
+            .cell(profile.slot)
+            .is_some_and(|cell| cell.free(profile.born));
+        if let Some(text) = self.text_cell(profile.slot).filter(|_| freed) {
             text.store(None);
         }
     }
