@@ -151,7 +151,7 @@ impl Engine {
         touched: &mut usize,
     ) -> Result<Page, Error> {
         let counter = self.get_counter(rel_id, profile_a)?;
-        let a = &counter.block().profile;
+        let a = counter.block();
         // The relations name initiators by slot. Read without the lock, a slot freed
         // and taken again since the moment (a delete, then a create) is seen and the
         // page read again; after a few such races, the slots are read under the lock.

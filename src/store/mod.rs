@@ -533,15 +533,16 @@ impl Store {
         self.shards.take_point()
     }
 
-    /// The counters, relations and id order (if kept) of `a`'s target for `rel_id`
-    /// at one moment (taken under the lock of `a`'s shard, briefly: up to three
+    /// The counters, relations and id order (if kept) of the target for `rel_id` of
+    /// `a`, the recipient of a block read before (its profile and hash), at one
+    /// moment (taken under the lock of `a`'s shard, briefly: up to three
     /// reference counts), with the slot table's generation at that moment; `None`
     /// when `a` has no relation. The relations name initiators by slot: one whose
     /// profile was born at or after the generation took a slot freed since, and the
     /// page must be read again.
-    pub(crate) fn relations(&self, rel_id: u32, a: &Profile) -> Option<Listing> {
-        let shard = self.shards.lock(self.shards.of(self.xxh(a)));
-        let target = own_target(&shard, rel_id, a)?;
+    pub(crate) fn relations(&self, rel_id: u32, a: &Block) -> Option<Listing> {
+        let shard = self.shards.lock(self.shards.of(a.xxh));
+        let target = own_target(&shard, rel_id, &a.profile)?;
         Some(Listing {
             frozen: Frozen {
                 block: Arc::clone(target.block()),
@@ -552,17 +553,18 @@ impl Store {
         })
     }
 
-    /// Runs `read` on the counters, relations and id order (if kept) of `a`'s target
-    /// for `rel_id` under the lock of `a`'s shard (the initiators of its relations
-    /// hold their slots meanwhile); `None` when `a` has no relation.
+    /// Runs `read` on the counters, relations and id order (if kept) of the target
+    /// for `rel_id` of `a`'s recipient (as [`relations`](Self::relations)) under the
+    /// lock of its shard (the initiators of its relations hold their slots
+    /// meanwhile); `None` when it has no relation.
     pub(crate) fn read_locked<R>(
         &self,
         rel_id: u32,
-        a: &Profile,
+        a: &Block,
         read: impl FnOnce(&Arc<Block>, &Packed, Option<&IdOrder>, &SlotTable) -> R,
     ) -> Option<R> {
-        let shard = self.shards.lock(self.shards.of(self.xxh(a)));
-        let target = own_target(&shard, rel_id, a)?;
+        let shard = self.shards.lock(self.shards.of(a.xxh));
+        let target = own_target(&shard, rel_id, &a.profile)?;
         let order = target.order().map(|o| &**o);
         Some(read(target.block(), target.relations(), order, &self.slots))
     }
