@@ -6,9 +6,9 @@
 //! [`Engine::execute`]: crate::engine::Engine
 
 use crate::profile::data::ProfileData;
-use crate::record::WriteKind;
 use crate::schema::RelationType;
 use crate::value::Value;
+use crate::write::Write;
 
 /// One accepted change.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,14 +23,10 @@ pub(crate) enum Command {
     },
     /// Create or replace several profiles' data, as one change (`import_profiles`).
     Profiles(Vec<(u32, String, ProfileData)>),
-    /// Attach, strengthen or edit one relation.
-    Write {
-        kind: WriteKind,
-        rel_id: u32,
-        a: String,
-        b: String,
-        weights: Vec<(String, Value)>,
-    },
+    /// Attach, strengthen, edit or detach one relation.
+    Write(Write),
+    /// Writes applied as one change, in order (see `Engine::apply`).
+    Batch(Vec<Write>),
     /// A bulk import of attaches for one relation type (see `Engine::import_relations`):
     /// `names` are the property names the rows' weights index.
     Bulk {
@@ -38,8 +34,6 @@ pub(crate) enum Command {
         names: Vec<String>,
         rows: Vec<BulkRow>,
     },
-    /// Remove one relation.
-    Detach { rel_id: u32, a: String, b: String },
     /// Delete a profile and every relation it takes part in.
     Delete { db: u32, id: String },
 }

@@ -148,6 +148,7 @@ mod sync;
 mod value;
 #[cfg(feature = "workload")]
 pub mod workload;
+mod write;
 
 /// The examples of the README and of the pages in `docs/`, compiled and run as
 /// doctests (some use the JSON layer).
@@ -174,3 +175,4 @@ pub use profile::data::{Channel, FieldValue, Match, OwnedMatch, ProfileData, Sub
 pub use profile::id::{ProfileHasher, ProfileId, ProfileStr, format_xxh, xxh64};
 pub use schema::{PropSpec, RelationType};
 pub use value::{PropKind, Value};
+pub use write::{Op, Write};

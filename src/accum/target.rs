@@ -642,35 +642,39 @@ impl Target {
         }
     }
 
-    /// Sets many relations at once, in order (a later record for the same initiator
-    /// replaces an earlier one, as one write after another would), and returns the
-    /// block to publish (as [`apply`](Self::apply)) with the indexes in `rows` of the
-    /// records that added a relation (their initiators were not in the target before). A batch at least a
+    /// Sets (`Some`) or removes (`None`) many relations at once, in order (a later
+    /// row for the same initiator replaces an earlier one, as one write after another
+    /// would), and returns the block to publish (as [`apply`](Self::apply)) with the
+    /// indexes in `rows` of the rows that added a relation (`true`: their initiators
+    /// were not in the target before) or removed one (`false`). A batch at least a
     /// quarter of the target's size is placed first and then counted once, from the
     /// records (O(target)); a smaller one goes through [`apply`](Self::apply) row by
     /// row (O(rows)), so a batch never costs more than the larger of the two.
     pub(crate) fn apply_many(
         &mut self,
-        rows: &[(u32, &Profile, &Record)],
+        rows: &[(u32, &Profile, Option<&Record>)],
         index_above: usize,
         slots: &SlotTable,
-    ) -> (Option<Fresh>, Vec<usize>) {
-        let mut added = Vec::new();
+    ) -> (Option<Fresh>, Vec<(usize, bool)>) {
+        let mut moved = Vec::new();
         if rows.len() * 4 < self.len() {
             let mut draft = self.draft();
             let mut counters = std::mem::take(&mut self.counters);
             for (i, (_, b, rec)) in rows.iter().enumerate() {
                 let before = self.len();
                 let b = (*b, Known::Unknown);
-                self.change(&mut counters, &mut draft, b, Some(rec), index_above, slots);
-                if self.len() > before {
-                    added.push(i);
+                self.change(&mut counters, &mut draft, b, *rec, index_above, slots);
+                match self.len().cmp(&before) {
+                    std::cmp::Ordering::Greater => moved.push((i, true)),
+                    std::cmp::Ordering::Less => moved.push((i, false)),
+                    std::cmp::Ordering::Equal => {}
                 }
             }
             self.counters = counters;
-            return (self.write_block(draft), added);
+            return (self.write_block(draft), moved);
         }
-        Arc::make_mut(&mut self.rels).reserve(rows.len());
+        let sets = rows.iter().filter(|r| r.2.is_some()).count();
+        Arc::make_mut(&mut self.rels).reserve(sets);
         // The id order is built again after the batch, in one sort (O(target log
         // target), as a quarter of it is placed), not kept row by row; the rows find
         // their relations in a position map meanwhile.
@@ -679,8 +683,10 @@ impl Target {
         }
         for (i, (slot, b, rec)) in rows.iter().enumerate() {
             debug_assert_eq!(*slot, b.slot);
-            if self.place(b, Known::Unknown, Some(rec), slots).is_none() {
-                added.push(i);
+            match (self.place(b, Known::Unknown, *rec, slots), rec) {
+                (None, Some(_)) => moved.push((i, true)),
+                (Some(_), None) => moved.push((i, false)),
+                _ => {}
             }
         }
         // Rows that repeat a pair or rewrite a relation took room they did not use:
@@ -688,7 +694,7 @@ impl Target {
         Arc::make_mut(&mut self.rels).fit();
         self.sync_order(slots);
         let draft = self.recount(index_above, slots);
-        (self.write_block(draft), added)
+        (self.write_block(draft), moved)
     }
 
     /// Recomputes every counter from the relations (returned as a copy, the exact
@@ -1206,18 +1212,25 @@ mod tests {
                         }
                     }
                     _ => {
-                        // A batch: the run i..i+n, twice, the second time changed.
-                        let mut rows: Vec<(u32, &Profile, Record)> = Vec::new();
+                        // A batch: the run i..i+n, twice, the second time changed
+                        // (a third of it removed).
+                        let mut rows: Vec<(u32, &Profile, Option<Record>)> = Vec::new();
                         for rep in 0..2 {
                             for k in i..i + n {
                                 let k = k % 120;
+                                let b = &bs[usize::from(k)];
+                                if rep == 1 && (i64::from(k) + v).rem_euclid(3) == 0 {
+                                    rows.push((b.slot, b, None));
+                                    oracle.remove(&k);
+                                    continue;
+                                }
                                 let rec = record(&schema, v + rep * i64::from(k));
-                                rows.push((bs[usize::from(k)].slot, &bs[usize::from(k)], rec.clone()));
+                                rows.push((b.slot, b, Some(rec.clone())));
                                 oracle.insert(k, rec);
                             }
                         }
-                        let rows: Vec<(u32, &Profile, &Record)> =
-                            rows.iter().map(|(s, b, r)| (*s, *b, r)).collect();
+                        let rows: Vec<(u32, &Profile, Option<&Record>)> =
+                            rows.iter().map(|(s, b, r)| (*s, *b, r.as_ref())).collect();
                         target.apply_many(&rows, 4, &slots);
                     }
                 }
@@ -1267,9 +1280,10 @@ mod tests {
     fn a_batch_of_repeats_keeps_no_spare_room() {
         let (directory, schema, b, mut target) = one_pair();
         let rec = record(&schema, 5);
-        let rows: Vec<(u32, &Profile, &Record)> = (0..1000).map(|_| (b.slot, &b, &rec)).collect();
+        let rows: Vec<(u32, &Profile, Option<&Record>)> =
+            (0..1000).map(|_| (b.slot, &b, Some(&rec))).collect();
         let (_, added) = target.apply_many(&rows, 4, directory.slot_table());
-        assert_eq!((target.len(), added), (1, vec![0]));
+        assert_eq!((target.len(), added), (1, vec![(0, true)]));
         let chunk = &target.rels.head;
         assert!(target.rels.tail.is_empty());
         assert!(chunk.slots.capacity() <= 9, "{}", chunk.slots.capacity());
@@ -1288,8 +1302,11 @@ mod tests {
             .map(|i| directory.create_for_test(2, &format!("b{i}")))
             .collect();
         let recs: Vec<Record> = (0..8).map(|v| record(&schema, v)).collect();
-        let rows: Vec<(u32, &Profile, &Record)> =
-            bs.iter().zip(&recs).map(|(b, r)| (b.slot, b, r)).collect();
+        let rows: Vec<(u32, &Profile, Option<&Record>)> = bs
+            .iter()
+            .zip(&recs)
+            .map(|(b, r)| (b.slot, b, Some(r)))
+            .collect();
         indexed.apply_many(&rows, 4, directory.slot_table());
         assert_eq!(
             indexed.indexes.iter().flatten().count(),

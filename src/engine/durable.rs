@@ -10,7 +10,6 @@ use crate::error::{Error, StorageKind, fail, io_err};
 use crate::persist::log::{self, Log, LogStats};
 use crate::persist::snapshot::{self, Frozen, SnapshotStats};
 use crate::persist::{Skipped, SyncPolicy, snapshot_path};
-use crate::profile::data::Match;
 use crate::value::Value;
 
 impl EngineBuilder {
@@ -224,10 +223,7 @@ fn read_runs(mut reader: log::LogReader, tx: &std::sync::mpsc::SyncSender<Result
                 return;
             }
         };
-        let pairwise = matches!(
-            next,
-            log::Next::Record(_, Command::Write { .. } | Command::Detach { .. })
-        );
+        let pairwise = matches!(next, log::Next::Record(_, Command::Write(_)));
         if (!pairwise || run.len() >= REPLAY_RUN)
             && !run.is_empty()
             && tx.send(Ok(Piece::Run(std::mem::take(&mut run)))).is_err()
@@ -288,45 +284,40 @@ impl Engine {
             .clone()
     }
 
-    /// Replays a run of logged commands, in order where order matters: writes and
-    /// detaches (each about one pair) are dealt to threads by their recipient's shard,
-    /// so the commands of one pair keep their order on one thread, while commands of
-    /// different pairs (which commute: a profile either creates is the same profile)
-    /// run in parallel. Any other command comes alone. A refused command is noted as
-    /// skipped, in log order.
+    /// Replays a run of logged commands: a run of single writes as one batch that
+    /// skips what this version refuses (see `replay_writes`), any other command
+    /// alone. A refused command is noted as skipped, in log order.
     fn replay(&self, run: Vec<Logged>, file: &Path) {
-        let threads = crate::parallel::threads_for(run.len());
-        let mut parts: Vec<Vec<Logged>> = (0..threads).map(|_| Vec::new()).collect();
-        for logged in run {
-            let part = match &logged.2 {
-                Command::Write { rel_id, a, .. } | Command::Detach { rel_id, a, .. } => self
-                    .schema(*rel_id)
-                    .and_then(|s| self.name(s.db_a(), a))
-                    .map_or(0, |named| named.shard % threads),
-                _ => 0,
-            };
-            parts[part].push(logged);
-        }
-        let mut refused: Vec<Skipped> = crate::parallel::run(parts, |part| {
-            let mut refused = Vec::new();
-            for (record, offset, command) in part {
-                if let Err(e) = self.execute(command) {
-                    refused.push(Skipped {
-                        file: file.to_path_buf(),
-                        offset,
-                        record,
-                        reason: e.to_string(),
-                    });
+        let mut at = Vec::with_capacity(run.len());
+        let mut writes = Vec::with_capacity(run.len());
+        let mut others = Vec::new();
+        for (record, offset, command) in run {
+            match command {
+                Command::Write(w) => {
+                    at.push((record, offset));
+                    writes.push(w);
                 }
+                other => others.push((record, offset, other)),
             }
-            refused
-        })
-        .into_iter()
-        .flatten()
-        .collect();
-        refused.sort_by_key(|s| s.record);
-        for skipped in refused {
-            self.note_skipped(skipped);
+        }
+        let mut refused: Vec<(u64, u64, Error)> = self
+            .replay_writes(&writes)
+            .into_iter()
+            .map(|(i, e)| (at[i].0, at[i].1, e))
+            .collect();
+        for (record, offset, command) in others {
+            if let Err(e) = self.execute(command) {
+                refused.push((record, offset, e));
+            }
+        }
+        refused.sort_by_key(|r| r.0);
+        for (record, offset, e) in refused {
+            self.note_skipped(Skipped {
+                file: file.to_path_buf(),
+                offset,
+                record,
+                reason: e.to_string(),
+            });
         }
     }
 
@@ -383,19 +374,13 @@ impl Engine {
     pub(crate) fn execute(&self, command: Command) -> Result<(), Error> {
         match command {
             Command::Define(def) => self.define(def),
-            Command::Write {
-                kind,
-                rel_id,
-                a,
-                b,
-                weights,
-            } => self.write(kind, rel_id, &Match::Id(&a), &Match::Id(&b), &weights),
+            Command::Write(w) => self.write_one(&w),
+            Command::Batch(writes) => self.apply(&writes).map(drop),
             Command::Bulk {
                 rel_id,
                 names,
                 rows,
             } => self.import_logged(rel_id, &names, &rows).map(drop),
-            Command::Detach { rel_id, a, b } => self.detach(rel_id, &a, &b),
             Command::Delete { db, id } => self.delete_profile(db, &id),
             Command::Import { db, id, data } => self.import_profile(db, &id, data),
             Command::Profiles(items) => self.import_profiles(

@@ -17,6 +17,7 @@ use schemas::Schemas;
 
 pub use compactor::{AutoCompact, Compactor};
 
+mod batch;
 mod bulk;
 mod compactor;
 mod durable;

@@ -11,6 +11,7 @@ use crate::profile::data::Match;
 use crate::record::{Record, WriteKind};
 use crate::store::{Known, Locked};
 use crate::value::Value;
+use crate::write::{Op, Write};
 
 impl Engine {
     /// Creates the relation from `profile_b` (database B) to `profile_a` (database A)
@@ -138,12 +139,19 @@ impl Engine {
         };
         // Everything is validated: log it before anything changes (a write the log
         // cannot take is refused), then apply. Profiles are logged by id.
-        let logged = self.log(|| Command::Write {
-            kind,
-            rel_id,
-            a: a.key.id.to_string(),
-            b: b.key.id.to_string(),
-            weights: Self::owned_weights(weights),
+        let logged = self.log(|| {
+            let op = match kind {
+                WriteKind::Attach => Op::Attach,
+                WriteKind::Strengthen => Op::Strengthen,
+                WriteKind::Edit => Op::Edit,
+            };
+            Command::Write(Write {
+                op,
+                rel_id,
+                profile_a: a.key.id.to_string(),
+                profile_b: b.key.id.to_string(),
+                values: Self::owned_weights(weights),
+            })
         });
         if let Err(e) = logged {
             return Err(self.abandon(&created, e));
@@ -166,6 +174,18 @@ impl Engine {
             self.directory.activate(p);
         }
         Ok(())
+    }
+
+    /// One write of the public vocabulary, through its single call.
+    pub(super) fn write_one(&self, w: &Write) -> Result<(), Error> {
+        let (a, b) = (Match::Id(&w.profile_a), Match::Id(&w.profile_b));
+        let kind = match w.op {
+            Op::Attach => WriteKind::Attach,
+            Op::Strengthen => WriteKind::Strengthen,
+            Op::Edit => WriteKind::Edit,
+            Op::Detach => return self.detach(w.rel_id, a, b),
+        };
+        self.write(kind, w.rel_id, &a, &b, &w.values)
     }
 
     /// Locks the shards of both ends and looks both up: live or missing, never being
@@ -229,10 +249,9 @@ impl Engine {
                 profile_b: b.key.id.to_string(),
             });
         }
-        self.log(|| Command::Detach {
-            rel_id,
-            a: a.key.id.to_string(),
-            b: b.key.id.to_string(),
+        self.log(|| {
+            let (a, b) = (a.key.id.to_string(), b.key.id.to_string());
+            Command::Write(Write::detach(rel_id, a, b))
         })?;
         let (a, b) = ((&pa, a.shard), (&pb, b.shard));
         self.store.set(&mut locked, schema, a, b, (None, known));

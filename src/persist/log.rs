@@ -12,7 +12,7 @@ use super::codec::{Corrupt, Dec, Decoded, Enc};
 use super::{SyncPolicy, sync_dir};
 use crate::command::{BulkRow, Command};
 use crate::error::{Error, StorageError, StorageKind, fail, io_err};
-use crate::record::WriteKind;
+use crate::write::{Op, Write as Change};
 
 /// Largest record: a write is far smaller, a bulk import's batch may come near it.
 /// A longer record is refused before it is acknowledged, and a bigger length field
@@ -27,18 +27,44 @@ pub(crate) fn encode(command: &Command) -> Vec<u8> {
             e.u8(1);
             e.relation_type(def);
         }
-        Command::Write {
-            kind,
-            rel_id,
-            a,
-            b,
-            weights,
-        } => {
-            e.u8(2 + kind_code(*kind));
-            e.u32(*rel_id);
-            e.str(a);
-            e.str(b);
-            e.weights(weights);
+        Command::Write(w) => {
+            e.u8(op_code(w.op));
+            e.u32(w.rel_id);
+            e.str(&w.profile_a);
+            e.str(&w.profile_b);
+            if w.op != Op::Detach {
+                e.weights(&w.values);
+            }
+        }
+        Command::Batch(writes) => {
+            e.u8(10);
+            // Property names once each, in a table the rows index.
+            let mut names: Vec<&str> = Vec::new();
+            let mut index: hashbrown::HashMap<&str, usize> = hashbrown::HashMap::new();
+            for w in writes {
+                for (name, _) in &w.values {
+                    index.entry(name.as_str()).or_insert_with(|| {
+                        names.push(name);
+                        names.len() - 1
+                    });
+                }
+            }
+            e.count(names.len());
+            for name in &names {
+                e.str(name);
+            }
+            e.count(writes.len());
+            for w in writes {
+                e.u8(op_code(w.op));
+                e.u32(w.rel_id);
+                e.str(&w.profile_a);
+                e.str(&w.profile_b);
+                e.u8(u8::try_from(w.values.len()).unwrap_or(u8::MAX));
+                for (name, v) in &w.values {
+                    e.count(index[name.as_str()]);
+                    e.value(*v);
+                }
+            }
         }
         Command::Profiles(items) => {
             e.u8(9);
@@ -71,12 +97,6 @@ pub(crate) fn encode(command: &Command) -> Vec<u8> {
                 }
             }
         }
-        Command::Detach { rel_id, a, b } => {
-            e.u8(5);
-            e.u32(*rel_id);
-            e.str(a);
-            e.str(b);
-        }
         Command::Delete { db, id } => {
             e.u8(6);
             e.u32(*db);
@@ -92,13 +112,25 @@ pub(crate) fn encode(command: &Command) -> Vec<u8> {
     e.buf
 }
 
-/// The log's code of a write kind.
-fn kind_code(kind: WriteKind) -> u8 {
-    match kind {
-        WriteKind::Attach => 0,
-        WriteKind::Strengthen => 1,
-        WriteKind::Edit => 2,
+/// The log's code of a single write: its record tag.
+fn op_code(op: Op) -> u8 {
+    match op {
+        Op::Attach => 2,
+        Op::Strengthen => 3,
+        Op::Edit => 4,
+        Op::Detach => 5,
     }
+}
+
+/// The write of a record tag (see [`op_code`]).
+fn op_of(code: u8) -> Option<Op> {
+    Some(match code {
+        2 => Op::Attach,
+        3 => Op::Strengthen,
+        4 => Op::Edit,
+        5 => Op::Detach,
+        _ => return None,
+    })
 }
 
 /// A command from its log encoding.
@@ -106,18 +138,20 @@ pub(crate) fn decode(bytes: &[u8]) -> Decoded<Command> {
     let mut d = Dec::new(bytes);
     let r = match d.u8()? {
         1 => Command::Define(d.relation_type()?),
-        t @ 2..=4 => Command::Write {
-            kind: [WriteKind::Attach, WriteKind::Strengthen, WriteKind::Edit][usize::from(t - 2)],
+        t @ 2..=4 => Command::Write(Change {
+            op: op_of(t).expect("a write's tag"),
             rel_id: d.u32()?,
-            a: d.str()?,
-            b: d.str()?,
-            weights: d.weights()?,
-        },
-        5 => Command::Detach {
+            profile_a: d.str()?,
+            profile_b: d.str()?,
+            values: d.weights()?,
+        }),
+        5 => Command::Write(Change {
+            op: Op::Detach,
             rel_id: d.u32()?,
-            a: d.str()?,
-            b: d.str()?,
-        },
+            profile_a: d.str()?,
+            profile_b: d.str()?,
+            values: Vec::new(),
+        }),
         6 => Command::Delete {
             db: d.u32()?,
             id: d.str()?,
@@ -155,6 +189,34 @@ pub(crate) fn decode(bytes: &[u8]) -> Decoded<Command> {
                 .map(|_| Ok((d.u32()?, d.str()?, d.profile_data()?)))
                 .collect::<Decoded<_>>()?;
             Command::Profiles(items)
+        }
+        10 => {
+            let names: Vec<String> = (0..d.count(2)?).map(|_| d.str()).collect::<Decoded<_>>()?;
+            // A write is at least its tag, type, two ids' lengths and a value count.
+            let writes = (0..d.count(10)?)
+                .map(|_| {
+                    let op = d.u8()?;
+                    let op = op_of(op).ok_or_else(|| Corrupt(format!("unknown write {op}")))?;
+                    let (rel_id, profile_a, profile_b) = (d.u32()?, d.str()?, d.str()?);
+                    let values = (0..d.u8()?)
+                        .map(|_| {
+                            let i = d.u32()?;
+                            let name = names.get(i as usize).ok_or_else(|| {
+                                Corrupt(format!("property {i} of {}", names.len()))
+                            })?;
+                            Ok((name.clone(), d.value()?))
+                        })
+                        .collect::<Decoded<_>>()?;
+                    Ok(Change {
+                        op,
+                        rel_id,
+                        profile_a,
+                        profile_b,
+                        values,
+                    })
+                })
+                .collect::<Decoded<_>>()?;
+            Command::Batch(writes)
         }
         t => return Err(Corrupt(format!("unknown record type {t}"))),
     };
@@ -975,18 +1037,20 @@ mod tests {
     fn records_round_trip() {
         let records = [
             Command::Define(RelationType::new(1, 1, 2)),
-            Command::Write {
-                kind: WriteKind::Strengthen,
-                rel_id: 1,
-                a: "a".into(),
-                b: "b".into(),
-                weights: vec![("W".into(), Value::Int(-3))],
-            },
-            Command::Detach {
-                rel_id: 1,
-                a: "a".into(),
-                b: "b".into(),
-            },
+            Command::Write(Change::strengthen(1, "a", "b", [("W", Value::Int(-3))])),
+            Command::Write(Change::detach(1, "a", "b")),
+            Command::Batch(vec![
+                Change::attach(
+                    1,
+                    "a",
+                    "b",
+                    [("W", Value::Int(2)), ("F", Value::Float(0.5))],
+                ),
+                Change::edit(1, "a", "c", [("F", Value::Float(-1.0))]),
+                Change::detach(2, "x", "b"),
+                Change::strengthen(1, "", "b", [("W", Value::Int(7))]),
+            ]),
+            Command::Batch(Vec::new()),
             Command::Bulk {
                 rel_id: 1,
                 names: vec!["W".into(), "F".into()],

@@ -11,6 +11,7 @@
 //! The engine validates a call, names its profiles and logs it; then it calls the
 //! store under the locks the store hands out. Nothing here calls back up.
 
+mod batch;
 mod shard;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::sync::MutexGuard;
 use shard::{Shard, Shards};
 
 pub(crate) use crate::accum::target::Known;
+pub(crate) use batch::{Batch, Change, Row};
 pub(crate) use shard::Locked;
 
 /// `(rel_id, recipient slot)`: one counter.
@@ -49,22 +51,6 @@ pub(crate) struct Held<'a>(MutexGuard<'a, Shard>);
 pub(crate) struct Cascade {
     as_recipient: Vec<(TargetKey, Vec<(u32, usize)>)>,
     as_initiator: Vec<TargetKey>,
-}
-
-/// The profiles a bulk import names, with each one's slot and shard (read once, when
-/// each was looked up or made, rather than from the profile at every row).
-pub(crate) struct BulkProfiles<'a> {
-    pub(crate) profiles: &'a [Profile],
-    pub(crate) slots: &'a [u32],
-    pub(crate) shards: &'a [usize],
-}
-
-/// One row of a bulk import: the relation from `profiles[b]` to `profiles[a]` (indexes
-/// into the batch's table of profiles) and its values.
-pub(crate) struct BulkRow {
-    pub(crate) a: u32,
-    pub(crate) b: u32,
-    pub(crate) record: Record,
 }
 
 /// One target's counters and relations at one moment, held without a lock: later
@@ -202,77 +188,6 @@ impl Store {
             std::cmp::Ordering::Greater => initiated.insert(pb.slot, key),
             std::cmp::Ordering::Less => initiated.remove(pb.slot, key),
             std::cmp::Ordering::Equal => {}
-        }
-    }
-
-    /// Sets every relation of a bulk import (rows in order: a later row for the same
-    /// pair replaces an earlier one), with every shard held: each touched target is
-    /// changed once and its counters published once, and the reverse index gains the
-    /// relations that are new. Runs on up to `threads` threads, a set of shards each.
-    pub(crate) fn set_many(
-        &self,
-        held: &mut [Held<'_>],
-        schema: &Arc<Schema>,
-        ends: &BulkProfiles<'_>,
-        rows: &[BulkRow],
-        threads: usize,
-    ) {
-        let mut by_shard: Vec<Vec<u32>> = vec![Vec::new(); held.len()];
-        for (i, row) in (0u32..).zip(rows) {
-            by_shard[ends.shards[row.a as usize]].push(i);
-        }
-        let added = crate::parallel::run(spread(held, by_shard, threads), |part| {
-            let mut added = Vec::new();
-            for (shard, mine) in part {
-                self.set_targets(shard, schema, ends, rows, mine, &mut added);
-            }
-            added
-        });
-        let mut by_shard: Vec<Vec<(u32, u32, u32)>> = vec![Vec::new(); held.len()];
-        for (b, shard_b, (rel_id, a)) in added.into_iter().flatten() {
-            by_shard[shard_b].push((b, rel_id, a));
-        }
-        crate::parallel::run(spread(held, by_shard, threads), |part| {
-            for (shard, entries) in part {
-                shard.initiated.extend(entries);
-            }
-        });
-    }
-
-    /// The targets part of [`set_many`](Self::set_many) for one shard: `mine` are the
-    /// rows whose recipients live in it. Pushes `(initiator slot, initiator shard,
-    /// target)` of each new relation to `added`.
-    fn set_targets(
-        &self,
-        shard: &mut Shard,
-        schema: &Arc<Schema>,
-        ends: &BulkProfiles<'_>,
-        rows: &[BulkRow],
-        mut mine: Vec<u32>,
-        added: &mut Vec<(u32, usize, TargetKey)>,
-    ) {
-        let row = |i: u32| &rows[i as usize];
-        // Stable: each recipient's rows stay in batch order.
-        mine.sort_by_key(|&i| row(i).a);
-        let mut pairs: Vec<(u32, &Profile, &Record)> = Vec::new();
-        for run in mine.chunk_by(|&x, &y| row(x).a == row(y).a) {
-            let a = row(run[0]).a as usize;
-            let (pa, key) = (&ends.profiles[a], (schema.rel_id(), ends.slots[a]));
-            let target = self.target_of(shard, schema, pa, key);
-            let shared = target.shares_key;
-            let before = target.len();
-            pairs.clear();
-            pairs.extend(run.iter().map(|&i| {
-                let b = row(i).b as usize;
-                (ends.slots[b], &ends.profiles[b], &row(i).record)
-            }));
-            let (fresh, new) = target.apply_many(&pairs, self.index_above, &self.slots);
-            let after = target.len();
-            for j in new {
-                let b = row(run[j]).b as usize;
-                added.push((ends.slots[b], ends.shards[b], key));
-            }
-            self.publish(shard, key, (before, after), pa, fresh, shared);
         }
     }
 

@@ -154,16 +154,42 @@ pub fn op_with(ids: BoxedStrategy<String>) -> impl Strategy<Value = Op> {
                 ids_for_bulk.clone(),
                 weights(if r == 9 { 1 } else { r }),
             );
+            // A batch of writes of every kind over the same pools, mostly of one
+            // type: pairs repeat, so a pair's writes fold in order; a detach may find
+            // no relation (or no profile) at its place, refusing the batch.
+            let write = (
+                0u8..10,
+                prop_oneof![4 => Just(r), 1 => rel()],
+                ids_for_bulk.clone(),
+                ids_for_bulk.clone(),
+                weights(if r == 9 { 1 } else { r }),
+            )
+                .prop_map(|(op, r, a, b, w)| {
+                    let op = match op {
+                        0..=2 => relcount::Op::Attach,
+                        3..=5 => relcount::Op::Strengthen,
+                        6..=7 => relcount::Op::Edit,
+                        _ => relcount::Op::Detach,
+                    };
+                    let w = if op == relcount::Op::Detach {
+                        Vec::new()
+                    } else {
+                        w
+                    };
+                    relcount::Write::new(op, r, a, b, w)
+                });
             (
                 Just((r, a, b, pick, id, data)),
                 w,
                 0usize..4,
                 prop_oneof![Just(1usize), Just(2), Just(1000), Just(0), Just(1001)],
                 prop::collection::vec(row, 0..10),
+                prop::collection::vec(write, 0..12),
             )
         })
         .prop_map(
-            |((r, a, b, pick, id, data), w, skip, limit, rows)| match pick {
+            |((r, a, b, pick, id, data), w, skip, limit, rows, writes)| match pick {
+                104.. => Op::Batch(writes),
                 100.. => Op::Bulk(r, rows),
                 0..=26 => Op::Attach(r, a, b, w),
                 27..=44 => Op::Strengthen(r, a, b, w),

@@ -19,6 +19,7 @@ mod generate;
 
 #[cfg(feature = "json")]
 mod api;
+mod batch;
 mod bulk;
 mod collisions;
 mod directory;

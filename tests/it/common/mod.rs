@@ -109,6 +109,8 @@ pub enum Op {
     Import(u32, String, ProfileData),
     /// A bulk import: rows of (profile A id, profile B id, weights).
     Bulk(u32, Vec<BulkRow>),
+    /// A batch of writes (`Engine::apply`).
+    Batch(Vec<relcount::Write>),
 }
 
 /// What a call answered, as plain data.
@@ -143,6 +145,7 @@ pub fn apply_engine(e: &Engine, op: &Op) -> Answer {
         ),
         Op::Import(db, id, data) => Answer::Done(e.import_profile(*db, id, data.clone())),
         Op::Bulk(r, rows) => Answer::Imported(e.import_relations(*r, rows.iter().cloned())),
+        Op::Batch(writes) => Answer::Imported(e.apply(writes)),
     };
     answer.comparable()
 }
@@ -173,6 +176,7 @@ pub fn apply_oracle(o: &mut oracle::Oracle, op: &Op) -> Answer {
         Op::List(r, a, skip, limit) => Answer::Page(o.list(*r, a, *skip, *limit)),
         Op::Import(db, id, data) => Answer::Done(o.import(*db, id, data)),
         Op::Bulk(r, rows) => Answer::Imported(o.bulk(*r, rows)),
+        Op::Batch(writes) => Answer::Imported(o.batch(writes)),
     };
     answer.comparable()
 }

@@ -357,6 +357,44 @@ impl Oracle {
         Ok(rows.len())
     }
 
+    /// A batch of writes: one after another, in order; all of them or (at the first
+    /// refused one) none.
+    pub fn batch(&mut self, writes: &[relcount::Write]) -> Result<usize, Error> {
+        let mut next = self.clone();
+        for (row, w) in writes.iter().enumerate() {
+            let (a, b) = (Who::Id(w.profile_a.clone()), Who::Id(w.profile_b.clone()));
+            let kind = match w.op {
+                relcount::Op::Attach => Kind::Attach,
+                relcount::Op::Strengthen => Kind::Strengthen,
+                relcount::Op::Edit => Kind::Edit,
+                relcount::Op::Detach => {
+                    let done = next.rel(w.rel_id).map(drop).and_then(|()| {
+                        if w.values.is_empty() {
+                            next.detach(w.rel_id, &a, &b)
+                        } else {
+                            Err(Error::InvalidArgument {
+                                name: "values",
+                                reason: "a detach takes no values".into(),
+                            })
+                        }
+                    });
+                    done.map_err(|error| Error::InRow {
+                        row,
+                        error: Box::new(error),
+                    })?;
+                    continue;
+                }
+            };
+            next.write(kind, w.rel_id, &a, &b, &w.values)
+                .map_err(|error| Error::InRow {
+                    row,
+                    error: Box::new(error),
+                })?;
+        }
+        *self = next;
+        Ok(writes.len())
+    }
+
     pub fn detach(&mut self, rel_id: u32, a: &Who, b: &Who) -> Result<(), Error> {
         let rel = self.rel(rel_id)?.clone();
         let a = &self.find(rel.db_a, a)?;
