@@ -267,6 +267,28 @@ fn write_group(c: &mut Criterion, name: &str, base: &[GenRelation], fresh: &[Gen
             s.sqlite.strengthen(&r)
         })
     });
+    // A batch of 1,000 strengthens (one `Engine::apply`): one iteration is 1,000
+    // writes, against 1,000 single calls above.
+    let batches: Vec<Vec<relcount::Write>> = base
+        .chunks(1000)
+        .take(100)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|r| {
+                    let delta = [("Donate", Value::Int(r.donate % 3 - 1))];
+                    relcount::Write::strengthen(3, r.a.clone(), r.b.clone(), delta)
+                })
+                .collect()
+        })
+        .collect();
+    let mut k = 0usize;
+    g.bench_function(BenchmarkId::new("strengthen_batch_1000", "relcount"), |b| {
+        b.iter(|| {
+            k = (k + 1) % batches.len();
+            s.engine.apply(&batches[k]).expect("batch")
+        })
+    });
     g.bench_function(BenchmarkId::new("edit", "relcount"), |b| {
         b.iter(|| {
             let r = next(base);

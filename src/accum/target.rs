@@ -282,6 +282,24 @@ impl Packed {
         })
     }
 
+    /// Every relation's record, as a snapshot writes it: the initiators' slots, the
+    /// flags' bytes and the numeric words, each column whole (see [`Target::load`]).
+    pub(crate) fn columns(&self) -> (Vec<u32>, Vec<u8>, Vec<u64>) {
+        let n = self.len();
+        let cols = self.cols;
+        let (mut slots, mut flags, mut nums) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n * usize::from(cols.flag_bytes)),
+            Vec::with_capacity(n * usize::from(cols.nums)),
+        );
+        for c in self.chunks() {
+            slots.extend_from_slice(&c.slots);
+            flags.extend_from_slice(&c.flags);
+            nums.extend_from_slice(&c.nums);
+        }
+        (slots, flags, nums)
+    }
+
     /// Every relation's initiator slot, in order.
     pub(crate) fn slots(&self) -> impl Iterator<Item = u32> + '_ {
         self.chunks().flat_map(|c| c.slots.iter().copied())
@@ -415,6 +433,109 @@ impl Target {
             published: false,
             shares_key: false,
         }
+    }
+
+    /// A target made whole from a snapshot's columns (see `docs/format.md`): the
+    /// initiators' slots, then per relation its flags (`2 * props` bits, presence then
+    /// bool values, little endian) and its numeric words. Each record is cleaned as it
+    /// is copied (bits and words of absent properties cleared); a relation whose
+    /// float is not finite or past the range, whose initiator repeats one before it,
+    /// or whose slot is `u32::MAX` (an initiator the caller refused), is left out and
+    /// its index pushed to `refused`, in order. Counted once, from the
+    /// records. Returns the target and the block to publish (`None` when no relation
+    /// was kept: the target is not to be kept either).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn load(
+        schema: &Arc<Schema>,
+        profile: &Profile,
+        xxh: u64,
+        (slots, flags, nums): (&[u32], &[u8], &[u64]),
+        seen: &mut hashbrown::HashSet<u32>,
+        refused: &mut Vec<usize>,
+        index_above: usize,
+        slot_table: &SlotTable,
+    ) -> (Self, Option<Fresh>) {
+        let mut target = Target::new(schema, profile, xxh);
+        let cols = target.rels.cols;
+        let (fb, nw) = (usize::from(cols.flag_bytes), usize::from(cols.nums));
+        debug_assert_eq!(flags.len(), slots.len() * fb);
+        debug_assert_eq!(nums.len(), slots.len() * nw);
+        let floats: SmallVec<[(u64, usize); 4]> = schema
+            .props
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.spec.kind() == PropKind::Float)
+            .map(|(i, p)| (1u64 << i, usize::from(p.slot)))
+            .collect();
+        let numeric: SmallVec<[(u64, usize); 8]> = schema
+            .props
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.spec.kind() != PropKind::Bool)
+            .map(|(i, p)| (1u64 << i, usize::from(p.slot)))
+            .collect();
+        let bools: u64 = schema
+            .props
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.spec.kind() == PropKind::Bool)
+            .fold(0, |m, (i, _)| m | 1 << i);
+        seen.clear();
+        let mut chunks: Vec<Chunk> = Vec::new();
+        let mut words: SmallVec<[u64; MAX_PROPS]> = SmallVec::new();
+        'rows: for (i, &slot) in slots.iter().enumerate() {
+            if slot == u32::MAX {
+                refused.push(i);
+                continue;
+            }
+            let head = cols.unpack(&flags[i * fb..(i + 1) * fb]);
+            let present = head & cols.mask();
+            // Presence as given; bool values only of present bool properties.
+            let head = present | (head & ((present & bools) << 32));
+            words.clear();
+            words.extend_from_slice(&nums[i * nw..(i + 1) * nw]);
+            for &(bit, at) in &numeric {
+                if present & bit == 0 {
+                    words[at] = 0;
+                }
+            }
+            for &(bit, at) in &floats {
+                if present & bit != 0 {
+                    let f = f64::from_bits(words[at]);
+                    if !f.is_finite() || f.abs() > crate::limits::MAX_FLOAT {
+                        refused.push(i);
+                        continue 'rows;
+                    }
+                    words[at] = (f + 0.0).to_bits();
+                }
+            }
+            if !seen.insert(slot) {
+                refused.push(i);
+                continue;
+            }
+            if chunks.last().is_none_or(|c| c.slots.len() == CHUNK) {
+                let left = slots.len() - i;
+                let mut c = Chunk::default();
+                c.reserve_exact(left.min(CHUNK), cols);
+                chunks.push(c);
+            }
+            let c = chunks.last_mut().expect("a chunk");
+            c.slots.push(slot);
+            c.flags.extend_from_slice(&cols.pack(head)[..fb]);
+            c.nums.extend_from_slice(&words);
+        }
+        let mut chunks = chunks.into_iter();
+        let Some(head) = chunks.next() else {
+            return (target, None);
+        };
+        let rels = Arc::make_mut(&mut target.rels);
+        rels.head = head;
+        rels.tail = chunks.map(Arc::new).collect();
+        rels.fit();
+        target.sync_order(slot_table);
+        let draft = target.recount(index_above, slot_table);
+        let fresh = target.write_block(draft);
+        (target, fresh)
     }
 
     /// Where `b`'s relation is in `rels`: found in the id order by `b`'s id (a

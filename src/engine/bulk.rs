@@ -11,13 +11,13 @@ use crate::store;
 
 /// A batch's profiles under every shard lock: each one live, or made (pending) when it
 /// was missing.
-struct Found<'a> {
-    held: Vec<store::Held<'a>>,
+pub(super) struct Found<'a> {
+    pub(super) held: Vec<store::Held<'a>>,
     /// The profiles, in the order they were named.
-    table: Vec<Profile>,
+    pub(super) table: Vec<Profile>,
     /// The ones made, with their places in `table`.
-    created: Vec<Profile>,
-    missing: Vec<usize>,
+    pub(super) created: Vec<Profile>,
+    pub(super) missing: Vec<usize>,
 }
 
 impl Engine {
@@ -103,7 +103,7 @@ impl Engine {
 
     /// Locks every shard and looks every profile up (on up to `threads` threads),
     /// making the missing ones, pending.
-    fn find_or_make(&self, named: &[Named], threads: usize) -> Result<Found<'_>, Error> {
+    pub(super) fn find_or_make(&self, named: &[Named], threads: usize) -> Result<Found<'_>, Error> {
         let (held, found) = self.lock_and_find(named, threads);
         let mut table = found;
         let missing: Vec<usize> = (0..table.len()).filter(|&i| table[i].is_none()).collect();

@@ -345,8 +345,12 @@ impl Engine {
         file: &Path,
         load: impl FnOnce(snapshot::Sink<'_>) -> Result<u64, Error>,
     ) -> Result<u64, Error> {
+        let mut table = super::load::Table::new();
+        let table = std::cell::RefCell::new(&mut table);
         load(snapshot::Sink {
             apply: &mut |command| self.execute(command),
+            profiles: &mut |items| self.load_profiles(items, &mut table.borrow_mut()),
+            targets: &mut |targets| self.load_targets(targets, &table.borrow()),
             bulk: &mut |rel_id, names, rows| refused(self.import_logged(rel_id, names, rows)),
             ids: &mut |db, ids| refused(self.import_ids(db, ids)),
             skip: &mut |offset, record, reason| {
@@ -401,7 +405,7 @@ impl Engine {
     /// the writers, one shard at a time. `serial` (the snapshot lock held) numbers
     /// the points. What the snapshot holds is decided by what was collected, never by
     /// anything read later; it is encoded without any lock.
-    fn freeze(&self, serial: &mut u32, rotate: bool) -> Result<Frozen, Error> {
+    pub(super) fn freeze(&self, serial: &mut u32, rotate: bool) -> Result<Frozen, Error> {
         *serial = serial.checked_add(1).unwrap_or(1);
         let point = *serial;
         let (schemas, next_seq, ended) = {

@@ -21,6 +21,7 @@ mod batch;
 mod bulk;
 mod compactor;
 mod durable;
+mod load;
 mod profiles;
 mod read;
 mod schemas;

@@ -24,7 +24,34 @@ use crate::value::Value;
 
 const MAGIC: &[u8; 8] = b"RELCSNAP";
 /// The version written.
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
+
+/// What a record is: its first byte. A target record's body differs by version (2:
+/// initiators by id, values by property; 3: columns, initiators by index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Tag {
+    /// The end of the records.
+    End = 0,
+    /// A relation type.
+    Define = 1,
+    /// A profile, with or without its data.
+    Profile = 2,
+    /// Relations of one target.
+    Target = 3,
+}
+
+impl Tag {
+    fn of(byte: u8) -> Option<Tag> {
+        Some(match byte {
+            0 => Tag::End,
+            1 => Tag::Define,
+            2 => Tag::Profile,
+            3 => Tag::Target,
+            _ => return None,
+        })
+    }
+}
 /// A frame is closed once it holds this many bytes (of whole records).
 const FRAME: usize = 1 << 20;
 /// Largest frame read (a frame holds at least one record, and a profile's record may
@@ -113,12 +140,15 @@ impl<W: Write> Framed<W> {
     }
 }
 
-fn encode<W: Write>(f: &Frozen, out: W) -> std::io::Result<(W, SnapshotStats)> {
+/// The version-2 encoding (relations by initiator id, values by property), kept to
+/// test that such files still load.
+#[cfg(test)]
+pub(crate) fn encode_v2<W: Write>(f: &Frozen, out: W) -> std::io::Result<(W, SnapshotStats)> {
     let mut w = Framed::new(out);
     let mut stats = SnapshotStats::default();
     let mut header = Enc::default();
     header.buf.extend_from_slice(MAGIC);
-    header.u32(VERSION);
+    header.u32(2);
     header.u64(f.next_seq);
     w.raw(&header.buf)?;
     for def in &f.schemas {
@@ -181,6 +211,94 @@ fn encode<W: Write>(f: &Frozen, out: W) -> std::io::Result<(W, SnapshotStats)> {
         }
     }
     w.frame.u8(0);
+    let (out, bytes) = w.finish()?;
+    stats.bytes = bytes;
+    Ok((out, stats))
+}
+
+/// Encodes `f` in the current version: relation types, the profile table (every
+/// profile once; its place in the table is its index), then each target's relations
+/// in columns, initiators by index (see `docs/format.md`).
+fn encode<W: Write>(f: &Frozen, out: W) -> std::io::Result<(W, SnapshotStats)> {
+    let mut w = Framed::new(out);
+    let mut stats = SnapshotStats::default();
+    let mut header = Enc::default();
+    header.buf.extend_from_slice(MAGIC);
+    header.u32(VERSION);
+    header.u64(f.next_seq);
+    w.raw(&header.buf)?;
+    for def in &f.schemas {
+        w.frame.u8(Tag::Define as u8);
+        w.frame.relation_type(def);
+        stats.relation_types += 1;
+        w.close(FRAME)?;
+    }
+    // Slot -> index in the profile table (`u32::MAX`: no live profile at the point).
+    let top = f
+        .profiles
+        .iter()
+        .map(|(p, _)| p.slot as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut index = vec![u32::MAX; top];
+    for (i, (profile, data)) in f.profiles.iter().enumerate() {
+        index[profile.slot as usize] = i as u32;
+        let e = &mut w.frame;
+        e.u8(Tag::Profile as u8);
+        e.u32(profile.db);
+        e.str(&profile.id.as_str());
+        match data {
+            Some(d) => {
+                e.u8(1);
+                e.profile_data(&d.to_data());
+            }
+            None => e.u8(0),
+        }
+        stats.profiles += 1;
+        w.close(FRAME)?;
+    }
+    let index_of = |slot: u32| index.get(slot as usize).copied().unwrap_or(u32::MAX);
+    let gone = |p: &Profile| f.deleting.contains(&p.slot);
+    for target in &f.targets {
+        let block = &target.block;
+        let schema = &block.schema;
+        if gone(&block.profile) {
+            continue;
+        }
+        let a = index_of(block.profile.slot);
+        let (slots, flags, nums) = target.rels.columns();
+        let (fb, nw) = ((2 * schema.props.len()).div_ceil(8), schema.stride() - 1);
+        // The relations of initiators live at the point (those of a profile being
+        // deleted are left out).
+        let kept: Vec<usize> = (0..slots.len())
+            .filter(|&i| index_of(slots[i]) != u32::MAX)
+            .collect();
+        for chunk in kept.chunks(TARGET_CHUNK) {
+            let e = &mut w.frame;
+            e.u8(Tag::Target as u8);
+            e.u32(schema.rel_id());
+            e.u32(a);
+            // Room for the counter's metadata (none yet): its length, then its bytes.
+            e.u16(0);
+            e.u8(fb as u8);
+            e.u8(nw as u8);
+            e.count(chunk.len());
+            for &i in chunk {
+                e.u32(index_of(slots[i]));
+            }
+            for &i in chunk {
+                e.buf.extend_from_slice(&flags[i * fb..(i + 1) * fb]);
+            }
+            for &i in chunk {
+                for &word in &nums[i * nw..(i + 1) * nw] {
+                    e.u64(word);
+                }
+            }
+            stats.relations += chunk.len() as u64;
+            w.close(FRAME)?;
+        }
+    }
+    w.frame.u8(Tag::End as u8);
     let (out, bytes) = w.finish()?;
     stats.bytes = bytes;
     Ok((out, stats))
@@ -283,6 +401,41 @@ pub(crate) struct Sink<'a> {
     /// Creates id-only profiles of a database, as `bulk` does relations.
     pub(crate) ids: &'a mut dyn FnMut(u32, &[String]) -> Refused,
     pub(crate) skip: &'a mut dyn FnMut(u64, u64, String),
+    /// Makes a batch of a version-3 snapshot's profiles, the next entries of its
+    /// profile table, in order: for each one, why it was refused, if it was.
+    pub(crate) profiles: &'a mut dyn FnMut(&[ProfileRecord]) -> Vec<Option<Error>>,
+    /// Places a batch of a version-3 snapshot's targets: returns the relations left
+    /// out (target, row, why).
+    pub(crate) targets: &'a mut dyn FnMut(&mut [TargetRecord]) -> Vec<LeftOut>,
+}
+
+/// A relation a load left out: its target's index in the batch, its row, why.
+pub(crate) type LeftOut = (usize, usize, String);
+
+/// A profile of a version-3 snapshot: database, id, data (`None`: id-only).
+pub(crate) type ProfileRecord = (u32, String, Option<crate::profile::data::ProfileData>);
+
+/// One recipient's relations in a version-3 snapshot (several consecutive records of
+/// it joined): its relation type, its index in the profile table, and its relations
+/// in columns (see `docs/format.md`).
+pub(crate) struct TargetRecord {
+    pub(crate) rel_id: u32,
+    pub(crate) a: u32,
+    pub(crate) initiators: Vec<u32>,
+    /// Taken by the sink (left empty).
+    pub(crate) flags: Vec<u8>,
+    /// Taken by the sink (left empty).
+    pub(crate) nums: Vec<u64>,
+    /// Each joined record's first row, file offset and ordinal.
+    pieces: Vec<(usize, u64, u64)>,
+}
+
+impl TargetRecord {
+    /// The file offset and ordinal of the record that holds `row`.
+    fn place_of(&self, row: usize) -> (u64, u64) {
+        let k = self.pieces.partition_point(|p| p.0 <= row).max(1) - 1;
+        (self.pieces[k].1, self.pieces[k].2)
+    }
 }
 
 /// What a batch of the sink answers: `Err((Some(row), why))` when one row is refused,
@@ -464,9 +617,15 @@ fn load_from(
     let next_seq = d.u64()?;
     let mut loader = Loader {
         sink,
+        version,
         names: hashbrown::HashMap::new(),
+        shapes: hashbrown::HashMap::new(),
         pending: None,
         pending_ids: None,
+        profiles: Vec::new(),
+        profile_at: Vec::new(),
+        targets: Vec::new(),
+        target_rows: 0,
         stats: SnapshotStats {
             bytes: len,
             ..SnapshotStats::default()
@@ -493,7 +652,7 @@ fn load_from(
                 return Err(Corrupt("bytes after the end record".into()).into());
             }
         }
-        2 => {
+        2 | 3 => {
             let mut sum = xxhash_rust::xxh64::Xxh64::new(0);
             sum.update(&head);
             let mut at = header;
@@ -529,7 +688,7 @@ fn load_from(
             }
         }
         v => {
-            return Err(Corrupt(format!("version {v}, this build reads 1 and {VERSION}")).into());
+            return Err(Corrupt(format!("version {v}, this build reads 1 to {VERSION}")).into());
         }
     }
     Ok((next_seq, loader.stats))
@@ -538,10 +697,20 @@ fn load_from(
 /// The state of a load across frames.
 struct Loader<'a> {
     sink: Sink<'a>,
+    version: u32,
     /// The property names of each relation type defined so far, by index.
     names: hashbrown::HashMap<u32, Vec<String>>,
+    /// Each defined relation type's record widths: flag bytes and numeric words.
+    shapes: hashbrown::HashMap<u32, (usize, usize)>,
     pending: Option<Pending>,
     pending_ids: Option<PendingIds>,
+    /// Version 3: profiles gathered to be made as one batch, with each one's offset
+    /// and ordinal.
+    profiles: Vec<ProfileRecord>,
+    profile_at: Vec<(u64, u64)>,
+    /// Version 3: targets gathered to be placed as one batch, and their relations.
+    targets: Vec<TargetRecord>,
+    target_rows: usize,
     stats: SnapshotStats,
     ordinal: u64,
 }
@@ -551,11 +720,44 @@ impl Loader<'_> {
         if let Some(mut p) = self.pending.take() {
             self.stats.relations += p.flush(&self.names[&p.rel_id], &mut self.sink);
         }
+        if !self.targets.is_empty() {
+            let mut targets = std::mem::take(&mut self.targets);
+            let left = (self.sink.targets)(&mut targets);
+            self.stats.relations += (self.target_rows - left.len()) as u64;
+            self.target_rows = 0;
+            for (t, row, why) in left {
+                let t = &targets[t];
+                let (at, ordinal) = t.place_of(row);
+                (self.sink.skip)(
+                    at,
+                    ordinal,
+                    format!(
+                        "relation {} of profile {} from profile {}: {why}",
+                        t.rel_id, t.a, t.initiators[row]
+                    ),
+                );
+            }
+        }
     }
 
     fn flush_ids(&mut self) {
         if let Some(mut p) = self.pending_ids.take() {
             self.stats.profiles += p.flush(&mut self.sink);
+        }
+        if !self.profiles.is_empty() {
+            let profiles = std::mem::take(&mut self.profiles);
+            let at = std::mem::take(&mut self.profile_at);
+            let refused = (self.sink.profiles)(&profiles);
+            for ((p, why), (at, ordinal)) in profiles.iter().zip(refused).zip(at) {
+                match why {
+                    None => self.stats.profiles += 1,
+                    Some(e) => (self.sink.skip)(
+                        at,
+                        ordinal,
+                        format!("profile {:?} of database {}: {e}", clip(&p.1), p.0),
+                    ),
+                }
+            }
         }
     }
 
@@ -567,36 +769,122 @@ impl Loader<'_> {
             let at = base + d.pos() as u64;
             let ordinal = self.ordinal;
             self.ordinal += 1;
-            let tag = d.u8()?;
+            let byte = d.u8()?;
+            let tag =
+                Tag::of(byte).ok_or_else(|| Corrupt(format!("unknown record type {byte}")))?;
             // Gathered batches are imported before any other kind of record.
-            if tag != 3 {
+            if tag != Tag::Target {
                 self.flush_relations();
             }
-            if tag != 2 {
+            if tag != Tag::Profile {
                 self.flush_ids();
             }
             match tag {
-                0 => return Ok(true),
-                1 => {
+                Tag::End => return Ok(true),
+                Tag::Define => {
                     let def = d.relation_type()?;
                     let (rel_id, props) = (
                         def.rel_id(),
-                        def.props().map(|(n, _)| n.to_owned()).collect(),
+                        def.props().map(|(n, _)| n.to_owned()).collect::<Vec<_>>(),
                     );
+                    let numeric = def
+                        .props()
+                        .filter(|(_, spec)| spec.kind() != crate::value::PropKind::Bool)
+                        .count();
+                    let shape = ((2 * props.len()).div_ceil(8), numeric);
                     match (self.sink.apply)(Command::Define(def)) {
                         Ok(()) => {
                             self.names.insert(rel_id, props);
+                            self.shapes.insert(rel_id, shape);
                             self.stats.relation_types += 1;
                         }
                         Err(e) => (self.sink.skip)(at, ordinal, format!("relation type: {e}")),
                     }
                 }
-                2 => self.profile(d, at, ordinal)?,
-                3 => self.target(d, at, ordinal)?,
-                t => return Err(Corrupt(format!("unknown record type {t}"))),
+                Tag::Profile if self.version >= 3 => self.profile3(d, at, ordinal)?,
+                Tag::Target if self.version >= 3 => self.target3(d, at, ordinal)?,
+                Tag::Profile => self.profile(d, at, ordinal)?,
+                Tag::Target => self.target(d, at, ordinal)?,
             }
         }
         Ok(false)
+    }
+
+    /// A version-3 profile: the next entry of the profile table.
+    fn profile3(&mut self, d: &mut Dec<'_>, at: u64, ordinal: u64) -> Result<(), Corrupt> {
+        let db = d.u32()?;
+        let id = d.str()?;
+        let data = match d.u8()? {
+            0 => None,
+            1 => Some(d.profile_data()?),
+            t => return Err(Corrupt(format!("bad profile tag {t}"))),
+        };
+        if self.profiles.len() >= BATCH {
+            self.flush_ids();
+        }
+        self.profiles.push((db, id, data));
+        self.profile_at.push((at, ordinal));
+        Ok(())
+    }
+
+    /// A version-3 target record: relations of one recipient, in columns.
+    fn target3(&mut self, d: &mut Dec<'_>, at: u64, ordinal: u64) -> Result<(), Corrupt> {
+        let rel_id = d.u32()?;
+        let a = d.u32()?;
+        let meta = usize::from(d.u16()?);
+        d.take(meta)?;
+        let (fb, nw) = (usize::from(d.u8()?), usize::from(d.u8()?));
+        let n = d.count(4 + fb + 8 * nw)?;
+        let initiators: Vec<u32> = (0..n).map(|_| d.u32()).collect::<Result<_, _>>()?;
+        let flags = d.take(n * fb)?.to_vec();
+        let nums: Vec<u64> = (0..n * nw).map(|_| d.u64()).collect::<Result<_, _>>()?;
+        let Some(&shape) = self.shapes.get(&rel_id) else {
+            // A relation type this load refused (or a file that names none).
+            let e = Error::UnknownRelation { rel_id };
+            (self.sink.skip)(
+                at,
+                ordinal,
+                format!("{n} relations of {rel_id} to profile {a}: {e}"),
+            );
+            return Ok(());
+        };
+        if shape != (fb, nw) {
+            return Err(Corrupt(format!(
+                "relations of {rel_id} of {fb} flag bytes and {nw} numbers, not {shape:?}"
+            )));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        match self.targets.last_mut() {
+            // The same recipient's next record: joined.
+            Some(t) if t.rel_id == rel_id && t.a == a => {
+                t.pieces.push((t.initiators.len(), at, ordinal));
+                t.initiators.extend(initiators);
+                t.flags.extend(flags);
+                t.nums.extend(nums);
+            }
+            _ => {
+                // A batch holds whole targets when it can: a full one is placed when
+                // the next recipient starts, or mid-target at four times the size.
+                if self.target_rows >= BATCH {
+                    self.flush_relations();
+                }
+                self.targets.push(TargetRecord {
+                    rel_id,
+                    a,
+                    initiators,
+                    flags,
+                    nums,
+                    pieces: vec![(0, at, ordinal)],
+                });
+            }
+        }
+        self.target_rows += n;
+        if self.target_rows >= 4 * BATCH {
+            self.flush_relations();
+        }
+        Ok(())
     }
 
     fn profile(&mut self, d: &mut Dec<'_>, at: u64, ordinal: u64) -> Result<(), Corrupt> {
@@ -753,7 +1041,7 @@ mod tests {
         e.buf.extend_from_slice(MAGIC);
         e.u32(version);
         e.u64(0);
-        if version == 2 {
+        if version >= 2 {
             e.u32(records.buf.len() as u32);
         }
         let base = e.buf.len();
@@ -873,5 +1161,90 @@ mod tests {
                 Some(crate::Sum::Int(5))
             );
         }
+    }
+    /// A version-3 target record naming what no version writes: an initiator past the
+    /// profile table, one of database A (the type's B is 2), one given twice, a float
+    /// that is not finite, flags of properties the type does not have, numbers of
+    /// absent properties. Each bad relation is skipped with why; the others load,
+    /// cleaned; a recipient past the table skips its record whole.
+    #[test]
+    fn a_version_3_target_skips_each_bad_relation_and_loads_the_rest() {
+        let mut r = Enc::default();
+        r.u8(1);
+        r.relation_type(
+            &RelationType::new(1, 1, 2)
+                .prop("Like", PropSpec::int().sum())
+                .prop("F", PropSpec::float().sum()),
+        );
+        for (db, id) in [(1, "a"), (2, "b0"), (2, "b1"), (1, "wrong_db"), (2, "b3")] {
+            r.u8(2);
+            r.u32(db);
+            r.str(id);
+            r.u8(0);
+        }
+        let target_at = r.buf.len();
+        r.u8(3);
+        r.u32(1);
+        r.u32(0); // recipient "a"
+        r.u16(2); // two bytes of metadata, skipped
+        r.u8(7);
+        r.u8(9);
+        r.u8(1); // flag bytes
+        r.u8(2); // numbers
+        let rows: [(u32, u8, [u64; 2]); 6] = [
+            (1, 0b11, [5, 0.5f64.to_bits()]),          // b0: Like 5, F 0.5
+            (99, 0b01, [1, 0]),                        // past the table
+            (3, 0b01, [1, 0]),                         // of database A
+            (1, 0b01, [7, 0]),                         // b0 again
+            (2, 0b10, [u64::MAX, f64::NAN.to_bits()]), // NaN
+            (4, 0b1101, [3, 9f64.to_bits()]), // F absent: 9 dropped; flag bits past the type
+        ];
+        r.u32(rows.len() as u32);
+        for (b, _, _) in rows {
+            r.u32(b);
+        }
+        for (_, f, _) in rows {
+            r.u8(f);
+        }
+        for (_, _, nums) in rows {
+            r.u64(nums[0]);
+            r.u64(nums[1]);
+        }
+        // A recipient past the profile table: the whole record is skipped.
+        r.u8(3);
+        r.u32(1);
+        r.u32(1000);
+        r.u16(0);
+        r.u8(1);
+        r.u8(2);
+        r.u32(1);
+        r.u32(1);
+        r.u8(1);
+        r.u64(1);
+        r.u64(0);
+        r.u8(0);
+        let (bytes, base) = snapshot_of(3, &r);
+        let engine = crate::Engine::load_snapshot_bytes(&bytes).expect("loads");
+        let skipped = engine.recovery_skipped();
+        assert_eq!(skipped.len(), 5, "{skipped:#?}");
+        assert!(
+            skipped[..4]
+                .iter()
+                .all(|s| s.offset == (base + target_at) as u64)
+        );
+        assert!(
+            skipped[0].reason.contains("not a profile of the snapshot"),
+            "{}",
+            skipped[0]
+        );
+        assert!(skipped[1].reason.contains("database B"), "{}", skipped[1]);
+        assert!(skipped[4].reason.contains("database A"), "{}", skipped[4]);
+        let counter = engine.get_counter(1, "a").expect("a");
+        assert_eq!(counter.total(), 2);
+        let sum = |p: &str| counter.prop(p).and_then(|p| p.sum());
+        assert_eq!(sum("Like"), Some(crate::Sum::Int(8)));
+        assert_eq!(sum("F"), Some(crate::Sum::Float(0.5)));
+        assert_eq!(counter.prop("F").map(|p| p.total()), Some(1));
+        assert_eq!(engine.relation_count(), 2);
     }
 }

@@ -12,6 +12,7 @@
 //! store under the locks the store hands out. Nothing here calls back up.
 
 mod batch;
+mod load;
 mod shard;
 
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use shard::{Shard, Shards};
 
 pub(crate) use crate::accum::target::Known;
 pub(crate) use batch::{Batch, Change, Row};
+pub(crate) use load::Columns;
 pub(crate) use shard::Locked;
 
 /// `(rel_id, recipient slot)`: one counter.

@@ -1,0 +1,177 @@
+//! A snapshot's targets placed whole, with every shard held: each recipient's
+//! relations copied from their columns into the packed layout and counted once, on all
+//! cores, a set of shards each; then the reverse index gains them all.
+
+use std::sync::Arc;
+
+use super::{Held, Store, TargetKey, spread};
+use crate::accum::target::Target;
+use crate::profile::Profile;
+use crate::schema::Schema;
+use crate::store::shard::Shard;
+
+/// One recipient's relations as a snapshot holds them: initiators by their index in
+/// the snapshot's profile table, then the records' flags and numeric words in
+/// columns (see `Target::load`).
+pub(crate) struct Columns<'a> {
+    pub(crate) schema: &'a Arc<Schema>,
+    pub(crate) a: Profile,
+    pub(crate) shard_a: usize,
+    pub(crate) initiators: Vec<u32>,
+    pub(crate) flags: Vec<u8>,
+    pub(crate) nums: Vec<u64>,
+}
+
+/// A relation left out of a load: its target's index in the batch, its index in the
+/// target's columns, and why.
+pub(crate) type Left = (usize, usize, &'static str);
+
+impl Store {
+    /// Places every target of `targets` (recipients live, in the shards `held`) on up
+    /// to `threads` threads. `table` is the snapshot's profile table: each entry the
+    /// profile made for it and its shard, or `None` when the load refused it. A
+    /// relation whose initiator is not in the table (or not of the type's database
+    /// B), repeats one before it, or whose values this version refuses, is left out
+    /// and listed. A recipient met again (its relations split over several records)
+    /// gains the new ones as a batch would.
+    pub(crate) fn install(
+        &self,
+        held: &mut [Held<'_>],
+        targets: Vec<Columns<'_>>,
+        table: &[Option<(Profile, usize)>],
+        threads: usize,
+    ) -> Vec<Left> {
+        let mut by_shard: Vec<Vec<(usize, Columns<'_>)>> =
+            (0..held.len()).map(|_| Vec::new()).collect();
+        for (i, t) in targets.into_iter().enumerate() {
+            by_shard[t.shard_a].push((i, t));
+        }
+        let done = crate::parallel::run(spread(held, by_shard, threads), |part| {
+            let mut added: Vec<(u32, usize, TargetKey)> = Vec::new();
+            let mut left: Vec<Left> = Vec::new();
+            let mut seen = hashbrown::HashSet::new();
+            for (shard, mine) in part {
+                for (i, t) in mine {
+                    self.install_one(shard, t, table, &mut seen, &mut added, &mut |row, why| {
+                        left.push((i, row, why));
+                    });
+                }
+            }
+            (added, left)
+        });
+        let mut by_shard: Vec<Vec<(u32, u32, u32)>> = vec![Vec::new(); held.len()];
+        let mut left = Vec::new();
+        for (added, l) in done {
+            for (b, shard_b, (rel_id, a)) in added {
+                by_shard[shard_b].push((b, rel_id, a));
+            }
+            left.extend(l);
+        }
+        crate::parallel::run(spread(held, by_shard, threads), |part| {
+            for (shard, entries) in part {
+                shard.initiated.extend(entries);
+            }
+        });
+        left.sort_unstable();
+        left
+    }
+
+    /// One target of [`install`](Self::install). Pushes `(initiator slot, initiator
+    /// shard, target)` of each relation placed to `added`.
+    fn install_one(
+        &self,
+        shard: &mut Shard,
+        t: Columns<'_>,
+        table: &[Option<(Profile, usize)>],
+        seen: &mut hashbrown::HashSet<u32>,
+        added: &mut Vec<(u32, usize, TargetKey)>,
+        leave: &mut dyn FnMut(usize, &'static str),
+    ) {
+        let schema = t.schema;
+        let db_b = schema.db_b();
+        // Each initiator's slot, `u32::MAX` for one not in the table (left out).
+        let ends: Vec<Option<&(Profile, usize)>> = t
+            .initiators
+            .iter()
+            .map(|&b| table.get(b as usize).and_then(Option::as_ref))
+            .collect();
+        let slots: Vec<u32> = ends
+            .iter()
+            .enumerate()
+            .map(|(row, end)| match end {
+                Some((p, _)) if p.db == db_b => p.slot,
+                Some(_) => {
+                    leave(row, "its initiator is not of the type's database B");
+                    u32::MAX
+                }
+                None => {
+                    leave(row, "its initiator is not a profile of the snapshot");
+                    u32::MAX
+                }
+            })
+            .collect();
+        let key = (schema.rel_id(), t.a.slot);
+        let xxh = self.xxh(&t.a);
+        let mut refused = Vec::new();
+        let (loaded, fresh) = Target::load(
+            schema,
+            &t.a,
+            xxh,
+            (&slots, &t.flags, &t.nums),
+            seen,
+            &mut refused,
+            self.index_above,
+            &self.slots,
+        );
+        for &row in &refused {
+            if slots[row] != u32::MAX {
+                leave(row, "its values are out of range, or its initiator repeats");
+            }
+        }
+        let mut kept = refused.iter().peekable();
+        let placed = (0..slots.len()).filter(|&row| kept.next_if(|&&r| r == row).is_none());
+        let placed: Vec<(u32, &Profile, usize)> = placed
+            .map(|row| {
+                let (p, shard_b) = ends[row].expect("a placed relation's initiator");
+                (p.slot, p, *shard_b)
+            })
+            .collect();
+        if placed.is_empty() {
+            return;
+        }
+        if let Some(existing) = shard.targets.get_mut(&key) {
+            // Met again: the new relations as a batch of sets.
+            let records: Vec<_> = loaded
+                .relations()
+                .iter()
+                .map(|(_, r)| r.to_record())
+                .collect();
+            let rows: Vec<(u32, &Profile, Option<&crate::record::Record>)> = placed
+                .iter()
+                .zip(&records)
+                .map(|(&(slot, p, _), r)| (slot, p, Some(r)))
+                .collect();
+            let shared = existing.shares_key;
+            let before = existing.len();
+            let (fresh, moved) = existing.apply_many(&rows, self.index_above, &self.slots);
+            let after = existing.len();
+            for (j, new) in moved {
+                debug_assert!(new, "a load only adds");
+                added.push((placed[j].0, placed[j].2, key));
+            }
+            self.publish(shard, key, (before, after), &t.a, fresh, shared);
+            return;
+        }
+        let mut target = loaded;
+        target.shares_key = self.share_key(shard, key.0, xxh);
+        let shared = target.shares_key;
+        let after = target.len();
+        shard.targets.insert(key, target);
+        added.extend(
+            placed
+                .iter()
+                .map(|&(slot, _, shard_b)| (slot, shard_b, key)),
+        );
+        self.publish(shard, key, (0, after), &t.a, fresh, shared);
+    }
+}
