@@ -771,9 +771,13 @@ impl Target {
     /// quarter of the target's size is placed first and then counted once, from the
     /// records (O(target)); a smaller one goes through [`apply`](Self::apply) row by
     /// row (O(rows)), so a batch never costs more than the larger of the two.
+    ///
+    /// `places`, when not empty, says where each row's relation is (found under the
+    /// same lock, no row removing one): rows applied one by one then do not search.
     pub(crate) fn apply_many(
         &mut self,
         rows: &[(u32, &Profile, Option<&Record>)],
+        places: &[Known],
         index_above: usize,
         slots: &SlotTable,
     ) -> (Option<Fresh>, Vec<(usize, bool)>) {
@@ -783,7 +787,7 @@ impl Target {
             let mut counters = std::mem::take(&mut self.counters);
             for (i, (_, b, rec)) in rows.iter().enumerate() {
                 let before = self.len();
-                let b = (*b, Known::Unknown);
+                let b = (*b, places.get(i).copied().unwrap_or(Known::Unknown));
                 self.change(&mut counters, &mut draft, b, *rec, index_above, slots);
                 match self.len().cmp(&before) {
                     std::cmp::Ordering::Greater => moved.push((i, true)),
@@ -1352,7 +1356,7 @@ mod tests {
                         }
                         let rows: Vec<(u32, &Profile, Option<&Record>)> =
                             rows.iter().map(|(s, b, r)| (*s, *b, r.as_ref())).collect();
-                        target.apply_many(&rows, 4, &slots);
+                        target.apply_many(&rows, &[], 4, &slots);
                     }
                 }
                 let len = target.len();
@@ -1403,7 +1407,7 @@ mod tests {
         let rec = record(&schema, 5);
         let rows: Vec<(u32, &Profile, Option<&Record>)> =
             (0..1000).map(|_| (b.slot, &b, Some(&rec))).collect();
-        let (_, added) = target.apply_many(&rows, 4, directory.slot_table());
+        let (_, added) = target.apply_many(&rows, &[], 4, directory.slot_table());
         assert_eq!((target.len(), added), (1, vec![(0, true)]));
         let chunk = &target.rels.head;
         assert!(target.rels.tail.is_empty());
@@ -1428,13 +1432,13 @@ mod tests {
             .zip(&recs)
             .map(|(b, r)| (b.slot, b, Some(r)))
             .collect();
-        indexed.apply_many(&rows, 4, directory.slot_table());
+        indexed.apply_many(&rows, &[], 4, directory.slot_table());
         assert_eq!(
             indexed.indexes.iter().flatten().count(),
             1,
             "8 valued past 4"
         );
-        small.apply_many(&rows, 64, directory.slot_table());
+        small.apply_many(&rows, &[], 64, directory.slot_table());
         assert_eq!(small.len(), 8);
         assert!(small.indexes.is_empty(), "no index, no room");
     }

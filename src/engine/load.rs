@@ -102,11 +102,7 @@ impl Engine {
     /// Places a batch of a snapshot's targets (their flags and numbers taken), their
     /// profiles named by index into `table`. Returns the relations left out: target,
     /// row, why.
-    pub(super) fn load_targets(
-        &self,
-        targets: &mut [TargetRecord],
-        table: &Table,
-    ) -> Vec<LeftOut> {
+    pub(super) fn load_targets(&self, targets: &mut [TargetRecord], table: &Table) -> Vec<LeftOut> {
         let mut left = Vec::new();
         let mut columns = Vec::with_capacity(targets.len());
         // Each placed target's index in `targets`.

@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::profile::Profile;
 use crate::record::{Record, WriteKind};
 use crate::schema::{Changes, Schema};
+use crate::store::Known;
 use crate::store::shard::Shard;
 
 /// What one row does to its pair.
@@ -58,8 +59,9 @@ struct Part {
     a: u32,
     /// Row indexes, in batch order.
     rows: Vec<u32>,
-    /// For a target with rows other than sets: each pair's final values.
-    folded: Option<Vec<(u32, Option<Record>)>>,
+    /// For a target with rows other than sets: each pair's final values, and where
+    /// the pair's relation was when planned.
+    folded: Option<Vec<(u32, Option<Record>, Known)>>,
 }
 
 impl Store {
@@ -161,18 +163,20 @@ impl Store {
         run: &[u32],
         skip: bool,
         refused: &mut Vec<Refused>,
-    ) -> Vec<(u32, Option<Record>)> {
-        // Per initiator: whether the pair had a relation before, and its values now.
+    ) -> Vec<(u32, Option<Record>, Known)> {
+        // Per initiator: where the pair's relation was before (if it had one), and its
+        // values now.
         let mut at: hashbrown::HashMap<u32, usize> = hashbrown::HashMap::new();
-        let mut pairs: Vec<(u32, bool, Option<Record>)> = Vec::new();
+        let mut pairs: Vec<(u32, Known, Option<Record>)> = Vec::new();
         for &i in run {
             let row = &batch.rows[i as usize];
             let k = *at.entry(row.b).or_insert_with(|| {
                 let pb = &batch.profiles[row.b as usize];
-                let had = target
-                    .and_then(|t| t.find(pb, &self.slots))
-                    .map(|(_, r)| r.to_record());
-                pairs.push((row.b, had.is_some(), had));
+                let (known, had) = match target.and_then(|t| t.find(pb, &self.slots)) {
+                    Some((at, r)) => (Known::At(at), Some(r.to_record())),
+                    None => (Known::Absent, None),
+                };
+                pairs.push((row.b, known, had));
                 pairs.len() - 1
             });
             let now = &mut pairs[k].2;
@@ -200,8 +204,8 @@ impl Store {
         }
         pairs
             .into_iter()
-            .filter(|(_, had, now)| *had || now.is_some())
-            .map(|(b, _, now)| (b, now))
+            .filter(|(_, had, now)| matches!(had, Known::At(_)) || now.is_some())
+            .map(|(b, had, now)| (b, now, had))
             .collect()
     }
 
@@ -260,8 +264,18 @@ impl Store {
         let schema = batch.schemas[part.ty as usize];
         let a = part.a as usize;
         let (pa, key) = (&batch.profiles[a], (schema.rel_id(), batch.slots[a]));
+        // Places found when planned stay true while no row removes a relation (a
+        // removal moves the last relation into the hole): then no row searches again.
+        let known = part
+            .folded
+            .as_ref()
+            .is_some_and(|f| f.iter().all(|(_, r, _)| r.is_some()));
+        let places: Vec<Known> = match &part.folded {
+            Some(folded) if known => folded.iter().map(|f| f.2).collect(),
+            _ => Vec::new(),
+        };
         let sets: Vec<(u32, Option<&Record>)> = match &part.folded {
-            Some(folded) => folded.iter().map(|(b, r)| (*b, r.as_ref())).collect(),
+            Some(folded) => folded.iter().map(|(b, r, _)| (*b, r.as_ref())).collect(),
             None => part
                 .rows
                 .iter()
@@ -284,7 +298,7 @@ impl Store {
             .iter()
             .map(|&(b, r)| (batch.slots[b as usize], &batch.profiles[b as usize], r))
             .collect();
-        let (fresh, moved) = target.apply_many(&rows, self.index_above, &self.slots);
+        let (fresh, moved) = target.apply_many(&rows, &places, self.index_above, &self.slots);
         let after = target.len();
         for (j, new) in moved {
             let b = sets[j].0 as usize;

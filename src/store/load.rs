@@ -153,7 +153,7 @@ impl Store {
                 .collect();
             let shared = existing.shares_key;
             let before = existing.len();
-            let (fresh, moved) = existing.apply_many(&rows, self.index_above, &self.slots);
+            let (fresh, moved) = existing.apply_many(&rows, &[], self.index_above, &self.slots);
             let after = existing.len();
             for (j, new) in moved {
                 debug_assert!(new, "a load only adds");
