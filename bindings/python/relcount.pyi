@@ -105,6 +105,12 @@ class Engine:
         """Creates or replaces a profile's data (never its relations)."""
     def import_relations(self, rel_id: int, rows: Iterable[Tuple[str, str, Optional[dict[str, Value]]]]) -> int:
         """Attaches many relations, all or nothing; returns the number of rows."""
+    def apply(
+        self,
+        writes: Iterable[Union[Tuple[str, int, str, str], Tuple[str, int, str, str, Optional[dict[str, Value]]]]],
+    ) -> int:
+        """Applies (op, rel_id, profile_a_id, profile_b_id[, weights]) writes in order,
+        all or nothing; op is "attach", "strengthen", "edit" or "detach"."""
     def get_counter(self, rel_id: int, profile: Profile) -> Counter:
         """The profile's counters for the relation type."""
     def list(self, rel_id: int, profile: Profile, skip: int = 0, limit: int = 100) -> Page:

@@ -77,7 +77,11 @@ pub(crate) unsafe fn out_arg<T>(p: *mut T, name: &str) -> Result<Out<T>, Failure
 /// # Safety
 ///
 /// `p` is NULL or points to `count` initialised `T`s.
-unsafe fn array<'a, T>(p: *const T, count: usize, name: &str) -> Result<&'a [T], Failure> {
+pub(crate) unsafe fn array<'a, T>(
+    p: *const T,
+    count: usize,
+    name: &str,
+) -> Result<&'a [T], Failure> {
     if count == 0 {
         return Ok(&[]);
     }

@@ -70,6 +70,17 @@ pub(crate) struct Failure {
     message: String,
 }
 
+impl Failure {
+    /// The failure of row `row` of a batch: its message says which row, as the
+    /// engine's own refusal of a row does.
+    pub(crate) fn in_row(self, row: usize) -> Self {
+        Failure {
+            status: self.status,
+            message: format!("row {row}: {}", self.message),
+        }
+    }
+}
+
 impl From<Error> for Failure {
     /// Every kind is listed: a new one does not compile until it has its status.
     fn from(e: Error) -> Self {

@@ -142,6 +142,39 @@ static void check_refusals(RcEngine *e) {
   rc_engine_free(NULL);
 }
 
+/* A batch: applied in order, all or nothing (a refused write names its row). */
+static void check_batch(RcEngine *e) {
+  RcWeight donate = int_weight("Donate", 5);
+  RcWeight like = int_weight("Like", 3);
+  const char *C = "5c910938c484d023b1309bad";
+  RcWrite ok[] = {
+      {RC_OP_ATTACH, 3, A, C, &donate, 1},
+      {RC_OP_STRENGTHEN, 3, A, C, &like, 1},
+      {RC_OP_STRENGTHEN, 3, A, C, &like, 1},
+  };
+  CHECK_STATUS(rc_apply(e, ok, 3), RC_STATUS_OK);
+  RcWrite refused[] = {
+      {RC_OP_DETACH, 3, A, C, NULL, 0},
+      {RC_OP_DETACH, 3, A, C, NULL, 0},
+  };
+  CHECK_STATUS(rc_apply(e, refused, 2), RC_STATUS_RELATION_NOT_FOUND);
+  CHECK(strstr(rc_last_error(), "row 1") != NULL);
+  RcWrite bad_op[] = {{9, 3, A, C, NULL, 0}};
+  CHECK_STATUS(rc_apply(e, bad_op, 1), RC_STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(rc_last_error(), "row 0") != NULL);
+  CHECK_STATUS(rc_apply(e, NULL, 0), RC_STATUS_OK);
+  RcCounter *c = NULL;
+  CHECK_STATUS(rc_get_counter(e, 3, A, &c), RC_STATUS_OK);
+  if (c == NULL) return;
+  CHECK(rc_counter_total(c) == 2); /* B's and C's, the refused detaches undone */
+  RcProp p;
+  CHECK_STATUS(rc_counter_prop(c, "Like", &p), RC_STATUS_OK);
+  CHECK(p.has_sum && p.sum.int_hi == 0 && p.sum.int_lo == 2 + 6);
+  rc_counter_free(c);
+  RcWrite undo[] = {{RC_OP_DETACH, 3, A, C, NULL, 0}};
+  CHECK_STATUS(rc_apply(e, undo, 1), RC_STATUS_OK);
+}
+
 /* Detach and delete change the counters; a counter taken before is a snapshot. */
 static void check_writes(RcEngine *e) {
   RcCounter *before = NULL, *after = NULL;
@@ -202,6 +235,8 @@ int main(int argc, char **argv) {
   check_seed(e);
   check_refusals(e);
   check_seed(e); /* the refused calls changed nothing */
+  check_batch(e);
+  check_seed(e);
   check_writes(e);
   rc_engine_free(e);
   check_teardown();

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use relcount::{Error, OwnedMatch, SyncPolicy, Value};
+use relcount::{Error, Op, OwnedMatch, SyncPolicy, Value};
 
 use crate::{convert, errors};
 
@@ -28,14 +28,6 @@ use crate::{convert, errors};
 #[pyclass(frozen, module = "relcount", name = "Engine")]
 pub(crate) struct Engine {
     inner: relcount::Engine,
-}
-
-/// The three writes that take weights.
-#[derive(Clone, Copy)]
-enum Write {
-    Attach,
-    Strengthen,
-    Edit,
 }
 
 /// Borrowed weights, as the engine's calls take them.
@@ -76,7 +68,7 @@ impl Engine {
     fn write(
         &self,
         py: Python<'_>,
-        kind: Write,
+        kind: Op,
         rel_id: u32,
         profile_a: &Bound<'_, PyAny>,
         profile_b: &Bound<'_, PyAny>,
@@ -88,9 +80,10 @@ impl Engine {
         self.call(py, |e| {
             let (a, b, w) = (a.as_match(), b.as_match(), borrowed(&w));
             match kind {
-                Write::Attach => e.attach(rel_id, a, b, &w),
-                Write::Strengthen => e.strengthen(rel_id, a, b, &w),
-                Write::Edit => e.edit(rel_id, a, b, &w),
+                Op::Attach => e.attach(rel_id, a, b, &w),
+                Op::Strengthen => e.strengthen(rel_id, a, b, &w),
+                Op::Edit => e.edit(rel_id, a, b, &w),
+                Op::Detach => e.detach(rel_id, a, b),
             }
         })
     }
@@ -158,7 +151,7 @@ impl Engine {
         profile_b: &Bound<'_, PyAny>,
         weights: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        self.write(py, Write::Attach, rel_id, profile_a, profile_b, weights)
+        self.write(py, Op::Attach, rel_id, profile_a, profile_b, weights)
     }
 
     /// Adds these deltas to the relation's numbers (a negative one weakens) and sets
@@ -172,7 +165,7 @@ impl Engine {
         profile_b: &Bound<'_, PyAny>,
         weights: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        self.write(py, Write::Strengthen, rel_id, profile_a, profile_b, weights)
+        self.write(py, Op::Strengthen, rel_id, profile_a, profile_b, weights)
     }
 
     /// Overwrites the listed values of the relation, keeping the others; creates the
@@ -186,7 +179,7 @@ impl Engine {
         profile_b: &Bound<'_, PyAny>,
         weights: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        self.write(py, Write::Edit, rel_id, profile_a, profile_b, weights)
+        self.write(py, Op::Edit, rel_id, profile_a, profile_b, weights)
     }
 
     /// Removes the relation: raises `ProfileNotFound` when either profile does not
@@ -259,6 +252,52 @@ impl Engine {
         self.call(py, |e| {
             e.import_relations(rel_id, owned.iter().map(|(a, b, w)| (a, b, borrowed(w))))
         })
+    }
+
+    /// Applies a batch of writes in order, all or nothing: `writes` is an iterable of
+    /// `(op, rel_id, profile_a_id, profile_b_id, weights)` where `op` is "attach",
+    /// "strengthen", "edit" or "detach" (weights `None` or left out for a detach).
+    /// A refused write raises its error with `.row` set and changes nothing.
+    /// Returns the number of writes.
+    fn apply(&self, py: Python<'_>, writes: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let mut batch = Vec::new();
+        let mut schemas: Vec<(u32, Option<relcount::RelationType>)> = Vec::new();
+        for (i, item) in writes.try_iter()?.enumerate() {
+            let item = item?;
+            let shape = "a write is a tuple (op, rel_id, profile_a_id, profile_b_id[, weights])";
+            let bad = || in_row(py, i, PyTypeError::new_err(shape));
+            let (op, rel_id, a, b, w): (String, u32, String, String, Option<Bound<'_, PyAny>>) =
+                match item.extract::<(String, u32, String, String, Option<Bound<'_, PyAny>>)>() {
+                    Ok(t) => t,
+                    Err(_) => {
+                        let (op, rel_id, a, b): (String, u32, String, String) =
+                            item.extract().map_err(|_| bad())?;
+                        (op, rel_id, a, b, None)
+                    }
+                };
+            let op = match op.as_str() {
+                "attach" => Op::Attach,
+                "strengthen" => Op::Strengthen,
+                "edit" => Op::Edit,
+                "detach" => Op::Detach,
+                other => {
+                    let why = format!("op {other:?} is none of attach, strengthen, edit, detach");
+                    return Err(in_row(py, i, PyTypeError::new_err(why)));
+                }
+            };
+            let schema = match schemas.iter().find(|(id, _)| *id == rel_id) {
+                Some((_, s)) => s.clone(),
+                None => {
+                    let s = self.inner.relation_type(rel_id);
+                    schemas.push((rel_id, s.clone()));
+                    s
+                }
+            };
+            let values =
+                convert::weights(w.as_ref(), schema.as_ref()).map_err(|e| in_row(py, i, e))?;
+            batch.push(relcount::Write::new(op, rel_id, a, b, values));
+        }
+        self.call(py, |e| e.apply(&batch))
     }
 
     /// The counters of `profile` for relation type `rel_id`, as the seed's `data`:
