@@ -835,9 +835,16 @@ impl Loader<'_> {
         d.take(meta)?;
         let (fb, nw) = (usize::from(d.u8()?), usize::from(d.u8()?));
         let n = d.count(4 + fb + 8 * nw)?;
-        let initiators: Vec<u32> = (0..n).map(|_| d.u32()).collect::<Result<_, _>>()?;
+        // `count` checked that the columns fit in the bytes left: sized once.
+        let mut initiators = Vec::with_capacity(n);
+        for _ in 0..n {
+            initiators.push(d.u32()?);
+        }
         let flags = d.take(n * fb)?.to_vec();
-        let nums: Vec<u64> = (0..n * nw).map(|_| d.u64()).collect::<Result<_, _>>()?;
+        let mut nums = Vec::with_capacity(n * nw);
+        for _ in 0..n * nw {
+            nums.push(d.u64()?);
+        }
         let Some(&shape) = self.shapes.get(&rel_id) else {
             // A relation type this load refused (or a file that names none).
             let e = Error::UnknownRelation { rel_id };
