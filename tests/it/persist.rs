@@ -1284,7 +1284,7 @@ fn columns_snapshot(recipients: u64, per: u64) -> Vec<u8> {
                 ("Donate", relcount::Value::Int((i % 7) as i64)),
                 ("Like", relcount::Value::Int(1)),
             ];
-            (hex(1 << 40 | i / per), hex(i % per), w)
+            (hex((1 << 40) | (i / per)), hex(i % per), w)
         })
         .collect();
     e.import_relations(3, rows).expect("import");
