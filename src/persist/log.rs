@@ -24,7 +24,7 @@ pub(crate) fn encode(command: &Command) -> Vec<u8> {
     let mut e = Enc::default();
     match command {
         Command::Define(def) => {
-            e.u8(1);
+            e.u8(Tag::Define as u8);
             e.relation_type(def);
         }
         Command::Write(w) => {
@@ -37,7 +37,7 @@ pub(crate) fn encode(command: &Command) -> Vec<u8> {
             }
         }
         Command::Batch(writes) => {
-            e.u8(10);
+            e.u8(Tag::Batch as u8);
             // Property names once each, in a table the rows index.
             let mut names: Vec<&str> = Vec::new();
             let mut index: hashbrown::HashMap<&str, usize> = hashbrown::HashMap::new();
@@ -67,7 +67,7 @@ pub(crate) fn encode(command: &Command) -> Vec<u8> {
             }
         }
         Command::Profiles(items) => {
-            e.u8(9);
+            e.u8(Tag::Profiles as u8);
             e.count(items.len());
             for (db, id, data) in items {
                 e.u32(*db);
@@ -80,7 +80,7 @@ pub(crate) fn encode(command: &Command) -> Vec<u8> {
             names,
             rows,
         } => {
-            e.u8(8);
+            e.u8(Tag::Bulk as u8);
             e.u32(*rel_id);
             e.count(names.len());
             for name in names {
@@ -98,12 +98,12 @@ pub(crate) fn encode(command: &Command) -> Vec<u8> {
             }
         }
         Command::Delete { db, id } => {
-            e.u8(6);
+            e.u8(Tag::Delete as u8);
             e.u32(*db);
             e.str(id);
         }
         Command::Import { db, id, data } => {
-            e.u8(7);
+            e.u8(Tag::Import as u8);
             e.u32(*db);
             e.str(id);
             e.profile_data(data);
@@ -112,23 +112,58 @@ pub(crate) fn encode(command: &Command) -> Vec<u8> {
     e.buf
 }
 
+/// What a record is: its payload's first byte (see `docs/format.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Tag {
+    Define = 1,
+    Attach = 2,
+    Strengthen = 3,
+    Edit = 4,
+    Detach = 5,
+    Delete = 6,
+    Import = 7,
+    Bulk = 8,
+    Profiles = 9,
+    Batch = 10,
+}
+
+impl Tag {
+    const ALL: [Tag; 10] = [
+        Tag::Define,
+        Tag::Attach,
+        Tag::Strengthen,
+        Tag::Edit,
+        Tag::Detach,
+        Tag::Delete,
+        Tag::Import,
+        Tag::Bulk,
+        Tag::Profiles,
+        Tag::Batch,
+    ];
+
+    fn of(byte: u8) -> Option<Tag> {
+        Tag::ALL.into_iter().find(|t| *t as u8 == byte)
+    }
+}
+
 /// The log's code of a single write: its record tag.
 fn op_code(op: Op) -> u8 {
-    match op {
-        Op::Attach => 2,
-        Op::Strengthen => 3,
-        Op::Edit => 4,
-        Op::Detach => 5,
-    }
+    (match op {
+        Op::Attach => Tag::Attach,
+        Op::Strengthen => Tag::Strengthen,
+        Op::Edit => Tag::Edit,
+        Op::Detach => Tag::Detach,
+    }) as u8
 }
 
 /// The write of a record tag (see [`op_code`]).
 fn op_of(code: u8) -> Option<Op> {
-    Some(match code {
-        2 => Op::Attach,
-        3 => Op::Strengthen,
-        4 => Op::Edit,
-        5 => Op::Detach,
+    Some(match Tag::of(code)? {
+        Tag::Attach => Op::Attach,
+        Tag::Strengthen => Op::Strengthen,
+        Tag::Edit => Op::Edit,
+        Tag::Detach => Op::Detach,
         _ => return None,
     })
 }
@@ -136,32 +171,34 @@ fn op_of(code: u8) -> Option<Op> {
 /// A command from its log encoding.
 pub(crate) fn decode(bytes: &[u8]) -> Decoded<Command> {
     let mut d = Dec::new(bytes);
-    let r = match d.u8()? {
-        1 => Command::Define(d.relation_type()?),
-        t @ 2..=4 => Command::Write(Change {
-            op: op_of(t).expect("a write's tag"),
+    let byte = d.u8()?;
+    let tag = Tag::of(byte).ok_or_else(|| Corrupt(format!("unknown record type {byte}")))?;
+    let r = match tag {
+        Tag::Define => Command::Define(d.relation_type()?),
+        Tag::Attach | Tag::Strengthen | Tag::Edit => Command::Write(Change {
+            op: op_of(byte).expect("a write's tag"),
             rel_id: d.u32()?,
             profile_a: d.str()?,
             profile_b: d.str()?,
             values: d.weights()?,
         }),
-        5 => Command::Write(Change {
+        Tag::Detach => Command::Write(Change {
             op: Op::Detach,
             rel_id: d.u32()?,
             profile_a: d.str()?,
             profile_b: d.str()?,
             values: Vec::new(),
         }),
-        6 => Command::Delete {
+        Tag::Delete => Command::Delete {
             db: d.u32()?,
             id: d.str()?,
         },
-        7 => Command::Import {
+        Tag::Import => Command::Import {
             db: d.u32()?,
             id: d.str()?,
             data: d.profile_data()?,
         },
-        8 => {
+        Tag::Bulk => {
             let rel_id = d.u32()?;
             // A name is at least its 2-byte length; a row at least two ids' 2-byte
             // lengths and a weight count. (A tighter bound refused records the log had
@@ -182,7 +219,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Decoded<Command> {
                 rows,
             }
         }
-        9 => {
+        Tag::Profiles => {
             // A profile is at least a database (4 bytes), an id's length (2), two
             // absent options (2) and two counts (8).
             let items = (0..d.count(16)?)
@@ -190,7 +227,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Decoded<Command> {
                 .collect::<Decoded<_>>()?;
             Command::Profiles(items)
         }
-        10 => {
+        Tag::Batch => {
             let names: Vec<String> = (0..d.count(2)?).map(|_| d.str()).collect::<Decoded<_>>()?;
             // A write is at least its tag, type, two ids' lengths and a value count.
             let writes = (0..d.count(10)?)
@@ -218,7 +255,6 @@ pub(crate) fn decode(bytes: &[u8]) -> Decoded<Command> {
                 .collect::<Decoded<_>>()?;
             Command::Batch(writes)
         }
-        t => return Err(Corrupt(format!("unknown record type {t}"))),
     };
     if d.remaining() != 0 {
         return Err(Corrupt("trailing bytes in a record".into()));
