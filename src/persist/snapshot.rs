@@ -1254,4 +1254,56 @@ mod tests {
         assert_eq!(counter.prop("F").map(|p| p.total()), Some(1));
         assert_eq!(engine.relation_count(), 2);
     }
+    /// Found by review: a recipient met again in a record that does not follow its
+    /// first (a hand-made or damaged file) had a repeated initiator overwrite the first
+    /// relation, unreported. It is now skipped and reported, as a repeat within one
+    /// record is.
+    #[test]
+    fn a_recipient_met_again_skips_a_repeated_initiator() {
+        let mut r = Enc::default();
+        r.u8(1);
+        r.relation_type(&RelationType::new(1, 1, 2).prop("Like", PropSpec::int().sum()));
+        for (db, id) in [(1, "a0"), (1, "a1"), (2, "b0"), (2, "b1")] {
+            r.u8(2);
+            r.u32(db);
+            r.str(id);
+            r.u8(0);
+        }
+        // a0 <- b0 = 10; a1 <- b0 = 20; a0 again: <- b0 = 30 (a repeat), <- b1 = 5.
+        for (a, rows) in [
+            (0u32, &[(2u32, 10u64)][..]),
+            (1, &[(2, 20)]),
+            (0, &[(2, 30), (3, 5)]),
+        ] {
+            r.u8(3);
+            r.u32(1);
+            r.u32(a);
+            r.u16(0);
+            r.u8(1);
+            r.u8(1);
+            r.u32(rows.len() as u32);
+            for (b, _) in rows {
+                r.u32(*b);
+            }
+            for _ in rows {
+                r.u8(1);
+            }
+            for (_, like) in rows {
+                r.u64(*like);
+            }
+        }
+        r.u8(0);
+        let (bytes, _) = snapshot_of(3, &r);
+        let engine = crate::Engine::load_snapshot_bytes(&bytes).expect("loads");
+        let skipped = engine.recovery_skipped();
+        assert_eq!(skipped.len(), 1, "{skipped:#?}");
+        assert!(skipped[0].reason.contains("repeats"), "{}", skipped[0]);
+        let a0 = engine.get_counter(1, "a0").expect("a0");
+        assert_eq!(a0.total(), 2);
+        assert_eq!(
+            a0.prop("Like").and_then(|p| p.sum()),
+            Some(crate::Sum::Int(15))
+        );
+        assert_eq!(engine.relation_count(), 3);
+    }
 }

@@ -130,34 +130,43 @@ impl Store {
         }
         let mut kept = refused.iter().peekable();
         let placed = (0..slots.len()).filter(|&row| kept.next_if(|&&r| r == row).is_none());
-        let placed: Vec<(u32, &Profile, usize)> = placed
+        // (row, initiator slot, initiator, its shard) of each relation placed.
+        let placed: Vec<(usize, u32, &Profile, usize)> = placed
             .map(|row| {
                 let (p, shard_b) = ends[row].expect("a placed relation's initiator");
-                (p.slot, p, *shard_b)
+                (row, p.slot, p, *shard_b)
             })
             .collect();
         if placed.is_empty() {
             return;
         }
         if let Some(existing) = shard.targets.get_mut(&key) {
-            // Met again: the new relations as a batch of sets.
+            // Met again (its records were not consecutive): the new relations as a
+            // batch of sets, but an initiator the target holds already is a repeat,
+            // left out as a repeat within one record is.
             let records: Vec<_> = loaded
                 .relations()
                 .iter()
                 .map(|(_, r)| r.to_record())
                 .collect();
-            let rows: Vec<(u32, &Profile, Option<&crate::record::Record>)> = placed
-                .iter()
-                .zip(&records)
-                .map(|(&(slot, p, _), r)| (slot, p, Some(r)))
-                .collect();
+            let mut rows: Vec<(u32, &Profile, Option<&crate::record::Record>)> = Vec::new();
+            let mut from: Vec<usize> = Vec::new();
+            for (k, (&(row, slot, p, _), r)) in placed.iter().zip(&records).enumerate() {
+                if existing.find(p, &self.slots).is_some() {
+                    leave(row, "its initiator repeats one before it");
+                } else {
+                    rows.push((slot, p, Some(r)));
+                    from.push(k);
+                }
+            }
             let shared = existing.shares_key;
             let before = existing.len();
             let (fresh, moved) = existing.apply_many(&rows, &[], self.index_above, &self.slots);
             let after = existing.len();
             for (j, new) in moved {
                 debug_assert!(new, "a load only adds");
-                added.push((placed[j].0, placed[j].2, key));
+                let (_, slot, _, shard_b) = placed[from[j]];
+                added.push((slot, shard_b, key));
             }
             self.publish(shard, key, (before, after), &t.a, fresh, shared);
             return;
@@ -170,7 +179,7 @@ impl Store {
         added.extend(
             placed
                 .iter()
-                .map(|&(slot, _, shard_b)| (slot, shard_b, key)),
+                .map(|&(_, slot, _, shard_b)| (slot, shard_b, key)),
         );
         self.publish(shard, key, (0, after), &t.a, fresh, shared);
     }
