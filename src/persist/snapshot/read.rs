@@ -441,13 +441,7 @@ impl Loader<'_> {
 
     /// A version-3 profile: the next entry of the profile table.
     fn profile3(&mut self, d: &mut Dec<'_>, at: u64, ordinal: u64) -> Result<(), Corrupt> {
-        let db = d.u32()?;
-        let id = d.str()?;
-        let data = match d.u8()? {
-            0 => None,
-            1 => Some(d.profile_data()?),
-            t => return Err(Corrupt(format!("bad profile tag {t}"))),
-        };
+        let (db, id, data) = profile_record(d)?;
         if self.profiles.len() >= BATCH {
             self.flush_ids();
         }
@@ -524,13 +518,7 @@ impl Loader<'_> {
     }
 
     fn profile(&mut self, d: &mut Dec<'_>, at: u64, ordinal: u64) -> Result<(), Corrupt> {
-        let db = d.u32()?;
-        let id = d.str()?;
-        let data = match d.u8()? {
-            0 => None,
-            1 => Some(d.profile_data()?),
-            t => return Err(Corrupt(format!("bad profile tag {t}"))),
-        };
+        let (db, id, data) = profile_record(d)?;
         let Some(data) = data else {
             // Id-only: created in batches of a database.
             if self
@@ -621,4 +609,16 @@ impl Loader<'_> {
         }
         Ok(())
     }
+}
+
+/// A profile record's body (the same in every version): database, id, data.
+fn profile_record(d: &mut Dec<'_>) -> Result<ProfileRecord, Corrupt> {
+    let db = d.u32()?;
+    let id = d.str()?;
+    let data = match d.u8()? {
+        0 => None,
+        1 => Some(d.profile_data()?),
+        t => return Err(Corrupt(format!("bad profile tag {t}"))),
+    };
+    Ok((db, id, data))
 }

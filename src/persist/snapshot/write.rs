@@ -59,6 +59,21 @@ impl<W: Write> Framed<W> {
     }
 }
 
+/// A profile record (the same in versions 2 and 3): database, id, and its data if it
+/// has any.
+fn put_profile(e: &mut Enc, profile: &Profile, data: Option<&crate::profile::data::Normalized>) {
+    e.u8(Tag::Profile as u8);
+    e.u32(profile.db);
+    e.str(&profile.id.as_str());
+    match data {
+        Some(d) => {
+            e.u8(1);
+            e.profile_data(&d.to_data());
+        }
+        None => e.u8(0),
+    }
+}
+
 /// The version-2 encoding (relations by initiator id, values by property), kept to
 /// test that such files still load.
 #[cfg(test)]
@@ -77,17 +92,7 @@ pub(crate) fn encode_v2<W: Write>(f: &Frozen, out: W) -> std::io::Result<(W, Sna
         w.close(FRAME)?;
     }
     for (profile, data) in &f.profiles {
-        let e = &mut w.frame;
-        e.u8(2);
-        e.u32(profile.db);
-        e.str(&profile.id.as_str());
-        match data {
-            Some(d) => {
-                e.u8(1);
-                e.profile_data(&d.to_data());
-            }
-            None => e.u8(0),
-        }
+        put_profile(&mut w.frame, profile, data.as_deref());
         stats.profiles += 1;
         w.close(FRAME)?;
     }
@@ -162,17 +167,7 @@ fn encode<W: Write>(f: &Frozen, out: W) -> std::io::Result<(W, SnapshotStats)> {
     let mut index = vec![u32::MAX; top];
     for (i, (profile, data)) in f.profiles.iter().enumerate() {
         index[profile.slot as usize] = i as u32;
-        let e = &mut w.frame;
-        e.u8(Tag::Profile as u8);
-        e.u32(profile.db);
-        e.str(&profile.id.as_str());
-        match data {
-            Some(d) => {
-                e.u8(1);
-                e.profile_data(&d.to_data());
-            }
-            None => e.u8(0),
-        }
+        put_profile(&mut w.frame, profile, data.as_deref());
         stats.profiles += 1;
         w.close(FRAME)?;
     }
