@@ -34,6 +34,10 @@ struct Checked<'e> {
     failed: Option<(usize, Error)>,
 }
 
+/// One row checked and named (see `Engine::check_row`): its type's schema, its two
+/// ends, what it does.
+type Checked1<'e> = (&'e Arc<Schema>, Named, Named, Change);
+
 /// The log record of a batch, from its profiles (each live or made) and its rows.
 type Logger<'a> = &'a dyn Fn(&[Profile], &[store::Row]) -> Command;
 
@@ -96,16 +100,7 @@ impl Engine {
     /// # Ok::<(), relcount::Error>(())
     /// ```
     pub fn apply(&self, writes: &[Write]) -> Result<usize, Error> {
-        let given = writes.iter().map(|w| {
-            let values = (w.op != Op::Detach || w.values.is_empty())
-                .then_some(w.values.as_slice())
-                .ok_or_else(|| Error::InvalidArgument {
-                    name: "values",
-                    reason: "a detach takes no values".into(),
-                });
-            (w.op, w.rel_id, &w.profile_a, &w.profile_b, values)
-        });
-        let checked = self.check(given, false)?;
+        let checked = self.check_writes(writes, false);
         self.run(
             checked,
             false,
@@ -179,7 +174,7 @@ impl Engine {
         let given = rows
             .into_iter()
             .map(|(a, b, w)| (Op::Attach, rel_id, a, b, Ok(w)));
-        let checked = self.check(given, false)?;
+        let checked = self.check(given, false);
         let n = checked.rows.len();
         self.run(
             checked,
@@ -212,7 +207,7 @@ impl Engine {
         let given = rows
             .iter()
             .map(|r| (Op::Attach, rel_id, r.a.as_str(), r.b.as_str(), weights(r)));
-        let checked = self.check(given, false)?;
+        let checked = self.check(given, false);
         self.run(checked, false, None)?;
         Ok(rows.len())
     }
@@ -220,13 +215,7 @@ impl Engine {
     /// Replays writes logged one by one, as one batch that skips what this version
     /// refuses: returns the refused writes, by index, in order.
     pub(super) fn replay_writes(&self, writes: &[Write]) -> Vec<(usize, Error)> {
-        let given = writes.iter().map(|w| {
-            let values: Result<&[(String, Value)], Error> = Ok(&w.values);
-            (w.op, w.rel_id, &w.profile_a, &w.profile_b, values)
-        });
-        let run = self
-            .check(given, true)
-            .and_then(|checked| self.run(checked, true, None));
+        let run = self.run(self.check_writes(writes, true), true, None);
         match run {
             Ok(refused) => refused,
             // Not a row's refusal (a batch too large for the engine's tables): every
@@ -243,7 +232,7 @@ impl Engine {
         &self,
         rows: impl Iterator<Item = (Op, u32, A, B, Result<W, Error>)>,
         skip: bool,
-    ) -> Result<Checked<'_>, Error>
+    ) -> Checked<'_>
     where
         A: AsRef<str>,
         B: AsRef<str>,
@@ -251,6 +240,75 @@ impl Engine {
         N: AsRef<str>,
     {
         let (lower, _) = rows.size_hint();
+        let rows = rows.map(|(op, rel_id, a, b, values)| {
+            self.check_row(op, rel_id, a.as_ref(), b.as_ref(), values)
+        });
+        self.gather(rows, lower, skip)
+    }
+
+    /// [`check`](Self::check) of writes of the public vocabulary: each row checked and
+    /// named on all cores when they are many (hashing and checking ids is most of
+    /// it), then gathered in order. A detach given values is refused.
+    fn check_writes(&self, writes: &[Write], skip: bool) -> Checked<'_> {
+        let one = |w: &Write| {
+            let values = (w.op != Op::Detach || w.values.is_empty())
+                .then_some(w.values.as_slice())
+                .ok_or_else(|| Error::InvalidArgument {
+                    name: "values",
+                    reason: "a detach takes no values".into(),
+                });
+            self.check_row(w.op, w.rel_id, &w.profile_a, &w.profile_b, values)
+        };
+        let threads = crate::parallel::threads_for(writes.len());
+        if threads == 1 {
+            return self.gather(writes.iter().map(one), writes.len(), skip);
+        }
+        let per = writes.len().div_ceil(threads);
+        let rows = crate::parallel::run(writes.chunks(per).collect(), |part| {
+            part.iter().map(one).collect::<Vec<_>>()
+        });
+        self.gather(rows.into_iter().flatten(), writes.len(), skip)
+    }
+
+    /// One row checked and named: its type's schema, its ends, what it does.
+    fn check_row<N: AsRef<str>>(
+        &self,
+        op: Op,
+        rel_id: u32,
+        a: &str,
+        b: &str,
+        values: Result<impl AsRef<[(N, Value)]>, Error>,
+    ) -> Result<Checked1<'_>, Error> {
+        let schema = self.schema(rel_id)?;
+        let changes = match op {
+            Op::Detach => {
+                values?;
+                None
+            }
+            _ => Some(schema.resolve(values?.as_ref())?),
+        };
+        let a = self.name(schema.db_a(), a)?;
+        let b = self.name(schema.db_b(), b)?;
+        let change = match (op, changes) {
+            (Op::Attach, Some(changes)) => {
+                Change::Set(Record::next(schema, None, WriteKind::Attach, &changes)?)
+            }
+            (Op::Strengthen, Some(changes)) => Change::Fold(WriteKind::Strengthen, changes),
+            (Op::Edit, Some(changes)) => Change::Fold(WriteKind::Edit, changes),
+            _ => Change::Remove,
+        };
+        Ok((schema, a, b, change))
+    }
+
+    /// Rows checked one by one, gathered in order into a batch: its relation types
+    /// and its distinct profiles as tables the rows index. A refused row ends the
+    /// batch (see [`Checked::failed`]), or with `skip` is left out and listed.
+    fn gather<'e>(
+        &'e self,
+        rows: impl Iterator<Item = Result<Checked1<'e>, Error>>,
+        lower: usize,
+        skip: bool,
+    ) -> Checked<'e> {
         let mut checked = Checked {
             schemas: Vec::new(),
             profiles: Vec::new(),
@@ -259,15 +317,15 @@ impl Engine {
             refused: Vec::new(),
             failed: None,
         };
-        // Indexes into `profiles`, by the profile hash already computed.
-        let mut known: hashbrown::HashTable<u32> = hashbrown::HashTable::new();
+        // (hash, index into `profiles`): growing the table reads no profile.
+        let mut known: hashbrown::HashTable<(u64, u32)> = hashbrown::HashTable::new();
         let mut last_type: Option<(u32, u32)> = None;
-        for (n, (op, rel_id, a, b, values)) in rows.enumerate() {
-            let row = (|| {
+        for (n, row) in rows.enumerate() {
+            let named = row.and_then(|(schema, a, b, change)| {
+                let rel_id = schema.rel_id();
                 let ty = match last_type {
                     Some((id, ty)) if id == rel_id => ty,
                     _ => {
-                        let schema = self.schema(rel_id)?;
                         let ty = match checked.schemas.iter().position(|s| s.rel_id() == rel_id) {
                             Some(ty) => ty,
                             None => {
@@ -279,35 +337,16 @@ impl Engine {
                         ty
                     }
                 };
-                let schema = checked.schemas[ty as usize];
-                let changes = match op {
-                    Op::Detach => {
-                        values?;
-                        None
-                    }
-                    _ => Some(schema.resolve(values?.as_ref())?),
-                };
-                let a = self.name(schema.db_a(), a.as_ref())?;
-                let b = self.name(schema.db_b(), b.as_ref())?;
-                let change = match (op, changes) {
-                    (Op::Attach, Some(changes)) => {
-                        Change::Set(Record::next(schema, None, WriteKind::Attach, &changes)?)
-                    }
-                    (Op::Strengthen, Some(changes)) => Change::Fold(WriteKind::Strengthen, changes),
-                    (Op::Edit, Some(changes)) => Change::Fold(WriteKind::Edit, changes),
-                    _ => Change::Remove,
-                };
-                Ok((ty, a, b, change))
-            })();
-            let named = row.and_then(|(ty, a, b, change)| {
                 let mut index_of = |named: Named| -> Result<u32, Error> {
                     let profiles = &mut checked.profiles;
-                    let eq = |&i: &u32| profiles[i as usize].key == named.key;
-                    if let Some(&i) = known.find(named.hash, eq) {
+                    let eq = |&(h, i): &(u64, u32)| {
+                        h == named.hash && profiles[i as usize].key == named.key
+                    };
+                    if let Some(&(_, i)) = known.find(named.hash, eq) {
                         return Ok(i);
                     }
                     let i = u32::try_from(profiles.len()).map_err(|_| Error::CapacityExceeded)?;
-                    known.insert_unique(named.hash, i, |&j| profiles[j as usize].hash);
+                    known.insert_unique(named.hash, (named.hash, i), |&(h, _)| h);
                     profiles.push(named);
                     Ok(i)
                 };
@@ -326,7 +365,7 @@ impl Engine {
                 }
             }
         }
-        Ok(checked)
+        checked
     }
 
     /// Looks up (or makes) a checked batch's profiles under every shard lock, plans
