@@ -43,3 +43,20 @@ pub(crate) fn threads_for(n: usize) -> usize {
         std::thread::available_parallelism().map_or(1, usize::from)
     }
 }
+
+/// `f` of every item, in order: on all cores when the items are many (see
+/// [`threads_for`]), each core a run of consecutive items; on the caller's thread
+/// otherwise.
+pub(crate) fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = threads_for(items.len());
+    if threads == 1 {
+        return items.iter().map(f).collect();
+    }
+    let per = items.len().div_ceil(threads);
+    run(items.chunks(per).collect(), |part| {
+        part.iter().map(&f).collect::<Vec<_>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect()
+}

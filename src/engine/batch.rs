@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::{Engine, Named};
+use super::Engine;
 use crate::command::{BulkRow, Command};
 use crate::error::Error;
 use crate::profile::Profile;
@@ -21,7 +21,7 @@ struct Checked<'e> {
     /// Its relation types; rows name them by index.
     schemas: Vec<&'e Arc<Schema>>,
     /// Its distinct profiles; rows name them by index.
-    profiles: Vec<Named>,
+    profiles: Vec<super::Named>,
     rows: Vec<store::Row>,
     /// Each row's index in what the caller gave (a row refused while checking, when
     /// refusals are skipped, is left out).
@@ -36,7 +36,7 @@ struct Checked<'e> {
 
 /// One row checked and named (see `Engine::check_row`): its type's schema, its two
 /// ends, what it does.
-type Checked1<'e> = (&'e Arc<Schema>, Named, Named, Change);
+type Checked1<'e> = (&'e Arc<Schema>, super::Named, super::Named, Change);
 
 /// The log record of a batch, from its profiles (each live or made) and its rows.
 type Logger<'a> = &'a dyn Fn(&[Profile], &[store::Row]) -> Command;
@@ -259,15 +259,8 @@ impl Engine {
                 });
             self.check_row(w.op, w.rel_id, &w.profile_a, &w.profile_b, values)
         };
-        let threads = crate::parallel::threads_for(writes.len());
-        if threads == 1 {
-            return self.gather(writes.iter().map(one), writes.len(), skip);
-        }
-        let per = writes.len().div_ceil(threads);
-        let rows = crate::parallel::run(writes.chunks(per).collect(), |part| {
-            part.iter().map(one).collect::<Vec<_>>()
-        });
-        self.gather(rows.into_iter().flatten(), writes.len(), skip)
+        let rows = crate::parallel::map(writes, one);
+        self.gather(rows.into_iter(), writes.len(), skip)
     }
 
     /// One row checked and named: its type's schema, its ends, what it does.
@@ -317,8 +310,7 @@ impl Engine {
             refused: Vec::new(),
             failed: None,
         };
-        // (hash, index into `profiles`): growing the table reads no profile.
-        let mut known: hashbrown::HashTable<(u64, u32)> = hashbrown::HashTable::new();
+        let mut interned = super::Interned::default();
         let mut last_type: Option<(u32, u32)> = None;
         for (n, row) in rows.enumerate() {
             let named = row.and_then(|(schema, a, b, change)| {
@@ -337,20 +329,7 @@ impl Engine {
                         ty
                     }
                 };
-                let mut index_of = |named: Named| -> Result<u32, Error> {
-                    let profiles = &mut checked.profiles;
-                    let eq = |&(h, i): &(u64, u32)| {
-                        h == named.hash && profiles[i as usize].key == named.key
-                    };
-                    if let Some(&(_, i)) = known.find(named.hash, eq) {
-                        return Ok(i);
-                    }
-                    let i = u32::try_from(profiles.len()).map_err(|_| Error::CapacityExceeded)?;
-                    known.insert_unique(named.hash, (named.hash, i), |&(h, _)| h);
-                    profiles.push(named);
-                    Ok(i)
-                };
-                let (a, b) = (index_of(a)?, index_of(b)?);
+                let (a, b) = (interned.intern(a)?.0, interned.intern(b)?.0);
                 Ok(store::Row { a, b, ty, change })
             });
             match named {
@@ -365,6 +344,7 @@ impl Engine {
                 }
             }
         }
+        checked.profiles = interned.named;
         checked
     }
 

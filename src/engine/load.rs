@@ -27,51 +27,33 @@ impl Engine {
         let mut refused: Vec<Option<Error>> = Vec::with_capacity(items.len());
         // Each item's place among the distinct profiles, if it was accepted.
         let mut place: Vec<Option<usize>> = Vec::with_capacity(items.len());
-        let mut named: Vec<super::Named> = Vec::new();
+        let mut interned = super::Interned::default();
         let mut data: Vec<Option<Normalized>> = Vec::new();
-        // (hash, place): growing the table reads no profile.
-        let mut known: hashbrown::HashTable<(u64, usize)> = hashbrown::HashTable::new();
         // Named and checked on all cores (hashing and checking ids is most of it).
-        let threads = crate::parallel::threads_for(items.len());
-        let per = items.len().div_ceil(threads).max(1);
-        let checked: Vec<Result<_, Error>> =
-            crate::parallel::run(items.chunks(per).collect(), |part| {
-                part.iter()
-                    .map(|(db, id, d)| {
-                        let n = self.name(*db, id)?;
-                        let d = d.as_ref().map(Normalized::new).transpose()?;
-                        Ok((n, d))
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .into_iter()
-            .flatten()
-            .collect();
+        let checked = crate::parallel::map(items, |(db, id, d)| {
+            let n = self.name(*db, id)?;
+            let d = d.as_ref().map(Normalized::new).transpose()?;
+            Ok::<_, Error>((n, d))
+        });
         for checked in checked {
-            let (n, d) = match checked {
-                Ok(item) => item,
+            match checked.and_then(|(n, d)| Ok((interned.intern(n)?, d))) {
+                Ok(((i, new), d)) => {
+                    if new {
+                        data.push(d);
+                    } else {
+                        data[i as usize] = d;
+                    }
+                    refused.push(None);
+                    place.push(Some(i as usize));
+                }
                 Err(e) => {
                     refused.push(Some(e));
                     place.push(None);
-                    continue;
                 }
-            };
-            let i = match known.find(n.hash, |&(h, i)| h == n.hash && named[i].key == n.key) {
-                Some(&(_, i)) => {
-                    data[i] = d;
-                    i
-                }
-                None => {
-                    let i = named.len();
-                    known.insert_unique(n.hash, (n.hash, i), |&(h, _)| h);
-                    named.push(n);
-                    data.push(d);
-                    i
-                }
-            };
-            refused.push(None);
-            place.push(Some(i));
+            }
         }
+        let named = interned.named;
+        let threads = crate::parallel::threads_for(items.len());
         let found = match self.find_or_make(&named, threads) {
             Ok(found) => found,
             Err(e) => {

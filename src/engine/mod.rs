@@ -229,6 +229,30 @@ struct Named {
     query: Option<crate::profile::data::Query>,
 }
 
+/// Named profiles, each distinct one once, in the order first named; found again by
+/// the hash already computed (kept beside each index, so growing the table reads no
+/// profile).
+#[derive(Default)]
+struct Interned {
+    named: Vec<Named>,
+    known: hashbrown::HashTable<(u64, u32)>,
+}
+
+impl Interned {
+    /// `named`'s index in the table, and whether it was new there.
+    fn intern(&mut self, named: Named) -> Result<(u32, bool), Error> {
+        let (hash, all) = (named.hash, &self.named);
+        let eq = |&(h, i): &(u64, u32)| h == hash && all[i as usize].key == named.key;
+        if let Some(&(_, i)) = self.known.find(hash, eq) {
+            return Ok((i, false));
+        }
+        let i = u32::try_from(self.named.len()).map_err(|_| Error::CapacityExceeded)?;
+        self.known.insert_unique(hash, (hash, i), |&(h, _)| h);
+        self.named.push(named);
+        Ok((i, true))
+    }
+}
+
 impl Engine {
     /// An engine with default settings.
     #[must_use]

@@ -231,25 +231,7 @@ impl Store {
             }
             changed
         });
-        let mut added: Vec<Vec<(u32, u32, u32)>> = vec![Vec::new(); held.len()];
-        let mut removed: Vec<Vec<(u32, TargetKey)>> = vec![Vec::new(); held.len()];
-        for (b, shard_b, key, new) in changed.into_iter().flatten() {
-            if new {
-                added[shard_b].push((b, key.0, key.1));
-            } else {
-                removed[shard_b].push((b, key));
-            }
-        }
-        let work: Vec<Vec<_>> = added.into_iter().zip(removed).map(|x| vec![x]).collect();
-        crate::parallel::run(spread(held, work, threads), |part| {
-            for (shard, mut mine) in part {
-                let (added, removed) = mine.pop().expect("one entry a shard");
-                for (b, key) in removed {
-                    shard.initiated.remove(b, key);
-                }
-                shard.initiated.extend(added);
-            }
-        });
+        self.index_initiators(held, changed.into_iter().flatten(), threads);
     }
 
     /// One target's part of [`commit`](Self::commit). Pushes `(initiator slot,

@@ -59,19 +59,14 @@ impl Store {
             }
             (added, left)
         });
-        let mut by_shard: Vec<Vec<(u32, u32, u32)>> = vec![Vec::new(); held.len()];
-        let mut left = Vec::new();
-        for (added, l) in done {
-            for (b, shard_b, (rel_id, a)) in added {
-                by_shard[shard_b].push((b, rel_id, a));
-            }
-            left.extend(l);
-        }
-        crate::parallel::run(spread(held, by_shard, threads), |part| {
-            for (shard, entries) in part {
-                shard.initiated.extend(entries);
-            }
-        });
+        let (added, left): (Vec<_>, Vec<_>) = done.into_iter().unzip();
+        let added = added.into_iter().flatten();
+        self.index_initiators(
+            held,
+            added.map(|(b, shard_b, key)| (b, shard_b, key, true)),
+            threads,
+        );
+        let mut left: Vec<Left> = left.into_iter().flatten().collect();
         left.sort_unstable();
         left
     }

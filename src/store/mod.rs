@@ -193,6 +193,37 @@ impl Store {
         }
     }
 
+    /// Keeps the reverse index in step with relations a batch or a load added
+    /// (`true`) or removed (`false`): each `(initiator slot, initiator shard,
+    /// target)` goes to its initiator's shard, every shard changed at once, the shards
+    /// dealt to up to `threads` threads.
+    fn index_initiators(
+        &self,
+        held: &mut [Held<'_>],
+        changed: impl IntoIterator<Item = (u32, usize, TargetKey, bool)>,
+        threads: usize,
+    ) {
+        let mut added: Vec<Vec<(u32, u32, u32)>> = vec![Vec::new(); held.len()];
+        let mut removed: Vec<Vec<(u32, TargetKey)>> = vec![Vec::new(); held.len()];
+        for (b, shard_b, key, new) in changed {
+            if new {
+                added[shard_b].push((b, key.0, key.1));
+            } else {
+                removed[shard_b].push((b, key));
+            }
+        }
+        let work: Vec<Vec<_>> = added.into_iter().zip(removed).map(|x| vec![x]).collect();
+        crate::parallel::run(spread(held, work, threads), |part| {
+            for (shard, mut mine) in part {
+                let (added, removed) = mine.pop().expect("one entry a shard");
+                for (b, key) in removed {
+                    shard.initiated.remove(b, key);
+                }
+                shard.initiated.extend(added);
+            }
+        });
+    }
+
     /// `pa`'s target under `key` in its (locked) shard, made when it has none (and
     /// then marked if another recipient's counters share its published key).
     fn target_of<'s>(

@@ -59,6 +59,29 @@ impl<W: Write> Framed<W> {
     }
 }
 
+/// A snapshot of `f` begun in `version`: its header, then its relation types (the
+/// same in every version).
+fn begin<W: Write>(
+    f: &Frozen,
+    version: u32,
+    out: W,
+) -> std::io::Result<(Framed<W>, SnapshotStats)> {
+    let mut w = Framed::new(out);
+    let mut stats = SnapshotStats::default();
+    let mut header = Enc::default();
+    header.buf.extend_from_slice(MAGIC);
+    header.u32(version);
+    header.u64(f.next_seq);
+    w.raw(&header.buf)?;
+    for def in &f.schemas {
+        w.frame.u8(Tag::Define as u8);
+        w.frame.relation_type(def);
+        stats.relation_types += 1;
+        w.close(FRAME)?;
+    }
+    Ok((w, stats))
+}
+
 /// A profile record (the same in versions 2 and 3): database, id, and its data if it
 /// has any.
 fn put_profile(e: &mut Enc, profile: &Profile, data: Option<&crate::profile::data::Normalized>) {
@@ -78,19 +101,7 @@ fn put_profile(e: &mut Enc, profile: &Profile, data: Option<&crate::profile::dat
 /// test that such files still load.
 #[cfg(test)]
 pub(crate) fn encode_v2<W: Write>(f: &Frozen, out: W) -> std::io::Result<(W, SnapshotStats)> {
-    let mut w = Framed::new(out);
-    let mut stats = SnapshotStats::default();
-    let mut header = Enc::default();
-    header.buf.extend_from_slice(MAGIC);
-    header.u32(2);
-    header.u64(f.next_seq);
-    w.raw(&header.buf)?;
-    for def in &f.schemas {
-        w.frame.u8(1);
-        w.frame.relation_type(def);
-        stats.relation_types += 1;
-        w.close(FRAME)?;
-    }
+    let (mut w, mut stats) = begin(f, 2, out)?;
     for (profile, data) in &f.profiles {
         put_profile(&mut w.frame, profile, data.as_deref());
         stats.profiles += 1;
@@ -144,19 +155,7 @@ pub(crate) fn encode_v2<W: Write>(f: &Frozen, out: W) -> std::io::Result<(W, Sna
 /// profile once; its place in the table is its index), then each target's relations
 /// in columns, initiators by index (see `docs/format.md`).
 fn encode<W: Write>(f: &Frozen, out: W) -> std::io::Result<(W, SnapshotStats)> {
-    let mut w = Framed::new(out);
-    let mut stats = SnapshotStats::default();
-    let mut header = Enc::default();
-    header.buf.extend_from_slice(MAGIC);
-    header.u32(VERSION);
-    header.u64(f.next_seq);
-    w.raw(&header.buf)?;
-    for def in &f.schemas {
-        w.frame.u8(Tag::Define as u8);
-        w.frame.relation_type(def);
-        stats.relation_types += 1;
-        w.close(FRAME)?;
-    }
+    let (mut w, mut stats) = begin(f, VERSION, out)?;
     // Slot -> index in the profile table (`u32::MAX`: no live profile at the point).
     let top = f
         .profiles
