@@ -1,7 +1,6 @@
 //! Automatic compaction: when the write log has outgrown the last snapshot, fold it
 //! into a new one (Redis's `auto-aof-rewrite-percentage` and `-min-size`).
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
@@ -9,9 +8,8 @@ use std::time::Duration;
 
 use super::Engine;
 use crate::error::Error;
-use crate::error::{StorageError, io_err};
+use crate::error::StorageError;
 use crate::persist::snapshot::SnapshotStats;
-use crate::persist::snapshot_path;
 
 /// When a durable engine's log is due for compaction (see
 /// [`Engine::compact_if_due`] and [`Compactor`]): once it is at least
@@ -62,7 +60,7 @@ impl Engine {
         if !self.auto_compact.due(log, 0) {
             return Ok(false);
         }
-        Ok(self.auto_compact.due(log, snapshot_bytes(dir)?))
+        Ok(self.auto_compact.due(log, dir.snapshot_bytes()?))
     }
 
     /// Compacts (see [`compact`](Self::compact)) if [`compaction_due`](Self::compaction_due);
@@ -77,15 +75,6 @@ impl Engine {
         } else {
             Ok(None)
         }
-    }
-}
-
-fn snapshot_bytes(dir: &Path) -> Result<u64, Error> {
-    let path = snapshot_path(dir);
-    match std::fs::metadata(&path) {
-        Ok(m) => Ok(m.len()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(io_err(&path, e)),
     }
 }
 

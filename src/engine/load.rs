@@ -1,11 +1,19 @@
-//! A version-3 snapshot loaded into a new engine: its profile table made in batches
-//! (each profile looked up and made under every shard lock, on all cores), then its
-//! targets placed whole from their columns (see `store::Store::install`). Not logged:
-//! a load fills an engine before its log opens.
+//! A snapshot loaded into a new engine, a step at a time as its reader yields them.
+//! Versions 1 and 2: relation types and profiles one call each, relations by id
+//! through the batch path. Version 3: its profile table made in batches (each
+//! profile looked up and made under every shard lock, on all cores), then its
+//! targets placed whole from their columns (see `store::Store::install`). Not
+//! logged: a load fills an engine before its log opens. What this version refuses
+//! is skipped and listed (see `Engine::recovery_skipped`), and the load goes on.
+
+use std::path::Path;
 
 use super::Engine;
 use crate::error::Error;
-use crate::persist::snapshot::{LeftOut, ProfileRecord, TargetRecord};
+use crate::persist::Skipped;
+use crate::persist::snapshot::{
+    Item, LeftOut, ProfileRecord, Refused, SnapshotReader, TargetRecord, import_valid,
+};
 use crate::profile::Profile;
 use crate::profile::data::Normalized;
 use crate::store;
@@ -14,7 +22,97 @@ use crate::store;
 /// and its shard, or `None` when the load refused it.
 pub(super) type Table = Vec<Option<(Profile, usize)>>;
 
+/// A batch's answer as the snapshot's batches take it: which row was refused, if
+/// one was (`Error::InRow`), or that the whole batch was.
+fn refused<T>(done: Result<T, Error>) -> Refused {
+    match done {
+        Ok(_) => Ok(()),
+        Err(Error::InRow { row, error }) => Err((Some(row), *error)),
+        Err(e) => Err((None, e)),
+    }
+}
+
 impl Engine {
+    /// Loads a whole snapshot into this new engine, `file` named in what is skipped.
+    pub(super) fn restore<R: std::io::Read>(
+        &self,
+        reader: &mut SnapshotReader<R>,
+        file: &Path,
+    ) -> Result<(), Error> {
+        let mut table = Table::new();
+        while let Some(item) = reader.next()? {
+            if let Some(rel_id) = self.load_item(item, &mut table, file) {
+                reader.refuse_define(rel_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one step of a snapshot (of `file`), its profile table so far in
+    /// `table`; notes what it refuses as skipped. Returns the relation type it
+    /// refused to define, if it did (its reader must hear of it).
+    pub(super) fn load_item(&self, item: Item, table: &mut Table, file: &Path) -> Option<u32> {
+        let skip = |(offset, record): (u64, u64), reason: String| {
+            self.note_skipped(Skipped {
+                file: file.to_path_buf(),
+                offset,
+                record,
+                reason,
+            });
+        };
+        match item {
+            Item::Define(at, def) => {
+                let rel_id = def.rel_id();
+                if let Err(e) = self.define(def) {
+                    skip(at, format!("relation type: {e}"));
+                    return Some(rel_id);
+                }
+            }
+            Item::Import(at, db, id, data) => {
+                if let Err(e) = self.import_profile(db, &id, data) {
+                    skip(at, format!("profile {id:?} of database {db}: {e}"));
+                }
+            }
+            Item::Ids(batch) => {
+                import_valid(
+                    &batch.ids,
+                    |part| refused(self.import_ids(batch.db, part)),
+                    |i, e| {
+                        let (at, what) = batch.describe(i);
+                        skip(at, format!("{what}: {e}"));
+                    },
+                );
+            }
+            Item::Relations(batch) => {
+                import_valid(
+                    &batch.rows,
+                    |part| refused(self.import_logged(batch.rel_id, &batch.names, part)),
+                    |i, e| {
+                        let (at, what) = batch.describe(i);
+                        skip(at, format!("{what}: {e}"));
+                    },
+                );
+            }
+            Item::Profiles(batch) => {
+                let refused = self.load_profiles(&batch.profiles, table);
+                for (i, why) in refused.into_iter().enumerate() {
+                    if let Some(e) = why {
+                        let (at, what) = batch.describe(i);
+                        skip(at, format!("{what}: {e}"));
+                    }
+                }
+            }
+            Item::Targets(mut targets) => {
+                for (t, row, why) in self.load_targets(&mut targets, table) {
+                    let (at, what) = targets[t].describe(row);
+                    skip(at, format!("{what}: {why}"));
+                }
+            }
+            Item::Skip(at, why) => skip(at, why),
+        }
+        None
+    }
+
     /// Makes a batch of a snapshot's profiles, the next entries of `table`: each as
     /// [`import_profile`](Self::import_profile) would (an id given twice is one
     /// profile, with the data of its last entry). Returns, for each one, why it was

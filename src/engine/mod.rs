@@ -21,6 +21,8 @@ mod batch;
 mod bulk;
 mod compactor;
 mod durable;
+#[cfg(test)]
+mod fault_tests;
 mod load;
 mod profiles;
 mod read;
@@ -62,7 +64,8 @@ pub struct Engine {
     resolver: Option<Arc<dyn Resolver>>,
     /// The write log, once the engine was opened on a data directory.
     log: std::sync::OnceLock<crate::persist::log::Log>,
-    data_dir: std::sync::OnceLock<std::path::PathBuf>,
+    /// Its data directory, locked (dropped after the log, which syncs as it goes).
+    data_dir: std::sync::OnceLock<crate::persist::dir::DataDir>,
     /// Serialises snapshot saves and compactions; holds the last snapshot point taken
     /// (see `freeze`).
     snapshot_lock: Mutex<u32>,

@@ -18,6 +18,7 @@
 //! [`Engine::compact`]: crate::Engine::compact
 
 pub(crate) mod codec;
+pub(crate) mod dir;
 pub(crate) mod log;
 pub(crate) mod snapshot;
 

@@ -8,8 +8,8 @@
 //! relations as columns; versions 2 (framed, relations by id) and 1 (one run of
 //! records) still load. The bytes are laid out in `docs/format.md`.
 //!
-//! `write.rs` encodes a snapshot and writes it crash-safely; `read.rs` reads one a
-//! frame at a time into a sink.
+//! `write.rs` encodes a snapshot and writes it crash-safely; `read.rs` reads one back
+//! a record at a time, pulled.
 
 mod read;
 #[cfg(test)]
@@ -20,7 +20,9 @@ use crate::profile::FrozenProfile;
 use crate::schema::RelationType;
 use crate::store;
 
-pub(crate) use read::{LeftOut, ProfileRecord, Refused, Sink, TargetRecord, load, load_bytes};
+pub(crate) use read::{
+    Item, LeftOut, ProfileRecord, Refused, SnapshotReader, TargetRecord, import_valid,
+};
 #[cfg(test)]
 pub(crate) use write::encode_v2;
 pub(crate) use write::{tmp_prefix, write};

@@ -1,0 +1,98 @@
+//! The log's files in a data directory: their names, the end marks a failed cut
+//! leaves, and cutting a torn tail.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::super::sync_dir;
+use crate::error::{Error, StorageKind, fail, io_err};
+
+/// The file name of log `seq`.
+pub(crate) fn log_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("log.{seq:020}"))
+}
+
+/// Where a log whose failed append could not be cut back records its real end (the
+/// length of its acknowledged records): recovery cuts the log there before reading it,
+/// then removes this file.
+pub(crate) fn end_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("log.{seq:020}.end"))
+}
+
+/// Records, durably, that log `seq` ends at `len` (see [`end_path`]).
+pub(super) fn mark_end(dir: &Path, seq: u64, len: u64) -> std::io::Result<()> {
+    let (path, tmp) = (
+        end_path(dir, seq),
+        dir.join(format!("log.{seq:020}.end.tmp")),
+    );
+    let mut f = File::create(&tmp)?;
+    f.write_all(&len.to_le_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Cuts log `seq` back to the end a failed append recorded for it, if one did (see
+/// [`end_path`]), then forgets the record.
+pub(crate) fn apply_end_mark(dir: &Path, seq: u64) -> Result<(), Error> {
+    let path = end_path(dir, seq);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(&path, e)),
+    };
+    let len = <[u8; 8]>::try_from(bytes.as_slice())
+        .map(u64::from_le_bytes)
+        .map_err(|_| {
+            fail(
+                StorageKind::Corrupt,
+                Some(&path),
+                "not an end mark (8 bytes)",
+            )
+        })?;
+    let log = log_path(dir, seq);
+    let actual = std::fs::metadata(&log).map_err(|e| io_err(&log, e))?.len();
+    if actual > len {
+        truncate(&log, len)?;
+    }
+    std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+    sync_dir(dir)
+}
+
+/// The sequence numbers of the logs in `dir`, ascending.
+pub(crate) fn log_seqs(dir: &Path) -> Result<Vec<u64>, Error> {
+    let mut seqs = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+        let entry = entry.map_err(|e| io_err(dir, e))?;
+        let name = entry.file_name();
+        if let Some(seq) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("log."))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            seqs.push(seq);
+        }
+    }
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+pub(super) fn open_append(path: &Path) -> Result<File, Error> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io_err(path, e))
+}
+
+/// Cuts a torn tail off the log at `path`.
+pub(crate) fn truncate(path: &Path, len: u64) -> Result<(), Error> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| io_err(path, e))?;
+    f.set_len(len)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io_err(path, e))
+}
