@@ -48,19 +48,23 @@ impl EngineBuilder {
     pub fn open(self, dir: impl AsRef<Path>, sync: SyncPolicy) -> Result<Engine, Error> {
         let dir = DataDir::open(dir.as_ref())?;
         let engine = self.build();
-        let mut table = super::load::Table::new();
+        let mut loading = super::load::Loading::default();
         let mut recovery = dir.recover()?;
         let snapshot = dir.snapshot_path();
         while let Some(step) = recovery.next()? {
             match step {
                 Step::Snapshot(item) => {
-                    if let Some(rel_id) = engine.load_item(item, &mut table, &snapshot) {
+                    if let Some(rel_id) = engine.load_item(item, &mut loading, &snapshot) {
                         recovery.refuse_define(rel_id);
                     }
                 }
-                Step::Log(file, run) => engine.replay(run, &file),
+                Step::Log(file, run) => {
+                    engine.finish_load(&mut loading);
+                    engine.replay(run, &file);
+                }
             }
         }
+        engine.finish_load(&mut loading);
         let seq = recovery.log_seq();
         drop(recovery);
         let _ = engine.log.set(dir.open_log(seq, sync)?);

@@ -22,6 +22,18 @@ pub(crate) struct Columns<'a> {
     pub(crate) nums: Vec<u64>,
 }
 
+/// The reverse index's entries of the relations a load placed, by their initiator's
+/// shard, until the load indexes them all at once (see `Store::index_loaded`).
+#[derive(Default)]
+pub(crate) struct Initiated(Vec<Vec<(u32, u32, u32)>>);
+
+impl Initiated {
+    /// Whether no relation waits to be indexed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.iter().all(Vec::is_empty)
+    }
+}
+
 /// A relation left out of a load: its target's index in the batch, its index in the
 /// target's columns, and why.
 pub(crate) type Left = (usize, usize, &'static str);
@@ -34,12 +46,17 @@ impl Store {
     /// B), repeats one before it, or whose values this version refuses, is left out
     /// and listed. A recipient met again (its relations split over several records)
     /// gains the new ones as a batch would.
+    ///
+    /// The reverse index does not gain the relations placed: they are added to
+    /// `initiated` (an entry a relation, by its initiator's shard), for
+    /// [`index_loaded`](Self::index_loaded) to index once the whole snapshot is placed.
     pub(crate) fn install(
         &self,
         held: &mut [Held<'_>],
         targets: Vec<Columns<'_>>,
         table: &[Option<(Profile, usize)>],
         threads: usize,
+        initiated: &mut Initiated,
     ) -> Vec<Left> {
         let mut by_shard: Vec<Vec<(usize, Columns<'_>)>> =
             (0..held.len()).map(|_| Vec::new()).collect();
@@ -60,15 +77,30 @@ impl Store {
             (added, left)
         });
         let (added, left): (Vec<_>, Vec<_>) = done.into_iter().unzip();
-        let added = added.into_iter().flatten();
-        self.index_initiators(
-            held,
-            added.map(|(b, shard_b, key)| (b, shard_b, key, true)),
-            threads,
-        );
+        initiated.0.resize_with(held.len(), Vec::new);
+        for (b, shard_b, key) in added.into_iter().flatten() {
+            initiated.0[shard_b].push((b, key.0, key.1));
+        }
         let mut left: Vec<Left> = left.into_iter().flatten().collect();
         left.sort_unstable();
         left
+    }
+
+    /// Gives the reverse index the relations [`install`](Self::install) placed, a
+    /// shard's entries sorted and merged in one pass, the shards dealt to `threads`
+    /// threads.
+    pub(crate) fn index_loaded(&self, initiated: Initiated, threads: usize) {
+        let mut held = self.lock_all();
+        let mut work: Vec<Vec<Vec<(u32, u32, u32)>>> =
+            initiated.0.into_iter().map(|v| vec![v]).collect();
+        work.resize_with(held.len(), Vec::new);
+        crate::parallel::run(spread(&mut held, work, threads), |part| {
+            for (shard, mut mine) in part {
+                if let Some(entries) = mine.pop() {
+                    shard.initiated.extend(entries);
+                }
+            }
+        });
     }
 
     /// One target of [`install`](Self::install). Pushes `(initiator slot, initiator

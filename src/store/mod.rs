@@ -33,7 +33,7 @@ use shard::{Shard, Shards};
 
 pub(crate) use crate::accum::target::Known;
 pub(crate) use batch::{Batch, Change, Row};
-pub(crate) use load::Columns;
+pub(crate) use load::{Columns, Initiated};
 pub(crate) use shard::Locked;
 
 /// `(rel_id, recipient slot)`: one counter.
