@@ -450,6 +450,7 @@ impl Target {
         profile: &Profile,
         xxh: u64,
         (slots, flags, nums): (&[u32], &[u8], &[u64]),
+        initiators: &[Option<&Profile>],
         seen: &mut hashbrown::HashSet<u32>,
         refused: &mut Vec<usize>,
         index_above: usize,
@@ -483,6 +484,10 @@ impl Target {
         seen.clear();
         let mut chunks: Vec<Chunk> = Vec::new();
         let mut words: SmallVec<[u64; MAX_PROPS]> = SmallVec::new();
+        // The initiator of each relation placed, by position: its id is read from
+        // here, not from its cell in the slot table, when the order and top indexes
+        // are built below.
+        let mut kept: Vec<Profile> = Vec::with_capacity(slots.len());
         'rows: for (i, &slot) in slots.iter().enumerate() {
             if slot == u32::MAX {
                 refused.push(i);
@@ -519,6 +524,12 @@ impl Target {
                 c.reserve_exact(left.min(CHUNK), cols);
                 chunks.push(c);
             }
+            let Some(profile) = initiators.get(i).copied().flatten() else {
+                refused.push(i);
+                continue;
+            };
+            debug_assert_eq!(profile.slot, slot);
+            kept.push(profile.clone());
             let c = chunks.last_mut().expect("a chunk");
             c.slots.push(slot);
             c.flags.extend_from_slice(&cols.pack(head)[..fb]);
@@ -532,8 +543,11 @@ impl Target {
         rels.head = head;
         rels.tail = chunks.map(Arc::new).collect();
         rels.fit();
+        if target.rels.len() > ORDER_ABOVE {
+            target.order = Some(Arc::new(order_of(&target.rels, slot_table, Some(&kept))));
+        }
         target.sync_order(slot_table);
-        let draft = target.recount(index_above, slot_table);
+        let draft = target.recount(index_above, slot_table, Some(&kept));
         let fresh = target.write_block(draft);
         (target, fresh)
     }
@@ -753,7 +767,7 @@ impl Target {
             if let Some(index) = self.indexes.get_mut(i) {
                 match index {
                     None if valued > index_above => {
-                        *index = Some(TopIndex::build(scan_valued(rels, schema, i, slots)));
+                        *index = Some(TopIndex::build(scan_valued(rels, schema, i, slots, None)));
                     }
                     Some(_) if valued < index_above / 2 => *index = None,
                     _ => {}
@@ -818,14 +832,21 @@ impl Target {
         // give it back (O(target), as the count below).
         Arc::make_mut(&mut self.rels).fit();
         self.sync_order(slots);
-        let draft = self.recount(index_above, slots);
+        let draft = self.recount(index_above, slots, None);
         (self.write_block(draft), moved)
     }
 
     /// Recomputes every counter from the relations (returned as a copy, the exact
     /// sums kept), and the top indexes of the properties past `index_above` valued
     /// relations: what incremental updates would have reached, in one pass a property.
-    fn recount(&mut self, index_above: usize, slots: &SlotTable) -> Draft {
+    /// `given`, when known, holds each relation's initiator by position (else they
+    /// are read from `slots`).
+    fn recount(
+        &mut self,
+        index_above: usize,
+        slots: &SlotTable,
+        given: Option<&[Profile]>,
+    ) -> Draft {
         let schema = Arc::clone(&self.block.schema);
         let rels = &*self.rels;
         let ranking = Ranking(slots);
@@ -873,7 +894,7 @@ impl Target {
             let size = usize::from(size);
             let valued = usize::try_from(n).unwrap_or(usize::MAX);
             lists.push(if valued > index_above {
-                let index = TopIndex::build(scan_valued(rels, &schema, i, slots));
+                let index = TopIndex::build(scan_valued(rels, &schema, i, slots, given));
                 let mut list = Vec::new();
                 index.first_into(size, &mut list);
                 make_index_room(&mut self.indexes, &schema);
@@ -900,7 +921,7 @@ impl Target {
         let n = self.rels.len();
         match &self.order {
             None if n > ORDER_ABOVE => {
-                self.order = Some(Arc::new(order_of(&self.rels, slots)));
+                self.order = Some(Arc::new(order_of(&self.rels, slots, None)));
             }
             Some(_) if n < ORDER_ABOVE / 2 => self.order = None,
             _ => {}
@@ -1080,11 +1101,16 @@ fn position_map(rels: &Packed) -> Box<hashbrown::HashMap<u32, u32>> {
     Box::new((0..).zip(rels.slots()).map(|(i, s)| (s, i)).collect())
 }
 
-/// The id order of `rels`, in one sort: each initiator looked up once.
-fn order_of(rels: &Packed, slots: &SlotTable) -> IdOrder {
+/// The id order of `rels`, in one sort: each initiator looked up once (in `given`,
+/// by position, when known).
+fn order_of(rels: &Packed, slots: &SlotTable, given: Option<&[Profile]>) -> IdOrder {
+    let initiator = |at: u32, s: u32| match given {
+        Some(given) => given.get(at as usize).cloned(),
+        None => slots.get(s),
+    };
     let mut keyed: Vec<(Option<Profile>, u32, u32)> = (0u32..)
         .zip(rels.slots())
-        .map(|(at, s)| (slots.get(s), s, at))
+        .map(|(at, s)| (initiator(at, s), s, at))
         .collect();
     keyed.sort_unstable_by(|x, y| {
         (x.0.as_ref().map(|p| &p.id), x.1).cmp(&(y.0.as_ref().map(|p| &p.id), y.1))
@@ -1148,9 +1174,24 @@ fn scan_best(
 }
 
 /// Every relation of the target with a value for property `i`, as `(rank,
-/// initiator)`, the initiators found in `slots` (each holds its slot while its relation
-/// is in the target, under the target's lock).
-fn scan_valued(rels: &Packed, schema: &Schema, i: usize, slots: &SlotTable) -> Vec<(u64, Profile)> {
+/// initiator)`, the initiators taken from `given` (by position) when known, else
+/// found in `slots` (each holds its slot while its relation is in the target, under
+/// the target's lock).
+fn scan_valued(
+    rels: &Packed,
+    schema: &Schema,
+    i: usize,
+    slots: &SlotTable,
+    given: Option<&[Profile]>,
+) -> Vec<(u64, Profile)> {
+    if let Some(given) = given {
+        let kind = schema.props[i].spec.kind();
+        return rels
+            .iter()
+            .zip(given)
+            .filter_map(|((_, rec), p)| Some((rank(kind, rec.raw(schema, i)?), p.clone())))
+            .collect();
+    }
     ranked(rels, schema, i)
         .into_iter()
         .filter_map(|(rank, slot)| {

@@ -253,18 +253,21 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// [`Error::Storage`] when the file cannot be written, or is the engine's own data
-    /// directory's snapshot (which only [`compact`](Self::compact) writes, with the
-    /// log position it covers).
+    /// [`Error::Storage`] when the file cannot be written, or is one the engine's data
+    /// directory keeps (its snapshot, which only [`compact`](Self::compact) writes,
+    /// with the log position it covers; its logs; its lock).
     pub fn save_snapshot(&self, path: impl AsRef<Path>) -> Result<SnapshotStats, Error> {
         let path = path.as_ref();
         if let Some(dir) = self.data_dir.get() {
-            // A snapshot there without its log position would be replayed over again.
-            if dir.is_own_snapshot(path) {
+            // A snapshot there without its log position would be replayed over again;
+            // one over the lock or a log would let a second engine in or lose writes.
+            if dir.keeps(path) {
                 return Err(fail(
                     StorageKind::Refused,
                     Some(path),
-                    "this is the data directory's own snapshot: use compact() to write it",
+                    "this is a file the engine's data directory keeps (its snapshot, logs \
+                     or lock): save under another name, or use compact() for the \
+                     directory's snapshot",
                 ));
             }
         }

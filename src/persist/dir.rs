@@ -88,11 +88,24 @@ impl DataDir {
         }
     }
 
-    /// Whether `path` names this directory's snapshot (which only a compaction may
-    /// write, with the log position it covers), whether or not it exists yet.
-    pub(crate) fn is_own_snapshot(&self, path: &Path) -> bool {
-        let own = self.snapshot_path();
-        path == own || resolved(path).is_some_and(|p| Some(p) == resolved(&own))
+    /// Whether `path` names one of the files this directory keeps (its snapshot
+    /// and the snapshot's temporary files, its logs and their end marks, its lock),
+    /// whether or not it exists yet: only the directory writes those (a snapshot
+    /// saved over the lock would let a second engine in, one over a log would lose
+    /// its writes). Other files there are the host's.
+    pub(crate) fn keeps(&self, path: &Path) -> bool {
+        let Some(path) = resolved(path) else {
+            return false;
+        };
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            return false;
+        };
+        let tmp = snapshot::tmp_prefix(&self.snapshot_path());
+        path.parent() == Some(self.path.as_path())
+            && (name == "LOCK"
+                || name == "snapshot.bin"
+                || name.starts_with("log.")
+                || name.starts_with(&tmp))
     }
 
     /// Recovers what the directory holds, as a pull of steps: the snapshot's, then
@@ -307,9 +320,10 @@ impl Recovery<'_> {
     fn cut_torn(&self, path: &Path, good_len: u64) -> Result<(), Error> {
         let dir = &self.dir.path;
         let later = &self.seqs.as_deref().unwrap_or(&[])[self.at..];
+        // A later log's acknowledged length: its end mark's when it has one.
         let later_records = later
             .iter()
-            .any(|&s| std::fs::metadata(log::log_path(dir, s)).map_or(true, |m| m.len() > 0));
+            .any(|&s| log::acknowledged_len(dir, s).map_or(true, |len| len > 0));
         if later_records {
             return Err(fail(
                 StorageKind::Corrupt,

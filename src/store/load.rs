@@ -137,6 +137,11 @@ impl Store {
                 }
             })
             .collect();
+        let initiators: Vec<Option<&Profile>> = ends
+            .iter()
+            .zip(&slots)
+            .map(|(end, &slot)| end.filter(|_| slot != u32::MAX).map(|(p, _)| p))
+            .collect();
         let key = (schema.rel_id(), t.a.slot);
         let xxh = self.xxh(&t.a);
         let mut refused = Vec::new();
@@ -145,6 +150,7 @@ impl Store {
             &t.a,
             xxh,
             (&slots, &t.flags, &t.nums),
+            &initiators,
             seen,
             &mut refused,
             self.index_above,

@@ -1029,3 +1029,198 @@ fn a_read_never_names_a_later_holder_of_a_top_initiators_slot() {
         assert!(found.is_empty(), "{found:?}");
     }
 }
+
+/// A data directory's writes for the tests below: recipients `a` to `d`, write `i`
+/// strengthening `IDS[i % 4]` from `x{i % 7}` by `i + 1`.
+mod data_dir {
+    use std::path::{Path, PathBuf};
+
+    use relcount::{Engine, Error, PropSpec, RelationType, StorageKind, SyncPolicy, Value};
+
+    pub(super) const IDS: [&str; 4] = ["a", "b", "c", "d"];
+
+    pub(super) fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("relcount-dd-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    pub(super) fn log(dir: &Path, seq: u64) -> PathBuf {
+        dir.join(format!("log.{seq:020}"))
+    }
+
+    fn def() -> RelationType {
+        RelationType::new(1, 1, 2).prop("S", PropSpec::int().sum())
+    }
+
+    pub(super) fn write(e: &Engine, i: usize) {
+        let b = format!("x{}", i % 7);
+        e.strengthen(
+            1,
+            IDS[i % 4],
+            b.as_str(),
+            &[("S", Value::Int(i as i64 + 1))],
+        )
+        .expect("write");
+    }
+
+    /// An engine without a directory fed writes `ws`.
+    pub(super) fn oracle(ws: std::ops::Range<usize>) -> Engine {
+        let e = Engine::new();
+        e.define(def()).expect("define");
+        ws.for_each(|i| write(&e, i));
+        e
+    }
+
+    pub(super) fn state(e: &Engine) -> Vec<String> {
+        let mut out = vec![e.relation_count().to_string()];
+        out.extend(
+            IDS.iter()
+                .map(|a| format!("{:?}", e.get_counter(1, *a).ok())),
+        );
+        out
+    }
+
+    /// Opens `dir`, defines, writes `ws`: log 0's size before each write and after
+    /// the last.
+    pub(super) fn fill(dir: &Path, ws: std::ops::Range<usize>) -> Vec<u64> {
+        let e = Engine::builder().open(dir, SyncPolicy::No).expect("open");
+        let _ = e.define(def());
+        let size = || std::fs::metadata(log(dir, 0)).expect("log 0").len();
+        let mut sizes = vec![size()];
+        for i in ws {
+            write(&e, i);
+            sizes.push(size());
+        }
+        sizes
+    }
+
+    pub(super) fn kind(r: Result<Engine, Error>) -> Option<StorageKind> {
+        match r {
+            Err(Error::Storage(s)) => Some(s.kind()),
+            Err(e) => panic!("not a storage error: {e}"),
+            Ok(_) => None,
+        }
+    }
+}
+
+/// Postmortem (adversarial review of the data directory): `save_snapshot` refused
+/// only the directory's `snapshot.bin`. Saved over `LOCK`, it replaced the locked
+/// file, and a second engine opened the directory beside the first; saved over the
+/// current log, it lost every write acknowledged before it (the engine appended to the
+/// unlinked file, and recovery cut the snapshot's bytes as a torn record). Every file
+/// the directory keeps is now refused, and nothing changes.
+#[test]
+fn save_snapshot_refuses_every_file_the_data_directory_keeps() {
+    use data_dir::*;
+    let d = dir("save-over");
+    fill(&d, 0..3);
+    let e = relcount::Engine::builder()
+        .open(&d, relcount::SyncPolicy::Always)
+        .expect("open");
+    let kept = [
+        "LOCK",
+        "log.00000000000000000000",
+        "log.00000000000000000001",
+        "log.00000000000000000000.end",
+        "snapshot.bin",
+    ];
+    for name in kept {
+        let before = std::fs::read(d.join(name)).ok();
+        let refused = e.save_snapshot(d.join(name)).expect_err(name);
+        assert!(
+            refused.to_string().contains("data directory keeps"),
+            "{refused}"
+        );
+        assert_eq!(std::fs::read(d.join(name)).ok(), before, "{name} unchanged");
+    }
+    // Another file there is the host's.
+    e.save_snapshot(d.join("copy.bin"))
+        .expect("a file of the host's");
+    let second = relcount::Engine::builder().open(&d, relcount::SyncPolicy::Always);
+    assert_eq!(kind(second), Some(relcount::StorageKind::Locked));
+    write(&e, 3);
+    drop(e);
+    let e = relcount::Engine::builder()
+        .open(&d, relcount::SyncPolicy::No)
+        .expect("reopen");
+    assert_eq!(state(&e), state(&oracle(0..4)));
+    drop(e);
+    std::fs::remove_dir_all(&d).ok();
+}
+
+/// Postmortem (adversarial review of the data directory): a record corrupted in
+/// the middle of the last log (a bit flipped in its payload) was taken for a torn
+/// tail and cut, with the six whole, acknowledged records after it, silently.
+/// Recovery now stops with a `Corrupt` error naming the record's byte, and leaves
+/// the log as it is; a bad record with nothing whole after it is still a torn tail.
+#[test]
+fn a_corrupted_record_followed_by_whole_ones_stops_recovery() {
+    use data_dir::*;
+    let d = dir("mid-flip");
+    let sizes = fill(&d, 0..10);
+    let path = log(&d, 0);
+    let mut bytes = std::fs::read(&path).expect("log");
+    bytes[sizes[3] as usize + 10] ^= 1;
+    std::fs::write(&path, &bytes).expect("flip");
+    let open = relcount::Engine::builder().open(&d, relcount::SyncPolicy::No);
+    let message = open
+        .as_ref()
+        .err()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert_eq!(kind(open), Some(relcount::StorageKind::Corrupt));
+    assert!(message.contains(&format!("byte {}", sizes[3])), "{message}");
+    assert_eq!(
+        std::fs::read(&path).expect("log"),
+        bytes,
+        "the log is left as it is"
+    );
+    // The same flip in the last record: a torn tail, cut.
+    bytes[sizes[3] as usize + 10] ^= 1;
+    bytes[sizes[9] as usize + 10] ^= 1;
+    std::fs::write(&path, &bytes).expect("flip the last");
+    let e = relcount::Engine::builder()
+        .open(&d, relcount::SyncPolicy::No)
+        .expect("a torn tail opens");
+    assert_eq!(state(&e), state(&oracle(0..9)));
+    assert_eq!(std::fs::metadata(&path).expect("log").len(), sizes[9]);
+    drop(e);
+    std::fs::remove_dir_all(&d).ok();
+}
+
+/// Postmortem (adversarial review of the data directory): a torn record at the end
+/// of a log followed by a later log whose end mark says it holds nothing (a failed
+/// first append after a rotation, not cut back) was refused as corruption: the later
+/// log's file length was read, not its acknowledged length.
+#[test]
+fn an_end_mark_counts_when_judging_a_torn_earlier_log() {
+    use data_dir::*;
+    let d = dir("torn-end-mark");
+    let other = dir("torn-end-mark-other");
+    fill(&d, 0..5);
+    fill(&other, 5..10);
+    std::fs::copy(log(&other, 0), log(&d, 1)).expect("log 1");
+    std::fs::remove_dir_all(&other).ok();
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(log(&d, 0))
+            .expect("log 0");
+        f.write_all(&[9, 0, 0, 0, 1, 2]).expect("a torn tail");
+    }
+    std::fs::write(d.join("log.00000000000000000001.end"), 0u64.to_le_bytes()).expect("mark");
+    let e = relcount::Engine::builder()
+        .open(&d, relcount::SyncPolicy::No)
+        .expect("opens");
+    assert_eq!(state(&e), state(&oracle(0..5)));
+    write(&e, 5);
+    drop(e);
+    let e = relcount::Engine::builder()
+        .open(&d, relcount::SyncPolicy::No)
+        .expect("reopens");
+    assert_eq!(state(&e), state(&oracle(0..6)));
+    drop(e);
+    std::fs::remove_dir_all(&d).ok();
+}

@@ -33,29 +33,45 @@ pub(super) fn mark_end(dir: &Path, seq: u64, len: u64) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Cuts log `seq` back to the end a failed append recorded for it, if one did (see
-/// [`end_path`]), then forgets the record.
-pub(crate) fn apply_end_mark(dir: &Path, seq: u64) -> Result<(), Error> {
+/// The end a failed append recorded for log `seq` (see [`end_path`]), if one did.
+pub(crate) fn end_mark(dir: &Path, seq: u64) -> Result<Option<u64>, Error> {
     let path = end_path(dir, seq);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(&path, e)),
     };
-    let len = <[u8; 8]>::try_from(bytes.as_slice())
-        .map(u64::from_le_bytes)
+    <[u8; 8]>::try_from(bytes.as_slice())
+        .map(|b| Some(u64::from_le_bytes(b)))
         .map_err(|_| {
             fail(
                 StorageKind::Corrupt,
                 Some(&path),
                 "not an end mark (8 bytes)",
             )
-        })?;
+        })
+}
+
+/// The length of log `seq`'s acknowledged bytes: its file's, or less when an end
+/// mark says so.
+pub(crate) fn acknowledged_len(dir: &Path, seq: u64) -> Result<u64, Error> {
+    let log = log_path(dir, seq);
+    let actual = std::fs::metadata(&log).map_err(|e| io_err(&log, e))?.len();
+    Ok(end_mark(dir, seq)?.map_or(actual, |mark| mark.min(actual)))
+}
+
+/// Cuts log `seq` back to the end a failed append recorded for it, if one did (see
+/// [`end_path`]), then forgets the record.
+pub(crate) fn apply_end_mark(dir: &Path, seq: u64) -> Result<(), Error> {
+    let Some(len) = end_mark(dir, seq)? else {
+        return Ok(());
+    };
     let log = log_path(dir, seq);
     let actual = std::fs::metadata(&log).map_err(|e| io_err(&log, e))?.len();
     if actual > len {
         truncate(&log, len)?;
     }
+    let path = end_path(dir, seq);
     std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
     sync_dir(dir)
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::record::{MAX_RECORD, checksum, decode};
 use crate::command::Command;
-use crate::error::{Error, io_err};
+use crate::error::{Error, StorageKind, fail, io_err};
 
 /// Reads a log one record at a time, holding one record in memory (at most
 /// `MAX_RECORD` bytes), whatever the log's size.
@@ -50,6 +50,14 @@ impl LogReader {
         Ok(got == n)
     }
 
+    /// The next record, the end, or where the log's whole records end.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] when the file cannot be read, or holds a record that is
+    /// not a torn write: one whose checksum matches but that does not decode, or a
+    /// bad one followed by a whole record (corruption in place, not a crash
+    /// mid-append, which only ever leaves a bad tail).
     pub(crate) fn next(&mut self) -> Result<Next, Error> {
         let start = self.offset;
         if !self.fill(8)? {
@@ -61,7 +69,16 @@ impl LogReader {
         }
         let len = u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
         let sum = u32::from_le_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]);
-        if len > MAX_RECORD || !self.fill(len)? || checksum(&self.buf) != sum {
+        if len > MAX_RECORD || !self.fill(len)? {
+            // Cut short by the end of the file (or a length no record has): a torn
+            // append.
+            return Ok(Next::Torn(start));
+        }
+        if checksum(&self.buf) != sum {
+            // Whole in length: torn, unless a whole record follows it.
+            if self.whole_record_next()? {
+                return Err(self.corrupt(start, "its checksum does not match"));
+            }
             return Ok(Next::Torn(start));
         }
         match decode(&self.buf) {
@@ -69,7 +86,31 @@ impl LogReader {
                 self.offset = start + 8 + len as u64;
                 Ok(Next::Record(start, command))
             }
-            Err(_) => Ok(Next::Torn(start)),
+            // A torn write never checksums right.
+            Err(c) => Err(self.corrupt(start, &c.0)),
         }
+    }
+
+    /// Whether the bytes after the record just read begin a whole record (one whose
+    /// checksum matches).
+    fn whole_record_next(&mut self) -> Result<bool, Error> {
+        if !self.fill(8)? {
+            return Ok(false);
+        }
+        let len = u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        let sum = u32::from_le_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]);
+        Ok(len <= MAX_RECORD && self.fill(len)? && checksum(&self.buf) == sum)
+    }
+
+    fn corrupt(&self, at: u64, why: &str) -> Error {
+        fail(
+            StorageKind::Corrupt,
+            Some(&self.path),
+            format!(
+                "the record at byte {at} is corrupted ({why}) and is not a torn write: \
+                 an operator must restore the log, or cut it at byte {at}, losing that \
+                 record and every one after it"
+            ),
+        )
     }
 }
