@@ -812,6 +812,21 @@ impl Target {
             self.counters = counters;
             return (self.write_block(draft), moved);
         }
+        self.apply_in_bulk(rows, index_above, slots)
+    }
+
+    /// Applies `rows` as [`apply_many`](Self::apply_many) does a large batch, however
+    /// few: each placed through a position map, then the id order, the counters and
+    /// the top indexes built again once (O(target log target)). A load continuing a
+    /// recipient met again takes this way: row by row, a huge recipient's id order
+    /// moved a leaf's entries for each of its new relations.
+    pub(crate) fn apply_in_bulk(
+        &mut self,
+        rows: &[(u32, &Profile, Option<&Record>)],
+        index_above: usize,
+        slots: &SlotTable,
+    ) -> (Option<Fresh>, Vec<(usize, bool)>) {
+        let mut moved = Vec::new();
         let sets = rows.iter().filter(|r| r.2.is_some()).count();
         Arc::make_mut(&mut self.rels).reserve(sets);
         // The id order is built again after the batch, in one sort (O(target log

@@ -194,7 +194,7 @@ impl Store {
             }
             let shared = existing.shares_key;
             let before = existing.len();
-            let (fresh, moved) = existing.apply_many(&rows, &[], self.index_above, &self.slots);
+            let (fresh, moved) = existing.apply_in_bulk(&rows, self.index_above, &self.slots);
             let after = existing.len();
             for (j, new) in moved {
                 debug_assert!(new, "a load only adds");
