@@ -306,10 +306,14 @@ fn write(
     let b = Who::of_field(&mut f, "profile_b")?;
     let w = weights(api, rel_id, &mut f)?;
     f.finish()?;
-    if dry {
+    // Checked before a quota is reserved, so that a write refused for what it says
+    // answers why, not that a cap is reached.
+    if dry || api.ledger.capped() {
         let w: SmallVec<[(&str, Value); 8]> = w.iter().map(|(n, v)| (n.as_str(), *v)).collect();
         api.engine.check_weights(rel_id, &w)?;
         check_ids([&a, &b])?;
+    }
+    if dry {
         return Ok(WRITE_OK.to_owned());
     }
     let need = Growth {
@@ -370,7 +374,8 @@ fn import_relations(
             row.map_err(|e: Fail| Fail::new(e.code, format!("row {i}: {}", e.text)))
         })
         .collect::<Result<Vec<_>, Fail>>()?;
-    if dry {
+    // Checked before a quota is reserved (see `write`).
+    if dry || api.ledger.capped() {
         api.engine
             .relation_type(rel_id)
             .ok_or(crate::Error::UnknownRelation { rel_id })?;
@@ -383,6 +388,8 @@ fn import_relations(
                 Fail::new(e.code, format!("row {i}: {}", e.text))
             })?;
         }
+    }
+    if dry {
         return Ok(format!(
             "{{\"error\":0,\"error_text\":\"\",\"data\":{{\"imported\":{}}}}}",
             rows.len()
@@ -457,7 +464,8 @@ fn detach(api: &Api, scope: &TokenScope, mut f: Fields, dry: bool) -> Result<Str
     let a = Who::of_field(&mut f, "profile_a")?;
     let b = Who::of_field(&mut f, "profile_b")?;
     f.finish()?;
-    if dry {
+    // Checked before a quota is reserved (see `write`).
+    if dry || api.ledger.capped() {
         api.engine
             .relation_type(rel_id)
             .ok_or(crate::Error::UnknownRelation { rel_id })?;
@@ -526,8 +534,11 @@ fn define(api: &Api, scope: &TokenScope, mut f: Fields, dry: bool) -> Result<Str
         s.finish()?;
         def = def.prop(name, p);
     }
-    if dry {
+    // Checked before a quota is reserved (see `write`).
+    if dry || api.ledger.capped() {
         api.engine.check_definition(&def)?;
+    }
+    if dry {
         return Ok(WRITE_OK.to_owned());
     }
     let need = Growth {
@@ -578,11 +589,14 @@ fn import(api: &Api, scope: &TokenScope, mut f: Fields, dry: bool) -> Result<Str
             )));
         }
     };
-    if dry {
+    // Checked before a quota is reserved (see `write`).
+    if dry || api.ledger.capped() {
         for (_, id, data) in &batch {
             crate::ProfileId::new(id)?;
             crate::profile::data::Normalized::new(data)?;
         }
+    }
+    if dry {
         return Ok(WRITE_OK.to_owned());
     }
     let need = Growth {

@@ -94,6 +94,11 @@ impl Ledger {
         &self.quotas
     }
 
+    /// Whether any cap is set (a request is then checked before it reserves).
+    pub(crate) fn capped(&self) -> bool {
+        self.quotas != Quotas::default()
+    }
+
     /// Reserves `need` against every cap, or refuses with 402 naming the cap.
     pub(crate) fn reserve(&self, engine: &Engine, need: Growth) -> Result<Reserved<'_>, Fail> {
         let q = &self.quotas;

@@ -473,6 +473,125 @@ fn quotas_hold_under_racing_writers() {
     }
 }
 
+/// Found while testing one server (#34, quota precedence): with `max_relations` at its
+/// cap, a write invalid for another reason (an undefined `rel_id`, a 65-byte id, an
+/// unknown property, a bad import row, a bad definition or profile) answered 402
+/// "limit reached" instead of the code it gets without quotas. Requests are now
+/// checked before a quota is reserved: at every cap, each answers as an uncapped API
+/// does, and changes nothing.
+#[test]
+fn a_request_refused_for_what_it_says_answers_that_at_a_cap() {
+    use relcount::api::Quotas;
+    let make = |quotas: Quotas| {
+        let api = Api::new(Arc::new(Engine::new())).with_quotas(quotas);
+        api.add_token(TOKEN, TokenScope::full());
+        let define = json!({"token": TOKEN, "rel_id": 3, "db_a": 1, "db_b": 2,
+            "props": {"Like": {"type": "int", "sum": true}}});
+        assert_eq!(call(&api, "relations/define", define)["error"], json!(0));
+        let attach = json!({"token": TOKEN, "rel_id": 3, "profile_a": {"profile_id": "a"},
+            "profile_b": {"profile_id": "b"}, "weights": {"Like": 1}});
+        assert_eq!(call(&api, "relations/attach", attach)["error"], json!(0));
+        api
+    };
+    let free = make(Quotas::default());
+    let capped = [
+        Quotas {
+            max_relations: Some(1),
+            ..Quotas::default()
+        },
+        Quotas {
+            max_profiles: Some(2),
+            ..Quotas::default()
+        },
+        Quotas {
+            max_relation_types: Some(1),
+            ..Quotas::default()
+        },
+    ]
+    .map(make);
+    let long = "x".repeat(65);
+    let row = |b: &str, w: J| json!({"profile_a": {"profile_id": "n"}, "profile_b": {"profile_id": b}, "weights": w});
+    let refused = [
+        (
+            "relations/attach",
+            json!({"token": TOKEN, "rel_id": 9, "profile_a": {"profile_id": "n"},
+            "profile_b": {"profile_id": "m"}, "weights": {"Like": 1}}),
+        ),
+        (
+            "relations/attach",
+            json!({"token": TOKEN, "rel_id": 3, "profile_a": {"profile_id": long},
+            "profile_b": {"profile_id": "m"}, "weights": {"Like": 1}}),
+        ),
+        (
+            "relations/strengthen",
+            json!({"token": TOKEN, "rel_id": 3, "profile_a": {"profile_id": "n"},
+            "profile_b": {"profile_id": "m"}, "weights": {"Nope": 1}}),
+        ),
+        (
+            "relations/edit",
+            json!({"token": TOKEN, "rel_id": 3, "profile_a": {"profile_id": "n"},
+            "profile_b": {"profile_id": "m"}, "weights": {"Like": 1.5}}),
+        ),
+        (
+            "relations/import",
+            json!({"token": TOKEN, "rel_id": 3,
+            "relations": [row("m", json!({"Like": 1})), row("k", json!({"Nope": 1}))]}),
+        ),
+        (
+            "relations/import",
+            json!({"token": TOKEN, "rel_id": 8,
+            "relations": [row("m", json!({"Like": 1}))]}),
+        ),
+        (
+            "relations/define",
+            json!({"token": TOKEN, "rel_id": 4, "db_a": 1, "db_b": 2,
+            "props": {"Flag": {"type": "bool", "sum": true}}}),
+        ),
+        (
+            "profiles/import",
+            json!({"token": TOKEN, "db_id": 2, "profile_id": long}),
+        ),
+    ];
+    for (name, body) in refused {
+        let want = call(&free, name, body.clone());
+        assert_ne!(
+            want["error"],
+            json!(0),
+            "{name} {body}: refused without quotas"
+        );
+        for api in &capped {
+            let before = state(api);
+            let got = call(api, name, body.clone());
+            assert_eq!(
+                got["error"], want["error"],
+                "{name} {body}: {got} against {want}"
+            );
+            assert_eq!(state(api), before, "{name}: nothing changes");
+        }
+    }
+    // And a valid write past each cap is still refused with 402.
+    let past = [
+        (
+            "relations/attach",
+            json!({"token": TOKEN, "rel_id": 3, "profile_a": {"profile_id": "n"},
+            "profile_b": {"profile_id": "m"}, "weights": {"Like": 1}}),
+        ),
+        (
+            "relations/attach",
+            json!({"token": TOKEN, "rel_id": 3, "profile_a": {"profile_id": "n"},
+            "profile_b": {"profile_id": "m"}, "weights": {"Like": 1}}),
+        ),
+        (
+            "relations/define",
+            json!({"token": TOKEN, "rel_id": 4, "db_a": 1, "db_b": 2,
+            "props": {"Like": {"type": "int"}}}),
+        ),
+    ];
+    for (api, (name, body)) in capped.iter().zip(past) {
+        assert_eq!(call(api, name, body)["error"], json!(402), "{name}");
+    }
+}
+
 /// Postmortem: with a host's [`relcount::Resolver`], a write that
 /// names a profile by email (or phone, or custom field) creates the id the resolver
 /// answers when it is not in the engine yet (the resolver's documented contract), but
