@@ -464,8 +464,7 @@ fn detach(api: &Api, scope: &TokenScope, mut f: Fields, dry: bool) -> Result<Str
     let a = Who::of_field(&mut f, "profile_a")?;
     let b = Who::of_field(&mut f, "profile_b")?;
     f.finish()?;
-    // Checked before a quota is reserved (see `write`).
-    if dry || api.ledger.capped() {
+    if dry {
         api.engine
             .relation_type(rel_id)
             .ok_or(crate::Error::UnknownRelation { rel_id })?;

@@ -590,6 +590,16 @@ fn a_request_refused_for_what_it_says_answers_that_at_a_cap() {
     for (api, (name, body)) in capped.iter().zip(past) {
         assert_eq!(call(api, name, body)["error"], json!(402), "{name}");
     }
+    // Detaches and deletes always go through, and do what they say.
+    for api in &capped {
+        let detach = json!({"token": TOKEN, "rel_id": 3, "profile_a": {"profile_id": "a"},
+            "profile_b": {"profile_id": "b"}});
+        assert_eq!(call(api, "relations/detach", detach)["error"], json!(0));
+        assert_eq!(api.engine().relation_count(), 0, "detached");
+        let delete = json!({"token": TOKEN, "db_id": 2, "profile_id": "b"});
+        assert_eq!(call(api, "profiles/delete", delete)["error"], json!(0));
+        assert!(!api.engine().contains_profile(2, "b"), "deleted");
+    }
 }
 
 /// Postmortem: with a host's [`relcount::Resolver`], a write that
