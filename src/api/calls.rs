@@ -1,6 +1,7 @@
-//! The calls: one [`Call`] per path, and one function per call that reads its
-//! request (`request`), checks the token's rights and the quotas, calls the engine and
-//! renders the answer (`render`).
+//! The calls: one [`Call`] per path; a call read into its typed [`Request`] and
+//! authorized (`parse`, with `request`'s field readers), checked without the data
+//! (`check`), then run (`execute`: quotas reserved, the engine called, the answer
+//! rendered by `render`).
 
 use std::fmt;
 
@@ -12,9 +13,10 @@ use super::render::{WRITE_OK, render_counter, render_page};
 use super::request::{Fields, Who, bearer, by_id, given, profile, weights};
 use super::{Api, Fail, TokenScope};
 use crate::limits::MAX_PROPS;
-use crate::profile::data::OwnedMatch;
+use crate::profile::data::{OwnedMatch, ProfileData};
 use crate::schema::{PropSpec, RelationType};
 use crate::value::{PropKind, Value};
+use crate::write::Op;
 
 /// A call of the API, named by its path after `/api/v1.1/`.
 ///
@@ -127,6 +129,112 @@ impl std::str::FromStr for Call {
     }
 }
 
+/// A request read, typed and authorized (see [`Api::parse`]): what a call asks, with
+/// every field checked for shape and the token's rights on it checked. Weights are
+/// typed by the relation type's schema as it was when the request was read.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Request {
+    /// `relations/get_counter`.
+    GetCounter {
+        /// The relation type.
+        rel_id: u32,
+        /// The recipient.
+        profile: OwnedMatch,
+    },
+    /// `relations/get`: a page of the recipient's relations.
+    Get {
+        /// The relation type.
+        rel_id: u32,
+        /// The recipient.
+        profile: OwnedMatch,
+        /// Relations skipped.
+        skip: usize,
+        /// Most relations answered.
+        limit: usize,
+    },
+    /// `relations/attach`, `strengthen`, `edit` or `detach` (`op`; a detach has no
+    /// weights).
+    Write {
+        /// Which write.
+        op: Op,
+        /// The relation type.
+        rel_id: u32,
+        /// The recipient (database A).
+        profile_a: OwnedMatch,
+        /// The initiator (database B).
+        profile_b: OwnedMatch,
+        /// Property names and values.
+        weights: Vec<(String, Value)>,
+    },
+    /// `relations/define`.
+    Define(RelationType),
+    /// `relations/import`: attaches by id, as `(recipient, initiator, weights)`.
+    ImportRelations {
+        /// The relation type.
+        rel_id: u32,
+        /// The rows, in order.
+        rows: Vec<ImportRow>,
+    },
+    /// `profiles/import`: `(database, id, data)`, in order.
+    ImportProfiles(Vec<(u32, String, ProfileData)>),
+    /// `profiles/delete`.
+    DeleteProfile {
+        /// The profile's database.
+        db: u32,
+        /// The profile.
+        profile: OwnedMatch,
+    },
+}
+
+impl Request {
+    /// The call it is.
+    #[must_use]
+    pub fn call(&self) -> Call {
+        match self {
+            Request::GetCounter { .. } => Call::GetCounter,
+            Request::Get { .. } => Call::Get,
+            Request::Write { op, .. } => match op {
+                Op::Attach => Call::Attach,
+                Op::Strengthen => Call::Strengthen,
+                Op::Edit => Call::Edit,
+                Op::Detach => Call::Detach,
+            },
+            Request::Define(_) => Call::Define,
+            Request::ImportRelations { .. } => Call::ImportRelations,
+            Request::ImportProfiles(_) => Call::ImportProfiles,
+            Request::DeleteProfile { .. } => Call::DeleteProfile,
+        }
+    }
+
+    /// The relation type it names, if it names one.
+    #[must_use]
+    pub fn rel_id(&self) -> Option<u32> {
+        match self {
+            Request::GetCounter { rel_id, .. }
+            | Request::Get { rel_id, .. }
+            | Request::Write { rel_id, .. }
+            | Request::ImportRelations { rel_id, .. } => Some(*rel_id),
+            Request::Define(def) => Some(def.rel_id()),
+            Request::ImportProfiles(_) | Request::DeleteProfile { .. } => None,
+        }
+    }
+
+    /// Whether it could make something a quota counts (a relation, a profile, a
+    /// relation type): every write but a detach and a delete.
+    fn may_grow(&self) -> bool {
+        match self {
+            Request::Write { op, .. } => *op != Op::Detach,
+            Request::Define(_) | Request::ImportRelations { .. } | Request::ImportProfiles(_) => {
+                true
+            }
+            Request::GetCounter { .. } | Request::Get { .. } | Request::DeleteProfile { .. } => {
+                false
+            }
+        }
+    }
+}
+
 /// Refuses an `Authorization` header that is not `Bearer <a registered token>`.
 pub(super) fn check_header(api: &Api, authorization: Option<&str>) -> Result<(), Fail> {
     match authorization {
@@ -140,23 +248,214 @@ pub(super) fn check_header(api: &Api, authorization: Option<&str>) -> Result<(),
     }
 }
 
+/// Serves a call: read, then run.
 pub(super) fn serve(
     api: &Api,
     call: &str,
     authorization: Option<&str>,
     body: &[u8],
-    dry: bool,
 ) -> Result<String, Fail> {
+    execute(api, parse(api, call, authorization, body)?)
+}
+
+/// Checks a call without making it (see [`Api::validate`]): a write read and
+/// checked, answered as it would be; a read served.
+pub(super) fn validate(
+    api: &Api,
+    call: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Result<String, Fail> {
+    let request = parse(api, call, authorization, body)?;
+    if !request.call().is_write() {
+        return execute(api, request);
+    }
+    check(api, &request)?;
+    Ok(dry_answer(&request))
+}
+
+/// Reads a call into its typed [`Request`], authorized: the token and its rights,
+/// every field, weights typed by the relation type's schema.
+pub(super) fn parse(
+    api: &Api,
+    call: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Result<Request, Fail> {
     let (call, scope, f) = open(api, call, authorization, body)?;
     match call {
-        Call::GetCounter => get_counter(api, &scope, f),
-        Call::Get => list(api, &scope, f),
-        Call::Attach | Call::Strengthen | Call::Edit => write(api, &scope, call, f, dry),
-        Call::Detach => detach(api, &scope, f, dry),
-        Call::Define => define(api, &scope, f, dry),
-        Call::ImportRelations => import_relations(api, &scope, f, dry),
-        Call::ImportProfiles => import(api, &scope, f, dry),
-        Call::DeleteProfile => delete(api, &scope, f, dry),
+        Call::GetCounter => read_get_counter(&scope, f),
+        Call::Get => read_get(&scope, f),
+        Call::Attach | Call::Strengthen | Call::Edit | Call::Detach => {
+            read_write(api, &scope, call, f)
+        }
+        Call::Define => read_define(&scope, f),
+        Call::ImportRelations => read_import_relations(api, &scope, f),
+        Call::ImportProfiles => read_import_profiles(api, &scope, f),
+        Call::DeleteProfile => read_delete(&scope, f),
+    }
+}
+
+/// The checks of a request that need no data: the relation type defined, weights
+/// against its schema, ids valid, a definition against the one in place, profile
+/// data valid. What depends on the engine's relations and profiles (a detached
+/// relation exists, a profile named other than by id is found, a strengthen stays in
+/// range, a quota has room) is left to [`execute`].
+pub(super) fn check(api: &Api, request: &Request) -> Result<(), Fail> {
+    match request {
+        Request::GetCounter { .. } | Request::Get { .. } => Ok(()),
+        Request::Write {
+            op: Op::Detach,
+            rel_id,
+            profile_a,
+            profile_b,
+            ..
+        } => {
+            api.engine
+                .relation_type(*rel_id)
+                .ok_or(crate::Error::UnknownRelation { rel_id: *rel_id })?;
+            check_ids([profile_a, profile_b])
+        }
+        Request::Write {
+            rel_id,
+            profile_a,
+            profile_b,
+            weights,
+            ..
+        } => {
+            let w: SmallVec<[(&str, Value); 8]> =
+                weights.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+            api.engine.check_weights(*rel_id, &w)?;
+            check_ids([profile_a, profile_b])
+        }
+        Request::Define(def) => Ok(api.engine.check_definition(def)?),
+        Request::ImportRelations { rel_id, rows } => {
+            let rel_id = *rel_id;
+            api.engine
+                .relation_type(rel_id)
+                .ok_or(crate::Error::UnknownRelation { rel_id })?;
+            for (i, (a, b, w)) in rows.iter().enumerate() {
+                let w: SmallVec<[(&str, Value); 8]> =
+                    w.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+                let ids = || crate::ProfileId::new(a).and_then(|_| crate::ProfileId::new(b));
+                let checked = api.engine.check_weights(rel_id, &w);
+                checked.and_then(|()| ids().map(|_| ())).map_err(|e| {
+                    let e = Fail::from(e);
+                    Fail::new(e.code, format!("row {i}: {}", e.text))
+                })?;
+            }
+            Ok(())
+        }
+        Request::ImportProfiles(batch) => {
+            for (_, id, data) in batch {
+                crate::ProfileId::new(id)?;
+                crate::profile::data::Normalized::new(data)?;
+            }
+            Ok(())
+        }
+        Request::DeleteProfile { profile, .. } => check_ids([profile]),
+    }
+}
+
+/// What a write that passed [`check`] would answer, for [`Api::validate`].
+fn dry_answer(request: &Request) -> String {
+    match request {
+        Request::ImportRelations { rows, .. } => imported(rows.len()),
+        _ => WRITE_OK.to_owned(),
+    }
+}
+
+fn imported(n: usize) -> String {
+    format!("{{\"error\":0,\"error_text\":\"\",\"data\":{{\"imported\":{n}}}}}")
+}
+
+/// Runs a request: reserves what a write could create against the quotas (after
+/// [`check`], when a cap is set, so that a request wrong in itself answers why and
+/// not that a cap is reached), calls the engine, renders the answer.
+pub(super) fn execute(api: &Api, request: Request) -> Result<String, Fail> {
+    if api.ledger.capped() && request.may_grow() {
+        check(api, &request)?;
+    }
+    match request {
+        Request::GetCounter { rel_id, profile } => {
+            Ok(render_counter(&api.engine.get_counter(rel_id, &profile)?))
+        }
+        Request::Get {
+            rel_id,
+            profile,
+            skip,
+            limit,
+        } => Ok(render_page(
+            &api.engine.list(rel_id, &profile, skip, limit)?,
+        )),
+        Request::Write {
+            op: Op::Detach,
+            rel_id,
+            profile_a,
+            profile_b,
+            ..
+        } => {
+            api.engine.detach(rel_id, &profile_a, &profile_b)?;
+            Ok(WRITE_OK.to_owned())
+        }
+        Request::Write {
+            op,
+            rel_id,
+            profile_a,
+            profile_b,
+            weights,
+        } => {
+            let need = Growth {
+                relations: 1,
+                profiles: new_ids(api, rel_id, [(&profile_a, true), (&profile_b, false)]),
+                types: 0,
+            };
+            let _reserved = api.ledger.reserve(&api.engine, need)?;
+            let w: SmallVec<[(&str, Value); 8]> =
+                weights.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+            let (a, b) = (&profile_a, &profile_b);
+            match op {
+                Op::Strengthen => api.engine.strengthen(rel_id, a, b, &w)?,
+                Op::Edit => api.engine.edit(rel_id, a, b, &w)?,
+                _ => api.engine.attach(rel_id, a, b, &w)?,
+            }
+            Ok(WRITE_OK.to_owned())
+        }
+        Request::Define(def) => {
+            let need = Growth {
+                types: u64::from(api.engine.relation_type(def.rel_id()).is_none()),
+                ..Growth::default()
+            };
+            let _reserved = api.ledger.reserve(&api.engine, need)?;
+            api.engine.define(def)?;
+            Ok(WRITE_OK.to_owned())
+        }
+        Request::ImportRelations { rel_id, rows } => {
+            let need = Growth {
+                relations: rows.len() as u64,
+                profiles: new_import_ids(api, rel_id, &rows),
+                types: 0,
+            };
+            let _reserved = api.ledger.reserve(&api.engine, need)?;
+            Ok(imported(api.engine.import_relations(rel_id, rows)?))
+        }
+        Request::ImportProfiles(batch) => {
+            let need = Growth {
+                profiles: unknown_ids(api, batch.iter().map(|(db, id, _)| (*db, id.as_str()))),
+                ..Growth::default()
+            };
+            let _reserved = api.ledger.reserve(&api.engine, need)?;
+            api.engine.import_profiles(
+                batch
+                    .iter()
+                    .map(|(db, id, d)| (*db, id.as_str(), d.clone())),
+            )?;
+            Ok(WRITE_OK.to_owned())
+        }
+        Request::DeleteProfile { db, profile } => {
+            api.engine.delete_profile(db, &profile)?;
+            Ok(WRITE_OK.to_owned())
+        }
     }
 }
 
@@ -263,16 +562,15 @@ fn allow(scope: &TokenScope, rel_id: u32, write: bool) -> Result<(), Fail> {
     }
 }
 
-fn get_counter(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> {
+fn read_get_counter(scope: &TokenScope, mut f: Fields) -> Result<Request, Fail> {
     let rel_id = f.req_u32("rel_id")?;
     allow(scope, rel_id, false)?;
-    let who = Who::read(&mut f)?;
+    let profile = Who::read(&mut f)?;
     f.finish()?;
-    let counter = api.engine.get_counter(rel_id, &who)?;
-    Ok(render_counter(&counter))
+    Ok(Request::GetCounter { rel_id, profile })
 }
 
-fn list(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> {
+fn read_get(scope: &TokenScope, mut f: Fields) -> Result<Request, Fail> {
     let rel_id = f.req_u32("rel_id")?;
     allow(scope, rel_id, false)?;
     let who = Who::read(&mut f)?;
@@ -289,56 +587,43 @@ fn list(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<String, Fail> {
         }
     };
     f.finish()?;
-    let page = api.engine.list(rel_id, &who, skip, limit)?;
-    Ok(render_page(&page))
+    Ok(Request::Get {
+        rel_id,
+        profile: who,
+        skip,
+        limit,
+    })
 }
 
-fn write(
-    api: &Api,
-    scope: &TokenScope,
-    call: Call,
-    mut f: Fields,
-    dry: bool,
-) -> Result<String, Fail> {
+fn read_write(api: &Api, scope: &TokenScope, call: Call, mut f: Fields) -> Result<Request, Fail> {
     let rel_id = f.req_u32("rel_id")?;
     allow(scope, rel_id, true)?;
-    let a = Who::of_field(&mut f, "profile_a")?;
-    let b = Who::of_field(&mut f, "profile_b")?;
-    let w = weights(api, rel_id, &mut f)?;
-    f.finish()?;
-    // Checked before a quota is reserved, so that a write refused for what it says
-    // answers why, not that a cap is reached.
-    if dry || api.ledger.capped() {
-        let w: SmallVec<[(&str, Value); 8]> = w.iter().map(|(n, v)| (n.as_str(), *v)).collect();
-        api.engine.check_weights(rel_id, &w)?;
-        check_ids([&a, &b])?;
-    }
-    if dry {
-        return Ok(WRITE_OK.to_owned());
-    }
-    let need = Growth {
-        relations: 1,
-        profiles: new_ids(api, rel_id, [(&a, true), (&b, false)]),
-        types: 0,
+    let profile_a = Who::of_field(&mut f, "profile_a")?;
+    let profile_b = Who::of_field(&mut f, "profile_b")?;
+    let op = match call {
+        Call::Strengthen => Op::Strengthen,
+        Call::Edit => Op::Edit,
+        Call::Detach => Op::Detach,
+        _ => Op::Attach,
     };
-    let _reserved = api.ledger.reserve(&api.engine, need)?;
-    let w: SmallVec<[(&str, Value); 8]> = w.iter().map(|(n, v)| (n.as_str(), *v)).collect();
-    match call {
-        Call::Strengthen => api.engine.strengthen(rel_id, &a, &b, &w)?,
-        Call::Edit => api.engine.edit(rel_id, &a, &b, &w)?,
-        _ => api.engine.attach(rel_id, &a, &b, &w)?,
-    }
-    Ok(WRITE_OK.to_owned())
+    let weights = if op == Op::Detach {
+        Vec::new()
+    } else {
+        weights(api, rel_id, &mut f)?
+    };
+    f.finish()?;
+    Ok(Request::Write {
+        op,
+        rel_id,
+        profile_a,
+        profile_b,
+        weights,
+    })
 }
 
 /// `relations/import`: a batch of attaches for one `rel_id`, profiles by id; every row
 /// is read and checked before any is applied, and a refused row names its index.
-fn import_relations(
-    api: &Api,
-    scope: &TokenScope,
-    mut f: Fields,
-    dry: bool,
-) -> Result<String, Fail> {
+fn read_import_relations(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<Request, Fail> {
     let rel_id = f.req_u32("rel_id")?;
     allow(scope, rel_id, true)?;
     let items = match f.take("relations") {
@@ -374,37 +659,7 @@ fn import_relations(
             row.map_err(|e: Fail| Fail::new(e.code, format!("row {i}: {}", e.text)))
         })
         .collect::<Result<Vec<_>, Fail>>()?;
-    // Checked before a quota is reserved (see `write`).
-    if dry || api.ledger.capped() {
-        api.engine
-            .relation_type(rel_id)
-            .ok_or(crate::Error::UnknownRelation { rel_id })?;
-        for (i, (a, b, w)) in rows.iter().enumerate() {
-            let w: SmallVec<[(&str, Value); 8]> = w.iter().map(|(n, v)| (n.as_str(), *v)).collect();
-            let ids = || crate::ProfileId::new(a).and_then(|_| crate::ProfileId::new(b));
-            let checked = api.engine.check_weights(rel_id, &w);
-            checked.and_then(|()| ids().map(|_| ())).map_err(|e| {
-                let e = Fail::from(e);
-                Fail::new(e.code, format!("row {i}: {}", e.text))
-            })?;
-        }
-    }
-    if dry {
-        return Ok(format!(
-            "{{\"error\":0,\"error_text\":\"\",\"data\":{{\"imported\":{}}}}}",
-            rows.len()
-        ));
-    }
-    let need = Growth {
-        relations: rows.len() as u64,
-        profiles: new_import_ids(api, rel_id, &rows),
-        types: 0,
-    };
-    let _reserved = api.ledger.reserve(&api.engine, need)?;
-    let imported = api.engine.import_relations(rel_id, rows)?;
-    Ok(format!(
-        "{{\"error\":0,\"error_text\":\"\",\"data\":{{\"imported\":{imported}}}}}"
-    ))
+    Ok(Request::ImportRelations { rel_id, rows })
 }
 
 /// How many profiles a write could create: one per side named by an id no profile
@@ -433,7 +688,7 @@ fn new_ids(api: &Api, rel_id: u32, sides: [(&OwnedMatch, bool); 2]) -> u64 {
 }
 
 /// A `relations/import` row: recipient id, initiator id, weights.
-type ImportRow = (String, String, Vec<(String, Value)>);
+pub type ImportRow = (String, String, Vec<(String, Value)>);
 
 /// How many profiles a `relations/import` could create: its distinct ids no profile
 /// has yet.
@@ -458,24 +713,7 @@ fn unknown_ids<'s>(api: &Api, ids: impl IntoIterator<Item = (u32, &'s str)>) -> 
     unknown.len() as u64
 }
 
-fn detach(api: &Api, scope: &TokenScope, mut f: Fields, dry: bool) -> Result<String, Fail> {
-    let rel_id = f.req_u32("rel_id")?;
-    allow(scope, rel_id, true)?;
-    let a = Who::of_field(&mut f, "profile_a")?;
-    let b = Who::of_field(&mut f, "profile_b")?;
-    f.finish()?;
-    if dry {
-        api.engine
-            .relation_type(rel_id)
-            .ok_or(crate::Error::UnknownRelation { rel_id })?;
-        check_ids([&a, &b])?;
-        return Ok(WRITE_OK.to_owned());
-    }
-    api.engine.detach(rel_id, &a, &b)?;
-    Ok(WRITE_OK.to_owned())
-}
-
-fn define(api: &Api, scope: &TokenScope, mut f: Fields, dry: bool) -> Result<String, Fail> {
+fn read_define(scope: &TokenScope, mut f: Fields) -> Result<Request, Fail> {
     let rel_id = f.req_u32("rel_id")?;
     allow(scope, rel_id, true)?;
     let db_a = f.req_u32("db_a")?;
@@ -533,23 +771,10 @@ fn define(api: &Api, scope: &TokenScope, mut f: Fields, dry: bool) -> Result<Str
         s.finish()?;
         def = def.prop(name, p);
     }
-    // Checked before a quota is reserved (see `write`).
-    if dry || api.ledger.capped() {
-        api.engine.check_definition(&def)?;
-    }
-    if dry {
-        return Ok(WRITE_OK.to_owned());
-    }
-    let need = Growth {
-        types: u64::from(api.engine.relation_type(rel_id).is_none()),
-        ..Growth::default()
-    };
-    let _reserved = api.ledger.reserve(&api.engine, need)?;
-    api.engine.define(def)?;
-    Ok(WRITE_OK.to_owned())
+    Ok(Request::Define(def))
 }
 
-fn import(api: &Api, scope: &TokenScope, mut f: Fields, dry: bool) -> Result<String, Fail> {
+fn read_import_profiles(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<Request, Fail> {
     if !scope.allows_profiles() {
         return Err(Fail::new(
             403,
@@ -588,30 +813,10 @@ fn import(api: &Api, scope: &TokenScope, mut f: Fields, dry: bool) -> Result<Str
             )));
         }
     };
-    // Checked before a quota is reserved (see `write`).
-    if dry || api.ledger.capped() {
-        for (_, id, data) in &batch {
-            crate::ProfileId::new(id)?;
-            crate::profile::data::Normalized::new(data)?;
-        }
-    }
-    if dry {
-        return Ok(WRITE_OK.to_owned());
-    }
-    let need = Growth {
-        profiles: unknown_ids(api, batch.iter().map(|(db, id, _)| (*db, id.as_str()))),
-        ..Growth::default()
-    };
-    let _reserved = api.ledger.reserve(&api.engine, need)?;
-    api.engine.import_profiles(
-        batch
-            .iter()
-            .map(|(db, id, d)| (*db, id.as_str(), d.clone())),
-    )?;
-    Ok(WRITE_OK.to_owned())
+    Ok(Request::ImportProfiles(batch))
 }
 
-fn delete(api: &Api, scope: &TokenScope, mut f: Fields, dry: bool) -> Result<String, Fail> {
+fn read_delete(scope: &TokenScope, mut f: Fields) -> Result<Request, Fail> {
     if !scope.allows_profiles() {
         return Err(Fail::new(
             403,
@@ -619,12 +824,7 @@ fn delete(api: &Api, scope: &TokenScope, mut f: Fields, dry: bool) -> Result<Str
         ));
     }
     let db = f.req_u32("db_id")?;
-    let who = Who::read(&mut f)?;
+    let profile = Who::read(&mut f)?;
     f.finish()?;
-    if dry {
-        check_ids([&who])?;
-        return Ok(WRITE_OK.to_owned());
-    }
-    api.engine.delete_profile(db, &who)?;
-    Ok(WRITE_OK.to_owned())
+    Ok(Request::DeleteProfile { db, profile })
 }

@@ -55,7 +55,7 @@ mod tokens;
 
 use std::sync::Arc;
 
-pub use calls::{Call, UnknownCall};
+pub use calls::{Call, ImportRow, Request, UnknownCall};
 pub use quota::{Quotas, resident_bytes};
 pub use tokens::TokenScope;
 
@@ -277,7 +277,7 @@ impl Api {
     /// nothing.
     #[must_use]
     pub fn handle(&self, call: &str, authorization: Option<&str>, body: &[u8]) -> Response {
-        self.answer(calls::serve(self, call, authorization, body, false))
+        self.answer(calls::serve(self, call, authorization, body))
     }
 
     /// Handles a call as [`handle`](Self::handle) does, but only when it is cheap and
@@ -327,7 +327,43 @@ impl Api {
     /// it enters the log.
     #[must_use]
     pub fn validate(&self, call: &str, authorization: Option<&str>, body: &[u8]) -> Response {
-        self.answer(calls::serve(self, call, authorization, body, true))
+        self.answer(calls::validate(self, call, authorization, body))
+    }
+
+    /// Reads a call into its typed [`Request`], as [`handle`](Self::handle) does
+    /// first: the `Authorization` header and the token's rights, the body's size, its
+    /// JSON, every field, weights typed by the relation type's schema. Nothing is
+    /// checked against the engine's data and nothing changes.
+    ///
+    /// # Errors
+    ///
+    /// The refusal [`handle`](Self::handle) would answer (401, 403, 400, 411 for
+    /// weights of an undefined relation type, 413).
+    pub fn parse(
+        &self,
+        call: &str,
+        authorization: Option<&str>,
+        body: &[u8],
+    ) -> Result<Request, Response> {
+        calls::parse(self, call, authorization, body).map_err(Self::envelope)
+    }
+
+    /// The checks of a request that need no relation or profile: its relation type
+    /// defined, its weights against the schema, its ids valid, a definition against
+    /// the one in place, profile data valid (see [`validate`](Self::validate)).
+    ///
+    /// # Errors
+    ///
+    /// The refusal [`handle`](Self::handle) would answer.
+    pub fn check(&self, request: &Request) -> Result<(), Response> {
+        calls::check(self, request).map_err(Self::envelope)
+    }
+
+    /// Runs a request read by [`parse`](Self::parse): reserves what it could create
+    /// against the quotas, calls the engine, answers as [`handle`](Self::handle) does.
+    #[must_use]
+    pub fn execute(&self, request: Request) -> Response {
+        self.answer(calls::execute(self, request))
     }
 
     fn answer(&self, served: Result<String, Fail>) -> Response {

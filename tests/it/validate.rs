@@ -230,6 +230,30 @@ proptest! {
             prop_assert_eq!(&done.body, &checked.body, "{} {}", call, text);
         }
     }
+
+    /// A call read into its typed request and run (`parse`, then `execute`) answers
+    /// and changes exactly what `handle` does, on twin APIs; `check` passes every
+    /// request `validate` passes.
+    #[test]
+    fn parse_then_execute_is_handle((call, body, auth) in request()) {
+        let (twin, api) = (api(), api());
+        let text = body.to_string();
+        let want = twin.handle(&call, auth.as_deref(), text.as_bytes());
+        let got = match api.parse(&call, auth.as_deref(), text.as_bytes()) {
+            Ok(request) => {
+                prop_assert_eq!(request.call().path(), call.as_str());
+                let checked = api.check(&request).map(|()| 0).unwrap_or_else(|r| r.code);
+                let validated = api.validate(&call, auth.as_deref(), text.as_bytes()).code;
+                if request.call().is_write() {
+                    prop_assert_eq!(checked, validated, "{} {}", call, text);
+                }
+                api.execute(request)
+            }
+            Err(refused) => refused,
+        };
+        prop_assert_eq!(&got, &want, "{} {}", call, text);
+        prop_assert_eq!(fingerprint(&api), fingerprint(&twin));
+    }
 }
 
 #[test]
