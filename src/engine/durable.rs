@@ -65,8 +65,10 @@ impl EngineBuilder {
             }
         }
         engine.finish_load(&mut loading);
-        let seq = recovery.log_seq();
-        drop(recovery);
+        let (seq, kept) = recovery.finish()?;
+        for tail in kept {
+            engine.note_skipped(tail);
+        }
         let _ = engine.log.set(dir.open_log(seq, sync)?);
         let _ = engine.data_dir.set(dir);
         Ok(engine)

@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use super::log::{self, Log, LogReader, Next};
 use super::snapshot::{self, Item, SnapshotReader};
-use super::{SyncPolicy, remove_gently};
+use super::{Skipped, SyncPolicy, remove_gently};
 use crate::command::Command;
 use crate::error::{Error, StorageKind, fail, io_err};
 
@@ -132,6 +132,8 @@ impl DataDir {
             at: 0,
             reading: None,
             current: None,
+            changes: Vec::new(),
+            kept: Vec::new(),
         })
     }
 
@@ -230,6 +232,8 @@ enum Piece {
 /// engine applies this one.
 struct Reading {
     path: PathBuf,
+    /// Its length as recovery reads it (its end mark's, when it has one).
+    len: u64,
     rx: Receiver<Result<Piece, Error>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -257,6 +261,21 @@ pub(crate) struct Recovery<'d> {
     reading: Option<Reading>,
     /// The last log read: where appending goes on.
     current: Option<u64>,
+    /// What the files need once recovery has read them all, made by
+    /// [`Recovery::finish`] (so a recovery that fails changes nothing), in order.
+    changes: Vec<Change>,
+    /// Cut tails that held whole records, listed for the host.
+    kept: Vec<Skipped>,
+}
+
+/// A change a recovery makes to the directory's files once it has succeeded.
+enum Change {
+    /// Copies bytes `from..to` of a log beside it, to the file named.
+    Keep(PathBuf, u64, u64, PathBuf),
+    /// Cuts a log to a length.
+    Cut(PathBuf, u64),
+    /// Removes a file (a log a snapshot covers, an end mark applied).
+    Remove(PathBuf),
 }
 
 impl Recovery<'_> {
@@ -268,10 +287,35 @@ impl Recovery<'_> {
         }
     }
 
-    /// The log to append to once every step is taken: the last one read, or the
-    /// first one the snapshot does not cover.
-    pub(crate) fn log_seq(&self) -> u64 {
-        self.current.unwrap_or(self.next_seq)
+    /// Ends a recovery whose every step was taken: cuts the logs where recovery
+    /// found their ends (an end mark's length, a torn record), keeping beside a log
+    /// a cut tail that held whole records, and removes the logs the snapshot covers
+    /// and the end marks applied. Returns the log to append to (the last one read,
+    /// or the first one the snapshot does not cover) and the cut tails that held
+    /// records (see `Engine::recovery_skipped`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] when a file cannot be changed.
+    pub(crate) fn finish(mut self) -> Result<(u64, Vec<Skipped>), Error> {
+        self.reading = None;
+        let changed = !self.changes.is_empty();
+        for change in std::mem::take(&mut self.changes) {
+            match change {
+                Change::Keep(path, from, to, kept) => keep_tail(&path, from, to, &kept)?,
+                Change::Cut(path, len) => log::truncate(&path, len)?,
+                Change::Remove(path) => match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(&path, e)),
+                },
+            }
+        }
+        if changed {
+            super::sync_dir(&self.dir.path)?;
+        }
+        let seq = self.current.unwrap_or(self.next_seq);
+        Ok((seq, std::mem::take(&mut self.kept)))
     }
 
     /// The next step, `None` once the snapshot and every log are read.
@@ -301,9 +345,9 @@ impl Recovery<'_> {
                 match piece {
                     Piece::Run(run) => return Ok(Some(Step::Log(reading.path.clone(), run))),
                     Piece::End(torn) => {
-                        let path = self.reading.take().map(|r| r.path.clone());
-                        if let (Some(good_len), Some(path)) = (torn, path) {
-                            self.cut_torn(&path, good_len)?;
+                        let done = self.reading.take().map(|r| (r.path.clone(), r.len));
+                        if let (Some(good_len), Some((path, len))) = (torn, done) {
+                            self.cut_torn(&path, good_len, len)?;
                         }
                     }
                 }
@@ -314,10 +358,13 @@ impl Recovery<'_> {
         }
     }
 
-    /// A torn record ends the logs, unless a later log holds records: then the log
-    /// is corrupted. Else a crash mid-append left it, and the records before it are
-    /// all there is.
-    fn cut_torn(&self, path: &Path, good_len: u64) -> Result<(), Error> {
+    /// A bad record (at `good_len` of the log at `path`, read to `len`) ends the
+    /// logs, unless a later log holds records: then the log is corrupted. Else the
+    /// log is cut there once recovery succeeds: what follows is a crash's torn,
+    /// unacknowledged append (or corruption, which looks the same on disk); when it
+    /// holds whole records it is kept beside the log and listed, never dropped in
+    /// silence.
+    fn cut_torn(&mut self, path: &Path, good_len: u64, len: u64) -> Result<(), Error> {
         let dir = &self.dir.path;
         let later = &self.seqs.as_deref().unwrap_or(&[])[self.at..];
         // A later log's acknowledged length: its end mark's when it has one.
@@ -331,7 +378,28 @@ impl Recovery<'_> {
                 format!("corrupted record at byte {good_len}, before the last log"),
             ));
         }
-        log::truncate(path, good_len)
+        if log::whole_record_after(path, good_len, len)? {
+            let name = path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            let kept = dir.join(format!("{name}.cut.{good_len}"));
+            self.kept.push(Skipped {
+                file: path.to_path_buf(),
+                offset: good_len,
+                record: 0,
+                reason: format!(
+                    "a bad record ends the log at byte {good_len}, and {} bytes after it hold \
+                     whole records: a crash's unacknowledged append, or corruption; they \
+                     are kept in {}",
+                    len - good_len,
+                    kept.display()
+                ),
+            });
+            self.changes
+                .push(Change::Keep(path.to_path_buf(), good_len, len, kept));
+        }
+        self.changes.push(Change::Cut(path.to_path_buf(), good_len));
+        Ok(())
     }
 
     /// Starts reading the next log; `false` when there is none.
@@ -340,12 +408,13 @@ impl Recovery<'_> {
         if self.seqs.is_none() {
             let mut seqs = log::log_seqs(dir)?;
             // Covered by the snapshot (a compaction stopped before deleting them),
-            // with any end mark of them.
+            // with any end mark of them: removed once recovery succeeds.
             let covered = seqs.partition_point(|&s| s < self.next_seq);
             for seq in seqs.drain(..covered) {
-                let path = log::log_path(dir, seq);
-                std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
-                let _ = std::fs::remove_file(log::end_path(dir, seq));
+                self.changes.push(Change::Remove(log::log_path(dir, seq)));
+                if log::end_path(dir, seq).exists() {
+                    self.changes.push(Change::Remove(log::end_path(dir, seq)));
+                }
             }
             self.seqs = Some(seqs);
         }
@@ -364,9 +433,20 @@ impl Recovery<'_> {
         }
         self.at += 1;
         self.current = Some(seq);
-        log::apply_end_mark(dir, seq)?;
+        // A failed append's end mark: the log is read to it, and cut there once
+        // recovery succeeds.
         let path = log::log_path(dir, seq);
-        let reader = LogReader::open(&path)?;
+        let actual = std::fs::metadata(&path)
+            .map_err(|e| io_err(&path, e))?
+            .len();
+        let len = log::acknowledged_len(dir, seq)?;
+        if log::end_mark(dir, seq)?.is_some() {
+            if actual > len {
+                self.changes.push(Change::Cut(path.clone(), len));
+            }
+            self.changes.push(Change::Remove(log::end_path(dir, seq)));
+        }
+        let reader = LogReader::open(&path, len)?;
         let (tx, rx) = sync_channel(2);
         let thread = std::thread::Builder::new()
             .name("relcount-replay".into())
@@ -374,6 +454,7 @@ impl Recovery<'_> {
             .map_err(|e| io_err(&path, e))?;
         self.reading = Some(Reading {
             path,
+            len,
             rx,
             thread: Some(thread),
         });
@@ -416,4 +497,17 @@ fn read_runs(mut reader: LogReader, tx: &SyncSender<Result<Piece, Error>>) {
         let _ = tx.send(Ok(Piece::End(end)));
         return;
     }
+}
+
+/// Copies bytes `from..to` of the log at `path` to `kept`, durably.
+fn keep_tail(path: &Path, from: u64, to: u64, kept: &Path) -> Result<(), Error> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut src = File::open(path).map_err(|e| io_err(path, e))?;
+    src.seek(SeekFrom::Start(from))
+        .map_err(|e| io_err(path, e))?;
+    let mut out = File::create(kept).map_err(|e| io_err(kept, e))?;
+    std::io::copy(&mut src.take(to - from), &mut out).map_err(|e| io_err(kept, e))?;
+    out.flush()
+        .and_then(|()| out.sync_all())
+        .map_err(|e| io_err(kept, e))
 }

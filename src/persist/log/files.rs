@@ -5,7 +5,6 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::super::sync_dir;
 use crate::error::{Error, StorageKind, fail, io_err};
 
 /// The file name of log `seq`.
@@ -58,22 +57,6 @@ pub(crate) fn acknowledged_len(dir: &Path, seq: u64) -> Result<u64, Error> {
     let log = log_path(dir, seq);
     let actual = std::fs::metadata(&log).map_err(|e| io_err(&log, e))?.len();
     Ok(end_mark(dir, seq)?.map_or(actual, |mark| mark.min(actual)))
-}
-
-/// Cuts log `seq` back to the end a failed append recorded for it, if one did (see
-/// [`end_path`]), then forgets the record.
-pub(crate) fn apply_end_mark(dir: &Path, seq: u64) -> Result<(), Error> {
-    let Some(len) = end_mark(dir, seq)? else {
-        return Ok(());
-    };
-    let log = log_path(dir, seq);
-    let actual = std::fs::metadata(&log).map_err(|e| io_err(&log, e))?.len();
-    if actual > len {
-        truncate(&log, len)?;
-    }
-    let path = end_path(dir, seq);
-    std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
-    sync_dir(dir)
 }
 
 /// The sequence numbers of the logs in `dir`, ascending.

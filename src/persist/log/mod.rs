@@ -19,9 +19,9 @@ mod files;
 mod reader;
 mod record;
 
-pub(crate) use files::{acknowledged_len, apply_end_mark, end_path, log_path, log_seqs, truncate};
+pub(crate) use files::{acknowledged_len, end_mark, end_path, log_path, log_seqs, truncate};
 use files::{mark_end, open_append};
-pub(crate) use reader::{LogReader, Next};
+pub(crate) use reader::{LogReader, Next, whole_record_after};
 #[cfg(test)]
 pub(crate) use record::MAX_RECORD;
 use record::frame_of;

@@ -11,7 +11,7 @@ use crate::error::{Error, StorageKind, fail, io_err};
 /// `MAX_RECORD` bytes), whatever the log's size.
 pub(crate) struct LogReader {
     path: PathBuf,
-    file: std::io::BufReader<File>,
+    file: std::io::BufReader<std::io::Take<File>>,
     /// Where the next record starts: after the last whole one.
     offset: u64,
     buf: Vec<u8>,
@@ -28,11 +28,14 @@ pub(crate) enum Next {
 }
 
 impl LogReader {
-    pub(crate) fn open(path: &Path) -> Result<LogReader, Error> {
+    /// Reads the log at `path`, its first `len` bytes only (the rest is not the
+    /// log's: past an end mark).
+    pub(crate) fn open(path: &Path, len: u64) -> Result<LogReader, Error> {
+        use std::io::Read;
         let file = File::open(path).map_err(|e| io_err(path, e))?;
         Ok(LogReader {
             path: path.to_path_buf(),
-            file: std::io::BufReader::with_capacity(1 << 16, file),
+            file: std::io::BufReader::with_capacity(1 << 16, file.take(len)),
             offset: 0,
             buf: Vec::new(),
         })
@@ -50,14 +53,16 @@ impl LogReader {
         Ok(got == n)
     }
 
-    /// The next record, the end, or where the log's whole records end.
+    /// The next record, the end, or where the log's whole records end: at a record
+    /// cut short by the end of the file, with a length no record has, or whose
+    /// checksum does not match (a crash's torn append, or corruption: see
+    /// [`whole_record_after`]).
     ///
     /// # Errors
     ///
-    /// [`Error::Storage`] when the file cannot be read, or holds a record that is
-    /// not a torn write: one whose checksum matches but that does not decode, or a
-    /// bad one followed by a whole record (corruption in place, not a crash
-    /// mid-append, which only ever leaves a bad tail).
+    /// [`Error::Storage`] when the file cannot be read, or holds a record whose
+    /// checksum matches but that does not decode (no torn write checksums right: a
+    /// record of another version, or a bug).
     pub(crate) fn next(&mut self) -> Result<Next, Error> {
         let start = self.offset;
         if !self.fill(8)? {
@@ -69,16 +74,7 @@ impl LogReader {
         }
         let len = u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
         let sum = u32::from_le_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]);
-        if len > MAX_RECORD || !self.fill(len)? {
-            // Cut short by the end of the file (or a length no record has): a torn
-            // append.
-            return Ok(Next::Torn(start));
-        }
-        if checksum(&self.buf) != sum {
-            // Whole in length: torn, unless a whole record follows it.
-            if self.whole_record_next()? {
-                return Err(self.corrupt(start, "its checksum does not match"));
-            }
+        if len > MAX_RECORD || !self.fill(len)? || checksum(&self.buf) != sum {
             return Ok(Next::Torn(start));
         }
         match decode(&self.buf) {
@@ -86,31 +82,60 @@ impl LogReader {
                 self.offset = start + 8 + len as u64;
                 Ok(Next::Record(start, command))
             }
-            // A torn write never checksums right.
-            Err(c) => Err(self.corrupt(start, &c.0)),
+            Err(c) => Err(fail(
+                StorageKind::Corrupt,
+                Some(&self.path),
+                format!(
+                    "the record at byte {start} checksums right but does not decode ({}): \
+                     written by another version, or a bug; an operator must restore the log",
+                    c.0
+                ),
+            )),
         }
     }
+}
 
-    /// Whether the bytes after the record just read begin a whole record (one whose
-    /// checksum matches).
-    fn whole_record_next(&mut self) -> Result<bool, Error> {
-        if !self.fill(8)? {
-            return Ok(false);
+/// Most bytes after a bad record searched for a whole record (see
+/// [`whole_record_after`]); a longer tail is taken to hold one.
+const SCAN_TAIL: u64 = 1 << 20;
+
+/// Most bytes checksummed while searching (a tail crafted so that every offset reads
+/// as a plausible length stops there, and is taken to hold a record).
+const SCAN_WORK: usize = 64 << 20;
+
+/// Whether the bytes of the log at `path` after the bad record at `from` (up to
+/// `end`) hold a whole record at any offset: one whose length fits and whose
+/// checksum matches. A crash can leave such a tail (the pages of an append that was
+/// never acknowledged reach the disk in any order) and so can corruption in place (a
+/// bit flipped in a record, or in its length, which hides every record after it);
+/// either way the records there are listed, not dropped in silence.
+pub(crate) fn whole_record_after(path: &Path, from: u64, end: u64) -> Result<bool, Error> {
+    use std::io::{Read, Seek, SeekFrom};
+    if end.saturating_sub(from) > SCAN_TAIL {
+        return Ok(true);
+    }
+    let mut file = File::open(path).map_err(|e| io_err(path, e))?;
+    file.seek(SeekFrom::Start(from))
+        .map_err(|e| io_err(path, e))?;
+    let mut tail = Vec::new();
+    file.take(end.saturating_sub(from))
+        .read_to_end(&mut tail)
+        .map_err(|e| io_err(path, e))?;
+    let mut work = 0usize;
+    for at in 1..tail.len().saturating_sub(7) {
+        let head = &tail[at..at + 8];
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let sum = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let Some(payload) = tail.get(at + 8..at + 8 + len) else {
+            continue;
+        };
+        work += len;
+        if work > SCAN_WORK {
+            return Ok(true);
         }
-        let len = u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-        let sum = u32::from_le_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]);
-        Ok(len <= MAX_RECORD && self.fill(len)? && checksum(&self.buf) == sum)
+        if checksum(payload) == sum {
+            return Ok(true);
+        }
     }
-
-    fn corrupt(&self, at: u64, why: &str) -> Error {
-        fail(
-            StorageKind::Corrupt,
-            Some(&self.path),
-            format!(
-                "the record at byte {at} is corrupted ({why}) and is not a torn write: \
-                 an operator must restore the log, or cut it at byte {at}, losing that \
-                 record and every one after it"
-            ),
-        )
-    }
+    Ok(false)
 }
