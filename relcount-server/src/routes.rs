@@ -186,7 +186,8 @@ fn envelope(status: StatusCode, body: impl Into<Bytes>, code: u32, close: bool) 
 
 /// The API's answer (HTTP 200 and its envelope) and its code.
 fn answered(r: api::Response, close: bool) -> (Answer, u32) {
-    (envelope(StatusCode::OK, r.body, r.code, close), r.code)
+    let code = r.code.number();
+    (envelope(StatusCode::OK, r.body, code, close), code)
 }
 
 /// An answer outside the API's own codes (a timeout, a shutdown), in its envelope.
@@ -316,7 +317,7 @@ async fn api_call(app: &Arc<App>, call: &'static str, req: Request<Incoming>) ->
 /// The answer to a call, a failure's detail (a storage error's paths) logged.
 fn finished(call: &'static str, r: api::Response) -> (Answer, u32) {
     if let Some(detail) = &r.detail {
-        tracing::error!(call, code = r.code, %detail, "request failed");
+        tracing::error!(call, code = r.code.number(), %detail, "request failed");
     }
     answered(r, false)
 }

@@ -213,7 +213,8 @@ impl Fixture {
                 body.to_string().as_bytes(),
             );
             assert_eq!(
-                envelope["error"], single.code,
+                envelope["error"],
+                single.code.number(),
                 "{call} {body}: the cluster refused {text}, one engine answered {}",
                 single.body
             );

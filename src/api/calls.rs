@@ -11,7 +11,7 @@ use super::json::{self, Json};
 use super::quota::Growth;
 use super::render::{WRITE_OK, render_counter, render_page};
 use super::request::{Fields, Who, bearer, by_id, given, profile, weights};
-use super::{Api, Fail, TokenScope};
+use super::{Api, Code, Fail, TokenScope};
 use crate::limits::MAX_PROPS;
 use crate::profile::data::{OwnedMatch, ProfileData};
 use crate::schema::{PropSpec, RelationType};
@@ -241,7 +241,7 @@ pub(super) fn check_header(api: &Api, authorization: Option<&str>) -> Result<(),
         None => Ok(()),
         Some(h) => api.tokens.scope(bearer(h)?).map(|_| ()).ok_or_else(|| {
             Fail::new(
-                401,
+                Code::Unauthorized,
                 "API token required: the Authorization header's token is not registered",
             )
         }),
@@ -516,7 +516,7 @@ fn open(
     let limits = &api.limits;
     if body.len() > limits.max_body_bytes {
         return Err(Fail::new(
-            413,
+            Code::TooLarge,
             format!("request body exceeds {} bytes", limits.max_body_bytes),
         ));
     }
@@ -530,13 +530,15 @@ fn open(
         Some(t) => t,
         None => match authorization {
             Some(h) => bearer(h)?.to_owned(),
-            None => return Err(Fail::new(401, "API token required")),
+            None => return Err(Fail::new(Code::Unauthorized, "API token required")),
         },
     };
-    let scope = api
-        .tokens
-        .scope(&token)
-        .ok_or_else(|| Fail::new(401, "API token required: the token given is not registered"))?;
+    let scope = api.tokens.scope(&token).ok_or_else(|| {
+        Fail::new(
+            Code::Unauthorized,
+            "API token required: the token given is not registered",
+        )
+    })?;
     Ok((call, scope, f))
 }
 
@@ -556,9 +558,15 @@ fn allow(scope: &TokenScope, rel_id: u32, write: bool) -> Result<(), Fail> {
         Ok(())
     } else if scope.allows(rel_id, false) {
         // It may read this relation type, so what it lacks is the right to write.
-        Err(Fail::new(403, "no access: the token is read-only"))
+        Err(Fail::new(
+            Code::Forbidden,
+            "no access: the token is read-only",
+        ))
     } else {
-        Err(Fail::new(403, format!("no access to relation {rel_id}")))
+        Err(Fail::new(
+            Code::Forbidden,
+            format!("no access to relation {rel_id}"),
+        ))
     }
 }
 
@@ -777,7 +785,7 @@ fn read_define(scope: &TokenScope, mut f: Fields) -> Result<Request, Fail> {
 fn read_import_profiles(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<Request, Fail> {
     if !scope.allows_profiles() {
         return Err(Fail::new(
-            403,
+            Code::Forbidden,
             "no access: importing profiles needs an unscoped, writing token",
         ));
     }
@@ -819,7 +827,7 @@ fn read_import_profiles(api: &Api, scope: &TokenScope, mut f: Fields) -> Result<
 fn read_delete(scope: &TokenScope, mut f: Fields) -> Result<Request, Fail> {
     if !scope.allows_profiles() {
         return Err(Fail::new(
-            403,
+            Code::Forbidden,
             "no access: deleting profiles needs an unscoped, writing token",
         ));
     }

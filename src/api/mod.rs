@@ -41,7 +41,7 @@
 //! let attach = br#"{"rel_id": 3, "profile_a": {"profile_id": "a"}, "profile_b": {"profile_id": "b"},
 //!   "weights": {"Like": 2}}"#;
 //! let bearer = Some("Bearer 8d08f4ea57c74916909e9d324c20a6bc");
-//! assert_eq!(api.handle("relations/attach", bearer, attach).code, 0);
+//! assert_eq!(api.handle("relations/attach", bearer, attach).code, relcount::api::Code::Ok);
 //! let read = api.handle("relations/get_counter", bearer, br#"{"rel_id": 3, "profile_id": "a"}"#);
 //! assert!(read.body.contains(r#""Like":{"total":1,"top":null,"sum":2}"#));
 //! ```
@@ -100,11 +100,100 @@ impl Default for Limits {
     }
 }
 
+/// An answer's code: the envelope's `error` (see the table above). Over the wire it
+/// is the number ([`Code::number`]); a host branches on the variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Code {
+    /// 0: success.
+    Ok,
+    /// 400: incorrect request.
+    BadRequest,
+    /// 401: API token required.
+    Unauthorized,
+    /// 402: limit reached.
+    LimitReached,
+    /// 403: no access.
+    Forbidden,
+    /// 404: profile not found.
+    ProfileNotFound,
+    /// 409: several profiles match the lookup.
+    Ambiguous,
+    /// 410: relation not found.
+    RelationNotFound,
+    /// 411: relation type not defined.
+    UnknownRelation,
+    /// 412: relation type already defined with another schema.
+    SchemaConflict,
+    /// 413: request body larger than the limit.
+    TooLarge,
+    /// 500: storage error.
+    Storage,
+}
+
+impl Code {
+    /// Every code, in the table's order.
+    pub const ALL: [Code; 12] = [
+        Code::Ok,
+        Code::BadRequest,
+        Code::Unauthorized,
+        Code::LimitReached,
+        Code::Forbidden,
+        Code::ProfileNotFound,
+        Code::Ambiguous,
+        Code::RelationNotFound,
+        Code::UnknownRelation,
+        Code::SchemaConflict,
+        Code::TooLarge,
+        Code::Storage,
+    ];
+
+    /// Its number in the envelope.
+    ///
+    /// ```
+    /// use relcount::api::Code;
+    ///
+    /// assert_eq!(Code::UnknownRelation.number(), 411);
+    /// assert_eq!(Code::of(402), Some(Code::LimitReached));
+    /// assert_eq!(Code::of(418), None);
+    /// ```
+    #[must_use]
+    pub const fn number(self) -> u32 {
+        match self {
+            Code::Ok => 0,
+            Code::BadRequest => 400,
+            Code::Unauthorized => 401,
+            Code::LimitReached => 402,
+            Code::Forbidden => 403,
+            Code::ProfileNotFound => 404,
+            Code::Ambiguous => 409,
+            Code::RelationNotFound => 410,
+            Code::UnknownRelation => 411,
+            Code::SchemaConflict => 412,
+            Code::TooLarge => 413,
+            Code::Storage => 500,
+        }
+    }
+
+    /// The code of an envelope's number, if it is one.
+    #[must_use]
+    pub fn of(number: u32) -> Option<Code> {
+        Code::ALL.into_iter().find(|c| c.number() == number)
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.number())
+    }
+}
+
 /// An answer of [`Api::handle`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
-    /// The envelope's `error` (0 on success), for the host's logs and metrics.
-    pub code: u32,
+    /// The envelope's `error` ([`Code::Ok`] on success), for the host's logs and
+    /// metrics.
+    pub code: Code,
     /// The response body (JSON).
     pub body: String,
     /// For a 500, the engine's error behind the body's generic text (with paths and
@@ -124,7 +213,7 @@ pub struct Api {
 /// Why a request was refused: the envelope's code and text.
 #[derive(Debug)]
 pub(crate) struct Fail {
-    code: u32,
+    code: Code,
     text: String,
     /// What the host's log gets beside a generic text (see [`Response::detail`]).
     detail: Option<String>,
@@ -132,10 +221,10 @@ pub(crate) struct Fail {
 
 impl Fail {
     pub(crate) fn bad(text: impl Into<String>) -> Fail {
-        Fail::new(400, text)
+        Fail::new(Code::BadRequest, text)
     }
 
-    fn new(code: u32, text: impl Into<String>) -> Fail {
+    fn new(code: Code, text: impl Into<String>) -> Fail {
         Fail {
             code,
             text: text.into(),
@@ -151,8 +240,8 @@ const STORAGE_TEXT: &str =
 impl From<Error> for Fail {
     fn from(e: Error) -> Fail {
         match code_of(&e) {
-            500 => Fail {
-                code: 500,
+            Code::Storage => Fail {
+                code: Code::Storage,
                 text: STORAGE_TEXT.to_owned(),
                 detail: Some(e.to_string()),
             },
@@ -164,15 +253,15 @@ impl From<Error> for Fail {
 /// The platform's code for an error (a refused row: its own error's code). Every kind
 /// is listed, with no catch-all: a new kind does not compile until it is given its
 /// code.
-fn code_of(e: &Error) -> u32 {
+fn code_of(e: &Error) -> Code {
     match e.kind() {
-        ErrorKind::ProfileNotFound | ErrorKind::NoMatch => 404,
-        ErrorKind::Ambiguous => 409,
-        ErrorKind::RelationNotFound => 410,
-        ErrorKind::UnknownRelation => 411,
-        ErrorKind::SchemaConflict => 412,
-        ErrorKind::CapacityExceeded => 402,
-        ErrorKind::Storage => 500,
+        ErrorKind::ProfileNotFound | ErrorKind::NoMatch => Code::ProfileNotFound,
+        ErrorKind::Ambiguous => Code::Ambiguous,
+        ErrorKind::RelationNotFound => Code::RelationNotFound,
+        ErrorKind::UnknownRelation => Code::UnknownRelation,
+        ErrorKind::SchemaConflict => Code::SchemaConflict,
+        ErrorKind::CapacityExceeded => Code::LimitReached,
+        ErrorKind::Storage => Code::Storage,
         ErrorKind::InvalidSchema
         | ErrorKind::InvalidProfileId
         | ErrorKind::InvalidProfileData
@@ -183,7 +272,7 @@ fn code_of(e: &Error) -> u32 {
         | ErrorKind::IntOverflow
         | ErrorKind::FloatOverflow
         | ErrorKind::InvalidArgument
-        | ErrorKind::LookupTooBroad => 400,
+        | ErrorKind::LookupTooBroad => Code::BadRequest,
     }
 }
 
@@ -239,7 +328,7 @@ impl Api {
     #[must_use]
     pub fn too_large(&self) -> Response {
         let fail = Fail::new(
-            413,
+            Code::TooLarge,
             format!("request body exceeds {} bytes", self.limits.max_body_bytes),
         );
         Self::envelope(fail)
@@ -301,7 +390,7 @@ impl Api {
     /// api.add_token("t", TokenScope::full());
     /// let by_id = br#"{"rel_id": 3, "profile_id": "a"}"#;
     /// let r = api.handle_if_cheap("relations/get_counter", Some("Bearer t"), by_id);
-    /// assert_eq!(r.map(|r| r.code), Some(0));
+    /// assert_eq!(r.map(|r| r.code), Some(relcount::api::Code::Ok));
     /// let by_email = br#"{"rel_id": 3, "email": "a@example.com"}"#;
     /// assert!(api.handle_if_cheap("relations/get_counter", Some("Bearer t"), by_email).is_none());
     /// # Ok::<(), relcount::Error>(())
@@ -369,7 +458,7 @@ impl Api {
     fn answer(&self, served: Result<String, Fail>) -> Response {
         match served {
             Ok(body) => Response {
-                code: 0,
+                code: Code::Ok,
                 body,
                 detail: None,
             },
@@ -380,7 +469,7 @@ impl Api {
     fn envelope(fail: Fail) -> Response {
         let mut body = String::with_capacity(fail.text.len() + 32);
         body.push_str("{\"error\":");
-        body.push_str(&fail.code.to_string());
+        body.push_str(&fail.code.number().to_string());
         body.push_str(",\"error_text\":");
         json::write_str(&mut body, &fail.text);
         body.push('}');
@@ -405,13 +494,13 @@ mod tests {
             reason,
             std::io::Error::from_raw_os_error(28),
         ))));
-        assert_eq!(r.code, 500);
+        assert_eq!(r.code, Code::Storage);
         assert!(!r.body.contains("/srv"), "{}", r.body);
         assert!(r.body.contains("storage error"), "{}", r.body);
         assert!(r.detail.as_deref().is_some_and(|d| d.contains(reason)));
         // Other codes keep their texts, and no detail.
         let r = Api::envelope(Fail::from(Error::UnknownRelation { rel_id: 9 }));
-        assert_eq!(r.code, 411);
+        assert_eq!(r.code, Code::UnknownRelation);
         assert!(r.body.contains('9') && r.detail.is_none(), "{}", r.body);
     }
 }

@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::Fail;
+use super::{Code, Fail};
 use crate::engine::Engine;
 use crate::sync::Mutex;
 
@@ -179,7 +179,7 @@ impl Ledger {
 }
 
 fn limit(text: String) -> Fail {
-    Fail::new(402, format!("limit reached: {text}"))
+    Fail::new(Code::LimitReached, format!("limit reached: {text}"))
 }
 
 /// The process's resident memory in bytes (`VmRSS` of `/proc/self/status`), where the
@@ -220,7 +220,7 @@ mod tests {
         };
         let first = ledger.reserve(&engine, one).expect("fits");
         let refused = ledger.reserve(&engine, one).err().expect("refused");
-        assert_eq!(refused.code, 402);
+        assert_eq!(refused.code, Code::LimitReached);
         assert!(
             refused
                 .text

@@ -3,8 +3,8 @@
 //! [`OwnedMatch`]; typed weights; the token of an `Authorization` header; a profile's
 //! data for an import.
 
-use super::Fail;
 use super::json::{self, Json};
+use super::{Code, Fail};
 use crate::api::Api;
 use crate::limits::MAX_PROPS;
 use crate::profile::data::{Channel, FieldValue, OwnedMatch, ProfileData, Subscription};
@@ -310,7 +310,7 @@ pub(super) fn bearer(header: &str) -> Result<&str, Fail> {
             Ok(token.trim())
         }
         _ => Err(Fail::new(
-            401,
+            Code::Unauthorized,
             "the Authorization header must be \"Bearer <token>\"",
         )),
     }

@@ -417,9 +417,15 @@ fn the_json_api_and_its_calls() {
     let bearer = Some("Bearer secret");
     let define =
         br#"{"rel_id": 3, "db_a": 1, "db_b": 2, "props": {"Like": {"type": "int", "sum": true}}}"#;
-    assert_eq!(api.handle(Call::Define.path(), bearer, define).code, 0);
+    assert_eq!(
+        api.handle(Call::Define.path(), bearer, define).code,
+        relcount::api::Code::Ok
+    );
     let attach = br#"{"rel_id": 3, "profile_a": "a", "profile_b": "b", "weights": {"Like": 2}}"#;
-    assert_eq!(api.handle("relations/attach", bearer, attach).code, 0);
+    assert_eq!(
+        api.handle("relations/attach", bearer, attach).code,
+        relcount::api::Code::Ok
+    );
     assert_eq!(
         api.engine().get_counter(3, "a").map(|c| c.sum("Like")),
         Ok(Some(Sum::Int(2)))
@@ -429,7 +435,7 @@ fn the_json_api_and_its_calls() {
         bearer,
         br#"{"rel_id": 3, "profile_id": "z"}"#,
     );
-    assert_eq!(missing.code, 404);
+    assert_eq!(missing.code, relcount::api::Code::ProfileNotFound);
     for call in Call::ALL {
         assert_eq!(call.path().parse::<Call>(), Ok(call));
     }

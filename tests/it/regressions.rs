@@ -163,13 +163,13 @@ fn floats_come_back_as_sent() {
         "relations/define",
         r#""rel_id": 1, "db_a": 1, "db_b": 2, "props": {"F": {"type": "float", "sum": true}}"#,
     );
-    assert_eq!(r.code, 0, "{}", r.body);
+    assert_eq!(r.code, relcount::api::Code::Ok, "{}", r.body);
     let r = call(
         &api,
         "relations/attach",
         r#""rel_id": 1, "profile_a": "a", "profile_b": "b", "weights": {"F": 923.8829120510785}"#,
     );
-    assert_eq!(r.code, 0, "{}", r.body);
+    assert_eq!(r.code, relcount::api::Code::Ok, "{}", r.body);
     let r = call(&api, "relations/get", r#""rel_id": 1, "profile_id": "a""#);
     assert!(
         r.body.contains(r#""F":{"value":923.8829120510785}"#),
@@ -194,19 +194,19 @@ fn minus_zero_is_the_integer_zero() {
         "relations/define",
         r#""rel_id": -0, "db_a": 1, "db_b": 2, "props": {"I": {"type": "int", "sum": true}}"#,
     );
-    assert_eq!(r.code, 0, "{}", r.body);
+    assert_eq!(r.code, relcount::api::Code::Ok, "{}", r.body);
     let r = call(
         &api,
         "relations/attach",
         r#""rel_id": 0, "profile_a": "a", "profile_b": "b", "weights": {"I": -0}"#,
     );
-    assert_eq!(r.code, 0, "{}", r.body);
+    assert_eq!(r.code, relcount::api::Code::Ok, "{}", r.body);
     let r = call(
         &api,
         "relations/get",
         r#""rel_id": -0, "profile_id": "a", "skip": -0"#,
     );
-    assert_eq!(r.code, 0, "{}", r.body);
+    assert_eq!(r.code, relcount::api::Code::Ok, "{}", r.body);
     assert!(r.body.contains(r#""I":{"value":0}"#), "{}", r.body);
     // -0.0 is written as a float, and stays refused for an int property.
     let r = call(
@@ -214,7 +214,7 @@ fn minus_zero_is_the_integer_zero() {
         "relations/attach",
         r#""rel_id": 0, "profile_a": "a", "profile_b": "b", "weights": {"I": -0.0}"#,
     );
-    assert_eq!(r.code, 400, "{}", r.body);
+    assert_eq!(r.code, relcount::api::Code::BadRequest, "{}", r.body);
 }
 
 /// Postmortem: for a float property, integers from 2^63 to 2^64-1 were refused while
@@ -230,7 +230,7 @@ fn integers_beyond_i64_follow_one_rule() {
         "relations/define",
         r#""rel_id": 1, "db_a": 1, "db_b": 2, "props": {"F": {"type": "float", "sum": true}, "I": {"type": "int"}}"#,
     );
-    assert_eq!(r.code, 0, "{}", r.body);
+    assert_eq!(r.code, relcount::api::Code::Ok, "{}", r.body);
     for (n, text) in [
         "9223372036854775808",
         "18446744073709551615",
@@ -245,7 +245,7 @@ fn integers_beyond_i64_follow_one_rule() {
             r#""rel_id": 1, "profile_a": "a{n}", "profile_b": "b", "weights": {{"F": {text}}}"#
         );
         let r = call(&api, "relations/attach", &body);
-        assert_eq!(r.code, 0, "{text}: {}", r.body);
+        assert_eq!(r.code, relcount::api::Code::Ok, "{text}: {}", r.body);
         let sum = api
             .engine()
             .get_counter(1, format!("a{n}").as_str())
@@ -259,7 +259,12 @@ fn integers_beyond_i64_follow_one_rule() {
             r#""rel_id": 1, "profile_a": "c", "profile_b": "b", "weights": {{"I": {text}}}"#
         );
         let r = call(&api, "relations/attach", &body);
-        assert_eq!(r.code, 400, "{text}: {}", r.body);
+        assert_eq!(
+            r.code,
+            relcount::api::Code::BadRequest,
+            "{text}: {}",
+            r.body
+        );
         assert!(
             r.body.contains(&format!(
                 "property I is int, got the integer {text}, outside the int64 range"
@@ -274,7 +279,7 @@ fn integers_beyond_i64_follow_one_rule() {
         "0".repeat(400)
     );
     let r = call(&api, "relations/attach", &body);
-    assert_eq!(r.code, 400, "{}", r.body);
+    assert_eq!(r.code, relcount::api::Code::BadRequest, "{}", r.body);
     assert!(r.body.contains("2^960"), "{}", r.body);
     // A u32 field names the value given.
     let r = call(
@@ -295,13 +300,13 @@ fn integers_beyond_i64_follow_one_rule() {
         "profiles/import",
         r#""db_id": 1, "profile_id": "a0", "fields": {"N": 18446744073709551615}"#,
     );
-    assert_eq!(r.code, 0, "{}", r.body);
+    assert_eq!(r.code, relcount::api::Code::Ok, "{}", r.body);
     let r = call(
         &api,
         "relations/get_counter",
         r#""rel_id": 1, "matching": "custom", "field_name": "N", "field_value": 18446744073709551615"#,
     );
-    assert_eq!(r.code, 0, "{}", r.body);
+    assert_eq!(r.code, relcount::api::Code::Ok, "{}", r.body);
     assert!(r.body.contains(r#""profile_id":"a0""#), "{}", r.body);
 }
 
@@ -316,13 +321,13 @@ fn redefining_with_properties_in_another_order_is_a_no_op() {
         "relations/define",
         r#""rel_id": 3, "db_a": 1, "db_b": 2, "props": {"Donate": {"type": "int", "top": 10}, "Like": {"type": "int", "sum": true}}"#,
     );
-    assert_eq!(r.code, 0, "{}", r.body);
+    assert_eq!(r.code, relcount::api::Code::Ok, "{}", r.body);
     let r = call(
         &api,
         "relations/define",
         r#""rel_id": 3, "db_a": 1, "db_b": 2, "props": {"Like": {"sum": true, "type": "int"}, "Donate": {"top": 10, "type": "int"}}"#,
     );
-    assert_eq!(r.code, 0, "{}", r.body);
+    assert_eq!(r.code, relcount::api::Code::Ok, "{}", r.body);
     let names: Vec<String> = api
         .engine()
         .relation_type(3)
@@ -336,7 +341,7 @@ fn redefining_with_properties_in_another_order_is_a_no_op() {
         "relations/define",
         r#""rel_id": 3, "db_a": 1, "db_b": 2, "props": {"Like": {"type": "int"}, "Donate": {"top": 10, "type": "int"}}"#,
     );
-    assert_eq!(r.code, 412, "{}", r.body);
+    assert_eq!(r.code, relcount::api::Code::SchemaConflict, "{}", r.body);
 }
 
 /// Postmortem: `resource_id` was silently ignored with `profile_id`,
@@ -350,7 +355,7 @@ fn resource_id_is_refused_where_it_cannot_apply() {
         "relations/define",
         r#""rel_id": 1, "db_a": 1, "db_b": 2, "props": {}"#,
     );
-    assert_eq!(r.code, 0, "{}", r.body);
+    assert_eq!(r.code, relcount::api::Code::Ok, "{}", r.body);
     for who in [
         r#""profile_id": "a", "resource_id": 24"#,
         r#""matching": "email_profile", "email": "a@x.io", "resource_id": 24"#,
@@ -361,7 +366,7 @@ fn resource_id_is_refused_where_it_cannot_apply() {
             "relations/get_counter",
             &format!(r#""rel_id": 1, {who}"#),
         );
-        assert_eq!(r.code, 400, "{who}: {}", r.body);
+        assert_eq!(r.code, relcount::api::Code::BadRequest, "{who}: {}", r.body);
         assert!(
             r.body
                 .contains("resource_id narrows email and phone matching only"),
@@ -374,7 +379,7 @@ fn resource_id_is_refused_where_it_cannot_apply() {
         "relations/get_counter",
         r#""rel_id": 1, "email": "a@x.io", "resource_id": 24"#,
     );
-    assert_eq!(r.code, 404, "{}", r.body);
+    assert_eq!(r.code, relcount::api::Code::ProfileNotFound, "{}", r.body);
 }
 
 // ----- reads never see half a write; snapshots of one point in time --------------------

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use relcount::api::{Api, TokenScope};
+use relcount::api::{Api, Code, TokenScope};
 use relcount::{
     Channel, Engine, FieldValue, Match, ProfileData, PropSpec, RelationType, Subscription,
     SyncPolicy, Value,
@@ -260,7 +260,7 @@ fn api() -> Api {
     );
     assert_eq!(
         api.handle("relations/define", None, define.as_bytes()).code,
-        0
+        Code::Ok
     );
     api
 }
@@ -296,7 +296,7 @@ fn doubles_round_trip_through_the_json_api() {
             r#"{{"token": "{TOKEN}", "rel_id": 1, "profile_a": "a", "profile_b": "b", "weights": {{"F": {text}}}}}"#
         );
         let r = api.handle("relations/attach", None, attach.as_bytes());
-        assert_eq!(r.code, 0, "{text}: {}", r.body);
+        assert_eq!(r.code, Code::Ok, "{text}: {}", r.body);
         let top = api.engine().get_counter(1, "a").expect("counter");
         let stored = top
             .prop("F")

@@ -148,10 +148,16 @@ fn prop_by_name_after_a_json_define() {
     let bearer = Some("Bearer tok");
     let define = br#"{"rel_id": 7, "db_a": 1, "db_b": 2, "props": {"D": {"type": "int", "sum": true},
       "C": {"type": "bool"}, "B": {"type": "float", "sum": true, "top": 5}, "A": {"type": "int", "sum": true, "top": 5}}}"#;
-    assert_eq!(api.handle("relations/define", bearer, define).code, 0);
+    assert_eq!(
+        api.handle("relations/define", bearer, define).code,
+        relcount::api::Code::Ok
+    );
     let define = br#"{"rel_id": 7, "db_a": 1, "db_b": 2, "props": {"A": {"type": "int", "sum": true, "top": 5},
       "B": {"type": "float", "sum": true, "top": 5}, "C": {"type": "bool"}, "D": {"type": "int", "sum": true}}}"#;
-    assert_eq!(api.handle("relations/define", bearer, define).code, 0);
+    assert_eq!(
+        api.handle("relations/define", bearer, define).code,
+        relcount::api::Code::Ok
+    );
     fill(&engine);
     check_by_name(&engine);
 }

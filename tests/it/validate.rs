@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use relcount::Engine;
-use relcount::api::{Api, TokenScope};
+use relcount::api::{Api, Code, TokenScope};
 use serde_json::{Value as J, json};
 
 const TOKEN: &str = "validate-token";
@@ -29,7 +29,7 @@ fn api() -> Api {
         assert_eq!(
             api.handle("relations/define", Some(AUTH), def.to_string().as_bytes())
                 .code,
-            0
+            Code::Ok
         );
     }
     let near_max = json!({"rel_id": 1, "profile_a": {"profile_id": "a0"}, "profile_b": {"profile_id": "b0"},
@@ -41,13 +41,13 @@ fn api() -> Api {
             near_max.to_string().as_bytes()
         )
         .code,
-        0
+        Code::Ok
     );
     let data = json!({"db_id": 1, "profile_id": "a1", "email": "a1@example.com"});
     assert_eq!(
         api.handle("profiles/import", Some(AUTH), data.to_string().as_bytes())
             .code,
-        0
+        Code::Ok
     );
     api
 }
@@ -199,7 +199,11 @@ fn request() -> impl Strategy<Value = (String, J, Option<String>)> {
 
 /// What only the write itself can know: a relation or profile that is not there, a
 /// lookup's answer, a strengthen's range.
-const LEFT_TO_THE_WRITE: [u32; 3] = [404, 409, 410];
+const LEFT_TO_THE_WRITE: [Code; 3] = [
+    Code::ProfileNotFound,
+    Code::Ambiguous,
+    Code::RelationNotFound,
+];
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
@@ -212,14 +216,14 @@ proptest! {
         let checked = api.validate(&call, auth.as_deref(), text.as_bytes());
         prop_assert_eq!(&fingerprint(&api), &before, "validate changed something");
         let done = api.handle(&call, auth.as_deref(), text.as_bytes());
-        if checked.code != 0 {
+        if checked.code != Code::Ok {
             // The same refusal, unless the write met first what only it can know.
             if !LEFT_TO_THE_WRITE.contains(&done.code) {
                 prop_assert_eq!(&done.body, &checked.body, "{} {}", call, text);
             }
-            prop_assert_ne!(done.code, 0, "{} {}: validate refused what handle took", call, text);
+            prop_assert_ne!(done.code, Code::Ok, "{} {}: validate refused what handle took", call, text);
             prop_assert_eq!(&fingerprint(&api), &before);
-        } else if done.code != 0 {
+        } else if done.code != Code::Ok {
             let overflow = done.body.contains("range");
             prop_assert!(
                 LEFT_TO_THE_WRITE.contains(&done.code) || overflow,
@@ -242,7 +246,7 @@ proptest! {
         let got = match api.parse(&call, auth.as_deref(), text.as_bytes()) {
             Ok(request) => {
                 prop_assert_eq!(request.call().path(), call.as_str());
-                let checked = api.check(&request).map(|()| 0).unwrap_or_else(|r| r.code);
+                let checked = api.check(&request).map(|()| Code::Ok).unwrap_or_else(|r| r.code);
                 let validated = api.validate(&call, auth.as_deref(), text.as_bytes()).code;
                 if request.call().is_write() {
                     prop_assert_eq!(checked, validated, "{} {}", call, text);
@@ -266,10 +270,10 @@ fn a_strengthen_past_the_i64_range_is_left_to_the_write() {
     assert_eq!(
         api.validate("relations/strengthen", Some(AUTH), body.as_bytes())
             .code,
-        0
+        Code::Ok
     );
     let done = api.handle("relations/strengthen", Some(AUTH), body.as_bytes());
-    assert_ne!(done.code, 0, "{}", done.body);
+    assert_ne!(done.code, Code::Ok, "{}", done.body);
 }
 
 #[test]
@@ -277,6 +281,6 @@ fn a_definition_against_another_schema_is_refused_by_validate() {
     let api = api();
     let body = json!({"rel_id": 2, "db_a": 1, "db_b": 3, "props": {}}).to_string();
     let checked = api.validate("relations/define", Some(AUTH), body.as_bytes());
-    assert_eq!(checked.code, 412, "{}", checked.body);
+    assert_eq!(checked.code, Code::SchemaConflict, "{}", checked.body);
     assert_eq!(api.engine().relation_type_count(), 2);
 }

@@ -34,7 +34,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use relcount::api::{Api, Call};
+use relcount::api::{Api, Call, Code};
 use tokio::sync::Semaphore;
 
 use self::log::Log;
@@ -99,7 +99,7 @@ impl Answer {
         Answer {
             status: 200,
             body: Bytes::from(r.body),
-            code: r.code,
+            code: r.code.number(),
             written: None,
         }
     }
@@ -473,7 +473,7 @@ impl Cluster {
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let checked = front.validate(call.path(), auth.as_deref(), &body);
-            let route = if checked.code == 0 {
+            let route = if checked.code == Code::Ok {
                 route::write(call, &body, partitions)
             } else {
                 Err(String::new())
@@ -502,7 +502,7 @@ impl Cluster {
                 Ok(c) => c,
                 Err(answer) => return answer,
             };
-            if checked.code == 411 {
+            if checked.code == Code::UnknownRelation {
                 // A relation type defined through another host may not be here yet.
                 if let Err(e) = self.catch_up_front().await {
                     return log_error(e);
@@ -512,7 +512,7 @@ impl Cluster {
                     Err(answer) => return answer,
                 };
             }
-            if checked.code != 0 {
+            if checked.code != Code::Ok {
                 return Answer::api(checked);
             }
             // Read after the check: the front was at least this far when it checked.
@@ -597,7 +597,7 @@ impl Cluster {
         let expected = |at: u64| (call == Call::Define).then_some(at);
         let (checked, seq) = loop {
             let (checked, route) = self.check(call, auth, body, lane).await?;
-            if checked.code != 0 {
+            if checked.code != Code::Ok {
                 return Err(Answer::api(checked));
             }
             let control_body = match route {
@@ -649,7 +649,10 @@ impl Cluster {
                 // The API's own refusals of the request itself (token, fields) come
                 // first, as on one engine; not its lookups, made here in no engine.
                 let r = self.front.validate(call.path(), auth, &body);
-                return if matches!(r.code, 400 | 401 | 403 | 413) {
+                return if matches!(
+                    r.code,
+                    Code::BadRequest | Code::Unauthorized | Code::Forbidden | Code::TooLarge
+                ) {
                     Answer::api(r)
                 } else {
                     Answer::refused(200, 400, &text)

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
 use relcount::Engine;
-use relcount::api::{Api, TokenScope};
+use relcount::api::{Api, Code, TokenScope};
 use tokio::sync::watch;
 
 use super::log::{self, MARKER};
@@ -234,11 +234,11 @@ fn apply_call(part: &Partition, token: &str, call: &str, body: &[u8], what: &str
     let auth = format!("Bearer {token}");
     let r = part.api.handle(call, Some(&auth), body);
     // A deletion reaches every partition; those without the profile have nothing to do.
-    let elsewhere = what == "control" && r.code == 404;
-    if r.code != 0 && !elsewhere {
+    let elsewhere = what == "control" && r.code == Code::ProfileNotFound;
+    if r.code != Code::Ok && !elsewhere {
         part.refused
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::debug!(partition = part.p, call, code = r.code, body = %r.body, what, "write refused");
+        tracing::debug!(partition = part.p, call, code = r.code.number(), body = %r.body, what, "write refused");
     }
 }
 
