@@ -26,8 +26,7 @@ pub(crate) struct DataDir {
 }
 
 impl DataDir {
-    /// Opens the data directory at `path` (created if missing) and locks it; removes
-    /// the temporary files of snapshots a crash interrupted.
+    /// Opens the data directory at `path` (created if missing) and locks it.
     ///
     /// # Errors
     ///
@@ -64,9 +63,7 @@ impl DataDir {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        let dir = DataDir { path, _lock: lock };
-        dir.remove_stale_tmp()?;
-        Ok(dir)
+        Ok(DataDir { path, _lock: lock })
     }
 
     /// Where the directory's snapshot is.
@@ -124,6 +121,8 @@ impl DataDir {
         } else {
             None
         };
+        // Removed once recovery succeeds, as every change it makes.
+        let changes = self.stale()?.into_iter().map(Change::Remove).collect();
         Ok(Recovery {
             dir: self,
             next_seq: snapshot.as_ref().map_or(0, SnapshotReader::next_seq),
@@ -132,7 +131,7 @@ impl DataDir {
             at: 0,
             reading: None,
             current: None,
-            changes: Vec::new(),
+            changes,
             kept: Vec::new(),
         })
     }
@@ -146,7 +145,8 @@ impl DataDir {
         Log::open(&self.path, seq, sync)
     }
 
-    /// Deletes the logs before `next_seq`, which a snapshot now in place covers.
+    /// Deletes the logs before `next_seq`, which a snapshot now in place covers, and
+    /// their end marks.
     ///
     /// # Errors
     ///
@@ -156,6 +156,13 @@ impl DataDir {
             if seq < next_seq {
                 let path = log::log_path(&self.path, seq);
                 remove_gently(&path).map_err(|e| io_err(&path, e))?;
+                let mark = log::end_path(&self.path, seq);
+                match std::fs::remove_file(&mark) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(io_err(&mark, e));
+                    }
+                    _ => {}
+                }
             }
         }
         Ok(())
@@ -181,18 +188,22 @@ impl DataDir {
             })
     }
 
-    /// Removes the temporary files of snapshots that a crash interrupted.
-    fn remove_stale_tmp(&self) -> Result<(), Error> {
+    /// The files a crash left half made: temporary snapshots, and end marks not yet
+    /// renamed into place (`log.<seq>.end.tmp`).
+    fn stale(&self) -> Result<Vec<PathBuf>, Error> {
         let dir = &self.path;
         let prefix = snapshot::tmp_prefix(&self.snapshot_path());
+        let mut stale = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
             let entry = entry.map_err(|e| io_err(dir, e))?;
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                let path = entry.path();
-                std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&prefix) || (name.starts_with("log.") && name.ends_with(".end.tmp"))
+            {
+                stale.push(entry.path());
             }
         }
-        Ok(())
+        Ok(stale)
     }
 }
 
@@ -382,15 +393,23 @@ impl Recovery<'_> {
             let name = path
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-            let kept = dir.join(format!("{name}.cut.{good_len}"));
+            // Never over a tail kept before (a second crash tears at the same byte:
+            // the log was cut there).
+            let kept = (0u32..)
+                .map(|n| match n {
+                    0 => dir.join(format!("{name}.cut.{good_len}")),
+                    n => dir.join(format!("{name}.cut.{good_len}.{n}")),
+                })
+                .find(|p| !p.exists())
+                .unwrap_or_else(|| dir.join(format!("{name}.cut.{good_len}.last")));
             self.kept.push(Skipped {
                 file: path.to_path_buf(),
                 offset: good_len,
                 record: 0,
                 reason: format!(
-                    "a bad record ends the log at byte {good_len}, and {} bytes after it hold \
-                     whole records: a crash's unacknowledged append, or corruption; they \
-                     are kept in {}",
+                    "a bad record ends the log at byte {good_len}, and the {} bytes after it \
+                     hold whole records (or, past 1 MiB, were not searched): a crash's \
+                     unacknowledged append, or corruption; they are kept in {}",
                     len - good_len,
                     kept.display()
                 ),
@@ -499,15 +518,22 @@ fn read_runs(mut reader: LogReader, tx: &SyncSender<Result<Piece, Error>>) {
     }
 }
 
-/// Copies bytes `from..to` of the log at `path` to `kept`, durably.
+/// Copies bytes `from..to` of the log at `path` to the new file `kept`, durably (its
+/// contents and its name).
 fn keep_tail(path: &Path, from: u64, to: u64, kept: &Path) -> Result<(), Error> {
     use std::io::{Read, Seek, SeekFrom, Write};
     let mut src = File::open(path).map_err(|e| io_err(path, e))?;
     src.seek(SeekFrom::Start(from))
         .map_err(|e| io_err(path, e))?;
-    let mut out = File::create(kept).map_err(|e| io_err(kept, e))?;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(kept)
+        .map_err(|e| io_err(kept, e))?;
     std::io::copy(&mut src.take(to - from), &mut out).map_err(|e| io_err(kept, e))?;
     out.flush()
         .and_then(|()| out.sync_all())
-        .map_err(|e| io_err(kept, e))
+        .map_err(|e| io_err(kept, e))?;
+    // Its name durable before the cut that follows it.
+    super::sync_dir(kept.parent().unwrap_or(Path::new(".")))
 }

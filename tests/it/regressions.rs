@@ -1225,6 +1225,75 @@ fn a_bad_record_followed_by_whole_ones_is_cut_kept_and_listed() {
     std::fs::remove_dir_all(&d).ok();
 }
 
+/// Postmortem (third adversarial review of the data directory): a second crash
+/// tearing the log at the same byte (the log was cut there, so the next append
+/// starts there) wrote its kept tail over the first one's; a zero tail over 1 MiB
+/// (a file a crash left extended) was kept as if it held records; a host's
+/// `log.+0` was read as log 0. Kept tails now never replace one another, a long
+/// zero tail is cut without being kept, and only 20-digit names are logs.
+#[test]
+fn kept_tails_never_replace_one_another() {
+    use data_dir::*;
+    let d = dir("kept-twice");
+    let sizes = fill(&d, 0..3);
+    let path = log(&d, 0);
+    let whole = std::fs::read(&path).expect("log");
+    // Two whole frames of the log, after a frame whose payload a crash lost.
+    let frames = |k: usize| whole[sizes[k] as usize..sizes[k + 2] as usize].to_vec();
+    let lost = |k: usize| {
+        let mut f = whole[sizes[k] as usize..sizes[k + 1] as usize].to_vec();
+        f[8..].fill(0);
+        f
+    };
+    let mut kept = Vec::new();
+    for round in 0..2 {
+        let mut tail = lost(round);
+        tail.extend(frames(round));
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .expect("log");
+            f.write_all(&tail).expect("a torn group");
+        }
+        let e = relcount::Engine::builder()
+            .open(&d, relcount::SyncPolicy::No)
+            .expect("opens");
+        assert_eq!(state(&e), state(&oracle(0..3)), "round {round}");
+        assert_eq!(e.recovery_skipped().len(), 1);
+        kept.push(tail);
+        drop(e);
+    }
+    let base = d.join(format!("log.00000000000000000000.cut.{}", sizes[3]));
+    assert_eq!(std::fs::read(&base).expect("first"), kept[0]);
+    let second = d.join(format!("log.00000000000000000000.cut.{}.1", sizes[3]));
+    assert_eq!(std::fs::read(&second).expect("second"), kept[1]);
+    // 2 MiB of zeros: cut, nothing kept.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("log");
+        f.write_all(&vec![0u8; 2 << 20]).expect("zeros");
+    }
+    // A host's file named like a log is not one.
+    std::fs::write(d.join("log.+0"), b"host").expect("host file");
+    let e = relcount::Engine::builder()
+        .open(&d, relcount::SyncPolicy::No)
+        .expect("opens");
+    assert_eq!(state(&e), state(&oracle(0..3)));
+    assert!(
+        e.recovery_skipped().is_empty(),
+        "{:?}",
+        e.recovery_skipped()
+    );
+    assert_eq!(std::fs::metadata(&path).expect("log").len(), sizes[3]);
+    drop(e);
+    std::fs::remove_dir_all(&d).ok();
+}
+
 /// Postmortem (adversarial review of the data directory): an open that failed still
 /// changed files: it applied an end mark (cutting the log and removing the mark)
 /// and deleted the logs the snapshot covers before it found the error. Recovery now
@@ -1247,6 +1316,9 @@ fn a_failed_open_changes_no_file() {
     std::fs::write(&mark, sizes[4].to_le_bytes()).expect("mark");
     // Log 2 without log 1: a gap, found after log 0 is read.
     std::fs::write(log(&d, 2), b"").expect("log 2");
+    // A crash's half-made snapshot: removed only by an open that succeeds.
+    let tmp = d.join("snapshot.bin.tmp.1.2");
+    std::fs::write(&tmp, b"half").expect("tmp");
     let before: Vec<_> = [
         "LOCK",
         "log.00000000000000000000",
@@ -1266,6 +1338,7 @@ fn a_failed_open_changes_no_file() {
     .map(|n| std::fs::read(d.join(n)).expect(n))
     .collect();
     assert_eq!(after, before, "nothing changed");
+    assert!(tmp.exists(), "nothing removed");
     // Mended, it opens to the acknowledged writes, the mark applied.
     std::fs::remove_file(log(&d, 2)).expect("mend");
     let e = relcount::Engine::builder()
@@ -1273,6 +1346,7 @@ fn a_failed_open_changes_no_file() {
         .expect("opens");
     assert_eq!(state(&e), state(&oracle(0..4)));
     assert!(!mark.exists());
+    assert!(!tmp.exists());
     assert_eq!(std::fs::metadata(&path).expect("log").len(), sizes[4]);
     drop(e);
     std::fs::remove_dir_all(&d).ok();

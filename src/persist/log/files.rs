@@ -68,6 +68,9 @@ pub(crate) fn log_seqs(dir: &Path) -> Result<Vec<u64>, Error> {
         if let Some(seq) = name
             .to_str()
             .and_then(|n| n.strip_prefix("log."))
+            // Only the names the log writes (20 digits): a host's `log.+0` is not
+            // a log.
+            .filter(|n| n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|n| n.parse::<u64>().ok())
         {
             seqs.push(seq);

@@ -96,7 +96,8 @@ impl LogReader {
 }
 
 /// Most bytes after a bad record searched for a whole record (see
-/// [`whole_record_after`]); a longer tail is taken to hold one.
+/// [`whole_record_after`]); a longer tail is taken to hold one unless it is all
+/// zeros.
 const SCAN_TAIL: u64 = 1 << 20;
 
 /// Most bytes checksummed while searching (a tail crafted so that every offset reads
@@ -111,10 +112,24 @@ const SCAN_WORK: usize = 64 << 20;
 /// either way the records there are listed, not dropped in silence.
 pub(crate) fn whole_record_after(path: &Path, from: u64, end: u64) -> Result<bool, Error> {
     use std::io::{Read, Seek, SeekFrom};
-    if end.saturating_sub(from) > SCAN_TAIL {
-        return Ok(true);
-    }
     let mut file = File::open(path).map_err(|e| io_err(path, e))?;
+    if end.saturating_sub(from) > SCAN_TAIL {
+        // Too long to search: taken to hold a record, unless it is all zeros (a
+        // file a crash left extended).
+        file.seek(SeekFrom::Start(from))
+            .map_err(|e| io_err(path, e))?;
+        let mut rest = std::io::BufReader::new(file.take(end - from));
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            let n = rest.read(&mut chunk).map_err(|e| io_err(path, e))?;
+            if n == 0 {
+                return Ok(false);
+            }
+            if chunk[..n].iter().any(|&b| b != 0) {
+                return Ok(true);
+            }
+        }
+    }
     file.seek(SeekFrom::Start(from))
         .map_err(|e| io_err(path, e))?;
     let mut tail = Vec::new();
