@@ -1100,6 +1100,16 @@ mod data_dir {
         sizes
     }
 
+    /// Appends `bytes` to the file at `path`.
+    pub(super) fn append(path: &Path, bytes: &[u8]) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .expect("a file to append to");
+        f.write_all(bytes).expect("appended");
+    }
+
     pub(super) fn kind(r: Result<Engine, Error>) -> Option<StorageKind> {
         match r {
             Err(Error::Storage(s)) => Some(s.kind()),
@@ -1249,14 +1259,7 @@ fn kept_tails_never_replace_one_another() {
     for round in 0..2 {
         let mut tail = lost(round);
         tail.extend(frames(round));
-        {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .expect("log");
-            f.write_all(&tail).expect("a torn group");
-        }
+        append(&path, &tail);
         let e = relcount::Engine::builder()
             .open(&d, relcount::SyncPolicy::No)
             .expect("opens");
@@ -1270,14 +1273,7 @@ fn kept_tails_never_replace_one_another() {
     let second = d.join(format!("log.00000000000000000000.cut.{}.1", sizes[3]));
     assert_eq!(std::fs::read(&second).expect("second"), kept[1]);
     // 2 MiB of zeros: cut, nothing kept.
-    {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .expect("log");
-        f.write_all(&vec![0u8; 2 << 20]).expect("zeros");
-    }
+    append(&path, &vec![0u8; 2 << 20]);
     // A host's file named like a log is not one.
     std::fs::write(d.join("log.+0"), b"host").expect("host file");
     let e = relcount::Engine::builder()
@@ -1304,14 +1300,7 @@ fn a_failed_open_changes_no_file() {
     let d = dir("failed-open");
     let sizes = fill(&d, 0..4);
     let path = log(&d, 0);
-    {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .expect("log 0");
-        f.write_all(&[7, 7, 7, 7, 7]).expect("bytes past the mark");
-    }
+    append(&path, &[7, 7, 7, 7, 7]);
     let mark = d.join("log.00000000000000000000.end");
     std::fs::write(&mark, sizes[4].to_le_bytes()).expect("mark");
     // Log 2 without log 1: a gap, found after log 0 is read.
@@ -1365,14 +1354,7 @@ fn an_end_mark_counts_when_judging_a_torn_earlier_log() {
     fill(&other, 5..10);
     std::fs::copy(log(&other, 0), log(&d, 1)).expect("log 1");
     std::fs::remove_dir_all(&other).ok();
-    {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(log(&d, 0))
-            .expect("log 0");
-        f.write_all(&[9, 0, 0, 0, 1, 2]).expect("a torn tail");
-    }
+    append(&log(&d, 0), &[9, 0, 0, 0, 1, 2]);
     std::fs::write(d.join("log.00000000000000000001.end"), 0u64.to_le_bytes()).expect("mark");
     let e = relcount::Engine::builder()
         .open(&d, relcount::SyncPolicy::No)
