@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use relcount::Engine;
-use relcount::api::{Api, Call, Limits, TokenScope};
+use relcount::api::{Api, Call, Code, Limits, TokenScope};
 use serde_json::{Value as J, json};
 
 const TOKEN: &str = "fuzz-token";
@@ -142,7 +142,7 @@ fn api() -> Api {
     ];
     for (call, body) in setup {
         let r = api.handle(call, Some("Bearer fuzz-token"), body.as_bytes());
-        assert_eq!(r.code, 0, "{}", r.body);
+        assert_eq!(r.code, Code::Ok, "{}", r.body);
     }
     api
 }
@@ -176,9 +176,9 @@ fuzz_target!(|req: Request| {
     let auth = req.bearer.then_some("Bearer fuzz-token");
     let r = api.handle(call, auth, &body);
     let parsed: J = serde_json::from_str(&r.body).expect("a well-formed envelope");
-    assert_eq!(parsed["error"], json!(r.code));
+    assert_eq!(parsed["error"], json!(r.code.number()));
     assert!(parsed["error_text"].is_string());
-    if r.code != 0 {
+    if r.code != Code::Ok {
         assert_eq!(state(&api), before, "a refused request changed the state");
     }
 });
