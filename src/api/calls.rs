@@ -131,7 +131,8 @@ impl std::str::FromStr for Call {
 
 /// A request read, typed and authorized (see [`Api::parse`]): what a call asks, with
 /// every field checked for shape and the token's rights on it checked. Weights are
-/// typed by the relation type's schema as it was when the request was read.
+/// typed by the relation type's schema as it was when the request was read. A host
+/// may also build one; [`Api::execute`] then runs it on the host's own authority.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Request {

@@ -450,6 +450,10 @@ impl Api {
 
     /// Runs a request read by [`parse`](Self::parse): reserves what it could create
     /// against the quotas, calls the engine, answers as [`handle`](Self::handle) does.
+    ///
+    /// It trusts its caller: it checks no token, no [`Limits`] and no revocation
+    /// since the request was read (`parse` did). A request the host builds by hand
+    /// runs on the host's own authority, as a call of the engine would.
     #[must_use]
     pub fn execute(&self, request: Request) -> Response {
         self.answer(calls::execute(self, request))

@@ -198,8 +198,11 @@ impl DataDir {
             let entry = entry.map_err(|e| io_err(dir, e))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with(&prefix) || (name.starts_with("log.") && name.ends_with(".end.tmp"))
-            {
+            let stale_name = name.starts_with(&prefix)
+                || (name.starts_with("log.") && name.ends_with(".end.tmp"));
+            // Only files the engine made: a directory of that name is the host's.
+            let file = entry.file_type().is_ok_and(|t| t.is_file());
+            if stale_name && file {
                 stale.push(entry.path());
             }
         }
@@ -400,7 +403,8 @@ impl Recovery<'_> {
                     0 => dir.join(format!("{name}.cut.{good_len}")),
                     n => dir.join(format!("{name}.cut.{good_len}.{n}")),
                 })
-                .find(|p| !p.exists())
+                // Free only if nothing is there, a dangling link included.
+                .find(|p| std::fs::symlink_metadata(p).is_err())
                 .unwrap_or_else(|| dir.join(format!("{name}.cut.{good_len}.last")));
             self.kept.push(Skipped {
                 file: path.to_path_buf(),

@@ -1287,6 +1287,26 @@ fn kept_tails_never_replace_one_another() {
     );
     assert_eq!(std::fs::metadata(&path).expect("log").len(), sizes[3]);
     drop(e);
+    // Found by the fourth review: a dangling link at the next kept name (taken for
+    // free, then refused by the file's creation) and a directory named like a stale
+    // temporary (its removal refused) each stopped every open.
+    let next = d.join(format!("log.00000000000000000000.cut.{}.2", sizes[3]));
+    std::os::unix::fs::symlink(d.join("nowhere"), &next).expect("a dangling link");
+    std::fs::create_dir(d.join("snapshot.bin.tmp.7")).expect("a directory");
+    let mut tail = lost(0);
+    tail.extend(frames(0));
+    append(&path, &tail);
+    let e = relcount::Engine::builder()
+        .open(&d, relcount::SyncPolicy::No)
+        .expect("opens");
+    assert_eq!(state(&e), state(&oracle(0..3)));
+    let third = d.join(format!("log.00000000000000000000.cut.{}.3", sizes[3]));
+    assert_eq!(std::fs::read(&third).expect("kept past the link"), tail);
+    assert!(
+        d.join("snapshot.bin.tmp.7").is_dir(),
+        "the host's directory"
+    );
+    drop(e);
     std::fs::remove_dir_all(&d).ok();
 }
 
