@@ -106,10 +106,9 @@ impl DataDir {
     }
 
     /// Recovers what the directory holds, as a pull of steps: the snapshot's, then
-    /// each log's records from the sequence the snapshot covers up to. Logs the
-    /// snapshot covers (a compaction that stopped before deleting them) are deleted
-    /// first; end marks are applied before a log is read; a torn last record is cut
-    /// off once it is reached.
+    /// each log's records from the sequence the snapshot covers up to, each log read
+    /// to its end mark. What the files need (logs cut, tails kept, covered logs and
+    /// stale files removed) waits for [`Recovery::finish`].
     ///
     /// # Errors
     ///
@@ -156,13 +155,7 @@ impl DataDir {
             if seq < next_seq {
                 let path = log::log_path(&self.path, seq);
                 remove_gently(&path).map_err(|e| io_err(&path, e))?;
-                let mark = log::end_path(&self.path, seq);
-                match std::fs::remove_file(&mark) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(io_err(&mark, e));
-                    }
-                    _ => {}
-                }
+                remove_if_there(&log::end_path(&self.path, seq))?;
             }
         }
         Ok(())
@@ -318,11 +311,7 @@ impl Recovery<'_> {
             match change {
                 Change::Keep(path, from, to, kept) => keep_tail(&path, from, to, &kept)?,
                 Change::Cut(path, len) => log::truncate(&path, len)?,
-                Change::Remove(path) => match std::fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err(&path, e)),
-                },
+                Change::Remove(path) => remove_if_there(&path)?,
             }
         }
         if changed {
@@ -384,7 +373,7 @@ impl Recovery<'_> {
         // A later log's acknowledged length: its end mark's when it has one.
         let later_records = later
             .iter()
-            .any(|&s| log::acknowledged_len(dir, s).map_or(true, |len| len > 0));
+            .any(|&s| log::extent(dir, s).map_or(true, |e| e.acknowledged() > 0));
         if later_records {
             return Err(fail(
                 StorageKind::Corrupt,
@@ -459,12 +448,10 @@ impl Recovery<'_> {
         // A failed append's end mark: the log is read to it, and cut there once
         // recovery succeeds.
         let path = log::log_path(dir, seq);
-        let actual = std::fs::metadata(&path)
-            .map_err(|e| io_err(&path, e))?
-            .len();
-        let len = log::acknowledged_len(dir, seq)?;
-        if log::end_mark(dir, seq)?.is_some() {
-            if actual > len {
+        let extent = log::extent(dir, seq)?;
+        let len = extent.acknowledged();
+        if extent.mark.is_some() {
+            if extent.file > len {
                 self.changes.push(Change::Cut(path.clone(), len));
             }
             self.changes.push(Change::Remove(log::end_path(dir, seq)));
@@ -519,6 +506,14 @@ fn read_runs(mut reader: LogReader, tx: &SyncSender<Result<Piece, Error>>) {
         };
         let _ = tx.send(Ok(Piece::End(end)));
         return;
+    }
+}
+
+/// Removes the file at `path`, if there is one.
+fn remove_if_there(path: &Path) -> Result<(), Error> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(path, e)),
+        _ => Ok(()),
     }
 }
 

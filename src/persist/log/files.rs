@@ -33,7 +33,7 @@ pub(super) fn mark_end(dir: &Path, seq: u64, len: u64) -> std::io::Result<()> {
 }
 
 /// The end a failed append recorded for log `seq` (see [`end_path`]), if one did.
-pub(crate) fn end_mark(dir: &Path, seq: u64) -> Result<Option<u64>, Error> {
+fn end_mark(dir: &Path, seq: u64) -> Result<Option<u64>, Error> {
     let path = end_path(dir, seq);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
@@ -51,12 +51,29 @@ pub(crate) fn end_mark(dir: &Path, seq: u64) -> Result<Option<u64>, Error> {
         })
 }
 
-/// The length of log `seq`'s acknowledged bytes: its file's, or less when an end
-/// mark says so.
-pub(crate) fn acknowledged_len(dir: &Path, seq: u64) -> Result<u64, Error> {
+/// Log `seq`'s file length, and its end mark if it has one (see [`end_path`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Extent {
+    pub(crate) file: u64,
+    pub(crate) mark: Option<u64>,
+}
+
+impl Extent {
+    /// The length of the log's acknowledged bytes: its file's, or less when its end
+    /// mark says so.
+    pub(crate) fn acknowledged(self) -> u64 {
+        self.mark.map_or(self.file, |mark| mark.min(self.file))
+    }
+}
+
+/// Log `seq`'s [`Extent`].
+pub(crate) fn extent(dir: &Path, seq: u64) -> Result<Extent, Error> {
     let log = log_path(dir, seq);
-    let actual = std::fs::metadata(&log).map_err(|e| io_err(&log, e))?.len();
-    Ok(end_mark(dir, seq)?.map_or(actual, |mark| mark.min(actual)))
+    let file = std::fs::metadata(&log).map_err(|e| io_err(&log, e))?.len();
+    Ok(Extent {
+        file,
+        mark: end_mark(dir, seq)?,
+    })
 }
 
 /// The sequence numbers of the logs in `dir`, ascending.

@@ -19,7 +19,7 @@ mod files;
 mod reader;
 mod record;
 
-pub(crate) use files::{acknowledged_len, end_mark, end_path, log_path, log_seqs, truncate};
+pub(crate) use files::{end_path, extent, log_path, log_seqs, truncate};
 use files::{mark_end, open_append};
 pub(crate) use reader::{LogReader, Next, whole_record_after};
 #[cfg(test)]

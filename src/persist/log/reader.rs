@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use super::record::{MAX_RECORD, checksum, decode};
+use super::record::{MAX_RECORD, checksum, decode, frame_header};
 use crate::command::Command;
 use crate::error::{Error, StorageKind, fail, io_err};
 
@@ -72,8 +72,7 @@ impl LogReader {
                 Next::Torn(start)
             });
         }
-        let len = u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-        let sum = u32::from_le_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]);
+        let (len, sum) = frame_header(&self.buf);
         if len > MAX_RECORD || !self.fill(len)? || checksum(&self.buf) != sum {
             return Ok(Next::Torn(start));
         }
@@ -113,11 +112,11 @@ const SCAN_WORK: usize = 64 << 20;
 pub(crate) fn whole_record_after(path: &Path, from: u64, end: u64) -> Result<bool, Error> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file = File::open(path).map_err(|e| io_err(path, e))?;
+    file.seek(SeekFrom::Start(from))
+        .map_err(|e| io_err(path, e))?;
     if end.saturating_sub(from) > SCAN_TAIL {
         // Too long to search: taken to hold a record, unless it is all zeros (a
         // file a crash left extended).
-        file.seek(SeekFrom::Start(from))
-            .map_err(|e| io_err(path, e))?;
         let mut rest = std::io::BufReader::new(file.take(end - from));
         let mut chunk = vec![0u8; 1 << 16];
         loop {
@@ -130,17 +129,13 @@ pub(crate) fn whole_record_after(path: &Path, from: u64, end: u64) -> Result<boo
             }
         }
     }
-    file.seek(SeekFrom::Start(from))
-        .map_err(|e| io_err(path, e))?;
     let mut tail = Vec::new();
     file.take(end.saturating_sub(from))
         .read_to_end(&mut tail)
         .map_err(|e| io_err(path, e))?;
     let mut work = 0usize;
     for at in 1..tail.len().saturating_sub(7) {
-        let head = &tail[at..at + 8];
-        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let sum = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let (len, sum) = frame_header(&tail[at..at + 8]);
         let Some(payload) = tail.get(at + 8..at + 8 + len) else {
             continue;
         };

@@ -258,6 +258,13 @@ pub(super) fn checksum(payload: &[u8]) -> u32 {
     crate::xxh64(payload) as u32
 }
 
+/// A frame's header read back: its payload's length and checksum (see
+/// [`frame_of`]).
+pub(super) fn frame_header(head: &[u8]) -> (usize, u32) {
+    let word = |at: usize| u32::from_le_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+    (word(0) as usize, word(4))
+}
+
 /// The frame of one command: `[len u32][checksum u32][payload]`, refused when its
 /// payload passes [`MAX_RECORD`] (the reader would take it for corruption).
 pub(super) fn frame_of(command: &Command) -> Result<Vec<u8>, Error> {
