@@ -312,9 +312,7 @@ pub(super) fn check(api: &Api, request: &Request) -> Result<(), Fail> {
             profile_b,
             ..
         } => {
-            api.engine
-                .relation_type(*rel_id)
-                .ok_or(crate::Error::UnknownRelation { rel_id: *rel_id })?;
+            defined(api, *rel_id)?;
             check_ids([profile_a, profile_b])
         }
         Request::Write {
@@ -324,22 +322,16 @@ pub(super) fn check(api: &Api, request: &Request) -> Result<(), Fail> {
             weights,
             ..
         } => {
-            let w: SmallVec<[(&str, Value); 8]> =
-                weights.iter().map(|(n, v)| (n.as_str(), *v)).collect();
-            api.engine.check_weights(*rel_id, &w)?;
+            api.engine.check_weights(*rel_id, &borrowed(weights))?;
             check_ids([profile_a, profile_b])
         }
         Request::Define(def) => Ok(api.engine.check_definition(def)?),
         Request::ImportRelations { rel_id, rows } => {
             let rel_id = *rel_id;
-            api.engine
-                .relation_type(rel_id)
-                .ok_or(crate::Error::UnknownRelation { rel_id })?;
+            defined(api, rel_id)?;
             for (i, (a, b, w)) in rows.iter().enumerate() {
-                let w: SmallVec<[(&str, Value); 8]> =
-                    w.iter().map(|(n, v)| (n.as_str(), *v)).collect();
                 let ids = || crate::ProfileId::new(a).and_then(|_| crate::ProfileId::new(b));
-                let checked = api.engine.check_weights(rel_id, &w);
+                let checked = api.engine.check_weights(rel_id, &borrowed(w));
                 checked.and_then(|()| ids().map(|_| ())).map_err(|e| {
                     let e = Fail::from(e);
                     Fail::new(e.code, format!("row {i}: {}", e.text))
@@ -356,6 +348,19 @@ pub(super) fn check(api: &Api, request: &Request) -> Result<(), Fail> {
         }
         Request::DeleteProfile { profile, .. } => check_ids([profile]),
     }
+}
+
+/// Refuses a relation type that is not defined.
+fn defined(api: &Api, rel_id: u32) -> Result<(), Fail> {
+    api.engine
+        .relation_type(rel_id)
+        .map(drop)
+        .ok_or_else(|| crate::Error::UnknownRelation { rel_id }.into())
+}
+
+/// Weights as the engine's calls take them.
+fn borrowed(weights: &[(String, Value)]) -> SmallVec<[(&str, Value); 8]> {
+    weights.iter().map(|(n, v)| (n.as_str(), *v)).collect()
 }
 
 /// What a write that passed [`check`] would answer, for [`Api::validate`].
@@ -412,8 +417,7 @@ pub(super) fn execute(api: &Api, request: Request) -> Result<String, Fail> {
                 types: 0,
             };
             let _reserved = api.ledger.reserve(&api.engine, need)?;
-            let w: SmallVec<[(&str, Value); 8]> =
-                weights.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+            let w = borrowed(&weights);
             let (a, b) = (&profile_a, &profile_b);
             match op {
                 Op::Strengthen => api.engine.strengthen(rel_id, a, b, &w)?,
