@@ -440,8 +440,8 @@ impl Target {
     /// bool values, little endian) and its numeric words. Each record is cleaned as it
     /// is copied (bits and words of absent properties cleared); a relation whose
     /// float is not finite or past the range, whose initiator repeats one before it,
-    /// or whose slot is `u32::MAX` (an initiator the caller refused), is left out and
-    /// its index pushed to `refused`, in order. Counted once, from the
+    /// or whose initiator is `None` (one the caller refused), is left out and its
+    /// index pushed to `refused`, in order. Counted once, from the
     /// records. Returns the target and the block to publish (`None` when no relation
     /// was kept: the target is not to be kept either).
     #[allow(clippy::too_many_arguments)]
@@ -449,8 +449,7 @@ impl Target {
         schema: &Arc<Schema>,
         profile: &Profile,
         xxh: u64,
-        (slots, flags, nums): (&[u32], &[u8], &[u64]),
-        initiators: &[Option<&Profile>],
+        (initiators, flags, nums): (&[Option<&Profile>], &[u8], &[u64]),
         seen: &mut hashbrown::HashSet<u32>,
         refused: &mut Vec<usize>,
         index_above: usize,
@@ -459,8 +458,8 @@ impl Target {
         let mut target = Target::new(schema, profile, xxh);
         let cols = target.rels.cols;
         let (fb, nw) = (usize::from(cols.flag_bytes), usize::from(cols.nums));
-        debug_assert_eq!(flags.len(), slots.len() * fb);
-        debug_assert_eq!(nums.len(), slots.len() * nw);
+        debug_assert_eq!(flags.len(), initiators.len() * fb);
+        debug_assert_eq!(nums.len(), initiators.len() * nw);
         let floats: SmallVec<[(u64, usize); 4]> = schema
             .props
             .iter()
@@ -487,12 +486,13 @@ impl Target {
         // The initiator of each relation placed, by position: its id is read from
         // here, not from its cell in the slot table, when the order and top indexes
         // are built below.
-        let mut kept: Vec<Profile> = Vec::with_capacity(slots.len());
-        'rows: for (i, &slot) in slots.iter().enumerate() {
-            if slot == u32::MAX {
+        let mut kept: Vec<Profile> = Vec::with_capacity(initiators.len());
+        'rows: for (i, initiator) in initiators.iter().enumerate() {
+            let Some(profile) = initiator else {
                 refused.push(i);
                 continue;
-            }
+            };
+            let slot = profile.slot;
             let head = cols.unpack(&flags[i * fb..(i + 1) * fb]);
             let present = head & cols.mask();
             // Presence as given; bool values only of present bool properties.
@@ -519,17 +519,12 @@ impl Target {
                 continue;
             }
             if chunks.last().is_none_or(|c| c.slots.len() == CHUNK) {
-                let left = slots.len() - i;
+                let left = initiators.len() - i;
                 let mut c = Chunk::default();
                 c.reserve_exact(left.min(CHUNK), cols);
                 chunks.push(c);
             }
-            let Some(profile) = initiators.get(i).copied().flatten() else {
-                refused.push(i);
-                continue;
-            };
-            debug_assert_eq!(profile.slot, slot);
-            kept.push(profile.clone());
+            kept.push((*profile).clone());
             let c = chunks.last_mut().expect("a chunk");
             c.slots.push(slot);
             c.flags.extend_from_slice(&cols.pack(head)[..fb]);

@@ -116,31 +116,27 @@ impl Store {
     ) {
         let schema = t.schema;
         let db_b = schema.db_b();
-        // Each initiator's slot, `u32::MAX` for one not in the table (left out).
+        // Each initiator's entry in the table, and its profile when it may be placed
+        // (`None`: left out).
         let ends: Vec<Option<&(Profile, usize)>> = t
             .initiators
             .iter()
             .map(|&b| table.get(b as usize).and_then(Option::as_ref))
             .collect();
-        let slots: Vec<u32> = ends
+        let initiators: Vec<Option<&Profile>> = ends
             .iter()
             .enumerate()
             .map(|(row, end)| match end {
-                Some((p, _)) if p.db == db_b => p.slot,
+                Some((p, _)) if p.db == db_b => Some(p),
                 Some(_) => {
                     leave(row, "its initiator is not of the type's database B");
-                    u32::MAX
+                    None
                 }
                 None => {
                     leave(row, "its initiator is not a profile of the snapshot");
-                    u32::MAX
+                    None
                 }
             })
-            .collect();
-        let initiators: Vec<Option<&Profile>> = ends
-            .iter()
-            .zip(&slots)
-            .map(|(end, &slot)| end.filter(|_| slot != u32::MAX).map(|(p, _)| p))
             .collect();
         let key = (schema.rel_id(), t.a.slot);
         let xxh = self.xxh(&t.a);
@@ -149,20 +145,19 @@ impl Store {
             schema,
             &t.a,
             xxh,
-            (&slots, &t.flags, &t.nums),
-            &initiators,
+            (&initiators, &t.flags, &t.nums),
             seen,
             &mut refused,
             self.index_above,
             &self.slots,
         );
         for &row in &refused {
-            if slots[row] != u32::MAX {
+            if initiators[row].is_some() {
                 leave(row, "its values are out of range, or its initiator repeats");
             }
         }
         let mut kept = refused.iter().peekable();
-        let placed = (0..slots.len()).filter(|&row| kept.next_if(|&&r| r == row).is_none());
+        let placed = (0..initiators.len()).filter(|&row| kept.next_if(|&&r| r == row).is_none());
         // (row, initiator slot, initiator, its shard) of each relation placed.
         let placed: Vec<(usize, u32, &Profile, usize)> = placed
             .map(|row| {
