@@ -177,6 +177,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
                 snapshot_every: settings.snapshot_every,
                 publish_timeout: settings.publish_timeout,
                 read_wait: settings.read_wait,
+                apply_wait: settings.apply_wait,
                 token: token.clone(),
                 limits: settings.limits(),
             };

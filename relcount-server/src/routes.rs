@@ -124,9 +124,9 @@ async fn metrics(app: &Arc<App>) -> Answer {
 }
 
 /// `GET /cluster`: the partitions this host owns, each with its state, last applied
-/// sequence and the records its engine refused (writes answered "logged" whose
-/// refusal only the write could know), as JSON (`{"partitions": []}` outside
-/// cluster mode).
+/// sequence and the records its engine refused (writes whose refusal only their
+/// owner could know), and the records of this host whose owners' answers it awaits,
+/// as JSON (`{"partitions": [], "awaiting": 0}` outside cluster mode).
 #[cfg(feature = "cluster")]
 fn cluster_status(app: &App) -> Answer {
     let parts = app.cluster.as_ref().map(|c| c.status()).unwrap_or_default();
@@ -144,8 +144,9 @@ fn cluster_status(app: &App) -> Answer {
             )
         })
         .collect();
+    let awaiting = app.cluster.as_ref().map_or(0, |c| c.awaiting());
     let mut answer = Response::new(Full::new(Bytes::from(format!(
-        "{{\"partitions\":[{}]}}",
+        "{{\"partitions\":[{}],\"awaiting\":{awaiting}}}",
         items.join(",")
     ))));
     answer

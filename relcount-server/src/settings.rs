@@ -158,6 +158,12 @@ pub struct Settings {
     #[cfg(feature = "cluster")]
     #[arg(long, env = "RELCOUNT_READ_WAIT", default_value = "5", value_parser = seconds)]
     pub read_wait: Duration,
+
+    /// Cluster mode: seconds a logged write waits for its partition's owner to apply
+    /// it and say what it came to; then it answers 504 (logged, takes effect later).
+    #[cfg(feature = "cluster")]
+    #[arg(long, env = "RELCOUNT_APPLY_WAIT", default_value = "10", value_parser = seconds)]
+    pub apply_wait: Duration,
 }
 
 fn seconds(s: &str) -> Result<Duration, String> {

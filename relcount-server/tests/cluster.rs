@@ -135,6 +135,9 @@ impl Fixture {
                 self.publish_timeout,
                 "--read-wait",
                 "30",
+                // A write whose owner is down is answered 504 after this wait.
+                "--apply-wait",
+                "2",
             ],
             // The cluster's debug lines (consumers made again, retries) for a failure's
             // message.
@@ -191,9 +194,11 @@ impl Fixture {
         self.hosts[h].server.as_ref().expect("running").addr.clone()
     }
 
-    /// Sends a write through host `h`; `Some(envelope)` once acknowledged (then also
-    /// applied to the single engine), `None` when refused with 503 (not logged for
-    /// certain). Panics on anything else that is not the single engine's refusal.
+    /// Sends a write through host `h`; `Some(envelope)` once answered with one
+    /// engine's answer (applied to the single engine too, which must answer the
+    /// same), or once logged and answered 504 (applied by its owner later: applied to
+    /// the single engine, whose answer the cluster could not give); `None` when
+    /// refused with 503 (not logged for certain). Panics on anything else.
     fn write_via(&mut self, h: usize, call: &str, body: &Json) -> Option<Json> {
         let addr = self.addr(h);
         let (status, headers, text) =
@@ -203,37 +208,51 @@ impl Fixture {
             eprintln!("{call} via host {h} answered 503: {text}");
             return None;
         }
-        assert_eq!(status, 200, "{call} {body}: {text}");
+        assert!(
+            status == 200 || status == 504,
+            "{call} {body}: {status} {text}"
+        );
         let envelope: Json = serde_json::from_str(&text).expect("json");
-        if envelope["error"] != 0 {
-            // Refused before the log: the single engine refuses it too.
-            let single = self.oracle.handle(
-                call,
-                Some(&format!("Bearer {TOKEN}")),
-                body.to_string().as_bytes(),
+        if let Some(written) = headers.get("relcount-written") {
+            for part in written.split(',').filter(|p| !p.is_empty()) {
+                let (p, seq) = part.split_once('=').expect("p=seq");
+                let (p, seq): (u32, u64) = (p.parse().expect("p"), seq.parse().expect("seq"));
+                let w = self.written.entry(p).or_default();
+                *w = (*w).max(seq);
+            }
+        } else {
+            assert_ne!(
+                envelope["error"], 0,
+                "{call}: an accepted write names its sequences"
             );
-            assert_eq!(
-                envelope["error"],
-                single.code.number(),
-                "{call} {body}: the cluster refused {text}, one engine answered {}",
-                single.body
-            );
-            return Some(envelope);
         }
-        for part in headers
-            .get("relcount-written")
-            .expect("a write names its sequences")
-            .split(',')
-        {
-            let (p, seq) = part.split_once('=').expect("p=seq");
-            let (p, seq): (u32, u64) = (p.parse().expect("p"), seq.parse().expect("seq"));
-            let w = self.written.entry(p).or_default();
-            *w = (*w).max(seq);
-        }
-        let _ = self.oracle.handle(
+        let single = self.oracle.handle(
             call,
             Some(&format!("Bearer {TOKEN}")),
             body.to_string().as_bytes(),
+        );
+        if status == 504 {
+            assert!(
+                headers.contains_key("relcount-written"),
+                "{call}: a 504 is logged: {text}"
+            );
+            eprintln!("{call} via host {h} answered 504: {text}");
+            return Some(envelope);
+        }
+        // Every answer is one engine's: its successes, and its refusals, whether the
+        // entry host or the owner gave them. Save one (docs/cluster.md, "What
+        // differs"): a detach naming a profile the recipient's partition has never
+        // seen is refused 404 there, where one engine that knows the profile from
+        // other partitions' relations answers 410 (no such relation). Either way
+        // nothing changes.
+        let want: Json = serde_json::from_str(&single.body).expect("json");
+        if call == "relations/detach" && envelope["error"] == 404 && want["error"] == 410 {
+            return Some(envelope);
+        }
+        assert_eq!(
+            envelope, want,
+            "{call} {body} via host {h}: the cluster answered {text}, one engine {}",
+            single.body
         );
         Some(envelope)
     }

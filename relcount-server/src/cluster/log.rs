@@ -1,21 +1,31 @@
 //! The replicated log: one JetStream stream per partition and a control stream, the
 //! records they carry, and publishing with retries that keep each partition's order.
 //!
-//! A record is `<call path>\n<control sequence>\n<body>`: the API call the owner
-//! applies, its body as the client sent it less its token, and the control stream's
-//! sequence the entry host had applied when it checked the write. The owner applies
-//! the control stream up to that sequence before the record, so a write checked
-//! against a definition (or after a deletion) the entry host knew of is applied after
-//! it. A partition's stream also carries markers, `control\n<sequence>\n`: "apply the
-//! control stream up to here", which place a definition or a profile's deletion among
-//! the partition's own writes before its answer.
+//! A record (format 2, [`encode`]) carries calls: each an API call the owner applies
+//! and its body as the client sent it, less its token. It also carries the control
+//! stream's sequence the entry host had applied when it checked them (the owner
+//! applies the control stream up to there first, so a write checked against a
+//! definition, or after a deletion, the entry host knew of is applied after it), and
+//! the subject and id the owner answers on ([`super::outcome`]). A partition's record
+//! groups the writes that waited for their partition's turn: one publish in flight
+//! per partition from a host keeps their order, and the writes that came meanwhile go
+//! in the next record together ([`Log::submit`]). A marker is a call of its own,
+//! [`MARKER`]: "apply the control stream up to here", which places a definition or a
+//! profile's deletion among the partition's own writes before its answer.
+//!
+//! Format 1, `<call>\n<control>\n<body>` (one call, no answer), is still read: a
+//! cluster's streams outlive its hosts' versions.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
-use bytes::Bytes;
-use tokio::sync::Mutex;
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::{Mutex, oneshot};
+
+use super::outcome::{Outcome, Outcomes};
 
 /// The control stream's name.
 pub const CONTROL_STREAM: &str = "RELCOUNT_CONTROL";
@@ -25,6 +35,8 @@ const CONTROL_SUBJECT: &str = "relcount.control";
 pub const MARKER: &str = "control";
 /// The bucket mapping each partition to its owner's URL.
 pub const OWNERS_BUCKET: &str = "relcount-owners";
+/// The first line of a format 2 record.
+const FORMAT_2: &str = "relcount 2";
 
 /// Partition `p`'s stream.
 #[must_use]
@@ -40,6 +52,12 @@ fn owner_subject(p: u32) -> String {
     format!("$KV.{OWNERS_BUCKET}.p{p}")
 }
 
+/// The subject on which host `host` takes the owners' answers.
+#[must_use]
+pub fn reply_subject(host: &str) -> String {
+    format!("relcount.answer.{host}")
+}
+
 /// The partition a claim's subject names.
 #[must_use]
 pub fn claimed_partition(subject: &str) -> Option<u32> {
@@ -49,19 +67,83 @@ pub fn claimed_partition(subject: &str) -> Option<u32> {
         .ok()
 }
 
-/// A record: the call, the control sequence it was checked at, its body.
-#[must_use]
-pub fn record(call: &str, control: u64, body: &str) -> Bytes {
-    Bytes::from(format!("{call}\n{control}\n{body}"))
+/// A record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// The control stream's sequence to apply before its calls.
+    pub control: u64,
+    /// Where the owner answers, and the id it answers with (none: nobody waits).
+    pub reply: Option<(&'a str, &'a str)>,
+    /// The calls, in order: each its path and body.
+    pub calls: Vec<(&'a str, &'a [u8])>,
 }
 
-/// A record's call, control sequence and body.
+/// A record: `relcount 2\n<control>\n<reply subject> <id>\n<count>\n`, then each
+/// call as `<path>\n<body length>\n<body>`. A reply of `-` is none.
 #[must_use]
-pub fn parse(payload: &[u8]) -> Option<(&str, u64, &[u8])> {
-    let mut parts = payload.splitn(3, |&b| b == b'\n');
-    let call = std::str::from_utf8(parts.next()?).ok()?;
-    let control = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-    Some((call, control, parts.next()?))
+pub fn encode(control: u64, reply: Option<(&str, &str)>, calls: &[(&str, &[u8])]) -> Bytes {
+    let len: usize = calls.iter().map(|(c, b)| c.len() + b.len() + 16).sum();
+    let mut out = BytesMut::with_capacity(64 + len);
+    let reply = match reply {
+        Some((subject, id)) => format!("{subject} {id}"),
+        None => "-".to_owned(),
+    };
+    out.put_slice(format!("{FORMAT_2}\n{control}\n{reply}\n{}\n", calls.len()).as_bytes());
+    for (call, body) in calls {
+        out.put_slice(format!("{call}\n{}\n", body.len()).as_bytes());
+        out.put_slice(body);
+    }
+    out.freeze()
+}
+
+/// The line `rest` begins with, taken off it.
+fn line<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
+    let end = rest.iter().position(|&b| b == b'\n')?;
+    let l = std::str::from_utf8(&rest[..end]).ok()?;
+    *rest = &rest[end + 1..];
+    Some(l)
+}
+
+/// A record's parts, in format 2 or 1; `None` when it is neither.
+#[must_use]
+pub fn decode(payload: &[u8]) -> Option<Record<'_>> {
+    let mut rest = payload;
+    let first = line(&mut rest)?;
+    let control = line(&mut rest)?.parse().ok()?;
+    if first != FORMAT_2 {
+        // Format 1: one call (or a marker, with an empty body), no answer.
+        let calls = if first == MARKER {
+            Vec::new()
+        } else {
+            vec![(first, rest)]
+        };
+        return Some(Record {
+            control,
+            reply: None,
+            calls,
+        });
+    }
+    let reply = match line(&mut rest)? {
+        "-" => None,
+        r => Some(r.split_once(' ')?),
+    };
+    let count: usize = line(&mut rest)?.parse().ok()?;
+    let mut calls = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let call = line(&mut rest)?;
+        let len: usize = line(&mut rest)?.parse().ok()?;
+        if len > rest.len() {
+            return None;
+        }
+        let (body, after) = rest.split_at(len);
+        calls.push((call, body));
+        rest = after;
+    }
+    rest.is_empty().then_some(Record {
+        control,
+        reply,
+        calls,
+    })
 }
 
 /// The owners' bucket key holding the partition count the cluster was made with.
@@ -88,25 +170,81 @@ impl std::fmt::Display for NotLogged {
     }
 }
 
+/// A call waiting for its partition's turn.
+struct Waiting {
+    /// Its number among this host's calls (to withdraw it).
+    key: u64,
+    call: &'static str,
+    control: u64,
+    body: Bytes,
+    /// When its write stops waiting.
+    deadline: tokio::time::Instant,
+    done: oneshot::Sender<Result<Placed, NotLogged>>,
+}
+
+/// A partition's queue: the calls waiting, and the turn to publish them.
+#[derive(Default)]
+struct Lane {
+    waiting: std::sync::Mutex<VecDeque<Waiting>>,
+    /// Held while a record is published: by a task of its own, so a write that
+    /// stops waiting never cuts a publish short.
+    turn: Arc<Mutex<()>>,
+}
+
+impl Lane {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiting>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A call's result that never came (its record's task ended early).
+fn lost() -> NotLogged {
+    NotLogged::Failed("the write's publish ended early; it may or may not be logged".to_owned())
+}
+
+/// A call logged: its record's sequence in its partition's stream, and its owner's
+/// outcome to come.
+#[derive(Debug)]
+pub struct Placed {
+    /// The record's sequence.
+    pub seq: u64,
+    /// The owner's outcome, once it applied the record.
+    pub outcome: oneshot::Receiver<Outcome>,
+}
+
 /// Publishes to the log: one publish in flight per partition from this host (so a
 /// retried publish cannot land after a later one), each retried with its message id
-/// until acknowledged or `timeout` has passed.
-#[derive(Debug)]
+/// until acknowledged or `timeout` has passed. The calls that come while a
+/// partition's publish is in flight wait, and go together in its next record.
 pub struct Log {
     js: jetstream::Context,
     partitions: u32,
-    /// One lock per partition, the control stream's last.
-    order: Vec<Mutex<()>>,
+    /// One lane per partition.
+    lanes: Vec<Lane>,
+    /// The control stream's turn.
+    control_turn: Mutex<()>,
     /// This host's prefix for message ids.
     host: String,
     next_id: AtomicU64,
     timeout: Duration,
     /// The largest record the NATS servers take.
     max_payload: usize,
+    /// The owners' answers this host waits for.
+    outcomes: Arc<Outcomes>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("partitions", &self.partitions)
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Log {
-    /// A log over `js` with `partitions` partition streams.
+    /// A log over `js` with `partitions` partition streams, for host `host`, whose
+    /// owners' answers go to `outcomes`.
     #[must_use]
     pub fn new(
         js: jetstream::Context,
@@ -114,15 +252,155 @@ impl Log {
         host: String,
         timeout: Duration,
         max_payload: usize,
+        outcomes: Arc<Outcomes>,
     ) -> Self {
         Log {
             max_payload,
             js,
             partitions,
-            order: (0..=partitions).map(|_| Mutex::new(())).collect(),
+            lanes: (0..partitions).map(|_| Lane::default()).collect(),
+            control_turn: Mutex::new(()),
             host,
             next_id: AtomicU64::new(0),
             timeout,
+            outcomes,
+        }
+    }
+
+    /// The subject this host's answers come on.
+    #[must_use]
+    pub fn reply_subject(&self) -> String {
+        reply_subject(&self.host)
+    }
+
+    /// The owners' answers this host waits for.
+    #[must_use]
+    pub fn outcomes(&self) -> &Arc<Outcomes> {
+        &self.outcomes
+    }
+
+    fn next_id(&self) -> String {
+        format!(
+            "{}-{}",
+            self.host,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Logs one call in partition `p`, checked at control sequence `control`: it
+    /// waits for the partition's turn with the calls that came before it, and goes in
+    /// one record with all those waiting then. Its record's sequence once
+    /// acknowledged, with the owner's outcome to come.
+    ///
+    /// # Errors
+    ///
+    /// [`NotLogged::Failed`] when no acknowledgment came within the timeout (counted
+    /// from this call; the call may or may not be in the log, unless it never left
+    /// its queue, which the text says) or the log refused it.
+    pub async fn submit(
+        self: &Arc<Self>,
+        p: u32,
+        call: &'static str,
+        control: u64,
+        body: Bytes,
+    ) -> Result<Placed, NotLogged> {
+        let lane = &self.lanes[p as usize];
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let key = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (done, mut placed) = oneshot::channel();
+        lane.waiting().push_back(Waiting {
+            key,
+            call,
+            control,
+            body,
+            deadline,
+            done,
+        });
+        loop {
+            let turn = tokio::select! {
+                biased;
+                r = &mut placed => return r.unwrap_or_else(|_| Err(lost())),
+                t = tokio::time::timeout_at(deadline, Arc::clone(&lane.turn).lock_owned()) => t,
+            };
+            let Ok(turn) = turn else {
+                // Withdrawn while it waits; once taken, its record's result comes.
+                let withdrawn = {
+                    let mut waiting = lane.waiting();
+                    let at = waiting.iter().position(|w| w.key == key);
+                    at.and_then(|i| waiting.remove(i)).is_some()
+                };
+                if withdrawn {
+                    return Err(NotLogged::Failed(format!(
+                        "the log did not take the write within {} s (earlier writes \
+                         to its partition still wait); it was not logged",
+                        self.timeout.as_secs_f64()
+                    )));
+                }
+                return placed.await.unwrap_or_else(|_| Err(lost()));
+            };
+            // The turn before this one may have taken this call.
+            match placed.try_recv() {
+                Ok(r) => return r,
+                Err(oneshot::error::TryRecvError::Closed) => return Err(lost()),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let log = Arc::clone(self);
+            let published = tokio::spawn(async move {
+                let _turn = turn;
+                log.publish_waiting(p).await;
+            });
+            // Its calls are told their result by the task, should it fail.
+            let _ = published.await;
+        }
+    }
+
+    /// Publishes what waits in `p`'s lane as one record (as much as one record
+    /// takes) and tells each call its result. The caller holds the lane's turn.
+    async fn publish_waiting(&self, p: u32) {
+        let lane = &self.lanes[p as usize];
+        let now = tokio::time::Instant::now();
+        let mut group = Vec::new();
+        {
+            let mut waiting = lane.waiting();
+            let mut len = 64;
+            while let Some(w) = waiting.front() {
+                let more = w.call.len() + w.body.len() + 32;
+                if !group.is_empty() && !self.fits(len + more) {
+                    break;
+                }
+                len += more;
+                group.extend(waiting.pop_front());
+            }
+        }
+        // A call whose write stopped waiting is not logged late.
+        let (late, group): (Vec<Waiting>, Vec<Waiting>) =
+            group.into_iter().partition(|w| w.deadline <= now);
+        for w in late {
+            let _ = w.done.send(Err(NotLogged::Failed(
+                "the log did not take the write in time; it was not logged".to_owned(),
+            )));
+        }
+        let Some(first) = group.iter().map(|w| w.deadline).min() else {
+            return;
+        };
+        let id = self.next_id();
+        let reply = self.reply_subject();
+        let control = group.iter().map(|w| w.control).max().unwrap_or(0);
+        let calls: Vec<(&str, &[u8])> = group.iter().map(|w| (w.call, &w.body[..])).collect();
+        let record = encode(control, Some((&reply, &id)), &calls);
+        let outcomes = self.outcomes.expect_calls(&id, group.len());
+        let left = first.saturating_duration_since(now);
+        let logged = self.publish(&subject(p), &id, record, None, left).await;
+        if logged.is_err() {
+            self.outcomes.forget(&id);
+        }
+        for (w, outcome) in group.into_iter().zip(outcomes) {
+            let r = match &logged {
+                Ok(seq) => Ok(Placed { seq: *seq, outcome }),
+                Err(NotLogged::Moved) => Err(NotLogged::Moved),
+                Err(NotLogged::Failed(why)) => Err(NotLogged::Failed(why.clone())),
+            };
+            let _ = w.done.send(r);
         }
     }
 
@@ -224,48 +502,73 @@ impl Log {
         self.max_payload.saturating_sub(HEADROOM)
     }
 
-    /// Publishes a record to partition `p` (`None`: the control stream, then only if
-    /// its last sequence is still `expected`); its sequence there once acknowledged.
+    /// Logs call `call` in the control stream, checked at control sequence
+    /// `control`, only if the stream still ends there when `expected` (a definition is
+    /// checked against every control record before it). With `answers`, each
+    /// partition's owner answers once it applied it. Its sequence once acknowledged,
+    /// and the answers to come.
     ///
     /// # Errors
     ///
     /// [`NotLogged::Failed`] when no acknowledgment came within the timeout (the
     /// record may or may not be in the log) or the log refused it;
-    /// [`NotLogged::Moved`] when the control stream is past `expected`.
-    pub async fn publish(
+    /// [`NotLogged::Moved`] when the control stream is past `control`.
+    pub async fn publish_control(
         &self,
-        p: Option<u32>,
-        payload: Bytes,
-        expected: Option<u64>,
-    ) -> Result<u64, NotLogged> {
-        let (lane, subject) = match p {
-            Some(p) => (p as usize, subject(p)),
-            None => (self.partitions as usize, CONTROL_SUBJECT.to_owned()),
-        };
-        // The timeout counts from the call, the wait for the partition's turn included.
-        let mut retry = Retry::within(self.timeout);
-        let Ok(_in_order) = tokio::time::timeout(self.timeout, self.order[lane].lock()).await
+        call: &str,
+        control: u64,
+        body: &[u8],
+        expected: bool,
+        answers: bool,
+    ) -> Result<(u64, Option<oneshot::Receiver<Vec<Outcome>>>), NotLogged> {
+        let started = tokio::time::Instant::now();
+        let Ok(_in_order) = tokio::time::timeout(self.timeout, self.control_turn.lock()).await
         else {
             return Err(NotLogged::Failed(format!(
-                "the log did not take the write within {} s (earlier writes to its \
-                 partition still wait); it was not logged",
+                "the log did not take the write within {} s (earlier control writes \
+                 still wait); it was not logged",
                 self.timeout.as_secs_f64()
             )));
         };
-        let id = format!(
-            "{}-{}",
-            self.host,
-            self.next_id.fetch_add(1, Ordering::Relaxed)
-        );
+        let id = self.next_id();
+        let reply = self.reply_subject();
+        let record = encode(control, answers.then_some((&reply, &id)), &[(call, body)]);
+        let waiting = answers.then(|| self.outcomes.expect_control(&id, self.partitions));
+        let left = self.timeout.saturating_sub(started.elapsed());
+        let expected = expected.then_some(control);
+        match self
+            .publish(CONTROL_SUBJECT, &id, record, expected, left)
+            .await
+        {
+            Ok(seq) => Ok((seq, waiting)),
+            Err(e) => {
+                self.outcomes.forget(&id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Publishes `record` with message id `id` to `subject` (only if its stream's
+    /// last sequence is still `expected`), retried within `within`; its sequence once
+    /// acknowledged.
+    async fn publish(
+        &self,
+        subject: &str,
+        id: &str,
+        record: Bytes,
+        expected: Option<u64>,
+        within: Duration,
+    ) -> Result<u64, NotLogged> {
+        let mut retry = Retry::within(within);
         loop {
             let attempt = async {
                 let mut publish = jetstream::message::PublishMessage::build()
-                    .payload(payload.clone())
-                    .message_id(id.as_str());
+                    .payload(record.clone())
+                    .message_id(id);
                 if let Some(last) = expected {
                     publish = publish.expected_last_sequence(last);
                 }
-                let ack = self.js.send_publish(subject.clone(), publish).await?;
+                let ack = self.js.send_publish(subject.to_owned(), publish).await?;
                 ack.await
             };
             let failed = match tokio::time::timeout(retry.left(), attempt).await {
@@ -289,7 +592,7 @@ impl Log {
                 }
                 Err(_) => "no acknowledgment".to_owned(),
             };
-            tracing::debug!(%failed, ?p, "publish retried");
+            tracing::debug!(%failed, subject, "publish retried");
             if !retry.pause().await {
                 return Err(NotLogged::Failed(format!(
                     "the log did not acknowledge the write within {} s (last: {failed}); \
@@ -422,11 +725,40 @@ mod tests {
 
     #[test]
     fn a_record_parses_back() {
-        let body = "{\"a\":\"x\\ny\"}\nmore";
-        let r = record("relations/attach", 17, body);
-        assert_eq!(parse(&r), Some(("relations/attach", 17, body.as_bytes())));
-        assert_eq!(parse(&record(MARKER, 4, "")), Some((MARKER, 4, &b""[..])));
-        assert_eq!(parse(b"no newline"), None);
-        assert_eq!(parse(b"call\nnot a number\n{}"), None);
+        let body = b"{\"a\":\"x\\ny\"}\nmore";
+        let calls: [(&str, &[u8]); 3] = [
+            ("relations/attach", body),
+            (MARKER, b""),
+            ("relations/detach", b"{}"),
+        ];
+        let r = encode(17, Some(("relcount.answer.h", "h-3")), &calls);
+        assert_eq!(
+            decode(&r),
+            Some(Record {
+                control: 17,
+                reply: Some(("relcount.answer.h", "h-3")),
+                calls: calls.to_vec(),
+            })
+        );
+        let none = encode(4, None, &[]);
+        assert_eq!(
+            decode(&none).map(|r| (r.reply, r.calls.len())),
+            Some((None, 0))
+        );
+        // Truncated, or with bytes after its calls: not a record.
+        assert_eq!(decode(&r[..r.len() - 1]), None);
+        assert_eq!(decode(&[&r[..], b"x"].concat()), None);
+        assert_eq!(decode(b"no newline"), None);
+    }
+
+    #[test]
+    fn a_format_1_record_is_still_read() {
+        let r = decode(b"relations/attach\n17\n{\"x\":1}\nmore").expect("a record");
+        assert_eq!(r.control, 17);
+        assert_eq!(r.reply, None);
+        assert_eq!(r.calls, vec![("relations/attach", &b"{\"x\":1}\nmore"[..])]);
+        let marker = decode(b"control\n4\n").expect("a marker");
+        assert_eq!((marker.control, marker.calls.len()), (4, 0));
+        assert_eq!(decode(b"call\nnot a number\n{}"), None);
     }
 }

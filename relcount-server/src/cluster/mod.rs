@@ -19,6 +19,7 @@
 //!   the partition (read your writes); a partition still catching up answers 503.
 
 pub mod log;
+pub mod outcome;
 pub mod partition;
 pub mod route;
 
@@ -69,6 +70,8 @@ pub struct Setup {
     pub publish_timeout: Duration,
     /// How long a read may wait for its partition to reach `relcount-min-seq`.
     pub read_wait: Duration,
+    /// How long a logged write waits for its owner to say what it came to.
+    pub apply_wait: Duration,
     /// The operator's token.
     pub token: String,
     /// The API's limits.
@@ -127,7 +130,7 @@ struct Owned {
 /// A cluster host.
 pub struct Cluster {
     setup: Setup,
-    log: Log,
+    log: Arc<Log>,
     /// The API that checks writes: its engine holds the relation types only.
     front: Arc<Api>,
     /// The control stream's last record applied to `front` (the lock serializes
@@ -266,13 +269,31 @@ impl Cluster {
             )
         );
         let max_payload = client_max_payload(&js);
-        let log = Log::new(
+        // The owners' answers to this host's records: a subscription made before any
+        // record is published. A waiter unanswered for longer than a write could wait
+        // is dropped.
+        let outcomes = Arc::new(outcome::Outcomes::new(
+            setup.publish_timeout + setup.apply_wait + Duration::from_secs(10),
+        ));
+        let mut answers = js
+            .client()
+            .subscribe(log::reply_subject(&host))
+            .await
+            .map_err(|e| format!("cannot subscribe to the owners' answers: {e}"))?;
+        let taken = Arc::clone(&outcomes);
+        tokio::spawn(async move {
+            while let Some(m) = answers.next().await {
+                taken.received(&m.payload);
+            }
+        });
+        let log = Arc::new(Log::new(
             js,
             setup.partitions,
             host,
             setup.publish_timeout,
             max_payload,
-        );
+            outcomes,
+        ));
         // The streams' leaders may still be in election right after a start.
         let mut tries = 0;
         while let Err(e) = log.ensure(setup.replicas).await {
@@ -422,11 +443,14 @@ impl Cluster {
             // stamp too high is harmless; one too low would apply the write first).
             self.front_seen
                 .store(seq, std::sync::atomic::Ordering::Release);
-            if let Some((call, _, body)) = log::parse(&msg.payload)
-                && call == Call::Define.path()
+            for (call, body) in log::decode(&msg.payload)
+                .map(|r| r.calls)
+                .unwrap_or_default()
             {
-                let auth = format!("Bearer {}", self.setup.token);
-                let _ = self.front.handle(call, Some(&auth), body);
+                if call == Call::Define.path() {
+                    let auth = format!("Bearer {}", self.setup.token);
+                    let _ = self.front.handle(call, Some(&auth), body);
+                }
             }
             *at = seq;
         }
@@ -491,111 +515,142 @@ impl Cluster {
         body: Bytes,
         lane: &Arc<Semaphore>,
     ) -> Answer {
+        if matches!(call, Call::Define | Call::DeleteProfile) {
+            return match self.write_control(call, auth, &body, lane).await {
+                Ok(answer) | Err(answer) => answer,
+            };
+        }
         let log_error = |e: String| Answer::refused(503, 503, &format!("the cluster's log: {e}"));
-        let written = if matches!(call, Call::Define | Call::DeleteProfile) {
-            match self.write_control(call, auth, &body, lane).await {
-                Ok(w) => w,
-                Err(answer) => return answer,
+        let (mut checked, mut route) = match self.check(call, auth, &body, lane).await {
+            Ok(c) => c,
+            Err(answer) => return answer,
+        };
+        if checked.code == Code::UnknownRelation {
+            // A relation type defined through another host may not be here yet.
+            if let Err(e) = self.catch_up_front().await {
+                return log_error(e);
             }
-        } else {
-            let (mut checked, mut route) = match self.check(call, auth, &body, lane).await {
+            (checked, route) = match self.check(call, auth, &body, lane).await {
                 Ok(c) => c,
                 Err(answer) => return answer,
             };
-            if checked.code == Code::UnknownRelation {
-                // A relation type defined through another host may not be here yet.
-                if let Err(e) = self.catch_up_front().await {
-                    return log_error(e);
-                }
-                (checked, route) = match self.check(call, auth, &body, lane).await {
-                    Ok(c) => c,
-                    Err(answer) => return answer,
-                };
-            }
-            if checked.code != Code::Ok {
-                return Answer::api(checked);
-            }
-            // Read after the check: the front was at least this far when it checked.
-            let checked_at = self.front_seen.load(std::sync::atomic::Ordering::Acquire);
-            let parts = match route {
-                Ok(Route::Partitions(parts)) => parts,
-                Ok(Route::Control(_)) => return Answer::refused(500, 500, "internal error"),
-                Err(text) => return Answer::refused(200, 400, &text),
-            };
-            let records: Vec<(u32, Bytes)> = parts
-                .into_iter()
-                .map(|(p, b)| (p, log::record(call.path(), checked_at, &b)))
-                .collect();
-            if let Some(answer) = self.too_large(records.iter().map(|(_, r)| r.len())) {
-                return answer;
-            }
-            let publishes = records.into_iter().map(|(p, record)| async move {
-                self.log
-                    .publish(Some(p), record, None)
-                    .await
-                    .map(|seq| (p, seq))
-            });
-            let written = futures_util::future::join_all(publishes).await;
-            (checked, written)
+        }
+        if checked.code != Code::Ok {
+            return Answer::api(checked);
+        }
+        // Read after the check: the front was at least this far when it checked.
+        let checked_at = self.front_seen.load(std::sync::atomic::Ordering::Acquire);
+        let parts = match route {
+            Ok(Route::Partitions(parts)) => parts,
+            Ok(Route::Control(_)) => return Answer::refused(500, 500, "internal error"),
+            Err(text) => return Answer::refused(200, 400, &text),
         };
-        let (checked, written) = written;
-        let mut done = Vec::with_capacity(written.len());
-        for w in written {
-            match w {
-                Ok((p, seq)) => done.push(format!("{p}={seq}")),
-                Err(e) => {
-                    let text = if done.is_empty() {
-                        e.to_string()
-                    } else {
-                        format!("{e} (partly written: {})", done.join(","))
-                    };
-                    return Answer::refused(503, 503, &text);
+        if let Some(answer) = self.too_large(parts.iter().map(|(_, b)| b.len() + call.path().len()))
+        {
+            return answer;
+        }
+        let submits = parts.into_iter().map(|(p, b)| async move {
+            (
+                p,
+                self.log
+                    .submit(p, call.path(), checked_at, Bytes::from(b))
+                    .await,
+            )
+        });
+        let mut written = Vec::new();
+        let mut outcomes = Vec::new();
+        let mut failed = None;
+        for (p, placed) in futures_util::future::join_all(submits).await {
+            match placed {
+                Ok(placed) => {
+                    written.push(format!("{p}={}", placed.seq));
+                    outcomes.push(placed.outcome);
                 }
+                Err(e) => failed = failed.or(Some(e)),
             }
         }
-        let mut answer = Answer::api(checked);
-        answer.written = Some(done.join(","));
+        let written = written.join(",");
+        if let Some(e) = failed {
+            let text = if written.is_empty() {
+                e.to_string()
+            } else {
+                format!("{e} (partly written: {written})")
+            };
+            return Answer::refused(503, 503, &text);
+        }
+        let decided = tokio::time::timeout(
+            self.setup.apply_wait,
+            futures_util::future::join_all(outcomes),
+        )
+        .await;
+        let mut answer = match decided {
+            Ok(outcomes) if outcomes.iter().all(Result::is_ok) => {
+                // One engine answers a write with the first refusal, or its success.
+                match outcomes.into_iter().flatten().find(|o| o.code != 0) {
+                    None => Answer::api(checked),
+                    Some(o) => Answer {
+                        status: 200,
+                        body: o.body,
+                        code: o.code,
+                        written: None,
+                    },
+                }
+            }
+            _ => self.not_applied_yet(&written),
+        };
+        answer.written = Some(written);
         answer
     }
 
-    /// A 413 when a record would not fit in a NATS message.
+    /// A 504: the write is logged, but its owner did not say within the wait what it
+    /// came to.
+    fn not_applied_yet(&self, written: &str) -> Answer {
+        Answer::refused(
+            504,
+            504,
+            &format!(
+                "the write is logged ({WRITTEN}: {written}) but its partition's owner \
+                 did not apply it within {} s (it may be restarting, or the partition \
+                 moving): it takes effect in its place in the log, so do not send it \
+                 again; a read with {MIN_SEQ} at that sequence sees it",
+                self.setup.apply_wait.as_secs_f64()
+            ),
+        )
+    }
+
+    /// A 413 when a call of `len` bytes would not fit in a NATS message.
     fn too_large(&self, mut lengths: impl Iterator<Item = usize>) -> Option<Answer> {
-        let len = lengths.find(|&n| !self.log.fits(n))?;
+        // A record's own header and its call's header.
+        let len = lengths.find(|&n| !self.log.fits(n + 128))?;
         Some(Answer::refused(
             200,
             413,
             &format!(
                 "the write is {len} bytes once logged, and the log takes at most {} (NATS \
                  max_payload): send it in smaller batches",
-                self.log.max_record()
+                self.log.max_record().saturating_sub(128)
             ),
         ))
     }
 
     /// A definition or a profile's deletion: checked against every control record
-    /// logged before it (the control stream must still end where the check saw it, or
-    /// the check is made again), logged in the control stream, then a marker in every
-    /// partition.
+    /// logged before it (for a definition, the control stream must still end where
+    /// the check saw it, or the check is made again), logged in the control stream,
+    /// then a marker in every partition. A deletion is answered once every
+    /// partition's owner applied it: found in none, one engine's 404.
     async fn write_control(
         &self,
         call: Call,
         auth: Option<&str>,
         body: &Bytes,
         lane: &Arc<Semaphore>,
-    ) -> Result<
-        (
-            relcount::api::Response,
-            Vec<Result<(u32, u64), log::NotLogged>>,
-        ),
-        Answer,
-    > {
+    ) -> Result<Answer, Answer> {
         let log_error = |e: String| Answer::refused(503, 503, &format!("the cluster's log: {e}"));
         let mut at = self.front_at.lock().await;
         self.catch_up(&mut at).await.map_err(log_error)?;
         let mut tries = 0;
-        // Only a definition's check depends on the control records before it.
-        let expected = |at: u64| (call == Call::Define).then_some(at);
-        let (checked, seq) = loop {
+        let define = call == Call::Define;
+        let (checked, seq, answers) = loop {
             let (checked, route) = self.check(call, auth, body, lane).await?;
             if checked.code != Code::Ok {
                 return Err(Answer::api(checked));
@@ -607,12 +662,18 @@ impl Cluster {
                 }
                 Err(text) => return Err(Answer::refused(200, 400, &text)),
             };
-            let record = log::record(call.path(), *at, &control_body);
-            if let Some(answer) = self.too_large(std::iter::once(record.len())) {
+            if let Some(answer) =
+                self.too_large(std::iter::once(control_body.len() + call.path().len()))
+            {
                 return Err(answer);
             }
-            match self.log.publish(None, record, expected(*at)).await {
-                Ok(seq) => break (checked, seq),
+            // Only a definition's check depends on the control records before it.
+            let published = self
+                .log
+                .publish_control(call.path(), *at, control_body.as_bytes(), define, !define)
+                .await;
+            match published {
+                Ok((seq, answers)) => break (checked, seq, answers),
                 Err(log::NotLogged::Moved) if tries < 20 => {
                     tries += 1;
                     self.catch_up(&mut at).await.map_err(log_error)?;
@@ -621,17 +682,47 @@ impl Cluster {
             }
         };
         drop(at);
-        let marker = log::record(log::MARKER, seq, "");
-        let publishes = (0..self.setup.partitions).map(|p| {
-            let marker = marker.clone();
-            async move {
-                self.log
-                    .publish(Some(p), marker, None)
-                    .await
-                    .map(|s| (p, s))
+        let markers = (0..self.setup.partitions)
+            .map(|p| async move { (p, self.log.submit(p, log::MARKER, seq, Bytes::new()).await) });
+        let mut written = Vec::new();
+        let mut failed = None;
+        for (p, placed) in futures_util::future::join_all(markers).await {
+            match placed {
+                Ok(placed) => written.push(format!("{p}={}", placed.seq)),
+                Err(e) => failed = failed.or(Some(e)),
             }
-        });
-        Ok((checked, futures_util::future::join_all(publishes).await))
+        }
+        let written = written.join(",");
+        if let Some(e) = failed {
+            // Logged in the control stream: it takes effect at the next record of the
+            // partitions whose marker is missing.
+            return Err(Answer::refused(
+                503,
+                503,
+                &format!("{e} (control record {seq} logged; markers written: {written})"),
+            ));
+        }
+        let mut answer = match answers {
+            None => Answer::api(checked),
+            Some(answers) => match tokio::time::timeout(self.setup.apply_wait, answers).await {
+                Ok(Ok(outcomes)) => match outcomes.iter().find(|o| o.code == 0) {
+                    // Found in one partition at least: deleted, as one engine would.
+                    Some(_) => Answer::api(checked),
+                    None => match outcomes.into_iter().next() {
+                        Some(o) => Answer {
+                            status: 200,
+                            body: o.body,
+                            code: o.code,
+                            written: None,
+                        },
+                        None => Answer::api(checked),
+                    },
+                },
+                _ => self.not_applied_yet(&written),
+            },
+        };
+        answer.written = Some(written);
+        Ok(answer)
     }
 
     async fn read(
@@ -772,6 +863,12 @@ impl Cluster {
             .collect();
         out.sort_by_key(|(p, ..)| *p);
         out
+    }
+
+    /// Records of this host whose owners' answers it awaits.
+    #[must_use]
+    pub fn awaiting(&self) -> usize {
+        self.log.outcomes().awaiting()
     }
 
     /// Stops applying, and saves a snapshot of every owned partition.

@@ -11,12 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use relcount::Engine;
 use relcount::api::{Api, Code, TokenScope};
 use tokio::sync::watch;
 
 use super::log::{self, MARKER};
+use super::outcome::{self, Outcome};
 
 /// Where a partition's applier stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,21 +231,50 @@ pub fn save(dir: &Path, engine: &Engine, at: At) -> Result<(), String> {
 }
 
 /// Applies one call; a refused write is counted, logged and changes nothing (the
-/// single engine the cluster stands for would have refused it too).
-fn apply_call(part: &Partition, token: &str, call: &str, body: &[u8], what: &str) {
+/// single engine the cluster stands for would have refused it too). Its outcome, for
+/// the entry host that waits.
+fn apply_call(part: &Partition, token: &str, call: &str, body: &[u8], what: &str) -> Outcome {
+    if call == MARKER {
+        return Outcome::ok();
+    }
     let auth = format!("Bearer {token}");
     let r = part.api.handle(call, Some(&auth), body);
+    if r.code == Code::Ok {
+        return Outcome::ok();
+    }
     // A deletion reaches every partition; those without the profile have nothing to do.
     let elsewhere = what == "control" && r.code == Code::ProfileNotFound;
-    if r.code != Code::Ok && !elsewhere {
+    if !elsewhere {
         part.refused
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(partition = part.p, call, code = r.code.number(), body = %r.body, what, "write refused");
+    }
+    Outcome {
+        code: r.code.number(),
+        body: Bytes::from(r.body),
+    }
+}
+
+/// Tells the entry host that waits (if any) what its record's calls came to.
+async fn answer(
+    client: &async_nats::Client,
+    reply: Option<(&str, &str)>,
+    p: u32,
+    outcomes: &[Outcome],
+) {
+    if let Some((subject, id)) = reply
+        && let Err(e) = client
+            .publish(subject.to_owned(), outcome::encode(id, p, outcomes))
+            .await
+    {
+        // The entry host answers its client without it, after its wait.
+        tracing::debug!(partition = p, error = %e, "an answer not sent");
     }
 }
 
 /// Applies the control stream up to `upto` (from the record after the last applied).
 async fn apply_control(
+    client: &async_nats::Client,
     control: &stream::Stream,
     part: &Partition,
     token: &str,
@@ -265,8 +296,15 @@ async fn apply_control(
                 }
             }
         };
-        match log::parse(&msg.payload) {
-            Some((call, _, body)) => apply_call(part, token, call, body, "control"),
+        match log::decode(&msg.payload) {
+            Some(record) => {
+                let outcomes: Vec<Outcome> = record
+                    .calls
+                    .iter()
+                    .map(|(call, body)| apply_call(part, token, call, body, "control"))
+                    .collect();
+                answer(client, record.reply, part.p, &outcomes).await;
+            }
             None => tracing::warn!(seq, "a control record that is not a call: skipped"),
         }
         at.control = seq;
@@ -317,6 +355,7 @@ async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> R
         ));
     }
     let mut applier = Applier {
+        client: js.client(),
         target: info.state.last_sequence,
         since_snapshot: 0,
     };
@@ -421,6 +460,8 @@ async fn apply(js: &jetstream::Context, part: &Arc<Partition>, plan: &Plan) -> R
 
 /// What the applier tracks between records.
 struct Applier {
+    /// Where the answers go out.
+    client: async_nats::Client,
     /// The stream's last sequence when the host took the partition: once applied,
     /// the partition serves reads.
     target: u64,
@@ -440,14 +481,17 @@ async fn apply_record(
     payload: &[u8],
 ) -> Result<(), String> {
     let name = log::stream_name(part.p);
-    let Some((call, checked_at, body)) = log::parse(payload) else {
+    let Some(record) = log::decode(payload) else {
         return Err(format!("record {seq} of {name} is not a relcount record"));
     };
-    // The control records the write was checked after come first.
-    apply_control(control, part, &plan.token, checked_at).await?;
-    if call != MARKER {
-        apply_call(part, &plan.token, call, body, "write");
-    }
+    // The control records the writes were checked after come first.
+    apply_control(&applier.client, control, part, &plan.token, record.control).await?;
+    let outcomes: Vec<Outcome> = record
+        .calls
+        .iter()
+        .map(|(call, body)| apply_call(part, &plan.token, call, body, "write"))
+        .collect();
+    answer(&applier.client, record.reply, part.p, &outcomes).await;
     let mut at = part.at();
     at.seq = seq;
     part.applied.send_replace(at);
