@@ -79,6 +79,35 @@ fn write_rate(addrs: &[String], clients: usize, span: Duration) -> f64 {
     done as f64 / started.elapsed().as_secs_f64()
 }
 
+/// CPU seconds (user and system) process `pid` used so far, from `/proc`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command's closing parenthesis: utime and stime are the 12th
+    // and 13th of them (clock ticks, 100 a second on Linux).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Writes a second, and CPU µs per write summed over the processes `pids` (the
+/// servers and NATS nodes, not the clients), of [`write_rate`].
+fn write_rate_cpu(addrs: &[String], clients: usize, span: Duration, pids: &[u32]) -> (f64, f64) {
+    let before: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum();
+    let started = Instant::now();
+    let rate = write_rate(addrs, clients, span);
+    let writes = rate * started.elapsed().as_secs_f64();
+    let used: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>() - before;
+    (rate, used * 1e6 / writes.max(1.0))
+}
+
 /// `get_counter` latencies (µs: p50, p99) of `n` sequential reads of recipients
 /// `ids` through `addr`.
 fn read_latency(addr: &str, ids: &[String], n: usize) -> (f64, f64) {
@@ -152,25 +181,38 @@ fn main() {
     }
 
     println!(
-        "relcount cluster bench ({} s per write run, {clients} clients)",
+        "relcount cluster bench ({} s per write run)",
         span.as_secs()
     );
-    println!("\nwrites/s (attach, each acknowledged):");
-    let one = write_rate(std::slice::from_ref(&single.addr), clients, span);
-    println!("  one server, memory only:          {one:>9.0}");
-    let one_durable = write_rate(std::slice::from_ref(&durable.addr), clients, span);
-    println!("  one server, --data (everysec):    {one_durable:>9.0}");
-    let three = write_rate(&host_addrs, clients, span);
-    println!(
-        "  3 hosts on 3 NATS nodes (R{replicas}):     {three:>9.0}  ({:.2}x one server, memory only)",
-        three / one
+    let mut cluster_pids: Vec<u32> = hosts.iter().map(Server::pid).collect();
+    cluster_pids.extend(nats.iter().filter_map(|n| n.child.as_ref().map(|c| c.id())));
+    println!("\nwrites/s (attach, each answered), and CPU µs per write summed over the servers");
+    println!("and NATS nodes (not the clients):");
+    let (one, one_cpu) = write_rate_cpu(
+        std::slice::from_ref(&single.addr),
+        clients,
+        span,
+        &[single.pid()],
     );
-    let many = clients * 4;
-    let three_many = write_rate(&host_addrs, many, span);
-    println!(
-        "  3 hosts, {many} clients:             {three_many:>9.0}  ({:.2}x one server, memory only)",
-        three_many / one
+    println!("  one server, memory only, {clients} clients:        {one:>9.0}  {one_cpu:>6.0} µs");
+    let (one_durable, durable_cpu) = write_rate_cpu(
+        std::slice::from_ref(&durable.addr),
+        clients,
+        span,
+        &[durable.pid()],
     );
+    println!(
+        "  one server, --data (everysec), {clients} clients:  {one_durable:>9.0}  {durable_cpu:>6.0} µs"
+    );
+    for n in [clients, clients * 4, clients * 8] {
+        let (three, cpu) = write_rate_cpu(&host_addrs, n, span, &cluster_pids);
+        println!(
+            "  3 hosts on 3 NATS nodes (R{replicas}), {n:>2} clients: {three:>9.0}  {cpu:>6.0} µs  \
+             ({:.2}x one server's writes/s, {:.1}x its CPU per write)",
+            three / one,
+            cpu / one_cpu
+        );
+    }
 
     // Reads: recipients owned by host 0, read through host 0 (local) and host 1
     // (forwarded), and the same recipients on one server.

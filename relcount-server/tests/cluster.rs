@@ -15,6 +15,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -411,7 +412,11 @@ impl Fixture {
 
     /// The NATS node leading partition `p`'s stream, from the monitoring endpoint.
     fn leader_of(&self, p: u32) -> usize {
-        let stream = format!("RELCOUNT_P{p}");
+        self.leader_of_stream(&format!("RELCOUNT_P{p}"))
+    }
+
+    /// The NATS node leading stream `stream`.
+    fn leader_of_stream(&self, stream: &str) -> usize {
         let started = Instant::now();
         loop {
             for n in self.nats.iter().filter(|n| n.child.is_some()) {
@@ -424,7 +429,7 @@ impl Fixture {
                 let v: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
                 for acc in v["account_details"].as_array().into_iter().flatten() {
                     for s in acc["stream_detail"].as_array().into_iter().flatten() {
-                        if s["name"] == stream.as_str()
+                        if s["name"] == stream
                             && let Some(leader) = s["cluster"]["leader"].as_str()
                             && let Some(i) = self.nats.iter().position(|n| n.name == leader)
                         {
@@ -547,6 +552,73 @@ fn the_stream_leader_killed_while_publishing() {
     f.nats[leader].start();
     f.workload(50);
     f.compare();
+}
+
+#[test]
+fn the_control_stream_leader_killed_mid_define_and_delete() {
+    let _one = serial();
+    let mut f = Fixture::new("control-leader", 0x5eed_0006, "30");
+    f.define();
+    f.workload(60);
+    let leader = f.leader_of_stream("RELCOUNT_CONTROL");
+    let pid = f.nats[leader].child.as_ref().expect("running").id();
+    // Definitions and deletions go through the control stream; its leader is killed
+    // once they are under way, and a dozen more are sent after. Two nodes keep a
+    // quorum: each one waits out the election and is acknowledged, none is refused.
+    let sent = AtomicUsize::new(0);
+    let killed = AtomicBool::new(false);
+    let control_writes = |f: &mut Fixture| {
+        let mut after_kill = 0;
+        for k in 0.. {
+            let body = if k % 2 == 0 {
+                json!({"rel_id": 10 + k, "db_a": 1, "db_b": 2,
+                       "props": {"Donate": {"type": "int", "sum": true}}})
+            } else {
+                json!({"db_id": 1, "profile_id": recipient(f.below(RECIPIENTS))})
+            };
+            let call = if k % 2 == 0 {
+                "relations/define"
+            } else {
+                "profiles/delete"
+            };
+            let was_killed = killed.load(Ordering::SeqCst);
+            let answered = f.write(call, &body);
+            assert!(
+                answered.is_some(),
+                "{call} {body} was refused while the control stream elected a leader\n{}",
+                f.logs()
+            );
+            sent.fetch_add(1, Ordering::SeqCst);
+            after_kill += usize::from(was_killed);
+            if after_kill >= 12 {
+                return k;
+            }
+        }
+        unreachable!()
+    };
+    let last = std::thread::scope(|s| {
+        let writer = s.spawn(|| control_writes(&mut f));
+        while sent.load(Ordering::SeqCst) < 4 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let status = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        killed.store(true, Ordering::SeqCst);
+        writer.join().expect("the control writes")
+    });
+    f.nats[leader].kill();
+    f.workload(60);
+    f.compare();
+    // The types defined meanwhile are there, through every host.
+    for h in 0..3 {
+        let r = f
+            .write_via(h, "relations/attach", &json!({"rel_id": 10 + (last & !1), "profile_a": {"profile_id": "a1"}, "profile_b": {"profile_id": "b1"}, "weights": {"Donate": 1}}))
+            .expect("answered");
+        assert_eq!(r["error"], 0, "{r}");
+    }
 }
 
 #[test]

@@ -609,10 +609,10 @@ impl Cluster {
             504,
             504,
             &format!(
-                "the write is logged ({WRITTEN}: {written}) but its partition's owner \
-                 did not apply it within {} s (it may be restarting, or the partition \
-                 moving): it takes effect in its place in the log, so do not send it \
-                 again; a read with {MIN_SEQ} at that sequence sees it",
+                "the write is logged ({WRITTEN}: {written}) but the owners of those \
+                 partitions did not all apply it within {} s (one may be restarting, or \
+                 a partition moving): it takes effect in its place in the log, so do \
+                 not send it again; a read with {MIN_SEQ} at that sequence sees it",
                 self.setup.apply_wait.as_secs_f64()
             ),
         )
