@@ -13,6 +13,7 @@ TOKEN="${RELCOUNT_TOKEN:-local-cluster-token}"
 NATS="$(command -v nats-server || echo /usr/sbin/nats-server)"
 [ -x "$NATS" ] || { echo "nats-server is not installed (apt-get install nats-server)" >&2; exit 1; }
 cargo build --release -p relcount-server --features cluster
+SECONDS=0
 pids=()
 stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; echo "stopped; data in $DIR"; }
 trap stop EXIT INT TERM
@@ -21,6 +22,7 @@ for i in 0 1 2; do
   cat > "$DIR/n$i.conf" <<CONF
 server_name: n$i
 listen: 127.0.0.1:424$i
+http: 127.0.0.1:822$i
 jetstream { store_dir: "$DIR/n$i" }
 cluster { name: relcount-local, listen: 127.0.0.1:625$i, routes: [$routes] }
 CONF
@@ -42,8 +44,13 @@ for i in 0 1 2; do
   done
 done
 cat <<MSG
-3 NATS nodes (127.0.0.1:4240-4242) and 3 hosts (http://127.0.0.1:8180-8182) are up;
-logs and data in $DIR. Any host takes any call, e.g.:
+3 NATS nodes (127.0.0.1:4240-4242) and 3 hosts (http://127.0.0.1:8180-8182) are up
+after ${SECONDS} s; logs and data in $DIR.
+
+NATS monitoring: http://127.0.0.1:8220/jsz?streams=true lists the streams and their
+leaders (8221, 8222: the other nodes); each host's partitions: http://127.0.0.1:8180/cluster
+
+Any host takes any call, e.g.:
 
 curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8180/api/v1.1/relations/define -d '{"rel_id": 3, "db_a": 1, "db_b": 2, "props": {"Donate": {"type": "int", "top": 10}}}'
 curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8181/api/v1.1/relations/attach -d '{"rel_id": 3, "profile_a": {"profile_id": "5c910f6bc484d023b1309bee"}, "profile_b": {"profile_id": "5c910938c484d023b1309bab"}, "weights": {"Donate": 20}}'

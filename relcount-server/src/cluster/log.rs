@@ -430,23 +430,20 @@ impl Log {
             num_replicas: replicas,
             ..Default::default()
         };
-        for p in 0..self.partitions {
-            self.js
-                .get_or_create_stream(config(stream_name(p), subject(p)))
-                .await
-                .map_err(|e| format!("stream {}: {e}", stream_name(p)))?;
-        }
-        self.js
-            .get_or_create_stream(config(
-                CONTROL_STREAM.to_owned(),
-                CONTROL_SUBJECT.to_owned(),
-            ))
-            .await
-            .map_err(|e| format!("stream {CONTROL_STREAM}: {e}"))?;
+        // Made at once: each is a request to JetStream's meta leader and an
+        // election of the stream's own leader, which overlap.
+        let mut streams: Vec<(String, stream::Config)> = (0..self.partitions)
+            .map(|p| (stream_name(p), config(stream_name(p), subject(p))))
+            .collect();
+        streams.push((
+            CONTROL_STREAM.to_owned(),
+            config(CONTROL_STREAM.to_owned(), CONTROL_SUBJECT.to_owned()),
+        ));
         // The bucket's stream as `create_key_value` makes it: that call first asks
         // for the account's limits, whose answer nats-server 2.9 words differently.
-        self.js
-            .get_or_create_stream(stream::Config {
+        streams.push((
+            format!("bucket {OWNERS_BUCKET}"),
+            stream::Config {
                 name: format!("KV_{OWNERS_BUCKET}"),
                 subjects: vec![format!("$KV.{OWNERS_BUCKET}.>")],
                 max_messages_per_subject: 1,
@@ -457,9 +454,19 @@ impl Log {
                 allow_direct: true,
                 discard: stream::DiscardPolicy::New,
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("bucket {OWNERS_BUCKET}: {e}"))?;
+            },
+        ));
+        let made =
+            futures_util::future::join_all(streams.into_iter().map(|(name, c)| async move {
+                self.js
+                    .get_or_create_stream(c)
+                    .await
+                    .map_err(|e| format!("stream {name}: {e}"))
+            }))
+            .await;
+        for m in made {
+            m?;
+        }
         // The partition count, set by the first host: every host must agree on it, or
         // writes placed by one would land in partitions the others never read.
         let key = format!("$KV.{OWNERS_BUCKET}.{PARTITIONS_KEY}");
@@ -624,8 +631,8 @@ impl Log {
             match attempt.await {
                 Ok(revision) => return Ok(revision),
                 Err(e) if Instant::now() < deadline => {
-                    tracing::info!(partition = p, error = %e, "claim not taken yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    tracing::debug!(partition = p, error = %e, "claim not taken yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => return Err(e),
             }

@@ -81,6 +81,14 @@ pub struct Setup {
 /// JetStream's default duplicate window, within which a message id is stored once.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
+/// How long a host waits quietly for JetStream at its start (a fresh cluster elects
+/// its leaders in a few seconds).
+const READY_QUIET: Duration = Duration::from_secs(20);
+/// How long one attempt to make the cluster's streams may take at a start.
+const READY_ATTEMPT: Duration = Duration::from_secs(2);
+/// How long a host waits for JetStream at its start before it gives up.
+const READY_WAIT: Duration = Duration::from_secs(120);
+
 /// How often a host reads the control stream's new records into its checking API.
 const FOLLOW_CONTROL: Duration = Duration::from_millis(500);
 
@@ -294,19 +302,38 @@ impl Cluster {
             max_payload,
             outcomes,
         ));
-        // The streams' leaders may still be in election right after a start.
-        let mut tries = 0;
-        while let Err(e) = log.ensure(setup.replicas).await {
+        // Right after NATS starts, JetStream elects its meta leader, then each
+        // stream's: asked again every 100 ms, quietly for the first READY_QUIET (the
+        // normal election), then with a warning each 5 s, for up to READY_WAIT.
+        let started = tokio::time::Instant::now();
+        let mut warned = started;
+        loop {
+            // An attempt's requests go unanswered until the meta leader is elected:
+            // bounded here, not by the client's 10 s request timeout.
+            let e = match tokio::time::timeout(READY_ATTEMPT, log.ensure(setup.replicas)).await {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => e,
+                Err(_) => format!("no answer within {READY_ATTEMPT:?}").into(),
+            };
             if let Some(mismatch) = e.downcast_ref::<log::Mismatch>() {
                 return Err(mismatch.to_string());
             }
-            tries += 1;
-            if tries > 60 {
-                return Err(format!("cannot create the cluster's streams: {e}"));
+            let waited = started.elapsed();
+            if waited > READY_WAIT {
+                return Err(format!(
+                    "JetStream was not ready within {} s: {e}",
+                    READY_WAIT.as_secs()
+                ));
             }
-            tracing::info!(error = %e, "JetStream not ready; retrying");
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            if waited > READY_QUIET && warned.elapsed() >= Duration::from_secs(5) {
+                warned = tokio::time::Instant::now();
+                tracing::warn!(error = %e, waited = ?waited, "JetStream not ready yet; still waiting");
+            } else {
+                tracing::debug!(error = %e, "JetStream not ready yet (electing its leaders)");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        tracing::info!(took = ?started.elapsed(), "JetStream ready");
         let cluster = Arc::new(Cluster {
             owners: RwLock::new(vec![None; setup.partitions as usize]),
             setup,
@@ -331,12 +358,15 @@ impl Cluster {
                 }
             }
         });
-        for &p in &cluster.setup.owns {
-            let claimed = cluster
-                .log
-                .claim(p, &cluster.setup.advertise)
-                .await
-                .map_err(|e| format!("cannot claim partition {p}: {e}"))?;
+        let claims = cluster.setup.owns.iter().map(|&p| {
+            let cluster = &cluster;
+            async move {
+                let claimed = cluster.log.claim(p, &cluster.setup.advertise).await;
+                (p, claimed)
+            }
+        });
+        for (p, claimed) in futures_util::future::join_all(claims).await {
+            let claimed = claimed.map_err(|e| format!("cannot claim partition {p}: {e}"))?;
             let (part, task) =
                 partition::start(cluster.log.js().clone(), p, plan(&cluster.setup, p))?;
             cluster.write_owned().insert(
