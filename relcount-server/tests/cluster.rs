@@ -69,6 +69,11 @@ fn partition_of(id: &str) -> u32 {
     u32::try_from(relcount::xxh64(id.as_bytes()) % u64::from(PARTITIONS)).expect("small")
 }
 
+/// The email a recipient is imported with.
+fn email_of(id: &str) -> String {
+    format!("{id}@mail.test")
+}
+
 fn recipient(i: usize) -> String {
     format!("a{i}")
 }
@@ -292,8 +297,15 @@ impl Fixture {
         if self.below(4) == 0 {
             weights.insert("Fan".into(), json!(self.below(2) == 0));
         }
-        let pair =
-            json!({"rel_id": rel, "profile_a": {"profile_id": a}, "profile_b": {"profile_id": b}});
+        // A quarter of the writes name their recipient by email: found in every
+        // host's directory once imported (kind 93..=94), else refused as one engine
+        // refuses it.
+        let side_a = if self.below(4) == 0 {
+            json!({"email": email_of(&a)})
+        } else {
+            json!({"profile_id": a})
+        };
+        let pair = json!({"rel_id": rel, "profile_a": side_a, "profile_b": {"profile_id": b}});
         let with = |mut p: Json| {
             p["weights"] = Json::Object(weights.clone());
             p
@@ -303,10 +315,23 @@ impl Fixture {
             35..=54 => self.write("relations/strengthen", &with(pair)),
             55..=69 => self.write("relations/edit", &with(pair)),
             70..=86 => self.write("relations/detach", &pair),
-            87..=90 => self.write("profiles/delete", &json!({"db_id": 1, "profile_id": a})),
-            91..=94 => {
+            87..=88 => self.write("profiles/delete", &json!({"db_id": 1, "profile_id": a})),
+            89..=90 => self.write(
+                "profiles/delete",
+                &json!({"db_id": 1, "email": email_of(&a)}),
+            ),
+            91..=92 => {
                 let db = if rel == 1 { 2 } else { 3 };
                 self.write("profiles/delete", &json!({"db_id": db, "profile_id": b}))
+            }
+            93..=94 => {
+                let rows: Vec<Json> = (0..3)
+                    .map(|_| {
+                        let a = recipient(self.below(RECIPIENTS));
+                        json!({"profile_id": a, "email": email_of(&a)})
+                    })
+                    .collect();
+                self.write("profiles/import", &json!({"db_id": 1, "profiles": rows}))
             }
             _ => {
                 let rows: Vec<Json> = (0..4)
@@ -346,6 +371,10 @@ impl Fixture {
                     (
                         "relations/get_counter",
                         json!({"rel_id": rel, "profile_id": a}),
+                    ),
+                    (
+                        "relations/get_counter",
+                        json!({"rel_id": rel, "email": email_of(&a)}),
                     ),
                     (
                         "relations/get",
@@ -393,7 +422,7 @@ impl Fixture {
                 }
             }
         }
-        assert_eq!(compared, 2 * 2 * RECIPIENTS);
+        assert_eq!(compared, 2 * 3 * RECIPIENTS);
         // The workload touched every part of the keyspace.
         assert!(self.oracle.engine().relation_count() > 0);
     }
@@ -481,35 +510,72 @@ fn three_hosts_equal_one_engine() {
         .write("relations/define", &wrong_schema)
         .expect("answered");
     assert_ne!(r["error"], 0, "{r}");
-    // What a cluster cannot place is refused with a clear error, for every host.
-    let by_email =
-        json!({"rel_id": 1, "profile_a": {"email": "x@y.z"}, "profile_b": {"profile_id": "b1"}});
-    for h in 0..3 {
-        let (status, _, text) = post(
-            &f.addr(h),
-            "/api/v1.1/relations/attach",
-            &by_email.to_string(),
-            &[],
-        )
-        .expect("an answer");
-        assert_eq!(status, 200, "{text}");
-        assert!(
-            text.contains("\"error\":400") && text.contains("by id"),
-            "{text}"
-        );
+    // Every matching mode, through every host, answers as one engine: by email
+    // (imported through another host), by phone, by a custom field, and a lookup
+    // that finds nothing.
+    let profile = json!({"db_id": 1, "profile_id": "matched", "email": "m@mail.test",
+        "phone": "+1 555 0100", "fields": {"city": "Oslo"}});
+    let r = f
+        .write_via(0, "profiles/import", &profile)
+        .expect("answered");
+    assert_eq!(r["error"], 0, "{r}");
+    for (h, side) in [
+        (1, json!({"email": "M@Mail.test"})),
+        (2, json!({"matching": "phone", "phone": "+15550100"})),
+        (
+            0,
+            json!({"matching": "custom", "field_name": "city", "field_value": "Oslo"}),
+        ),
+        (
+            1,
+            json!({"matching": "email_profile", "email": "m@mail.test"}),
+        ),
+    ] {
+        let attach = json!({"rel_id": 1, "profile_a": side, "profile_b": {"profile_id": "b1"},
+            "weights": {"Donate": 5}});
+        let r = f
+            .write_via(h, "relations/attach", &attach)
+            .expect("answered");
+        assert_eq!(r["error"], 0, "{r}");
     }
-    // So is a read that names its profile otherwise.
-    let (_, _, text) = post(
-        &f.addr(1),
-        "/api/v1.1/relations/get_counter",
-        &json!({"rel_id": 1, "email": "x@y.z"}).to_string(),
-        &[],
-    )
-    .expect("an answer");
-    assert!(
-        text.contains("\"error\":400") && text.contains("by id"),
-        "{text}"
-    );
+    let nobody = json!({"rel_id": 1, "profile_a": {"email": "nobody@mail.test"},
+        "profile_b": {"profile_id": "b1"}, "weights": {"Donate": 1}});
+    let r = f
+        .write_via(2, "relations/attach", &nobody)
+        .expect("answered");
+    assert_ne!(r["error"], 0, "{r}");
+    for h in 0..3 {
+        for read in [
+            json!({"rel_id": 1, "email": "m@mail.test"}),
+            json!({"rel_id": 1, "matching": "phone", "phone": "+1 555 0100"}),
+            json!({"rel_id": 1, "email": "nobody@mail.test"}),
+        ] {
+            let (status, _, text) = post(
+                &f.addr(h),
+                "/api/v1.1/relations/get_counter",
+                &read.to_string(),
+                &[],
+            )
+            .expect("an answer");
+            assert_eq!(status, 200, "{text}");
+            let want = f.oracle.handle(
+                "relations/get_counter",
+                Some(&format!("Bearer {TOKEN}")),
+                read.to_string().as_bytes(),
+            );
+            let got: Json = serde_json::from_str(&text).expect("json");
+            let want: Json = serde_json::from_str(&want.body).expect("json");
+            assert_eq!(got, want, "{read} via host {h}");
+        }
+    }
+    let r = f
+        .write_via(
+            1,
+            "profiles/delete",
+            &json!({"db_id": 1, "phone": "+1 555 0100"}),
+        )
+        .expect("answered");
+    assert_eq!(r["error"], 0, "{r}");
     // A wrong token is refused before anything is logged.
     let (_, _, text) = http(
         &f.addr(0),

@@ -201,6 +201,16 @@ pub struct Response {
     pub detail: Option<String>,
 }
 
+impl Response {
+    /// The answer [`Api::handle`] gives a call the engine refused with `error`: a
+    /// host that looks a profile up itself (a cluster's entry host) answers a failed
+    /// lookup as one engine would.
+    #[must_use]
+    pub fn refusal(error: Error) -> Response {
+        Api::envelope(Fail::from(error))
+    }
+}
+
 /// The JSON API over one engine.
 #[derive(Debug)]
 pub struct Api {

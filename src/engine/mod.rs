@@ -379,6 +379,41 @@ impl Engine {
         self.find_profile(db_id, &profile.into(), &guard).is_ok()
     }
 
+    /// The id of the profile of database `db_id` that `profile` names (an id, or any
+    /// [`Match`]: exactly one profile must answer). A cluster's entry host names a
+    /// profile this way by its directory of profile data, then places the call by
+    /// the id.
+    ///
+    /// # Errors
+    ///
+    /// As a read's lookup: [`Error::ProfileNotFound`] or [`Error::NoMatch`] when
+    /// none answers, [`Error::Ambiguous`] when several do, [`Error::LookupTooBroad`],
+    /// [`Error::InvalidProfileId`] or [`Error::InvalidArgument`] for a query that
+    /// cannot be asked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use relcount::{Engine, Match, ProfileData};
+    ///
+    /// let engine = Engine::new();
+    /// let data = ProfileData { email: Some("ann@example.com".into()), ..Default::default() };
+    /// engine.import_profile(1, "ann", data)?;
+    /// let by_email = Match::Email { email: "Ann@Example.com", resource_id: None };
+    /// assert_eq!(engine.profile_id(1, by_email)?, "ann");
+    /// assert!(engine.profile_id(1, Match::EmailProfile("bob@example.com")).is_err());
+    /// # Ok::<(), relcount::Error>(())
+    /// ```
+    pub fn profile_id<'a>(
+        &self,
+        db_id: u32,
+        profile: impl Into<Match<'a>>,
+    ) -> Result<String, Error> {
+        let guard = self.collector.enter();
+        self.find_profile(db_id, &profile.into(), &guard)
+            .map(|p| p.id.to_string())
+    }
+
     /// The ids of every profile of database `db_id` (a scan: for tests and tools).
     #[must_use]
     pub fn profile_ids(&self, db_id: u32) -> Vec<ProfileId> {

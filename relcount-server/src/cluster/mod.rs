@@ -128,6 +128,65 @@ impl Answer {
     }
 }
 
+/// A profile a request names otherwise than by id: where (a field, or the top level),
+/// its database, and how it is named.
+type Unnamed = (Option<&'static str>, u32, relcount::OwnedMatch);
+
+/// A write checked: the API's answer, where it goes, and the profiles to name by id
+/// before it can go anywhere.
+type Checked = (
+    relcount::api::Response,
+    Result<Route, route::Refused>,
+    Vec<Unnamed>,
+);
+
+/// The profiles `request` names otherwise than by id.
+fn unnamed(front: &Api, request: &relcount::api::Request) -> Vec<Unnamed> {
+    use relcount::api::Request;
+    let dbs = |rel_id: u32| {
+        front
+            .engine()
+            .relation_type(rel_id)
+            .map(|t| (t.db_a(), t.db_b()))
+    };
+    let named_otherwise = |m: &relcount::OwnedMatch| !matches!(m, relcount::OwnedMatch::Id(_));
+    let mut out = Vec::new();
+    match request {
+        Request::Write {
+            rel_id,
+            profile_a,
+            profile_b,
+            ..
+        } => {
+            if let Some((db_a, db_b)) = dbs(*rel_id) {
+                for (side, db, m) in [
+                    ("profile_a", db_a, profile_a),
+                    ("profile_b", db_b, profile_b),
+                ] {
+                    if named_otherwise(m) {
+                        out.push((Some(side), db, m.clone()));
+                    }
+                }
+            }
+        }
+        Request::GetCounter { rel_id, profile }
+        | Request::Get {
+            rel_id, profile, ..
+        } => {
+            if let Some((db_a, _)) = dbs(*rel_id)
+                && named_otherwise(profile)
+            {
+                out.push((None, db_a, profile.clone()));
+            }
+        }
+        Request::DeleteProfile { db, profile } if named_otherwise(profile) => {
+            out.push((None, *db, profile.clone()));
+        }
+        _ => {}
+    }
+    out
+}
+
 struct Owned {
     part: Arc<Partition>,
     task: tokio::task::JoinHandle<()>,
@@ -147,6 +206,8 @@ pub struct Cluster {
     /// The same, readable without the lock (a control write holds it while it
     /// publishes, and no other write waits for that).
     front_seen: std::sync::atomic::AtomicU64,
+    /// When the last catch-up that ended began (see [`Cluster::catch_up_since`]).
+    front_began: std::sync::Mutex<tokio::time::Instant>,
     owned: RwLock<HashMap<u32, Owned>>,
     /// Each partition's owner URL, as the owners' map says.
     owners: RwLock<Vec<Option<String>>>,
@@ -226,6 +287,7 @@ fn plan(setup: &Setup, p: u32) -> Plan {
             .map(|d| d.join(format!("partition-{p}"))),
         snapshot_every: setup.snapshot_every,
         token: setup.token.clone(),
+        partitions: setup.partitions,
         limits: setup.limits.clone(),
     }
 }
@@ -341,6 +403,7 @@ impl Cluster {
             front,
             front_at: tokio::sync::Mutex::new(0),
             front_seen: std::sync::atomic::AtomicU64::new(0),
+            front_began: std::sync::Mutex::new(tokio::time::Instant::now()),
             owned: RwLock::new(HashMap::new()),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
@@ -430,6 +493,20 @@ impl Cluster {
         self.catch_up(&mut at).await
     }
 
+    /// Catches the directory up with every control record logged before `arrived`:
+    /// a catch-up that began after it, by another call, does for this one too.
+    async fn catch_up_since(&self, arrived: tokio::time::Instant) -> Result<(), String> {
+        let mut at = self.front_at.lock().await;
+        let began_last = *self.front_began.lock().unwrap_or_else(|e| e.into_inner());
+        if began_last >= arrived {
+            return Ok(());
+        }
+        let began = tokio::time::Instant::now();
+        self.catch_up(&mut at).await?;
+        *self.front_began.lock().unwrap_or_else(|e| e.into_inner()) = began;
+        Ok(())
+    }
+
     /// [`catch_up_front`](Self::catch_up_front) with its lock held by the caller.
     ///
     /// Reading is idempotent, so a failed read (a stream leader in election after its
@@ -473,14 +550,13 @@ impl Cluster {
             // stamp too high is harmless; one too low would apply the write first).
             self.front_seen
                 .store(seq, std::sync::atomic::Ordering::Release);
+            // The directory: relation types and profiles' data, no relations.
             for (call, body) in log::decode(&msg.payload)
                 .map(|r| r.calls)
                 .unwrap_or_default()
             {
-                if call == Call::Define.path() {
-                    let auth = format!("Bearer {}", self.setup.token);
-                    let _ = self.front.handle(call, Some(&auth), body);
-                }
+                let auth = format!("Bearer {}", self.setup.token);
+                let _ = self.front.handle(call, Some(&auth), body);
             }
             *at = seq;
         }
@@ -507,14 +583,16 @@ impl Cluster {
         }
     }
 
-    /// Checks a write and routes it, on a worker thread under a permit of `lane`.
+    /// Checks a write and routes it, on a worker thread under a permit of `lane`;
+    /// the profiles it names otherwise than by id, to be named by id before it is
+    /// routed again (see [`Cluster::name_by_ids`]).
     async fn check(
         &self,
         call: Call,
         auth: Option<&str>,
         body: &Bytes,
         lane: &Arc<Semaphore>,
-    ) -> Result<(relcount::api::Response, Result<Route, route::Refused>), Answer> {
+    ) -> Result<Checked, Answer> {
         let Ok(permit) = Arc::clone(lane).acquire_owned().await else {
             return Err(Answer::refused(503, 503, "the server is shutting down"));
         };
@@ -527,15 +605,47 @@ impl Cluster {
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let checked = front.validate(call.path(), auth.as_deref(), &body);
-            let route = if checked.code == Code::Ok {
-                route::write(call, &body, partitions)
-            } else {
-                Err(String::new())
+            if checked.code != Code::Ok {
+                return (checked, Err(String::new()), Vec::new());
+            }
+            let route = route::write(call, &body, partitions);
+            let unnamed = match (&route, front.parse(call.path(), auth.as_deref(), &body)) {
+                (Err(_), Ok(request)) => unnamed(&front, &request),
+                _ => Vec::new(),
             };
-            (checked, route)
+            (checked, route, unnamed)
         })
         .await
         .map_err(|_| Answer::refused(500, 500, "internal error"))
+    }
+
+    /// `body` with each profile of `unnamed` named by its id, as this host's
+    /// directory finds it (caught up first with the control stream, unless the
+    /// caller just did); a profile not found is refused as one engine refuses it.
+    async fn name_by_ids(
+        &self,
+        body: &Bytes,
+        unnamed: Vec<Unnamed>,
+        caught_up: bool,
+    ) -> Result<Bytes, Answer> {
+        if !caught_up {
+            let arrived = tokio::time::Instant::now();
+            self.catch_up_since(arrived)
+                .await
+                .map_err(|e| Answer::refused(503, 503, &format!("the cluster's log: {e}")))?;
+        }
+        let mut body = body.clone();
+        for (side, db, profile) in unnamed {
+            let id = self
+                .front
+                .engine()
+                .profile_id(db, profile.as_match())
+                .map_err(|e| Answer::api(relcount::api::Response::refusal(e)))?;
+            let named =
+                route::name_by_id(&body, side, &id).map_err(|t| Answer::refused(200, 400, &t))?;
+            body = Bytes::from(named);
+        }
+        Ok(body)
     }
 
     async fn write(
@@ -545,13 +655,17 @@ impl Cluster {
         body: Bytes,
         lane: &Arc<Semaphore>,
     ) -> Answer {
-        if matches!(call, Call::Define | Call::DeleteProfile) {
+        if matches!(
+            call,
+            Call::Define | Call::DeleteProfile | Call::ImportProfiles
+        ) {
             return match self.write_control(call, auth, &body, lane).await {
                 Ok(answer) | Err(answer) => answer,
             };
         }
         let log_error = |e: String| Answer::refused(503, 503, &format!("the cluster's log: {e}"));
-        let (mut checked, mut route) = match self.check(call, auth, &body, lane).await {
+        let (mut checked, mut route, mut unnamed) = match self.check(call, auth, &body, lane).await
+        {
             Ok(c) => c,
             Err(answer) => return answer,
         };
@@ -560,13 +674,19 @@ impl Cluster {
             if let Err(e) = self.catch_up_front().await {
                 return log_error(e);
             }
-            (checked, route) = match self.check(call, auth, &body, lane).await {
+            (checked, route, unnamed) = match self.check(call, auth, &body, lane).await {
                 Ok(c) => c,
                 Err(answer) => return answer,
             };
         }
         if checked.code != Code::Ok {
             return Answer::api(checked);
+        }
+        if !unnamed.is_empty() {
+            match self.name_by_ids(&body, unnamed, false).await {
+                Ok(named) => route = route::write(call, &named, self.setup.partitions),
+                Err(answer) => return answer,
+            }
         }
         // Read after the check: the front was at least this far when it checked.
         let checked_at = self.front_seen.load(std::sync::atomic::Ordering::Acquire);
@@ -607,6 +727,16 @@ impl Cluster {
                 format!("{e} (partly written: {written})")
             };
             return Answer::refused(503, 503, &text);
+        }
+        // An attach, an edit or an import of relations that passed the checks is
+        // never refused by the engine that applies it (its profiles by id are
+        // created, its values replace others, exact sums do not overflow): it is
+        // answered once logged. A detach (the relation must exist) and a strengthen
+        // (its sum must stay in range) wait for their owner's outcome.
+        if !matches!(call, Call::Detach | Call::Strengthen) {
+            let mut answer = Answer::api(checked);
+            answer.written = Some(written);
+            return answer;
         }
         let decided = tokio::time::timeout(
             self.setup.apply_wait,
@@ -663,11 +793,11 @@ impl Cluster {
         ))
     }
 
-    /// A definition or a profile's deletion: checked against every control record
-    /// logged before it (for a definition, the control stream must still end where
-    /// the check saw it, or the check is made again), logged in the control stream,
-    /// then a marker in every partition. A deletion is answered once every
-    /// partition's owner applied it: found in none, one engine's 404.
+    /// A definition, profiles' data or a profile's deletion: checked against every
+    /// control record logged before it (for a definition, the control stream must
+    /// still end where the check saw it, or the check is made again), logged in the
+    /// control stream, then a marker in every partition. A deletion is answered once
+    /// every partition's owner applied it: found in none, one engine's 404.
     async fn write_control(
         &self,
         call: Call,
@@ -680,10 +810,17 @@ impl Cluster {
         self.catch_up(&mut at).await.map_err(log_error)?;
         let mut tries = 0;
         let define = call == Call::Define;
+        // Only a deletion's outcome depends on the data, in each partition.
+        let answered = call == Call::DeleteProfile;
         let (checked, seq, answers) = loop {
-            let (checked, route) = self.check(call, auth, body, lane).await?;
+            let (checked, mut route, unnamed) = self.check(call, auth, body, lane).await?;
             if checked.code != Code::Ok {
                 return Err(Answer::api(checked));
+            }
+            if !unnamed.is_empty() {
+                // The directory was caught up above, under the lock.
+                let named = self.name_by_ids(body, unnamed, true).await?;
+                route = route::write(call, &named, self.setup.partitions);
             }
             let control_body = match route {
                 Ok(Route::Control(b)) => b,
@@ -700,7 +837,7 @@ impl Cluster {
             // Only a definition's check depends on the control records before it.
             let published = self
                 .log
-                .publish_control(call.path(), *at, control_body.as_bytes(), define, !define)
+                .publish_control(call.path(), *at, control_body.as_bytes(), define, answered)
                 .await;
             match published {
                 Ok((seq, answers)) => break (checked, seq, answers),
@@ -764,20 +901,19 @@ impl Cluster {
         forwarded: bool,
         lane: &Arc<Semaphore>,
     ) -> Answer {
+        let mut body = body;
         let p = match route::read(&body, self.setup.partitions) {
             Ok(p) => p,
             Err(text) => {
-                // The API's own refusals of the request itself (token, fields) come
-                // first, as on one engine; not its lookups, made here in no engine.
-                let r = self.front.validate(call.path(), auth, &body);
-                return if matches!(
-                    r.code,
-                    Code::BadRequest | Code::Unauthorized | Code::Forbidden | Code::TooLarge
-                ) {
-                    Answer::api(r)
-                } else {
-                    Answer::refused(200, 400, &text)
-                };
+                // Named otherwise than by id: looked up in this host's directory.
+                match self.read_by_id(call, auth, &body).await {
+                    Ok(named) => body = named,
+                    Err(answer) => return answer,
+                }
+                match route::read(&body, self.setup.partitions) {
+                    Ok(p) => p,
+                    Err(_) => return Answer::refused(200, 400, &text),
+                }
             }
         };
         let min = match min_seq.map(str::parse::<u64>) {
@@ -819,6 +955,32 @@ impl Cluster {
             return Answer::refused(503, 503, &format!("partition {p} has no owner"));
         };
         self.forward(&owner, call, auth, body, min_seq).await
+    }
+
+    /// A read's body with its profile named by id, from this host's directory; the
+    /// API's refusal of the request itself (token, fields, relation type) first, as
+    /// one engine gives it.
+    async fn read_by_id(
+        &self,
+        call: Call,
+        auth: Option<&str>,
+        body: &Bytes,
+    ) -> Result<Bytes, Answer> {
+        let request = self
+            .front
+            .parse(call.path(), auth, body)
+            .map_err(Answer::api)?;
+        let unnamed = unnamed(&self.front, &request);
+        if unnamed.is_empty() {
+            // Its relation type is not defined here: one engine's answer.
+            let r = self.front.validate(call.path(), auth, body);
+            return Err(if r.code == Code::Ok {
+                Answer::refused(200, 400, "a read must name its profile")
+            } else {
+                Answer::api(r)
+            });
+        }
+        self.name_by_ids(body, unnamed, false).await
     }
 
     async fn forward(

@@ -122,6 +122,8 @@ pub struct Plan {
     pub snapshot_every: u64,
     /// The operator's token.
     pub token: String,
+    /// Partitions in the cluster (a profile import keeps only this one's profiles).
+    pub partitions: u32,
     /// The API's limits, as the entry hosts check writes with (so a write they
     /// passed is never refused here for its size).
     pub limits: relcount::api::Limits,
@@ -247,11 +249,40 @@ fn apply_call(part: &Partition, token: &str, call: &str, body: &[u8], what: &str
     if !elsewhere {
         part.refused
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::debug!(partition = part.p, call, code = r.code.number(), body = %r.body, what, "write refused");
+        // These were answered once logged, their checks being all the engine makes.
+        let answered = what == "write"
+            && ["relations/attach", "relations/edit", "relations/import"].contains(&call);
+        if answered {
+            tracing::warn!(partition = part.p, call, code = r.code.number(), body = %r.body, "a write answered once logged was refused by its owner");
+        } else {
+            tracing::debug!(partition = part.p, call, code = r.code.number(), body = %r.body, what, "write refused");
+        }
     }
     Outcome {
         code: r.code.number(),
         body: Bytes::from(r.body),
+    }
+}
+
+/// Applies one call of the control stream: a definition or a deletion as it is, an
+/// import of profiles' data only for the profiles this partition holds.
+fn apply_control_call(
+    part: &Partition,
+    token: &str,
+    partitions: u32,
+    call: &str,
+    body: &[u8],
+) -> Outcome {
+    if call != relcount::api::Call::ImportProfiles.path() {
+        return apply_call(part, token, call, body, "control");
+    }
+    match super::route::profiles_of(body, partitions, part.p) {
+        Ok(Some(mine)) => apply_call(part, token, call, mine.as_bytes(), "control"),
+        Ok(None) => Outcome::ok(),
+        Err(why) => {
+            tracing::warn!(partition = part.p, %why, "a control import that does not parse: skipped");
+            Outcome::ok()
+        }
     }
 }
 
@@ -278,6 +309,7 @@ async fn apply_control(
     control: &stream::Stream,
     part: &Partition,
     token: &str,
+    partitions: u32,
     upto: u64,
 ) -> Result<(), String> {
     let mut at = part.at();
@@ -301,7 +333,7 @@ async fn apply_control(
                 let outcomes: Vec<Outcome> = record
                     .calls
                     .iter()
-                    .map(|(call, body)| apply_call(part, token, call, body, "control"))
+                    .map(|(call, body)| apply_control_call(part, token, partitions, call, body))
                     .collect();
                 answer(client, record.reply, part.p, &outcomes).await;
             }
@@ -485,7 +517,15 @@ async fn apply_record(
         return Err(format!("record {seq} of {name} is not a relcount record"));
     };
     // The control records the writes were checked after come first.
-    apply_control(&applier.client, control, part, &plan.token, record.control).await?;
+    apply_control(
+        &applier.client,
+        control,
+        part,
+        &plan.token,
+        plan.partitions,
+        record.control,
+    )
+    .await?;
     let outcomes: Vec<Outcome> = record
         .calls
         .iter()

@@ -1,8 +1,10 @@
 //! Where a request goes in a cluster: the partition of the profile it names (by id),
-//! every partition (the control stream), or several partitions (a batch, split by
-//! recipient). Pure functions over the request's text: the values are kept as sent
-//! (raw JSON), so what the owner applies is exactly what the client wrote, less its
-//! token (a token never enters the log).
+//! every partition (the control stream: definitions, profile data, deletions), or
+//! several partitions (a batch of relations, split by recipient). Pure functions over
+//! the request's text: the values are kept as sent (raw JSON), so what the owner
+//! applies is exactly what the client wrote, less its token (a token never enters the
+//! log), and with a profile named by email, phone or a field named by its id instead
+//! ([`name_by_id`]; the entry host looks it up in its directory).
 
 use std::collections::BTreeMap;
 
@@ -18,7 +20,8 @@ pub enum Route {
     /// One or more partitions, each with its own body (a batch split by recipient).
     Partitions(Vec<(u32, String)>),
     /// Every partition, in order with their own writes: a relation type's definition,
-    /// a profile's deletion (it may be an initiator anywhere).
+    /// profiles' data (every host's directory keeps it), a profile's deletion (it may
+    /// be an initiator anywhere).
     Control(String),
 }
 
@@ -42,14 +45,54 @@ fn to_text(o: &Object) -> String {
     serde_json::to_string(o).unwrap_or_default()
 }
 
-/// The id a matching object names, when it names its profile by id and only so; in a
-/// cluster, profiles are placed by id, so no other mode can find them.
+/// The fields that name a profile in a matching object.
+const MATCHING: [&str; 7] = [
+    "profile_id",
+    "matching",
+    "email",
+    "phone",
+    "field_name",
+    "field_value",
+    "resource_id",
+];
+
+/// `body` with the profile it names at `side` (a field, or the top level with
+/// `None`) named by `id` instead, as `{"profile_id": id}`.
+///
+/// # Errors
+///
+/// A body or side that is not a JSON object (the API refused it before).
+pub fn name_by_id(body: &[u8], side: Option<&str>, id: &str) -> Result<String, Refused> {
+    let text = std::str::from_utf8(body).map_err(|_| "the body must be UTF-8".to_owned())?;
+    let mut o = object(text, "the request body")?;
+    let by_id = |o: &mut Object| -> Result<(), Refused> {
+        for key in MATCHING {
+            o.remove(key);
+        }
+        let raw =
+            RawValue::from_string(relcount::api::json_string(id)).map_err(|e| e.to_string())?;
+        o.insert("profile_id".to_owned(), raw);
+        Ok(())
+    };
+    match side {
+        None => by_id(&mut o)?,
+        Some(side) => {
+            let mut inner = Object::new();
+            by_id(&mut inner)?;
+            let raw = RawValue::from_string(to_text(&inner)).map_err(|e| e.to_string())?;
+            o.insert(side.to_owned(), raw);
+        }
+    }
+    Ok(to_text(&o))
+}
+
+/// The id a matching object names, when it names its profile by id and only so (the
+/// entry host named it so, [`name_by_id`], when it was named otherwise).
 fn named_id(o: &Object, what: &str) -> Result<String, Refused> {
     let by_id = || {
         format!(
-            "in a cluster, {what} must name its profile by id, as {{\"profile_id\": \"...\"}} \
-             (profiles are placed by their id's hash; email, phone and custom matching \
-             cannot find them)"
+            "{what} must name its profile by id here, as {{\"profile_id\": \"...\"}} \
+             (profiles are placed by their id's hash)"
         )
     };
     for other in ["email", "phone", "field_name", "field_value", "resource_id"] {
@@ -123,23 +166,46 @@ pub fn write(call: Call, body: &[u8], partitions: u32) -> Result<Route, Refused>
                 side(&object(row.get(), "a relation")?, "profile_a")
             })
         }
-        Call::ImportProfiles => match o.get("profiles") {
-            None => {
-                let id = imported_id(&o)?;
-                Ok(Route::Partitions(vec![(
-                    partition_of(&id, partitions),
-                    without_token(o),
-                )]))
-            }
-            Some(p) => {
-                let rows: Vec<Box<RawValue>> = serde_json::from_str(p.get())
-                    .map_err(|_| "profiles must be an array".to_owned())?;
-                split(o, "profiles", rows, partitions, |row| {
-                    imported_id(&object(row.get(), "a profile")?)
-                })
-            }
-        },
+        Call::ImportProfiles => {
+            profile_parts(&o, 1)?;
+            Ok(Route::Control(without_token(o)))
+        }
         Call::GetCounter | Call::Get => Err(format!("{call} is a read")),
+    }
+}
+
+/// A profile import's parts by partition (see [`split`]).
+fn profile_parts(o: &Object, partitions: u32) -> Result<Route, Refused> {
+    match o.get("profiles") {
+        None => {
+            let id = imported_id(o)?;
+            Ok(Route::Partitions(vec![(
+                partition_of(&id, partitions),
+                without_token(o.clone()),
+            )]))
+        }
+        Some(p) => {
+            let rows: Vec<Box<RawValue>> = serde_json::from_str(p.get())
+                .map_err(|_| "profiles must be an array".to_owned())?;
+            split(o.clone(), "profiles", rows, partitions, |row| {
+                imported_id(&object(row.get(), "a profile")?)
+            })
+        }
+    }
+}
+
+/// The part of a profile import (a body of `profiles/import`) whose profiles
+/// partition `p` holds, if any: a partition keeps its own profiles' data, every
+/// host's directory all of it.
+///
+/// # Errors
+///
+/// A body that is not an import (its entry host checked it).
+pub fn profiles_of(body: &[u8], partitions: u32, p: u32) -> Result<Option<String>, Refused> {
+    let text = std::str::from_utf8(body).map_err(|_| "the body must be UTF-8".to_owned())?;
+    match profile_parts(&object(text, "the request body")?, partitions)? {
+        Route::Partitions(parts) => Ok(parts.into_iter().find(|(q, _)| *q == p).map(|(_, b)| b)),
+        Route::Control(_) => Ok(None),
     }
 }
 
@@ -223,7 +289,27 @@ mod tests {
     }
 
     #[test]
-    fn other_matching_modes_are_refused() {
+    fn a_profile_named_otherwise_is_named_by_id() {
+        let body = br#"{"token":"t","rel_id":1,"profile_a":{"email":"x@y.z","resource_id":4},"profile_b":{"profile_id":"b"},"weights":{"n":1.50}}"#;
+        let named = name_by_id(body, Some("profile_a"), "a\"1").expect("named");
+        let v: serde_json::Value = serde_json::from_str(&named).expect("json");
+        assert_eq!(v["profile_a"], serde_json::json!({"profile_id": "a\"1"}));
+        assert_eq!(v["profile_b"]["profile_id"], "b");
+        assert!(named.contains("1.50"), "numbers kept as sent: {named}");
+        let Ok(Route::Partitions(parts)) = write(Call::Attach, named.as_bytes(), 4) else {
+            panic!("not routed")
+        };
+        assert_eq!(parts[0].0, partition_of("a\"1", 4));
+        assert!(!parts[0].1.contains("token"), "{}", parts[0].1);
+        // A read's profile is named at its top level.
+        let read_body = br#"{"rel_id":1,"matching":"custom","field_name":"f","field_value":3}"#;
+        let named = name_by_id(read_body, None, "p9").expect("named");
+        assert_eq!(read(named.as_bytes(), 4), Ok(partition_of("p9", 4)));
+        assert!(!named.contains("field_name"), "{named}");
+    }
+
+    #[test]
+    fn unnamed_modes_are_refused_where_an_id_is_needed() {
         for a in [
             r#"{"email":"x@y.z"}"#,
             r#"{"matching":"phone","phone":"+1"}"#,
@@ -278,19 +364,32 @@ mod tests {
     }
 
     #[test]
-    fn an_imported_profile_keeps_its_email_and_phone() {
+    fn profile_data_goes_to_every_host_and_each_partition_keeps_its_own() {
         let body = br#"{"db_id":1,"profile_id":"p1","email":"a@b.c","phone":"+1 555","token":"t"}"#;
-        let Ok(Route::Partitions(parts)) = write(Call::ImportProfiles, body, 4) else {
-            panic!("not routed")
+        let Ok(Route::Control(all)) = write(Call::ImportProfiles, body, 4) else {
+            panic!("not to the control stream")
         };
-        assert_eq!(parts[0].0, partition_of("p1", 4));
-        assert!(parts[0].1.contains(r#""email":"a@b.c""#), "{}", parts[0].1);
-        assert!(!parts[0].1.contains("token"), "{}", parts[0].1);
-        let batch = br#"{"db_id":1,"profiles":[{"profile_id":"p1","email":"a@b.c"},{"profile_id":"p2","phone":"+1"}]}"#;
-        assert!(matches!(
-            write(Call::ImportProfiles, batch, 4),
-            Ok(Route::Partitions(_))
-        ));
+        assert!(all.contains(r#""email":"a@b.c""#), "{all}");
+        assert!(!all.contains("token"), "{all}");
+        let home = partition_of("p1", 4);
+        let mine = profiles_of(all.as_bytes(), 4, home).expect("an import");
+        assert!(mine.is_some_and(|b| b.contains("a@b.c")));
+        assert_eq!(profiles_of(all.as_bytes(), 4, (home + 1) % 4), Ok(None));
+        let batch = br#"{"db_id":1,"profiles":[{"profile_id":"p1","email":"a@b.c"},{"profile_id":"p2","phone":"+1"},{"profile_id":"p3"}]}"#;
+        let Ok(Route::Control(all)) = write(Call::ImportProfiles, batch, 4) else {
+            panic!("not to the control stream")
+        };
+        let mut seen = 0;
+        for p in 0..4 {
+            if let Some(part) = profiles_of(all.as_bytes(), 4, p).expect("an import") {
+                let v: serde_json::Value = serde_json::from_str(&part).expect("json");
+                for row in v["profiles"].as_array().expect("rows") {
+                    assert_eq!(partition_of(row["profile_id"].as_str().expect("id"), 4), p);
+                    seen += 1;
+                }
+            }
+        }
+        assert_eq!(seen, 3);
         assert!(write(Call::ImportProfiles, br#"{"db_id":1,"email":"a@b.c"}"#, 4).is_err());
     }
 
