@@ -246,15 +246,8 @@ impl Fixture {
             return Some(envelope);
         }
         // Every answer is one engine's: its successes, and its refusals, whether the
-        // entry host or the owner gave them. Save one (docs/cluster.md, "What
-        // differs"): a detach naming a profile the recipient's partition has never
-        // seen is refused 404 there, where one engine that knows the profile from
-        // other partitions' relations answers 410 (no such relation). Either way
-        // nothing changes.
+        // entry host or the owner gave them.
         let want: Json = serde_json::from_str(&single.body).expect("json");
-        if call == "relations/detach" && envelope["error"] == 404 && want["error"] == 410 {
-            return Some(envelope);
-        }
         assert_eq!(
             envelope, want,
             "{call} {body} via host {h}: the cluster answered {text}, one engine {}",
@@ -576,6 +569,71 @@ fn three_hosts_equal_one_engine() {
         )
         .expect("answered");
     assert_eq!(r["error"], 0, "{r}");
+    // A profile only ever an initiator, in another partition than its recipient,
+    // reads as one engine reads it through every host: zeroed counters where its
+    // database is a recipient's too, and a detach naming it finds no relation.
+    let same_db = json!({"rel_id": 5, "db_a": 1, "db_b": 1, "props": {"Donate": {"type": "int", "sum": true, "top": 2}}});
+    assert_eq!(
+        f.write_via(2, "relations/define", &same_db)
+            .expect("answered")["error"],
+        0
+    );
+    let recipient_id = "lonely-recipient";
+    let initiator_id = (0..)
+        .map(|k| format!("only-initiator{k}"))
+        .find(|id| partition_of(id) != partition_of(recipient_id))
+        .expect("an id");
+    let attach = json!({"rel_id": 5, "profile_a": {"profile_id": recipient_id},
+        "profile_b": {"profile_id": initiator_id}, "weights": {"Donate": 7}});
+    assert_eq!(
+        f.write_via(0, "relations/attach", &attach)
+            .expect("answered")["error"],
+        0
+    );
+    for h in 0..3 {
+        for (call, read) in [
+            (
+                "relations/get_counter",
+                json!({"rel_id": 5, "profile_id": initiator_id}),
+            ),
+            (
+                "relations/get",
+                json!({"rel_id": 5, "profile_id": initiator_id}),
+            ),
+            (
+                "relations/get_counter",
+                json!({"rel_id": 5, "profile_id": "never-seen"}),
+            ),
+        ] {
+            let (_, _, text) = post(
+                &f.addr(h),
+                &format!("/api/v1.1/{call}"),
+                &read.to_string(),
+                &[],
+            )
+            .expect("an answer");
+            let want = f.oracle.handle(
+                call,
+                Some(&format!("Bearer {TOKEN}")),
+                read.to_string().as_bytes(),
+            );
+            let got: Json = serde_json::from_str(&text).expect("json");
+            let want: Json = serde_json::from_str(&want.body).expect("json");
+            assert_eq!(got, want, "{call} {read} via host {h}");
+        }
+        // Detaches the engine refuses: no such relation (both profiles known), and an
+        // unknown profile.
+        for (a, b) in [
+            (initiator_id.as_str(), recipient_id),
+            ("never-seen", initiator_id.as_str()),
+        ] {
+            let detach = json!({"rel_id": 5, "profile_a": {"profile_id": a}, "profile_b": {"profile_id": b}});
+            let r = f
+                .write_via(h, "relations/detach", &detach)
+                .expect("answered");
+            assert_ne!(r["error"], 0, "{r}");
+        }
+    }
     // A wrong token is refused before anything is logged.
     let (_, _, text) = http(
         &f.addr(0),

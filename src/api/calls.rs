@@ -364,7 +364,7 @@ fn borrowed(weights: &[(String, Value)]) -> SmallVec<[(&str, Value); 8]> {
 }
 
 /// What a write that passed [`check`] would answer, for [`Api::validate`].
-fn dry_answer(request: &Request) -> String {
+pub(super) fn dry_answer(request: &Request) -> String {
     match request {
         Request::ImportRelations { rows, .. } => imported(rows.len()),
         _ => WRITE_OK.to_owned(),

@@ -429,6 +429,32 @@ impl Api {
         self.answer(calls::validate(self, call, authorization, body))
     }
 
+    /// [`validate`](Self::validate) for a write, keeping the typed request it read:
+    /// the request and the answer it would give, or the refusal. A cluster's entry
+    /// host reads a write once this way and places it by the request's profiles.
+    ///
+    /// # Errors
+    ///
+    /// The refusal [`handle`](Self::handle) would answer; a read is refused with 400
+    /// (it is no write).
+    pub fn validate_write(
+        &self,
+        call: &str,
+        authorization: Option<&str>,
+        body: &[u8],
+    ) -> Result<(Request, Response), Response> {
+        let request = self.parse(call, authorization, body)?;
+        if !request.call().is_write() {
+            return Err(Self::envelope(Fail::bad(format!(
+                "{} is a read, not a write",
+                request.call()
+            ))));
+        }
+        self.check(&request)?;
+        let answer = self.answer(Ok(calls::dry_answer(&request)));
+        Ok((request, answer))
+    }
+
     /// Reads a call into its typed [`Request`], as [`handle`](Self::handle) does
     /// first: the `Authorization` header and the token's rights, the body's size, its
     /// JSON, every field, weights typed by the relation type's schema. Nothing is

@@ -258,7 +258,8 @@ impl Log {
             max_payload,
             js,
             partitions,
-            lanes: (0..partitions).map(|_| Lane::default()).collect(),
+            // One per partition, and the control stream's last.
+            lanes: (0..=partitions).map(|_| Lane::default()).collect(),
             control_turn: Mutex::new(()),
             host,
             next_id: AtomicU64::new(0),
@@ -304,7 +305,34 @@ impl Log {
         control: u64,
         body: Bytes,
     ) -> Result<Placed, NotLogged> {
-        let lane = &self.lanes[p as usize];
+        self.enqueue(p as usize, call, control, body).await
+    }
+
+    /// Logs one call in the control stream, with the others waiting for its turn
+    /// (no owner answers it): its sequence once acknowledged. A call that must find
+    /// the control stream where its check saw it goes by
+    /// [`publish_control`](Self::publish_control).
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit).
+    pub async fn submit_control(
+        self: &Arc<Self>,
+        call: &'static str,
+        body: Bytes,
+    ) -> Result<u64, NotLogged> {
+        let lane = self.partitions as usize;
+        self.enqueue(lane, call, 0, body).await.map(|p| p.seq)
+    }
+
+    async fn enqueue(
+        self: &Arc<Self>,
+        p: usize,
+        call: &'static str,
+        control: u64,
+        body: Bytes,
+    ) -> Result<Placed, NotLogged> {
+        let lane = &self.lanes[p];
         let deadline = tokio::time::Instant::now() + self.timeout;
         let key = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (done, mut placed) = oneshot::channel();
@@ -354,10 +382,12 @@ impl Log {
         }
     }
 
-    /// Publishes what waits in `p`'s lane as one record (as much as one record
-    /// takes) and tells each call its result. The caller holds the lane's turn.
-    async fn publish_waiting(&self, p: u32) {
-        let lane = &self.lanes[p as usize];
+    /// Publishes what waits in lane `p` (a partition's, or the control stream's) as
+    /// one record (as much as one record takes) and tells each call its result. The
+    /// caller holds the lane's turn.
+    async fn publish_waiting(&self, p: usize) {
+        let lane = &self.lanes[p];
+        let partition = u32::try_from(p).ok().filter(|&p| p < self.partitions);
         let now = tokio::time::Instant::now();
         let mut group = Vec::new();
         {
@@ -387,10 +417,18 @@ impl Log {
         let reply = self.reply_subject();
         let control = group.iter().map(|w| w.control).max().unwrap_or(0);
         let calls: Vec<(&str, &[u8])> = group.iter().map(|w| (w.call, &w.body[..])).collect();
-        let record = encode(control, Some((&reply, &id)), &calls);
+        // A partition's owner answers; the control stream's calls here need none.
+        let (to, reply) = match partition {
+            Some(p) => (subject(p), Some((reply.as_str(), id.as_str()))),
+            None => (CONTROL_SUBJECT.to_owned(), None),
+        };
+        let record = encode(control, reply, &calls);
         let outcomes = self.outcomes.expect_calls(&id, group.len());
+        if partition.is_none() {
+            self.outcomes.forget(&id);
+        }
         let left = first.saturating_duration_since(now);
-        let logged = self.publish(&subject(p), &id, record, None, left).await;
+        let logged = self.publish(&to, &id, record, None, left).await;
         if logged.is_err() {
             self.outcomes.forget(&id);
         }

@@ -132,13 +132,78 @@ impl Answer {
 /// its database, and how it is named.
 type Unnamed = (Option<&'static str>, u32, relcount::OwnedMatch);
 
-/// A write checked: the API's answer, where it goes, and the profiles to name by id
-/// before it can go anywhere.
-type Checked = (
-    relcount::api::Response,
-    Result<Route, route::Refused>,
-    Vec<Unnamed>,
-);
+/// A write checked.
+struct Checked {
+    /// The API's answer to it, or its refusal.
+    answer: relcount::api::Response,
+    /// Where it goes (an error for a profile still to be named by id).
+    route: Result<Route, route::Refused>,
+    /// The profiles to name by id before it can go anywhere.
+    unnamed: Vec<Unnamed>,
+    /// The profiles it names by id that this host's directory does not have: they
+    /// are recorded in the control stream before the write is logged.
+    new: Vec<(u32, String)>,
+}
+
+impl Checked {
+    fn refused(answer: relcount::api::Response) -> Checked {
+        Checked {
+            answer,
+            route: Err(String::new()),
+            unnamed: Vec::new(),
+            new: Vec::new(),
+        }
+    }
+}
+
+/// The profiles `request` names by id that `front`'s directory lacks, each once.
+fn new_profiles(front: &Api, request: &relcount::api::Request) -> Vec<(u32, String)> {
+    use relcount::api::Request;
+    let engine = front.engine();
+    let mut out: Vec<(u32, String)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut note = |db: u32, id: &str| {
+        if !engine.contains_profile(db, relcount::Match::Id(id)) && seen.insert((db, id.to_owned()))
+        {
+            out.push((db, id.to_owned()));
+        }
+    };
+    let Some(rel_id) = request.rel_id() else {
+        return Vec::new();
+    };
+    let Some(t) = engine.relation_type(rel_id) else {
+        return Vec::new();
+    };
+    match request {
+        // A detach creates nothing. (A strengthen that creates a profile creates its
+        // relation: from zero, no delta overflows.)
+        Request::Write {
+            op,
+            profile_a,
+            profile_b,
+            ..
+        } if *op != relcount::Op::Detach => {
+            for (db, m) in [(t.db_a(), profile_a), (t.db_b(), profile_b)] {
+                if let relcount::OwnedMatch::Id(id) = m {
+                    note(db, id);
+                }
+            }
+        }
+        Request::ImportRelations { rows, .. } => {
+            for (a, b, _) in rows {
+                note(t.db_a(), a);
+                note(t.db_b(), b);
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// A control record's call that names profiles writes create (no API call): every
+/// host's directory records them, so a profile known only as an initiator reads as
+/// one engine reads it.
+pub const CREATED: &str = "relcount/created";
 
 /// The profiles `request` names otherwise than by id.
 fn unnamed(front: &Api, request: &relcount::api::Request) -> Vec<Unnamed> {
@@ -206,6 +271,8 @@ pub struct Cluster {
     /// The same, readable without the lock (a control write holds it while it
     /// publishes, and no other write waits for that).
     front_seen: std::sync::atomic::AtomicU64,
+    /// Definitions the front has applied.
+    front_defines: std::sync::atomic::AtomicU64,
     /// When the last catch-up that ended began (see [`Cluster::catch_up_since`]).
     front_began: std::sync::Mutex<tokio::time::Instant>,
     owned: RwLock<HashMap<u32, Owned>>,
@@ -404,6 +471,7 @@ impl Cluster {
             front_at: tokio::sync::Mutex::new(0),
             front_seen: std::sync::atomic::AtomicU64::new(0),
             front_began: std::sync::Mutex::new(tokio::time::Instant::now()),
+            front_defines: std::sync::atomic::AtomicU64::new(0),
             owned: RwLock::new(HashMap::new()),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
@@ -555,12 +623,37 @@ impl Cluster {
                 .map(|r| r.calls)
                 .unwrap_or_default()
             {
+                if call == CREATED {
+                    self.created(body);
+                    continue;
+                }
+                if call == Call::Define.path() {
+                    self.front_defines
+                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                }
                 let auth = format!("Bearer {}", self.setup.token);
                 let _ = self.front.handle(call, Some(&auth), body);
             }
             *at = seq;
         }
         Ok(())
+    }
+
+    /// Records in the directory the profiles a [`CREATED`] record names that it does
+    /// not have (an id-only profile; one imported meanwhile keeps its data).
+    fn created(&self, body: &[u8]) {
+        let Ok(profiles) = serde_json::from_slice::<Vec<(u32, String)>>(body) else {
+            tracing::warn!("a record of created profiles that does not parse: skipped");
+            return;
+        };
+        let engine = self.front.engine();
+        for (db, id) in profiles {
+            if !engine.contains_profile(db, relcount::Match::Id(&id))
+                && let Err(e) = engine.import_profile(db, &id, relcount::ProfileData::default())
+            {
+                tracing::warn!(db, id, error = %e, "a created profile not recorded");
+            }
+        }
     }
 
     /// Serves an API call in cluster mode. `lane` gives the permits for CPU work
@@ -604,16 +697,22 @@ impl Cluster {
         let partitions = self.setup.partitions;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let checked = front.validate(call.path(), auth.as_deref(), &body);
-            if checked.code != Code::Ok {
-                return (checked, Err(String::new()), Vec::new());
-            }
-            let route = route::write(call, &body, partitions);
-            let unnamed = match (&route, front.parse(call.path(), auth.as_deref(), &body)) {
-                (Err(_), Ok(request)) => unnamed(&front, &request),
-                _ => Vec::new(),
+            let (request, answer) = match front.validate_write(call.path(), auth.as_deref(), &body)
+            {
+                Ok(checked) => checked,
+                Err(refusal) => return Checked::refused(refusal),
             };
-            (checked, route, unnamed)
+            let route = route::write(call, &body, partitions);
+            let unnamed = match &route {
+                Err(_) => unnamed(&front, &request),
+                Ok(_) => Vec::new(),
+            };
+            Checked {
+                answer,
+                route,
+                unnamed,
+                new: new_profiles(&front, &request),
+            }
         })
         .await
         .map_err(|_| Answer::refused(500, 500, "internal error"))
@@ -664,37 +763,53 @@ impl Cluster {
             };
         }
         let log_error = |e: String| Answer::refused(503, 503, &format!("the cluster's log: {e}"));
-        let (mut checked, mut route, mut unnamed) = match self.check(call, auth, &body, lane).await
-        {
+        let mut checked = match self.check(call, auth, &body, lane).await {
             Ok(c) => c,
             Err(answer) => return answer,
         };
-        if checked.code == Code::UnknownRelation {
+        if checked.answer.code == Code::UnknownRelation {
             // A relation type defined through another host may not be here yet.
             if let Err(e) = self.catch_up_front().await {
                 return log_error(e);
             }
-            (checked, route, unnamed) = match self.check(call, auth, &body, lane).await {
+            checked = match self.check(call, auth, &body, lane).await {
                 Ok(c) => c,
                 Err(answer) => return answer,
             };
         }
+        let Checked {
+            answer: checked,
+            mut route,
+            unnamed,
+            new,
+        } = checked;
         if checked.code != Code::Ok {
             return Answer::api(checked);
         }
+        let arrived = tokio::time::Instant::now();
+        let mut body = body;
         if !unnamed.is_empty() {
             match self.name_by_ids(&body, unnamed, false).await {
-                Ok(named) => route = route::write(call, &named, self.setup.partitions),
+                Ok(named) => {
+                    route = route::write(call, &named, self.setup.partitions);
+                    body = named;
+                }
                 Err(answer) => return answer,
             }
         }
         // Read after the check: the front was at least this far when it checked.
-        let checked_at = self.front_seen.load(std::sync::atomic::Ordering::Acquire);
+        let mut checked_at = self.front_seen.load(std::sync::atomic::Ordering::Acquire);
         let parts = match route {
             Ok(Route::Partitions(parts)) => parts,
             Ok(Route::Control(_)) => return Answer::refused(500, 500, "internal error"),
             Err(text) => return Answer::refused(200, 400, &text),
         };
+        // The profiles the write creates are recorded first, and the write stamped
+        // after them.
+        match self.record_new(&new).await {
+            Ok(seq) => checked_at = checked_at.max(seq),
+            Err(e) => return Answer::refused(503, 503, &format!("{e}; the write was not logged")),
+        }
         if let Some(answer) = self.too_large(parts.iter().map(|(_, b)| b.len() + call.path().len()))
         {
             return answer;
@@ -748,18 +863,39 @@ impl Cluster {
                 // One engine answers a write with the first refusal, or its success.
                 match outcomes.into_iter().flatten().find(|o| o.code != 0) {
                     None => Answer::api(checked),
-                    Some(o) => Answer {
-                        status: 200,
-                        body: o.body,
-                        code: o.code,
-                        written: None,
-                    },
+                    Some(o) => {
+                        let refused = Answer {
+                            status: 200,
+                            body: o.body,
+                            code: o.code,
+                            written: None,
+                        };
+                        // A detach naming a profile its partition never saw: one
+                        // engine knows it if the directory does (no such relation).
+                        self.unless_known(refused, call, auth, &body, arrived).await
+                    }
                 }
             }
             _ => self.not_applied_yet(&written),
         };
         answer.written = Some(written);
         answer
+    }
+
+    /// Records `new` profiles in the control stream (in records that fit); the last
+    /// one's sequence (0 with none).
+    async fn record_new(&self, new: &[(u32, String)]) -> Result<u64, log::NotLogged> {
+        let mut last = 0;
+        let mut rest = new;
+        while !rest.is_empty() {
+            // An id is at most 64 bytes; with its database and JSON, under 96.
+            let n = (self.log.max_record().saturating_sub(256) / 96).clamp(1, rest.len());
+            let (chunk, after) = rest.split_at(n);
+            let body = serde_json::to_vec(chunk).unwrap_or_default();
+            last = self.log.submit_control(CREATED, Bytes::from(body)).await?;
+            rest = after;
+        }
+        Ok(last)
     }
 
     /// A 504: the write is logged, but its owner did not say within the wait what it
@@ -809,11 +945,17 @@ impl Cluster {
         let mut at = self.front_at.lock().await;
         self.catch_up(&mut at).await.map_err(log_error)?;
         let mut tries = 0;
+        let started = tokio::time::Instant::now();
         let define = call == Call::Define;
         // Only a deletion's outcome depends on the data, in each partition.
         let answered = call == Call::DeleteProfile;
         let (checked, seq, answers) = loop {
-            let (checked, mut route, unnamed) = self.check(call, auth, body, lane).await?;
+            let Checked {
+                answer: checked,
+                mut route,
+                unnamed,
+                ..
+            } = self.check(call, auth, body, lane).await?;
             if checked.code != Code::Ok {
                 return Err(Answer::api(checked));
             }
@@ -841,9 +983,23 @@ impl Cluster {
                 .await;
             match published {
                 Ok((seq, answers)) => break (checked, seq, answers),
-                Err(log::NotLogged::Moved) if tries < 20 => {
-                    tries += 1;
+                // Other hosts' records (profiles created, deletions) move the stream
+                // on too, without changing a definition's check: only tries that met
+                // another definition count, and all of them share the log's timeout.
+                Err(log::NotLogged::Moved)
+                    if tries < 20 && started.elapsed() < self.log.timeout() =>
+                {
+                    let before = self
+                        .front_defines
+                        .load(std::sync::atomic::Ordering::Acquire);
                     self.catch_up(&mut at).await.map_err(log_error)?;
+                    if self
+                        .front_defines
+                        .load(std::sync::atomic::Ordering::Acquire)
+                        != before
+                    {
+                        tries += 1;
+                    }
                 }
                 Err(e) => return Err(Answer::refused(503, 503, &e.to_string())),
             }
@@ -901,6 +1057,7 @@ impl Cluster {
         forwarded: bool,
         lane: &Arc<Semaphore>,
     ) -> Answer {
+        let arrived = tokio::time::Instant::now();
         let mut body = body;
         let p = match route::read(&body, self.setup.partitions) {
             Ok(p) => p,
@@ -937,15 +1094,23 @@ impl Cluster {
             let Ok(permit) = Arc::clone(lane).acquire_owned().await else {
                 return Answer::refused(503, 503, "the server is shutting down");
             };
+            let (served_auth, served_body) = (auth.clone(), body.clone());
             let served = tokio::task::spawn_blocking(move || {
                 let _permit = permit;
-                part.api.handle(call.path(), auth.as_deref(), &body)
+                part.api
+                    .handle(call.path(), served_auth.as_deref(), &served_body)
             })
             .await;
-            return match served {
+            let answer = match served {
                 Ok(r) => Answer::api(r),
-                Err(_) => Answer::refused(500, 500, "internal error"),
+                Err(_) => return Answer::refused(500, 500, "internal error"),
             };
+            if forwarded {
+                return answer;
+            }
+            return self
+                .unless_known(answer, call, auth.as_deref(), &body, arrived)
+                .await;
         }
         if forwarded {
             return Answer::refused(503, 503, &format!("partition {p} is not served here"));
@@ -954,7 +1119,40 @@ impl Cluster {
         let Some(owner) = owner else {
             return Answer::refused(503, 503, &format!("partition {p} has no owner"));
         };
-        self.forward(&owner, call, auth, body, min_seq).await
+        let answer = self
+            .forward(&owner, call, auth, body.clone(), min_seq)
+            .await;
+        self.unless_known(answer, call, auth, &body, arrived).await
+    }
+
+    /// `answer`, unless it is a 404 for a profile its partition does not hold but
+    /// the directory does (a profile only ever an initiator, or named by a write whose
+    /// recipient lives elsewhere): then one engine's answer, which the directory
+    /// gives (it holds every profile and no relation: zeroed counters, an empty
+    /// page, no such relation).
+    async fn unless_known(
+        &self,
+        answer: Answer,
+        call: Call,
+        auth: Option<&str>,
+        body: &[u8],
+        arrived: tokio::time::Instant,
+    ) -> Answer {
+        if answer.code != Code::ProfileNotFound.number() {
+            return answer;
+        }
+        if self.catch_up_since(arrived).await.is_err() {
+            return answer;
+        }
+        let r = self.front.handle(call.path(), auth, body);
+        if r.code == Code::ProfileNotFound {
+            answer
+        } else {
+            Answer {
+                written: answer.written,
+                ..Answer::api(r)
+            }
+        }
     }
 
     /// A read's body with its profile named by id, from this host's directory; the

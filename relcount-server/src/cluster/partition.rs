@@ -265,7 +265,8 @@ fn apply_call(part: &Partition, token: &str, call: &str, body: &[u8], what: &str
 }
 
 /// Applies one call of the control stream: a definition or a deletion as it is, an
-/// import of profiles' data only for the profiles this partition holds.
+/// import of profiles' data only for the profiles this partition holds, the profiles
+/// writes created not at all (the writes do).
 fn apply_control_call(
     part: &Partition,
     token: &str,
@@ -273,6 +274,10 @@ fn apply_control_call(
     call: &str,
     body: &[u8],
 ) -> Outcome {
+    if call == super::CREATED {
+        // For the hosts' directories: the write that created them follows.
+        return Outcome::ok();
+    }
     if call != relcount::api::Call::ImportProfiles.path() {
         return apply_call(part, token, call, body, "control");
     }
