@@ -271,6 +271,10 @@ pub struct Cluster {
     /// The same, readable without the lock (a control write holds it while it
     /// publishes, and no other write waits for that).
     front_seen: std::sync::atomic::AtomicU64,
+    /// The last control record the front applied, for the partitions.
+    front_applied: tokio::sync::watch::Sender<u64>,
+    /// Wakes the front's follower.
+    front_wake: Arc<tokio::sync::Notify>,
     /// Definitions the front has applied.
     front_defines: std::sync::atomic::AtomicU64,
     /// When the last catch-up that ended began (see [`Cluster::catch_up_since`]).
@@ -346,7 +350,7 @@ async fn follow_owners(cluster: Arc<Cluster>, first: jetstream::consumer::pull::
     }
 }
 
-fn plan(setup: &Setup, p: u32) -> Plan {
+fn plan(setup: &Setup, p: u32, following: partition::Following) -> Plan {
     Plan {
         dir: setup
             .data
@@ -355,6 +359,7 @@ fn plan(setup: &Setup, p: u32) -> Plan {
         snapshot_every: setup.snapshot_every,
         token: setup.token.clone(),
         partitions: setup.partitions,
+        following,
         limits: setup.limits.clone(),
     }
 }
@@ -472,6 +477,8 @@ impl Cluster {
             front_seen: std::sync::atomic::AtomicU64::new(0),
             front_began: std::sync::Mutex::new(tokio::time::Instant::now()),
             front_defines: std::sync::atomic::AtomicU64::new(0),
+            front_applied: tokio::sync::watch::Sender::new(0),
+            front_wake: Arc::new(tokio::sync::Notify::new()),
             owned: RwLock::new(HashMap::new()),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
@@ -480,9 +487,14 @@ impl Cluster {
         // stamped, after the definitions and deletions logged before it arrived
         // (within this period) even when no marker has placed them yet.
         let follower = Arc::downgrade(&cluster);
+        let wake = Arc::clone(&cluster.front_wake);
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(FOLLOW_CONTROL).await;
+                // Every period, and whenever a partition waits for it.
+                tokio::select! {
+                    () = tokio::time::sleep(FOLLOW_CONTROL) => {}
+                    () = wake.notified() => {}
+                }
                 let Some(c) = follower.upgrade() else { return };
                 if let Err(e) = c.catch_up_front().await {
                     tracing::debug!(error = %e, "following the control stream");
@@ -498,8 +510,11 @@ impl Cluster {
         });
         for (p, claimed) in futures_util::future::join_all(claims).await {
             let claimed = claimed.map_err(|e| format!("cannot claim partition {p}: {e}"))?;
-            let (part, task) =
-                partition::start(cluster.log.js().clone(), p, plan(&cluster.setup, p))?;
+            let (part, task) = partition::start(
+                cluster.log.js().clone(),
+                p,
+                plan(&cluster.setup, p, cluster.following()),
+            )?;
             cluster.write_owned().insert(
                 p,
                 Owned {
@@ -635,8 +650,17 @@ impl Cluster {
                 let _ = self.front.handle(call, Some(&auth), body);
             }
             *at = seq;
+            self.front_applied.send_replace(seq);
         }
         Ok(())
+    }
+
+    /// Where this host's directory stands, for its partitions.
+    fn following(&self) -> partition::Following {
+        partition::Following {
+            applied: self.front_applied.subscribe(),
+            wake: Arc::clone(&self.front_wake),
+        }
     }
 
     /// Records in the directory the profiles a [`CREATED`] record names that it does
@@ -1267,7 +1291,7 @@ impl Cluster {
         for o in owned {
             o.task.abort();
             let _ = o.task.await;
-            if let Some(dir) = plan(&self.setup, o.part.p).dir {
+            if let Some(dir) = plan(&self.setup, o.part.p, self.following()).dir {
                 let at = o.part.at();
                 let engine = Arc::clone(o.part.api.engine());
                 let saved =

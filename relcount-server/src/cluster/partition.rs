@@ -113,6 +113,37 @@ impl Partition {
     }
 }
 
+/// Where this host's directory stands in the control stream (the control records it
+/// applied, and a way to have it read the stream now). A partition answers a
+/// deletion once the directory applied it too: after a deletion's answer, no write
+/// through this host is checked against a directory that still holds the profile.
+#[derive(Debug, Clone)]
+pub struct Following {
+    /// The last control record the directory applied.
+    pub applied: watch::Receiver<u64>,
+    /// Asks the directory to read the control stream now.
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+impl Following {
+    /// Waits (at most `wait`) until the directory applied control record `seq`.
+    async fn reached(&self, seq: u64, wait: Duration) {
+        let mut applied = self.applied.clone();
+        let reached = async {
+            loop {
+                if *applied.borrow_and_update() >= seq {
+                    return;
+                }
+                self.wake.notify_one();
+                if applied.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(wait, reached).await;
+    }
+}
+
 /// How an applier runs.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -124,6 +155,8 @@ pub struct Plan {
     pub token: String,
     /// Partitions in the cluster (a profile import keeps only this one's profiles).
     pub partitions: u32,
+    /// This host's directory.
+    pub following: Following,
     /// The API's limits, as the entry hosts check writes with (so a write they
     /// passed is never refused here for its size).
     pub limits: relcount::api::Limits,
@@ -315,6 +348,7 @@ async fn apply_control(
     part: &Partition,
     token: &str,
     partitions: u32,
+    following: &Following,
     upto: u64,
 ) -> Result<(), String> {
     let mut at = part.at();
@@ -340,7 +374,16 @@ async fn apply_control(
                     .iter()
                     .map(|(call, body)| apply_control_call(part, token, partitions, call, body))
                     .collect();
-                answer(client, record.reply, part.p, &outcomes).await;
+                if let Some((subject, id)) = record.reply {
+                    // Answered once this host's directory applied it too, without
+                    // holding up the partition's next records.
+                    let (client, following, p) = (client.clone(), following.clone(), part.p);
+                    let (subject, id) = (subject.to_owned(), id.to_owned());
+                    tokio::spawn(async move {
+                        following.reached(seq, DIRECTORY_WAIT).await;
+                        answer(&client, Some((&subject, &id)), p, &outcomes).await;
+                    });
+                }
             }
             None => tracing::warn!(seq, "a control record that is not a call: skipped"),
         }
@@ -528,6 +571,7 @@ async fn apply_record(
         part,
         &plan.token,
         plan.partitions,
+        &plan.following,
         record.control,
     )
     .await?;
@@ -583,6 +627,9 @@ async fn by_sequence(
     }
     Ok(read)
 }
+
+/// The longest a deletion's answer waits for this host's directory to apply it.
+const DIRECTORY_WAIT: Duration = Duration::from_secs(5);
 
 /// Most records [`by_sequence`] applies before a consumer is tried again.
 const BY_SEQUENCE: u64 = 1000;
