@@ -4,14 +4,20 @@
 //!   modulo that number ([`route::partition_of`]), one JetStream stream each, so the
 //!   stream's sequence is the partition's offset.
 //! - A write enters through any host: checked by the API as a single engine would
-//!   ([`relcount::api::Api::validate`], against the relation types the control
-//!   stream defined), published to its partition (a batch split by recipient) and
-//!   answered once JetStream acknowledged it. The answer's `relcount-written` header
-//!   gives `partition=sequence` for each record written.
-//! - A definition or a profile's deletion goes to the control stream, then a marker
-//!   naming its sequence to every partition, so each partition applies it in order
-//!   with its own writes, exactly once (the partition's snapshot keeps the control
-//!   sequence it reached).
+//!   ([`relcount::api::Api::validate_write`], against the relation types the control
+//!   stream defined), its profiles named by id (a lookup by email, phone or field in
+//!   this host's directory), and published to its partition (a batch split by
+//!   recipient) with the writes that waited for the partition's turn
+//!   ([`log::Log::submit`]). The answer's `relcount-written` header gives
+//!   `partition=sequence` for each record written.
+//! - The partition's owner decides what only the data decides (a missing relation,
+//!   an overflow, an unknown profile), in log order, and answers the entry host
+//!   ([`outcome`]), which answers the client with it.
+//! - Definitions, profile imports and deletions go to the control stream, then (but
+//!   imports) a marker naming its sequence to every partition, so each partition
+//!   applies them in order with its own writes, exactly once (the partition's
+//!   snapshot keeps the control sequence it reached). Every host follows the control
+//!   stream into its directory: relation types and every profile, no relations.
 //! - Each host owns the partitions of its `--owns` (published in a NATS KV bucket,
 //!   the owners' map), and applies each one's stream in order into an engine of its
 //!   own ([`partition`]). A read goes to the partition's owner: served here, or
