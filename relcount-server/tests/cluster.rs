@@ -679,6 +679,81 @@ fn the_stream_leader_killed_while_publishing() {
 }
 
 #[test]
+fn concurrent_writes_grouped_apply_once_under_a_leader_kill() {
+    let _one = serial();
+    let mut f = Fixture::new("grouped", 0x5eed_0007, "30");
+    f.define();
+    let addrs: Vec<String> = (0..3).map(|h| f.addr(h)).collect();
+    let leader = f.leader_of(partition_of(&recipient(0)));
+    let pid = f.nats[leader].child.as_ref().expect("running").id();
+    // Strengthens add, so any order of them ends the same: a write applied twice (a
+    // retried publish stored again) or lost shows in the sums. Twelve clients at once,
+    // so a partition's writes go several to a record; the leader of a stream is
+    // killed while they are sent.
+    let sent = AtomicUsize::new(0);
+    let answered: Vec<(Json, u16, Option<String>, String)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..12)
+            .map(|t| {
+                let (addrs, sent) = (&addrs, &sent);
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    for i in 0..40 {
+                        let body = json!({"rel_id": 1,
+                            "profile_a": {"profile_id": recipient((t * 7 + i) % RECIPIENTS)},
+                            "profile_b": {"profile_id": initiator(t)},
+                            "weights": {"Donate": i + 1}});
+                        let (status, headers, text) = post(
+                            &addrs[(t + i) % 3],
+                            "/api/v1.1/relations/strengthen",
+                            &body.to_string(),
+                            &[],
+                        )
+                        .expect("an answer");
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        out.push((body, status, headers.get("relcount-written").cloned(), text));
+                    }
+                    out
+                })
+            })
+            .collect();
+        while sent.load(Ordering::SeqCst) < 60 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let status = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a client"))
+            .collect()
+    });
+    assert_eq!(answered.len(), 12 * 40);
+    for (body, status, written, text) in answered {
+        // Each is acknowledged: applied (200) or logged and applied later (504).
+        assert!(status == 200 || status == 504, "{body}: {status} {text}");
+        if status == 200 {
+            assert!(text.contains("\"error\":0"), "{body}: {text}");
+        }
+        for part in written.expect("logged").split(',') {
+            let (p, seq) = part.split_once('=').expect("p=seq");
+            let (p, seq): (u32, u64) = (p.parse().expect("p"), seq.parse().expect("seq"));
+            let w = f.written.entry(p).or_default();
+            *w = (*w).max(seq);
+        }
+        let single = f.oracle.handle(
+            "relations/strengthen",
+            Some(&format!("Bearer {TOKEN}")),
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(single.code, relcount::api::Code::Ok);
+    }
+    f.nats[leader].kill();
+    f.compare();
+}
+
+#[test]
 fn the_control_stream_leader_killed_mid_define_and_delete() {
     let _one = serial();
     let mut f = Fixture::new("control-leader", 0x5eed_0006, "30");

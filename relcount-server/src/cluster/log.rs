@@ -179,6 +179,8 @@ struct Waiting {
     body: Bytes,
     /// When its write stops waiting.
     deadline: tokio::time::Instant,
+    /// Whether its write waits for the owner's outcome.
+    answered: bool,
     done: oneshot::Sender<Result<Placed, NotLogged>>,
 }
 
@@ -291,7 +293,8 @@ impl Log {
     /// Logs one call in partition `p`, checked at control sequence `control`: it
     /// waits for the partition's turn with the calls that came before it, and goes in
     /// one record with all those waiting then. Its record's sequence once
-    /// acknowledged, with the owner's outcome to come.
+    /// acknowledged, with the owner's outcome to come when `answered` (else the
+    /// record asks for none, unless another of its calls does).
     ///
     /// # Errors
     ///
@@ -304,8 +307,10 @@ impl Log {
         call: &'static str,
         control: u64,
         body: Bytes,
+        answered: bool,
     ) -> Result<Placed, NotLogged> {
-        self.enqueue(p as usize, call, control, body).await
+        self.enqueue(p as usize, call, control, body, answered)
+            .await
     }
 
     /// Logs one call in the control stream, with the others waiting for its turn
@@ -322,7 +327,9 @@ impl Log {
         body: Bytes,
     ) -> Result<u64, NotLogged> {
         let lane = self.partitions as usize;
-        self.enqueue(lane, call, 0, body).await.map(|p| p.seq)
+        self.enqueue(lane, call, 0, body, false)
+            .await
+            .map(|p| p.seq)
     }
 
     async fn enqueue(
@@ -331,6 +338,7 @@ impl Log {
         call: &'static str,
         control: u64,
         body: Bytes,
+        answered: bool,
     ) -> Result<Placed, NotLogged> {
         let lane = &self.lanes[p];
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -342,6 +350,7 @@ impl Log {
             control,
             body,
             deadline,
+            answered,
             done,
         });
         loop {
@@ -417,16 +426,18 @@ impl Log {
         let reply = self.reply_subject();
         let control = group.iter().map(|w| w.control).max().unwrap_or(0);
         let calls: Vec<(&str, &[u8])> = group.iter().map(|w| (w.call, &w.body[..])).collect();
-        // A partition's owner answers; the control stream's calls here need none.
-        let (to, reply) = match partition {
-            Some(p) => (subject(p), Some((reply.as_str(), id.as_str()))),
-            None => (CONTROL_SUBJECT.to_owned(), None),
-        };
+        // A partition's owner answers when a write of the record waits for it; the
+        // control stream's calls here need no answer.
+        let answered = partition.is_some() && group.iter().any(|w| w.answered);
+        let to = partition.map_or_else(|| CONTROL_SUBJECT.to_owned(), subject);
+        let reply = answered.then_some((reply.as_str(), id.as_str()));
         let record = encode(control, reply, &calls);
-        let outcomes = self.outcomes.expect_calls(&id, group.len());
-        if partition.is_none() {
-            self.outcomes.forget(&id);
-        }
+        let outcomes: Vec<oneshot::Receiver<Outcome>> = if answered {
+            self.outcomes.expect_calls(&id, group.len())
+        } else {
+            // Receivers that never get an outcome (their senders dropped).
+            (0..group.len()).map(|_| oneshot::channel().1).collect()
+        };
         let left = first.saturating_duration_since(now);
         let logged = self.publish(&to, &id, record, None, left).await;
         if logged.is_err() {

@@ -277,6 +277,9 @@ pub struct Cluster {
     /// The same, readable without the lock (a control write holds it while it
     /// publishes, and no other write waits for that).
     front_seen: std::sync::atomic::AtomicU64,
+    /// The profiles this host recorded as created, with their record's sequence,
+    /// until its directory applies that record.
+    recorded: std::sync::Mutex<HashMap<(u32, String), u64>>,
     /// The last control record the front applied, for the partitions.
     front_applied: tokio::sync::watch::Sender<u64>,
     /// Wakes the front's follower.
@@ -484,6 +487,7 @@ impl Cluster {
             front_began: std::sync::Mutex::new(tokio::time::Instant::now()),
             front_defines: std::sync::atomic::AtomicU64::new(0),
             front_applied: tokio::sync::watch::Sender::new(0),
+            recorded: std::sync::Mutex::new(HashMap::new()),
             front_wake: Arc::new(tokio::sync::Notify::new()),
             owned: RwLock::new(HashMap::new()),
             client: Client::builder(TokioExecutor::new()).build_http(),
@@ -658,6 +662,11 @@ impl Cluster {
             *at = seq;
             self.front_applied.send_replace(seq);
         }
+        let applied = *at;
+        self.recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, seq| *seq > applied);
         Ok(())
     }
 
@@ -828,34 +837,43 @@ impl Cluster {
             }
         }
         // Read after the check: the front was at least this far when it checked.
-        let mut checked_at = self.front_seen.load(std::sync::atomic::Ordering::Acquire);
+        let checked_at = self.front_seen.load(std::sync::atomic::Ordering::Acquire);
         let parts = match route {
             Ok(Route::Partitions(parts)) => parts,
             Ok(Route::Control(_)) => return Answer::refused(500, 500, "internal error"),
             Err(text) => return Answer::refused(200, 400, &text),
         };
-        // The profiles the write creates are recorded first, and the write stamped
-        // after them.
-        match self.record_new(&new).await {
-            Ok(seq) => checked_at = checked_at.max(seq),
-            Err(e) => return Answer::refused(503, 503, &format!("{e}; the write was not logged")),
-        }
         if let Some(answer) = self.too_large(parts.iter().map(|(_, b)| b.len() + call.path().len()))
         {
             return answer;
         }
+        // The profiles the write creates are recorded in the control stream beside it
+        // (partitions skip those records), and it is answered once both are logged:
+        // a deletion sent after the answer comes after the record.
+        let new = self.not_recorded(new);
+        let answered = matches!(call, Call::Detach | Call::Strengthen);
         let submits = parts.into_iter().map(|(p, b)| async move {
             (
                 p,
                 self.log
-                    .submit(p, call.path(), checked_at, Bytes::from(b))
+                    .submit(p, call.path(), checked_at, Bytes::from(b), answered)
                     .await,
             )
         });
+        let (recorded, placed) = futures_util::future::join(
+            self.record_new(&new),
+            futures_util::future::join_all(submits),
+        )
+        .await;
+        if let Err(e) = recorded {
+            // The write's own fate is its answer; a profile unrecorded only reads 404
+            // as an initiator until a write through another host names it.
+            tracing::warn!(error = %e, "new profiles not recorded in the directory");
+        }
         let mut written = Vec::new();
         let mut outcomes = Vec::new();
         let mut failed = None;
-        for (p, placed) in futures_util::future::join_all(submits).await {
+        for (p, placed) in placed {
             match placed {
                 Ok(placed) => {
                     written.push(format!("{p}={}", placed.seq));
@@ -878,7 +896,7 @@ impl Cluster {
         // created, its values replace others, exact sums do not overflow): it is
         // answered once logged. A detach (the relation must exist) and a strengthen
         // (its sum must stay in range) wait for their owner's outcome.
-        if !matches!(call, Call::Detach | Call::Strengthen) {
+        if !answered {
             let mut answer = Answer::api(checked);
             answer.written = Some(written);
             return answer;
@@ -912,6 +930,16 @@ impl Cluster {
         answer
     }
 
+    /// The profiles of `new` this host has not recorded since its directory last
+    /// caught up (it records each once, not once a write, while its directory lags).
+    fn not_recorded(&self, mut new: Vec<(u32, String)>) -> Vec<(u32, String)> {
+        if !new.is_empty() {
+            let recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+            new.retain(|p| !recorded.contains_key(p));
+        }
+        new
+    }
+
     /// Records `new` profiles in the control stream (in records that fit); the last
     /// one's sequence (0 with none).
     async fn record_new(&self, new: &[(u32, String)]) -> Result<u64, log::NotLogged> {
@@ -923,6 +951,11 @@ impl Cluster {
             let (chunk, after) = rest.split_at(n);
             let body = serde_json::to_vec(chunk).unwrap_or_default();
             last = self.log.submit_control(CREATED, Bytes::from(body)).await?;
+            let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+            for p in chunk {
+                recorded.insert(p.clone(), last);
+            }
+            drop(recorded);
             rest = after;
         }
         Ok(last)
@@ -1035,8 +1068,14 @@ impl Cluster {
             }
         };
         drop(at);
-        let markers = (0..self.setup.partitions)
-            .map(|p| async move { (p, self.log.submit(p, log::MARKER, seq, Bytes::new()).await) });
+        let markers = (0..self.setup.partitions).map(|p| async move {
+            (
+                p,
+                self.log
+                    .submit(p, log::MARKER, seq, Bytes::new(), false)
+                    .await,
+            )
+        });
         let mut written = Vec::new();
         let mut failed = None;
         for (p, placed) in futures_util::future::join_all(markers).await {
