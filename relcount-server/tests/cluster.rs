@@ -1189,3 +1189,755 @@ fn review_regressions() {
     assert!(!status.success());
     assert!(err.contains("every host must use the same count"), "{err}");
 }
+
+// ---------------------------------------------------------------------------
+// The adversarial review of cluster v2: each test asserts one engine's behaviour.
+// ---------------------------------------------------------------------------
+
+/// A read through host `h` (at `min` of its partition when given), and one engine's
+/// answer to it.
+fn adv_read(f: &Fixture, h: usize, call: &str, body: &Json, min: Option<u64>) -> (Json, Json) {
+    let extra: Vec<(&str, String)> = min
+        .map(|m| vec![("relcount-min-seq", m.to_string())])
+        .unwrap_or_default();
+    let (status, _, text) = post(
+        &f.addr(h),
+        &format!("/api/v1.1/{call}"),
+        &body.to_string(),
+        &extra,
+    )
+    .expect("an answer");
+    assert_eq!(status, 200, "{call} {body} via host {h}: {status} {text}");
+    let want = f.oracle.handle(
+        call,
+        Some(&format!("Bearer {TOKEN}")),
+        body.to_string().as_bytes(),
+    );
+    (
+        serde_json::from_str(&text).expect("json"),
+        serde_json::from_str(&want.body).expect("json"),
+    )
+}
+
+/// The `p=seq` pairs of a `relcount-written` header.
+fn adv_written(headers: &std::collections::HashMap<String, String>) -> Vec<(u32, u64)> {
+    headers
+        .get("relcount-written")
+        .map(|w| {
+            w.split(',')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (p, s) = p.split_once('=').expect("p=seq");
+                    (p.parse().expect("p"), s.parse().expect("seq"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A relations/import refused 413 ("nothing logged") must not leave its new profiles
+/// behind: one engine never saw them, so reading them is a 404.
+#[test]
+fn adv_a_too_large_import_leaves_no_profiles() {
+    let _one = serial();
+    let mut f = Fixture::new("adv-413", 0xad01, "30");
+    f.define();
+    let same_db = json!({"rel_id": 5, "db_a": 1, "db_b": 1, "props": {"Donate": {"type": "int", "sum": true}}});
+    assert_eq!(
+        f.write_via(0, "relations/define", &same_db).expect("acked")["error"],
+        0
+    );
+    // As review_regressions builds it: a body under the 1 MiB body limit whose one
+    // partition part does not fit a NATS message; here its profiles are new.
+    let row = json!({"profile_a": {"profile_id": "ghost-a"}, "profile_b": {"profile_id": "ghost-b"}, "weights": {"Donate": 1}}).to_string();
+    let mut rows = vec![row.clone(); 1_040_000 / (row.len() + 1)];
+    let target = (1 << 20) - 40;
+    let len = format!("{{\"rel_id\":5,\"relations\":[{}]}}", rows.join(",")).len();
+    let last = rows.pop().expect("rows");
+    rows.push(format!(
+        "{}{}}}",
+        &last[..last.len() - 1],
+        " ".repeat(target - len)
+    ));
+    let big = format!("{{\"rel_id\":5,\"relations\":[{}]}}", rows.join(","));
+    assert_eq!(big.len(), target);
+    let (status, headers, text) =
+        post(&f.addr(2), "/api/v1.1/relations/import", &big, &[]).expect("an answer");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"error\":413"), "{text}");
+    assert!(!headers.contains_key("relcount-written"));
+    for h in 0..3 {
+        for id in ["ghost-a", "ghost-b"] {
+            for call in ["relations/get_counter", "relations/get"] {
+                let (got, want) =
+                    adv_read(&f, h, call, &json!({"rel_id": 5, "profile_id": id}), None);
+                assert_eq!(got, want, "{call} of {id} via host {h} after a 413 import");
+            }
+        }
+    }
+}
+
+/// A read naming its profile by email, sent with `relcount-min-seq` just after a
+/// relation type was defined (answered) through another host, answers as one engine.
+#[test]
+fn adv_read_by_email_just_after_a_define() {
+    let _one = serial();
+    let mut f = Fixture::new("adv-define-read", 0xad02, "30");
+    f.define();
+    let profile = json!({"db_id": 1, "profile_id": "m", "email": "m@mail.test"});
+    assert_eq!(
+        f.write_via(0, "profiles/import", &profile).expect("acked")["error"],
+        0
+    );
+    for k in 0..5u32 {
+        let rel = 20 + k;
+        let def = json!({"rel_id": rel, "db_a": 1, "db_b": 2, "props": {"Donate": {"type": "int", "sum": true}}});
+        assert_eq!(
+            f.write_via(0, "relations/define", &def).expect("acked")["error"],
+            0
+        );
+        let min = f.written[&partition_of("m")];
+        for (h, read) in [
+            (1, json!({"rel_id": rel, "email": "m@mail.test"})),
+            (2, json!({"rel_id": rel, "profile_id": "m"})),
+        ] {
+            let (got, want) = adv_read(&f, h, "relations/get_counter", &read, Some(min));
+            assert_eq!(
+                got, want,
+                "{read} via host {h} right after its define (min-seq {min})"
+            );
+        }
+    }
+}
+
+/// Many clients at once through every host (group commit groups only then):
+/// strengthens of the same relations, by id and by email, and edits, all commuting,
+/// so the cluster must end equal to one engine fed the same writes in any order.
+#[test]
+fn adv_concurrent_writes_through_every_host_are_exact() {
+    let _one = serial();
+    let mut f = Fixture::new("adv-concurrent", 0xad05, "30");
+    f.define();
+    for i in 0..RECIPIENTS {
+        let a = recipient(i);
+        let p = json!({"db_id": 1, "profile_id": a, "email": email_of(&a)});
+        f.write_via(i % 3, "profiles/import", &p).expect("acked");
+    }
+    let addrs: Vec<String> = (0..3).map(|h| f.addr(h)).collect();
+    // Two recipients of one partition: its lanes on every host see every write.
+    let same: Vec<String> = (0..RECIPIENTS)
+        .map(recipient)
+        .filter(|a| partition_of(a) == partition_of(&recipient(0)))
+        .collect();
+    let hot = [recipient(0), same.last().expect("a0").clone()];
+    let writes: Vec<(&str, Json)> = (0..3 * 4 * 40)
+        .map(|n| {
+            let rel = 1 + n % 2;
+            let a = hot[(n / 2) % 2].clone();
+            let side_a = if n % 3 == 0 {
+                json!({"email": email_of(&a)})
+            } else {
+                json!({"profile_id": a})
+            };
+            let pair = json!({"rel_id": rel, "profile_a": side_a, "profile_b": {"profile_id": initiator(n % 2)}});
+            if n % 7 == 0 {
+                let mut p = pair;
+                p["weights"] = json!({"Fan": true});
+                ("relations/edit", p)
+            } else {
+                let mut p = pair;
+                p["weights"] = json!({"Donate": (n % 5) as i64 - 1, "Score": (n % 9) as f64 / 8.0});
+                ("relations/strengthen", p)
+            }
+        })
+        .collect();
+    let answers = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..24 {
+            let (addrs, writes, answers) = (&addrs, &writes, &answers);
+            s.spawn(move || {
+                for (n, (call, body)) in writes.iter().enumerate().filter(|(n, _)| n % 24 == t) {
+                    let h = n % 3;
+                    let got = post(
+                        &addrs[h],
+                        &format!("/api/v1.1/{call}"),
+                        &body.to_string(),
+                        &[],
+                    )
+                    .expect("an answer");
+                    answers.lock().expect("lock").push((n, got));
+                }
+            });
+        }
+    });
+    let answers = answers.into_inner().expect("lock");
+    assert_eq!(answers.len(), writes.len());
+    // Group commit grouped: some record carries several of these writes.
+    let mut per_record = std::collections::HashMap::new();
+    for (_, (_, headers, _)) in &answers {
+        for ps in adv_written(headers) {
+            *per_record.entry(ps).or_insert(0) += 1;
+        }
+    }
+    assert!(
+        per_record.values().any(|&n| n > 1),
+        "no record carried two writes: the test did not exercise group commit"
+    );
+    eprintln!("{} writes in {} records", answers.len(), per_record.len());
+    let auth = format!("Bearer {TOKEN}");
+    for (n, (status, headers, text)) in &answers {
+        let (call, body) = &writes[*n];
+        assert_eq!(*status, 200, "{call} {body}: {text}");
+        let want = f
+            .oracle
+            .handle(call, Some(&auth), body.to_string().as_bytes());
+        let got: Json = serde_json::from_str(text).expect("json");
+        let want: Json = serde_json::from_str(&want.body).expect("json");
+        assert_eq!(got, want, "{call} {body}");
+        for (p, seq) in adv_written(headers) {
+            let w = f.written.entry(p).or_default();
+            *w = (*w).max(seq);
+        }
+    }
+    f.compare();
+}
+
+/// A detach and a strengthen whose partition's owner is down answer 504 (logged);
+/// once the owner is back, their effect is there, as one engine's.
+#[test]
+fn adv_owner_down_answers_504_and_applies_later() {
+    let _one = serial();
+    let mut f = Fixture::new("adv-504", 0xad06, "30");
+    f.define();
+    // Every host's directory follows the definitions (within 500 ms): reads by email
+    // right after a define are adv_read_by_email_just_after_a_define's subject.
+    let mine: Vec<String> = (0..RECIPIENTS)
+        .map(recipient)
+        .filter(|a| f.hosts[0].owns.contains(&partition_of(a)))
+        .collect();
+    assert!(!mine.is_empty());
+    for a in &mine {
+        for b in [initiator(0), initiator(1)] {
+            let body = json!({"rel_id": 1, "profile_a": {"profile_id": a}, "profile_b": {"profile_id": b}, "weights": {"Donate": 3}});
+            f.write_via(1, "relations/attach", &body).expect("acked");
+        }
+    }
+    f.compare();
+    f.kill_host(0);
+    let a = mine[0].clone();
+    let auth_hdr: Vec<(&str, String)> = vec![];
+    for (h, call, body) in [
+        (
+            1,
+            "relations/detach",
+            json!({"rel_id": 1, "profile_a": {"profile_id": a}, "profile_b": {"profile_id": initiator(0)}}),
+        ),
+        (
+            2,
+            "relations/strengthen",
+            json!({"rel_id": 1, "profile_a": {"profile_id": a}, "profile_b": {"profile_id": initiator(1)}, "weights": {"Donate": 4}}),
+        ),
+        (
+            1,
+            "relations/detach",
+            json!({"rel_id": 1, "profile_a": {"profile_id": a}, "profile_b": {"profile_id": initiator(3)}}),
+        ),
+    ] {
+        let (status, headers, text) = post(
+            &f.addr(h),
+            &format!("/api/v1.1/{call}"),
+            &body.to_string(),
+            &auth_hdr,
+        )
+        .expect("an answer");
+        assert_eq!(status, 504, "{call} with its owner down: {text}");
+        assert!(headers.contains_key("relcount-written"), "{text}");
+        for (p, seq) in adv_written(&headers) {
+            let w = f.written.entry(p).or_default();
+            *w = (*w).max(seq);
+        }
+        let _ = f.oracle.handle(
+            call,
+            Some(&format!("Bearer {TOKEN}")),
+            body.to_string().as_bytes(),
+        );
+    }
+    f.start_host(0);
+    f.compare();
+}
+
+/// Matching edge cases through every host: an email two profiles share, an email a
+/// profile no longer has, a custom field, and deletions by them.
+#[test]
+fn adv_matching_edge_cases() {
+    let _one = serial();
+    let mut f = Fixture::new("adv-matching", 0xad07, "30");
+    f.define();
+    // See adv_owner_down_answers_504_and_applies_later.
+    let imports = [
+        json!({"db_id": 1, "profiles": [
+            {"profile_id": "dup1", "email": "dup@mail.test", "fields": {"city": "Rome"}},
+            {"profile_id": "dup2", "email": "dup@mail.test", "fields": {"city": "Rome"}}]}),
+        json!({"db_id": 1, "profile_id": "chg", "email": "old@mail.test", "phone": "+1 555 0111", "fields": {"city": "Oslo"}}),
+    ];
+    for (h, i) in imports.iter().enumerate() {
+        assert_eq!(
+            f.write_via(h, "profiles/import", i).expect("acked")["error"],
+            0
+        );
+    }
+    // Changed through another host.
+    let again = json!({"db_id": 1, "profile_id": "chg", "email": "new@mail.test", "fields": {"city": "Bergen"}});
+    assert_eq!(
+        f.write_via(1, "profiles/import", &again).expect("acked")["error"],
+        0
+    );
+    let sides = [
+        json!({"email": "dup@mail.test"}),
+        json!({"matching": "custom", "field_name": "city", "field_value": "Rome"}),
+        json!({"email": "old@mail.test"}),
+        json!({"email": "new@mail.test"}),
+        json!({"matching": "phone", "phone": "+1 555 0111"}),
+        json!({"matching": "custom", "field_name": "city", "field_value": "Oslo"}),
+        json!({"matching": "custom", "field_name": "city", "field_value": "Bergen"}),
+        json!({"matching": "email_profile", "email": "new@mail.test"}),
+    ];
+    for (k, side) in sides.iter().enumerate() {
+        let h = k % 3;
+        let attach = json!({"rel_id": 1, "profile_a": side, "profile_b": {"profile_id": "b1"}, "weights": {"Donate": 2}});
+        f.write_via(h, "relations/attach", &attach)
+            .expect("answered");
+        let strengthen = json!({"rel_id": 2, "profile_a": side, "profile_b": {"profile_id": "b2"}, "weights": {"Donate": 2}});
+        f.write_via((h + 1) % 3, "relations/strengthen", &strengthen)
+            .expect("answered");
+        let mut read = side.clone();
+        read["rel_id"] = json!(1);
+        for h in 0..3 {
+            let (got, want) = adv_read(&f, h, "relations/get_counter", &read, None);
+            assert_eq!(got, want, "{read} via host {h}");
+        }
+    }
+    // Deletions by an old email, an ambiguous one, then the new one.
+    for (h, del) in [
+        (2, json!({"db_id": 1, "email": "old@mail.test"})),
+        (0, json!({"db_id": 1, "email": "dup@mail.test"})),
+        (1, json!({"db_id": 1, "email": "new@mail.test"})),
+        (2, json!({"db_id": 1, "email": "new@mail.test"})),
+    ] {
+        f.write_via(h, "profiles/delete", &del).expect("answered");
+    }
+    for h in 0..3 {
+        for id in ["dup1", "dup2", "chg"] {
+            let (got, want) = adv_read(
+                &f,
+                h,
+                "relations/get_counter",
+                &json!({"rel_id": 1, "profile_id": id}),
+                None,
+            );
+            assert_eq!(got, want, "{id} via host {h}");
+        }
+    }
+}
+
+/// A profile only ever an initiator (one database on both ends), deleted and named
+/// again at once through other hosts, reads as one engine's through every host.
+#[test]
+fn adv_initiator_deleted_and_recreated_fast() {
+    let _one = serial();
+    let mut f = Fixture::new("adv-recreate", 0xad08, "30");
+    f.define();
+    let same_db = json!({"rel_id": 5, "db_a": 1, "db_b": 1, "props": {"Donate": {"type": "int", "sum": true}}});
+    assert_eq!(
+        f.write_via(2, "relations/define", &same_db).expect("acked")["error"],
+        0
+    );
+    for k in 0..6 {
+        let i = (0..)
+            .map(|n| format!("init{k}-{n}"))
+            .find(|id| {
+                partition_of(id) != partition_of("rcp-x")
+                    && partition_of(id) != partition_of("rcp-y")
+            })
+            .expect("an id");
+        let (h0, h1, h2) = (k % 3, (k + 1) % 3, (k + 2) % 3);
+        let at = |a: &str| json!({"rel_id": 5, "profile_a": {"profile_id": a}, "profile_b": {"profile_id": i}, "weights": {"Donate": 1}});
+        f.write_via(h0, "relations/attach", &at("rcp-x"))
+            .expect("acked");
+        f.write_via(h1, "profiles/delete", &json!({"db_id": 1, "profile_id": i}))
+            .expect("answered");
+        f.write_via(h2, "relations/strengthen", &at("rcp-y"))
+            .expect("acked");
+        for h in 0..3 {
+            for (call, body) in [
+                (
+                    "relations/get_counter",
+                    json!({"rel_id": 5, "profile_id": i}),
+                ),
+                ("relations/get", json!({"rel_id": 5, "profile_id": "rcp-x"})),
+            ] {
+                let min = f
+                    .written
+                    .get(&partition_of(body["profile_id"].as_str().expect("id")))
+                    .copied();
+                let (got, want) = adv_read(&f, h, call, &body, min);
+                assert_eq!(got, want, "round {k}: {call} {body} via host {h}");
+            }
+        }
+        f.write_via(h2, "profiles/delete", &json!({"db_id": 1, "profile_id": i}))
+            .expect("answered");
+        let (got, want) = adv_read(
+            &f,
+            h0,
+            "relations/get_counter",
+            &json!({"rel_id": 5, "profile_id": i}),
+            None,
+        );
+        assert_eq!(got, want, "round {k}: {i} after its second deletion");
+    }
+}
+
+/// The NATS node host `h` is connected to (its TCP connection to a node's client
+/// port, from /proc).
+fn adv_nats_node_of(f: &Fixture, h: usize) -> usize {
+    let pid = f.hosts[h].server.as_ref().expect("running").pid();
+    let mut inodes = std::collections::HashSet::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .flatten()
+    {
+        if let Ok(l) = std::fs::read_link(e.path())
+            && let Some(n) = l.to_str().and_then(|s| s.strip_prefix("socket:["))
+        {
+            inodes.insert(n.trim_end_matches(']').to_owned());
+        }
+    }
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).expect("tcp");
+    for line in table.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() > 9 && inodes.contains(cols[9]) && cols[3] == "01" {
+            let port =
+                u16::from_str_radix(cols[2].rsplit(':').next().expect("port"), 16).expect("hex");
+            if let Some(i) = f.nats.iter().position(|n| n.port == port) {
+                return i;
+            }
+        }
+    }
+    panic!("host {h} has no NATS connection");
+}
+
+/// Group commit must keep a partition's order: a write queued in its host's lane
+/// before a deletion's marker must not be applied after the deletion. The lane is
+/// held by a record whose stream leader is stopped (SIGSTOP) for a moment; an
+/// attach by email waits behind it, then the profile's deletion through the same
+/// host queues its marker behind the attach. One engine ends without the profile
+/// whichever order it takes the two in.
+#[test]
+fn adv_group_commit_keeps_a_write_before_a_later_deletion() {
+    let _one = serial();
+    let mut f = Fixture::new("adv-group-order", 0xad09, "30");
+    f.define();
+    // A partition whose stream leader is not the control stream's, and a host not
+    // connected to that leader's node.
+    let mut found = None;
+    for _ in 0..20 {
+        let control = f.leader_of_stream("RELCOUNT_CONTROL");
+        if let Some(p) = (0..PARTITIONS).find(|&p| f.leader_of(p) != control) {
+            found = Some(p);
+            break;
+        }
+        let _ = nats_request(
+            &f.nats[control],
+            "$JS.API.STREAM.LEADER.STEPDOWN.RELCOUNT_CONTROL",
+            "",
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let px = found.expect("a partition led elsewhere than the control stream");
+    let node = f.leader_of(px);
+    let h = (0..3)
+        .find(|&h| adv_nats_node_of(&f, h) != node)
+        .expect("a host on another node");
+    let x = (0..)
+        .map(|k| format!("grouped{k}"))
+        .find(|id| partition_of(id) == px)
+        .expect("an id");
+    let y = (0..)
+        .map(|k| format!("filler{k}"))
+        .find(|id| partition_of(id) == px)
+        .expect("an id");
+    let email = format!("{x}@mail.test");
+    let import = json!({"db_id": 1, "profile_id": x, "email": email});
+    assert_eq!(
+        f.write_via(h, "profiles/import", &import).expect("acked")["error"],
+        0
+    );
+    let filler = json!({"rel_id": 1, "profile_a": {"profile_id": y}, "profile_b": {"profile_id": "b1"}, "weights": {"Donate": 1}});
+    f.write_via(h, "relations/attach", &filler).expect("acked");
+    let attach = json!({"rel_id": 1, "profile_a": {"email": email}, "profile_b": {"profile_id": "b1"}, "weights": {"Donate": 1}});
+    let delete = json!({"db_id": 1, "profile_id": x});
+    let addr = f.addr(h);
+    let leader_pid = f.nats[node]
+        .child
+        .as_ref()
+        .expect("running")
+        .id()
+        .to_string();
+    let signal = |s: &str| {
+        assert!(
+            Command::new("kill")
+                .args([s, &leader_pid])
+                .status()
+                .expect("kill")
+                .success()
+        );
+    };
+    signal("-STOP");
+    let (fill, a, d) = std::thread::scope(|s| {
+        let fill = s.spawn(|| {
+            post(
+                &addr,
+                "/api/v1.1/relations/strengthen",
+                &filler.to_string(),
+                &[],
+            )
+            .expect("an answer")
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let a = s.spawn(|| {
+            post(
+                &addr,
+                "/api/v1.1/relations/attach",
+                &attach.to_string(),
+                &[],
+            )
+            .expect("an answer")
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let d = s.spawn(|| {
+            post(&addr, "/api/v1.1/profiles/delete", &delete.to_string(), &[]).expect("an answer")
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        signal("-CONT");
+        (
+            fill.join().expect("filler"),
+            a.join().expect("attach"),
+            d.join().expect("delete"),
+        )
+    });
+    eprintln!(
+        "filler: {} {:?}\nattach: {} {:?}\ndelete: {} {:?}",
+        fill.2,
+        fill.1.get("relcount-written"),
+        a.2,
+        a.1.get("relcount-written"),
+        d.2,
+        d.1.get("relcount-written")
+    );
+    assert_eq!(a.0, 200, "{}", a.2);
+    assert_eq!(d.0, 200, "{}", d.2);
+    let mut min = 0;
+    for (p, seq) in adv_written(&a.1)
+        .into_iter()
+        .chain(adv_written(&d.1))
+        .chain(adv_written(&fill.1))
+    {
+        if p == px {
+            min = min.max(seq);
+        }
+    }
+    let auth = format!("Bearer {TOKEN}");
+    let _ = f.oracle.handle(
+        "relations/strengthen",
+        Some(&auth),
+        filler.to_string().as_bytes(),
+    );
+    let _ = f.oracle.handle(
+        "relations/attach",
+        Some(&auth),
+        attach.to_string().as_bytes(),
+    );
+    let _ = f.oracle.handle(
+        "profiles/delete",
+        Some(&auth),
+        delete.to_string().as_bytes(),
+    );
+    for r in 0..3 {
+        let (got, want) = adv_read(
+            &f,
+            r,
+            "relations/get_counter",
+            &json!({"rel_id": 1, "profile_id": x}),
+            Some(min),
+        );
+        assert_eq!(
+            got,
+            want,
+            "{x} via host {r}: the attach (answered {}, written {:?}) was queued before the deletion (answered {}, written {:?})",
+            a.2,
+            a.1.get("relcount-written"),
+            d.2,
+            d.1.get("relcount-written")
+        );
+    }
+}
+
+/// As adv_group_commit_keeps_a_write_before_a_later_deletion, by id: an attach
+/// naming an initiator by id (one database on both ends) is queued before that
+/// initiator's deletion, whose marker joins its record. Whichever order one engine
+/// takes them in, the initiator reads as a profile (zeroed counters) if a relation
+/// from it is there, and as a 404 if not.
+#[test]
+fn adv_group_commit_initiator_by_id_before_a_later_deletion() {
+    let _one = serial();
+    let mut f = Fixture::new("adv-group-id", 0xad0a, "30");
+    f.define();
+    let same_db = json!({"rel_id": 5, "db_a": 1, "db_b": 1, "props": {"Donate": {"type": "int", "sum": true}}});
+    assert_eq!(
+        f.write_via(0, "relations/define", &same_db).expect("acked")["error"],
+        0
+    );
+    let mut found = None;
+    for _ in 0..20 {
+        let control = f.leader_of_stream("RELCOUNT_CONTROL");
+        if let Some(p) = (0..PARTITIONS).find(|&p| f.leader_of(p) != control) {
+            found = Some(p);
+            break;
+        }
+        let _ = nats_request(
+            &f.nats[control],
+            "$JS.API.STREAM.LEADER.STEPDOWN.RELCOUNT_CONTROL",
+            "",
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let px = found.expect("a partition led elsewhere than the control stream");
+    let node = f.leader_of(px);
+    let h = (0..3)
+        .find(|&h| adv_nats_node_of(&f, h) != node)
+        .expect("a host on another node");
+    let rcp = (0..)
+        .map(|k| format!("rcp{k}"))
+        .find(|id| partition_of(id) == px)
+        .expect("an id");
+    let x = (0..)
+        .map(|k| format!("init{k}"))
+        .find(|id| partition_of(id) != px)
+        .expect("an id");
+    // The initiator exists (the directory knows it), as one engine's profile.
+    let first = json!({"rel_id": 5, "profile_a": {"profile_id": x}, "profile_b": {"profile_id": "someone"}, "weights": {"Donate": 1}});
+    f.write_via(h, "relations/attach", &first).expect("acked");
+    let filler = json!({"rel_id": 5, "profile_a": {"profile_id": rcp}, "profile_b": {"profile_id": "filler"}, "weights": {"Donate": 1}});
+    f.write_via(h, "relations/attach", &filler).expect("acked");
+    let attach = json!({"rel_id": 5, "profile_a": {"profile_id": rcp}, "profile_b": {"profile_id": x}, "weights": {"Donate": 1}});
+    let delete = json!({"db_id": 1, "profile_id": x});
+    let addr = f.addr(h);
+    let leader_pid = f.nats[node]
+        .child
+        .as_ref()
+        .expect("running")
+        .id()
+        .to_string();
+    let signal = |s: &str| {
+        assert!(
+            Command::new("kill")
+                .args([s, &leader_pid])
+                .status()
+                .expect("kill")
+                .success()
+        );
+    };
+    signal("-STOP");
+    let (fill, a, d) = std::thread::scope(|s| {
+        let fill = s.spawn(|| {
+            post(
+                &addr,
+                "/api/v1.1/relations/strengthen",
+                &filler.to_string(),
+                &[],
+            )
+            .expect("an answer")
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let a = s.spawn(|| {
+            post(
+                &addr,
+                "/api/v1.1/relations/attach",
+                &attach.to_string(),
+                &[],
+            )
+            .expect("an answer")
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let d = s.spawn(|| {
+            post(&addr, "/api/v1.1/profiles/delete", &delete.to_string(), &[]).expect("an answer")
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        signal("-CONT");
+        (
+            fill.join().expect("filler"),
+            a.join().expect("attach"),
+            d.join().expect("delete"),
+        )
+    });
+    assert_eq!(a.0, 200, "{}", a.2);
+    assert_eq!(d.0, 200, "{}", d.2);
+    for (p, seq) in adv_written(&a.1)
+        .into_iter()
+        .chain(adv_written(&d.1))
+        .chain(adv_written(&fill.1))
+    {
+        let w = f.written.entry(p).or_default();
+        *w = (*w).max(seq);
+    }
+    let min = |f: &Fixture, id: &str| f.written.get(&partition_of(id)).copied();
+    // Is the relation from x there? The order one engine takes follows from it.
+    let list = json!({"rel_id": 5, "profile_id": rcp, "limit": 100});
+    let (status, _, text) = post(
+        &f.addr(0),
+        "/api/v1.1/relations/get",
+        &list.to_string(),
+        &[(
+            "relcount-min-seq",
+            min(&f, &rcp).expect("written").to_string(),
+        )],
+    )
+    .expect("an answer");
+    assert_eq!(status, 200, "{text}");
+    let relation_kept = text.contains(&format!("\"{x}\""));
+    let auth = format!("Bearer {TOKEN}");
+    let _ = f.oracle.handle(
+        "relations/strengthen",
+        Some(&auth),
+        filler.to_string().as_bytes(),
+    );
+    let order: [(&str, &Json); 2] = if relation_kept {
+        [("profiles/delete", &delete), ("relations/attach", &attach)]
+    } else {
+        [("relations/attach", &attach), ("profiles/delete", &delete)]
+    };
+    for (call, body) in order {
+        let _ = f
+            .oracle
+            .handle(call, Some(&auth), body.to_string().as_bytes());
+    }
+    for r in 0..3 {
+        for (call, body) in [
+            ("relations/get", list.clone()),
+            (
+                "relations/get_counter",
+                json!({"rel_id": 5, "profile_id": x}),
+            ),
+        ] {
+            let m = min(&f, body["profile_id"].as_str().expect("id"));
+            let (got, want) = adv_read(&f, r, call, &body, m);
+            assert_eq!(
+                got,
+                want,
+                "{call} {body} via host {r} (relation from {x} kept: {relation_kept}; attach written {:?}, delete written {:?})",
+                a.1.get("relcount-written"),
+                d.1.get("relcount-written")
+            );
+        }
+    }
+}

@@ -70,27 +70,32 @@ pub fn claimed_partition(subject: &str) -> Option<u32> {
 /// A record read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record<'a> {
-    /// The control stream's sequence to apply before its calls.
+    /// The control stream's sequence to apply before its calls (their largest).
     pub control: u64,
     /// Where the owner answers, and the id it answers with (none: nobody waits).
     pub reply: Option<(&'a str, &'a str)>,
-    /// The calls, in order: each its path and body.
-    pub calls: Vec<(&'a str, &'a [u8])>,
+    /// The calls, in order: each its path, the control sequence to apply before it
+    /// (the one its entry host checked it at), and its body.
+    pub calls: Vec<(&'a str, u64, &'a [u8])>,
 }
 
 /// A record: `relcount 2\n<control>\n<reply subject> <id>\n<count>\n`, then each
-/// call as `<path>\n<body length>\n<body>`. A reply of `-` is none.
+/// call as `<path>\n<control>\n<body length>\n<body>`. A reply of `-` is none. A
+/// call's own control sequence keeps the order of a partition's calls with the
+/// control records: a write queued before a deletion's marker is applied before the
+/// deletion, even in one record with it.
 #[must_use]
-pub fn encode(control: u64, reply: Option<(&str, &str)>, calls: &[(&str, &[u8])]) -> Bytes {
-    let len: usize = calls.iter().map(|(c, b)| c.len() + b.len() + 16).sum();
+pub fn encode(reply: Option<(&str, &str)>, calls: &[(&str, u64, &[u8])]) -> Bytes {
+    let len: usize = calls.iter().map(|(c, _, b)| c.len() + b.len() + 40).sum();
     let mut out = BytesMut::with_capacity(64 + len);
     let reply = match reply {
         Some((subject, id)) => format!("{subject} {id}"),
         None => "-".to_owned(),
     };
+    let control = calls.iter().map(|(_, c, _)| *c).max().unwrap_or(0);
     out.put_slice(format!("{FORMAT_2}\n{control}\n{reply}\n{}\n", calls.len()).as_bytes());
-    for (call, body) in calls {
-        out.put_slice(format!("{call}\n{}\n", body.len()).as_bytes());
+    for (call, control, body) in calls {
+        out.put_slice(format!("{call}\n{control}\n{}\n", body.len()).as_bytes());
         out.put_slice(body);
     }
     out.freeze()
@@ -115,7 +120,7 @@ pub fn decode(payload: &[u8]) -> Option<Record<'_>> {
         let calls = if first == MARKER {
             Vec::new()
         } else {
-            vec![(first, rest)]
+            vec![(first, control, rest)]
         };
         return Some(Record {
             control,
@@ -131,12 +136,13 @@ pub fn decode(payload: &[u8]) -> Option<Record<'_>> {
     let mut calls = Vec::with_capacity(count.min(1024));
     for _ in 0..count {
         let call = line(&mut rest)?;
+        let stamp: u64 = line(&mut rest)?.parse().ok()?;
         let len: usize = line(&mut rest)?.parse().ok()?;
-        if len > rest.len() {
+        if len > rest.len() || stamp > control {
             return None;
         }
         let (body, after) = rest.split_at(len);
-        calls.push((call, body));
+        calls.push((call, stamp, body));
         rest = after;
     }
     rest.is_empty().then_some(Record {
@@ -424,14 +430,16 @@ impl Log {
         };
         let id = self.next_id();
         let reply = self.reply_subject();
-        let control = group.iter().map(|w| w.control).max().unwrap_or(0);
-        let calls: Vec<(&str, &[u8])> = group.iter().map(|w| (w.call, &w.body[..])).collect();
+        let calls: Vec<(&str, u64, &[u8])> = group
+            .iter()
+            .map(|w| (w.call, w.control, &w.body[..]))
+            .collect();
         // A partition's owner answers when a write of the record waits for it; the
         // control stream's calls here need no answer.
         let answered = partition.is_some() && group.iter().any(|w| w.answered);
         let to = partition.map_or_else(|| CONTROL_SUBJECT.to_owned(), subject);
         let reply = answered.then_some((reply.as_str(), id.as_str()));
-        let record = encode(control, reply, &calls);
+        let record = encode(reply, &calls);
         let outcomes: Vec<oneshot::Receiver<Outcome>> = if answered {
             self.outcomes.expect_calls(&id, group.len())
         } else {
@@ -588,7 +596,7 @@ impl Log {
         };
         let id = self.next_id();
         let reply = self.reply_subject();
-        let record = encode(control, answers.then_some((&reply, &id)), &[(call, body)]);
+        let record = encode(answers.then_some((&reply, &id)), &[(call, control, body)]);
         let waiting = answers.then(|| self.outcomes.expect_control(&id, self.partitions));
         let left = self.timeout.saturating_sub(started.elapsed());
         let expected = expected.then_some(control);
@@ -782,21 +790,21 @@ mod tests {
     #[test]
     fn a_record_parses_back() {
         let body = b"{\"a\":\"x\\ny\"}\nmore";
-        let calls: [(&str, &[u8]); 3] = [
-            ("relations/attach", body),
-            (MARKER, b""),
-            ("relations/detach", b"{}"),
+        let calls: [(&str, u64, &[u8]); 3] = [
+            ("relations/attach", 17, body),
+            (MARKER, 19, b""),
+            ("relations/detach", 18, b"{}"),
         ];
-        let r = encode(17, Some(("relcount.answer.h", "h-3")), &calls);
+        let r = encode(Some(("relcount.answer.h", "h-3")), &calls);
         assert_eq!(
             decode(&r),
             Some(Record {
-                control: 17,
+                control: 19,
                 reply: Some(("relcount.answer.h", "h-3")),
                 calls: calls.to_vec(),
             })
         );
-        let none = encode(4, None, &[]);
+        let none = encode(None, &[]);
         assert_eq!(
             decode(&none).map(|r| (r.reply, r.calls.len())),
             Some((None, 0))
@@ -805,6 +813,69 @@ mod tests {
         assert_eq!(decode(&r[..r.len() - 1]), None);
         assert_eq!(decode(&[&r[..], b"x"].concat()), None);
         assert_eq!(decode(b"no newline"), None);
+        // A call stamped past its record's control sequence is not either.
+        assert_eq!(
+            decode(b"relcount 2\n3\n-\n1\nrelations/attach\n4\n2\n{}"),
+            None
+        );
+    }
+
+    /// From the review: no crafted record makes `decode` panic (nor
+    /// `outcome::decode`); each valid one reads back.
+    #[test]
+    fn decode_never_panics_on_crafted_records() {
+        let calls: [(&str, u64, &[u8]); 3] = [
+            (
+                "relations/attach",
+                18_446_744_073_709_551_615,
+                b"{\"a\":1}\n",
+            ),
+            (MARKER, 3, b""),
+            ("relations/detach", 0, b"{}"),
+        ];
+        let good = encode(Some(("s", "i")), &calls);
+        let mut seeds: Vec<Vec<u8>> = vec![
+            good.to_vec(),
+            b"relcount 2\n1\n-\n18446744073709551615\n".to_vec(),
+            b"relcount 2\n1\n-\n1\nc\n1\n18446744073709551615\n".to_vec(),
+            b"relcount 2\n1\nnospace\n0\n".to_vec(),
+            b"relcount 2\n-1\n-\n0\n".to_vec(),
+            b"control\n3\n".to_vec(),
+            b"\n\n\n\n\n".to_vec(),
+            vec![0xff, b'\n', b'1', b'\n'],
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let mut m = seeds[(next() % seeds.len() as u64) as usize].clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % (m.len() + 1);
+                match next() % 4 {
+                    0 if at < m.len() => m[at] = (next() & 0xff) as u8,
+                    1 if at < m.len() => {
+                        m.remove(at);
+                    }
+                    2 => m.insert(at, [b'\n', b' ', b'9', b'-'][(next() % 4) as usize]),
+                    _ => m.truncate(at),
+                }
+            }
+            if let Some(r) = decode(&m)
+                && m.starts_with(FORMAT_2.as_bytes())
+            {
+                let again = encode(r.reply, &r.calls);
+                let back = decode(&again).expect("a record read back");
+                assert_eq!((back.reply, &back.calls), (r.reply, &r.calls));
+            }
+            let _ = super::super::outcome::decode(&Bytes::from(m.clone()));
+            if seeds.len() < 64 {
+                seeds.push(m);
+            }
+        }
     }
 
     #[test]
@@ -812,7 +883,10 @@ mod tests {
         let r = decode(b"relations/attach\n17\n{\"x\":1}\nmore").expect("a record");
         assert_eq!(r.control, 17);
         assert_eq!(r.reply, None);
-        assert_eq!(r.calls, vec![("relations/attach", &b"{\"x\":1}\nmore"[..])]);
+        assert_eq!(
+            r.calls,
+            vec![("relations/attach", 17, &b"{\"x\":1}\nmore"[..])]
+        );
         let marker = decode(b"control\n4\n").expect("a marker");
         assert_eq!((marker.control, marker.calls.len()), (4, 0));
         assert_eq!(decode(b"call\nnot a number\n{}"), None);

@@ -644,7 +644,7 @@ impl Cluster {
             self.front_seen
                 .store(seq, std::sync::atomic::Ordering::Release);
             // The directory: relation types and profiles' data, no relations.
-            for (call, body) in log::decode(&msg.payload)
+            for (call, _, body) in log::decode(&msg.payload)
                 .map(|r| r.calls)
                 .unwrap_or_default()
             {
@@ -847,10 +847,6 @@ impl Cluster {
         {
             return answer;
         }
-        // The profiles the write creates are recorded in the control stream beside it
-        // (partitions skip those records), and it is answered once both are logged:
-        // a deletion sent after the answer comes after the record.
-        let new = self.not_recorded(new);
         let answered = matches!(call, Call::Detach | Call::Strengthen);
         let submits = parts.into_iter().map(|(p, b)| async move {
             (
@@ -860,12 +856,15 @@ impl Cluster {
                     .await,
             )
         });
-        let (recorded, placed) = futures_util::future::join(
-            self.record_new(&new),
-            futures_util::future::join_all(submits),
-        )
-        .await;
-        if let Err(e) = recorded {
+        let placed = futures_util::future::join_all(submits).await;
+        // The profiles the write created are recorded in the control stream once it
+        // is logged (partitions skip those records; a write not logged records
+        // nothing), and it is answered after: a deletion sent after the answer comes
+        // after the record.
+        let new = self.not_recorded(new);
+        if placed.iter().all(|(_, p)| p.is_ok())
+            && let Err(e) = self.record_new(&new).await
+        {
             // The write's own fate is its answer; a profile unrecorded only reads 404
             // as an initiator until a write through another host names it.
             tracing::warn!(error = %e, "new profiles not recorded in the directory");
@@ -1213,8 +1212,10 @@ impl Cluster {
         if self.catch_up_since(arrived).await.is_err() {
             return answer;
         }
+        // Only what the directory can answer for the engine: the profile's zeroed
+        // counters or empty page, or no such relation.
         let r = self.front.handle(call.path(), auth, body);
-        if r.code == Code::ProfileNotFound {
+        if !matches!(r.code, Code::Ok | Code::RelationNotFound) {
             answer
         } else {
             Answer {
@@ -1237,7 +1238,18 @@ impl Cluster {
             .front
             .parse(call.path(), auth, body)
             .map_err(Answer::api)?;
-        let unnamed = unnamed(&self.front, &request);
+        let mut unnamed = unnamed(&self.front, &request);
+        if unnamed.is_empty()
+            && let Some(rel_id) = request.rel_id()
+            && self.front.engine().relation_type(rel_id).is_none()
+        {
+            // A relation type defined through another host may not be here yet.
+            let arrived = tokio::time::Instant::now();
+            self.catch_up_since(arrived)
+                .await
+                .map_err(|e| Answer::refused(503, 503, &format!("the cluster's log: {e}")))?;
+            unnamed = self::unnamed(&self.front, &request);
+        }
         if unnamed.is_empty() {
             // Its relation type is not defined here: one engine's answer.
             let r = self.front.validate(call.path(), auth, body);

@@ -372,7 +372,7 @@ async fn apply_control(
                 let outcomes: Vec<Outcome> = record
                     .calls
                     .iter()
-                    .map(|(call, body)| apply_control_call(part, token, partitions, call, body))
+                    .map(|(call, _, body)| apply_control_call(part, token, partitions, call, body))
                     .collect();
                 if let Some((subject, id)) = record.reply {
                     // Answered once this host's directory applied it too, without
@@ -564,7 +564,23 @@ async fn apply_record(
     let Some(record) = log::decode(payload) else {
         return Err(format!("record {seq} of {name} is not a relcount record"));
     };
-    // The control records the writes were checked after come first.
+    // The control records each call was checked after come first (a call queued
+    // before a marker, in the same record, is applied before its control record).
+    let mut outcomes = Vec::with_capacity(record.calls.len());
+    for (call, stamp, body) in &record.calls {
+        apply_control(
+            &applier.client,
+            control,
+            part,
+            &plan.token,
+            plan.partitions,
+            &plan.following,
+            *stamp,
+        )
+        .await?;
+        outcomes.push(apply_call(part, &plan.token, call, body, "write"));
+    }
+    // A record without calls (a format 1 marker) still moves the control stream on.
     apply_control(
         &applier.client,
         control,
@@ -575,11 +591,6 @@ async fn apply_record(
         record.control,
     )
     .await?;
-    let outcomes: Vec<Outcome> = record
-        .calls
-        .iter()
-        .map(|(call, body)| apply_call(part, &plan.token, call, body, "write"))
-        .collect();
     answer(&applier.client, record.reply, part.p, &outcomes).await;
     let mut at = part.at();
     at.seq = seq;
