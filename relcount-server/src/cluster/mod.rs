@@ -95,6 +95,10 @@ const READY_ATTEMPT: Duration = Duration::from_secs(2);
 /// How long a host waits for JetStream at its start before it gives up.
 const READY_WAIT: Duration = Duration::from_secs(120);
 
+/// Records behind past which a host's directory reads the control stream through a
+/// consumer rather than one request a record.
+const BULK: u64 = 16;
+
 /// How often a host reads the control stream's new records into its checking API.
 const FOLLOW_CONTROL: Duration = Duration::from_millis(500);
 
@@ -137,6 +141,17 @@ impl Answer {
 /// A profile a request names otherwise than by id: where (a field, or the top level),
 /// its database, and how it is named.
 type Unnamed = (Option<&'static str>, u32, relcount::OwnedMatch);
+
+/// Whether a lookup catches the directory up with the control stream first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CatchUp {
+    /// The caller just did.
+    Done,
+    /// First, or the call is refused (a write).
+    Required,
+    /// First if the control stream can be read (a read).
+    IfReadable,
+}
 
 /// A write checked.
 struct Checked {
@@ -269,13 +284,16 @@ struct Owned {
 pub struct Cluster {
     setup: Setup,
     log: Arc<Log>,
-    /// The API that checks writes: its engine holds the relation types only.
+    /// The API that checks writes, over the directory: relation types and every
+    /// profile, no relations.
     front: Arc<Api>,
     /// The control stream's last record applied to `front` (the lock serializes
     /// catching up and this host's control writes).
     front_at: tokio::sync::Mutex<u64>,
-    /// The same, readable without the lock (a control write holds it while it
-    /// publishes, and no other write waits for that).
+    /// The last control record applied to `front` that partitions apply too (not
+    /// the profiles writes created, which only directories keep), readable without
+    /// the lock (a control write holds it while it publishes, and no other write
+    /// waits for that): the stamp of the writes checked here.
     front_seen: std::sync::atomic::AtomicU64,
     /// The profiles this host recorded as created, with their record's sequence,
     /// until its directory applies that record.
@@ -632,35 +650,51 @@ impl Cluster {
             .map_err(|e| format!("cannot read the control stream: {e}"))?
             .state
             .last_sequence;
+        if last - *at > BULK {
+            // Many records behind (profiles created elsewhere): read in one stream of
+            // messages, not a request each.
+            let consumer = control
+                .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                    deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: *at + 1,
+                    },
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("cannot read the control stream: {e}"))?;
+            let mut messages = consumer
+                .messages()
+                .await
+                .map_err(|e| format!("cannot read the control stream: {e}"))?;
+            while *at < last {
+                let msg = match tokio::time::timeout(Duration::from_secs(10), messages.next()).await
+                {
+                    Ok(Some(Ok(m))) => m,
+                    Ok(Some(Err(e))) => return Err(format!("cannot read the control stream: {e}")),
+                    _ => return Err("the control stream stopped delivering".to_owned()),
+                };
+                let seq = msg
+                    .info()
+                    .map_err(|e| format!("a control record without its sequence: {e}"))?
+                    .stream_sequence;
+                if seq <= *at {
+                    continue;
+                }
+                if seq != *at + 1 {
+                    return Err(format!("control record {} is missing", *at + 1));
+                }
+                self.apply_front(seq, &msg.payload);
+                *at = seq;
+            }
+        }
         while *at < last {
             let seq = *at + 1;
             let msg = control
                 .get_raw_message(seq)
                 .await
                 .map_err(|e| format!("cannot read control record {seq}: {e}"))?;
-            // Stamps read from here on are at least this record's sequence, set before
-            // the record is applied: a write checked against it is stamped past it (a
-            // stamp too high is harmless; one too low would apply the write first).
-            self.front_seen
-                .store(seq, std::sync::atomic::Ordering::Release);
-            // The directory: relation types and profiles' data, no relations.
-            for (call, _, body) in log::decode(&msg.payload)
-                .map(|r| r.calls)
-                .unwrap_or_default()
-            {
-                if call == CREATED {
-                    self.created(body);
-                    continue;
-                }
-                if call == Call::Define.path() {
-                    self.front_defines
-                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-                }
-                let auth = format!("Bearer {}", self.setup.token);
-                let _ = self.front.handle(call, Some(&auth), body);
-            }
+            self.apply_front(seq, &msg.payload);
             *at = seq;
-            self.front_applied.send_replace(seq);
         }
         let applied = *at;
         self.recorded
@@ -668,6 +702,35 @@ impl Cluster {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|_, seq| *seq > applied);
         Ok(())
+    }
+
+    /// Applies control record `seq` to the directory.
+    fn apply_front(&self, seq: u64, payload: &[u8]) {
+        let calls = log::decode(payload).map(|r| r.calls).unwrap_or_default();
+        // Stamps read from here on are at least this record's sequence, set before
+        // the record is applied: a write checked against it is stamped past it (a
+        // stamp too high is harmless; one too low would apply the write first).
+        // Records of created profiles are not stamped past: partitions skip them, so
+        // they need not read them before a write (they read them, once, on their way
+        // to the next definition, import or deletion).
+        if calls.iter().any(|(call, _, _)| *call != CREATED) {
+            self.front_seen
+                .store(seq, std::sync::atomic::Ordering::Release);
+        }
+        // The directory: relation types and profiles' data, no relations.
+        for (call, _, body) in calls {
+            if call == CREATED {
+                self.created(body);
+                continue;
+            }
+            if call == Call::Define.path() {
+                self.front_defines
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            }
+            let auth = format!("Bearer {}", self.setup.token);
+            let _ = self.front.handle(call, Some(&auth), body);
+        }
+        self.front_applied.send_replace(seq);
     }
 
     /// Where this host's directory stands, for its partitions.
@@ -764,13 +827,25 @@ impl Cluster {
         &self,
         body: &Bytes,
         unnamed: Vec<Unnamed>,
-        caught_up: bool,
+        catch_up: CatchUp,
     ) -> Result<Bytes, Answer> {
-        if !caught_up {
+        if catch_up != CatchUp::Done {
             let arrived = tokio::time::Instant::now();
-            self.catch_up_since(arrived)
-                .await
-                .map_err(|e| Answer::refused(503, 503, &format!("the cluster's log: {e}")))?;
+            match self.catch_up_since(arrived).await {
+                Ok(()) => {}
+                // A read goes on with the directory as it is while the control stream
+                // cannot be read (no quorum), as reads of the partitions do.
+                Err(e) if catch_up == CatchUp::IfReadable => {
+                    tracing::debug!(error = %e, "a lookup with the directory as it is");
+                }
+                Err(e) => {
+                    return Err(Answer::refused(
+                        503,
+                        503,
+                        &format!("the cluster's log: {e}"),
+                    ));
+                }
+            }
         }
         let mut body = body.clone();
         for (side, db, profile) in unnamed {
@@ -828,7 +903,7 @@ impl Cluster {
         let arrived = tokio::time::Instant::now();
         let mut body = body;
         if !unnamed.is_empty() {
-            match self.name_by_ids(&body, unnamed, false).await {
+            match self.name_by_ids(&body, unnamed, CatchUp::Required).await {
                 Ok(named) => {
                     route = route::write(call, &named, self.setup.partitions);
                     body = named;
@@ -1023,7 +1098,7 @@ impl Cluster {
             }
             if !unnamed.is_empty() {
                 // The directory was caught up above, under the lock.
-                let named = self.name_by_ids(body, unnamed, true).await?;
+                let named = self.name_by_ids(body, unnamed, CatchUp::Done).await?;
                 route = route::write(call, &named, self.setup.partitions);
             }
             let control_body = match route {
@@ -1245,9 +1320,9 @@ impl Cluster {
         {
             // A relation type defined through another host may not be here yet.
             let arrived = tokio::time::Instant::now();
-            self.catch_up_since(arrived)
-                .await
-                .map_err(|e| Answer::refused(503, 503, &format!("the cluster's log: {e}")))?;
+            if let Err(e) = self.catch_up_since(arrived).await {
+                tracing::debug!(error = %e, "a read with the directory as it is");
+            }
             unnamed = self::unnamed(&self.front, &request);
         }
         if unnamed.is_empty() {
@@ -1259,7 +1334,7 @@ impl Cluster {
                 Answer::api(r)
             });
         }
-        self.name_by_ids(body, unnamed, false).await
+        self.name_by_ids(body, unnamed, CatchUp::IfReadable).await
     }
 
     async fn forward(
