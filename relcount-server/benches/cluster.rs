@@ -204,6 +204,14 @@ fn main() {
     println!(
         "  one server, --data (everysec), {clients} clients:  {one_durable:>9.0}  {durable_cpu:>6.0} µs"
     );
+    // The first writes name profiles no host has seen (1,000 recipients, 97
+    // initiators): each is recorded in every host's directory once. Measured apart,
+    // then the runs below write to profiles already known.
+    let (first, first_cpu) = write_rate_cpu(&host_addrs, clients, span / 2, &cluster_pids);
+    println!(
+        "  3 hosts (R{replicas}), {clients} clients, first writes: {first:>9.0}  {first_cpu:>6.0} µs  \
+         (profiles never seen before)"
+    );
     for n in [clients, clients * 4, clients * 8] {
         let (three, cpu) = write_rate_cpu(&host_addrs, n, span, &cluster_pids);
         println!(

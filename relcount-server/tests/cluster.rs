@@ -1626,19 +1626,10 @@ fn adv_nats_node_of(f: &Fixture, h: usize) -> usize {
     panic!("host {h} has no NATS connection");
 }
 
-/// Group commit must keep a partition's order: a write queued in its host's lane
-/// before a deletion's marker must not be applied after the deletion. The lane is
-/// held by a record whose stream leader is stopped (SIGSTOP) for a moment; an
-/// attach by email waits behind it, then the profile's deletion through the same
-/// host queues its marker behind the attach. One engine ends without the profile
-/// whichever order it takes the two in.
-#[test]
-fn adv_group_commit_keeps_a_write_before_a_later_deletion() {
-    let _one = serial();
-    let mut f = Fixture::new("adv-group-order", 0xad09, "30");
-    f.define();
-    // A partition whose stream leader is not the control stream's, and a host not
-    // connected to that leader's node.
+/// A partition whose stream's leader is not the control stream's, that leader's NATS
+/// node, and a host connected to another node: stopping the node stalls that host's
+/// publishes to the partition, not its control writes.
+fn adv_partition_led_apart(f: &Fixture) -> (u32, usize, usize) {
     let mut found = None;
     for _ in 0..20 {
         let control = f.leader_of_stream("RELCOUNT_CONTROL");
@@ -1656,8 +1647,71 @@ fn adv_group_commit_keeps_a_write_before_a_later_deletion() {
     let px = found.expect("a partition led elsewhere than the control stream");
     let node = f.leader_of(px);
     let h = (0..3)
-        .find(|&h| adv_nats_node_of(&f, h) != node)
+        .find(|&h| adv_nats_node_of(f, h) != node)
         .expect("a host on another node");
+    (px, node, h)
+}
+
+/// An answer: status, headers, body.
+type Answered = (u16, std::collections::HashMap<String, String>, String);
+
+/// Sends `calls` through `addr`, 300 ms apart, while NATS node `node` is stopped
+/// (SIGSTOP), so each queues behind the one before in its partition's lane; then
+/// lets the node go on. Their answers, in order.
+fn adv_sent_while_stopped(
+    f: &Fixture,
+    node: usize,
+    addr: &str,
+    calls: [(&str, &Json); 3],
+) -> Vec<Answered> {
+    let pid = f.nats[node]
+        .child
+        .as_ref()
+        .expect("running")
+        .id()
+        .to_string();
+    let signal = |s: &str| {
+        assert!(
+            Command::new("kill")
+                .args([s, &pid])
+                .status()
+                .expect("kill")
+                .success()
+        );
+    };
+    signal("-STOP");
+    std::thread::scope(|s| {
+        let sent: Vec<_> = calls
+            .iter()
+            .map(|(call, body)| {
+                let sending = s.spawn(move || {
+                    post(addr, &format!("/api/v1.1/{call}"), &body.to_string(), &[])
+                        .expect("an answer")
+                });
+                std::thread::sleep(Duration::from_millis(300));
+                sending
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        signal("-CONT");
+        sent.into_iter()
+            .map(|a| a.join().expect("an answer"))
+            .collect()
+    })
+}
+
+/// Group commit must keep a partition's order: a write queued in its host's lane
+/// before a deletion's marker must not be applied after the deletion. The lane is
+/// held by a record whose stream leader is stopped (SIGSTOP) for a moment; an
+/// attach by email waits behind it, then the profile's deletion through the same
+/// host queues its marker behind the attach. One engine ends without the profile
+/// whichever order it takes the two in.
+#[test]
+fn adv_group_commit_keeps_a_write_before_a_later_deletion() {
+    let _one = serial();
+    let mut f = Fixture::new("adv-group-order", 0xad09, "30");
+    f.define();
+    let (px, node, h) = adv_partition_led_apart(&f);
     let x = (0..)
         .map(|k| format!("grouped{k}"))
         .find(|id| partition_of(id) == px)
@@ -1677,91 +1731,38 @@ fn adv_group_commit_keeps_a_write_before_a_later_deletion() {
     let attach = json!({"rel_id": 1, "profile_a": {"email": email}, "profile_b": {"profile_id": "b1"}, "weights": {"Donate": 1}});
     let delete = json!({"db_id": 1, "profile_id": x});
     let addr = f.addr(h);
-    let leader_pid = f.nats[node]
-        .child
-        .as_ref()
-        .expect("running")
-        .id()
-        .to_string();
-    let signal = |s: &str| {
-        assert!(
-            Command::new("kill")
-                .args([s, &leader_pid])
-                .status()
-                .expect("kill")
-                .success()
-        );
-    };
-    signal("-STOP");
-    let (fill, a, d) = std::thread::scope(|s| {
-        let fill = s.spawn(|| {
-            post(
-                &addr,
-                "/api/v1.1/relations/strengthen",
-                &filler.to_string(),
-                &[],
-            )
-            .expect("an answer")
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        let a = s.spawn(|| {
-            post(
-                &addr,
-                "/api/v1.1/relations/attach",
-                &attach.to_string(),
-                &[],
-            )
-            .expect("an answer")
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        let d = s.spawn(|| {
-            post(&addr, "/api/v1.1/profiles/delete", &delete.to_string(), &[]).expect("an answer")
-        });
-        std::thread::sleep(Duration::from_millis(500));
-        signal("-CONT");
-        (
-            fill.join().expect("filler"),
-            a.join().expect("attach"),
-            d.join().expect("delete"),
-        )
-    });
-    eprintln!(
-        "filler: {} {:?}\nattach: {} {:?}\ndelete: {} {:?}",
-        fill.2,
-        fill.1.get("relcount-written"),
-        a.2,
-        a.1.get("relcount-written"),
-        d.2,
-        d.1.get("relcount-written")
+    let answers = adv_sent_while_stopped(
+        &f,
+        node,
+        &addr,
+        [
+            ("relations/strengthen", &filler),
+            ("relations/attach", &attach),
+            ("profiles/delete", &delete),
+        ],
     );
+    let (a, d) = (&answers[1], &answers[2]);
     assert_eq!(a.0, 200, "{}", a.2);
     assert_eq!(d.0, 200, "{}", d.2);
     let mut min = 0;
-    for (p, seq) in adv_written(&a.1)
-        .into_iter()
-        .chain(adv_written(&d.1))
-        .chain(adv_written(&fill.1))
+    for (p, seq) in answers
+        .iter()
+        .flat_map(|(_, headers, _)| adv_written(headers))
     {
         if p == px {
             min = min.max(seq);
         }
     }
     let auth = format!("Bearer {TOKEN}");
-    let _ = f.oracle.handle(
-        "relations/strengthen",
-        Some(&auth),
-        filler.to_string().as_bytes(),
-    );
-    let _ = f.oracle.handle(
-        "relations/attach",
-        Some(&auth),
-        attach.to_string().as_bytes(),
-    );
-    let _ = f.oracle.handle(
-        "profiles/delete",
-        Some(&auth),
-        delete.to_string().as_bytes(),
-    );
+    for (call, body) in [
+        ("relations/strengthen", &filler),
+        ("relations/attach", &attach),
+        ("profiles/delete", &delete),
+    ] {
+        let _ = f
+            .oracle
+            .handle(call, Some(&auth), body.to_string().as_bytes());
+    }
     for r in 0..3 {
         let (got, want) = adv_read(
             &f,
@@ -1773,7 +1774,8 @@ fn adv_group_commit_keeps_a_write_before_a_later_deletion() {
         assert_eq!(
             got,
             want,
-            "{x} via host {r}: the attach (answered {}, written {:?}) was queued before the deletion (answered {}, written {:?})",
+            "{x} via host {r}: the attach (answered {}, written {:?}) was queued before the \
+             deletion (answered {}, written {:?})",
             a.2,
             a.1.get("relcount-written"),
             d.2,
@@ -1799,25 +1801,7 @@ fn adv_group_commit_initiator_by_id_before_a_later_deletion() {
         f.write_via(0, "relations/define", &same_db).expect("acked")["error"],
         0
     );
-    let mut found = None;
-    for _ in 0..20 {
-        let control = f.leader_of_stream("RELCOUNT_CONTROL");
-        if let Some(p) = (0..PARTITIONS).find(|&p| f.leader_of(p) != control) {
-            found = Some(p);
-            break;
-        }
-        let _ = nats_request(
-            &f.nats[control],
-            "$JS.API.STREAM.LEADER.STEPDOWN.RELCOUNT_CONTROL",
-            "",
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let px = found.expect("a partition led elsewhere than the control stream");
-    let node = f.leader_of(px);
-    let h = (0..3)
-        .find(|&h| adv_nats_node_of(&f, h) != node)
-        .expect("a host on another node");
+    let (px, node, h) = adv_partition_led_apart(&f);
     let rcp = (0..)
         .map(|k| format!("rcp{k}"))
         .find(|id| partition_of(id) == px)
@@ -1834,60 +1818,22 @@ fn adv_group_commit_initiator_by_id_before_a_later_deletion() {
     let attach = json!({"rel_id": 5, "profile_a": {"profile_id": rcp}, "profile_b": {"profile_id": x}, "weights": {"Donate": 1}});
     let delete = json!({"db_id": 1, "profile_id": x});
     let addr = f.addr(h);
-    let leader_pid = f.nats[node]
-        .child
-        .as_ref()
-        .expect("running")
-        .id()
-        .to_string();
-    let signal = |s: &str| {
-        assert!(
-            Command::new("kill")
-                .args([s, &leader_pid])
-                .status()
-                .expect("kill")
-                .success()
-        );
-    };
-    signal("-STOP");
-    let (fill, a, d) = std::thread::scope(|s| {
-        let fill = s.spawn(|| {
-            post(
-                &addr,
-                "/api/v1.1/relations/strengthen",
-                &filler.to_string(),
-                &[],
-            )
-            .expect("an answer")
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        let a = s.spawn(|| {
-            post(
-                &addr,
-                "/api/v1.1/relations/attach",
-                &attach.to_string(),
-                &[],
-            )
-            .expect("an answer")
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        let d = s.spawn(|| {
-            post(&addr, "/api/v1.1/profiles/delete", &delete.to_string(), &[]).expect("an answer")
-        });
-        std::thread::sleep(Duration::from_millis(500));
-        signal("-CONT");
-        (
-            fill.join().expect("filler"),
-            a.join().expect("attach"),
-            d.join().expect("delete"),
-        )
-    });
+    let answers = adv_sent_while_stopped(
+        &f,
+        node,
+        &addr,
+        [
+            ("relations/strengthen", &filler),
+            ("relations/attach", &attach),
+            ("profiles/delete", &delete),
+        ],
+    );
+    let (a, d) = (&answers[1], &answers[2]);
     assert_eq!(a.0, 200, "{}", a.2);
     assert_eq!(d.0, 200, "{}", d.2);
-    for (p, seq) in adv_written(&a.1)
-        .into_iter()
-        .chain(adv_written(&d.1))
-        .chain(adv_written(&fill.1))
+    for (p, seq) in answers
+        .iter()
+        .flat_map(|(_, headers, _)| adv_written(headers))
     {
         let w = f.written.entry(p).or_default();
         *w = (*w).max(seq);
@@ -1936,7 +1882,8 @@ fn adv_group_commit_initiator_by_id_before_a_later_deletion() {
             assert_eq!(
                 got,
                 want,
-                "{call} {body} via host {r} (relation from {x} kept: {relation_kept}; attach written {:?}, delete written {:?})",
+                "{call} {body} via host {r} (relation from {x} kept: {relation_kept}; attach \
+                 written {:?}, delete written {:?})",
                 a.1.get("relcount-written"),
                 d.1.get("relcount-written")
             );

@@ -565,9 +565,12 @@ async fn apply_record(
         return Err(format!("record {seq} of {name} is not a relcount record"));
     };
     // The control records each call was checked after come first (a call queued
-    // before a marker, in the same record, is applied before its control record).
+    // before a marker, in the same record, is applied before its control record);
+    // a record without calls (a format 1 marker) still moves the control stream on.
     let mut outcomes = Vec::with_capacity(record.calls.len());
-    for (call, stamp, body) in &record.calls {
+    let calls = record.calls.iter().map(Some).chain([None]);
+    for call in calls {
+        let stamp = call.map_or(record.control, |(_, stamp, _)| *stamp);
         apply_control(
             &applier.client,
             control,
@@ -575,22 +578,13 @@ async fn apply_record(
             &plan.token,
             plan.partitions,
             &plan.following,
-            *stamp,
+            stamp,
         )
         .await?;
-        outcomes.push(apply_call(part, &plan.token, call, body, "write"));
+        if let Some((call, _, body)) = call {
+            outcomes.push(apply_call(part, &plan.token, call, body, "write"));
+        }
     }
-    // A record without calls (a format 1 marker) still moves the control stream on.
-    apply_control(
-        &applier.client,
-        control,
-        part,
-        &plan.token,
-        plan.partitions,
-        &plan.following,
-        record.control,
-    )
-    .await?;
     answer(&applier.client, record.reply, part.p, &outcomes).await;
     let mut at = part.at();
     at.seq = seq;
