@@ -978,6 +978,25 @@ fn two_of_three_nats_nodes_down() {
     f.compare();
 }
 
+/// A `relations/import` of one row `a` from `b` repeated, padded inside a row (kept
+/// as sent) to a body just under the 1 MiB body limit: past what a 1 MiB NATS
+/// message takes with the record's head.
+fn oversized_import(rel_id: u32, a: &str, b: &str) -> String {
+    let row = json!({"profile_a": {"profile_id": a}, "profile_b": {"profile_id": b}, "weights": {"Donate": 1}}).to_string();
+    let mut rows = vec![row.clone(); 1_040_000 / (row.len() + 1)];
+    let target = (1 << 20) - 40;
+    let len = format!("{{\"rel_id\":{rel_id},\"relations\":[{}]}}", rows.join(",")).len();
+    let last = rows.pop().expect("rows");
+    rows.push(format!(
+        "{}{}}}",
+        &last[..last.len() - 1],
+        " ".repeat(target - len)
+    ));
+    let big = format!("{{\"rel_id\":{rel_id},\"relations\":[{}]}}", rows.join(","));
+    assert_eq!(big.len(), target);
+    big
+}
+
 /// A request through NATS's own protocol: `payload` published to `subject`, the
 /// first answer returned (JetStream's API and its publish acknowledgments answer so).
 fn nats_request(nats: &Nats, subject: &str, payload: &str) -> String {
@@ -1129,20 +1148,7 @@ fn review_regressions() {
         f.write("profiles/import", &data).expect("answered");
     }
     // A write too large for a NATS message: 413, nothing logged.
-    let row = json!({"profile_a": {"profile_id": "a1"}, "profile_b": {"profile_id": "b1"}, "weights": {"Donate": 1}}).to_string();
-    let mut rows = vec![row.clone(); 1_040_000 / (row.len() + 1)];
-    // Padded inside a row (kept as sent) to a body just under the 1 MiB body limit,
-    // past what a 1 MiB NATS message takes with the record's head.
-    let target = (1 << 20) - 40;
-    let len = format!("{{\"rel_id\":1,\"relations\":[{}]}}", rows.join(",")).len();
-    let last = rows.pop().expect("rows");
-    rows.push(format!(
-        "{}{}}}",
-        &last[..last.len() - 1],
-        " ".repeat(target - len)
-    ));
-    let big = format!("{{\"rel_id\":1,\"relations\":[{}]}}", rows.join(","));
-    assert_eq!(big.len(), target);
+    let big = oversized_import(1, "a1", "b1");
     let (status, headers, text) =
         post(&f.addr(2), "/api/v1.1/relations/import", &big, &[]).expect("an answer");
     assert_eq!(status, 200, "{text}");
@@ -1249,18 +1255,7 @@ fn adv_a_too_large_import_leaves_no_profiles() {
     );
     // As review_regressions builds it: a body under the 1 MiB body limit whose one
     // partition part does not fit a NATS message; here its profiles are new.
-    let row = json!({"profile_a": {"profile_id": "ghost-a"}, "profile_b": {"profile_id": "ghost-b"}, "weights": {"Donate": 1}}).to_string();
-    let mut rows = vec![row.clone(); 1_040_000 / (row.len() + 1)];
-    let target = (1 << 20) - 40;
-    let len = format!("{{\"rel_id\":5,\"relations\":[{}]}}", rows.join(",")).len();
-    let last = rows.pop().expect("rows");
-    rows.push(format!(
-        "{}{}}}",
-        &last[..last.len() - 1],
-        " ".repeat(target - len)
-    ));
-    let big = format!("{{\"rel_id\":5,\"relations\":[{}]}}", rows.join(","));
-    assert_eq!(big.len(), target);
+    let big = oversized_import(5, "ghost-a", "ghost-b");
     let (status, headers, text) =
         post(&f.addr(2), "/api/v1.1/relations/import", &big, &[]).expect("an answer");
     assert_eq!(status, 200, "{text}");
