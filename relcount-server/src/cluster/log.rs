@@ -33,6 +33,10 @@ pub const CONTROL_STREAM: &str = "RELCOUNT_CONTROL";
 const CONTROL_SUBJECT: &str = "relcount.control";
 /// The call a marker names.
 pub const MARKER: &str = "control";
+/// The call of a control record naming profiles writes created (no API call): every
+/// host's directory records them, so a profile known only as an initiator reads as
+/// one engine reads it; partitions skip it.
+pub const CREATED: &str = "relcount/created";
 /// The bucket mapping each partition to its owner's URL.
 pub const OWNERS_BUCKET: &str = "relcount-owners";
 /// The first line of a format 2 record.
@@ -159,7 +163,7 @@ const PARTITIONS_KEY: &str = "config-partitions";
 const HEADROOM: usize = 256;
 
 /// Why a publish was not acknowledged.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum NotLogged {
     /// The control stream moved past the sequence the write was checked at.
     Moved,
@@ -452,11 +456,7 @@ impl Log {
             self.outcomes.forget(&id);
         }
         for (w, outcome) in group.into_iter().zip(outcomes) {
-            let r = match &logged {
-                Ok(seq) => Ok(Placed { seq: *seq, outcome }),
-                Err(NotLogged::Moved) => Err(NotLogged::Moved),
-                Err(NotLogged::Failed(why)) => Err(NotLogged::Failed(why.clone())),
-            };
+            let r = logged.clone().map(|seq| Placed { seq, outcome });
             let _ = w.done.send(r);
         }
     }

@@ -44,7 +44,7 @@ use hyper_util::rt::TokioExecutor;
 use relcount::api::{Api, Call, Code};
 use tokio::sync::Semaphore;
 
-use self::log::Log;
+use self::log::{CREATED, Log};
 use self::partition::{Partition, Plan, Progress};
 use self::route::Route;
 
@@ -125,6 +125,16 @@ impl Answer {
         }
     }
 
+    /// A refusal its owner decided, as the owner's API worded it.
+    fn decided(o: outcome::Outcome) -> Answer {
+        Answer {
+            status: 200,
+            body: o.body,
+            code: o.code,
+            written: None,
+        }
+    }
+
     fn refused(status: u16, code: u32, text: &str) -> Answer {
         Answer {
             status,
@@ -162,7 +172,7 @@ struct Checked {
     /// The profiles to name by id before it can go anywhere.
     unnamed: Vec<Unnamed>,
     /// The profiles it names by id that this host's directory does not have: they
-    /// are recorded in the control stream before the write is logged.
+    /// are recorded in the control stream once the write is logged.
     new: Vec<(u32, String)>,
 }
 
@@ -221,11 +231,6 @@ fn new_profiles(front: &Api, request: &relcount::api::Request) -> Vec<(u32, Stri
     out
 }
 
-/// A control record's call that names profiles writes create (no API call): every
-/// host's directory records them, so a profile known only as an initiator reads as
-/// one engine reads it.
-pub const CREATED: &str = "relcount/created";
-
 /// The profiles `request` names otherwise than by id.
 fn unnamed(front: &Api, request: &relcount::api::Request) -> Vec<Unnamed> {
     use relcount::api::Request;
@@ -271,6 +276,30 @@ fn unnamed(front: &Api, request: &relcount::api::Request) -> Vec<Unnamed> {
         _ => {}
     }
     out
+}
+
+/// What the submits of a write came to: its `relcount-written` value (each
+/// `partition=sequence` logged), the owners' outcomes to come, and the first failure.
+fn sequences(
+    placed: Vec<(u32, Result<log::Placed, log::NotLogged>)>,
+) -> (
+    String,
+    Vec<tokio::sync::oneshot::Receiver<outcome::Outcome>>,
+    Option<log::NotLogged>,
+) {
+    let mut written = Vec::new();
+    let mut outcomes = Vec::new();
+    let mut failed = None;
+    for (p, placed) in placed {
+        match placed {
+            Ok(placed) => {
+                written.push(format!("{p}={}", placed.seq));
+                outcomes.push(placed.outcome);
+            }
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
+    (written.join(","), outcomes, failed)
 }
 
 struct Owned {
@@ -377,12 +406,17 @@ async fn follow_owners(cluster: Arc<Cluster>, first: jetstream::consumer::pull::
     }
 }
 
+/// Where partition `p`'s snapshots go (none: memory only).
+fn partition_dir(setup: &Setup, p: u32) -> Option<PathBuf> {
+    setup
+        .data
+        .as_ref()
+        .map(|d| d.join(format!("partition-{p}")))
+}
+
 fn plan(setup: &Setup, p: u32, following: partition::Following) -> Plan {
     Plan {
-        dir: setup
-            .data
-            .as_ref()
-            .map(|d| d.join(format!("partition-{p}"))),
+        dir: partition_dir(setup, p),
         snapshot_every: setup.snapshot_every,
         token: setup.token.clone(),
         partitions: setup.partitions,
@@ -922,7 +956,7 @@ impl Cluster {
         {
             return answer;
         }
-        let answered = matches!(call, Call::Detach | Call::Strengthen);
+        let answered = outcome::awaited(call);
         let submits = parts.into_iter().map(|(p, b)| async move {
             (
                 p,
@@ -944,19 +978,7 @@ impl Cluster {
             // as an initiator until a write through another host names it.
             tracing::warn!(error = %e, "new profiles not recorded in the directory");
         }
-        let mut written = Vec::new();
-        let mut outcomes = Vec::new();
-        let mut failed = None;
-        for (p, placed) in placed {
-            match placed {
-                Ok(placed) => {
-                    written.push(format!("{p}={}", placed.seq));
-                    outcomes.push(placed.outcome);
-                }
-                Err(e) => failed = failed.or(Some(e)),
-            }
-        }
-        let written = written.join(",");
+        let (written, outcomes, failed) = sequences(placed);
         if let Some(e) = failed {
             let text = if written.is_empty() {
                 e.to_string()
@@ -965,11 +987,7 @@ impl Cluster {
             };
             return Answer::refused(503, 503, &text);
         }
-        // An attach, an edit or an import of relations that passed the checks is
-        // never refused by the engine that applies it (its profiles by id are
-        // created, its values replace others, exact sums do not overflow): it is
-        // answered once logged. A detach (the relation must exist) and a strengthen
-        // (its sum must stay in range) wait for their owner's outcome.
+        // Answered once logged, unless its owner decides (`outcome::awaited`).
         if !answered {
             let mut answer = Answer::api(checked);
             answer.written = Some(written);
@@ -986,12 +1004,7 @@ impl Cluster {
                 match outcomes.into_iter().flatten().find(|o| o.code != 0) {
                     None => Answer::api(checked),
                     Some(o) => {
-                        let refused = Answer {
-                            status: 200,
-                            body: o.body,
-                            code: o.code,
-                            written: None,
-                        };
+                        let refused = Answer::decided(o);
                         // A detach naming a profile its partition never saw: one
                         // engine knows it if the directory does (no such relation).
                         self.unless_known(refused, call, auth, &body, arrived).await
@@ -1150,15 +1163,7 @@ impl Cluster {
                     .await,
             )
         });
-        let mut written = Vec::new();
-        let mut failed = None;
-        for (p, placed) in futures_util::future::join_all(markers).await {
-            match placed {
-                Ok(placed) => written.push(format!("{p}={}", placed.seq)),
-                Err(e) => failed = failed.or(Some(e)),
-            }
-        }
-        let written = written.join(",");
+        let (written, _, failed) = sequences(futures_util::future::join_all(markers).await);
         if let Some(e) = failed {
             // Logged in the control stream: it takes effect at the next record of the
             // partitions whose marker is missing.
@@ -1175,12 +1180,7 @@ impl Cluster {
                     // Found in one partition at least: deleted, as one engine would.
                     Some(_) => Answer::api(checked),
                     None => match outcomes.into_iter().next() {
-                        Some(o) => Answer {
-                            status: 200,
-                            body: o.body,
-                            code: o.code,
-                            written: None,
-                        },
+                        Some(o) => Answer::decided(o),
                         None => Answer::api(checked),
                     },
                 },
@@ -1423,7 +1423,7 @@ impl Cluster {
         for o in owned {
             o.task.abort();
             let _ = o.task.await;
-            if let Some(dir) = plan(&self.setup, o.part.p, self.following()).dir {
+            if let Some(dir) = partition_dir(&self.setup, o.part.p) {
                 let at = o.part.at();
                 let engine = Arc::clone(o.part.api.engine());
                 let saved =

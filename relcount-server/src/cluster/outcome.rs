@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use relcount::api::Call;
 use tokio::sync::oneshot;
 
 /// One call's outcome as its owner applied it: the API's code and, for a refusal,
@@ -36,6 +37,16 @@ impl Outcome {
             body: Bytes::new(),
         }
     }
+}
+
+/// Whether a write of `call` waits for its owner's outcome. An attach, an edit or an
+/// import that passed the entry host's checks is never refused by the engine that
+/// applies it (its profiles by id are created, its values replace others, exact sums
+/// do not overflow): it is answered once logged. A detach (the relation must exist)
+/// and a strengthen (its sum must stay in range) wait for their owner.
+#[must_use]
+pub fn awaited(call: Call) -> bool {
+    matches!(call, Call::Detach | Call::Strengthen)
 }
 
 /// An answer on a reply subject: the record's id, the partition that applied it, and

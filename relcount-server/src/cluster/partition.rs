@@ -284,7 +284,9 @@ fn apply_call(part: &Partition, token: &str, call: &str, body: &[u8], what: &str
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // These were answered once logged, their checks being all the engine makes.
         let answered = what == "write"
-            && ["relations/attach", "relations/edit", "relations/import"].contains(&call);
+            && call
+                .parse::<relcount::api::Call>()
+                .is_ok_and(|c| !outcome::awaited(c));
         if answered {
             tracing::warn!(partition = part.p, call, code = r.code.number(), body = %r.body, "a write answered once logged was refused by its owner");
         } else {
@@ -307,7 +309,7 @@ fn apply_control_call(
     call: &str,
     body: &[u8],
 ) -> Outcome {
-    if call == super::CREATED {
+    if call == log::CREATED {
         // For the hosts' directories: the write that created them follows.
         return Outcome::ok();
     }
